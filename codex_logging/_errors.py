@@ -1,0 +1,38 @@
+"""Exceptions raised by codex_logging.
+
+Every exception derives from :class:`CodexLoggingError` and from the builtin a
+caller would already catch::
+
+    CodexLoggingError (Exception)
+    ├── InvalidSessionId (ValueError)
+    ├── WriteError (OSError)
+    ├── DatabaseLockedError (TimeoutError)
+    ├── DatabaseNotFoundError (FileNotFoundError)
+    └── UnknownSessionError (LookupError)
+"""
+
+from __future__ import annotations
+
+
+class CodexLoggingError(Exception):
+    """Base class of every error this package raises."""
+
+
+class InvalidSessionId(CodexLoggingError, ValueError):  # noqa: N818 - name fixed by the SPEC
+    """A session id is not 1 to 128 characters of ``A-Z a-z 0-9 _ . -``."""
+
+
+class WriteError(CodexLoggingError, OSError):
+    """A record could not be appended whole (short write, refused file)."""
+
+
+class DatabaseLockedError(CodexLoggingError, TimeoutError):
+    """The SQLite database stayed locked by another writer past the busy timeout."""
+
+
+class DatabaseNotFoundError(CodexLoggingError, FileNotFoundError):
+    """A read-only command was pointed at a database that does not exist."""
+
+
+class UnknownSessionError(CodexLoggingError, LookupError):
+    """A session id was asked for that has no file or no rows."""

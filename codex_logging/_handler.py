@@ -1,0 +1,155 @@
+"""CodexHandler: a standard ``logging.Handler`` that appends session records."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from typing import Final
+
+from codex_logging._record import build_record, encode
+from codex_logging._redact import Redactor
+from codex_logging._session import current_session, get_session_id, sessions_dir_path, validate_session_id
+from codex_logging._writer import FsyncPolicy, SessionFiles, check_fsync
+
+#: Attributes every LogRecord has; anything else on a record came from ``extra``.
+_RECORD_ATTRS: Final = frozenset(
+    {
+        *logging.LogRecord("", 0, "", 0, "", (), None).__dict__,
+        "message",
+        "asctime",
+        "taskName",
+        # Set by structlog's ProcessorFormatter.wrap_for_formatter: plumbing, not data.
+        "_logger",
+        "_name",
+        "_from_structlog",
+    }
+)
+
+
+# The event dict the CodexProcessor wrote last in this thread. When structlog
+# forwards that same dict to stdlib logging (ProcessorFormatter.wrap_for_formatter),
+# the handler skips it instead of writing the record twice.
+written_by_processor = threading.local()
+
+
+class CodexHandler(logging.Handler):
+    """Append every log record to its session's NDJSON file.
+
+    Usable from ``logging.config.dictConfig`` as
+    ``{"class": "codex_logging.CodexHandler"}``; the keyword arguments below are
+    dictConfig keys.
+
+    Example::
+
+        handler = CodexHandler(fsync="end")
+        logging.getLogger().addHandler(handler)
+        logging.getLogger("app").info("step %d", 1, extra={"role": "tool"})
+
+    Args:
+        sessions_dir: The folder of session files; by default
+            ``CODEX_SESSIONS_DIR`` or ``.codex/sessions``, made absolute now.
+        session_id: The session for records that name none and run outside a
+            ``session_scope``; by default ``CODEX_SESSION_ID`` at each record.
+        fsync: ``"never"``, ``"end"`` (after each ``end`` record) or ``"always"``.
+        redact: Replace secrets before writing (on by default).
+        redact_keys: More key names whose values are secret.
+        redact_patterns: More regular expressions whose matches are secret.
+        level: The handler's level.
+
+    Raises:
+        ValueError: For an unknown ``fsync`` policy.
+    """
+
+    def __init__(
+        self,
+        sessions_dir: str | os.PathLike[str] | None = None,
+        session_id: str | None = None,
+        *,
+        fsync: FsyncPolicy = "never",
+        redact: bool = True,
+        redact_keys: Iterable[str] = (),
+        redact_patterns: Iterable[str] = (),
+        level: int | str = logging.NOTSET,
+    ) -> None:
+        """Fix the folder and the settings now, so a later chdir changes nothing."""
+        super().__init__(level)
+        self.files = SessionFiles(sessions_dir_path(sessions_dir), check_fsync(fsync))
+        self.session_id = session_id  # checked at each record: bad ids go to handleError
+        self.redactor = Redactor(redact_keys, redact_patterns) if redact else None
+        self._format_exception = logging.Formatter().formatException
+
+    @property
+    def sessions_dir(self) -> str:
+        """The absolute folder this handler writes to."""
+        return self.files.sessions_dir
+
+    def handle(self, record: logging.LogRecord) -> logging.LogRecord | bool:  # type: ignore[override]  # 3.12 returns the record
+        """Filter and emit without ``Handler.lock``: the writer is thread-safe."""
+        result = self.filter(record)
+        if isinstance(result, logging.LogRecord):
+            record = result
+        if result:
+            self.emit(record)
+        return result
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write ``record``; any failure goes to ``handleError``, never to the caller."""
+        try:
+            event = getattr(written_by_processor, "event", None)
+            if event is not None and record.msg is event:
+                written_by_processor.event = None
+                return
+            line, sid, is_end = self.encode(record)
+            self.files.append(line, sid, is_end=is_end)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def encode(self, record: logging.LogRecord) -> tuple[bytes, str, bool]:
+        """Return the encoded line, its session and whether it is an ``end`` record.
+
+        Args:
+            record: The log record.
+
+        Returns:
+            ``(line, session_id, is_end)``.
+        """
+        fields = record.__dict__
+        extra = {k: v for k, v in fields.items() if k not in _RECORD_ATTRS}
+        sid = extra.pop("session_id", None)
+        sid = (
+            validate_session_id(sid)
+            if sid is not None
+            else current_session.get()
+            or (validate_session_id(self.session_id) if self.session_id is not None else None)
+            or get_session_id()
+        )
+        kind = extra.pop("kind", None)
+        exc = None
+        if record.exc_info:
+            exc = self._format_exception(record.exc_info)
+        elif record.exc_text:
+            exc = record.exc_text
+        if record.stack_info:
+            exc = f"{exc}\n{record.stack_info}" if exc else record.stack_info
+        built = build_record(
+            ts=record.created,
+            session_id=sid,
+            kind=kind,
+            level=record.levelname,
+            logger=record.name,
+            message=record.getMessage(),
+            pid=record.process if record.process is not None else os.getpid(),
+            role=extra.pop("role", None),
+            exc=exc,
+            extra=extra,
+            redactor=self.redactor,
+        )
+        return encode(built), sid, built["kind"] == "end"
+
+    def __repr__(self) -> str:
+        """Show the folder and the level, like FileHandler."""
+        return f"<{type(self).__name__} {self.sessions_dir} ({logging.getLevelName(self.level)})>"

@@ -1,0 +1,234 @@
+"""CodexProcessor, the structlog processor, and ``configure_structlog``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Iterable, MutableMapping
+from typing import Any, Final
+
+from codex_logging._handler import written_by_processor
+from codex_logging._record import build_record, encode, safe_str
+from codex_logging._redact import Redactor
+from codex_logging._session import current_session, get_session_id, sessions_dir_path, validate_session_id
+from codex_logging._writer import FsyncPolicy, SessionFiles, check_fsync
+
+# structlog method names that are not level names (SPEC: warn -> WARNING,
+# exception -> ERROR), used when add_log_level did not run.
+_METHOD_LEVELS: Final = {
+    "warn": "WARNING",
+    "exception": "ERROR",
+    "fatal": "CRITICAL",
+    "msg": "INFO",
+    "log": "INFO",
+}
+_LEVEL_NAMES: Final = {"warn": "WARNING", "exception": "ERROR", "fatal": "CRITICAL"}
+#: Event-dict keys that become record fields rather than extra fields.
+_MAPPED: Final = frozenset(
+    {"event", "level", "logger", "session_id", "kind", "role", "exc_info", "exception"}
+)
+
+
+class CodexProcessor:
+    """A structlog processor that writes each event as one NDJSON record.
+
+    It returns the event dict unchanged, so it can stand anywhere in the chain
+    before the renderer, and it never raises: a failed write becomes a
+    ``RuntimeWarning``.
+
+    Example::
+
+        structlog.configure(processors=[
+            structlog.processors.add_log_level,
+            CodexProcessor(),
+            structlog.processors.JSONRenderer(),
+        ])
+
+    Args:
+        sessions_dir: The folder of session files; by default
+            ``CODEX_SESSIONS_DIR`` or ``.codex/sessions``, made absolute now.
+        session_id: The session for events that name none and run outside a
+            ``session_scope``; by default ``CODEX_SESSION_ID`` at each event.
+        fsync: ``"never"``, ``"end"`` or ``"always"``.
+        redact: Replace secrets before writing (on by default).
+        redact_keys: More key names whose values are secret.
+        redact_patterns: More regular expressions whose matches are secret.
+
+    Raises:
+        ValueError: For an unknown ``fsync`` policy.
+    """
+
+    __slots__ = ("files", "redactor", "session_id")
+
+    def __init__(
+        self,
+        sessions_dir: str | os.PathLike[str] | None = None,
+        session_id: str | None = None,
+        *,
+        fsync: FsyncPolicy = "never",
+        redact: bool = True,
+        redact_keys: Iterable[str] = (),
+        redact_patterns: Iterable[str] = (),
+    ) -> None:
+        """Fix the folder and the settings now."""
+        self.files = SessionFiles(sessions_dir_path(sessions_dir), check_fsync(fsync))
+        self.session_id = session_id
+        self.redactor = Redactor(redact_keys, redact_patterns) if redact else None
+
+    def __call__(
+        self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        """Write ``event_dict`` and return it untouched."""
+        try:
+            line, sid, is_end = self.encode(logger, method_name, event_dict)
+            self.files.append(line, sid, is_end=is_end)
+            # If this very dict reaches stdlib logging next, CodexHandler skips it.
+            written_by_processor.event = event_dict
+        except Exception as error:
+            warnings.warn(
+                f"codex_logging: could not write a structlog event: {error!r}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return event_dict
+
+    def encode(
+        self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+    ) -> tuple[bytes, str, bool]:
+        """Return the encoded line, its session and whether it is an ``end`` record.
+
+        Args:
+            logger: The wrapped logger (its ``name`` is used when present).
+            method_name: The structlog method called (``info``, ``warn``, ...).
+            event_dict: The event.
+
+        Returns:
+            ``(line, session_id, is_end)``.
+        """
+        get = event_dict.get
+        sid = get("session_id")
+        sid = (
+            validate_session_id(sid)
+            if sid is not None
+            else current_session.get()
+            or (validate_session_id(self.session_id) if self.session_id is not None else None)
+            or get_session_id()
+        )
+        level = get("level")
+        level = (
+            _LEVEL_NAMES.get(level, level).upper()
+            if isinstance(level, str)
+            else _METHOD_LEVELS.get(method_name, method_name.upper())
+        )
+        name = get("logger")
+        if name is None:
+            name = getattr(logger, "name", None)
+        extra = {k: v for k, v in event_dict.items() if k not in _MAPPED}
+        built = build_record(
+            ts=time.time(),
+            session_id=sid,
+            kind=get("kind"),
+            level=level,
+            logger=None if name is None else safe_str(name),
+            message=get("event"),
+            pid=os.getpid(),
+            role=get("role"),
+            exc=_exception_text(get("exception"), get("exc_info")),
+            extra=extra,
+            redactor=self.redactor,
+        )
+        return encode(built), sid, built["kind"] == "end"
+
+
+def _exception_text(rendered: object, exc_info: object) -> str | None:
+    if isinstance(rendered, str):
+        return rendered  # format_exc_info already ran
+    if exc_info is None or exc_info is False:
+        return None
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    if isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    if isinstance(exc_info, tuple) and len(exc_info) == 3 and exc_info[0] is not None:
+        return "".join(traceback.format_exception(*exc_info)).rstrip("\n")
+    return None
+
+
+def configure_structlog(
+    *,
+    sessions_dir: str | os.PathLike[str] | None = None,
+    session_id: str | None = None,
+    fsync: FsyncPolicy = "never",
+    redact: bool = True,
+    redact_keys: Iterable[str] = (),
+    redact_patterns: Iterable[str] = (),
+    min_level: int = logging.DEBUG,
+    to_stdlib: bool = False,
+    **structlog_kw: Any,
+) -> CodexProcessor:
+    """Configure structlog with a chain that writes every event to the session.
+
+    The chain merges contextvars, adds the level, the stack and exception
+    information, writes the event with :class:`CodexProcessor`, then renders it:
+    by default to stderr with structlog's ``ConsoleRenderer``; with
+    ``to_stdlib=True`` it is handed to stdlib ``logging`` for
+    ``ProcessorFormatter`` (a :class:`CodexHandler` on that path skips the event,
+    so it is written once).
+
+    Example::
+
+        configure_structlog()
+        structlog.get_logger().info("step B", kind="message", role="tool")
+
+    Args:
+        sessions_dir: As for :class:`CodexProcessor`.
+        session_id: As for :class:`CodexProcessor`.
+        fsync: As for :class:`CodexProcessor`.
+        redact: As for :class:`CodexProcessor`.
+        redact_keys: As for :class:`CodexProcessor`.
+        redact_patterns: As for :class:`CodexProcessor`.
+        min_level: Events below this stdlib level are dropped before any work.
+        to_stdlib: Forward events to stdlib logging instead of printing them.
+        **structlog_kw: Passed to ``structlog.configure`` and win over the
+            defaults above (``processors``, ``logger_factory``, ...).
+
+    Returns:
+        The processor placed in the chain.
+    """
+    import structlog  # noqa: PLC0415 - only this function needs structlog
+
+    processor = CodexProcessor(
+        sessions_dir,
+        session_id,
+        fsync=fsync,
+        redact=redact,
+        redact_keys=redact_keys,
+        redact_patterns=redact_patterns,
+    )
+    chain: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.StackInfoRenderer(),
+        structlog.dev.set_exc_info,
+        structlog.processors.format_exc_info,
+        processor,
+        structlog.processors.TimeStamper(fmt="iso"),
+    ]
+    settings: dict[str, Any] = {"cache_logger_on_first_use": True}
+    if to_stdlib:
+        chain.insert(1, structlog.stdlib.add_logger_name)
+        chain.append(structlog.stdlib.ProcessorFormatter.wrap_for_formatter)
+        settings["logger_factory"] = structlog.stdlib.LoggerFactory()
+        settings["wrapper_class"] = structlog.stdlib.BoundLogger
+    else:
+        chain.append(structlog.dev.ConsoleRenderer(colors=False))
+        settings["logger_factory"] = structlog.PrintLoggerFactory(sys.stderr)
+        settings["wrapper_class"] = structlog.make_filtering_bound_logger(min_level)
+    settings["processors"] = chain
+    settings.update(structlog_kw)
+    structlog.configure(**settings)
+    return processor

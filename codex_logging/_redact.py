@@ -1,0 +1,157 @@
+"""Redaction of secrets before a record is serialised (SPEC "Redaction").
+
+Two rules, applied at any depth of dicts, lists and tuples:
+
+* by key: the value under a secret-looking key becomes ``"[REDACTED]"``;
+* by value: a credential-shaped substring of any string becomes ``"[REDACTED]"``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+REDACTED: Final = "[REDACTED]"
+
+# Compared after lower-casing and mapping "-" to "_", so "Set-Cookie" and
+# "X-Api-Key" are caught too.
+SECRET_KEYS: Final = frozenset(
+    {
+        "password",
+        "passwd",
+        "pwd",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "authorization",
+        "proxy_authorization",
+        "cookie",
+        "set_cookie",
+        "private_key",
+        "access_key",
+        "client_secret",
+        "credentials",
+    }
+)
+SECRET_SUFFIXES: Final = ("_token", "_secret", "_password", "_key")
+
+# Each pattern matches a credential; where a group named "keep" exists, that
+# prefix stays readable ("Bearer [REDACTED]", "https://user:[REDACTED]@host").
+SECRET_PATTERNS: Final = (
+    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
+    r"(?P<keep>\b[Bb]earer\s+)[A-Za-z0-9\-._~+/]{8,}=*",
+    r"(?P<keep>\b[Bb]asic\s+)[A-Za-z0-9+/]{8,}={0,2}",
+    r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_\-]*",
+    r"\bsk-[A-Za-z0-9_\-]{16,}",
+    r"\bgh[pousr]_[A-Za-z0-9]{20,}",
+    r"\bgithub_pat_[A-Za-z0-9_]{20,}",
+    r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
+    r"\bxox[abposr]-[A-Za-z0-9-]{10,}",
+    r"(?P<keep>[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:)[^/\s@]+(?=@)",
+)
+
+
+class Redactor:
+    """Replace secrets in record values; one instance per handler or processor.
+
+    Args:
+        extra_keys: More key names to treat as secret (case-insensitive).
+        extra_patterns: More regular expressions whose matches are secret.
+    """
+
+    __slots__ = ("_keep", "_keys", "_pattern")
+
+    def __init__(self, extra_keys: Iterable[str] = (), extra_patterns: Iterable[str] = ()) -> None:
+        """Compile the key set and one combined pattern."""
+        self._keys = SECRET_KEYS | {_norm(k) for k in extra_keys}
+        sources = [*SECRET_PATTERNS, *extra_patterns]
+        # One alternation, so a clean string costs a single scan.
+        parts = []
+        self._keep: dict[str, str | None] = {}
+        for index, source in enumerate(sources):
+            renamed = source.replace("(?P<keep>", f"(?P<keep{index}>")
+            parts.append(f"(?P<p{index}>{renamed})")
+            self._keep[f"p{index}"] = f"keep{index}" if renamed != source else None
+        self._pattern = re.compile("|".join(parts), re.DOTALL)
+
+    def is_secret_key(self, key: object) -> bool:
+        """Return whether values under ``key`` are secret.
+
+        Args:
+            key: A mapping key; only strings can be secret.
+
+        Returns:
+            True for a secret-looking key.
+        """
+        if not isinstance(key, str):
+            return False
+        norm = _norm(key)
+        return norm in self._keys or norm.endswith(SECRET_SUFFIXES)
+
+    def text(self, value: str, counter: list[int]) -> str:
+        """Return ``value`` with credential-shaped substrings replaced.
+
+        Args:
+            value: Any string.
+            counter: A one-item list; its item is increased per replacement.
+
+        Returns:
+            The redacted string (``value`` itself when nothing matched).
+        """
+        if self._pattern.search(value) is None:
+            return value
+
+        def replace(match: re.Match[str]) -> str:
+            counter[0] += 1
+            keep = self._keep.get(match.lastgroup or "")
+            return (match.group(keep) if keep else "") + REDACTED
+
+        return self._pattern.sub(replace, value)
+
+    def value(self, value: Any, counter: list[int], _seen: frozenset[int] = frozenset()) -> Any:
+        """Return a redacted copy of ``value`` (strings, mappings and sequences).
+
+        Args:
+            value: Any object; other types are returned as they are.
+            counter: A one-item list counting the replacements.
+
+        Returns:
+            The value with secrets replaced; the original is never mutated.
+        """
+        if isinstance(value, str):
+            return self.text(value, counter)
+        if isinstance(value, Mapping | list | tuple):
+            if id(value) in _seen:  # self-referencing: the encoder reports it
+                return "<circular reference>"
+            seen = _seen | {id(value)}
+            if isinstance(value, Mapping):
+                return self.mapping(value, counter, seen)
+            return [self.value(item, counter, seen) for item in value]
+        return value
+
+    def mapping(
+        self, value: Mapping[Any, Any], counter: list[int], _seen: frozenset[int] = frozenset()
+    ) -> dict[Any, Any]:
+        """Return a redacted copy of a mapping.
+
+        Args:
+            value: The mapping.
+            counter: A one-item list counting the replacements.
+
+        Returns:
+            A new dict.
+        """
+        out: dict[Any, Any] = {}
+        for key, item in value.items():
+            if self.is_secret_key(key):
+                counter[0] += 1
+                out[key] = REDACTED
+            else:
+                out[key] = self.value(item, counter, _seen)
+        return out
+
+
+def _norm(key: str) -> str:
+    return key.lower().replace("-", "_")

@@ -1,0 +1,277 @@
+"""Session identity: the id check, the environment, the current scope.
+
+A session id ties records from many processes together. It comes, first match
+wins, from the record, the current :func:`session_scope`, the handler's own
+setting, ``CODEX_SESSION_ID``, or a fresh uuid4 (SPEC "Which session").
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import re
+import time
+import traceback
+import uuid
+import warnings
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar, Token
+from types import TracebackType
+from typing import Any, Final, ParamSpec, TypeVar
+
+from codex_logging._errors import InvalidSessionId
+from codex_logging._record import safe_str, build_record, encode
+from codex_logging._redact import Redactor
+from codex_logging._writer import SessionFiles
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ENV_SESSION_ID: Final = "CODEX_SESSION_ID"
+ENV_DB_PATH: Final = "CODEX_LOG_DB_PATH"
+ENV_SESSIONS_DIR: Final = "CODEX_SESSIONS_DIR"
+DEFAULT_DB_PATH: Final = os.path.join(".codex", "session_logs.db")
+DEFAULT_SESSIONS_DIR: Final = os.path.join(".codex", "sessions")
+
+# SPEC: 1 to 128 characters of A-Z a-z 0-9 _ . -, not starting with "." or "-".
+# Spelled out instead of \w so that unicode look-alikes never pass.
+_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+
+#: The session of the innermost active session_scope in this thread / task.
+current_session: ContextVar[str | None] = ContextVar("codex_session_id", default=None)
+
+_valid_ids: set[str] = set()
+
+
+def validate_session_id(value: object) -> str:
+    """Return ``value`` if it is a valid session id.
+
+    Args:
+        value: The candidate id.
+
+    Returns:
+        The id, unchanged.
+
+    Raises:
+        InvalidSessionId: If it is not a string of the allowed shape.
+    """
+    if value in _valid_ids:
+        return value  # type: ignore[return-value]  # only str enters the set
+    if not isinstance(value, str) or _ID_PATTERN.fullmatch(value) is None:
+        shown = repr(value)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        msg = (
+            f"invalid session id {shown}: use 1 to 128 characters of A-Z a-z 0-9 _ . -,"
+            " not starting with '.' or '-'"
+        )
+        raise InvalidSessionId(msg)
+    if len(_valid_ids) < 4096:  # bounded: a program may mint ids forever
+        _valid_ids.add(value)
+    return value
+
+
+def get_session_id() -> str:
+    """Return the session of this process, creating one if there is none.
+
+    Reads ``CODEX_SESSION_ID``; when it is unset or empty, generates a uuid4 and
+    writes it back to ``os.environ`` so the rest of the process and its child
+    processes share it.
+
+    Returns:
+        The session id.
+
+    Raises:
+        InvalidSessionId: If ``CODEX_SESSION_ID`` holds an invalid id.
+    """
+    value = os.environ.get(ENV_SESSION_ID)
+    if value:
+        return validate_session_id(value)
+    value = str(uuid.uuid4())
+    os.environ[ENV_SESSION_ID] = value
+    return value
+
+
+def resolve_session_id(*candidates: str | None) -> str:
+    """Return the first candidate that is set, then the scope's, env's or a new one.
+
+    Args:
+        *candidates: Ids in order of precedence, before the current scope.
+
+    Returns:
+        A validated session id.
+    """
+    for candidate in candidates:
+        if candidate is not None:
+            return validate_session_id(candidate)
+    scoped = current_session.get()
+    if scoped is not None:
+        return scoped
+    return get_session_id()
+
+
+def sessions_dir_path(value: str | os.PathLike[str] | None = None) -> str:
+    """Return the absolute sessions folder: ``value``, the environment, or the default.
+
+    Args:
+        value: An explicit folder, relative to the working directory.
+
+    Returns:
+        An absolute path, fixed now so that a later ``chdir`` changes nothing.
+    """
+    chosen = value if value is not None else os.environ.get(ENV_SESSIONS_DIR) or DEFAULT_SESSIONS_DIR
+    return os.path.abspath(os.fspath(chosen))
+
+
+def db_path(value: str | os.PathLike[str] | None = None) -> str:
+    """Return the absolute database path: ``value``, the environment, or the default.
+
+    Args:
+        value: An explicit path, relative to the working directory.
+
+    Returns:
+        An absolute path.
+    """
+    chosen = value if value is not None else os.environ.get(ENV_DB_PATH) or DEFAULT_DB_PATH
+    return os.path.abspath(os.fspath(chosen))
+
+
+class session_scope:  # noqa: N801 - a context manager named like contextlib's, fixed by the SPEC
+    """Write one ``start`` and one ``end`` record around a block or a function.
+
+    On entry the session is resolved and validated, made current for this thread
+    or asyncio task, exported as ``CODEX_SESSION_ID`` for child processes, and a
+    ``start`` record is written. On exit an ``end`` record is written with
+    ``status`` (``"ok"`` or ``"error"``), ``duration_s`` and, on error,
+    ``error_type``, ``error`` and ``exc``; the exception propagates. Both records
+    are written directly, whatever the logging configuration.
+
+    Example::
+
+        with session_scope(meta={"job": "nightly"}) as session_id:
+            logging.getLogger("app").info("working in %s", session_id)
+
+    Args:
+        session_id: The session; by default the enclosing scope's, then
+            ``CODEX_SESSION_ID``, then a new uuid4.
+        meta: Fields added to the ``start`` record (redacted like any record).
+
+    Raises:
+        InvalidSessionId: If ``session_id`` (or the environment's) is invalid.
+    """
+
+    def __init__(self, session_id: str | None = None, *, meta: Mapping[str, Any] | None = None) -> None:
+        """Check the id now, so a bad one fails where it is written."""
+        self._requested = None if session_id is None else validate_session_id(session_id)
+        self._meta = dict(meta) if meta else {}
+        self._stack: list[tuple[str, Token[str | None], str | None, float, SessionFiles]] = []
+
+    def __enter__(self) -> str:
+        """Start the session and return its id."""
+        sid = resolve_session_id(self._requested)
+        files = SessionFiles(sessions_dir_path(), "end")
+        token = current_session.set(sid)
+        previous = os.environ.get(ENV_SESSION_ID)
+        os.environ[ENV_SESSION_ID] = sid
+        self._stack.append((sid, token, previous, time.monotonic(), files))
+        _write_scope_record(files, sid, "start", "INFO", "session start", self._meta)
+        return sid
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """End the session; the exception, if any, propagates."""
+        sid, token, previous, started, files = self._stack.pop()
+        try:
+            fields: dict[str, Any] = {
+                "status": "ok" if exc is None else "error",
+                "duration_s": round(time.monotonic() - started, 6),
+            }
+            if exc is None or exc_type is None:
+                _write_scope_record(files, sid, "end", "INFO", "session end", fields)
+            else:
+                fields["error_type"] = exc_type.__qualname__
+                fields["error"] = safe_str(exc)
+                trace = "".join(traceback.format_exception(exc_type, exc, tb)).rstrip("\n")
+                _write_scope_record(files, sid, "end", "ERROR", "session end", fields, trace)
+        finally:
+            if previous is None:
+                os.environ.pop(ENV_SESSION_ID, None)
+            else:
+                os.environ[ENV_SESSION_ID] = previous
+            current_session.reset(token)
+
+    async def __aenter__(self) -> str:
+        """Start the session (``async with``)."""
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """End the session (``async with``)."""
+        self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
+        """Use the scope as a decorator: one session per call.
+
+        On a coroutine function the scope wraps the awaited body, not just the
+        creation of the coroutine.
+        """
+        requested, meta = self._requested, self._meta
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def run_async(*args: P.args, **kwargs: P.kwargs) -> Any:
+                with session_scope(requested, meta=meta):
+                    return await func(*args, **kwargs)
+
+            return run_async  # type: ignore[return-value]  # same signature, awaited
+
+        @functools.wraps(func)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            with session_scope(requested, meta=meta):
+                return func(*args, **kwargs)
+
+        return run
+
+
+_scope_redactor = Redactor()
+
+
+def _write_scope_record(
+    files: SessionFiles,
+    sid: str,
+    kind: str,
+    level: str,
+    message: str,
+    fields: Mapping[str, Any],
+    exc: str | None = None,
+) -> None:
+    try:
+        record = build_record(
+            ts=time.time(),
+            session_id=sid,
+            kind=kind,
+            level=level,
+            logger="codex_logging",
+            message=message,
+            pid=os.getpid(),
+            exc=exc,
+            extra=fields,
+            redactor=_scope_redactor,
+        )
+        files.append(encode(record), sid, is_end=kind == "end")
+    except Exception as error:
+        # SPEC: a failure to write never raises into the application.
+        warnings.warn(
+            f"codex_logging: could not write the {kind} record of session {sid}: {error}",
+            RuntimeWarning,
+            stacklevel=3,
+        )

@@ -1,0 +1,291 @@
+"""The one append-only writer shared by the handler, the processor and the scope.
+
+A record is one ``os.write`` of one whole line on an ``O_APPEND`` descriptor,
+so lines from many threads and processes never interleave or tear (SPEC "The
+NDJSON record"). Descriptors are cached per path; a lock guards the cache,
+never the write itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import threading
+import time
+from collections import OrderedDict
+from typing import Final, Literal
+
+from codex_logging._errors import WriteError
+
+FsyncPolicy = Literal["never", "end", "always"]
+FSYNC_POLICIES: Final = ("never", "end", "always")
+
+#: How long a cached descriptor is trusted before its path is checked again.
+#: The SPEC asks that records written a second or more after the file was
+#: removed or replaced land in a new file; half a second leaves margin.
+RECHECK_SECONDS: Final = 0.5
+#: Open descriptors kept at once, for programs that log to many sessions.
+MAX_OPEN: Final = 64
+
+_FILE_FLAGS: Final = (
+    os.O_WRONLY
+    | os.O_APPEND
+    | os.O_CREAT
+    | os.O_NOFOLLOW
+    | os.O_CLOEXEC
+    # A FIFO planted at the path must not block the open: with no reader it
+    # fails with ENXIO, with one it is refused below as not a regular file.
+    | os.O_NONBLOCK
+)
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def check_fsync(value: str) -> FsyncPolicy:
+    """Return ``value`` if it is a known fsync policy.
+
+    Args:
+        value: ``"never"``, ``"end"`` or ``"always"``.
+
+    Returns:
+        The policy.
+
+    Raises:
+        ValueError: For any other value.
+    """
+    if value not in FSYNC_POLICIES:
+        msg = f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {value!r}"
+        raise ValueError(msg)
+    return value  # type: ignore[return-value]  # checked just above
+
+
+def make_dirs(path: str) -> None:
+    """Create ``path`` and its missing parents with mode ``0700``.
+
+    ``os.makedirs`` applies its mode to the last folder only; every folder this
+    library creates is ``0700`` (SPEC).
+
+    Args:
+        path: An absolute folder path.
+    """
+    missing = []
+    current = path
+    while not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            pass
+
+
+def open_append(path: str) -> int:
+    """Open ``path`` for appending, creating it ``0600`` in a ``0700`` folder.
+
+    The folder and the file are opened with ``O_NOFOLLOW``: a symlink at
+    either is refused, as are FIFOs, devices and files with more than one link.
+
+    Args:
+        path: The absolute session file path.
+
+    Returns:
+        A descriptor opened with ``O_APPEND``.
+
+    Raises:
+        WriteError: The path holds something other than a plain file.
+        OSError: The folder or the file cannot be opened.
+    """
+    folder, name = os.path.split(path)
+    make_dirs(folder)
+    try:
+        dir_fd = os.open(folder, _DIR_FLAGS)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            msg = f"refusing to write through a symlinked folder: {folder}"
+            raise WriteError(errno.ELOOP, msg) from exc
+        raise
+    try:
+        try:
+            fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENXIO):
+                msg = f"refusing to write to a symlink or FIFO: {path}"
+                raise WriteError(exc.errno, msg) from exc
+            raise
+    finally:
+        os.close(dir_fd)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        msg = f"refusing to write to a non-regular or hard-linked file: {path}"
+        raise WriteError(errno.EPERM, msg)
+    return fd
+
+
+class _Entry:
+    """One cached descriptor, with the identity it was opened on."""
+
+    __slots__ = ("checked", "dev", "fd", "fragment", "ino", "retired", "users")
+
+    def __init__(self, fd: int) -> None:
+        info = os.fstat(fd)
+        self.fd = fd
+        self.dev = info.st_dev
+        self.ino = info.st_ino
+        self.checked = time.monotonic()
+        self.users = 0
+        self.retired = False
+        # A short write left a line without its newline at the end of the file.
+        self.fragment = False
+
+
+class Writer:
+    """Append whole lines to session files from any thread, process or fork."""
+
+    def __init__(self) -> None:
+        """Start with an empty descriptor cache."""
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+
+    def write(self, path: str, line: bytes, fsync: FsyncPolicy = "never", *, is_end: bool = False) -> None:
+        """Append ``line`` to ``path`` with a single ``os.write``.
+
+        Args:
+            path: The absolute session file path.
+            line: One complete record, ending in ``\\n``.
+            fsync: When to flush to the disk.
+            is_end: Whether this is an ``end`` record (``fsync="end"``).
+
+        Raises:
+            WriteError: A short write: the fragment will be ended with a newline
+                before the next record so it stands alone.
+            OSError: The file could not be opened or written.
+        """
+        entry = self._acquire(path)
+        try:
+            if entry.fragment:
+                line = b"\n" + line
+            written = os.write(entry.fd, line)
+            if written != len(line):
+                entry.fragment = line[written - 1 : written] != b"\n" if written else entry.fragment
+                msg = f"short write to {path}: {written} of {len(line)} bytes"
+                raise WriteError(errno.ENOSPC, msg)
+            entry.fragment = False
+            if fsync == "always" or (is_end and fsync == "end"):
+                os.fsync(entry.fd)
+        finally:
+            self._release(entry)
+
+    def _acquire(self, path: str) -> _Entry:
+        now = time.monotonic()
+        with self._lock:
+            entry = self._cache.get(path)
+            if entry is not None and now - entry.checked >= RECHECK_SECONDS:
+                if self._still_there(path, entry):
+                    entry.checked = now
+                else:
+                    self._retire(path, entry)
+                    entry = None
+            if entry is None:
+                entry = _Entry(open_append(path))
+                self._cache[path] = entry
+                while len(self._cache) > MAX_OPEN:
+                    old_path, old = next(iter(self._cache.items()))
+                    self._retire(old_path, old)
+            else:
+                self._cache.move_to_end(path)
+            entry.users += 1
+            return entry
+
+    def _release(self, entry: _Entry) -> None:
+        with self._lock:
+            entry.users -= 1
+            if entry.retired and entry.users == 0:
+                os.close(entry.fd)
+
+    def _retire(self, path: str, entry: _Entry) -> None:
+        # Another thread may be writing on it right now: close it only when the
+        # last user releases it, so a reused descriptor number never receives
+        # a line meant for this file.
+        del self._cache[path]
+        entry.retired = True
+        if entry.users == 0:
+            os.close(entry.fd)
+
+    @staticmethod
+    def _still_there(path: str, entry: _Entry) -> bool:
+        # WatchedFileHandler's test: the path must still name our inode.
+        try:
+            info = os.stat(path, follow_symlinks=False)
+        except OSError:
+            return False
+        return (info.st_dev, info.st_ino) == (entry.dev, entry.ino)
+
+    def close_all(self) -> None:
+        """Close every cached descriptor (those in use close on release)."""
+        with self._lock:
+            for path, entry in list(self._cache.items()):
+                self._retire(path, entry)
+
+    def _after_fork_in_child(self) -> None:
+        # The lock may have been held by a thread that does not exist in the
+        # child. The inherited descriptors stay valid (O_APPEND is per write),
+        # but start clean so no state of the parent's threads leaks in.
+        self._lock = threading.Lock()
+        for entry in self._cache.values():
+            try:
+                os.close(entry.fd)  # the child's copy; the parent's stays open
+            except OSError:
+                pass
+        self._cache.clear()
+
+
+WRITER: Final = Writer()
+
+
+class SessionFiles:
+    """Where one handler or processor writes: a folder, an fsync policy.
+
+    Args:
+        sessions_dir: The absolute folder of session files.
+        fsync: The fsync policy.
+    """
+
+    __slots__ = ("_paths", "fsync", "sessions_dir")
+
+    def __init__(self, sessions_dir: str, fsync: FsyncPolicy) -> None:
+        """Keep the settings; paths are joined once per session."""
+        self.sessions_dir = sessions_dir
+        self.fsync = fsync
+        self._paths: dict[str, str] = {}
+
+    def path(self, session_id: str) -> str:
+        """Return the file of a (validated) session.
+
+        Args:
+            session_id: The session.
+
+        Returns:
+            ``<sessions_dir>/<session_id>.ndjson``.
+        """
+        found = self._paths.get(session_id)
+        if found is None:
+            found = os.path.join(self.sessions_dir, session_id + ".ndjson")
+            if len(self._paths) < 4096:
+                self._paths[session_id] = found
+        return found
+
+    def append(self, line: bytes, session_id: str, *, is_end: bool = False) -> None:
+        """Append one encoded record to the session's file.
+
+        Args:
+            line: The encoded record.
+            session_id: The session.
+            is_end: Whether the record is an ``end`` record.
+        """
+        WRITER.write(self.path(session_id), line, self.fsync, is_end=is_end)
+os.register_at_fork(after_in_child=WRITER._after_fork_in_child)  # noqa: SLF001

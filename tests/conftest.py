@@ -1,0 +1,49 @@
+"""Shared fixtures: every test runs in its own folder with clean global state."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from codex_logging._writer import WRITER
+
+
+@pytest.fixture(autouse=True)
+def _isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Restore root handlers, structlog, the environment and the cwd after each test."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("CODEX_SESSION_ID", "CODEX_LOG_DB_PATH", "CODEX_SESSIONS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    saved_env = dict(os.environ)
+    structlog.reset_defaults()
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
+    os.environ.clear()
+    os.environ.update(saved_env)
+    WRITER.close_all()
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    """Parse every line of an NDJSON file, failing on a torn or raw-newline line."""
+    data = path.read_bytes()
+    assert data == b"" or data.endswith(b"\n")
+    return [json.loads(line) for line in data.split(b"\n")[:-1]]
+
+
+def session_file(session_id: str, sessions_dir: Path | None = None) -> Path:
+    """Return the file of a session under the default folder."""
+    return (sessions_dir or Path(".codex/sessions").resolve()) / f"{session_id}.ndjson"

@@ -1,0 +1,201 @@
+"""CodexHandler: fields, routing, dictConfig, and failures that never raise."""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from codex_logging import CodexHandler, session_scope
+from tests.conftest import read_lines, session_file
+
+
+def dict_config(**handler_keys: object) -> None:
+    """Configure logging exactly as a user would."""
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {"codex": {"class": "codex_logging.CodexHandler", **handler_keys}},
+            "root": {"handlers": ["codex"], "level": "DEBUG"},
+        }
+    )
+
+
+class TestFields:
+    def test_every_field_from_dictconfig(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A record from dictConfig carries every SPEC field with exact values."""
+        monkeypatch.setenv("CODEX_SESSION_ID", "s1")
+        dict_config()
+        before = time.time()
+        logging.getLogger("app.sub").warning(
+            "step %s of %d", "A", 3, extra={"role": "assistant", "step": {"n": 1}, "tags": ["x"]}
+        )
+        (rec,) = read_lines(session_file("s1"))
+        assert before <= rec.pop("ts") <= time.time()
+        assert rec == {
+            "session_id": "s1",
+            "kind": "message",
+            "level": "WARNING",
+            "logger": "app.sub",
+            "message": "step A of 3",
+            "pid": os.getpid(),
+            "role": "assistant",
+            "step": {"n": 1},
+            "tags": ["x"],
+        }
+        assert list(read_lines(session_file("s1"))[0])[:7] == [
+            "ts", "session_id", "kind", "level", "logger", "message", "pid",
+        ]  # fmt: skip
+
+    def test_exception_and_stack(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """exc_info and stack_info become the exc field."""
+        monkeypatch.setenv("CODEX_SESSION_ID", "s1")
+        dict_config()
+        try:
+            raise KeyError("missing")  # noqa: TRY301
+        except KeyError:
+            logging.getLogger("app").exception("failed")
+        logging.getLogger("app").info("here", stack_info=True)
+        failed, here = read_lines(session_file("s1"))
+        assert failed["level"] == "ERROR"
+        assert failed["exc"].startswith("Traceback (most recent call last):")
+        assert failed["exc"].endswith("KeyError: 'missing'")
+        assert here["exc"].startswith("Stack (most recent call last):")
+
+    def test_kind_from_extra_and_unserialisable_values(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """extra kind sets the kind; values JSON cannot hold are written with str()."""
+        monkeypatch.setenv("CODEX_SESSION_ID", "s1")
+        dict_config()
+
+        class Thing:
+            def __str__(self) -> str:
+                return "a thing"
+
+        logging.getLogger("app").info("go", extra={"kind": "start", "obj": Thing(), "p": Path("/x")})
+        (rec,) = read_lines(session_file("s1"))
+        assert (rec["kind"], rec["obj"], rec["p"]) == ("start", "a thing", "/x")
+
+    def test_extra_cannot_overwrite_core_fields(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An extra named like a core field is kept beside it, not over it."""
+        monkeypatch.setenv("CODEX_SESSION_ID", "s1")
+        dict_config()
+        logging.getLogger("app").info("go", extra={"ts": "yesterday", "pid": -1})
+        (rec,) = read_lines(session_file("s1"))
+        assert rec["pid"] == os.getpid()
+        assert (rec["extra.ts"], rec["extra.pid"]) == ("yesterday", -1)
+
+    def test_newlines_never_raw(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Newlines and U+2028 in the message stay inside one line."""
+        monkeypatch.setenv("CODEX_SESSION_ID", "s1")
+        dict_config()
+        logging.getLogger("app").info("a\nb\r\nc\u2028d")
+        data = session_file("s1").read_bytes()
+        assert data.count(b"\n") == 1
+        assert read_lines(session_file("s1"))[0]["message"] == "a\nb\r\nc\u2028d"
+
+    def test_dictconfig_keys_are_constructor_keywords(self, tmp_path: Path) -> None:
+        """sessions_dir, session_id, fsync, redact and level are dictConfig keys."""
+        dict_config(sessions_dir="custom", session_id="fixed", fsync="always", redact=False, level="INFO")
+        handler = logging.getLogger().handlers[0]
+        assert isinstance(handler, CodexHandler)
+        assert handler.sessions_dir == str(tmp_path / "custom")
+        assert (handler.files.fsync, handler.redactor, handler.level) == ("always", None, logging.INFO)
+        logging.getLogger("app").debug("dropped")
+        logging.getLogger("app").info("kept", extra={"password": "p"})
+        (rec,) = read_lines(tmp_path / "custom" / "fixed.ndjson")
+        assert (rec["message"], rec["password"]) == ("kept", "p")
+
+    def test_bad_fsync_is_a_value_error(self) -> None:
+        """An unknown fsync policy fails at configuration, with its name."""
+        with pytest.raises(ValueError, match="fsync must be one of"):
+            CodexHandler(fsync="sometimes")  # type: ignore[arg-type]
+
+    def test_relative_dir_is_fixed_at_construction(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A later chdir does not move where records go."""
+        handler = CodexHandler(session_id="s1")
+        (tmp_path / "elsewhere").mkdir()
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        logging.getLogger("t").addHandler(handler)
+        logging.getLogger("t").warning("x")
+        assert read_lines(tmp_path / ".codex" / "sessions" / "s1.ndjson")[0]["message"] == "x"
+        assert not (tmp_path / "elsewhere" / ".codex").exists()
+        assert "CodexHandler" in repr(handler)
+        handler.close()
+        handler.close()
+
+
+class TestRouting:
+    def test_first_match_wins(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """record extra > session_scope > handler's session_id > env > generated."""
+        monkeypatch.setenv("CODEX_SESSION_ID", "env")
+        dict_config(session_id="own")
+        log = logging.getLogger("app")
+        log.info("1")
+        with session_scope("scoped"):
+            log.info("2")
+            log.info("3", extra={"session_id": "explicit"})
+        assert [r["message"] for r in read_lines(session_file("own"))] == ["1"]
+        assert [r["message"] for r in read_lines(session_file("explicit"))] == ["3"]
+        scoped = read_lines(session_file("scoped"))
+        assert [(r["kind"], r["message"]) for r in scoped] == [
+            ("start", "session start"), ("message", "2"), ("end", "session end"),
+        ]  # fmt: skip
+
+    def test_env_then_generated(self) -> None:
+        """Without handler id or scope, the environment's, else a fresh exported one."""
+        dict_config()
+        logging.getLogger("app").info("x")
+        sid = os.environ["CODEX_SESSION_ID"]
+        assert read_lines(session_file(sid))[0]["session_id"] == sid
+
+
+class TestFailures:
+    @pytest.mark.parametrize("bad", ["../x", "a/b", "", "x" * 129, "a\x00b"])
+    def test_invalid_id_writes_nothing(self, bad: str, tmp_path: Path) -> None:
+        """An invalid routed id goes to handleError and no file appears anywhere."""
+        errors: list[logging.LogRecord] = []
+        handler = CodexHandler()
+        handler.handleError = errors.append  # type: ignore[method-assign]
+        logger = logging.getLogger("bad")
+        logger.addHandler(handler)
+        logger.error("x", extra={"session_id": bad})
+        assert len(errors) == 1
+        assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+        handler.close()
+
+    def test_unwritable_folder_does_not_raise(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A folder that cannot be created is reported by handleError, not raised."""
+        (tmp_path / "file").write_text("not a folder")
+        handler = CodexHandler(sessions_dir=tmp_path / "file" / "sessions", session_id="s")
+        logger = logging.getLogger("unwritable")
+        logger.addHandler(handler)
+        logger.error("lost")
+        assert "--- Logging error ---" in capsys.readouterr().err
+        handler.close()
+
+    @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permissions")
+    def test_read_only_folder_does_not_raise(self, tmp_path: Path) -> None:  # pragma: no cover - root here
+        """A read-only folder is reported by handleError, not raised."""
+        folder = tmp_path / "ro"
+        folder.mkdir(mode=0o500)
+        errors: list[logging.LogRecord] = []
+        handler = CodexHandler(sessions_dir=folder, session_id="s")
+        handler.handleError = errors.append  # type: ignore[method-assign]
+        handler.handle(logging.makeLogRecord({"msg": "x"}))
+        assert len(errors) == 1
+
+    def test_recursion_error_propagates(self) -> None:
+        """RecursionError is re-raised, as CPython's handlers do."""
+        handler = CodexHandler(session_id="s")
+
+        def explode(_record: logging.LogRecord) -> tuple[bytes, str, bool]:
+            raise RecursionError
+
+        handler.encode = explode  # type: ignore[method-assign]
+        with pytest.raises(RecursionError):
+            handler.emit(logging.makeLogRecord({"msg": "x"}))

@@ -1,0 +1,91 @@
+"""Session ids: validation, the environment, and path resolution."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from codex_logging import InvalidSessionId, get_session_id
+from codex_logging._session import db_path, sessions_dir_path, validate_session_id
+
+HOSTILE_IDS = [
+    "",
+    "../x",
+    "a/b",
+    "a\\b",
+    "a\x00b",
+    "x" * 129,
+    "x" * 10_000,
+    ".hidden",
+    "-flag",
+    "a\nb",
+    "tab\there",
+    "sp ace",
+    "caf\u00e9",
+    "\u0430bc",  # Cyrillic a, a look-alike of "abc"
+    "abc\u200b",
+    "abc\n",
+    "..",
+    ".",
+]
+
+
+class TestValidate:
+    @pytest.mark.parametrize("value", HOSTILE_IDS)
+    def test_hostile_ids_are_refused(self, value: str) -> None:
+        """Every id outside the SPEC's alphabet or length raises InvalidSessionId."""
+        with pytest.raises(InvalidSessionId):
+            validate_session_id(value)
+
+    @pytest.mark.parametrize("value", ["a", "A-1_b.c", "x" * 128, "0", str(uuid.uuid4())])
+    def test_valid_ids_pass(self, value: str) -> None:
+        """Ids of 1 to 128 allowed characters are returned unchanged."""
+        assert validate_session_id(value) == value
+
+    def test_non_string_is_refused(self) -> None:
+        """An id that is not a string is refused, and it is a ValueError."""
+        with pytest.raises(ValueError, match="invalid session id"):
+            validate_session_id(12)
+
+
+class TestGetSessionId:
+    def test_generates_and_exports(self) -> None:
+        """Without CODEX_SESSION_ID a uuid4 is made and written back to the environment."""
+        sid = get_session_id()
+        assert uuid.UUID(sid).version == 4
+        assert os.environ["CODEX_SESSION_ID"] == sid
+        assert get_session_id() == sid
+
+    def test_empty_counts_as_unset(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A set but empty variable is treated as unset."""
+        monkeypatch.setenv("CODEX_SESSION_ID", "")
+        assert uuid.UUID(get_session_id())
+
+    def test_reads_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A set variable is the session."""
+        monkeypatch.setenv("CODEX_SESSION_ID", "run-42")
+        assert get_session_id() == "run-42"
+
+    def test_invalid_environment_raises(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An invalid id in the environment raises InvalidSessionId."""
+        monkeypatch.setenv("CODEX_SESSION_ID", "../etc")
+        with pytest.raises(InvalidSessionId):
+            get_session_id()
+
+
+class TestPaths:
+    def test_defaults_are_absolute_under_cwd(self, tmp_path: Path) -> None:
+        """Defaults resolve against the working directory at the time of the call."""
+        assert sessions_dir_path() == str(tmp_path / ".codex" / "sessions")
+        assert db_path() == str(tmp_path / ".codex" / "session_logs.db")
+
+    def test_environment_wins_over_default(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """CODEX_SESSIONS_DIR and CODEX_LOG_DB_PATH are used and made absolute."""
+        monkeypatch.setenv("CODEX_SESSIONS_DIR", "logs/s")
+        monkeypatch.setenv("CODEX_LOG_DB_PATH", "logs/x.db")
+        assert sessions_dir_path() == str(tmp_path / "logs" / "s")
+        assert db_path() == str(tmp_path / "logs" / "x.db")
+        assert sessions_dir_path("other") == str(tmp_path / "other")
