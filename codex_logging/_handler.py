@@ -10,7 +10,12 @@ from typing import Final
 
 from codex_logging._record import build_record, encode
 from codex_logging._redact import Redactor
-from codex_logging._session import current_session, get_session_id, sessions_dir_path, validate_session_id
+from codex_logging._session import (
+    current_session,
+    get_session_id,
+    sessions_dir_path,
+    validate_session_id,
+)
 from codex_logging._writer import FsyncPolicy, SessionFiles, check_fsync
 
 #: Attributes every LogRecord has; anything else on a record came from ``extra``.
@@ -60,6 +65,7 @@ class CodexHandler(logging.Handler):
 
     Raises:
         ValueError: For an unknown ``fsync`` policy.
+
     """
 
     def __init__(
@@ -85,14 +91,14 @@ class CodexHandler(logging.Handler):
         """The absolute folder this handler writes to."""
         return self.files.sessions_dir
 
-    def handle(self, record: logging.LogRecord) -> logging.LogRecord | bool:  # type: ignore[override]  # 3.12 returns the record
+    def handle(self, record: logging.LogRecord) -> bool:
         """Filter and emit without ``Handler.lock``: the writer is thread-safe."""
-        result = self.filter(record)
+        result: object = self.filter(record)  # a LogRecord from 3.12 on
         if isinstance(result, logging.LogRecord):
             record = result
         if result:
             self.emit(record)
-        return result
+        return bool(result)
 
     def emit(self, record: logging.LogRecord) -> None:
         """Write ``record``; any failure goes to ``handleError``, never to the caller."""
@@ -116,6 +122,7 @@ class CodexHandler(logging.Handler):
 
         Returns:
             ``(line, session_id, is_end)``.
+
         """
         fields = record.__dict__
         extra = {k: v for k, v in fields.items() if k not in _RECORD_ATTRS}

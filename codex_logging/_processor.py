@@ -14,7 +14,12 @@ from typing import Any, Final
 from codex_logging._handler import written_by_processor
 from codex_logging._record import build_record, encode, safe_str
 from codex_logging._redact import Redactor
-from codex_logging._session import current_session, get_session_id, sessions_dir_path, validate_session_id
+from codex_logging._session import (
+    current_session,
+    get_session_id,
+    sessions_dir_path,
+    validate_session_id,
+)
 from codex_logging._writer import FsyncPolicy, SessionFiles, check_fsync
 
 # structlog method names that are not level names (SPEC: warn -> WARNING,
@@ -27,6 +32,13 @@ _METHOD_LEVELS: Final = {
     "log": "INFO",
 }
 _LEVEL_NAMES: Final = {"warn": "WARNING", "exception": "ERROR", "fatal": "CRITICAL"}
+_LEVEL_NUMBERS: Final = {
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "WARNING": logging.WARNING,
+    "ERROR": logging.ERROR,
+    "CRITICAL": logging.CRITICAL,
+}
 #: Event-dict keys that become record fields rather than extra fields.
 _MAPPED: Final = frozenset(
     {"event", "level", "logger", "session_id", "kind", "role", "exc_info", "exception"}
@@ -60,6 +72,7 @@ class CodexProcessor:
 
     Raises:
         ValueError: For an unknown ``fsync`` policy.
+
     """
 
     __slots__ = ("files", "redactor", "session_id")
@@ -108,6 +121,7 @@ class CodexProcessor:
 
         Returns:
             ``(line, session_id, is_end)``.
+
         """
         get = event_dict.get
         sid = get("session_id")
@@ -158,6 +172,16 @@ def _exception_text(rendered: object, exc_info: object) -> str | None:
     return None
 
 
+def _drop_below(min_level: int, drop: type[BaseException]) -> Any:
+    def drop_below(_logger: Any, method_name: str, event_dict: Any) -> Any:
+        name = _METHOD_LEVELS.get(method_name, method_name.upper())
+        if _LEVEL_NUMBERS.get(name, logging.INFO) < min_level:
+            raise drop
+        return event_dict
+
+    return drop_below
+
+
 def configure_structlog(
     *,
     sessions_dir: str | os.PathLike[str] | None = None,
@@ -198,6 +222,7 @@ def configure_structlog(
 
     Returns:
         The processor placed in the chain.
+
     """
     import structlog  # noqa: PLC0415 - only this function needs structlog
 
@@ -225,9 +250,12 @@ def configure_structlog(
         settings["logger_factory"] = structlog.stdlib.LoggerFactory()
         settings["wrapper_class"] = structlog.stdlib.BoundLogger
     else:
+        chain.insert(0, _drop_below(min_level, structlog.DropEvent))
         chain.append(structlog.dev.ConsoleRenderer(colors=False))
         settings["logger_factory"] = structlog.PrintLoggerFactory(sys.stderr)
-        settings["wrapper_class"] = structlog.make_filtering_bound_logger(min_level)
+        # The generic BoundLogger, unlike the filtering one, takes an optional
+        # event: structlog.get_logger().info(kind="message") must work (SPEC).
+        settings["wrapper_class"] = structlog.BoundLogger
     settings["processors"] = chain
     settings.update(structlog_kw)
     structlog.configure(**settings)

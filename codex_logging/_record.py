@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from codex_logging._redact import Redactor
+from codex_logging._redact import REDACTED, Redactor
 
 #: Fields the library sets; an ``extra`` key with one of these names is kept
 #: under ``extra.<name>`` instead of replacing it.
@@ -82,6 +82,7 @@ def encode(record: Mapping[str, Any]) -> bytes:
 
     Returns:
         The line, with no raw newline inside it.
+
     """
     if _fast_dumps is not None:
         try:
@@ -133,6 +134,7 @@ def build_record(
 
     Returns:
         A new dict, ready for :func:`encode`.
+
     """
     if not isinstance(message, str):
         message = "" if message is None else safe_str(message)
@@ -155,17 +157,22 @@ def build_record(
             name = key if isinstance(key, str) else safe_str(key)
             record[f"extra.{name}" if name in CORE_FIELDS else name] = value
     if redactor is not None:
-        counter = [0]
-        record["message"] = redactor.text(record["message"], counter)
-        if exc is not None:
-            record["exc"] = redactor.text(exc, counter)
-        if extra:
-            for name in record.keys() - CORE_FIELDS:
-                if redactor.is_secret_key(name):
-                    counter[0] += 1
-                    record[name] = "[REDACTED]"
-                else:
-                    record[name] = redactor.value(record[name], counter)
-        if counter[0]:
-            record["redacted"] = counter[0]
+        _redact(record, redactor)
     return record
+
+
+def _redact(record: dict[str, Any], redactor: Redactor) -> None:
+    # The core fields other than message and exc are set by this library, so
+    # only those two and the extra fields can carry a secret.
+    counter = [0]
+    record["message"] = redactor.text(record["message"], counter)
+    if "exc" in record:
+        record["exc"] = redactor.text(record["exc"], counter)
+    for name in record.keys() - CORE_FIELDS:
+        if redactor.is_secret_key(name):
+            counter[0] += 1
+            record[name] = REDACTED
+        else:
+            record[name] = redactor.value(record[name], counter)
+    if counter[0]:
+        record["redacted"] = counter[0]

@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar
 
 from codex_logging._errors import InvalidSessionId
-from codex_logging._record import safe_str, build_record, encode
+from codex_logging._record import build_record, encode, safe_str
 from codex_logging._redact import Redactor
 from codex_logging._writer import SessionFiles
 
@@ -55,9 +55,10 @@ def validate_session_id(value: object) -> str:
 
     Raises:
         InvalidSessionId: If it is not a string of the allowed shape.
+
     """
     if value in _valid_ids:
-        return value  # type: ignore[return-value]  # only str enters the set
+        return value
     if not isinstance(value, str) or _ID_PATTERN.fullmatch(value) is None:
         shown = repr(value)
         if len(shown) > 60:
@@ -84,6 +85,7 @@ def get_session_id() -> str:
 
     Raises:
         InvalidSessionId: If ``CODEX_SESSION_ID`` holds an invalid id.
+
     """
     value = os.environ.get(ENV_SESSION_ID)
     if value:
@@ -101,6 +103,7 @@ def resolve_session_id(*candidates: str | None) -> str:
 
     Returns:
         A validated session id.
+
     """
     for candidate in candidates:
         if candidate is not None:
@@ -119,8 +122,11 @@ def sessions_dir_path(value: str | os.PathLike[str] | None = None) -> str:
 
     Returns:
         An absolute path, fixed now so that a later ``chdir`` changes nothing.
+
     """
-    chosen = value if value is not None else os.environ.get(ENV_SESSIONS_DIR) or DEFAULT_SESSIONS_DIR
+    chosen = (
+        value if value is not None else os.environ.get(ENV_SESSIONS_DIR) or DEFAULT_SESSIONS_DIR
+    )
     return os.path.abspath(os.fspath(chosen))
 
 
@@ -132,6 +138,7 @@ def db_path(value: str | os.PathLike[str] | None = None) -> str:
 
     Returns:
         An absolute path.
+
     """
     chosen = value if value is not None else os.environ.get(ENV_DB_PATH) or DEFAULT_DB_PATH
     return os.path.abspath(os.fspath(chosen))
@@ -159,9 +166,12 @@ class session_scope:  # noqa: N801 - a context manager named like contextlib's, 
 
     Raises:
         InvalidSessionId: If ``session_id`` (or the environment's) is invalid.
+
     """
 
-    def __init__(self, session_id: str | None = None, *, meta: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, session_id: str | None = None, *, meta: Mapping[str, Any] | None = None
+    ) -> None:
         """Check the id now, so a bad one fails where it is written."""
         self._requested = None if session_id is None else validate_session_id(session_id)
         self._meta = dict(meta) if meta else {}
@@ -245,7 +255,7 @@ class session_scope:  # noqa: N801 - a context manager named like contextlib's, 
 _scope_redactor = Redactor()
 
 
-def _write_scope_record(
+def _write_scope_record(  # noqa: PLR0917 - private, called three times
     files: SessionFiles,
     sid: str,
     kind: str,

@@ -8,6 +8,7 @@ never the write itself.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -52,6 +53,7 @@ def check_fsync(value: str) -> FsyncPolicy:
 
     Raises:
         ValueError: For any other value.
+
     """
     if value not in FSYNC_POLICIES:
         msg = f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {value!r}"
@@ -67,6 +69,7 @@ def make_dirs(path: str) -> None:
 
     Args:
         path: An absolute folder path.
+
     """
     missing = []
     current = path
@@ -77,10 +80,8 @@ def make_dirs(path: str) -> None:
             break
         current = parent
     for folder in reversed(missing):
-        try:
+        with contextlib.suppress(FileExistsError):  # made by another process meanwhile
             os.mkdir(folder, 0o700)
-        except FileExistsError:
-            pass
 
 
 def open_append(path: str) -> int:
@@ -98,6 +99,7 @@ def open_append(path: str) -> int:
     Raises:
         WriteError: The path holds something other than a plain file.
         OSError: The folder or the file cannot be opened.
+
     """
     folder, name = os.path.split(path)
     make_dirs(folder)
@@ -151,7 +153,9 @@ class Writer:
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
 
-    def write(self, path: str, line: bytes, fsync: FsyncPolicy = "never", *, is_end: bool = False) -> None:
+    def write(
+        self, path: str, line: bytes, fsync: FsyncPolicy = "never", *, is_end: bool = False
+    ) -> None:
         """Append ``line`` to ``path`` with a single ``os.write``.
 
         Args:
@@ -164,6 +168,7 @@ class Writer:
             WriteError: A short write: the fragment will be ended with a newline
                 before the next record so it stands alone.
             OSError: The file could not be opened or written.
+
         """
         entry = self._acquire(path)
         try:
@@ -237,10 +242,8 @@ class Writer:
         # but start clean so no state of the parent's threads leaks in.
         self._lock = threading.Lock()
         for entry in self._cache.values():
-            try:
+            with contextlib.suppress(OSError):
                 os.close(entry.fd)  # the child's copy; the parent's stays open
-            except OSError:
-                pass
         self._cache.clear()
 
 
@@ -253,6 +256,7 @@ class SessionFiles:
     Args:
         sessions_dir: The absolute folder of session files.
         fsync: The fsync policy.
+
     """
 
     __slots__ = ("_paths", "fsync", "sessions_dir")
@@ -271,6 +275,7 @@ class SessionFiles:
 
         Returns:
             ``<sessions_dir>/<session_id>.ndjson``.
+
         """
         found = self._paths.get(session_id)
         if found is None:
@@ -286,6 +291,9 @@ class SessionFiles:
             line: The encoded record.
             session_id: The session.
             is_end: Whether the record is an ``end`` record.
+
         """
         WRITER.write(self.path(session_id), line, self.fsync, is_end=is_end)
+
+
 os.register_at_fork(after_in_child=WRITER._after_fork_in_child)  # noqa: SLF001

@@ -67,7 +67,9 @@ class TestFields:
         assert failed["exc"].endswith("KeyError: 'missing'")
         assert here["exc"].startswith("Stack (most recent call last):")
 
-    def test_kind_from_extra_and_unserialisable_values(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_kind_from_extra_and_unserialisable_values(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """extra kind sets the kind; values JSON cannot hold are written with str()."""
         monkeypatch.setenv("CODEX_SESSION_ID", "s1")
         dict_config()
@@ -76,7 +78,9 @@ class TestFields:
             def __str__(self) -> str:
                 return "a thing"
 
-        logging.getLogger("app").info("go", extra={"kind": "start", "obj": Thing(), "p": Path("/x")})
+        logging.getLogger("app").info(
+            "go", extra={"kind": "start", "obj": Thing(), "p": Path("/x")}
+        )
         (rec,) = read_lines(session_file("s1"))
         assert (rec["kind"], rec["obj"], rec["p"]) == ("start", "a thing", "/x")
 
@@ -100,11 +104,17 @@ class TestFields:
 
     def test_dictconfig_keys_are_constructor_keywords(self, tmp_path: Path) -> None:
         """sessions_dir, session_id, fsync, redact and level are dictConfig keys."""
-        dict_config(sessions_dir="custom", session_id="fixed", fsync="always", redact=False, level="INFO")
+        dict_config(
+            sessions_dir="custom", session_id="fixed", fsync="always", redact=False, level="INFO"
+        )
         handler = logging.getLogger().handlers[0]
         assert isinstance(handler, CodexHandler)
         assert handler.sessions_dir == str(tmp_path / "custom")
-        assert (handler.files.fsync, handler.redactor, handler.level) == ("always", None, logging.INFO)
+        assert (handler.files.fsync, handler.redactor, handler.level) == (
+            "always",
+            None,
+            logging.INFO,
+        )
         logging.getLogger("app").debug("dropped")
         logging.getLogger("app").info("kept", extra={"password": "p"})
         (rec,) = read_lines(tmp_path / "custom" / "fixed.ndjson")
@@ -115,7 +125,9 @@ class TestFields:
         with pytest.raises(ValueError, match="fsync must be one of"):
             CodexHandler(fsync="sometimes")  # type: ignore[arg-type]
 
-    def test_relative_dir_is_fixed_at_construction(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_relative_dir_is_fixed_at_construction(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """A later chdir does not move where records go."""
         handler = CodexHandler(session_id="s1")
         (tmp_path / "elsewhere").mkdir()
@@ -168,7 +180,9 @@ class TestFailures:
         assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
         handler.close()
 
-    def test_unwritable_folder_does_not_raise(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_unwritable_folder_does_not_raise(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """A folder that cannot be created is reported by handleError, not raised."""
         (tmp_path / "file").write_text("not a folder")
         handler = CodexHandler(sessions_dir=tmp_path / "file" / "sessions", session_id="s")
@@ -179,7 +193,9 @@ class TestFailures:
         handler.close()
 
     @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permissions")
-    def test_read_only_folder_does_not_raise(self, tmp_path: Path) -> None:  # pragma: no cover - root here
+    def test_read_only_folder_does_not_raise(
+        self, tmp_path: Path
+    ) -> None:  # pragma: no cover - root here
         """A read-only folder is reported by handleError, not raised."""
         folder = tmp_path / "ro"
         folder.mkdir(mode=0o500)

@@ -82,7 +82,9 @@ class TestPaths:
         assert sessions_dir_path() == str(tmp_path / ".codex" / "sessions")
         assert db_path() == str(tmp_path / ".codex" / "session_logs.db")
 
-    def test_environment_wins_over_default(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_environment_wins_over_default(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """CODEX_SESSIONS_DIR and CODEX_LOG_DB_PATH are used and made absolute."""
         monkeypatch.setenv("CODEX_SESSIONS_DIR", "logs/s")
         monkeypatch.setenv("CODEX_LOG_DB_PATH", "logs/x.db")

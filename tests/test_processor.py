@@ -1,0 +1,133 @@
+"""CodexProcessor and configure_structlog."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+import structlog
+
+from codex_logging import CodexHandler, CodexProcessor, configure_structlog, session_scope
+from tests.conftest import read_lines, session_file
+
+
+class TestProcessor:
+    def test_returns_the_event_dict_unchanged(self, tmp_path: Path) -> None:
+        """The processor hands back the very same dict with the same contents."""
+        proc = CodexProcessor(tmp_path, "p1")
+        event = {"event": "hello", "level": "info", "token": "secret-value"}
+        out = proc(None, "info", event)
+        assert out is event
+        assert event == {"event": "hello", "level": "info", "token": "secret-value"}
+        (rec,) = read_lines(tmp_path / "p1.ndjson")
+        assert rec["token"] == "[REDACTED]"
+
+    @pytest.mark.parametrize(
+        ("method", "level_key", "expected"),
+        [("warn", "warn", "WARNING"), ("exception", "exception", "ERROR"), ("info", None, "INFO"),
+         ("warning", None, "WARNING"), ("critical", "critical", "CRITICAL")],
+    )  # fmt: skip
+    def test_level_names(
+        self, tmp_path: Path, method: str, level_key: str | None, expected: str
+    ) -> None:
+        """structlog's level names become upper-case stdlib names (warn -> WARNING)."""
+        event = {"event": "x"} if level_key is None else {"event": "x", "level": level_key}
+        CodexProcessor(tmp_path, "p")(None, method, event)
+        assert read_lines(tmp_path / "p.ndjson")[0]["level"] == expected
+
+    def test_failure_is_a_warning(self, tmp_path: Path) -> None:
+        """A write that fails becomes a RuntimeWarning and the event still flows on."""
+        (tmp_path / "f").write_text("")
+        proc = CodexProcessor(tmp_path / "f" / "s", "p")
+        with pytest.warns(RuntimeWarning, match="could not write"):
+            assert proc(None, "info", {"event": "x"}) == {"event": "x"}
+
+    def test_invalid_routed_id_warns_and_writes_nothing(self, tmp_path: Path) -> None:
+        """An invalid session_id key writes nothing anywhere."""
+        with pytest.warns(RuntimeWarning, match="invalid session id"):
+            CodexProcessor(tmp_path, "p")(None, "info", {"event": "x", "session_id": "a/b"})
+        assert list(tmp_path.iterdir()) == []
+
+
+class TestConfigureStructlog:
+    def test_every_field_with_no_other_setup(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """structlog.get_logger().info(kind="message") lands with every field."""
+        monkeypatch.setenv("CODEX_SESSION_ID", "st")
+        configure_structlog()
+        before = time.time()
+        structlog.get_logger("svc").warning(
+            "step B", kind="message", role="tool", n=3, data={"a": [1]}
+        )
+        (rec,) = read_lines(session_file("st"))
+        assert before <= rec.pop("ts") <= time.time()
+        assert rec == {
+            "session_id": "st", "kind": "message", "level": "WARNING", "message": "step B",
+            "pid": os.getpid(), "role": "tool", "n": 3, "data": {"a": [1]},
+        }  # fmt: skip
+        assert "step B" in capsys.readouterr().err
+
+    def test_empty_event_and_exception(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """No event is an empty message; log.exception records the traceback."""
+        monkeypatch.setenv("CODEX_SESSION_ID", "st")
+        configure_structlog()
+        log = structlog.get_logger()
+        log.info(kind="message")
+        try:
+            1 / 0  # noqa: B018
+        except ZeroDivisionError:
+            log.exception("div")
+        empty, failed = read_lines(session_file("st"))
+        assert empty["message"] == ""
+        assert (failed["level"], failed["exc"].splitlines()[-1]) == (
+            "ERROR",
+            "ZeroDivisionError: division by zero",
+        )
+
+    def test_bound_and_context_values_and_routing(self) -> None:
+        """Bound values and contextvars become fields; a session_id key routes the event."""
+        configure_structlog()
+        log = structlog.get_logger().bind(step="b")
+        structlog.contextvars.bind_contextvars(request="r1")
+        try:
+            with session_scope("scoped"):
+                log.info("in scope")
+                log.info("routed", session_id="elsewhere")
+        finally:
+            structlog.contextvars.clear_contextvars()
+        scoped = read_lines(session_file("scoped"))
+        assert (scoped[1]["message"], scoped[1]["step"], scoped[1]["request"]) == (
+            "in scope",
+            "b",
+            "r1",
+        )
+        assert read_lines(session_file("elsewhere"))[0]["message"] == "routed"
+
+    def test_stdlib_bridge_writes_each_event_once(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """structlog through stdlib to a root CodexHandler: one record per event, not two."""
+        monkeypatch.setenv("CODEX_SESSION_ID", "bridge")
+        handler = CodexHandler()
+        handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(processor=structlog.processors.JSONRenderer())
+        )
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(logging.INFO)
+        configure_structlog(to_stdlib=True)
+        structlog.get_logger("bridged").info("via structlog")
+        logging.getLogger("plain").info("via logging")
+        records = read_lines(session_file("bridge"))
+        assert [(r["message"], r.get("logger")) for r in records] == [
+            ("via structlog", "bridged"), ("via logging", "plain"),
+        ]  # fmt: skip
+
+    def test_min_level_drops_events(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Events below min_level are neither written nor printed."""
+        monkeypatch.setenv("CODEX_SESSION_ID", "lv")
+        configure_structlog(min_level=logging.WARNING)
+        structlog.get_logger().info("quiet")
+        structlog.get_logger().error("loud")
+        assert [r["message"] for r in read_lines(session_file("lv"))] == ["loud"]

@@ -1,0 +1,197 @@
+"""session_scope: start/end records, nesting, threads, asyncio, children, decorators."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from codex_logging import CodexHandler, InvalidSessionId, session_scope
+from codex_logging._session import current_session
+from tests.conftest import read_lines, session_file
+
+
+def kinds(sid: str) -> list[tuple[str, str]]:
+    return [(r["kind"], r["message"]) for r in read_lines(session_file(sid))]
+
+
+class TestRecords:
+    def test_start_and_end_with_no_logging_configured(self) -> None:
+        """Exactly one start and one end record, with no handler anywhere."""
+        with session_scope("s1", meta={"job": "nightly"}) as sid:
+            assert sid == "s1"
+            assert os.environ["CODEX_SESSION_ID"] == "s1"
+        start, end = read_lines(session_file("s1"))
+        assert (start["kind"], start["job"], start["level"]) == ("start", "nightly", "INFO")
+        assert (end["kind"], end["status"]) == ("end", "ok")
+        assert 0 <= end["duration_s"] < 5
+        assert "CODEX_SESSION_ID" not in os.environ
+
+    def test_error_end_record_and_propagation(self) -> None:
+        """On an exception the end record says error, its type and message, and it propagates."""
+        with pytest.raises(ValueError, match="bad input"), session_scope("s1"):
+            raise ValueError("bad input")
+        end = read_lines(session_file("s1"))[-1]
+        assert (end["status"], end["error_type"], end["error"], end["level"]) == (
+            "error", "ValueError", "bad input", "ERROR",
+        )  # fmt: skip
+        assert end["exc"].endswith("ValueError: bad input")
+
+    def test_invalid_id_raises_before_writing(self, tmp_path: Path) -> None:
+        """An invalid id raises InvalidSessionId and writes nothing."""
+        with pytest.raises(InvalidSessionId):
+            session_scope("../x")
+        assert not (tmp_path / ".codex").exists()
+
+    def test_environment_restored(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The previous CODEX_SESSION_ID comes back on exit, and the scope uses it by default."""
+        monkeypatch.setenv("CODEX_SESSION_ID", "outer")
+        with session_scope() as sid:
+            assert sid == "outer"
+        with session_scope("inner"):
+            assert os.environ["CODEX_SESSION_ID"] == "inner"
+        assert os.environ["CODEX_SESSION_ID"] == "outer"
+
+    def test_handler_does_not_duplicate_scope_records(self) -> None:
+        """With a CodexHandler on the root the start and end records are still written once."""
+        logging.getLogger().addHandler(CodexHandler())
+        logging.getLogger().setLevel(logging.DEBUG)
+        with session_scope("s1"):
+            logging.getLogger("app").info("inside")
+        assert kinds("s1") == [
+            ("start", "session start"),
+            ("message", "inside"),
+            ("end", "session end"),
+        ]
+
+    def test_write_failure_warns_not_raises(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A scope whose folder cannot be made warns and runs the block."""
+        (tmp_path / "file").write_text("")
+        monkeypatch.setenv("CODEX_SESSIONS_DIR", str(tmp_path / "file" / "s"))
+        ran = []
+        with (
+            pytest.warns(RuntimeWarning, match="could not write the") as caught,
+            session_scope("s1"),
+        ):
+            ran.append(1)
+        assert ran == [1]
+        assert [str(w.message).split()[5] for w in caught] == ["start", "end"]
+
+
+class TestNesting:
+    def test_nested_scopes(self) -> None:
+        """An inner scope with another id has its own records; the outer resumes after."""
+        logging.getLogger().addHandler(CodexHandler())
+        logging.getLogger().setLevel(logging.INFO)
+        with session_scope("outer"):
+            with session_scope("inner"):
+                logging.getLogger("a").info("in inner")
+            logging.getLogger("a").info("in outer")
+        assert kinds("inner") == [
+            ("start", "session start"),
+            ("message", "in inner"),
+            ("end", "session end"),
+        ]
+        assert kinds("outer") == [
+            ("start", "session start"),
+            ("message", "in outer"),
+            ("end", "session end"),
+        ]
+
+    def test_inner_scope_without_id_joins_outer(self) -> None:
+        """A nested scope with no id writes into the enclosing session."""
+        with session_scope("outer"), session_scope() as inner:
+            assert inner == "outer"
+        assert [k for k, _ in kinds("outer")] == ["start", "start", "end", "end"]
+
+    def test_threads_have_their_own_sessions(self) -> None:
+        """Concurrent scopes in threads route their records to their own sessions."""
+        logging.getLogger().addHandler(CodexHandler())
+        logging.getLogger().setLevel(logging.INFO)
+        barrier = threading.Barrier(4)
+
+        def work(n: int) -> None:
+            with session_scope(f"t{n}"):
+                barrier.wait(timeout=10)
+                for i in range(20):
+                    logging.getLogger("w").info("%d-%d", n, i)
+                barrier.wait(timeout=10)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for n in range(4):
+            messages = [m for k, m in kinds(f"t{n}") if k == "message"]
+            assert messages == [f"{n}-{i}" for i in range(20)]
+
+    def test_asyncio_tasks_have_their_own_sessions(self) -> None:
+        """Concurrent asyncio tasks each see their own scope."""
+
+        async def task(n: int) -> str | None:
+            async with session_scope(f"a{n}"):
+                await asyncio.sleep(0.01)
+                return current_session.get()
+
+        async def main() -> list[str | None]:
+            return list(await asyncio.gather(*(task(n) for n in range(3))))
+
+        assert asyncio.run(main()) == ["a0", "a1", "a2"]
+        assert [k for k, _ in kinds("a1")] == ["start", "end"]
+
+
+class TestDecorator:
+    def test_sync_function(self) -> None:
+        """As a decorator each call is one session of its own start and end."""
+
+        @session_scope("d1")
+        def work(x: int) -> int:
+            assert current_session.get() == "d1"
+            return x * 2
+
+        assert work(2) == 4
+        assert work(3) == 6
+        assert [k for k, _ in kinds("d1")] == ["start", "end", "start", "end"]
+
+    def test_coroutine_function_wraps_the_awaited_body(self) -> None:
+        """On a coroutine function the end record is written after the body ran."""
+        seen: list[str | None] = []
+
+        @session_scope("d2")
+        async def work() -> None:
+            await asyncio.sleep(0)
+            seen.append(current_session.get())
+            raise KeyError("late")
+
+        with pytest.raises(KeyError):
+            asyncio.run(work())
+        assert seen == ["d2"]
+        assert read_lines(session_file("d2"))[-1]["status"] == "error"
+
+
+CHILD = """
+import logging, os
+from codex_logging import CodexHandler
+logging.basicConfig(level=logging.INFO, handlers=[CodexHandler()])
+logging.getLogger("child").info("from child %s", os.getpid())
+"""
+
+
+class TestChildren:
+    def test_child_process_inherits_the_session(self, tmp_path: Path) -> None:
+        """A subprocess started inside a scope writes into the same session file."""
+        with session_scope("family"):
+            subprocess.run([sys.executable, "-c", CHILD], check=True, timeout=60, cwd=tmp_path)
+        records = read_lines(session_file("family"))
+        assert [r["kind"] for r in records] == ["start", "message", "end"]
+        assert records[1]["logger"] == "child"
+        assert records[1]["pid"] != os.getpid()
