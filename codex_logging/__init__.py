@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from codex_logging._errors import (
     CodexLoggingError,
+    DatabaseError,
     DatabaseLockedError,
     DatabaseNotFoundError,
     InvalidSessionId,
@@ -28,6 +29,7 @@ from codex_logging._errors import (
 from codex_logging._handler import CodexHandler
 from codex_logging._processor import CodexProcessor, configure_structlog
 from codex_logging._session import get_session_id, session_scope
+from codex_logging._sync import SyncReport, sync_to_sqlite
 
 __version__ = "0.1.0"
 
@@ -35,12 +37,15 @@ __all__ = [
     "CodexHandler",
     "CodexLoggingError",
     "CodexProcessor",
+    "DatabaseError",
     "DatabaseLockedError",
     "DatabaseNotFoundError",
     "InvalidSessionId",
+    "SyncReport",
     "UnknownSessionError",
     "WriteError",
     "configure_structlog",
     "get_session_id",
     "session_scope",
+    "sync_to_sqlite",
 ]

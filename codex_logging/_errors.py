@@ -6,7 +6,8 @@ caller would already catch::
     CodexLoggingError (Exception)
     ├── InvalidSessionId (ValueError)
     ├── WriteError (OSError)
-    ├── DatabaseLockedError (TimeoutError)
+    ├── DatabaseError (OSError)
+    │   └── DatabaseLockedError (TimeoutError)
     ├── DatabaseNotFoundError (FileNotFoundError)
     └── UnknownSessionError (LookupError)
 """
@@ -26,7 +27,11 @@ class WriteError(CodexLoggingError, OSError):
     """A record could not be appended whole (short write, refused file)."""
 
 
-class DatabaseLockedError(CodexLoggingError, TimeoutError):
+class DatabaseError(CodexLoggingError, OSError):
+    """The SQLite database cannot be used (read-only, corrupt, not a database)."""
+
+
+class DatabaseLockedError(DatabaseError, TimeoutError):
     """The SQLite database stayed locked by another writer past the busy timeout."""
 
 

@@ -1,0 +1,221 @@
+"""SQLite: connecting, the schema and its migrations, and the one write transaction."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from typing import Final
+from urllib.parse import quote
+
+from codex_logging._errors import DatabaseError, DatabaseLockedError, DatabaseNotFoundError
+from codex_logging._writer import make_dirs
+
+#: Default wait for a database locked by another writer (SPEC: at least 10 s).
+BUSY_TIMEOUT: Final = 10.0
+
+#: Each migration is a named step; PRAGMA user_version counts those applied.
+MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
+    (
+        "create the session tables",
+        (
+            """CREATE TABLE IF NOT EXISTS session_events (
+                session_id TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                ts REAL,
+                kind TEXT,
+                level TEXT,
+                logger TEXT,
+                role TEXT,
+                message TEXT,
+                data TEXT,
+                PRIMARY KEY (session_id, seq)
+            )""",
+            "CREATE INDEX IF NOT EXISTS session_events_session_ts ON session_events (session_id, ts)",  # noqa: E501
+            # --tail across sessions orders by ts: answered from this index.
+            "CREATE INDEX IF NOT EXISTS session_events_ts ON session_events (ts)",
+            """CREATE TABLE IF NOT EXISTS session_ingest_watermark (
+                session_id TEXT PRIMARY KEY,
+                seq INTEGER NOT NULL,
+                byte_offset INTEGER NOT NULL,
+                head_len INTEGER NOT NULL DEFAULT 0,
+                head_sha256 TEXT,
+                file_dev INTEGER,
+                file_ino INTEGER,
+                updated_at REAL
+            )""",
+            """CREATE TABLE IF NOT EXISTS session_ingest_errors (
+                session_id TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                byte_offset INTEGER NOT NULL,
+                error TEXT NOT NULL,
+                raw BLOB,
+                PRIMARY KEY (session_id, seq)
+            )""",
+            """CREATE VIEW IF NOT EXISTS sessions AS
+            SELECT
+                e.session_id AS session_id,
+                COALESCE(
+                    (SELECT MIN(s.ts) FROM session_events s
+                     WHERE s.session_id = e.session_id AND s.kind = 'start'),
+                    MIN(e.ts)) AS start_ts,
+                (SELECT MAX(s.ts) FROM session_events s
+                 WHERE s.session_id = e.session_id AND s.kind = 'end') AS end_ts,
+                (SELECT json_extract(s.data, '$.status') FROM session_events s
+                 WHERE s.session_id = e.session_id AND s.kind = 'end'
+                 ORDER BY s.seq DESC LIMIT 1) AS status,
+                MIN(e.ts) AS first_ts,
+                MAX(e.ts) AS last_ts,
+                COUNT(*) AS events
+            FROM session_events e
+            GROUP BY e.session_id""",
+        ),
+    ),
+)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+def _create_private(path: str) -> None:
+    # SQLite creates -wal and -shm with the mode of the database file, so a
+    # 0600 database keeps its journal files 0600 too (SPEC).
+    make_dirs(os.path.dirname(path))
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    os.close(fd)
+
+
+def connect(path: str, *, busy_timeout: float = BUSY_TIMEOUT) -> sqlite3.Connection:
+    """Open (creating if needed) the database for writing, migrated to the current schema.
+
+    Args:
+        path: The absolute database path.
+        busy_timeout: Seconds to wait for another writer's lock.
+
+    Returns:
+        A connection in autocommit mode; write through :func:`atomic`.
+
+    Raises:
+        DatabaseError: The file cannot be opened or is not a database.
+        DatabaseLockedError: Another writer held the lock too long.
+    """
+    try:
+        _create_private(path)
+        conn = sqlite3.connect(
+            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+    except (OSError, sqlite3.Error) as exc:
+        msg = f"cannot open database {path}: {exc}"
+        raise DatabaseError(msg) from exc
+    try:
+        with _translated(path, busy_timeout):
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        migrate(conn, path, busy_timeout)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def connect_readonly(path: str) -> sqlite3.Connection:
+    """Open an existing database read-only; never create one.
+
+    Args:
+        path: The absolute database path.
+
+    Returns:
+        A read-only connection.
+
+    Raises:
+        DatabaseNotFoundError: There is no file at ``path``.
+        DatabaseError: It cannot be opened.
+    """
+    if not os.path.isfile(path):
+        msg = f"no database at {path} (run 'codex-logs sync' first)"
+        raise DatabaseNotFoundError(msg)
+    try:
+        conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+    except sqlite3.Error as exc:
+        msg = f"cannot read database {path}: {exc}"
+        raise DatabaseError(msg) from exc
+    return conn
+
+
+@contextlib.contextmanager
+def _translated(path: str, busy_timeout: float) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            msg = f"database {path} stayed locked by another writer for {busy_timeout:g} s"
+            raise DatabaseLockedError(msg) from exc
+        msg = f"cannot write database {path}: {text}"
+        raise DatabaseError(msg) from exc
+    except sqlite3.DatabaseError as exc:
+        msg = f"cannot use database {path}: {exc}"
+        raise DatabaseError(msg) from exc
+
+
+@contextlib.contextmanager
+def atomic(
+    conn: sqlite3.Connection, path: str, busy_timeout: float = BUSY_TIMEOUT
+) -> Iterator[None]:
+    """Run a block in one ``BEGIN IMMEDIATE`` transaction; roll back on any exception.
+
+    Args:
+        conn: A connection from :func:`connect`.
+        path: The database path, for error messages.
+        busy_timeout: The wait already set on the connection, for error messages.
+
+    Raises:
+        DatabaseLockedError: The write lock could not be had in time.
+        DatabaseError: Any other SQLite failure.
+    """
+    with _translated(path, busy_timeout):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+
+def migrate(conn: sqlite3.Connection, path: str, busy_timeout: float = BUSY_TIMEOUT) -> None:
+    """Apply the migrations this database has not had yet, each in its own transaction.
+
+    Args:
+        conn: A writable connection.
+        path: The database path, for error messages.
+        busy_timeout: For error messages.
+    """
+    with _translated(path, busy_timeout):
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+    for number in range(version + 1, SCHEMA_VERSION + 1):
+        _name, statements = MIGRATIONS[number - 1]
+        with atomic(conn, path, busy_timeout):
+            (current,) = conn.execute("PRAGMA user_version").fetchone()
+            if current >= number:  # another process migrated meanwhile
+                continue
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number:d}")
+
+
+def table_names(conn: sqlite3.Connection) -> set[str]:
+    """Return the names of the tables and views in the database.
+
+    Args:
+        conn: Any connection.
+
+    Returns:
+        The names.
+    """
+    return {
+        name
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
+        )
+    }

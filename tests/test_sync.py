@@ -1,0 +1,356 @@
+"""sync_to_sqlite: incremental, exactly once, under concurrency and crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from codex_logging import (
+    DatabaseError,
+    DatabaseLockedError,
+    InvalidSessionId,
+    UnknownSessionError,
+    session_scope,
+    sync_to_sqlite,
+)
+from codex_logging._db import SCHEMA_VERSION
+from tests.checks import assert_exactly_once, expected_numbered
+
+ROOT = Path(__file__).resolve().parent.parent
+SYNC_LOOP = """
+import sys, time
+from codex_logging import sync_to_sqlite
+db, folder, stop = sys.argv[1:4]
+import os
+while not os.path.exists(stop):
+    sync_to_sqlite(db, folder)
+    time.sleep(0.01)
+"""
+SYNC_ONCE = (
+    "import sys; from codex_logging import sync_to_sqlite; sync_to_sqlite(sys.argv[1], sys.argv[2])"
+)
+
+
+def rows(db: Path, session: str | None = None) -> list[tuple[int, str | None]]:
+    with sqlite3.connect(db) as conn:
+        sql = "SELECT seq, message FROM session_events"
+        if session is None:
+            return conn.execute(sql + " ORDER BY session_id, seq").fetchall()
+        return conn.execute(sql + " WHERE session_id = ? ORDER BY seq", (session,)).fetchall()
+
+
+def write_lines(path: Path, count: int, start: int = 0) -> None:
+    with path.open("ab") as f:
+        for i in range(start, start + count):
+            f.write(
+                json.dumps({"ts": 1.0 + i, "kind": "message", "message": f"m{i}"}).encode() + b"\n"
+            )
+
+
+@pytest.fixture
+def sessions(tmp_path: Path) -> Path:
+    folder = tmp_path / "sessions"
+    folder.mkdir()
+    return folder
+
+
+class TestBasics:
+    def test_incremental_and_idempotent(self, tmp_path: Path, sessions: Path) -> None:
+        """Lines go in once with 1-based seq; a second sync inserts nothing; new lines follow."""
+        db = tmp_path / "x.db"
+        write_lines(sessions / "s.ndjson", 3)
+        first = sync_to_sqlite(db, sessions)
+        assert (first.files, first.rows_inserted, first.lines_quarantined) == (1, 3, 0)
+        assert sync_to_sqlite(db, sessions).rows_inserted == 0
+        write_lines(sessions / "s.ndjson", 2, start=3)
+        assert sync_to_sqlite(db, sessions).rows_inserted == 2
+        assert rows(db) == [(i + 1, f"m{i}") for i in range(5)]
+
+    def test_partial_last_line_waits(self, tmp_path: Path, sessions: Path) -> None:
+        """A last line with no newline is left for the next sync."""
+        db = tmp_path / "x.db"
+        path = sessions / "s.ndjson"
+        path.write_bytes(b'{"message": "a"}\n{"message": "b"')
+        assert sync_to_sqlite(db, sessions).rows_inserted == 1
+        with sqlite3.connect(db) as conn:
+            assert conn.execute(
+                "SELECT seq, byte_offset FROM session_ingest_watermark"
+            ).fetchone() == (1, 17)
+        with path.open("ab") as f:
+            f.write(b', "x": 1}\n')
+        assert sync_to_sqlite(db, sessions).rows_inserted == 1
+        assert rows(db) == [(1, "a"), (2, "b")]
+
+    def test_bad_lines_are_quarantined(self, tmp_path: Path, sessions: Path) -> None:
+        """Broken JSON, arrays, scalars, invalid UTF-8 and blank lines go to session_ingest_errors."""
+        db = tmp_path / "x.db"
+        bad = [b'{"broken', b"[1, 2]", b"42", b'{"message": "\xff\xfe"}', b""]
+        content = b'{"message": "ok1"}\n' + b"\n".join(bad) + b'\n{"message": "ok2"}\n'
+        (sessions / "s.ndjson").write_bytes(content)
+        report = sync_to_sqlite(db, sessions)
+        assert (report.rows_inserted, report.lines_quarantined) == (2, 5)
+        assert rows(db) == [(1, "ok1"), (7, "ok2")]
+        with sqlite3.connect(db) as conn:
+            errors = conn.execute(
+                "SELECT seq, byte_offset, error, raw FROM session_ingest_errors ORDER BY seq"
+            ).fetchall()
+        assert [e[0] for e in errors] == [2, 3, 4, 5, 6]
+        assert [e[3] for e in errors] == [
+            '{"broken',
+            "[1, 2]",
+            "42",
+            b'{"message": "\xff\xfe"}',
+            "",
+        ]
+        assert [content[e[1] : e[1] + len(bad[i])] for i, e in enumerate(errors)] == bad
+        assert "not a JSON object but list" in errors[1][2]
+
+    def test_older_hook_lines(self, tmp_path: Path, sessions: Path) -> None:
+        """ISO ts become Unix seconds, type session_start/end becomes kind, missing fields are NULL."""
+        db = tmp_path / "x.db"
+        lines = [
+            {"ts": "2025-01-01T12:34:56.123456Z", "type": "session_start"},
+            {"ts": "2025-01-01T13:34:56+01:00", "message": {"text": "hi"}},
+            {"ts": "2025-01-01T12:34:56", "type": "session_end", "level": 5},
+            {"ts": "not a date", "type": "other"},
+        ]
+        (sessions / "old.ndjson").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        sync_to_sqlite(db, sessions)
+        with sqlite3.connect(db) as conn:
+            got = conn.execute(
+                "SELECT seq, ts, kind, level, logger, message FROM session_events ORDER BY seq"
+            ).fetchall()
+        assert got == [
+            (1, 1735734896.123456, "start", None, None, None),
+            (2, 1735734896.0, "message", None, None, '{"text": "hi"}'),
+            (3, 1735734896.0, "end", "5", None, None),
+            (4, None, "message", None, None, None),
+        ]
+
+    def test_session_id_is_the_files(self, tmp_path: Path, sessions: Path) -> None:
+        """session_id comes from the file name whatever the line says; data keeps the line."""
+        db = tmp_path / "x.db"
+        (sessions / "real.ndjson").write_text('{"session_id": "fake", "message": "m"}\n')
+        sync_to_sqlite(db, sessions)
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("SELECT session_id, data FROM session_events").fetchall() == [
+                ("real", '{"session_id": "fake", "message": "m"}')
+            ]
+
+    def test_session_filter_and_errors(self, tmp_path: Path, sessions: Path) -> None:
+        """session_id= syncs one file; unknown and invalid ids raise named errors."""
+        db = tmp_path / "x.db"
+        write_lines(sessions / "a.ndjson", 2)
+        write_lines(sessions / "b.ndjson", 3)
+        (sessions / "not valid.ndjson").write_text("{}\n")
+        (sessions / "link.ndjson").symlink_to(sessions / "a.ndjson")
+        report = sync_to_sqlite(db, sessions, session_id="b")
+        assert (report.files, report.rows_inserted, report.sessions) == (1, 3, ["b"])
+        with pytest.raises(UnknownSessionError):
+            sync_to_sqlite(db, sessions, session_id="nope")
+        with pytest.raises(InvalidSessionId):
+            sync_to_sqlite(db, sessions, session_id="../b")
+        assert sync_to_sqlite(db, sessions).sessions == ["a", "b"]
+
+    def test_sessions_view(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The sessions view gives start, end, status and event count per session."""
+        with session_scope("good"):
+            pass
+        with pytest.raises(RuntimeError), session_scope("bad"):
+            raise RuntimeError
+        sync_to_sqlite()
+        with sqlite3.connect(tmp_path / ".codex" / "session_logs.db") as conn:
+            got = conn.execute(
+                "SELECT session_id, status, events, start_ts <= end_ts FROM sessions ORDER BY 1"
+            ).fetchall()
+            assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+            assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert got == [("bad", "error", 2, 1), ("good", "ok", 2, 1)]
+
+    def test_database_files_are_private(self, tmp_path: Path, sessions: Path) -> None:
+        """Under umask(0) the database and its -wal / -shm files are 0600."""
+        write_lines(sessions / "s.ndjson", 1)
+        old = os.umask(0)
+        try:
+            db = tmp_path / "new" / "x.db"
+            holder = threading.Event()
+            done = threading.Event()
+
+            def hold_open() -> None:
+                # A second connection keeps -wal and -shm in place to be inspected.
+                sync_to_sqlite(db, sessions)
+                with sqlite3.connect(db) as c:
+                    c.execute("SELECT count(*) FROM session_events").fetchone()
+                    holder.set()
+                    done.wait(10)
+
+            t = threading.Thread(target=hold_open)
+            t.start()
+            assert holder.wait(10)
+            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in db.parent.iterdir()}
+            done.set()
+            t.join()
+        finally:
+            os.umask(old)
+        assert modes["x.db"] == 0o600
+        assert modes.get("x.db-wal", 0o600) == 0o600
+        assert modes.get("x.db-shm", 0o600) == 0o600
+        assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700
+
+
+class TestChangedFiles:
+    def test_truncated_file(self, tmp_path: Path, sessions: Path) -> None:
+        """A file that shrank is reported; its new lines follow on; nothing stored is lost."""
+        db = tmp_path / "x.db"
+        path = sessions / "s.ndjson"
+        write_lines(path, 3)
+        sync_to_sqlite(db, sessions)
+        path.write_bytes(b"")
+        write_lines(path, 1, start=10)
+        report = sync_to_sqlite(db, sessions)
+        assert report.rows_inserted == 1
+        assert len(report.warnings) == 1
+        assert "truncated" in report.warnings[0]
+        assert rows(db) == [(1, "m0"), (2, "m1"), (3, "m2"), (4, "m10")]
+
+    def test_emptied_file_is_reported_once(self, tmp_path: Path, sessions: Path) -> None:
+        """A file emptied by a cleaner is reported by one sync, not by every later one."""
+        db = tmp_path / "x.db"
+        path = sessions / "s.ndjson"
+        write_lines(path, 2)
+        sync_to_sqlite(db, sessions)
+        path.write_bytes(b"")
+        assert len(sync_to_sqlite(db, sessions).warnings) == 1
+        assert sync_to_sqlite(db, sessions).warnings == []
+        assert len(rows(db)) == 2
+
+    def test_replaced_file(self, tmp_path: Path, sessions: Path) -> None:
+        """A file replaced by a longer one with other first bytes is reported and taken again."""
+        db = tmp_path / "x.db"
+        path = sessions / "s.ndjson"
+        write_lines(path, 2)
+        sync_to_sqlite(db, sessions)
+        replacement = tmp_path / "new.ndjson"
+        write_lines(replacement, 3, start=100)
+        replacement.replace(path)
+        report = sync_to_sqlite(db, sessions)
+        assert ["replaced" in w for w in report.warnings] == [True]
+        assert rows(db) == [(1, "m0"), (2, "m1"), (3, "m100"), (4, "m101"), (5, "m102")]
+
+
+class TestLocking:
+    def test_locked_database_is_a_clear_error(self, tmp_path: Path, sessions: Path) -> None:
+        """A database held by another writer past the timeout raises; nothing half-written."""
+        db = tmp_path / "x.db"
+        write_lines(sessions / "s.ndjson", 5)
+        sync_to_sqlite(db, sessions, session_id="s")
+        write_lines(sessions / "s.ndjson", 5, start=5)
+        blocker = sqlite3.connect(db, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(DatabaseLockedError, match="stayed locked"):
+                sync_to_sqlite(db, sessions, busy_timeout=0.2)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert len(rows(db)) == 5
+        assert sync_to_sqlite(db, sessions).rows_inserted == 5
+        assert [r[0] for r in rows(db)] == list(range(1, 11))
+
+    def test_not_a_database(self, tmp_path: Path, sessions: Path) -> None:
+        """A file that is not a database gives DatabaseError and is left as it was."""
+        db = tmp_path / "x.db"
+        db.write_bytes(b"this is not sqlite" * 100)
+        with pytest.raises(DatabaseError):
+            sync_to_sqlite(db, sessions)
+        assert db.read_bytes() == b"this is not sqlite" * 100
+
+    def test_two_syncs_in_threads(self, tmp_path: Path, sessions: Path) -> None:
+        """Syncs from several threads at once never duplicate a row."""
+        db = tmp_path / "x.db"
+        write_lines(sessions / "s.ndjson", 20_000)
+        reports = []
+        threads = [
+            threading.Thread(target=lambda: reports.append(sync_to_sqlite(db, sessions)))
+            for _ in range(3)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sum(r.rows_inserted for r in reports) == 20_000
+        assert [r[0] for r in rows(db)] == list(range(1, 20_001))
+
+
+@pytest.mark.slow
+class TestProcesses:
+    def test_writers_and_sync_loops_together(self, tmp_path: Path, sessions: Path) -> None:
+        """4 writer processes and 2 sync loops, then one last sync: every line once, seq contiguous."""
+        db = tmp_path / "x.db"
+        stop = tmp_path / "stop"
+        loops = [
+            subprocess.Popen(
+                [sys.executable, "-c", SYNC_LOOP, str(db), str(sessions), str(stop)], cwd=ROOT
+            )
+            for _ in range(2)
+        ]
+        writers = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.writers",
+                    str(sessions),
+                    "load",
+                    str(w),
+                    "2",
+                    "1500",
+                    "200",
+                ],
+                cwd=ROOT,
+            )
+            for w in range(4)
+        ]
+        for p in writers:
+            assert p.wait(timeout=120) == 0
+        stop.touch()
+        for p in loops:
+            assert p.wait(timeout=120) == 0
+        sync_to_sqlite(db, sessions)
+        got = rows(db, "load")
+        assert [seq for seq, _ in got] == list(range(1, 12_001))
+        assert_exactly_once((m for _, m in got), expected_numbered(4, 2, 1500))
+
+    def test_sync_killed_at_random_points(self, tmp_path: Path, sessions: Path) -> None:
+        """A sync killed with SIGKILL again and again, then a clean one: every line exactly once."""
+        db = tmp_path / "x.db"
+        write_lines(sessions / "big.ndjson", 200_000)
+        rng = random.Random(1234)
+        seen = []
+        for _ in range(6):
+            proc = subprocess.Popen(
+                [sys.executable, "-c", SYNC_ONCE, str(db), str(sessions)], cwd=ROOT
+            )
+            time.sleep(rng.uniform(0.2, 1.2))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+            if db.exists():
+                seen.append(len(rows(db)))
+        # The kills really landed mid-file, between and inside batches.
+        assert any(0 < n < 200_000 for n in seen), seen
+        sync_to_sqlite(db, sessions)
+        got = rows(db)
+        assert len(got) == 200_000
+        assert [seq for seq, _ in got] == list(range(1, 200_001))
+        assert [m for _, m in got] == [f"m{i}" for i in range(200_000)]
