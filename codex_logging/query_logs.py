@@ -1,0 +1,19 @@
+"""``python -m codex_logging.query_logs``: print the latest events of the database.
+
+Example::
+
+    python -m codex_logging.query_logs --session-id run-42 --tail 20 --json
+"""
+
+from __future__ import annotations
+
+import sys
+
+from codex_logging._cli import query, query_main
+
+main = query_main
+
+__all__ = ["main", "query"]
+
+if __name__ == "__main__":
+    sys.exit(main())
