@@ -31,12 +31,32 @@ def safe_str(value: object) -> str:
     return f"<unprintable {type(value).__name__}>"
 
 
-_json_encode = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=safe_str
-).encode
-_json_encode_ascii = json.JSONEncoder(
-    ensure_ascii=True, separators=(",", ":"), allow_nan=False, default=safe_str
-).encode
+def _make_encoder(*, ensure_ascii: bool) -> Callable[[Any], str]:
+    # JSONEncoder.encode builds a new C encoder on every call; build it once.
+    # Without circular-reference markers a cycle ends in RecursionError, which
+    # encode() answers by writing that value as str().
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if c_make_encoder is None:  # pragma: no cover - CPython always has it
+        return json.JSONEncoder(
+            ensure_ascii=ensure_ascii, separators=(",", ":"), allow_nan=False, default=safe_str
+        ).encode
+    basestring = (
+        json.encoder.encode_basestring_ascii if ensure_ascii else json.encoder.encode_basestring
+    )
+    sort_keys = skipkeys = allow_nan = False
+    chunks = c_make_encoder(
+        None, safe_str, basestring, None, ":", ",", sort_keys, skipkeys, allow_nan
+    )
+    join = "".join
+
+    def encode(value: Any) -> str:
+        return join(chunks(value, 0))
+
+    return encode
+
+
+_json_encode = _make_encoder(ensure_ascii=False)
+_json_encode_ascii = _make_encoder(ensure_ascii=True)
 
 
 def _stdlib_dumps(record: Mapping[str, Any]) -> bytes:
@@ -103,8 +123,10 @@ def encode(record: Mapping[str, Any]) -> bytes:
     return _stdlib_dumps(cleaned)
 
 
-def build_record(
-    *,
+_SCALARS: Final = (int, float, bool, type(None))
+
+
+def build_record(  # noqa: C901, PLR0912, PLR0917 - one flat pass: this is the hot path
     ts: float,
     session_id: str,
     kind: object,
@@ -134,14 +156,18 @@ def build_record(
 
     Returns:
         A new dict, ready for :func:`encode`.
-
     """
-    if not isinstance(message, str):
+    if message.__class__ is not str:
         message = "" if message is None else safe_str(message)
+    counter = [0]
+    if redactor is not None:
+        message = redactor.text(message, counter)
+        if exc is not None:
+            exc = redactor.text(exc, counter)
     record: dict[str, Any] = {
         "ts": ts,
         "session_id": session_id,
-        "kind": "message" if kind is None else safe_str(kind),
+        "kind": "message" if kind is None else kind if kind.__class__ is str else safe_str(kind),
         "level": level,
     }
     if logger is not None:
@@ -149,30 +175,24 @@ def build_record(
     record["message"] = message
     record["pid"] = pid
     if role is not None:
-        record["role"] = safe_str(role)
+        record["role"] = role if role.__class__ is str else safe_str(role)
     if exc is not None:
         record["exc"] = exc
     if extra:
+        # One pass renames clashing keys and redacts; scalars skip the redactor.
         for key, value in extra.items():
-            name = key if isinstance(key, str) else safe_str(key)
-            record[f"extra.{name}" if name in CORE_FIELDS else name] = value
-    if redactor is not None:
-        _redact(record, redactor)
-    return record
-
-
-def _redact(record: dict[str, Any], redactor: Redactor) -> None:
-    # The core fields other than message and exc are set by this library, so
-    # only those two and the extra fields can carry a secret.
-    counter = [0]
-    record["message"] = redactor.text(record["message"], counter)
-    if "exc" in record:
-        record["exc"] = redactor.text(record["exc"], counter)
-    for name in record.keys() - CORE_FIELDS:
-        if redactor.is_secret_key(name):
-            counter[0] += 1
-            record[name] = REDACTED
-        else:
-            record[name] = redactor.value(record[name], counter)
+            name = key if key.__class__ is str else safe_str(key)
+            if name in CORE_FIELDS:
+                name = f"extra.{name}"
+            if redactor is None:
+                record[name] = value
+            elif redactor.is_secret_key(key):
+                counter[0] += 1
+                record[name] = REDACTED
+            elif value.__class__ in _SCALARS:
+                record[name] = value
+            else:
+                record[name] = redactor.value(value, counter)
     if counter[0]:
         record["redacted"] = counter[0]
+    return record

@@ -77,11 +77,12 @@ class Redactor:
 
     """
 
-    __slots__ = ("_keep", "_keys", "_pattern", "_triggers")
+    __slots__ = ("_keep", "_key_cache", "_keys", "_pattern", "_triggers")
 
     def __init__(self, extra_keys: Iterable[str] = (), extra_patterns: Iterable[str] = ()) -> None:
         """Compile the key set and one combined pattern."""
         self._keys = SECRET_KEYS | {_norm(k) for k in extra_keys}
+        self._key_cache: dict[str, bool] = {}
         sources = [*SECRET_PATTERNS, *extra_patterns]
         # Extra patterns have no known literal: then always run the expression.
         self._triggers = _TRIGGERS if len(sources) == len(SECRET_PATTERNS) else None
@@ -106,8 +107,13 @@ class Redactor:
         """
         if not isinstance(key, str):
             return False
-        norm = _norm(key)
-        return norm in self._keys or norm.endswith(SECRET_SUFFIXES)
+        found = self._key_cache.get(key)
+        if found is None:
+            norm = _norm(key)
+            found = norm in self._keys or norm.endswith(SECRET_SUFFIXES)
+            if len(self._key_cache) < 4096:  # bounded: keys may be made up at run time
+                self._key_cache[key] = found
+        return found
 
     def text(self, value: str, counter: list[int]) -> str:
         """Return ``value`` with credential-shaped substrings replaced.

@@ -176,14 +176,18 @@ class Writer:
                 line = b"\n" + line
             written = os.write(entry.fd, line)
             if written != len(line):
-                entry.fragment = line[written - 1 : written] != b"\n" if written else entry.fragment
+                if written:
+                    entry.fragment = line[written - 1 : written] != b"\n"
                 msg = f"short write to {path}: {written} of {len(line)} bytes"
                 raise WriteError(errno.ENOSPC, msg)
             entry.fragment = False
-            if fsync == "always" or (is_end and fsync == "end"):
+            if fsync != "never" and (fsync == "always" or is_end):
                 os.fsync(entry.fd)
         finally:
-            self._release(entry)
+            with self._lock:
+                entry.users -= 1
+                if entry.retired and entry.users == 0:
+                    os.close(entry.fd)
 
     def _acquire(self, path: str) -> _Entry:
         now = time.monotonic()
@@ -205,12 +209,6 @@ class Writer:
                 self._cache.move_to_end(path)
             entry.users += 1
             return entry
-
-    def _release(self, entry: _Entry) -> None:
-        with self._lock:
-            entry.users -= 1
-            if entry.retired and entry.users == 0:
-                os.close(entry.fd)
 
     def _retire(self, path: str, entry: _Entry) -> None:
         # Another thread may be writing on it right now: close it only when the

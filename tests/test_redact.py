@@ -124,7 +124,7 @@ class TestEveryPath:
     def test_stdlib_paths(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """extra, message, % args, nested dicts and exception text are all redacted."""
         monkeypatch.setenv("CODEX_SESSION_ID", "canary")
-        logging.config.dictConfig({"version": 1, "handlers": {"c": {"class": "codex_logging.CodexHandler"}},
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False, "handlers": {"c": {"class": "codex_logging.CodexHandler"}},
                                    "root": {"handlers": ["c"], "level": "INFO"}})  # fmt: skip
         log = logging.getLogger("app")
         for name, (text, _) in SHAPES.items():
