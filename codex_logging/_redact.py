@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 REDACTED: Final = "[REDACTED]"
+#: Values nested deeper than this cannot be checked and are redacted whole.
+MAX_DEPTH: Final = 64
 
 # Compared after lower-casing and mapping "-" to "_", so "Set-Cookie" and
 # "X-Api-Key" are caught too.
@@ -159,6 +161,9 @@ class Redactor:
         if isinstance(value, Mapping | list | tuple):
             if id(value) in _seen:  # self-referencing: the encoder reports it
                 return "<circular reference>"
+            if len(_seen) >= MAX_DEPTH:
+                counter[0] += 1
+                return REDACTED
             seen = _seen | {id(value)}
             if isinstance(value, Mapping):
                 return self.mapping(value, counter, seen)

@@ -276,8 +276,7 @@ class _FileSync:
                 end = pending.find(b"\n", start)
                 if end < 0:
                     break
-                seq += 1
-                self._take(seq, pos + start, pending[start:end])
+                seq = self._take(seq + 1, pos + start, pending[start:end])
                 start = end + 1
                 if len(self.events) + len(self.errors) >= BATCH_LINES:
                     self._commit(f, seq, pos + start)
@@ -286,31 +285,47 @@ class _FileSync:
         if self.events or self.errors or self.reset:
             self._commit(f, seq, pos)
 
-    def _take(self, seq: int, offset: int, raw: bytes) -> None:
+    def _take(self, seq: int, offset: int, raw: bytes) -> int:
+        """Queue one line as an event or an error; return the last seq used."""
         try:
             obj = _loads(raw)
             if not isinstance(obj, dict):
                 msg = f"not a JSON object but {type(obj).__name__}"
                 raise TypeError(msg)  # noqa: TRY301 - one path for every bad line
             text = raw.decode("utf-8")
+            fields: tuple[object, ...] = (
+                obj.get("level"),
+                obj.get("logger"),
+                obj.get("role"),
+                obj.get("message"),
+            )
+            if b"\\u" in raw:
+                # An escaped lone surrogate (\ud800) parses, but SQLite text
+                # cannot hold it: such columns get U+FFFD; data keeps the line.
+                fields = tuple(_scrub(value) for value in fields)
         except (ValueError, TypeError, RecursionError) as exc:
+            cut = _glued_record(raw)
+            if cut is not None:
+                # A writer died mid-record and another appended after it: the
+                # torn fragment is quarantined and the record glued to it is
+                # taken as the next line.
+                self.errors.append((self.sid, seq, offset, "torn record", _raw_value(raw[:cut])))
+                return self._take(seq + 1, offset + cut, raw[cut:])
             self.errors.append(
                 (self.sid, seq, offset, f"{type(exc).__name__}: {exc}", _raw_value(raw))
             )
-            return
+            return seq
         self.events.append(
             (
                 self.sid,
                 seq,
                 _ts(obj.get("ts")),
                 _kind(obj),
-                _text(obj.get("level")),
-                _text(obj.get("logger")),
-                _text(obj.get("role")),
-                _text(obj.get("message")),
+                *(_text(value) for value in fields),
                 text,
             )
         )
+        return seq
 
     def _commit(self, f: Any, seq: int, offset: int) -> None:
         if self.head_len < HEAD_BYTES and offset > self.head_len:
@@ -336,6 +351,24 @@ class _FileSync:
         self.errors.clear()
         if self.progress is not None:
             self.progress(self.sid, report)
+
+
+_GLUE_ATTEMPTS: Final = 16
+
+
+def _glued_record(raw: bytes) -> int | None:
+    """Return where a whole JSON object starts after a torn fragment, if it does."""
+    start = raw.find(b'{"', 1)
+    for _ in range(_GLUE_ATTEMPTS):
+        if start < 0:
+            return None
+        try:
+            if isinstance(_loads(raw[start:]), dict):
+                return start
+        except (ValueError, RecursionError):
+            pass
+        start = raw.find(b'{"', start + 1)
+    return None
 
 
 def _head_hash(f: Any, length: int) -> str:
@@ -374,6 +407,12 @@ def _kind(obj: dict[str, Any]) -> str:
     if isinstance(legacy, str) and legacy in _LEGACY_KINDS:
         return _LEGACY_KINDS[legacy]
     return "message"
+
+
+def _scrub(value: object) -> object:
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return value
 
 
 def _text(value: object) -> str | None:

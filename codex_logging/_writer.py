@@ -141,7 +141,11 @@ class _Entry:
         self.checked = time.monotonic()
         self.users = 0
         self.retired = False
-        # A short write left a line without its newline at the end of the file.
+        # A short write of ours left a line without its newline: the next
+        # record starts with a newline so the fragment stands alone. (A file
+        # that another, crashed writer left unterminated cannot be told from
+        # one a live writer is appending to; the sync splits such a glued
+        # line instead.)
         self.fragment = False
 
 
