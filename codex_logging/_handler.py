@@ -10,12 +10,7 @@ from typing import Final
 
 from codex_logging._record import build_record, encode
 from codex_logging._redact import Redactor
-from codex_logging._session import (
-    current_session,
-    get_session_id,
-    sessions_dir_path,
-    validate_session_id,
-)
+from codex_logging._session import route_session, sessions_dir_path
 from codex_logging._writer import FsyncPolicy, SessionFiles, check_fsync
 
 #: Attributes every LogRecord has; anything else on a record came from ``extra``.
@@ -128,14 +123,7 @@ class CodexHandler(logging.Handler):
         # Most records carry a few extra keys at most: one C-level set
         # difference finds them without a Python loop over every attribute.
         extra = {k: fields[k] for k in fields.keys() - _RECORD_ATTRS}
-        sid = extra.pop("session_id", None)
-        sid = (
-            validate_session_id(sid)
-            if sid is not None
-            else current_session.get()
-            or (validate_session_id(self.session_id) if self.session_id is not None else None)
-            or get_session_id()
-        )
+        sid = route_session(extra.pop("session_id", None), self.session_id)
         kind = extra.pop("kind", None)
         exc = None
         if record.exc_info:
@@ -144,18 +132,19 @@ class CodexHandler(logging.Handler):
             exc = record.exc_text
         if record.stack_info:
             exc = f"{exc}\n{record.stack_info}" if exc else record.stack_info
+        # Positional: keyword calls cost measurably on this path (bench/).
         built = build_record(
-            ts=record.created,
-            session_id=sid,
-            kind=kind,
-            level=record.levelname,
-            logger=record.name,
-            message=record.getMessage(),
-            pid=record.process if record.process is not None else os.getpid(),
-            role=extra.pop("role", None),
-            exc=exc,
-            extra=extra,
-            redactor=self.redactor,
+            record.created,
+            sid,
+            kind,
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            record.process if record.process is not None else os.getpid(),
+            extra.pop("role", None),
+            exc,
+            extra,
+            self.redactor,
         )
         return encode(built), sid, built["kind"] == "end"
 

@@ -95,22 +95,27 @@ def get_session_id() -> str:
     return value
 
 
-def resolve_session_id(*candidates: str | None) -> str:
-    """Return the first candidate that is set, then the scope's, env's or a new one.
+def route_session(explicit: object, own: str | None = None) -> str:
+    """Return the session a record goes to (SPEC "Which session", first match wins).
 
     Args:
-        *candidates: Ids in order of precedence, before the current scope.
+        explicit: The id named on the record itself, or ``None``.
+        own: The handler's or processor's own ``session_id``, or ``None``.
 
     Returns:
-        A validated session id.
+        A validated id: the record's, the current scope's, ``own``, the
+        environment's, or a new exported uuid4.
 
+    Raises:
+        InvalidSessionId: If the chosen id is invalid.
     """
-    for candidate in candidates:
-        if candidate is not None:
-            return validate_session_id(candidate)
+    if explicit is not None:
+        return validate_session_id(explicit)
     scoped = current_session.get()
     if scoped is not None:
         return scoped
+    if own is not None:
+        return validate_session_id(own)
     return get_session_id()
 
 
@@ -179,7 +184,7 @@ class session_scope:  # noqa: N801 - a context manager named like contextlib's, 
 
     def __enter__(self) -> str:
         """Start the session and return its id."""
-        sid = resolve_session_id(self._requested)
+        sid = route_session(self._requested)
         files = SessionFiles(sessions_dir_path(), "end")
         token = current_session.set(sid)
         previous = os.environ.get(ENV_SESSION_ID)
