@@ -277,3 +277,33 @@ class TestDocs:
             assert f"codex-logs {command}" in docs
         for name in ("codex-import-ndjson", "python -m codex_logging.query_logs"):
             assert name in docs
+
+
+class TestProgress:
+    def test_progress_line_on_a_terminal(self, tmp_path: Path) -> None:
+        """On a terminal a sync shows files, lines and rate on one refreshed stderr line."""
+        import pty
+
+        folder = tmp_path / "s"
+        folder.mkdir()
+        (folder / "big.ndjson").write_text("".join(f'{{"message": "m{i}"}}\n' for i in range(30_000)))
+        main_fd, child_fd = pty.openpty()
+        proc = subprocess.Popen(
+            [str(BIN / "codex-logs"), "sync", "--db", str(tmp_path / "x.db"), "--sessions-dir", str(folder)],
+            stdout=subprocess.PIPE, stderr=child_fd, text=True,
+        )  # fmt: skip
+        os.close(child_fd)
+        out, _ = proc.communicate(timeout=60)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(main_fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+        os.close(main_fd)
+        assert out == "synced 1 file: 30000 rows inserted, 0 lines quarantined\n"
+        assert b"lines/s (big)" in seen
+        assert seen.endswith(b"\r\x1b[K")

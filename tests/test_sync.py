@@ -26,17 +26,9 @@ from codex_logging import (
 )
 from codex_logging._db import SCHEMA_VERSION
 from tests.checks import assert_exactly_once, expected_numbered
+from tests.writers import run_load_with_sync_loops
 
 ROOT = Path(__file__).resolve().parent.parent
-SYNC_LOOP = """
-import sys, time
-from codex_logging import sync_to_sqlite
-db, folder, stop = sys.argv[1:4]
-import os
-while not os.path.exists(stop):
-    sync_to_sqlite(db, folder)
-    time.sleep(0.01)
-"""
 SYNC_ONCE = (
     "import sys; from codex_logging import sync_to_sqlite; sync_to_sqlite(sys.argv[1], sys.argv[2])"
 )
@@ -298,35 +290,7 @@ class TestProcesses:
     def test_writers_and_sync_loops_together(self, tmp_path: Path, sessions: Path) -> None:
         """4 writer processes and 2 sync loops, then one last sync: every line once, seq contiguous."""
         db = tmp_path / "x.db"
-        stop = tmp_path / "stop"
-        loops = [
-            subprocess.Popen(
-                [sys.executable, "-c", SYNC_LOOP, str(db), str(sessions), str(stop)], cwd=ROOT
-            )
-            for _ in range(2)
-        ]
-        writers = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tests.writers",
-                    str(sessions),
-                    "load",
-                    str(w),
-                    "2",
-                    "1500",
-                    "200",
-                ],
-                cwd=ROOT,
-            )
-            for w in range(4)
-        ]
-        for p in writers:
-            assert p.wait(timeout=120) == 0
-        stop.touch()
-        for p in loops:
-            assert p.wait(timeout=120) == 0
+        run_load_with_sync_loops(str(sessions), str(db), workers=4, threads=2, count=1500, size=200)
         sync_to_sqlite(db, sessions)
         got = rows(db, "load")
         assert [seq for seq, _ in got] == list(range(1, 12_001))

@@ -25,16 +25,9 @@ from hypothesis import strategies as st
 from codex_logging import CodexHandler, CodexProcessor, sync_to_sqlite
 from tests.checks import assert_exactly_once, expected_numbered
 from tests.conftest import read_lines
+from tests.writers import run_load_with_sync_loops
 
 ROOT = Path(__file__).resolve().parent.parent
-SYNC_LOOP = """
-import os, sys, time
-from codex_logging import sync_to_sqlite
-db, folder, stop = sys.argv[1:4]
-while not os.path.exists(stop):
-    sync_to_sqlite(db, folder)
-    time.sleep(0.05)
-"""
 ENDLESS_WRITER = """
 import logging, sys
 from codex_logging import CodexHandler
@@ -86,38 +79,9 @@ def rejoined(stored: list[tuple[int, str, bytes]]) -> list[bytes]:
 class TestLoad:
     def test_8_processes_4_threads_mixed_sizes_with_2_sync_loops(self, tmp_path: Path) -> None:
         """8 x 4 x 5,000 records of 100 B to 64 KB while two syncs loop: exactly 160,000 rows."""
-        sessions, db, stop = tmp_path / "s", tmp_path / "x.db", tmp_path / "stop"
+        sessions, db = tmp_path / "s", tmp_path / "x.db"
         sessions.mkdir()
-        loops = [
-            subprocess.Popen(
-                [sys.executable, "-c", SYNC_LOOP, str(db), str(sessions), str(stop)], cwd=ROOT
-            )
-            for _ in range(2)
-        ]
-        writers = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tests.writers",
-                    str(sessions),
-                    "load",
-                    str(w),
-                    "4",
-                    "5000",
-                    "-1",
-                ],
-                cwd=ROOT,
-            )
-            for w in range(8)
-        ]
-        try:
-            for p in writers:
-                assert p.wait(timeout=600) == 0
-        finally:
-            stop.touch()
-            for p in loops:
-                assert p.wait(timeout=600) == 0
+        run_load_with_sync_loops(str(sessions), str(db), workers=8, threads=4, count=5000, size=-1)
         sync_to_sqlite(db, sessions)
         with sqlite3.connect(db) as conn:
             seqs = [

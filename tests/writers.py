@@ -47,6 +47,57 @@ def log_numbered(
         raise SystemExit(1)
 
 
+SYNC_LOOP = """
+import os, sys, time
+from codex_logging import sync_to_sqlite
+db, folder, stop = sys.argv[1:4]
+while not os.path.exists(stop):
+    sync_to_sqlite(db, folder)
+    time.sleep(0.02)
+"""
+
+
+def run_load_with_sync_loops(
+    sessions: str, db: str, workers: int, threads: int, count: int, size: int
+) -> None:
+    """Run ``workers`` writer processes and 2 sync loops until the writers are done, then stop the loops."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    stop = f"{db}.stop"
+    loops = [
+        subprocess.Popen([sys.executable, "-c", SYNC_LOOP, db, sessions, stop], cwd=root)
+        for _ in range(2)
+    ]
+    try:
+        writers = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.writers",
+                    sessions,
+                    "load",
+                    str(w),
+                    str(threads),
+                    str(count),
+                    str(size),
+                ],
+                cwd=root,
+            )
+            for w in range(workers)
+        ]
+        codes = [p.wait(timeout=600) for p in writers]
+    finally:
+        Path(stop).touch()
+        loop_codes = [p.wait(timeout=600) for p in loops]
+        os.unlink(stop)
+    assert codes == [0] * workers, codes
+    assert loop_codes == [0, 0], loop_codes
+
+
 if __name__ == "__main__":
     d, s, w, th, n, sz = sys.argv[1:7]
     log_numbered(d, s, w, int(th), int(n), int(sz))
