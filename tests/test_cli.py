@@ -286,7 +286,9 @@ class TestProgress:
 
         folder = tmp_path / "s"
         folder.mkdir()
-        (folder / "big.ndjson").write_text("".join(f'{{"message": "m{i}"}}\n' for i in range(30_000)))
+        (folder / "big.ndjson").write_text(
+            "".join(f'{{"message": "m{i}"}}\n' for i in range(30_000))
+        )
         main_fd, child_fd = pty.openpty()
         proc = subprocess.Popen(
             [str(BIN / "codex-logs"), "sync", "--db", str(tmp_path / "x.db"), "--sessions-dir", str(folder)],

@@ -349,3 +349,36 @@ class TestProperty:
         assert rejoined(stored) == expected
         for broken in (stored[1:], [*stored, stored[-1]], [(1, "error", b"ab"), *stored[1:]]):
             assert rejoined(broken) != expected
+
+
+class TestReadOnlyDatabase:
+    def test_read_only_database_file(self, tmp_path: Path) -> None:
+        """An immutable database: sync fails with one clear error, queries still read, nothing lost."""
+        import shutil
+
+        from codex_logging import DatabaseError
+        from codex_logging._cli import query
+
+        folder, db = tmp_path / "s", tmp_path / "x.db"
+        folder.mkdir()
+        (folder / "ro.ndjson").write_text('{"message": "one"}\n')
+        sync_to_sqlite(db, folder)
+        (folder / "ro.ndjson").write_text('{"message": "one"}\n{"message": "two"}\n')
+        chattr = shutil.which("chattr")
+        # Root ignores permission bits; the immutable flag binds root too.
+        if (
+            chattr is None
+            or subprocess.run([chattr, "+i", str(db)], capture_output=True, check=False).returncode
+        ):
+            if os.geteuid() == 0:
+                pytest.skip("no chattr +i here, and root ignores a read-only mode")
+            db.chmod(0o400)  # pragma: no cover - only as a non-root user
+        try:
+            with pytest.raises(DatabaseError, match=r"x\.db"):
+                sync_to_sqlite(db, folder)
+            assert [e["message"] for e in query(str(db), "ro", 10)] == ["one"]
+        finally:
+            subprocess.run([chattr or "true", "-i", str(db)], check=False)
+            db.chmod(0o600)
+        assert sync_to_sqlite(db, folder).rows_inserted == 1
+        assert [e["message"] for e in query(str(db), "ro", 10)] == ["one", "two"]
