@@ -14,6 +14,7 @@ from codex_logging._session import route_session, sessions_dir_path
 from codex_logging._writer import FsyncPolicy, SessionFiles, check_fsync
 
 #: Attributes every LogRecord has; anything else on a record came from ``extra``.
+_PLAIN_RECORD_SIZE: Final = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 _RECORD_ATTRS: Final = frozenset(
     {
         *logging.LogRecord("", 0, "", 0, "", (), None).__dict__,
@@ -31,7 +32,13 @@ _RECORD_ATTRS: Final = frozenset(
 # The event dict the CodexProcessor wrote last in this thread. When structlog
 # forwards that same dict to stdlib logging (ProcessorFormatter.wrap_for_formatter),
 # the handler skips it instead of writing the record twice.
-written_by_processor = threading.local()
+class _LastWritten(threading.local):
+    # A class default: reading an unset thread-local attribute would raise
+    # and catch AttributeError on every record, which costs about a microsecond.
+    event: object = None
+
+
+written_by_processor = _LastWritten()
 
 
 class CodexHandler(logging.Handler):
@@ -98,7 +105,7 @@ class CodexHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Write ``record``; any failure goes to ``handleError``, never to the caller."""
         try:
-            event = getattr(written_by_processor, "event", None)
+            event = written_by_processor.event
             if event is not None and record.msg is event:
                 written_by_processor.event = None
                 return
@@ -120,9 +127,13 @@ class CodexHandler(logging.Handler):
 
         """
         fields = record.__dict__
-        # Most records carry a few extra keys at most: one C-level set
-        # difference finds them without a Python loop over every attribute.
-        extra = {k: fields[k] for k in fields.keys() - _RECORD_ATTRS}
+        # A record with no extra keys has only LogRecord's own attributes;
+        # otherwise one C-level set difference finds the extra ones.
+        extra = (
+            {k: fields[k] for k in fields.keys() - _RECORD_ATTRS}
+            if len(fields) > _PLAIN_RECORD_SIZE
+            else {}
+        )
         sid = route_session(extra.pop("session_id", None), self.session_id)
         kind = extra.pop("kind", None)
         exc = None
