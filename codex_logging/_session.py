@@ -57,9 +57,12 @@ def validate_session_id(value: object) -> str:
         InvalidSessionId: If it is not a string of the allowed shape.
 
     """
+    if not isinstance(value, str):
+        msg = f"invalid session id {value!r:.60}: it must be a string"
+        raise InvalidSessionId(msg)
     if value in _valid_ids:
         return value
-    if not isinstance(value, str) or _ID_PATTERN.fullmatch(value) is None:
+    if _ID_PATTERN.fullmatch(value) is None:
         shown = repr(value)
         if len(shown) > 60:
             shown = shown[:57] + "..."

@@ -45,10 +45,12 @@ class TestValidate:
         """Ids of 1 to 128 allowed characters are returned unchanged."""
         assert validate_session_id(value) == value
 
-    def test_non_string_is_refused(self) -> None:
-        """An id that is not a string is refused, and it is a ValueError."""
-        with pytest.raises(ValueError, match="invalid session id"):
-            validate_session_id(12)
+    @pytest.mark.parametrize("value", [12, None, ["a"], {"a": 1}, b"abc"])
+    def test_non_string_is_refused(self, value: object) -> None:
+        """An id that is not a string (even an unhashable one) is refused as a ValueError."""
+        with pytest.raises(InvalidSessionId, match="invalid session id"):
+            validate_session_id(value)
+        assert issubclass(InvalidSessionId, ValueError)
 
 
 class TestGetSessionId:
