@@ -1,0 +1,42 @@
+"""The README's example works when pasted into a file and run, and every docs page opens with an example."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def test_readme_example_runs_and_queries(tmp_path: Path) -> None:
+    """The README's Python block writes a session that codex-logs query then reads back."""
+    code = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)[0]
+    (tmp_path / "example.py").write_text(code)
+    subprocess.run([sys.executable, "example.py"], cwd=tmp_path, check=True, timeout=60)
+    out = subprocess.run(
+        [str(BIN / "codex-logs"), "query", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(e["kind"], e["message"]) for e in events] == [
+        ("start", "session start"),
+        ("message", "step A"),
+        ("end", "session end"),
+    ]
+    assert events[1]["role"] == "tool"
+
+
+def test_every_docs_page_opens_with_an_example() -> None:
+    """Each page under docs/ has a code block before its first second-level heading."""
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        text = page.read_text()
+        head = text.split("\n## ", 1)[0]
+        assert "```" in head, page.name
