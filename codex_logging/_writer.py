@@ -131,7 +131,7 @@ def open_append(path: str) -> int:
 class _Entry:
     """One cached descriptor, with the identity it was opened on."""
 
-    __slots__ = ("checked", "dev", "fd", "fragment", "ino", "retired", "users")
+    __slots__ = ("checked", "closed", "dev", "fd", "fragment", "inflight", "ino", "retired")
 
     def __init__(self, fd: int) -> None:
         info = os.fstat(fd)
@@ -139,8 +139,11 @@ class _Entry:
         self.dev = info.st_dev
         self.ino = info.st_ino
         self.checked = time.monotonic()
-        self.users = 0
+        # One item per write in progress. Items are added under the cache lock
+        # and removed with an atomic list.pop, so the count is never torn.
+        self.inflight: list[None] = []
         self.retired = False
+        self.closed = False
         # A short write of ours left a line without its newline: the next
         # record starts with a newline so the fragment stands alone. (A file
         # that another, crashed writer left unterminated cannot be told from
@@ -174,7 +177,12 @@ class Writer:
             OSError: The file could not be opened or written.
 
         """
-        entry = self._acquire(path)
+        now = time.monotonic()
+        with self._lock:
+            entry = self._cache.get(path)
+            if entry is None or now - entry.checked >= RECHECK_SECONDS:
+                entry = self._refresh(path, entry, now)
+            entry.inflight.append(None)
         try:
             if entry.fragment:
                 line = b"\n" + line
@@ -188,39 +196,41 @@ class Writer:
             if fsync != "never" and (fsync == "always" or is_end):
                 os.fsync(entry.fd)
         finally:
-            with self._lock:
-                entry.users -= 1
-                if entry.retired and entry.users == 0:
-                    os.close(entry.fd)
+            # list.pop is atomic: no lock is needed unless the entry was
+            # retired meanwhile, and then the last writer out closes it.
+            entry.inflight.pop()
+            if entry.retired:
+                self._close_if_idle(entry)
 
-    def _acquire(self, path: str) -> _Entry:
-        now = time.monotonic()
-        with self._lock:
-            entry = self._cache.get(path)
-            if entry is not None and now - entry.checked >= RECHECK_SECONDS:
-                if self._still_there(path, entry):
-                    entry.checked = now
-                else:
-                    self._retire(path, entry)
-                    entry = None
-            if entry is None:
-                entry = _Entry(open_append(path))
-                self._cache[path] = entry
-                while len(self._cache) > MAX_OPEN:
-                    old_path, old = next(iter(self._cache.items()))
-                    self._retire(old_path, old)
-            else:
+    def _refresh(self, path: str, entry: _Entry | None, now: float) -> _Entry:
+        # Called with the lock held: recheck a cached descriptor or open one.
+        if entry is not None:
+            if self._still_there(path, entry):
+                entry.checked = now
                 self._cache.move_to_end(path)
-            entry.users += 1
-            return entry
+                return entry
+            self._retire(path, entry)
+        entry = _Entry(open_append(path))
+        self._cache[path] = entry
+        while len(self._cache) > MAX_OPEN:
+            old_path, old = next(iter(self._cache.items()))
+            self._retire(old_path, old)
+        return entry
+
+    def _close_if_idle(self, entry: _Entry) -> None:
+        with self._lock:
+            if not entry.inflight and not entry.closed:
+                entry.closed = True
+                os.close(entry.fd)
 
     def _retire(self, path: str, entry: _Entry) -> None:
         # Another thread may be writing on it right now: close it only when the
-        # last user releases it, so a reused descriptor number never receives
-        # a line meant for this file.
+        # last writer is out, so a reused descriptor number never receives a
+        # line meant for this file. Called with the lock held.
         del self._cache[path]
         entry.retired = True
-        if entry.users == 0:
+        if not entry.inflight and not entry.closed:
+            entry.closed = True
             os.close(entry.fd)
 
     @staticmethod
@@ -244,6 +254,7 @@ class Writer:
         # but start clean so no state of the parent's threads leaks in.
         self._lock = threading.Lock()
         for entry in self._cache.values():
+            entry.closed = True
             with contextlib.suppress(OSError):
                 os.close(entry.fd)  # the child's copy; the parent's stays open
         self._cache.clear()

@@ -286,3 +286,29 @@ class TestShortWrite:
             "after",
         ]
         assert len(lines) == 4
+
+
+class TestEvictionUnderLoad:
+    def test_descriptors_retired_while_other_threads_write(self, tmp_path: Path) -> None:
+        """4 threads over more sessions than the cache holds: every line lands in its own file."""
+        sessions = MAX_OPEN + 36
+        per_thread = 3000
+
+        def run(t: int) -> None:
+            for i in range(per_thread):
+                s = (i * 7 + t * 13) % sessions
+                WRITER.write(
+                    str(tmp_path / f"s{s}.ndjson"), f'{{"s": {s}, "m": "{t}:{i}"}}\n'.encode()
+                )
+
+        threads = [threading.Thread(target=run, args=(t,)) for t in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        seen = []
+        for s in range(sessions):
+            for record in read_lines(tmp_path / f"s{s}.ndjson"):
+                assert record["s"] == s  # never written through a reused descriptor
+                seen.append(record["m"])
+        assert_exactly_once(seen, [f"{t}:{i}" for t in range(4) for i in range(per_thread)])
