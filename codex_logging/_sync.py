@@ -172,6 +172,10 @@ def _session_files(folder: str) -> Iterator[tuple[str, str]]:
             yield validate_session_id(sid), entry.path
 
 
+class _WatermarkMovedError(Exception):
+    """Another sync advanced this session's watermark under our feet."""
+
+
 @dataclasses.dataclass
 class _Run:
     """What every file of one sync call shares."""
@@ -199,6 +203,7 @@ class _FileSync:
         self.head_hash: str | None = None
         self.identity = (0, 0)
         self.reset = False  # the file was truncated or replaced: store the new start
+        self.stored_seq = 0  # the watermark's seq as this sync last saw or wrote it
         self.events: list[tuple[Any, ...]] = []
         self.errors: list[tuple[Any, ...]] = []
 
@@ -214,6 +219,10 @@ class _FileSync:
             )
             with lock as locked:
                 self._ingest(locked.fileno())
+        except _WatermarkMovedError:
+            self.report.warnings.append(
+                f"{self.sid}: stopped, another sync moved its watermark (the file was rotated?)"
+            )
         except portalocker.LockException:
             self.report.warnings.append(
                 f"{self.sid}: skipped, another sync held its lock for {self.busy_timeout:g} s"
@@ -234,6 +243,7 @@ class _FileSync:
             (self.sid,),
         ).fetchone()
         seq, offset, self.head_len, self.head_hash = row or (0, 0, 0, None)
+        self.stored_seq = seq
         fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         with os.fdopen(fd, "rb", buffering=0) as f:
             info = os.fstat(fd)
@@ -334,6 +344,14 @@ class _FileSync:
             self.head_hash = _head_hash(f, self.head_len)
             f.seek(here)
         with atomic(self.conn, self.database, self.busy_timeout):
+            # Compare and set: if the watermark moved since this sync read it
+            # (another sync got a lock on a new file at the same path, after a
+            # rotation), this batch is dropped rather than duplicated.
+            row = self.conn.execute(
+                "SELECT seq FROM session_ingest_watermark WHERE session_id = ?", (self.sid,)
+            ).fetchone()
+            if (row[0] if row else 0) != self.stored_seq:
+                raise _WatermarkMovedError
             if self.events:
                 self.conn.executemany(_INSERT_EVENT, self.events)
             if self.errors:
@@ -342,6 +360,7 @@ class _FileSync:
                 _UPSERT_WATERMARK,
                 (self.sid, seq, offset, self.head_len, self.head_hash, *self.identity, time.time()),
             )
+        self.stored_seq = seq
         report = self.report
         report.bytes_read += offset - self.committed
         self.committed = offset

@@ -318,3 +318,37 @@ class TestProcesses:
         assert len(got) == 200_000
         assert [seq for seq, _ in got] == list(range(1, 200_001))
         assert [m for _, m in got] == [f"m{i}" for i in range(200_000)]
+
+
+class TestCompareAndSet:
+    def test_batch_is_dropped_when_the_watermark_moved(
+        self, tmp_path: Path, sessions: Path
+    ) -> None:
+        """If another sync moved the watermark meanwhile, this sync's batch is not written twice."""
+        import codex_logging._sync as sync_module
+
+        db = tmp_path / "x.db"
+        write_lines(sessions / "s.ndjson", 3)
+        original = sync_module._FileSync._commit
+
+        def racing_commit(self: sync_module._FileSync, f: object, seq: int, offset: int) -> None:
+            # Another sync (on a rotated file at the same path) commits first.
+            with sqlite3.connect(db) as other:
+                other.executemany(
+                    "INSERT INTO session_events (session_id, seq, message) VALUES ('s', ?, ?)",
+                    [(i + 1, f"m{i}") for i in range(3)],
+                )
+                other.execute(
+                    "INSERT INTO session_ingest_watermark (session_id, seq, byte_offset) VALUES ('s', 3, ?)",
+                    (offset,),
+                )
+            original(self, f, seq, offset)
+
+        sync_module._FileSync._commit = racing_commit  # type: ignore[method-assign]
+        try:
+            report = sync_to_sqlite(db, sessions)
+        finally:
+            sync_module._FileSync._commit = original  # type: ignore[method-assign]
+        assert report.rows_inserted == 0
+        assert ["moved its watermark" in w for w in report.warnings] == [True]
+        assert [r[0] for r in rows(db)] == [1, 2, 3]
