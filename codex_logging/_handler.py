@@ -6,9 +6,9 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
-from codex_logging._record import build_record, encode
+from codex_logging._record import build_record
 from codex_logging._redact import Redactor
 from codex_logging._session import route_session, sessions_dir_path
 from codex_logging._writer import FsyncPolicy, SessionFiles, check_fsync
@@ -109,21 +109,20 @@ class CodexHandler(logging.Handler):
             if event is not None and record.msg is event:
                 written_by_processor.event = None
                 return
-            line, sid, is_end = self.encode(record)
-            self.files.append(line, sid, is_end=is_end)
+            self.files.write(self.build(record))
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
 
-    def encode(self, record: logging.LogRecord) -> tuple[bytes, str, bool]:
-        """Return the encoded line, its session and whether it is an ``end`` record.
+    def build(self, record: logging.LogRecord) -> dict[str, Any]:
+        """Return the NDJSON record for a log record, routed and redacted.
 
         Args:
             record: The log record.
 
         Returns:
-            ``(line, session_id, is_end)``.
+            The record dict, ready for ``SessionFiles.write``.
 
         """
         fields = record.__dict__
@@ -144,7 +143,7 @@ class CodexHandler(logging.Handler):
         if record.stack_info:
             exc = f"{exc}\n{record.stack_info}" if exc else record.stack_info
         # Positional: keyword calls cost measurably on this path (bench/).
-        built = build_record(
+        return build_record(
             record.created,
             sid,
             kind,
@@ -157,7 +156,6 @@ class CodexHandler(logging.Handler):
             extra,
             self.redactor,
         )
-        return encode(built), sid, built["kind"] == "end"
 
     def __repr__(self) -> str:
         """Show the folder and the level, like FileHandler."""

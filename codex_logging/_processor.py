@@ -12,7 +12,7 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any, Final
 
 from codex_logging._handler import written_by_processor
-from codex_logging._record import build_record, encode, safe_str
+from codex_logging._record import build_record, safe_str
 from codex_logging._redact import Redactor
 from codex_logging._session import route_session, sessions_dir_path
 from codex_logging._writer import FsyncPolicy, SessionFiles, check_fsync
@@ -92,8 +92,7 @@ class CodexProcessor:
     ) -> MutableMapping[str, Any]:
         """Write ``event_dict`` and return it untouched."""
         try:
-            line, sid, is_end = self.encode(logger, method_name, event_dict)
-            self.files.append(line, sid, is_end=is_end)
+            self.files.write(self.build(logger, method_name, event_dict))
             # If this very dict reaches stdlib logging next, CodexHandler skips it.
             written_by_processor.event = event_dict
         except Exception as error:
@@ -104,10 +103,10 @@ class CodexProcessor:
             )
         return event_dict
 
-    def encode(
+    def build(
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
-    ) -> tuple[bytes, str, bool]:
-        """Return the encoded line, its session and whether it is an ``end`` record.
+    ) -> dict[str, Any]:
+        """Return the NDJSON record for a structlog event, routed and redacted.
 
         Args:
             logger: The wrapped logger (its ``name`` is used when present).
@@ -115,7 +114,7 @@ class CodexProcessor:
             event_dict: The event.
 
         Returns:
-            ``(line, session_id, is_end)``.
+            The record dict, ready for ``SessionFiles.write``.
 
         """
         get = event_dict.get
@@ -131,7 +130,7 @@ class CodexProcessor:
             name = getattr(logger, "name", None)
         extra = {k: v for k, v in event_dict.items() if k not in _MAPPED}
         # Positional: keyword calls cost measurably on this path (bench/).
-        built = build_record(
+        return build_record(
             time.time(),
             sid,
             get("kind"),
@@ -144,7 +143,6 @@ class CodexProcessor:
             extra,
             self.redactor,
         )
-        return encode(built), sid, built["kind"] == "end"
 
 
 def _exception_text(rendered: object, exc_info: object) -> str | None:

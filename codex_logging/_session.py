@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar
 
 from codex_logging._errors import InvalidSessionId
-from codex_logging._record import build_record, encode, safe_str
+from codex_logging._record import build_record, safe_str
 from codex_logging._redact import Redactor
 from codex_logging._writer import SessionFiles
 
@@ -285,7 +285,7 @@ def _write_scope_record(  # noqa: PLR0917 - private, called three times
             extra=fields,
             redactor=_scope_redactor,
         )
-        files.append(encode(record), sid, is_end=kind == "end")
+        files.write(record)
     except Exception as error:
         # SPEC: a failure to write never raises into the application.
         warnings.warn(

@@ -15,9 +15,11 @@ import stat
 import threading
 import time
 from collections import OrderedDict
-from typing import Final, Literal
+from collections.abc import Mapping
+from typing import Any, Final, Literal
 
 from codex_logging._errors import WriteError
+from codex_logging._record import encode
 
 FsyncPolicy = Literal["never", "end", "always"]
 FSYNC_POLICIES: Final = ("never", "end", "always")
@@ -297,16 +299,14 @@ class SessionFiles:
                 self._paths[session_id] = found
         return found
 
-    def append(self, line: bytes, session_id: str, *, is_end: bool = False) -> None:
-        """Append one encoded record to the session's file.
+    def write(self, record: Mapping[str, Any]) -> None:
+        """Encode a built record and append it to its session's file.
 
         Args:
-            line: The encoded record.
-            session_id: The session.
-            is_end: Whether the record is an ``end`` record.
-
+            record: A record from ``build_record``: its ``session_id`` picks
+                the file, and an ``end`` kind triggers ``fsync="end"``.
         """
-        WRITER.write(self.path(session_id), line, self.fsync, is_end=is_end)
-
-
-os.register_at_fork(after_in_child=WRITER._after_fork_in_child)  # noqa: SLF001
+        line = encode(record)  # before any lock or file access
+        WRITER.write(
+            self.path(record["session_id"]), line, self.fsync, is_end=record["kind"] == "end"
+        )

@@ -209,9 +209,9 @@ class TestFailures:
         """RecursionError is re-raised, as CPython's handlers do."""
         handler = CodexHandler(session_id="s")
 
-        def explode(_record: logging.LogRecord) -> tuple[bytes, str, bool]:
+        def explode(_record: logging.LogRecord) -> dict[str, object]:
             raise RecursionError
 
-        handler.encode = explode  # type: ignore[method-assign]
+        handler.build = explode  # type: ignore[method-assign]
         with pytest.raises(RecursionError):
             handler.emit(logging.makeLogRecord({"msg": "x"}))
