@@ -17,16 +17,15 @@ from codex_logging._redact import Redactor
 from codex_logging._session import route_session, sessions_dir_path
 from codex_logging._writer import FsyncPolicy, SessionFiles, check_fsync
 
-# structlog method names that are not level names (SPEC: warn -> WARNING,
-# exception -> ERROR), used when add_log_level did not run.
-_METHOD_LEVELS: Final = {
+# structlog names that are not stdlib level names (SPEC: warn -> WARNING,
+# exception -> ERROR); the others are upper-cased.
+_LEVEL_ALIASES: Final = {
     "warn": "WARNING",
     "exception": "ERROR",
     "fatal": "CRITICAL",
     "msg": "INFO",
     "log": "INFO",
 }
-_LEVEL_NAMES: Final = {"warn": "WARNING", "exception": "ERROR", "fatal": "CRITICAL"}
 _LEVEL_NUMBERS: Final = {
     "DEBUG": logging.DEBUG,
     "INFO": logging.INFO,
@@ -120,11 +119,8 @@ class CodexProcessor:
         get = event_dict.get
         sid = route_session(get("session_id"), self.session_id)
         level = get("level")
-        level = (
-            _LEVEL_NAMES.get(level, level).upper()
-            if isinstance(level, str)
-            else _METHOD_LEVELS.get(method_name, method_name.upper())
-        )
+        # add_log_level's name when it ran, else the method's.
+        level = _level_name(level if isinstance(level, str) else method_name)
         name = get("logger")
         if name is None:
             name = getattr(logger, "name", None)
@@ -145,6 +141,10 @@ class CodexProcessor:
         )
 
 
+def _level_name(name: str) -> str:
+    return _LEVEL_ALIASES.get(name) or name.upper()
+
+
 def _exception_text(rendered: object, exc_info: object) -> str | None:
     if isinstance(rendered, str):
         return rendered  # format_exc_info already ran
@@ -161,8 +161,7 @@ def _exception_text(rendered: object, exc_info: object) -> str | None:
 
 def _drop_below(min_level: int, drop: type[BaseException]) -> Any:
     def drop_below(_logger: Any, method_name: str, event_dict: Any) -> Any:
-        name = _METHOD_LEVELS.get(method_name, method_name.upper())
-        if _LEVEL_NUMBERS.get(name, logging.INFO) < min_level:
+        if _LEVEL_NUMBERS.get(_level_name(method_name), logging.INFO) < min_level:
             raise drop
         return event_dict
 
