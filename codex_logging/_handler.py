@@ -13,11 +13,12 @@ from codex_logging._redact import Redactor
 from codex_logging._session import route_session, sessions_dir_path
 from codex_logging._writer import FsyncPolicy, SessionFiles, check_fsync
 
+_PLAIN_RECORD: Final = logging.LogRecord("", 0, "", 0, "", (), None).__dict__
+_PLAIN_RECORD_SIZE: Final = len(_PLAIN_RECORD)
 #: Attributes every LogRecord has; anything else on a record came from ``extra``.
-_PLAIN_RECORD_SIZE: Final = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 _RECORD_ATTRS: Final = frozenset(
     {
-        *logging.LogRecord("", 0, "", 0, "", (), None).__dict__,
+        *_PLAIN_RECORD,
         "message",
         "asctime",
         "taskName",

@@ -18,7 +18,6 @@ from codex_logging._redact import REDACTED, Redactor
 CORE_FIELDS: Final = frozenset(
     {"ts", "session_id", "kind", "level", "logger", "message", "pid", "role", "exc", "redacted"}
 )
-KINDS: Final = ("start", "message", "end")
 
 
 def safe_str(value: object) -> str:

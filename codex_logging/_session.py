@@ -57,19 +57,18 @@ def validate_session_id(value: object) -> str:
         InvalidSessionId: If it is not a string of the allowed shape.
 
     """
-    if not isinstance(value, str):
-        msg = f"invalid session id {value!r:.60}: it must be a string"
-        raise InvalidSessionId(msg)
-    if value in _valid_ids:
+    if isinstance(value, str) and value in _valid_ids:
         return value
-    if _ID_PATTERN.fullmatch(value) is None:
+    if not isinstance(value, str) or _ID_PATTERN.fullmatch(value) is None:
         shown = repr(value)
         if len(shown) > 60:
             shown = shown[:57] + "..."
-        msg = (
-            f"invalid session id {shown}: use 1 to 128 characters of A-Z a-z 0-9 _ . -,"
-            " not starting with '.' or '-'"
+        rule = (
+            "it must be a string"
+            if not isinstance(value, str)
+            else "use 1 to 128 characters of A-Z a-z 0-9 _ . -, not starting with '.' or '-'"
         )
+        msg = f"invalid session id {shown}: {rule}"
         raise InvalidSessionId(msg)
     if len(_valid_ids) < 4096:  # bounded: a program may mint ids forever
         _valid_ids.add(value)
@@ -132,10 +131,7 @@ def sessions_dir_path(value: str | os.PathLike[str] | None = None) -> str:
         An absolute path, fixed now so that a later ``chdir`` changes nothing.
 
     """
-    chosen = (
-        value if value is not None else os.environ.get(ENV_SESSIONS_DIR) or DEFAULT_SESSIONS_DIR
-    )
-    return os.path.abspath(os.fspath(chosen))
+    return _absolute(value, ENV_SESSIONS_DIR, DEFAULT_SESSIONS_DIR)
 
 
 def db_path(value: str | os.PathLike[str] | None = None) -> str:
@@ -148,7 +144,13 @@ def db_path(value: str | os.PathLike[str] | None = None) -> str:
         An absolute path.
 
     """
-    chosen = value if value is not None else os.environ.get(ENV_DB_PATH) or DEFAULT_DB_PATH
+    return _absolute(value, ENV_DB_PATH, DEFAULT_DB_PATH)
+
+
+def _absolute(value: str | os.PathLike[str] | None, env: str, default: str) -> str:
+    # Explicit value, else the variable (set but empty counts as unset), else
+    # the default; made absolute against the working directory now.
+    chosen = value if value is not None else os.environ.get(env) or default
     return os.path.abspath(os.fspath(chosen))
 
 
