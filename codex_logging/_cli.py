@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any, Final, NoReturn, TextIO
 
 from codex_logging._db import connect_readonly, table_names
-from codex_logging._errors import CodexLoggingError, UnknownSessionError
+from codex_logging._errors import CodexLoggingError, DatabaseError, UnknownSessionError
 from codex_logging._session import db_path, validate_session_id
 from codex_logging._sync import SyncReport, sync_to_sqlite
 
@@ -140,7 +140,7 @@ def query(
             columns = "session AS session_id, rowid AS seq, ts, kind, message"
         else:
             msg = f"{path} has no session_events or logs table"
-            raise UnknownSessionError(msg)
+            raise DatabaseError(msg)
         where, params = [], []
         if session_id is not None:
             probe = f"SELECT 1 FROM {table} WHERE {session_col} = ? LIMIT 1"  # noqa: S608
@@ -329,7 +329,7 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
     with contextlib.closing(connect_readonly(path)) as conn:
         if "sessions" not in table_names(conn):
             msg = f"{path} has no sessions view (run 'codex-logs sync' first)"
-            raise UnknownSessionError(msg)
+            raise DatabaseError(msg)
         rows = conn.execute(
             "SELECT session_id, start_ts, end_ts, status, events"
             " FROM sessions ORDER BY start_ts, session_id"

@@ -187,6 +187,23 @@ class TestErrors:
         assert "Traceback" not in out.stderr
         assert not (tmp_path / "none.db").exists()
 
+    def test_database_without_our_tables(self, tmp_path: Path) -> None:
+        """A SQLite file with neither table is a DatabaseError in the API and exit 2 on the CLI."""
+        from codex_logging import DatabaseError
+        from codex_logging.query_logs import query
+
+        other = tmp_path / "other.db"
+        with sqlite3.connect(other) as conn:
+            conn.execute("CREATE TABLE unrelated (x)")
+        with pytest.raises(DatabaseError, match="no session_events or logs table"):
+            query(str(other), None, 5)
+        for args in (
+            ("query_logs", "--db", str(other)),
+            ("codex-logs", "sessions", "--db", str(other)),
+        ):
+            out = run(*args)
+            assert (out.returncode, len(out.stderr.splitlines())) == (2, 1), out.stderr
+
     def test_closed_pipe_ends_quietly(self, db: Path) -> None:
         """Output into a closed pipe (| head) ends with no error message."""
         proc = subprocess.Popen(
