@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from typing import Final
 from urllib.parse import quote
@@ -108,13 +109,35 @@ def connect(path: str, *, busy_timeout: float = BUSY_TIMEOUT) -> sqlite3.Connect
         raise DatabaseError(msg) from exc
     try:
         with _translated(path, busy_timeout):
-            conn.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(conn, busy_timeout)
             conn.execute("PRAGMA synchronous=NORMAL")
         migrate(conn, path, busy_timeout)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    # Switching a new database to WAL needs its exclusive lock, and SQLite
+    # answers "database is locked" at once, without its busy handler, when two
+    # connections holding shared locks both ask for it. So: nothing to do when
+    # another connection already switched it, and otherwise retry until the
+    # same deadline the busy handler would have had.
+    deadline = time.monotonic() + busy_timeout
+    delay = 0.001
+    while True:
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+            if mode != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        else:
+            return
 
 
 def connect_readonly(path: str) -> sqlite3.Connection:

@@ -268,6 +268,52 @@ class TestLocking:
             sync_to_sqlite(db, sessions)
         assert db.read_bytes() == b"this is not sqlite" * 100
 
+    def test_new_database_waits_for_a_writer_instead_of_failing(
+        self, tmp_path: Path, sessions: Path
+    ) -> None:
+        """Switching a new database to WAL waits out another writer's lock like any write.
+
+        SQLite refuses that switch at once, without its busy handler, while another
+        connection holds the write lock; three syncs starting together on a new
+        database hit exactly that (it failed CI once).
+        """
+        db = tmp_path / "x.db"
+        write_lines(sessions / "s.ndjson", 3)
+        blocker = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        blocker.execute("CREATE TABLE other (x)")  # still in rollback-journal mode
+        blocker.execute("BEGIN IMMEDIATE")
+        blocker.execute("INSERT INTO other VALUES (1)")
+        release = threading.Timer(0.3, blocker.execute, ("COMMIT",))
+        release.start()
+        try:
+            started = time.monotonic()
+            report = sync_to_sqlite(db, sessions, busy_timeout=10)
+            waited = time.monotonic() - started
+        finally:
+            release.join()
+            blocker.close()
+        assert report.rows_inserted == 3
+        assert waited >= 0.25  # it waited for the lock rather than racing past it
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+    def test_new_database_still_locked_past_the_timeout(
+        self, tmp_path: Path, sessions: Path
+    ) -> None:
+        """A new database whose lock outlasts busy_timeout gives DatabaseLockedError, not a hang."""
+        db = tmp_path / "x.db"
+        write_lines(sessions / "s.ndjson", 3)
+        blocker = sqlite3.connect(db, isolation_level=None)
+        blocker.execute("CREATE TABLE other (x)")
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(DatabaseLockedError, match="stayed locked"):
+                sync_to_sqlite(db, sessions, busy_timeout=0.3)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert sync_to_sqlite(db, sessions).rows_inserted == 3
+
     def test_two_syncs_in_threads(self, tmp_path: Path, sessions: Path) -> None:
         """Syncs from several threads at once never duplicate a row."""
         db = tmp_path / "x.db"
@@ -295,6 +341,35 @@ class TestProcesses:
         got = rows(db, "load")
         assert [seq for seq, _ in got] == list(range(1, 12_001))
         assert_exactly_once((m for _, m in got), expected_numbered(4, 2, 1500))
+
+    def test_syncs_starting_together_on_a_new_database(
+        self, tmp_path: Path, sessions: Path
+    ) -> None:
+        """Six processes released at once onto a database that does not exist yet all succeed."""
+        write_lines(sessions / "s.ndjson", 2000)
+        wait_then_sync = (
+            "import os, sys, time\n"
+            "from codex_logging import sync_to_sqlite\n"
+            "while not os.path.exists(sys.argv[3]): time.sleep(0.001)\n"
+            "sync_to_sqlite(sys.argv[1], sys.argv[2])\n"
+        )
+        for attempt in range(4):
+            db = tmp_path / f"x{attempt}.db"
+            go = tmp_path / f"go{attempt}"
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, "-c", wait_then_sync, str(db), str(sessions), str(go)],
+                    cwd=ROOT,
+                    stderr=subprocess.PIPE,
+                )
+                for _ in range(6)
+            ]
+            time.sleep(0.5)  # let every child reach its wait
+            go.touch()
+            for proc in procs:
+                _, err = proc.communicate(timeout=60)
+                assert proc.returncode == 0, err.decode()
+            assert [seq for seq, _ in rows(db)] == list(range(1, 2001))
 
     def test_sync_killed_at_random_points(self, tmp_path: Path, sessions: Path) -> None:
         """A sync killed with SIGKILL again and again, then a clean one: every line exactly once."""
