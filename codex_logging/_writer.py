@@ -161,7 +161,6 @@ class Writer:
         """Start with an empty descriptor cache."""
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
-        self._pid = os.getpid()
 
     def write(
         self, path: str, line: bytes, fsync: FsyncPolicy = "never", *, is_end: bool = False
@@ -180,10 +179,6 @@ class Writer:
             OSError: The file could not be opened or written.
 
         """
-        if self._pid != os.getpid():
-            # A fork the at-fork hook did not see (seen once under coverage):
-            # never wait on a lock held by a thread that only the parent has.
-            self._after_fork_in_child()
         now = time.monotonic()
         with self._lock:
             entry = self._cache.get(path)
@@ -259,7 +254,6 @@ class Writer:
         # The lock may have been held by a thread that does not exist in the
         # child. The inherited descriptors stay valid (O_APPEND is per write),
         # but start clean so no state of the parent's threads leaks in.
-        self._pid = os.getpid()
         self._lock = threading.Lock()
         for entry in self._cache.values():
             entry.closed = True
@@ -269,6 +263,9 @@ class Writer:
 
 
 WRITER: Final = Writer()
+# Run in the child right after every os.fork(), before any thread can start
+# there, as logging does for its own locks.
+os.register_at_fork(after_in_child=WRITER._after_fork_in_child)  # noqa: SLF001
 
 
 class SessionFiles:

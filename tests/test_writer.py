@@ -150,6 +150,43 @@ class TestConcurrency:
         assert messages == expected
         handler.close()
 
+    # Python 3.12+ warns on fork() in a threaded process; forking there is the point.
+    @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+    def test_fork_while_the_writer_lock_is_held(self, tmp_path: Path) -> None:
+        """A child forked while another thread holds the writer's lock still logs.
+
+        The thread that holds it does not exist in the child, so without the
+        at-fork reset the child would wait forever (it once did in CI).
+        """
+        path = str(tmp_path / "held.ndjson")
+        WRITER.write(path, b'{"n":0}\n')
+        holding, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with WRITER._lock:  # the state a fork can catch
+                holding.set()
+                release.wait(30)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        holding.wait(30)
+        try:
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child exits below
+                code = 1
+                try:
+                    WRITER.write(path, b'{"n":1}\n')
+                    code = 0
+                finally:
+                    os._exit(code)
+        finally:
+            release.set()
+            holder.join()
+        assert _wait_pid(pid, 10) == 0
+        assert [r["n"] for r in read_lines(tmp_path / "held.ndjson")] == [0, 1]
+
+    # Python 3.12+ warns on fork() in a threaded process; forking there is the point.
+    @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
     def test_fork_while_threads_log(self, tmp_path: Path) -> None:
         """fork() while 4 threads are logging: 20 children log with no deadlock, nothing lost."""
         handler = CodexHandler(sessions_dir=tmp_path, session_id="fork")
