@@ -6,12 +6,13 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
+from itertools import islice
 from typing import Any, Final
 
 from codex_logging._record import build_record
 from codex_logging._redact import Redactor
 from codex_logging._session import route_session, sessions_dir_path
-from codex_logging._writer import FsyncPolicy, SessionFiles, check_fsync
+from codex_logging._writer import PROCESS, FsyncPolicy, SessionFiles, check_fsync
 
 _PLAIN_RECORD: Final = logging.LogRecord("", 0, "", 0, "", (), None).__dict__
 _PLAIN_RECORD_SIZE: Final = len(_PLAIN_RECORD)
@@ -28,6 +29,9 @@ _RECORD_ATTRS: Final = frozenset(
         "_from_structlog",
     }
 )
+#: Record attributes never written as extra fields: LogRecord's own, and the
+#: ``extra`` keys that become record fields.
+_NOT_EXTRA: Final = _RECORD_ATTRS | {"session_id", "kind", "role"}
 
 
 # The event dict the CodexProcessor wrote last in this thread. When structlog
@@ -96,6 +100,9 @@ class CodexHandler(logging.Handler):
 
     def handle(self, record: logging.LogRecord) -> bool:
         """Filter and emit without ``Handler.lock``: the writer is thread-safe."""
+        if not self.filters:  # the usual case: Filterer.filter would return True
+            self.emit(record)
+            return True
         result: object = self.filter(record)  # a LogRecord from 3.12 on
         if isinstance(result, logging.LogRecord):
             record = result
@@ -127,15 +134,16 @@ class CodexHandler(logging.Handler):
 
         """
         fields = record.__dict__
-        # A record with no extra keys has only LogRecord's own attributes;
-        # otherwise one C-level set difference finds the extra ones.
-        extra = (
-            {k: fields[k] for k in fields.keys() - _RECORD_ATTRS}
-            if len(fields) > _PLAIN_RECORD_SIZE
-            else {}
-        )
-        sid = route_session(extra.pop("session_id", None), self.session_id)
-        kind = extra.pop("kind", None)
+        # LogRecord.__init__ sets its own attributes first, so anything from
+        # ``extra`` comes after them: read only that tail. A record built some
+        # other way (its first key is not "name") is filtered in full.
+        if len(fields) <= _PLAIN_RECORD_SIZE:
+            extra: Iterable[tuple[str, Any]] = ()
+        elif next(iter(fields)) == "name":
+            extra = islice(fields.items(), _PLAIN_RECORD_SIZE, None)
+        else:
+            extra = fields.items()
+        get = fields.get
         exc = None
         if record.exc_info:
             exc = self._format_exception(record.exc_info)
@@ -146,16 +154,17 @@ class CodexHandler(logging.Handler):
         # Positional: keyword calls cost measurably on this path (bench/).
         return build_record(
             record.created,
-            sid,
-            kind,
+            route_session(get("session_id"), self.session_id),
+            get("kind"),
             record.levelname,
             record.name,
             record.getMessage(),
-            record.process if record.process is not None else os.getpid(),
-            extra.pop("role", None),
+            record.process if record.process is not None else PROCESS.pid,
+            get("role"),
             exc,
             extra,
             self.redactor,
+            _NOT_EXTRA,
         )
 
     def __repr__(self) -> str:

@@ -15,7 +15,7 @@ from codex_logging._handler import written_by_processor
 from codex_logging._record import build_record, safe_str
 from codex_logging._redact import Redactor
 from codex_logging._session import route_session, sessions_dir_path
-from codex_logging._writer import FsyncPolicy, SessionFiles, check_fsync
+from codex_logging._writer import PROCESS, FsyncPolicy, SessionFiles, check_fsync
 
 # structlog names that are not stdlib level names (SPEC: warn -> WARNING,
 # exception -> ERROR); the others are upper-cased.
@@ -25,6 +25,11 @@ _LEVEL_ALIASES: Final = {
     "fatal": "CRITICAL",
     "msg": "INFO",
     "log": "INFO",
+}
+#: The usual method and level names, looked up without a call.
+_LEVEL_NAMES: Final = {
+    **{name: name.upper() for name in ("debug", "info", "warning", "error", "critical")},
+    **_LEVEL_ALIASES,
 }
 _LEVEL_NUMBERS: Final = {
     "DEBUG": logging.DEBUG,
@@ -120,24 +125,29 @@ class CodexProcessor:
         sid = route_session(get("session_id"), self.session_id)
         level = get("level")
         # add_log_level's name when it ran, else the method's.
-        level = _level_name(level if isinstance(level, str) else method_name)
+        if level.__class__ is not str:
+            level = method_name
+        level = _LEVEL_NAMES.get(level) or _level_name(level)
         name = get("logger")
         if name is None:
             name = getattr(logger, "name", None)
-        extra = {k: v for k, v in event_dict.items() if k not in _MAPPED}
+        exception, exc_info = get("exception"), get("exc_info")
         # Positional: keyword calls cost measurably on this path (bench/).
         return build_record(
             time.time(),
             sid,
             get("kind"),
             level,
-            None if name is None else safe_str(name),
+            None if name is None else name if name.__class__ is str else safe_str(name),
             get("event"),
-            os.getpid(),
+            PROCESS.pid,
             get("role"),
-            _exception_text(get("exception"), get("exc_info")),
-            extra,
+            None
+            if exception is None and exc_info is None
+            else _exception_text(exception, exc_info),
+            event_dict.items(),
             self.redactor,
+            _MAPPED,
         )
 
 

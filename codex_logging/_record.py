@@ -8,7 +8,8 @@ encoding are the same wherever a record comes from.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any, Final
 
 from codex_logging._redact import REDACTED, Redactor
@@ -66,11 +67,11 @@ def _stdlib_dumps(record: Mapping[str, Any]) -> bytes:
         return (_json_encode_ascii(record) + "\n").encode("ascii")
 
 
-def _make_fast_dumps() -> Callable[[Mapping[str, Any]], bytes] | None:
+def _load_fast_dumps() -> tuple[Callable[..., bytes] | None, int]:
     try:
         import orjson  # noqa: PLC0415 - optional extra, looked up once
     except ImportError:
-        return None
+        return None, 0
     options = (
         orjson.OPT_APPEND_NEWLINE
         | orjson.OPT_NON_STR_KEYS
@@ -78,15 +79,11 @@ def _make_fast_dumps() -> Callable[[Mapping[str, Any]], bytes] | None:
         | orjson.OPT_PASSTHROUGH_DATETIME
         | orjson.OPT_PASSTHROUGH_DATACLASS
     )
-    dumps = orjson.dumps
-
-    def fast_dumps(record: Mapping[str, Any]) -> bytes:
-        return dumps(record, default=safe_str, option=options)
-
-    return fast_dumps
+    return orjson.dumps, options
 
 
-_fast_dumps = _make_fast_dumps()
+#: ``orjson.dumps`` and its options when the ``fast`` extra is installed.
+_fast_dumps, _FAST_OPTIONS = _load_fast_dumps()
 
 
 def encode(record: Mapping[str, Any]) -> bytes:
@@ -103,9 +100,10 @@ def encode(record: Mapping[str, Any]) -> bytes:
         The line, with no raw newline inside it.
 
     """
-    if _fast_dumps is not None:
+    fast = _fast_dumps
+    if fast is not None:
         try:
-            return _fast_dumps(record)
+            return fast(record, default=safe_str, option=_FAST_OPTIONS)
         except Exception:  # noqa: S110 - orjson is stricter (surrogates, big ints): use json
             pass
     try:
@@ -135,8 +133,9 @@ def build_record(  # noqa: C901, PLR0912, PLR0917 - one flat pass: this is the h
     pid: int,
     role: object = None,
     exc: str | None = None,
-    extra: Mapping[str, Any] | None = None,
+    extra: Iterable[tuple[Any, Any]] = (),
     redactor: Redactor | None = None,
+    skip: AbstractSet[str] = frozenset(),
 ) -> dict[str, Any]:
     """Return the record dict with the SPEC's field order, redacted if asked.
 
@@ -150,8 +149,11 @@ def build_record(  # noqa: C901, PLR0912, PLR0917 - one flat pass: this is the h
         pid: The writing process.
         role: Optional ``user`` / ``assistant`` / ``system`` / ``tool``.
         exc: Optional formatted traceback.
-        extra: Further fields; names of core fields are kept as ``extra.<name>``.
+        extra: Further fields as ``(name, value)`` pairs, such as a dict's
+            ``items()``; names of core fields are kept as ``extra.<name>``.
         redactor: Applied to the message, the traceback and every extra value.
+        skip: Names in ``extra`` to leave out: the caller already mapped them
+            to record fields.
 
     Returns:
         A new dict, ready for :func:`encode`.
@@ -177,21 +179,23 @@ def build_record(  # noqa: C901, PLR0912, PLR0917 - one flat pass: this is the h
         record["role"] = role if role.__class__ is str else safe_str(role)
     if exc is not None:
         record["exc"] = exc
-    if extra:
-        # One pass renames clashing keys and redacts; scalars skip the redactor.
-        for key, value in extra.items():
-            name = key if key.__class__ is str else safe_str(key)
-            if name in CORE_FIELDS:
-                name = f"extra.{name}"
-            if redactor is None:
-                record[name] = value
-            elif redactor.is_secret_key(key):
-                counter[0] += 1
-                record[name] = REDACTED
-            elif value.__class__ in _SCALARS:
-                record[name] = value
-            else:
-                record[name] = redactor.value(value, counter)
+    # One pass drops mapped keys, renames clashing ones and redacts; scalars
+    # skip the redactor.
+    for key, value in extra:
+        if key in skip:
+            continue
+        name = key if key.__class__ is str else safe_str(key)
+        if name in CORE_FIELDS:
+            name = f"extra.{name}"
+        if redactor is None:
+            record[name] = value
+        elif redactor.is_secret_key(key):
+            counter[0] += 1
+            record[name] = REDACTED
+        elif value.__class__ in _SCALARS:
+            record[name] = value
+        else:
+            record[name] = redactor.value(value, counter)
     if counter[0]:
         record["redacted"] = counter[0]
     return record

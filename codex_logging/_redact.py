@@ -15,6 +15,11 @@ from typing import Any, Final
 REDACTED: Final = "[REDACTED]"
 #: Values nested deeper than this cannot be checked and are redacted whole.
 MAX_DEPTH: Final = 64
+#: Strings up to this length that held no secret are remembered, so a message
+#: logged again and again (a structlog event, a message without arguments) is
+#: scanned once. Longer ones would cost more to hash than to scan.
+CLEAN_CACHE_LENGTH: Final = 256
+CLEAN_CACHE_SIZE: Final = 1024
 
 # Compared after lower-casing and mapping "-" to "_", so "Set-Cookie" and
 # "X-Api-Key" are caught too.
@@ -79,12 +84,13 @@ class Redactor:
 
     """
 
-    __slots__ = ("_keep", "_key_cache", "_keys", "_pattern", "_triggers")
+    __slots__ = ("_clean", "_keep", "_key_cache", "_keys", "_pattern", "_triggers")
 
     def __init__(self, extra_keys: Iterable[str] = (), extra_patterns: Iterable[str] = ()) -> None:
         """Compile the key set and one combined pattern."""
         self._keys = SECRET_KEYS | {_norm(k) for k in extra_keys}
         self._key_cache: dict[str, bool] = {}
+        self._clean: set[str] = set()
         sources = [*SECRET_PATTERNS, *extra_patterns]
         # Extra patterns have no known literal: then always run the expression.
         self._triggers = _TRIGGERS if len(sources) == len(SECRET_PATTERNS) else None
@@ -128,14 +134,21 @@ class Redactor:
             The redacted string (``value`` itself when nothing matched).
 
         """
+        short = len(value) <= CLEAN_CACHE_LENGTH
+        if short and value in self._clean:
+            return value
         triggers = self._triggers
         if triggers is not None:
             for trigger in triggers:
                 if trigger in value:
                     break
             else:
+                if short:
+                    self._remember_clean(value)
                 return value
         if self._pattern.search(value) is None:
+            if short:
+                self._remember_clean(value)
             return value
 
         def replace(match: re.Match[str]) -> str:
@@ -144,6 +157,12 @@ class Redactor:
             return (match.group(keep) if keep else "") + REDACTED
 
         return self._pattern.sub(replace, value)
+
+    def _remember_clean(self, value: str) -> None:
+        clean = self._clean
+        if len(clean) >= CLEAN_CACHE_SIZE:  # bounded; the frequent ones come back
+            clean.clear()
+        clean.add(value)
 
     def value(self, value: Any, counter: list[int], _seen: frozenset[int] = frozenset()) -> Any:
         """Return a redacted copy of ``value`` (strings, mappings and sequences).

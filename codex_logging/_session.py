@@ -23,7 +23,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 from codex_logging._errors import InvalidSessionId
 from codex_logging._record import build_record, safe_str
 from codex_logging._redact import Redactor
-from codex_logging._writer import SessionFiles
+from codex_logging._writer import PROCESS, SessionFiles
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -282,9 +282,9 @@ def _write_scope_record(  # noqa: PLR0917 - private, called three times
             level=level,
             logger="codex_logging",
             message=message,
-            pid=os.getpid(),
+            pid=PROCESS.pid,
             exc=exc,
-            extra=fields,
+            extra=fields.items(),
             redactor=_scope_redactor,
         )
         files.write(record)

@@ -2,8 +2,8 @@
 
 A record is one ``os.write`` of one whole line on an ``O_APPEND`` descriptor,
 so lines from many threads and processes never interleave or tear (SPEC "The
-NDJSON record"). Descriptors are cached per path; a lock guards the cache,
-never the write itself.
+NDJSON record"). Descriptors are cached per path; a lock guards opening,
+rechecking and closing them, never the write itself.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ _FILE_FLAGS: Final = (
     | os.O_NONBLOCK
 )
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# Bound once: a module attribute lookup shows on the per-record path.
+_monotonic: Final = time.monotonic
 
 
 def check_fsync(value: str) -> FsyncPolicy:
@@ -130,17 +132,30 @@ def open_append(path: str) -> int:
     return fd
 
 
+class _Process:
+    """The process id, read once and again after each fork (``os.getpid`` is a system call)."""
+
+    __slots__ = ("pid",)
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+
+
+#: ``PROCESS.pid`` is ``os.getpid()`` without the system call.
+PROCESS: Final = _Process()
+
+
 class _Entry:
     """One cached descriptor, with the identity it was opened on."""
 
-    __slots__ = ("checked", "closed", "dev", "fd", "fragment", "inflight", "ino", "retired")
+    __slots__ = ("closed", "dev", "fd", "fragment", "inflight", "ino", "recheck_at", "retired")
 
     def __init__(self, fd: int) -> None:
         info = os.fstat(fd)
         self.fd = fd
         self.dev = info.st_dev
         self.ino = info.st_ino
-        self.checked = time.monotonic()
+        self.recheck_at = time.monotonic() + RECHECK_SECONDS
         # One item per write in progress. Items are added under the cache lock
         # and removed with an atomic list.pop, so the count is never torn.
         self.inflight: list[None] = []
@@ -162,16 +177,14 @@ class Writer:
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
 
-    def write(
-        self, path: str, line: bytes, fsync: FsyncPolicy = "never", *, is_end: bool = False
-    ) -> None:
+    def write(self, path: str, line: bytes, *, sync: bool = False) -> None:
         """Append ``line`` to ``path`` with a single ``os.write``.
 
         Args:
             path: The absolute session file path.
             line: One complete record, ending in ``\\n``.
             fsync: When to flush to the disk.
-            is_end: Whether this is an ``end`` record (``fsync="end"``).
+            sync: Also ``fsync`` the file once the line is written.
 
         Raises:
             WriteError: A short write: the fragment will be ended with a newline
@@ -179,12 +192,21 @@ class Writer:
             OSError: The file could not be opened or written.
 
         """
-        now = time.monotonic()
-        with self._lock:
-            entry = self._cache.get(path)
-            if entry is None or now - entry.checked >= RECHECK_SECONDS:
-                entry = self._refresh(path, entry, now)
-            entry.inflight.append(None)
+        # Fast path, without the lock: a cached descriptor checked recently.
+        # Counting ourselves in before reading ``retired`` means a concurrent
+        # _retire either sees us and leaves closing to us, or we see it.
+        entry = self._cache.get(path)
+        if entry is not None:
+            inflight = entry.inflight
+            inflight.append(None)
+            if entry.retired or _monotonic() >= entry.recheck_at:
+                inflight.pop()
+                if entry.retired:
+                    self._close_if_idle(entry)
+                entry = None
+        if entry is None:
+            entry = self._checkout(path)
+            inflight = entry.inflight
         try:
             if entry.fragment:
                 line = b"\n" + line
@@ -195,20 +217,31 @@ class Writer:
                 msg = f"short write to {path}: {written} of {len(line)} bytes"
                 raise WriteError(errno.ENOSPC, msg)
             entry.fragment = False
-            if fsync != "never" and (fsync == "always" or is_end):
+            if sync:
                 os.fsync(entry.fd)
         finally:
             # list.pop is atomic: no lock is needed unless the entry was
             # retired meanwhile, and then the last writer out closes it.
-            entry.inflight.pop()
+            inflight.pop()
             if entry.retired:
                 self._close_if_idle(entry)
+
+    def _checkout(self, path: str) -> _Entry:
+        # The slow path: under the lock, recheck or open the descriptor and
+        # count this write in.
+        with self._lock:
+            now = time.monotonic()
+            entry = self._cache.get(path)
+            if entry is None or now >= entry.recheck_at:
+                entry = self._refresh(path, entry, now)
+            entry.inflight.append(None)
+            return entry
 
     def _refresh(self, path: str, entry: _Entry | None, now: float) -> _Entry:
         # Called with the lock held: recheck a cached descriptor or open one.
         if entry is not None:
             if self._still_there(path, entry):
-                entry.checked = now
+                entry.recheck_at = now + RECHECK_SECONDS
                 self._cache.move_to_end(path)
                 return entry
             self._retire(path, entry)
@@ -254,6 +287,7 @@ class Writer:
         # The lock may have been held by a thread that does not exist in the
         # child. The inherited descriptors stay valid (O_APPEND is per write),
         # but start clean so no state of the parent's threads leaks in.
+        PROCESS.pid = os.getpid()
         self._lock = threading.Lock()
         for entry in self._cache.values():
             entry.closed = True
@@ -310,6 +344,9 @@ class SessionFiles:
                 the file, and an ``end`` kind triggers ``fsync="end"``.
         """
         line = encode(record)  # before any lock or file access
-        WRITER.write(
-            self.path(record["session_id"]), line, self.fsync, is_end=record["kind"] == "end"
-        )
+        session_id = record["session_id"]
+        path = self._paths.get(session_id) or self.path(session_id)
+        if self.fsync == "never":
+            WRITER.write(path, line)
+        else:
+            WRITER.write(path, line, sync=self.fsync == "always" or record["kind"] == "end")

@@ -93,6 +93,34 @@ class TestFields:
         assert rec["pid"] == os.getpid()
         assert (rec["extra.ts"], rec["extra.pid"]) == ("yesterday", -1)
 
+    def test_extra_from_records_made_other_ways(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Extra fields are found on records from makeLogRecord and from a custom factory.
+
+        Including one that sets its own attribute before LogRecord.__init__ runs,
+        and without the attributes a formatter adds (``message``, ``asctime``).
+        """
+        monkeypatch.setenv("CODEX_SESSION_ID", "s1")
+        handler = CodexHandler()
+
+        class EarlyRecord(logging.LogRecord):
+            def __init__(self, *args: object, **kwargs: object) -> None:
+                self.early = "set first"
+                super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+        made = logging.makeLogRecord({"msg": "made", "ticket": 7})
+        early = EarlyRecord("app", logging.INFO, __file__, 1, "early", (), None)
+        early.late = "set after"
+        formatted = logging.makeLogRecord({"msg": "formatted", "n": 1})
+        logging.Formatter("%(asctime)s %(message)s").format(formatted)
+        for record in (made, early, formatted):
+            handler.handle(record)
+        recs = read_lines(session_file("s1"))
+        assert recs[0]["ticket"] == 7
+        assert (recs[1]["early"], recs[1]["late"]) == ("set first", "set after")
+        assert recs[2]["n"] == 1
+        assert not {"asctime", "msg", "args", "created"} & {k for r in recs for k in r}
+        handler.close()
+
     def test_newlines_never_raw(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Newlines and U+2028 in the message stay inside one line."""
         monkeypatch.setenv("CODEX_SESSION_ID", "s1")

@@ -77,7 +77,9 @@ class TestEncode:
 class TestBuild:
     def test_field_order_and_defaults(self) -> None:
         """Core fields come first in SPEC order; kind defaults to message; None message is empty."""
-        rec = build_record(1.0, "s", None, "INFO", None, None, 7, extra={"b": 1, "kind": "x"})
+        rec = build_record(
+            1.0, "s", None, "INFO", None, None, 7, extra={"b": 1, "kind": "x"}.items()
+        )
         assert list(rec) == [
             "ts",
             "session_id",

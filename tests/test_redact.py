@@ -19,7 +19,7 @@ from codex_logging import (
     session_scope,
     sync_to_sqlite,
 )
-from codex_logging._redact import Redactor
+from codex_logging._redact import CLEAN_CACHE_LENGTH, CLEAN_CACHE_SIZE, Redactor
 from tests.conftest import read_lines, session_file
 
 # Each canary is unique so a grep of the raw bytes proves it absent.
@@ -85,6 +85,23 @@ class TestRedactor:
             "customer_ssn": "[REDACTED]", "note": "id [REDACTED] ok",
         }  # fmt: skip
         assert counter == [2]
+
+    def test_clean_cache_never_hides_a_secret(self) -> None:
+        """Remembering clean strings is bounded and never lets a secret through."""
+        r = Redactor()
+        secret, canary = SHAPES["bearer"]
+        for _ in range(3):  # the same object again and again
+            counter = [0]
+            assert canary not in r.text(secret, counter)
+            assert counter == [1]
+        for i in range(CLEAN_CACHE_SIZE * 3):  # more clean strings than it keeps
+            text = f"step {i}"
+            assert r.text(text, [0]) is text
+        assert len(r._clean) <= CLEAN_CACHE_SIZE
+        long_text = "x" * (CLEAN_CACHE_LENGTH + 1)
+        r.text(long_text, [0])
+        assert long_text not in r._clean
+        assert canary not in r.text(secret, [0])
 
     def test_self_reference_does_not_recurse_forever(self) -> None:
         """A self-referencing structure is cut at the cycle."""

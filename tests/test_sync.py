@@ -284,9 +284,9 @@ class TestLocking:
         blocker.execute("BEGIN IMMEDIATE")
         blocker.execute("INSERT INTO other VALUES (1)")
         release = threading.Timer(0.3, blocker.execute, ("COMMIT",))
+        started = time.monotonic()
         release.start()
         try:
-            started = time.monotonic()
             report = sync_to_sqlite(db, sessions, busy_timeout=10)
             waited = time.monotonic() - started
         finally:

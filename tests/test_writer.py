@@ -307,6 +307,33 @@ print(len(errors))
 """
 
 
+class TestFsync:
+    @pytest.mark.parametrize(
+        ("policy", "expected"), [("never", []), ("end", ["end"]), ("always", ["a", "b", "end"])]
+    )
+    def test_policy_decides_which_records_are_flushed(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str, expected: list[str]
+    ) -> None:
+        """fsync runs after the records the policy names, on the session file, after the line."""
+        real_fsync = os.fsync
+        flushed: list[str] = []
+
+        def fsync(fd: int) -> None:
+            assert os.fstat(fd).st_ino == (tmp_path / "f.ndjson").stat().st_ino
+            flushed.append(read_lines(tmp_path / "f.ndjson")[-1]["message"])
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        handler = CodexHandler(tmp_path, "f", fsync=policy)  # type: ignore[arg-type]
+        logger = logging.getLogger(f"fsync.{policy}")
+        logger.addHandler(handler)
+        logger.warning("a")
+        logger.warning("b")
+        logger.warning("end", extra={"kind": "end"})
+        assert flushed == expected
+        handler.close()
+
+
 class TestShortWrite:
     def test_fragment_stands_alone_and_later_records_land(self, tmp_path: Path) -> None:
         """A file-size limit mid-record leaves one bad line; the app goes on; later records land."""
