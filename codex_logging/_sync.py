@@ -286,7 +286,8 @@ class _FileSync:
                 end = pending.find(b"\n", start)
                 if end < 0:
                     break
-                seq = self._take(seq + 1, pos + start, pending[start:end])
+                seq += 1
+                self._take(seq, pos + start, pending[start:end])
                 start = end + 1
                 if len(self.events) + len(self.errors) >= BATCH_LINES:
                     self._commit(f, seq, pos + start)
@@ -295,8 +296,8 @@ class _FileSync:
         if self.events or self.errors or self.reset:
             self._commit(f, seq, pos)
 
-    def _take(self, seq: int, offset: int, raw: bytes) -> int:
-        """Queue one line as an event or an error; return the last seq used."""
+    def _take(self, seq: int, offset: int, raw: bytes) -> None:
+        """Queue line ``seq`` as an event, an error, or a torn fragment and its event."""
         try:
             obj = _loads(raw)
             if not isinstance(obj, dict):
@@ -318,13 +319,15 @@ class _FileSync:
             if cut is not None:
                 # A writer died mid-record and another appended after it: the
                 # torn fragment is quarantined and the record glued to it is
-                # taken as the next line.
+                # taken as the event, both under this line's seq (SPEC: seq
+                # is the line number).
                 self.errors.append((self.sid, seq, offset, "torn record", _raw_value(raw[:cut])))
-                return self._take(seq + 1, offset + cut, raw[cut:])
+                self._take(seq, offset + cut, raw[cut:])
+                return
             self.errors.append(
                 (self.sid, seq, offset, f"{type(exc).__name__}: {exc}", _raw_value(raw))
             )
-            return seq
+            return
         self.events.append(
             (
                 self.sid,
@@ -335,7 +338,6 @@ class _FileSync:
                 text,
             )
         )
-        return seq
 
     def _commit(self, f: Any, seq: int, offset: int) -> None:
         if self.head_len < HEAD_BYTES and offset > self.head_len:

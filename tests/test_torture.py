@@ -47,7 +47,7 @@ def stored_lines(db: Path, session: str) -> list[tuple[int, str, bytes]]:
     """Every stored line of a session, good or quarantined, in seq order, as raw bytes.
 
     The kind is "event", "error", or "torn" for a fragment the sync split off
-    the record glued to it (the two together were one line of the file).
+    the record glued to it: the two share the seq of the one line they were.
     """
     with sqlite3.connect(db) as conn:
         good = conn.execute(
@@ -64,14 +64,21 @@ def stored_lines(db: Path, session: str) -> list[tuple[int, str, bytes]]:
 
 
 def rejoined(stored: list[tuple[int, str, bytes]]) -> list[bytes]:
-    """The file's lines rebuilt from stored rows: a torn fragment rejoins the next row."""
-    lines, carry = [], b""
-    for _, kind, raw in stored:
-        if kind == "torn":
-            carry += raw
-        else:
-            lines.append(carry + raw)
-            carry = b""
+    """The file's lines rebuilt from stored rows, line n from the rows with seq n.
+
+    A torn fragment goes before the record that shares its seq. Fails when a
+    seq is missing or holds anything but one row, or one fragment and one event.
+    """
+    by_seq: dict[int, dict[str, bytes]] = {}
+    for seq, kind, raw in stored:
+        assert kind not in by_seq.setdefault(seq, {}), f"seq {seq} holds two {kind} rows"
+        by_seq[seq][kind] = raw
+    assert sorted(by_seq) == list(range(1, len(by_seq) + 1)), "seq is not the line number"
+    lines = []
+    for seq in sorted(by_seq):
+        rows = by_seq[seq]
+        assert len(rows) == 1 or rows.keys() == {"torn", "event"}, (seq, rows)
+        lines.append(rows.get("torn", b"") + rows.get("event", rows.get("error", b"")))
     return lines
 
 
@@ -129,7 +136,10 @@ class TestCrashes:
             )
 
     def test_power_cut_fragment_then_new_writer(self, tmp_path: Path) -> None:
-        """A file ending in a torn line, then another process appends: the fragment is quarantined, the rest ingested."""
+        """A file ending in a torn line, then another process appends: the fragment is quarantined, the rest ingested.
+
+        The fragment and the record glued to it were one line: both keep its seq.
+        """
         path = tmp_path / "cut.ndjson"
         path.write_bytes(b'{"message": "whole"}\n{"message": "tor')
         child = (
@@ -144,9 +154,9 @@ class TestCrashes:
             assert conn.execute(
                 "SELECT seq, byte_offset, raw FROM session_ingest_errors"
             ).fetchall() == [(2, 21, '{"message": "tor')]
-            assert [
-                m for (m,) in conn.execute("SELECT message FROM session_events ORDER BY seq")
-            ] == ["whole", "after 0", "after 1", "after 2"]
+            assert conn.execute("SELECT seq, message FROM session_events ORDER BY seq").fetchall() == [
+                (1, "whole"), (2, "after 0"), (3, "after 1"), (4, "after 2"),
+            ]  # fmt: skip
 
 
 class TestHostileInput:
@@ -333,22 +343,31 @@ class TestProperty:
             lines.append(partial)
             sync_to_sqlite(db, folder)
             expected += lines[taken:]
-            stored = stored_lines(db, "p")
-            assert rejoined(stored) == expected
-            assert [seq for seq, _, _ in stored] == list(range(1, len(stored) + 1))
+            assert rejoined(stored_lines(db, "p")) == expected
 
     def test_checker_bites(self) -> None:
         """The property's checker fails when one stored row is dropped, duplicated or altered (negative control)."""
         stored = [
+            (1, "event", b'{"n": 1}'),
             (1, "torn", b"ab"),
-            (2, "event", b'{"n": 1}'),
-            (3, "error", b"x"),
-            (4, "event", b'{"n": 2}'),
+            (2, "error", b"x"),
+            (3, "event", b'{"n": 2}'),
         ]
         expected = [b'ab{"n": 1}', b"x", b'{"n": 2}']
         assert rejoined(stored) == expected
-        for broken in (stored[1:], [*stored, stored[-1]], [(1, "error", b"ab"), *stored[1:]]):
-            assert rejoined(broken) != expected
+        broken_rows = (
+            stored[1:],  # a record dropped
+            [*stored, stored[-1]],  # one stored twice
+            [*stored[:3], (4, "event", b'{"n": 2}')],  # seq off the line number
+            [(1, "error", b"ab"), *stored[:1], *stored[2:]],  # a fragment mislabelled
+            [*stored[:2], (2, "error", b"y"), stored[3]],  # a line altered
+        )
+        for broken in broken_rows:
+            try:
+                result = rejoined(broken)
+            except AssertionError:
+                continue
+            assert result != expected, broken
 
 
 class TestReadOnlyDatabase:
