@@ -121,6 +121,23 @@ class TestFields:
         assert not {"asctime", "msg", "args", "created"} & {k for r in recs for k in r}
         handler.close()
 
+    def test_handler_filters_apply(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Filters on the handler drop records and may change the ones they pass."""
+        monkeypatch.setenv("CODEX_SESSION_ID", "s1")
+        handler = CodexHandler()
+
+        def tag(record: logging.LogRecord) -> bool:
+            record.tagged = True
+            return record.name != "noisy"
+
+        handler.addFilter(tag)
+        assert handler.handle(logging.makeLogRecord({"name": "noisy", "msg": "dropped"})) is False
+        assert handler.handle(logging.makeLogRecord({"name": "app", "msg": "kept"})) is True
+        assert [
+            (r["logger"], r["message"], r["tagged"]) for r in read_lines(session_file("s1"))
+        ] == [("app", "kept", True)]
+        handler.close()
+
     def test_newlines_never_raw(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Newlines and U+2028 in the message stay inside one line."""
         monkeypatch.setenv("CODEX_SESSION_ID", "s1")

