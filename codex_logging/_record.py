@@ -121,6 +121,7 @@ def encode(record: Mapping[str, Any]) -> bytes:
 
 
 _SCALARS: Final = (int, float, bool, type(None))
+_NO_SECRET_KEYS: Final[Mapping[object, bool]] = {}  # stands in when redaction is off
 
 
 def build_record(  # noqa: C901, PLR0912, PLR0917 - one flat pass: this is the hot path
@@ -181,6 +182,7 @@ def build_record(  # noqa: C901, PLR0912, PLR0917 - one flat pass: this is the h
         record["exc"] = exc
     # One pass drops mapped keys, renames clashing ones and redacts; scalars
     # skip the redactor.
+    secret_keys = _NO_SECRET_KEYS if redactor is None else redactor.secret_keys
     for key, value in extra:
         if key in skip:
             continue
@@ -189,7 +191,7 @@ def build_record(  # noqa: C901, PLR0912, PLR0917 - one flat pass: this is the h
             name = f"extra.{name}"
         if redactor is None:
             record[name] = value
-        elif redactor.is_secret_key(key):
+        elif secret_keys[key]:
             counter[0] += 1
             record[name] = REDACTED
         elif value.__class__ in _SCALARS:

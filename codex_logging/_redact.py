@@ -75,6 +75,28 @@ _TRIGGERS: Final = (
 )
 
 
+class _SecretKeys(dict[object, bool]):
+    """``keys[key]``: whether values under ``key`` are secret, decided once per key.
+
+    A dict lookup on the per-record path; ``__missing__`` decides a new key.
+    """
+
+    __slots__ = ("_names",)
+
+    def __init__(self, names: frozenset[str]) -> None:
+        super().__init__()
+        self._names = names
+
+    def __missing__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        norm = _norm(key)
+        found = norm in self._names or norm.endswith(SECRET_SUFFIXES)
+        if len(self) < 4096:  # bounded: keys may be made up at run time
+            self[key] = found
+        return found
+
+
 class Redactor:
     """Replace secrets in record values; one instance per handler or processor.
 
@@ -84,12 +106,12 @@ class Redactor:
 
     """
 
-    __slots__ = ("_clean", "_keep", "_key_cache", "_keys", "_pattern", "_triggers")
+    __slots__ = ("_clean", "_keep", "_pattern", "_triggers", "secret_keys")
 
     def __init__(self, extra_keys: Iterable[str] = (), extra_patterns: Iterable[str] = ()) -> None:
         """Compile the key set and one combined pattern."""
-        self._keys = SECRET_KEYS | {_norm(k) for k in extra_keys}
-        self._key_cache: dict[str, bool] = {}
+        #: ``secret_keys[key]`` is whether values under ``key`` are secret.
+        self.secret_keys = _SecretKeys(SECRET_KEYS | {_norm(k) for k in extra_keys})
         self._clean: set[str] = set()
         sources = [*SECRET_PATTERNS, *extra_patterns]
         # Extra patterns have no known literal: then always run the expression.
@@ -113,15 +135,7 @@ class Redactor:
             True for a secret-looking key.
 
         """
-        if not isinstance(key, str):
-            return False
-        found = self._key_cache.get(key)
-        if found is None:
-            norm = _norm(key)
-            found = norm in self._keys or norm.endswith(SECRET_SUFFIXES)
-            if len(self._key_cache) < 4096:  # bounded: keys may be made up at run time
-                self._key_cache[key] = found
-        return found
+        return self.secret_keys[key]
 
     def text(self, value: str, counter: list[int]) -> str:
         """Return ``value`` with credential-shaped substrings replaced.

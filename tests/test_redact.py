@@ -103,6 +103,14 @@ class TestRedactor:
         assert long_text not in r._clean
         assert canary not in r.text(secret, [0])
 
+    def test_key_verdicts_are_bounded_and_still_decided_past_the_bound(self) -> None:
+        """Made-up keys never grow the remembered verdicts without bound; new keys are still judged."""
+        r = Redactor()
+        assert [r.is_secret_key(f"field_{i}") for i in range(5000)] == [False] * 5000
+        assert len(r.secret_keys) <= 4096
+        assert (r.is_secret_key("db_password"), r.is_secret_key("X-Api-Key")) == (True, True)
+        assert (r.is_secret_key(7), r.is_secret_key(("token",))) == (False, False)
+
     def test_self_reference_does_not_recurse_forever(self) -> None:
         """A self-referencing structure is cut at the cycle."""
         loop: dict[str, object] = {"password": "x"}
