@@ -151,6 +151,32 @@ class CodexProcessor:
         )
 
 
+class _RedactDownstream:
+    """Hand the processors after CodexProcessor a redacted copy of the event.
+
+    The session file is redacted by CodexProcessor itself; this keeps the same
+    secrets off the console and out of stdlib handlers that render the event
+    (CI logs are kept too). A clean event goes on as the very same dict.
+    """
+
+    __slots__ = ("redactor",)
+
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
+
+    def __call__(
+        self, _logger: Any, _method_name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        counter = [0]
+        redacted = self.redactor.mapping(event_dict, counter)
+        if not counter[0]:
+            return event_dict
+        if written_by_processor.event is event_dict:
+            # CodexHandler must still recognise the event it should skip.
+            written_by_processor.event = redacted
+        return redacted
+
+
 def _level_name(name: str) -> str:
     return _LEVEL_ALIASES.get(name) or name.upper()
 
@@ -193,8 +219,9 @@ def configure_structlog(
     """Configure structlog with a chain that writes every event to the session.
 
     The chain merges contextvars, adds the level, the stack and exception
-    information, writes the event with :class:`CodexProcessor`, then renders it:
-    by default to stderr with structlog's ``ConsoleRenderer``; with
+    information, writes the event with :class:`CodexProcessor`, then renders it,
+    redacted the same way unless ``redact=False``: by default to stderr with
+    structlog's ``ConsoleRenderer``; with
     ``to_stdlib=True`` it is handed to stdlib ``logging`` for
     ``ProcessorFormatter`` (a :class:`CodexHandler` on that path skips the event,
     so it is written once).
@@ -239,6 +266,8 @@ def configure_structlog(
         processor,
         structlog.processors.TimeStamper(fmt="iso"),
     ]
+    if processor.redactor is not None:
+        chain.insert(chain.index(processor) + 1, _RedactDownstream(processor.redactor))
     settings: dict[str, Any] = {"cache_logger_on_first_use": True}
     if to_stdlib:
         chain.insert(1, structlog.stdlib.add_logger_name)

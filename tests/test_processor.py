@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -142,6 +143,44 @@ class TestConfigureStructlog:
         assert [(r["message"], r.get("logger")) for r in records] == [
             ("via structlog", "bridged"), ("via logging", "plain"),
         ]  # fmt: skip
+
+    @pytest.mark.parametrize("redact", [True, False])
+    def test_console_output_is_redacted_too(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *, redact: bool
+    ) -> None:
+        """Secrets stay off stderr as well as out of the file; redact=False shows them."""
+        monkeypatch.setenv("CODEX_SESSION_ID", "con")
+        configure_structlog(redact=redact)
+        log = structlog.get_logger()
+        log.info("login", password="hunter2-canary", header="Bearer CANARYconsole0123456789")
+        log.info("plain", n=1)
+        err = capsys.readouterr().err
+        secrets = ("hunter2-canary", "CANARYconsole0123456789")
+        assert all((s in err) is not redact for s in secrets), err
+        assert "plain" in err
+        raw = session_file("con").read_text()
+        assert all((s in raw) is not redact for s in secrets)
+
+    def test_stdlib_bridge_redacted_and_still_written_once(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With to_stdlib, other handlers get the redacted event; CodexHandler still skips it."""
+        monkeypatch.setenv("CODEX_SESSION_ID", "bridge")
+        stream = io.StringIO()
+        console = logging.StreamHandler(stream)
+        console.setFormatter(
+            structlog.stdlib.ProcessorFormatter(processor=structlog.processors.JSONRenderer())
+        )
+        root = logging.getLogger()
+        root.addHandler(CodexHandler())
+        root.addHandler(console)
+        root.setLevel(logging.INFO)
+        configure_structlog(to_stdlib=True)
+        structlog.get_logger("bridged").info("login", api_key="CANARYbridge")
+        assert "CANARYbridge" not in stream.getvalue()
+        assert '"api_key": "[REDACTED]"' in stream.getvalue()
+        (rec,) = read_lines(session_file("bridge"))
+        assert (rec["message"], rec["api_key"], rec["redacted"]) == ("login", "[REDACTED]", 1)
 
     def test_min_level_drops_events(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Events below min_level are neither written nor printed."""
