@@ -44,35 +44,30 @@ SECRET_KEYS: Final = frozenset(
 )
 SECRET_SUFFIXES: Final = ("_token", "_secret", "_password", "_key")
 
-# Each pattern matches a credential; where a group named "keep" exists, that
-# prefix stays readable ("Bearer [REDACTED]", "https://user:[REDACTED]@host").
-SECRET_PATTERNS: Final = (
-    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
-    r"(?P<keep>\b[Bb]earer\s+)[A-Za-z0-9\-._~+/]{8,}=*",
-    r"(?P<keep>\b[Bb]asic\s+)[A-Za-z0-9+/]{8,}={0,2}",
-    r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_\-]*",
-    r"\bsk-[A-Za-z0-9_\-]{16,}",
-    r"\bgh[pousr]_[A-Za-z0-9]{20,}",
-    r"\bgithub_pat_[A-Za-z0-9_]{20,}",
-    r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
-    r"\bxox[abposr]-[A-Za-z0-9-]{10,}",
-    r"(?P<keep>\b[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^/\s:@]*:)[^/\s@]+(?=@)",
+# Each rule: a pattern that matches a credential; literals of which the match
+# must contain at least one; and one more literal it must also contain (or
+# None). Where a group named "keep" exists, that prefix stays readable
+# ("Bearer [REDACTED]", "https://user:[REDACTED]@host").
+_RULES: Final[tuple[tuple[str, tuple[str, ...], str | None], ...]] = (
+    (
+        r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
+        ("PRIVATE KEY",),
+        None,
+    ),
+    (r"(?P<keep>\b[Bb]earer\s+)[A-Za-z0-9\-._~+/]{8,}=*", ("earer",), None),
+    (r"(?P<keep>\b[Bb]asic\s+)[A-Za-z0-9+/]{8,}={0,2}", ("asic",), None),
+    (r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_\-]*", ("eyJ",), None),
+    (r"\bsk-[A-Za-z0-9_\-]{16,}", ("sk-",), None),
+    (r"\bgh[pousr]_[A-Za-z0-9]{20,}", ("gh",), "_"),
+    (r"\bgithub_pat_[A-Za-z0-9_]{20,}", ("github_pat_",), None),
+    (r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", ("AKIA", "ASIA"), None),
+    (r"\bxox[abposr]-[A-Za-z0-9-]{10,}", ("xox",), None),
+    (r"(?P<keep>\b[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^/\s:@]*:)[^/\s@]+(?=@)", ("://",), "@"),
 )
-# Every built-in pattern contains one of these literals. Substring tests run at
-# memory speed, so a clean string skips the regular expression altogether.
-_TRIGGERS: Final = (
-    "PRIVATE KEY",
-    "earer",
-    "asic",
-    "eyJ",
-    "sk-",
-    "gh",
-    "github_pat_",
-    "AKIA",
-    "ASIA",
-    "xox",
-    "://",
-)
+SECRET_PATTERNS: Final = tuple(source for source, _, _ in _RULES)
+# Every built-in match contains one of these. Substring tests run at memory
+# speed, so a string with none of them skips the regular expressions altogether.
+_TRIGGERS: Final = tuple(dict.fromkeys(t for _, any_of, _ in _RULES for t in any_of))
 
 
 class _SecretKeys(dict[object, bool]):
@@ -106,17 +101,24 @@ class Redactor:
 
     """
 
-    __slots__ = ("_clean", "_keep", "_pattern", "_triggers", "secret_keys")
+    __slots__ = ("_checks", "_clean", "_keep", "_pattern", "_triggers", "secret_keys")
 
     def __init__(self, extra_keys: Iterable[str] = (), extra_patterns: Iterable[str] = ()) -> None:
         """Compile the key set and one combined pattern."""
         #: ``secret_keys[key]`` is whether values under ``key`` are secret.
         self.secret_keys = _SecretKeys(SECRET_KEYS | {_norm(k) for k in extra_keys})
         self._clean: set[str] = set()
+        extra_patterns = list(extra_patterns)
         sources = [*SECRET_PATTERNS, *extra_patterns]
         # Extra patterns have no known literal: then always run the expression.
-        self._triggers = _TRIGGERS if len(sources) == len(SECRET_PATTERNS) else None
-        # One alternation, so a clean string costs a single scan.
+        self._triggers = None if extra_patterns else _TRIGGERS
+        # One check per pattern, run only when its literals are present: the
+        # alternation of all of them costs microseconds on any string that
+        # merely contains "://" or "gh", and URLs and words like "high" are common.
+        self._checks = [
+            (any_of, also, re.compile(source, re.DOTALL).search) for source, any_of, also in _RULES
+        ] + [((), None, re.compile(source, re.DOTALL).search) for source in extra_patterns]
+        # One alternation to replace every match in one pass.
         parts = []
         self._keep: dict[str, str | None] = {}
         for index, source in enumerate(sources):
@@ -160,7 +162,7 @@ class Redactor:
                 if short:
                     self._remember_clean(value)
                 return value
-        if self._pattern.search(value) is None:
+        if not self._has_secret(value):
             if short:
                 self._remember_clean(value)
             return value
@@ -171,6 +173,20 @@ class Redactor:
             return (match.group(keep) if keep else "") + REDACTED
 
         return self._pattern.sub(replace, value)
+
+    def _has_secret(self, value: str) -> bool:
+        for any_of, also, search in self._checks:
+            if any_of:
+                for literal in any_of:
+                    if literal in value:
+                        break
+                else:
+                    continue
+                if also is not None and also not in value:
+                    continue
+            if search(value) is not None:
+                return True
+        return False
 
     def _remember_clean(self, value: str) -> None:
         clean = self._clean

@@ -70,6 +70,37 @@ class TestRedactor:
         assert out == {"a": [{"b": {key: "[REDACTED]"}}]}
         assert counter == [1]
 
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "high priority through the night",
+            "classic basic check",
+            "GET https://example.com/api/v1/items?page=2",
+            "mail bob@example.com via https://example.com",
+            "https://bob@example.com/x has a user and no password",
+            "task-12 and disk-full and high_water",
+            "a bearer of bad news",
+        ],
+    )
+    def test_words_that_look_like_a_start_stay(self, text: str) -> None:
+        """Text with a pattern's marker but no credential is left as it is."""
+        counter = [0]
+        assert Redactor().text(text, counter) is text
+        assert counter == [0]
+
+    @pytest.mark.parametrize("name", sorted(SHAPES))
+    def test_shapes_among_lookalikes(self, name: str) -> None:
+        """A credential is still found when harmless markers of other shapes surround it."""
+        text, canary = SHAPES[name]
+        out = Redactor().text(f"high basic https://example.com task-1 {text} bearer", [0])
+        assert canary not in out
+
+    def test_extra_patterns_run_on_every_string(self) -> None:
+        """A configured pattern has no marker to wait for: it is tried on any text."""
+        r = Redactor(extra_patterns=[r"\d{3}-\d{2}-\d{4}"])
+        assert r.text("ssn 123-45-6789", [0]) == "ssn [REDACTED]"
+        assert r.text("plain words", [0]) == "plain words"
+
     def test_harmless_values_untouched(self) -> None:
         """Ordinary keys and text pass through unchanged and uncounted."""
         counter = [0]
