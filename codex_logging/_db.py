@@ -158,8 +158,13 @@ def connect_readonly(path: str) -> sqlite3.Connection:
         raise DatabaseNotFoundError(msg)
     try:
         conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
+    except sqlite3.Error as exc:
+        msg = f"cannot read database {path}: {exc}"
+        raise DatabaseError(msg) from exc
+    try:
         conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
     except sqlite3.Error as exc:
+        conn.close()  # not left for the garbage collector (a ResourceWarning from 3.13)
         msg = f"cannot read database {path}: {exc}"
         raise DatabaseError(msg) from exc
     return conn

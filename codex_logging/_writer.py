@@ -156,8 +156,8 @@ class _Entry:
         self.dev = info.st_dev
         self.ino = info.st_ino
         self.recheck_at = time.monotonic() + RECHECK_SECONDS
-        # One item per write in progress. Items are added under the cache lock
-        # and removed with an atomic list.pop, so the count is never torn.
+        # One item per write in progress, added and removed with the atomic
+        # list.append and list.pop, so the count is never torn.
         self.inflight: list[None] = []
         self.retired = False
         self.closed = False
@@ -183,7 +183,6 @@ class Writer:
         Args:
             path: The absolute session file path.
             line: One complete record, ending in ``\\n``.
-            fsync: When to flush to the disk.
             sync: Also ``fsync`` the file once the line is written.
 
         Raises:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,3 +49,18 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
 def session_file(session_id: str, sessions_dir: Path | None = None) -> Path:
     """Return the file of a session under the default folder."""
     return (sessions_dir or Path(".codex/sessions").resolve()) / f"{session_id}.ndjson"
+
+
+@contextlib.contextmanager
+def db_connection(path: Path | str, **kwargs: Any) -> Iterator[sqlite3.Connection]:
+    """Open a database, commit on success and always close it.
+
+    ``with sqlite3.connect(...)`` only commits; an unclosed connection is a
+    ResourceWarning from Python 3.13 on, an error under ``-W error``.
+    """
+    conn = sqlite3.connect(path, **kwargs)
+    try:
+        with conn:
+            yield conn
+    finally:
+        conn.close()

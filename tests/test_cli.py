@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 
 from codex_logging import sync_to_sqlite
 from codex_logging._cli import import_main, main, query_main
+from tests.conftest import db_connection
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -110,7 +110,7 @@ class TestQuery:
     def test_legacy_logs_table(self, tmp_path: Path) -> None:
         """A database with only the older logs(ts, session, kind, message) table is read."""
         legacy = tmp_path / "old.db"
-        with sqlite3.connect(legacy) as conn:
+        with db_connection(legacy) as conn:
             conn.execute("CREATE TABLE logs (ts TEXT, session TEXT, kind TEXT, message TEXT)")
             conn.executemany(
                 "INSERT INTO logs VALUES (?, ?, ?, ?)",
@@ -193,7 +193,7 @@ class TestErrors:
         from codex_logging.query_logs import query
 
         other = tmp_path / "other.db"
-        with sqlite3.connect(other) as conn:
+        with db_connection(other) as conn:
             conn.execute("CREATE TABLE unrelated (x)")
         with pytest.raises(DatabaseError, match="no session_events or logs table"):
             query(str(other), None, 5)
@@ -262,7 +262,7 @@ class TestSync:
         assert (
             sum(int(line.split()[3]) for line in out.splitlines()) == 1
         )  # "two" synced exactly once
-        with sqlite3.connect(tmp_path / "x.db") as conn:
+        with db_connection(tmp_path / "x.db") as conn:
             assert conn.execute("SELECT count(*) FROM session_events").fetchone() == (2,)
 
 

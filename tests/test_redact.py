@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import logging.config
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from codex_logging import (
     sync_to_sqlite,
 )
 from codex_logging._redact import CLEAN_CACHE_LENGTH, CLEAN_CACHE_SIZE, Redactor
-from tests.conftest import read_lines, session_file
+from tests.conftest import db_connection, read_lines, session_file
 
 # Each canary is unique so a grep of the raw bytes proves it absent.
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjYW5hcnkxIn0.c2lnbmF0dXJlY2FuYXJ5"
@@ -162,7 +161,7 @@ def assert_no_canary(tmp_path: Path) -> None:
     for canary in all_canaries():
         assert canary.encode() not in raw, canary
     sync_to_sqlite(tmp_path / "m.db", tmp_path / ".codex" / "sessions")
-    with sqlite3.connect(tmp_path / "m.db") as conn:
+    with db_connection(tmp_path / "m.db") as conn:
         dump = "\n".join(conn.iterdump())
     for canary in all_canaries():
         assert canary not in dump, canary

@@ -26,6 +26,7 @@ from codex_logging import (
 )
 from codex_logging._db import SCHEMA_VERSION
 from tests.checks import assert_exactly_once, expected_numbered
+from tests.conftest import db_connection
 from tests.writers import run_load_with_sync_loops
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +36,7 @@ SYNC_ONCE = (
 
 
 def rows(db: Path, session: str | None = None) -> list[tuple[int, str | None]]:
-    with sqlite3.connect(db) as conn:
+    with db_connection(db) as conn:
         sql = "SELECT seq, message FROM session_events"
         if session is None:
             return conn.execute(sql + " ORDER BY session_id, seq").fetchall()
@@ -75,7 +76,7 @@ class TestBasics:
         path = sessions / "s.ndjson"
         path.write_bytes(b'{"message": "a"}\n{"message": "b"')
         assert sync_to_sqlite(db, sessions).rows_inserted == 1
-        with sqlite3.connect(db) as conn:
+        with db_connection(db) as conn:
             assert conn.execute(
                 "SELECT seq, byte_offset FROM session_ingest_watermark"
             ).fetchone() == (1, 17)
@@ -93,7 +94,7 @@ class TestBasics:
         report = sync_to_sqlite(db, sessions)
         assert (report.rows_inserted, report.lines_quarantined) == (2, 5)
         assert rows(db) == [(1, "ok1"), (7, "ok2")]
-        with sqlite3.connect(db) as conn:
+        with db_connection(db) as conn:
             errors = conn.execute(
                 "SELECT seq, byte_offset, error, raw FROM session_ingest_errors ORDER BY seq"
             ).fetchall()
@@ -119,7 +120,7 @@ class TestBasics:
         ]
         (sessions / "old.ndjson").write_text("".join(json.dumps(x) + "\n" for x in lines))
         sync_to_sqlite(db, sessions)
-        with sqlite3.connect(db) as conn:
+        with db_connection(db) as conn:
             got = conn.execute(
                 "SELECT seq, ts, kind, level, logger, message FROM session_events ORDER BY seq"
             ).fetchall()
@@ -135,7 +136,7 @@ class TestBasics:
         db = tmp_path / "x.db"
         (sessions / "real.ndjson").write_text('{"session_id": "fake", "message": "m"}\n')
         sync_to_sqlite(db, sessions)
-        with sqlite3.connect(db) as conn:
+        with db_connection(db) as conn:
             assert conn.execute("SELECT session_id, data FROM session_events").fetchall() == [
                 ("real", '{"session_id": "fake", "message": "m"}')
             ]
@@ -162,7 +163,7 @@ class TestBasics:
         with pytest.raises(RuntimeError), session_scope("bad"):
             raise RuntimeError
         sync_to_sqlite()
-        with sqlite3.connect(tmp_path / ".codex" / "session_logs.db") as conn:
+        with db_connection(tmp_path / ".codex" / "session_logs.db") as conn:
             got = conn.execute(
                 "SELECT session_id, status, events, start_ts <= end_ts FROM sessions ORDER BY 1"
             ).fetchall()
@@ -182,7 +183,7 @@ class TestBasics:
             def hold_open() -> None:
                 # A second connection keeps -wal and -shm in place to be inspected.
                 sync_to_sqlite(db, sessions)
-                with sqlite3.connect(db) as c:
+                with db_connection(db) as c:
                     c.execute("SELECT count(*) FROM session_events").fetchone()
                     holder.set()
                     done.wait(10)
@@ -292,7 +293,7 @@ class TestLocking:
             release.join()
             blocker.close()
         assert report.rows_inserted == 3
-        with sqlite3.connect(db) as conn:
+        with db_connection(db) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
     def test_new_database_still_locked_past_the_timeout(
@@ -410,7 +411,7 @@ class TestCompareAndSet:
 
         def racing_commit(self: sync_module._FileSync, f: object, seq: int, offset: int) -> None:
             # Another sync (on a rotated file at the same path) commits first.
-            with sqlite3.connect(db) as other:
+            with db_connection(db) as other:
                 other.executemany(
                     "INSERT INTO session_events (session_id, seq, message) VALUES ('s', ?, ?)",
                     [(i + 1, f"m{i}") for i in range(3)],

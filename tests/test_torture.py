@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from hypothesis import strategies as st
 
 from codex_logging import CodexHandler, CodexProcessor, sync_to_sqlite
 from tests.checks import assert_exactly_once, expected_numbered
-from tests.conftest import read_lines
+from tests.conftest import db_connection, read_lines
 from tests.writers import run_load_with_sync_loops
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +48,7 @@ def stored_lines(db: Path, session: str) -> list[tuple[int, str, bytes]]:
     The kind is "event", "error", or "torn" for a fragment the sync split off
     the record glued to it: the two share the seq of the one line they were.
     """
-    with sqlite3.connect(db) as conn:
+    with db_connection(db) as conn:
         good = conn.execute(
             "SELECT seq, 'event', data FROM session_events WHERE session_id = ?", (session,)
         ).fetchall()
@@ -90,7 +89,7 @@ class TestLoad:
         sessions.mkdir()
         run_load_with_sync_loops(str(sessions), str(db), workers=8, threads=4, count=5000, size=-1)
         sync_to_sqlite(db, sessions)
-        with sqlite3.connect(db) as conn:
+        with db_connection(db) as conn:
             seqs = [
                 s
                 for (s,) in conn.execute(
@@ -130,7 +129,7 @@ class TestCrashes:
         assert messages == [f"line {i}" for i in range(len(messages))]
         report = sync_to_sqlite(tmp_path / "x.db", tmp_path)
         assert (report.rows_inserted, report.lines_quarantined) == (len(messages), 0)
-        with sqlite3.connect(tmp_path / "x.db") as conn:
+        with db_connection(tmp_path / "x.db") as conn:
             assert conn.execute("SELECT byte_offset FROM session_ingest_watermark").fetchone() == (
                 len(complete),
             )
@@ -150,7 +149,7 @@ class TestCrashes:
         subprocess.run([sys.executable, "-c", child, str(tmp_path)], check=True, timeout=60)
         report = sync_to_sqlite(tmp_path / "x.db", tmp_path)
         assert (report.rows_inserted, report.lines_quarantined) == (4, 1)
-        with sqlite3.connect(tmp_path / "x.db") as conn:
+        with db_connection(tmp_path / "x.db") as conn:
             assert conn.execute(
                 "SELECT seq, byte_offset, raw FROM session_ingest_errors"
             ).fetchall() == [(2, 21, '{"message": "tor')]
