@@ -104,7 +104,7 @@ class Redactor:
     __slots__ = ("_checks", "_clean", "_keep", "_pattern", "_triggers", "secret_keys")
 
     def __init__(self, extra_keys: Iterable[str] = (), extra_patterns: Iterable[str] = ()) -> None:
-        """Compile the key set and one combined pattern."""
+        """Compile the key set, one check per pattern, and one pattern for replacing."""
         #: ``secret_keys[key]`` is whether values under ``key`` are secret.
         self.secret_keys = _SecretKeys(SECRET_KEYS | {_norm(k) for k in extra_keys})
         self._clean: set[str] = set()
