@@ -40,3 +40,18 @@ def test_every_docs_page_opens_with_an_example() -> None:
         text = page.read_text()
         head = text.split("\n## ", 1)[0]
         assert "```" in head, page.name
+
+
+def test_every_test_named_in_guarantees_exists() -> None:
+    """Each promise in docs/guarantees.md names tests that are really there."""
+    import importlib
+
+    named = re.findall(
+        r"`(test_\w+\.py)((?:::\w+)+)`", (ROOT / "docs" / "guarantees.md").read_text()
+    )
+    assert len(named) > 20
+    for module_file, dotted in named:
+        target: object = importlib.import_module(f"tests.{module_file[:-3]}")
+        for part in dotted.strip(":").split("::"):
+            target = getattr(target, part, None)
+            assert target is not None, f"{module_file}{dotted} does not exist"
