@@ -418,10 +418,15 @@ class TestEvictionUnderLoad:
                 )
 
         threads = [threading.Thread(target=run, args=(t,)) for t in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # switch threads as often as possible: more races
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            sys.setswitchinterval(interval)
         seen = []
         for s in range(sessions):
             for record in read_lines(tmp_path / f"s{s}.ndjson"):
