@@ -12,7 +12,7 @@ from typing import Any, Final
 from codex_logging._record import build_record
 from codex_logging._redact import Redactor
 from codex_logging._session import route_session, sessions_dir_path
-from codex_logging._writer import PROCESS, FsyncPolicy, SessionFiles, check_fsync
+from codex_logging._writer import PROCESS, WRITER, FsyncPolicy, SessionFiles, check_fsync
 
 _PLAIN_RECORD: Final = logging.LogRecord("", 0, "", 0, "", (), None).__dict__
 _PLAIN_RECORD_SIZE: Final = len(_PLAIN_RECORD)
@@ -166,6 +166,18 @@ class CodexHandler(logging.Handler):
             self.redactor,
             _NOT_EXTRA,
         )
+
+    def close(self) -> None:
+        """Release the open session files of this handler's folder; safe to call twice.
+
+        The descriptors are shared with other handlers and processors writing
+        to the same folder: they reopen theirs at their next record, as this
+        handler does if it is used again.
+        """
+        try:
+            WRITER.close_all(self.files.sessions_dir)
+        finally:
+            super().close()
 
     def __repr__(self) -> str:
         """Show the folder and the level, like FileHandler."""

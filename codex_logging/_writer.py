@@ -276,11 +276,16 @@ class Writer:
             return False
         return (info.st_dev, info.st_ino) == (entry.dev, entry.ino)
 
-    def close_all(self) -> None:
-        """Close every cached descriptor (those in use close on release)."""
+    def close_all(self, folder: str | None = None) -> None:
+        """Close every cached descriptor, or those of one folder (those in use close on release).
+
+        Args:
+            folder: Only the files directly in this absolute folder.
+        """
         with self._lock:
             for path, entry in list(self._cache.items()):
-                self._retire(path, entry)
+                if folder is None or os.path.dirname(path) == folder:
+                    self._retire(path, entry)
 
     def _after_fork_in_child(self) -> None:
         # The lock may have been held by a thread that does not exist in the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.config
 import os
@@ -120,6 +121,28 @@ class TestFields:
         assert recs[2]["n"] == 1
         assert not {"asctime", "msg", "args", "created"} & {k for r in recs for k in r}
         handler.close()
+
+    def test_close_releases_the_files_and_may_be_repeated(self, tmp_path: Path) -> None:
+        """close() closes the handler's session files, twice is fine, and a later record reopens."""
+
+        def open_here() -> set[str]:
+            targets = set()
+            for fd in os.listdir("/proc/self/fd"):
+                with contextlib.suppress(FileNotFoundError):  # the listing's own descriptor
+                    targets.add(os.readlink(f"/proc/self/fd/{fd}"))
+            return {t for t in targets if t.startswith(str(tmp_path))}
+
+        handler = CodexHandler(tmp_path / "a", "s")
+        other = CodexHandler(tmp_path / "b", "s")
+        for h in (handler, other):
+            h.handle(logging.makeLogRecord({"msg": "one"}))
+        assert open_here() == {str(tmp_path / "a" / "s.ndjson"), str(tmp_path / "b" / "s.ndjson")}
+        handler.close()
+        handler.close()
+        assert open_here() == {str(tmp_path / "b" / "s.ndjson")}  # the other folder's stays
+        handler.handle(logging.makeLogRecord({"msg": "two"}))
+        assert [r["message"] for r in read_lines(tmp_path / "a" / "s.ndjson")] == ["one", "two"]
+        other.close()
 
     def test_handler_filters_apply(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Filters on the handler drop records and may change the ones they pass."""
