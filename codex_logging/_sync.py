@@ -20,8 +20,6 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any, Final
 
-import portalocker
-
 from codex_logging._db import BUSY_TIMEOUT, atomic, connect
 from codex_logging._errors import CodexLoggingError, UnknownSessionError
 from codex_logging._session import db_path as resolve_db_path
@@ -208,6 +206,10 @@ class _FileSync:
         self.errors: list[tuple[Any, ...]] = []
 
     def run(self) -> None:
+        # Imported here: it costs ~20 ms, which every short-lived process that
+        # only logs (a hook script) would pay on import otherwise.
+        import portalocker  # noqa: PLC0415
+
         try:
             # flock, not lockf: it excludes other threads of this process too.
             lock = portalocker.Lock(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -93,3 +95,20 @@ class TestPaths:
         assert sessions_dir_path() == str(tmp_path / "logs" / "s")
         assert db_path() == str(tmp_path / "logs" / "x.db")
         assert sessions_dir_path("other") == str(tmp_path / "other")
+
+
+class TestImport:
+    def test_logging_alone_does_not_load_the_sync_lock(self) -> None:
+        """A process that only logs (a hook script) never imports portalocker or structlog."""
+        code = (
+            "import logging, sys\n"
+            "from codex_logging import CodexHandler, session_scope\n"
+            "logging.getLogger().addHandler(CodexHandler())\n"
+            "with session_scope('imports'):\n"
+            "    logging.getLogger('hook').warning('ran')\n"
+            "print(sorted(m for m in ('portalocker', 'structlog') if m in sys.modules))\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+        )
+        assert out.stdout == "[]\n"
