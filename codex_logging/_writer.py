@@ -16,7 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NoReturn
 
 from codex_logging._errors import WriteError
 from codex_logging._record import encode
@@ -176,6 +176,9 @@ class Writer:
         """Start with an empty descriptor cache."""
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        # (st_dev, st_ino) of files whose last bytes are a fragment of ours, so
+        # a descriptor opened again after eviction or close still ends it.
+        self._fragments: set[tuple[int, int]] = set()
 
     def write(self, path: str, line: bytes, *, sync: bool = False) -> None:
         """Append ``line`` to ``path`` with a single ``os.write``.
@@ -211,11 +214,9 @@ class Writer:
                 line = b"\n" + line
             written = os.write(entry.fd, line)
             if written != len(line):
-                if written:
-                    entry.fragment = line[written - 1 : written] != b"\n"
-                msg = f"short write to {path}: {written} of {len(line)} bytes"
-                raise WriteError(errno.ENOSPC, msg)
-            entry.fragment = False
+                self._short_write(entry, path, line, written)
+            if entry.fragment:
+                self._mark_fragment(entry, ended=True)
             if sync:
                 os.fsync(entry.fd)
         finally:
@@ -245,11 +246,31 @@ class Writer:
                 return entry
             self._retire(path, entry)
         entry = _Entry(open_append(path))
+        entry.fragment = (entry.dev, entry.ino) in self._fragments
         self._cache[path] = entry
         while len(self._cache) > MAX_OPEN:
             old_path, old = next(iter(self._cache.items()))
             self._retire(old_path, old)
         return entry
+
+    def _short_write(self, entry: _Entry, path: str, line: bytes, written: int) -> NoReturn:
+        # The disk filled up or a size limit hit mid-line: remember the
+        # fragment so the next record starts on a line of its own.
+        if written and line[written - 1 : written] != b"\n":
+            self._mark_fragment(entry, ended=False)
+        msg = f"short write to {path}: {written} of {len(line)} bytes"
+        raise WriteError(errno.ENOSPC, msg)
+
+    def _mark_fragment(self, entry: _Entry, *, ended: bool) -> None:
+        # Rare: only after a short write. The set outlives the descriptor.
+        entry.fragment = not ended
+        key = (entry.dev, entry.ino)
+        if ended:
+            self._fragments.discard(key)
+        else:
+            if len(self._fragments) >= MAX_OPEN * 16:  # bounded, however many files fill up
+                self._fragments.clear()
+            self._fragments.add(key)
 
     def _close_if_idle(self, entry: _Entry) -> None:
         with self._lock:

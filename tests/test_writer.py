@@ -302,6 +302,8 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (size + 40, resource.RLIM_INFINITY))
 log.info("x" * 200)          # only 40 bytes fit: a short write
 log.info("y" * 200)          # nothing fits
 resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+if sys.argv[2] == "closed":
+    h.close()                # the descriptor goes; the file still ends in the fragment
 log.info("after")            # space is back
 print(len(errors))
 """
@@ -387,10 +389,16 @@ class TestDescriptorLifetime:
 
 
 class TestShortWrite:
-    def test_fragment_stands_alone_and_later_records_land(self, tmp_path: Path) -> None:
-        """A file-size limit mid-record leaves one bad line; the app goes on; later records land."""
+    @pytest.mark.parametrize("between", ["open", "closed"])
+    def test_fragment_stands_alone_and_later_records_land(
+        self, tmp_path: Path, between: str
+    ) -> None:
+        """A file-size limit mid-record leaves one bad line; the app goes on; later records land.
+
+        Also when the descriptor was closed in between: a later one still ends the fragment.
+        """
         out = subprocess.run(
-            [sys.executable, "-c", SHORT_WRITE_CHILD, str(tmp_path)],
+            [sys.executable, "-c", SHORT_WRITE_CHILD, str(tmp_path), between],
             cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
         )  # fmt: skip
         assert out.stdout.strip() == "2"
