@@ -256,8 +256,8 @@ class Writer:
     def _short_write(self, entry: _Entry, path: str, line: bytes, written: int) -> NoReturn:
         # The disk filled up or a size limit hit mid-line: remember the
         # fragment so the next record starts on a line of its own.
-        if written and line[written - 1 : written] != b"\n":
-            self._mark_fragment(entry, ended=False)
+        if written:  # nothing written leaves the file as it was
+            self._mark_fragment(entry, ended=line[written - 1 : written] == b"\n")
         msg = f"short write to {path}: {written} of {len(line)} bytes"
         raise WriteError(errno.ENOSPC, msg)
 

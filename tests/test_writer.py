@@ -411,6 +411,23 @@ class TestShortWrite:
         ]
         assert len(lines) == 4
 
+    def test_a_short_write_of_just_the_newline_ends_the_fragment(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """When only the newline that ends a fragment gets through, the next record adds none."""
+        writer = Writer()
+        path = str(tmp_path / "f.ndjson")
+        writer.write(path, b'{"n":0}\n')
+        real_write = os.write
+        for fits in (5, 1):  # a fragment; then only the newline that ends it
+            monkeypatch.setattr(os, "write", lambda fd, data, n=fits: real_write(fd, data[:n]))
+            with pytest.raises(WriteError, match="short write"):
+                writer.write(path, b'{"n":1}\n')
+        monkeypatch.setattr(os, "write", real_write)
+        writer.write(path, b'{"n":2}\n')
+        assert (tmp_path / "f.ndjson").read_bytes() == b'{"n":0}\n{"n":\n{"n":2}\n'
+        writer.close_all()
+
 
 class TestEvictionUnderLoad:
     def test_descriptors_retired_while_other_threads_write(self, tmp_path: Path) -> None:
