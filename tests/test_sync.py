@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,18 @@ def rows(db: Path, session: str | None = None) -> list[tuple[int, str | None]]:
         if session is None:
             return conn.execute(sql + " ORDER BY session_id, seq").fetchall()
         return conn.execute(sql + " WHERE session_id = ? ORDER BY seq", (session,)).fetchall()
+
+
+@contextlib.contextmanager
+def write_lock_held(db: Path) -> Iterator[None]:
+    """Hold the database's write lock from another connection for the block."""
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
 
 
 def write_lines(path: Path, count: int, start: int = 0) -> None:
@@ -249,14 +263,8 @@ class TestLocking:
         write_lines(sessions / "s.ndjson", 5)
         sync_to_sqlite(db, sessions, session_id="s")
         write_lines(sessions / "s.ndjson", 5, start=5)
-        blocker = sqlite3.connect(db, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
-        try:
-            with pytest.raises(DatabaseLockedError, match="stayed locked"):
-                sync_to_sqlite(db, sessions, busy_timeout=0.2)
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
+        with write_lock_held(db), pytest.raises(DatabaseLockedError, match="stayed locked"):
+            sync_to_sqlite(db, sessions, busy_timeout=0.2)
         assert len(rows(db)) == 5
         assert sync_to_sqlite(db, sessions).rows_inserted == 5
         assert [r[0] for r in rows(db)] == list(range(1, 11))
@@ -302,15 +310,8 @@ class TestLocking:
         """A new database whose lock outlasts busy_timeout gives DatabaseLockedError, not a hang."""
         db = tmp_path / "x.db"
         write_lines(sessions / "s.ndjson", 3)
-        blocker = sqlite3.connect(db, isolation_level=None)
-        blocker.execute("CREATE TABLE other (x)")
-        blocker.execute("BEGIN IMMEDIATE")
-        try:
-            with pytest.raises(DatabaseLockedError, match="stayed locked"):
-                sync_to_sqlite(db, sessions, busy_timeout=0.3)
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
+        with write_lock_held(db), pytest.raises(DatabaseLockedError, match="stayed locked"):
+            sync_to_sqlite(db, sessions, busy_timeout=0.3)
         assert sync_to_sqlite(db, sessions).rows_inserted == 3
 
     def test_two_syncs_in_threads(self, tmp_path: Path, sessions: Path) -> None:
