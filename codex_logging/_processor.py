@@ -127,7 +127,7 @@ class CodexProcessor:
         # add_log_level's name when it ran, else the method's.
         if level.__class__ is not str:
             level = method_name
-        level = _LEVEL_NAMES.get(level) or _level_name(level)
+        level = _LEVEL_NAMES.get(level) or level.upper()  # _level_name, without the call
         name = get("logger")
         if name is None:
             name = getattr(logger, "name", None)
@@ -178,7 +178,7 @@ class _RedactDownstream:
 
 
 def _level_name(name: str) -> str:
-    return _LEVEL_ALIASES.get(name) or name.upper()
+    return _LEVEL_NAMES.get(name) or name.upper()
 
 
 def _exception_text(rendered: object, exc_info: object) -> str | None:

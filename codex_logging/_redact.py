@@ -234,7 +234,7 @@ class Redactor:
         """
         out: dict[Any, Any] = {}
         for key, item in value.items():
-            if self.is_secret_key(key):
+            if self.secret_keys[key]:
                 counter[0] += 1
                 out[key] = REDACTED
             else:
