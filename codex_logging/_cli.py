@@ -21,7 +21,7 @@ from typing import Any, Final, NoReturn, TextIO
 
 from codex_logging._db import connect_readonly, table_names
 from codex_logging._errors import CodexLoggingError, DatabaseError, UnknownSessionError
-from codex_logging._session import db_path, validate_session_id
+from codex_logging._settings import db_path, validate_session_id
 from codex_logging._sync import SyncReport, sync_to_sqlite
 
 EXIT_USAGE: Final = 2

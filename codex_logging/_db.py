@@ -11,7 +11,7 @@ from typing import Final
 from urllib.parse import quote
 
 from codex_logging._errors import DatabaseError, DatabaseLockedError, DatabaseNotFoundError
-from codex_logging._writer import make_dirs
+from codex_logging._settings import make_dirs
 
 #: Default wait for a database locked by another writer (SPEC: at least 10 s).
 BUSY_TIMEOUT: Final = 10.0

@@ -6,6 +6,7 @@ caller would already catch::
     CodexLoggingError (Exception)
     ├── InvalidSessionId (ValueError)
     ├── WriteError (OSError)
+    ├── UnsafePathError (PermissionError)
     ├── DatabaseError (OSError)
     │   └── DatabaseLockedError (TimeoutError)
     ├── DatabaseNotFoundError (FileNotFoundError)
@@ -25,6 +26,10 @@ class InvalidSessionId(CodexLoggingError, ValueError):  # noqa: N818 - name fixe
 
 class WriteError(CodexLoggingError, OSError):
     """A record could not be appended whole (short write, refused file)."""
+
+
+class UnsafePathError(CodexLoggingError, PermissionError):
+    """A folder or file is owned by another user or writable by group or other."""
 
 
 class DatabaseError(CodexLoggingError, OSError):

@@ -11,7 +11,8 @@ from typing import Any, Final
 
 from codex_logging._record import build_record
 from codex_logging._redact import Redactor
-from codex_logging._session import route_session, sessions_dir_path
+from codex_logging._session import route_session
+from codex_logging._settings import sessions_dir_path
 from codex_logging._writer import PROCESS, WRITER, FsyncPolicy, SessionFiles, check_fsync
 
 _PLAIN_RECORD: Final = logging.LogRecord("", 0, "", 0, "", (), None).__dict__

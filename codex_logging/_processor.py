@@ -14,7 +14,8 @@ from typing import Any, Final
 from codex_logging._handler import written_by_processor
 from codex_logging._record import build_record, safe_str
 from codex_logging._redact import Redactor
-from codex_logging._session import route_session, sessions_dir_path
+from codex_logging._session import route_session
+from codex_logging._settings import sessions_dir_path
 from codex_logging._writer import PROCESS, FsyncPolicy, SessionFiles, check_fsync
 
 # structlog names that are not stdlib level names (SPEC: warn -> WARNING,

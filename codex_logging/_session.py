@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-import re
 import time
 import traceback
 import uuid
@@ -18,61 +17,20 @@ import warnings
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from types import TracebackType
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-from codex_logging._errors import InvalidSessionId
 from codex_logging._record import build_record, safe_str
 from codex_logging._redact import Redactor
+from codex_logging._settings import ENV_SESSION_ID, sessions_dir_path, validate_session_id
 from codex_logging._writer import PROCESS, SessionFiles
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-ENV_SESSION_ID: Final = "CODEX_SESSION_ID"
-ENV_DB_PATH: Final = "CODEX_LOG_DB_PATH"
-ENV_SESSIONS_DIR: Final = "CODEX_SESSIONS_DIR"
-DEFAULT_DB_PATH: Final = os.path.join(".codex", "session_logs.db")
-DEFAULT_SESSIONS_DIR: Final = os.path.join(".codex", "sessions")
-
-# SPEC: 1 to 128 characters of A-Z a-z 0-9 _ . -, not starting with "." or "-".
-# Spelled out instead of \w so that unicode look-alikes never pass.
-_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
-
 #: The session of the innermost active session_scope in this thread / task.
 current_session: ContextVar[str | None] = ContextVar("codex_session_id", default=None)
 
 _valid_ids: set[str] = set()
-
-
-def validate_session_id(value: object) -> str:
-    """Return ``value`` if it is a valid session id.
-
-    Args:
-        value: The candidate id.
-
-    Returns:
-        The id, unchanged.
-
-    Raises:
-        InvalidSessionId: If it is not a string of the allowed shape.
-
-    """
-    if isinstance(value, str) and value in _valid_ids:
-        return value
-    if not isinstance(value, str) or _ID_PATTERN.fullmatch(value) is None:
-        shown = repr(value)
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
-        rule = (
-            "it must be a string"
-            if not isinstance(value, str)
-            else "use 1 to 128 characters of A-Z a-z 0-9 _ . -, not starting with '.' or '-'"
-        )
-        msg = f"invalid session id {shown}: {rule}"
-        raise InvalidSessionId(msg)
-    if len(_valid_ids) < 4096:  # bounded: a program may mint ids forever
-        _valid_ids.add(value)
-    return value
 
 
 def get_session_id() -> str:
@@ -119,39 +77,6 @@ def route_session(explicit: object, own: str | None = None) -> str:
     if own is not None:
         return validate_session_id(own)
     return get_session_id()
-
-
-def sessions_dir_path(value: str | os.PathLike[str] | None = None) -> str:
-    """Return the absolute sessions folder: ``value``, the environment, or the default.
-
-    Args:
-        value: An explicit folder, relative to the working directory.
-
-    Returns:
-        An absolute path, fixed now so that a later ``chdir`` changes nothing.
-
-    """
-    return _absolute(value, ENV_SESSIONS_DIR, DEFAULT_SESSIONS_DIR)
-
-
-def db_path(value: str | os.PathLike[str] | None = None) -> str:
-    """Return the absolute database path: ``value``, the environment, or the default.
-
-    Args:
-        value: An explicit path, relative to the working directory.
-
-    Returns:
-        An absolute path.
-
-    """
-    return _absolute(value, ENV_DB_PATH, DEFAULT_DB_PATH)
-
-
-def _absolute(value: str | os.PathLike[str] | None, env: str, default: str) -> str:
-    # Explicit value, else the variable (set but empty counts as unset), else
-    # the default; made absolute against the working directory now.
-    chosen = value if value is not None else os.environ.get(env) or default
-    return os.path.abspath(os.fspath(chosen))
 
 
 class session_scope:  # noqa: N801 - a context manager named like contextlib's, fixed by the SPEC

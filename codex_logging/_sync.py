@@ -22,8 +22,8 @@ from typing import Any, Final
 
 from codex_logging._db import BUSY_TIMEOUT, atomic, connect
 from codex_logging._errors import CodexLoggingError, UnknownSessionError
-from codex_logging._session import db_path as resolve_db_path
-from codex_logging._session import sessions_dir_path, validate_session_id
+from codex_logging._settings import SUFFIX, sessions_dir_path, validate_session_id
+from codex_logging._settings import db_path as resolve_db_path
 
 #: Lines per transaction: large enough to be fast, small enough that memory
 #: stays flat and a crash loses at most one uncommitted batch of work.
@@ -31,7 +31,7 @@ BATCH_LINES: Final = 5000
 CHUNK_BYTES: Final = 1 << 20
 #: Bytes at the start of a file remembered to notice a replaced file.
 HEAD_BYTES: Final = 4096
-SUFFIX: Final = ".ndjson"
+
 _LEGACY_KINDS: Final = {"session_start": "start", "session_end": "end"}
 
 _INSERT_EVENT: Final = (

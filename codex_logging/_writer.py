@@ -20,6 +20,7 @@ from typing import Any, Final, Literal, NoReturn
 
 from codex_logging._errors import WriteError
 from codex_logging._record import encode
+from codex_logging._settings import make_dirs
 
 FsyncPolicy = Literal["never", "end", "always"]
 FSYNC_POLICIES: Final = ("never", "end", "always")
@@ -63,29 +64,6 @@ def check_fsync(value: str) -> FsyncPolicy:
         msg = f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {value!r}"
         raise ValueError(msg)
     return value  # type: ignore[return-value]  # checked just above
-
-
-def make_dirs(path: str) -> None:
-    """Create ``path`` and its missing parents with mode ``0700``.
-
-    ``os.makedirs`` applies its mode to the last folder only; every folder this
-    library creates is ``0700`` (SPEC).
-
-    Args:
-        path: An absolute folder path.
-
-    """
-    missing = []
-    current = path
-    while not os.path.isdir(current):
-        missing.append(current)
-        parent = os.path.dirname(current)
-        if parent == current:
-            break
-        current = parent
-    for folder in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # made by another process meanwhile
-            os.mkdir(folder, 0o700)
 
 
 def open_append(path: str) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from codex_logging import InvalidSessionId, get_session_id
-from codex_logging._session import db_path, sessions_dir_path, validate_session_id
+from codex_logging._settings import db_path, sessions_dir_path, validate_session_id
 
 HOSTILE_IDS = [
     "",

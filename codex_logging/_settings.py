@@ -1,0 +1,177 @@
+"""Settings under both halves: environment names, defaults, paths, the id check.
+
+The write side (handler, processor, scope) and the mirror side (sync, database,
+command line) each import this module and never each other (STYLE "Two towers
+over one floor").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import stat
+from typing import Final
+
+from codex_logging._errors import InvalidSessionId, UnsafePathError
+
+ENV_SESSION_ID: Final = "CODEX_SESSION_ID"
+ENV_DB_PATH: Final = "CODEX_LOG_DB_PATH"
+ENV_SESSIONS_DIR: Final = "CODEX_SESSIONS_DIR"
+#: Overrides the id of a sessions folder that mirrors record (SPEC Additions).
+ENV_SOURCE_ID: Final = "CODEX_SOURCE_ID"
+#: ``1`` accepts folders and files that other users own or may write (a
+#: deliberate shared set-up); by default they are refused, as OpenSSH's
+#: StrictModes refuses them.
+ENV_ALLOW_SHARED: Final = "CODEX_ALLOW_SHARED"
+DEFAULT_DB_PATH: Final = os.path.join(".codex", "session_logs.db")
+DEFAULT_SESSIONS_DIR: Final = os.path.join(".codex", "sessions")
+SUFFIX: Final = ".ndjson"
+
+# SPEC: 1 to 128 characters of A-Z a-z 0-9 _ . -, not starting with "." or "-".
+# Spelled out instead of \w so that unicode look-alikes never pass.
+_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+
+_valid_ids: set[str] = set()
+
+
+def validate_session_id(value: object) -> str:
+    """Return ``value`` if it is a valid session id.
+
+    Args:
+        value: The candidate id.
+
+    Returns:
+        The id, unchanged.
+
+    Raises:
+        InvalidSessionId: If it is not a string of the allowed shape.
+
+    """
+    if isinstance(value, str) and value in _valid_ids:
+        return value
+    if not isinstance(value, str) or _ID_PATTERN.fullmatch(value) is None:
+        shown = repr(value)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        rule = (
+            "it must be a string"
+            if not isinstance(value, str)
+            else "use 1 to 128 characters of A-Z a-z 0-9 _ . -, not starting with '.' or '-'"
+        )
+        msg = f"invalid session id {shown}: {rule}"
+        raise InvalidSessionId(msg)
+    if len(_valid_ids) < 4096:  # bounded: a program may mint ids forever
+        _valid_ids.add(value)
+    return value
+
+
+def sessions_dir_path(value: str | os.PathLike[str] | None = None) -> str:
+    """Return the absolute sessions folder: ``value``, the environment, or the default.
+
+    Args:
+        value: An explicit folder, relative to the working directory.
+
+    Returns:
+        An absolute path, fixed now so that a later ``chdir`` changes nothing.
+
+    """
+    return _absolute(value, ENV_SESSIONS_DIR, DEFAULT_SESSIONS_DIR)
+
+
+def db_path(value: str | os.PathLike[str] | None = None) -> str:
+    """Return the absolute database path: ``value``, the environment, or the default.
+
+    Args:
+        value: An explicit path, relative to the working directory.
+
+    Returns:
+        An absolute path.
+
+    """
+    return _absolute(value, ENV_DB_PATH, DEFAULT_DB_PATH)
+
+
+def _absolute(value: str | os.PathLike[str] | None, env: str, default: str) -> str:
+    # Explicit value, else the variable (set but empty counts as unset), else
+    # the default; made absolute against the working directory now.
+    chosen = value if value is not None else os.environ.get(env) or default
+    return os.path.abspath(os.fspath(chosen))
+
+
+def make_dirs(path: str) -> None:
+    """Create ``path`` and its missing parents with mode ``0700``.
+
+    ``os.makedirs`` applies its mode to the last folder only; every folder this
+    library creates is ``0700`` (SPEC).
+
+    Args:
+        path: An absolute folder path.
+
+    """
+    missing = []
+    current = path
+    while not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made by another process meanwhile
+            os.mkdir(folder, 0o700)
+
+
+def shared_allowed() -> bool:
+    """Return whether ``CODEX_ALLOW_SHARED=1`` opts out of the ownership checks."""
+    return os.environ.get(ENV_ALLOW_SHARED, "") == "1"
+
+
+def check_private(path: str, info: os.stat_result) -> None:
+    """Refuse a folder or file that another user owns or may write.
+
+    Records are kept for a long time and hold what programs log: a folder or
+    file planted by someone else (``0777`` in a shared working directory) would
+    let them read or rewrite it. Like OpenSSH's StrictModes, such a path is
+    refused unless ``CODEX_ALLOW_SHARED=1`` says the sharing is deliberate.
+    A folder with the sticky bit (``/tmp``) may be group/other writable.
+
+    Args:
+        path: The path, for the message.
+        info: Its ``stat`` (or ``fstat``) result.
+
+    Raises:
+        UnsafePathError: Owned by another user, or writable by group or other.
+
+    """
+    if shared_allowed():
+        return
+    uid = os.geteuid()
+    writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX:
+        writable = 0
+    if info.st_uid not in (uid, 0) or writable:
+        problem = (
+            f"owned by uid {info.st_uid}, not {uid}"
+            if info.st_uid not in (uid, 0)
+            else f"writable by group or other (mode {stat.S_IMODE(info.st_mode):04o})"
+        )
+        msg = (
+            f"refusing {path}: {problem}; fix its owner or mode,"
+            f" or set {ENV_ALLOW_SHARED}=1 for a deliberately shared folder"
+        )
+        raise UnsafePathError(errno.EPERM, msg)
+
+
+def is_postgres_url(value: object) -> bool:
+    """Return whether a ``--db`` value or ``CODEX_LOG_DB_PATH`` names PostgreSQL.
+
+    Args:
+        value: A database path or URL.
+
+    Returns:
+        True for ``postgresql://`` and ``postgres://`` URLs.
+
+    """
+    return isinstance(value, str) and value.startswith(("postgresql://", "postgres://"))
