@@ -24,11 +24,13 @@ from codex_logging._errors import (
     DatabaseNotFoundError,
     InvalidSessionId,
     UnknownSessionError,
+    UnsafePathError,
     WriteError,
 )
 from codex_logging._handler import CodexHandler
 from codex_logging._processor import CodexProcessor, configure_structlog
-from codex_logging._session import get_session_id, session_scope
+from codex_logging._scope import session_scope
+from codex_logging._session import get_session_id
 from codex_logging._sync import SyncReport, sync_to_sqlite
 
 __version__ = "0.1.0"
@@ -43,6 +45,7 @@ __all__ = [
     "InvalidSessionId",
     "SyncReport",
     "UnknownSessionError",
+    "UnsafePathError",
     "WriteError",
     "configure_structlog",
     "get_session_id",

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
+import sys
 from collections.abc import Iterable
 from itertools import islice
 from typing import Any, Final
 
-from codex_logging._record import build_record
-from codex_logging._redact import Redactor
-from codex_logging._session import route_session
-from codex_logging._settings import sessions_dir_path
-from codex_logging._writer import PROCESS, WRITER, FsyncPolicy, SessionFiles, check_fsync
+from codex_logging._record import exception_text
+from codex_logging._sink import Sink
+from codex_logging._writer import PROCESS, WRITER, FsyncPolicy
 
 _PLAIN_RECORD: Final = logging.LogRecord("", 0, "", 0, "", (), None).__dict__
 _PLAIN_RECORD_SIZE: Final = len(_PLAIN_RECORD)
@@ -33,18 +31,21 @@ _RECORD_ATTRS: Final = frozenset(
 #: Record attributes never written as extra fields: LogRecord's own, and the
 #: ``extra`` keys that become record fields.
 _NOT_EXTRA: Final = _RECORD_ATTRS | {"session_id", "kind", "role"}
-
-
-# The event dict the CodexProcessor wrote last in this thread. When structlog
-# forwards that same dict to stdlib logging (ProcessorFormatter.wrap_for_formatter),
-# the handler skips it instead of writing the record twice.
-class _LastWritten(threading.local):
-    # A class default: reading an unset thread-local attribute would raise
-    # and catch AttributeError on every record, which costs about a microsecond.
-    event: object = None
-
-
-written_by_processor = _LastWritten()
+#: Keys of a structlog event dict that become record fields, not extra fields.
+_STRUCTLOG_MAPPED: Final = frozenset(
+    {
+        "event",
+        "level",
+        "logger",
+        "session_id",
+        "kind",
+        "role",
+        "exc_info",
+        "exception",
+        "stack_info",
+        "positional_args",
+    }
+)
 
 
 class CodexHandler(logging.Handler):
@@ -89,15 +90,25 @@ class CodexHandler(logging.Handler):
     ) -> None:
         """Fix the folder and the settings now, so a later chdir changes nothing."""
         super().__init__(level)
-        self.files = SessionFiles(sessions_dir_path(sessions_dir), check_fsync(fsync))
-        self.session_id = session_id  # checked at each record: bad ids go to handleError
-        self.redactor = Redactor(redact_keys, redact_patterns) if redact else None
+        self.sink = Sink(
+            sessions_dir,
+            session_id,
+            fsync=fsync,
+            redact=redact,
+            redact_keys=redact_keys,
+            redact_patterns=redact_patterns,
+        )
         self._format_exception = logging.Formatter().formatException
 
     @property
     def sessions_dir(self) -> str:
         """The absolute folder this handler writes to."""
-        return self.files.sessions_dir
+        return self.sink.sessions_dir
+
+    @property
+    def dropped(self) -> int:
+        """Records that could not be written since the handler was made."""
+        return self.sink.dropped
 
     def handle(self, record: logging.LogRecord) -> bool:
         """Filter and emit without ``Handler.lock``: the writer is thread-safe."""
@@ -114,26 +125,16 @@ class CodexHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Write ``record``; any failure goes to ``handleError``, never to the caller."""
         try:
-            event = written_by_processor.event
-            if event is not None and record.msg is event:
-                written_by_processor.event = None
-                return
-            self.files.write(self.build(record))
-        except RecursionError:
+            if isinstance(record.msg, dict) and "_logger" in record.__dict__:
+                self._emit_structlog(record, record.msg)
+            else:
+                self._emit_plain(record)
+        except RecursionError:  # as logging's own handlers do
             raise
         except Exception:
             self.handleError(record)
 
-    def build(self, record: logging.LogRecord) -> dict[str, Any]:
-        """Return the NDJSON record for a log record, routed and redacted.
-
-        Args:
-            record: The log record.
-
-        Returns:
-            The record dict, ready for ``SessionFiles.write``.
-
-        """
+    def _emit_plain(self, record: logging.LogRecord) -> None:
         fields = record.__dict__
         # LogRecord.__init__ sets its own attributes first, so anything from
         # ``extra`` comes after them: read only that tail. A record built some
@@ -145,6 +146,52 @@ class CodexHandler(logging.Handler):
         else:
             extra = fields.items()
         get = fields.get
+        # Positional: keyword calls cost measurably on this path (bench/).
+        self.sink.write(
+            record.created,
+            get("session_id"),
+            get("kind"),
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            record.process if record.process is not None else PROCESS.pid,
+            get("role"),
+            self._record_exception(record),
+            extra,
+            _NOT_EXTRA,
+        )
+
+    def _emit_structlog(self, record: logging.LogRecord, event: dict[str, Any]) -> None:
+        # structlog's stdlib recipe (ProcessorFormatter.wrap_for_formatter): the
+        # event dict is the message; its keys become fields (SPEC Additions).
+        get = event.get
+        message = get("event")
+        args = get("positional_args")
+        if args and isinstance(message, str):  # the chain had no PositionalArgumentsFormatter
+            try:
+                message = message % args
+            except (TypeError, ValueError, KeyError):
+                message = f"{message} {args!r}"
+        exc = exception_text(get("exception"), get("exc_info"))
+        stack = get("stack_info")
+        if isinstance(stack, str):
+            exc = f"{exc}\n{stack}" if exc else stack
+        name = get("logger")
+        self.sink.write(
+            record.created,
+            get("session_id"),
+            get("kind"),
+            record.levelname,
+            record.name if name is None else name,
+            message,
+            record.process if record.process is not None else PROCESS.pid,
+            get("role"),
+            exc if exc is not None else self._record_exception(record),
+            event.items(),
+            _STRUCTLOG_MAPPED,
+        )
+
+    def _record_exception(self, record: logging.LogRecord) -> str | None:
         exc = None
         if record.exc_info:
             exc = self._format_exception(record.exc_info)
@@ -152,21 +199,19 @@ class CodexHandler(logging.Handler):
             exc = record.exc_text
         if record.stack_info:
             exc = f"{exc}\n{record.stack_info}" if exc else record.stack_info
-        # Positional: keyword calls cost measurably on this path (bench/).
-        return build_record(
-            record.created,
-            route_session(get("session_id"), self.session_id),
-            get("kind"),
-            record.levelname,
-            record.name,
-            record.getMessage(),
-            record.process if record.process is not None else PROCESS.pid,
-            get("role"),
-            exc,
-            extra,
-            self.redactor,
-            _NOT_EXTRA,
-        )
+        return exc
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802, ARG002 - logging's
+        """Count the dropped record and say why on stderr once per cause.
+
+        Never a traceback per record (SPEC Additions); silent, but still
+        counted, when ``logging.raiseExceptions`` is false, as in production.
+
+        Args:
+            record: The record that could not be written.
+
+        """
+        self.sink.report(sys.exc_info()[1], loud=logging.raiseExceptions)
 
     def close(self) -> None:
         """Release the open session files of this handler's folder; safe to call twice.
@@ -176,7 +221,7 @@ class CodexHandler(logging.Handler):
         handler does if it is used again.
         """
         try:
-            WRITER.close_all(self.files.sessions_dir)
+            WRITER.close_all(self.sink.sessions_dir)
         finally:
             super().close()
 

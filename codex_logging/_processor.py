@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import logging.handlers
 import os
 import sys
 import time
-import traceback
-import warnings
 from collections.abc import Iterable, MutableMapping
 from typing import Any, Final
 
-from codex_logging._handler import written_by_processor
-from codex_logging._record import build_record, safe_str
+from codex_logging._handler import CodexHandler
+from codex_logging._record import exception_text
 from codex_logging._redact import Redactor
-from codex_logging._session import route_session
-from codex_logging._settings import sessions_dir_path
-from codex_logging._writer import PROCESS, FsyncPolicy, SessionFiles, check_fsync
+from codex_logging._sink import Sink
+from codex_logging._writer import PROCESS, FsyncPolicy
 
 # structlog names that are not stdlib level names (SPEC: warn -> WARNING,
 # exception -> ERROR); the others are upper-cased.
@@ -49,8 +48,13 @@ class CodexProcessor:
     """A structlog processor that writes each event as one NDJSON record.
 
     It returns the event dict unchanged, so it can stand anywhere in the chain
-    before the renderer, and it never raises: a failed write becomes a
-    ``RuntimeWarning``.
+    before the renderer, and it never raises: a failed write is reported once
+    per cause on stderr and counted in :attr:`dropped`.
+
+    When the chain hands events to stdlib ``logging`` (the wrapped logger is a
+    ``logging.Logger``) and that logger reaches a :class:`CodexHandler`, or a
+    ``QueueHandler`` that may feed one, the handler is the one writer and this
+    processor writes nothing: each event is written exactly once.
 
     Example::
 
@@ -71,11 +75,11 @@ class CodexProcessor:
         redact_patterns: More regular expressions whose matches are secret.
 
     Raises:
-        ValueError: For an unknown ``fsync`` policy.
+        ValueError: For an unknown ``fsync`` policy or an invalid pattern.
 
     """
 
-    __slots__ = ("files", "redactor", "session_id")
+    __slots__ = ("sink",)
 
     def __init__(
         self,
@@ -88,42 +92,43 @@ class CodexProcessor:
         redact_patterns: Iterable[str] = (),
     ) -> None:
         """Fix the folder and the settings now."""
-        self.files = SessionFiles(sessions_dir_path(sessions_dir), check_fsync(fsync))
-        self.session_id = session_id
-        self.redactor = Redactor(redact_keys, redact_patterns) if redact else None
+        self.sink = Sink(
+            sessions_dir,
+            session_id,
+            fsync=fsync,
+            redact=redact,
+            redact_keys=redact_keys,
+            redact_patterns=redact_patterns,
+        )
+
+    @property
+    def sessions_dir(self) -> str:
+        """The absolute folder this processor writes to."""
+        return self.sink.sessions_dir
+
+    @property
+    def redactor(self) -> Redactor | None:
+        """The redactor, or ``None`` with ``redact=False``."""
+        return self.sink.redactor
+
+    @property
+    def dropped(self) -> int:
+        """Events that could not be written since the processor was made."""
+        return self.sink.dropped
 
     def __call__(
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         """Write ``event_dict`` and return it untouched."""
         try:
-            self.files.write(self.build(logger, method_name, event_dict))
-            # If this very dict reaches stdlib logging next, CodexHandler skips it.
-            written_by_processor.event = event_dict
+            if not (isinstance(logger, logging.Logger) and _reaches_codex_handler(logger)):
+                self._write(logger, method_name, event_dict)
         except Exception as error:
-            warnings.warn(
-                f"codex_logging: could not write a structlog event: {error!r}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            self.sink.report(error)
         return event_dict
 
-    def build(
-        self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
-    ) -> dict[str, Any]:
-        """Return the NDJSON record for a structlog event, routed and redacted.
-
-        Args:
-            logger: The wrapped logger (its ``name`` is used when present).
-            method_name: The structlog method called (``info``, ``warn``, ...).
-            event_dict: The event.
-
-        Returns:
-            The record dict, ready for ``SessionFiles.write``.
-
-        """
+    def _write(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> None:
         get = event_dict.get
-        sid = route_session(get("session_id"), self.session_id)
         level = get("level")
         # add_log_level's name when it ran, else the method's.
         if level.__class__ is not str:
@@ -134,22 +139,38 @@ class CodexProcessor:
             name = getattr(logger, "name", None)
         exception, exc_info = get("exception"), get("exc_info")
         # Positional: keyword calls cost measurably on this path (bench/).
-        return build_record(
+        self.sink.write(
             time.time(),
-            sid,
+            get("session_id"),
             get("kind"),
             level,
-            None if name is None else name if name.__class__ is str else safe_str(name),
+            name,
             get("event"),
             PROCESS.pid,
             get("role"),
-            None
-            if exception is None and exc_info is None
-            else _exception_text(exception, exc_info),
+            None if exception is None and exc_info is None else exception_text(exception, exc_info),
             event_dict.items(),
-            self.redactor,
             _MAPPED,
         )
+
+
+def _reaches_codex_handler(logger: logging.Logger) -> bool:
+    # The stdlib bridge: when the record will reach a CodexHandler, the handler
+    # writes it (one writer, no handshake). A QueueHandler without a known
+    # listener is taken to feed one: QueueHandler -> QueueListener(CodexHandler).
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if isinstance(handler, CodexHandler):
+                return True
+            if isinstance(handler, logging.handlers.QueueHandler):
+                listener = getattr(handler, "listener", None)
+                if listener is None or any(
+                    isinstance(h, CodexHandler) for h in getattr(listener, "handlers", ())
+                ):
+                    return True
+        current = current.parent if current.propagate else None
+    return False
 
 
 class _RedactDownstream:
@@ -170,30 +191,11 @@ class _RedactDownstream:
     ) -> MutableMapping[str, Any]:
         counter = [0]
         redacted = self.redactor.mapping(event_dict, counter)
-        if not counter[0]:
-            return event_dict
-        if written_by_processor.event is event_dict:
-            # CodexHandler must still recognise the event it should skip.
-            written_by_processor.event = redacted
-        return redacted
+        return redacted if counter[0] else event_dict
 
 
 def _level_name(name: str) -> str:
     return _LEVEL_NAMES.get(name) or name.upper()
-
-
-def _exception_text(rendered: object, exc_info: object) -> str | None:
-    if isinstance(rendered, str):
-        return rendered  # format_exc_info already ran
-    if exc_info is None or exc_info is False:
-        return None
-    if exc_info is True:
-        exc_info = sys.exc_info()
-    if isinstance(exc_info, BaseException):
-        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
-    if isinstance(exc_info, tuple) and len(exc_info) == 3 and exc_info[0] is not None:
-        return "".join(traceback.format_exception(*exc_info)).rstrip("\n")
-    return None
 
 
 def _drop_below(min_level: int, drop: type[BaseException]) -> Any:
@@ -219,13 +221,16 @@ def configure_structlog(
 ) -> CodexProcessor:
     """Configure structlog with a chain that writes every event to the session.
 
-    The chain merges contextvars, adds the level, the stack and exception
-    information, writes the event with :class:`CodexProcessor`, then renders it,
-    redacted the same way unless ``redact=False``: by default to stderr with
-    structlog's ``ConsoleRenderer``; with
-    ``to_stdlib=True`` it is handed to stdlib ``logging`` for
-    ``ProcessorFormatter`` (a :class:`CodexHandler` on that path skips the event,
-    so it is written once).
+    The chain merges contextvars, adds the level, the logger name, the stack
+    and exception information, writes the event with :class:`CodexProcessor`,
+    then renders it, redacted the same way unless ``redact=False``: by default
+    to stderr with structlog's ``ConsoleRenderer``; with ``to_stdlib=True`` it
+    is handed to stdlib ``logging`` for ``ProcessorFormatter`` (where a
+    :class:`CodexHandler` is the one writer, so each event is written once).
+    Printf-style arguments work as in stdlib logging
+    (``log.info("hello %s", "world")``), events below ``min_level`` are dropped
+    before any work in both modes, and ``structlog.get_logger("svc")`` records
+    ``logger: "svc"``.
 
     Example::
 
@@ -265,24 +270,114 @@ def configure_structlog(
         structlog.dev.set_exc_info,
         structlog.processors.format_exc_info,
         processor,
-        structlog.processors.TimeStamper(fmt="iso"),
     ]
     if processor.redactor is not None:
-        chain.insert(chain.index(processor) + 1, _RedactDownstream(processor.redactor))
+        chain.append(_RedactDownstream(processor.redactor))
+    chain.append(structlog.processors.TimeStamper(fmt="iso"))
     settings: dict[str, Any] = {"cache_logger_on_first_use": True}
     if to_stdlib:
-        chain.insert(1, structlog.stdlib.add_logger_name)
+        chain[:0] = [
+            _drop_below(min_level, structlog.DropEvent),
+            structlog.stdlib.filter_by_level,
+            structlog.stdlib.add_logger_name,
+        ]
+        chain.insert(chain.index(processor), structlog.stdlib.PositionalArgumentsFormatter())
         chain.append(structlog.stdlib.ProcessorFormatter.wrap_for_formatter)
         settings["logger_factory"] = structlog.stdlib.LoggerFactory()
         settings["wrapper_class"] = structlog.stdlib.BoundLogger
     else:
-        chain.insert(0, _drop_below(min_level, structlog.DropEvent))
         chain.append(structlog.dev.ConsoleRenderer(colors=False))
-        settings["logger_factory"] = structlog.PrintLoggerFactory(sys.stderr)
-        # The generic BoundLogger, unlike the filtering one, takes an optional
-        # event: structlog.get_logger().info(kind="message") must work (SPEC).
-        settings["wrapper_class"] = structlog.BoundLogger
+        settings["logger_factory"] = _named_print_logger_factory(sys.stderr)
+        settings["wrapper_class"] = _bound_logger_class(min_level)
     settings["processors"] = chain
     settings.update(structlog_kw)
     structlog.configure(**settings)
     return processor
+
+
+def _named_print_logger_factory(file: Any) -> Any:
+    import structlog  # noqa: PLC0415 - only configure_structlog needs structlog
+
+    class NamedPrintLogger(structlog.PrintLogger):
+        """A PrintLogger that knows the name given to ``get_logger``."""
+
+        def __init__(self, name: object) -> None:
+            super().__init__(file)
+            self.name = name if isinstance(name, str) else None
+
+    def factory(*args: Any) -> Any:
+        return NamedPrintLogger(args[0] if args else None)
+
+    return factory
+
+
+@functools.cache
+def _bound_logger_class(min_level: int) -> type:
+    """Return a structlog bound logger that filters below ``min_level`` and formats ``%`` args.
+
+    Like structlog's filtering bound logger, but the event is optional
+    (SPEC: ``structlog.get_logger().info(kind="message")``).
+    """
+    import structlog  # noqa: PLC0415 - only configure_structlog needs structlog
+
+    def method(name: str, number: int, *, exc_info: bool = False) -> Any:
+        if number < min_level:
+
+            def drop(_self: Any, _event: Any = None, *_args: Any, **_kw: Any) -> None:
+                return None
+
+            return drop
+
+        def log(self: Any, event: Any = None, *args: Any, **kw: Any) -> Any:
+            if exc_info:
+                kw.setdefault("exc_info", True)
+            return self._proxy_to_logger(name, _interpolate(event, args), **kw)
+
+        return log
+
+    methods: dict[str, Any] = {}
+    for name, number in (
+        ("debug", logging.DEBUG),
+        ("info", logging.INFO),
+        ("msg", logging.INFO),
+        ("warning", logging.WARNING),
+        ("warn", logging.WARNING),
+        ("error", logging.ERROR),
+        ("err", logging.ERROR),
+        ("critical", logging.CRITICAL),
+        ("fatal", logging.CRITICAL),
+    ):
+        methods[name] = method(name, number)
+    methods["exception"] = method("exception", logging.ERROR, exc_info=True)
+
+    def log_at(self: Any, level: int, event: Any = None, *args: Any, **kw: Any) -> Any:
+        if level < min_level:
+            return None
+        name = logging.getLevelName(level)
+        name = name.lower() if isinstance(name, str) and name.lower() in methods else "info"
+        return self._proxy_to_logger(name, _interpolate(event, args), **kw)
+
+    methods["log"] = log_at
+    for name in [*methods]:
+        methods["a" + name] = _async(methods[name])
+    return type("CodexBoundLogger", (structlog.BoundLoggerBase,), methods)
+
+
+def _async(sync: Any) -> Any:
+    async def call(self: Any, *args: Any, **kw: Any) -> Any:
+        return sync(self, *args, **kw)
+
+    return call
+
+
+def _interpolate(event: Any, args: tuple[Any, ...]) -> Any:
+    # As stdlib logging and structlog's filtering logger: "%s" % args, a
+    # single dict argument for "%(name)s"; a mismatch keeps both, never raises.
+    if not args or not isinstance(event, str):
+        return event
+    if len(args) == 1 and isinstance(args[0], dict) and args[0]:
+        args = args[0]  # type: ignore[assignment]  # a mapping for %(name)s
+    try:
+        return event % args
+    except (TypeError, ValueError, KeyError):
+        return f"{event} {args!r}"

@@ -1,13 +1,20 @@
 """Build one record and encode it as one NDJSON line (SPEC "The NDJSON record").
 
-Every path (handler, processor, ``session_scope``) goes through
-:func:`build_record` and :func:`encode`, so the fields, the redaction and the
-encoding are the same wherever a record comes from.
+Every path (handler, processor, ``session_scope``) goes through the sink, which
+calls :func:`build_record` and :func:`encode`: normalise every value into JSON
+data, then redact, then encode, so nothing becomes text after redaction
+(STYLE "Normalise, then redact, then encode").
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import os
+import sys
+import traceback
+import types
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any, Final
@@ -122,14 +129,140 @@ def encode(record: Mapping[str, Any]) -> bytes:
 
 _SCALARS: Final = (int, float, bool, type(None))
 _NO_SECRET_KEYS: Final[Mapping[object, bool]] = {}  # stands in when redaction is off
+#: Containers nested deeper than this are written as a placeholder: a value
+#: that deep cannot be checked for secrets within a record's budget.
+MAX_DEPTH: Final = 64
+TOO_DEEP: Final = f"<nested deeper than {MAX_DEPTH} levels>"
+CIRCULAR: Final = "<circular reference>"
 
 
-def build_record(  # noqa: C901, PLR0912, PLR0917 - one flat pass: this is the hot path
+def normalize(value: Any, _path: frozenset[int] = frozenset()) -> Any:
+    """Return ``value`` as JSON data: dicts with string keys, lists, str, int, float, bool, None.
+
+    Sets, tuples and named tuples, bytes, paths, dataclasses, namespaces,
+    exceptions and any other object become JSON data *before* redaction, so
+    a secret inside them is seen by the redactor (a dataclass field called
+    ``password`` is a secret key, a token inside bytes or an object's
+    ``str()`` is a secret shape).
+
+    Args:
+        value: Anything a program logs.
+
+    Returns:
+        JSON data; the original is never mutated.
+
+    """
+    cls = value.__class__
+    if cls is str or cls is int or cls is float or cls is bool or value is None:
+        return value
+    contents = _contents(value)
+    if contents is None:
+        return _leaf(value)
+    if id(value) in _path:
+        return CIRCULAR
+    if len(_path) >= MAX_DEPTH:
+        return TOO_DEEP
+    path = _path | {id(value)}
+    if isinstance(contents, dict):
+        return {
+            key if key.__class__ is str else _key_text(key): normalize(item, path)
+            for key, item in contents.items()
+        }
+    items = [normalize(item, path) for item in contents]
+    if isinstance(value, AbstractSet):
+        # A set has no order: sort when the items allow it, for stable lines.
+        with contextlib.suppress(TypeError):
+            items.sort()
+    return items
+
+
+def _contents(value: Any) -> dict[Any, Any] | list[Any] | tuple[Any, ...] | None:  # noqa: PLR0911
+    # The items of a container, as a dict (named fields) or a sequence; None
+    # for a leaf value.
+    if isinstance(value, Mapping):
+        return _read(lambda: dict(value.items()), value)
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):  # a named tuple
+        return _read(value._asdict, value)
+    if isinstance(value, list | tuple):
+        return value
+    if isinstance(value, AbstractSet):
+        return list(value)
+    if isinstance(value, types.SimpleNamespace):
+        return _read(lambda: dict(vars(value)), value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _read(
+            lambda: {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, value
+        )
+    return None
+
+
+def _leaf(value: Any) -> Any:
+    for base in (str, bool, int, float):  # subclasses (enums) as their JSON base
+        if isinstance(value, base):
+            return base(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    if isinstance(value, os.PathLike):
+        return _fspath(value)
+    return safe_str(value)
+
+
+def _fspath(value: os.PathLike[Any]) -> str:
+    try:
+        path = os.fspath(value)
+    except Exception:
+        return safe_str(value)
+    return path if isinstance(path, str) else path.decode("utf-8", "backslashreplace")
+
+
+def _read(read: Callable[[], dict[Any, Any]], value: object) -> dict[Any, Any]:
+    try:
+        return read()
+    except Exception:  # a container whose reading fails still leaves a record
+        return {"<unreadable>": safe_str(value)}
+
+
+def _key_text(key: object) -> str:
+    # JSON object keys are strings; json.dumps writes 1 as "1" and None as "null".
+    if key is None:
+        return "null"
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if isinstance(key, bytes):
+        return key.decode("utf-8", "backslashreplace")
+    return safe_str(key)
+
+
+def exception_text(rendered: object, exc_info: object) -> str | None:
+    """Return a traceback from structlog's ``exception`` / ``exc_info`` event keys.
+
+    Args:
+        rendered: ``exception``: a traceback string when ``format_exc_info`` ran.
+        exc_info: ``exc_info``: ``True``, an exception, or a ``sys.exc_info()`` tuple.
+
+    Returns:
+        The formatted traceback, or ``None`` when there is none.
+
+    """
+    if isinstance(rendered, str):
+        return rendered  # format_exc_info already ran
+    if exc_info is None or exc_info is False:
+        return None
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    if isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    if isinstance(exc_info, tuple) and len(exc_info) == 3 and exc_info[0] is not None:
+        return "".join(traceback.format_exception(*exc_info)).rstrip("\n")
+    return None
+
+
+def build_record(  # noqa: C901, PLR0912, PLR0915, PLR0917 - one flat pass: this is the hot path
     ts: float,
     session_id: str,
     kind: object,
     level: str,
-    logger: str | None,
+    logger: object,
     message: object,
     pid: int,
     role: object = None,
@@ -138,7 +271,7 @@ def build_record(  # noqa: C901, PLR0912, PLR0917 - one flat pass: this is the h
     redactor: Redactor | None = None,
     skip: AbstractSet[str] = frozenset(),
 ) -> dict[str, Any]:
-    """Return the record dict with the SPEC's field order, redacted if asked.
+    """Return the record dict with the SPEC's field order, normalised and redacted.
 
     Args:
         ts: Unix seconds.
@@ -152,24 +285,38 @@ def build_record(  # noqa: C901, PLR0912, PLR0917 - one flat pass: this is the h
         exc: Optional formatted traceback.
         extra: Further fields as ``(name, value)`` pairs, such as a dict's
             ``items()``; names of core fields are kept as ``extra.<name>``.
-        redactor: Applied to the message, the traceback and every extra value.
+        redactor: Applied to every text: the message, the traceback, the kind,
+            role and logger name, every field name and every extra value.
         skip: Names in ``extra`` to leave out: the caller already mapped them
             to record fields.
 
     Returns:
-        A new dict, ready for :func:`encode`.
+        A new dict of JSON data, ready for :func:`encode`.
     """
     if message.__class__ is not str:
         message = "" if message is None else safe_str(message)
+    if kind is not None and kind.__class__ is not str:
+        kind = safe_str(kind)
+    if role is not None and role.__class__ is not str:
+        role = safe_str(role)
+    if logger is not None and logger.__class__ is not str:
+        logger = safe_str(logger)
     counter = [0]
     if redactor is not None:
-        message = redactor.text(message, counter)
+        text = redactor.text
+        message = text(message, counter)
         if exc is not None:
-            exc = redactor.text(exc, counter)
+            exc = text(exc, counter)
+        if kind is not None:
+            kind = text(kind, counter)
+        if role is not None:
+            role = text(role, counter)
+        if logger is not None:
+            logger = text(logger, counter)
     record: dict[str, Any] = {
         "ts": ts,
         "session_id": session_id,
-        "kind": "message" if kind is None else kind if kind.__class__ is str else safe_str(kind),
+        "kind": "message" if kind is None else kind,
         "level": level,
     }
     if logger is not None:
@@ -177,27 +324,32 @@ def build_record(  # noqa: C901, PLR0912, PLR0917 - one flat pass: this is the h
     record["message"] = message
     record["pid"] = pid
     if role is not None:
-        record["role"] = role if role.__class__ is str else safe_str(role)
+        record["role"] = role
     if exc is not None:
         record["exc"] = exc
-    # One pass drops mapped keys, renames clashing ones and redacts; scalars
-    # skip the redactor.
+    # One pass drops mapped keys, renames clashing ones, normalises and
+    # redacts; plain scalars skip both.
     secret_keys = _NO_SECRET_KEYS if redactor is None else redactor.secret_keys
     for key, value in extra:
         if key in skip:
             continue
-        name = key if key.__class__ is str else safe_str(key)
+        name = key if key.__class__ is str else _key_text(key)
+        if redactor is not None:
+            name = redactor.text(name, counter)
         if name in CORE_FIELDS:
             name = f"extra.{name}"
+        cls = value.__class__
         if redactor is None:
-            record[name] = value
+            record[name] = value if cls is str or cls in _SCALARS else normalize(value)
         elif secret_keys[key]:
             counter[0] += 1
             record[name] = REDACTED
-        elif value.__class__ in _SCALARS:
+        elif cls is str:
+            record[name] = redactor.text(value, counter)
+        elif cls in _SCALARS:
             record[name] = value
         else:
-            record[name] = redactor.value(value, counter)
+            record[name] = redactor.value(normalize(value), counter)
     if counter[0]:
         record["redacted"] = counter[0]
     return record

@@ -1,9 +1,11 @@
-"""The one append-only writer shared by the handler, the processor and the scope.
+"""The one append-only writer under the sink.
 
 A record is one ``os.write`` of one whole line on an ``O_APPEND`` descriptor,
 so lines from many threads and processes never interleave or tear (SPEC "The
-NDJSON record"). Descriptors are cached per path; a lock guards opening,
-rechecking and closing them, never the write itself.
+NDJSON record"). Descriptors are cached per path; a re-entrant lock guards
+opening, rechecking and closing them, never the write itself, so a signal
+handler or a finalizer that logs while this thread holds it goes on instead
+of hanging (issue 11).
 """
 
 from __future__ import annotations
@@ -15,12 +17,10 @@ import stat
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
-from typing import Any, Final, Literal, NoReturn
+from typing import Final, Literal, NoReturn
 
 from codex_logging._errors import WriteError
-from codex_logging._record import encode
-from codex_logging._settings import make_dirs
+from codex_logging._settings import check_private, make_dirs
 
 FsyncPolicy = Literal["never", "end", "always"]
 FSYNC_POLICIES: Final = ("never", "end", "always")
@@ -71,6 +71,9 @@ def open_append(path: str) -> int:
 
     The folder and the file are opened with ``O_NOFOLLOW``: a symlink at
     either is refused, as are FIFOs, devices and files with more than one link.
+    A folder or file that another user owns or may write is refused too (a
+    ``.codex`` folder above the sessions folder included), unless
+    ``CODEX_ALLOW_SHARED=1``.
 
     Args:
         path: The absolute session file path.
@@ -80,6 +83,7 @@ def open_append(path: str) -> int:
 
     Raises:
         WriteError: The path holds something other than a plain file.
+        UnsafePathError: The folder or the file is shared with other users.
         OSError: The folder or the file cannot be opened.
 
     """
@@ -93,6 +97,10 @@ def open_append(path: str) -> int:
             raise WriteError(errno.ELOOP, msg) from exc
         raise
     try:
+        check_private(folder, os.fstat(dir_fd))
+        parent = os.path.dirname(folder)
+        if os.path.basename(parent) == ".codex":
+            check_private(parent, os.stat(parent, follow_symlinks=False))
         try:
             fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=dir_fd)
         except OSError as exc:
@@ -102,12 +110,19 @@ def open_append(path: str) -> int:
             raise
     finally:
         os.close(dir_fd)
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+    try:
+        _check_opened(path, os.fstat(fd))
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
+
+
+def _check_opened(path: str, info: os.stat_result) -> None:
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
         msg = f"refusing to write to a non-regular or hard-linked file: {path}"
         raise WriteError(errno.EPERM, msg)
-    return fd
+    check_private(path, info)
 
 
 class _Process:
@@ -152,7 +167,7 @@ class Writer:
 
     def __init__(self) -> None:
         """Start with an empty descriptor cache."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         # (st_dev, st_ino) of files whose last bytes are a fragment of ours, so
         # a descriptor opened again after eviction or close still ends it.
@@ -223,7 +238,14 @@ class Writer:
                 self._cache.move_to_end(path)
                 return entry
             self._retire(path, entry)
-        entry = _Entry(open_append(path))
+        fd = open_append(path)
+        # A signal handler or finalizer that logged while this thread was
+        # opening (the lock is re-entrant) may have cached the file already.
+        found = self._cache.get(path)
+        if found is not None:
+            os.close(fd)
+            return found
+        entry = _Entry(fd)
         entry.fragment = (entry.dev, entry.ino) in self._fragments
         self._cache[path] = entry
         while len(self._cache) > MAX_OPEN:
@@ -291,7 +313,7 @@ class Writer:
         # child. The inherited descriptors stay valid (O_APPEND is per write),
         # but start clean so no state of the parent's threads leaks in.
         PROCESS.pid = os.getpid()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         for entry in self._cache.values():
             entry.closed = True
             with contextlib.suppress(OSError):
@@ -303,53 +325,3 @@ WRITER: Final = Writer()
 # Run in the child right after every os.fork(), before any thread can start
 # there, as logging does for its own locks.
 os.register_at_fork(after_in_child=WRITER._after_fork_in_child)  # noqa: SLF001
-
-
-class SessionFiles:
-    """Where one handler or processor writes: a folder, an fsync policy.
-
-    Args:
-        sessions_dir: The absolute folder of session files.
-        fsync: The fsync policy.
-
-    """
-
-    __slots__ = ("_paths", "fsync", "sessions_dir")
-
-    def __init__(self, sessions_dir: str, fsync: FsyncPolicy) -> None:
-        """Keep the settings; paths are joined once per session."""
-        self.sessions_dir = sessions_dir
-        self.fsync = fsync
-        self._paths: dict[str, str] = {}
-
-    def path(self, session_id: str) -> str:
-        """Return the file of a (validated) session.
-
-        Args:
-            session_id: The session.
-
-        Returns:
-            ``<sessions_dir>/<session_id>.ndjson``.
-
-        """
-        found = self._paths.get(session_id)
-        if found is None:
-            found = os.path.join(self.sessions_dir, session_id + ".ndjson")
-            if len(self._paths) < 4096:
-                self._paths[session_id] = found
-        return found
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        """Encode a built record and append it to its session's file.
-
-        Args:
-            record: A record from ``build_record``: its ``session_id`` picks
-                the file, and an ``end`` kind triggers ``fsync="end"``.
-        """
-        line = encode(record)  # before any lock or file access
-        session_id = record["session_id"]
-        path = self._paths.get(session_id) or self.path(session_id)
-        if self.fsync == "never":
-            WRITER.write(path, line)
-        else:
-            WRITER.write(path, line, sync=self.fsync == "always" or record["kind"] == "end")

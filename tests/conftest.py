@@ -24,19 +24,30 @@ def _isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in ("CODEX_SESSION_ID", "CODEX_LOG_DB_PATH", "CODEX_SESSIONS_DIR"):
         monkeypatch.delenv(name, raising=False)
     root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
+    level = root.level
+    # Every logger's handlers: session_scope writes through any CodexHandler
+    # the logging tree reaches, so one left on a named logger by an earlier
+    # test would receive this test's scope records.
+    saved = {logger: logger.handlers[:] for logger in _all_loggers()}
     saved_env = dict(os.environ)
     structlog.reset_defaults()
     yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            handler.close()
-    root.handlers[:] = handlers
+    for logger in _all_loggers():
+        before = saved.get(logger, [])
+        for handler in logger.handlers:
+            if handler not in before:
+                handler.close()
+        logger.handlers[:] = before
     root.setLevel(level)
     structlog.reset_defaults()
     os.environ.clear()
     os.environ.update(saved_env)
     WRITER.close_all()
+
+
+def _all_loggers() -> list[logging.Logger]:
+    loggers = logging.Logger.manager.loggerDict.values()
+    return [logging.getLogger(), *(lg for lg in loggers if isinstance(lg, logging.Logger))]
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:

@@ -178,7 +178,7 @@ class TestFields:
         handler = logging.getLogger().handlers[0]
         assert isinstance(handler, CodexHandler)
         assert handler.sessions_dir == str(tmp_path / "custom")
-        assert (handler.files.fsync, handler.redactor, handler.level) == (
+        assert (handler.sink.fsync, handler.sink.redactor, handler.level) == (
             "always",
             None,
             logging.INFO,
@@ -251,13 +251,18 @@ class TestFailures:
     def test_unwritable_folder_does_not_raise(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """A folder that cannot be created is reported by handleError, not raised."""
+        """A folder that cannot be created is one stderr line per cause, never a traceback."""
         (tmp_path / "file").write_text("not a folder")
         handler = CodexHandler(sessions_dir=tmp_path / "file" / "sessions", session_id="s")
         logger = logging.getLogger("unwritable")
         logger.addHandler(handler)
         logger.error("lost")
-        assert "--- Logging error ---" in capsys.readouterr().err
+        logger.error("lost again")
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1, err
+        assert err[0].startswith(f"codex_logging: dropped a record for {handler.sessions_dir}: ")
+        assert "Traceback" not in err[0]
+        assert handler.dropped == 2
         handler.close()
 
     @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permissions")
@@ -277,9 +282,10 @@ class TestFailures:
         """RecursionError is re-raised, as CPython's handlers do."""
         handler = CodexHandler(session_id="s")
 
-        def explode(_record: logging.LogRecord) -> dict[str, object]:
-            raise RecursionError
+        class Exploding:
+            def write(self, *_args: object) -> None:
+                raise RecursionError
 
-        handler.build = explode  # type: ignore[method-assign]
+        handler.sink = Exploding()  # type: ignore[assignment]
         with pytest.raises(RecursionError):
             handler.emit(logging.makeLogRecord({"msg": "x"}))

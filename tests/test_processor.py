@@ -58,18 +58,28 @@ class TestProcessor:
             assert rec["exc"].endswith("KeyError: 'boom'"), rec
         assert ["exc" in rec for rec in recs[3:]] == [False, False]
 
-    def test_failure_is_a_warning(self, tmp_path: Path) -> None:
-        """A write that fails becomes a RuntimeWarning and the event still flows on."""
+    def test_failure_is_one_stderr_line_and_a_count(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A failing write is one stderr line per cause, counted, and the event flows on."""
         (tmp_path / "f").write_text("")
         proc = CodexProcessor(tmp_path / "f" / "s", "p")
-        with pytest.warns(RuntimeWarning, match="could not write"):
+        for _ in range(3):
             assert proc(None, "info", {"event": "x"}) == {"event": "x"}
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1
+        assert err[0].startswith(f"codex_logging: dropped a record for {tmp_path / 'f' / 's'}: ")
+        assert proc.dropped == 3
 
-    def test_invalid_routed_id_warns_and_writes_nothing(self, tmp_path: Path) -> None:
-        """An invalid session_id key writes nothing anywhere."""
-        with pytest.warns(RuntimeWarning, match="invalid session id"):
-            CodexProcessor(tmp_path, "p")(None, "info", {"event": "x", "session_id": "a/b"})
+    def test_invalid_routed_id_reported_and_writes_nothing(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """An invalid session_id key writes nothing anywhere and says what to set."""
+        CodexProcessor(tmp_path, "p")(None, "info", {"event": "x", "session_id": "a/b"})
         assert list(tmp_path.iterdir()) == []
+        (line,) = capsys.readouterr().err.splitlines()
+        assert "invalid session id 'a/b'" in line
+        assert "(set CODEX_SESSION_ID, or session_id=, to a valid id)" in line
 
 
 class TestConfigureStructlog:
@@ -86,8 +96,8 @@ class TestConfigureStructlog:
         (rec,) = read_lines(session_file("st"))
         assert before <= rec.pop("ts") <= time.time()
         assert rec == {
-            "session_id": "st", "kind": "message", "level": "WARNING", "message": "step B",
-            "pid": os.getpid(), "role": "tool", "n": 3, "data": {"a": [1]},
+            "session_id": "st", "kind": "message", "level": "WARNING", "logger": "svc",
+            "message": "step B", "pid": os.getpid(), "role": "tool", "n": 3, "data": {"a": [1]},
         }  # fmt: skip
         assert "step B" in capsys.readouterr().err
 

@@ -1,0 +1,279 @@
+"""``session_scope``: the start and end records around a block, and the environment.
+
+A scope writes through the sinks the program configured, so its records land
+with the messages, redacted the same way, and falls back to the environment's
+folder when there is none. While any scope is open, ``CODEX_SESSION_ID`` and
+``CODEX_SESSIONS_DIR`` (absolute) are exported for child processes; once every
+overlapping scope has exited, in any order, both are exactly as they were
+before the first (SPEC Additions).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar, Token
+from types import TracebackType
+from typing import Any, Final, NamedTuple, ParamSpec, TypeVar
+
+from codex_logging._record import safe_str
+from codex_logging._session import current_session
+from codex_logging._settings import ENV_SESSION_ID, ENV_SESSIONS_DIR, validate_session_id
+from codex_logging._sink import Sink, configured_sinks
+from codex_logging._writer import PROCESS
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_EXPORTED: Final = (ENV_SESSION_ID, ENV_SESSIONS_DIR)
+
+
+class _Entry(NamedTuple):
+    """One entry of a scope: what its exit needs."""
+
+    session_id: str
+    folder: str
+    token: Token[str | None]
+    started: float
+    sinks: list[Sink]
+
+
+class _Environment:
+    """The process-wide record of open scopes and the environment before the first.
+
+    ``os.environ`` is one per process while scopes are per thread or task, so
+    the variables are saved when the first scope opens, follow the newest open
+    scope, and are restored exactly when the last one closes.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.open: list[_Entry] = []
+        self.before: dict[str, str | None] = {}
+
+    def user_session(self) -> str | None:
+        # The program's own CODEX_SESSION_ID: the one saved before the first
+        # open scope, so an anonymous scope in one thread never joins another
+        # thread's scope through the environment.
+        with self.lock:
+            value = self.before[ENV_SESSION_ID] if self.open else os.environ.get(ENV_SESSION_ID)
+        return value or None
+
+    def enter(self, entry: _Entry) -> None:
+        with self.lock:
+            if not self.open:
+                self.before = {name: os.environ.get(name) for name in _EXPORTED}
+            self.open.append(entry)
+            self._export(entry)
+
+    def exit(self, entry: _Entry) -> None:
+        with self.lock:
+            for index in range(len(self.open) - 1, -1, -1):
+                if self.open[index] is entry:
+                    del self.open[index]
+                    break
+            if self.open:
+                self._export(self.open[-1])
+                return
+            for name, value in self.before.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+    @staticmethod
+    def _export(entry: _Entry) -> None:
+        os.environ[ENV_SESSION_ID] = entry.session_id
+        os.environ[ENV_SESSIONS_DIR] = entry.folder
+
+    def after_fork_in_child(self) -> None:
+        self.lock = threading.RLock()
+
+
+_ENVIRONMENT: Final = _Environment()
+os.register_at_fork(after_in_child=_ENVIRONMENT.after_fork_in_child)
+
+# A scope with no configured sink writes to the environment's folder; one sink
+# per folder, so its redactor is compiled once.
+_fallbacks: dict[str, Sink] = {}
+
+
+def _sinks() -> list[Sink]:
+    sinks = configured_sinks()
+    if sinks:
+        return sinks
+    fallback = Sink(fsync="end")
+    return [_fallbacks.setdefault(fallback.sessions_dir, fallback)]
+
+
+class session_scope:  # noqa: N801 - a context manager named like contextlib's, fixed by the SPEC
+    """Write one ``start`` and one ``end`` record around a block or a function.
+
+    On entry the session is resolved and validated, made current for this thread
+    or asyncio task, exported as ``CODEX_SESSION_ID`` (and the folder as
+    ``CODEX_SESSIONS_DIR``) for child processes, and a ``start`` record is
+    written through every configured :class:`CodexHandler` /
+    :class:`CodexProcessor` folder (or the environment's folder). On exit an
+    ``end`` record is written with ``status`` (``"ok"`` or ``"error"``),
+    ``duration_s`` and, on error, ``error_type``, ``error`` and ``exc``; the
+    exception propagates. ``SystemExit`` with code 0 or ``None`` is ``"ok"``.
+    A failure to write is reported once on stderr, never raised.
+
+    One instance may be entered from several threads or tasks at once, and
+    works as a decorator (one session per call) on functions and coroutine
+    functions.
+
+    Example::
+
+        with session_scope(meta={"job": "nightly"}) as session_id:
+            logging.getLogger("app").info("working in %s", session_id)
+
+    Args:
+        session_id: The session; by default the enclosing scope's, then
+            ``CODEX_SESSION_ID`` as the program set it, then a new uuid4.
+        meta: Fields added to the ``start`` record (redacted like any record).
+
+    Raises:
+        InvalidSessionId: If ``session_id`` (or the environment's) is invalid.
+
+    """
+
+    def __init__(
+        self, session_id: str | None = None, *, meta: Mapping[str, Any] | None = None
+    ) -> None:
+        """Check the id now, so a bad one fails where it is written."""
+        self._requested = None if session_id is None else validate_session_id(session_id)
+        self._meta = dict(meta) if meta else {}
+        # Per thread / task: one instance entered from several at once keeps
+        # each entry's state apart (issue 11).
+        self._entries: ContextVar[tuple[_Entry, ...]] = ContextVar(
+            "codex_scope_entries", default=()
+        )
+
+    def _resolve(self) -> str:
+        if self._requested is not None:
+            return self._requested
+        enclosing = current_session.get()
+        if enclosing is not None:
+            return enclosing
+        joined = _ENVIRONMENT.user_session()
+        if joined is not None:
+            return validate_session_id(joined)
+        return str(uuid.uuid4())
+
+    def __enter__(self) -> str:
+        """Start the session and return its id."""
+        sid = self._resolve()
+        sinks = _sinks()
+        token = current_session.set(sid)
+        entry = _Entry(sid, sinks[0].sessions_dir, token, time.monotonic(), sinks)
+        self._entries.set((*self._entries.get(), entry))
+        _ENVIRONMENT.enter(entry)
+        _write(sinks, sid, "start", "INFO", self._meta.items())
+        return sid
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """End the session; the exception, if any, propagates."""
+        entries = self._entries.get()
+        entry = entries[-1]
+        self._entries.set(entries[:-1])
+        try:
+            fields: dict[str, Any] = {
+                "status": "ok" if _succeeded(exc) else "error",
+                "duration_s": round(time.monotonic() - entry.started, 6),
+            }
+            if exc_type is None or exc is None or fields["status"] == "ok":
+                _write(entry.sinks, entry.session_id, "end", "INFO", fields.items())
+            else:
+                fields["error_type"] = exc_type.__qualname__
+                fields["error"] = safe_str(exc)
+                trace = "".join(traceback.format_exception(exc_type, exc, tb)).rstrip("\n")
+                _write(entry.sinks, entry.session_id, "end", "ERROR", fields.items(), exc=trace)
+        finally:
+            _ENVIRONMENT.exit(entry)
+            try:
+                current_session.reset(entry.token)
+            except ValueError:  # exited in another context than entered: restore by value
+                current_session.set(entries[-2].session_id if len(entries) > 1 else None)
+
+    async def __aenter__(self) -> str:
+        """Start the session (``async with``)."""
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """End the session (``async with``)."""
+        self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
+        """Use the scope as a decorator: one session per call.
+
+        On a coroutine function the scope wraps the awaited body, not just the
+        creation of the coroutine.
+        """
+        requested, meta = self._requested, self._meta
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def run_async(*args: P.args, **kwargs: P.kwargs) -> Any:
+                with session_scope(requested, meta=meta):
+                    return await func(*args, **kwargs)
+
+            return run_async  # type: ignore[return-value]  # same signature, awaited
+
+        @functools.wraps(func)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            with session_scope(requested, meta=meta):
+                return func(*args, **kwargs)
+
+        return run
+
+
+def _succeeded(exc: BaseException | None) -> bool:
+    # sys.exit(0) and sys.exit() end a program successfully (SPEC Additions).
+    return exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None))
+
+
+def _write(
+    sinks: list[Sink],
+    sid: str,
+    kind: str,
+    level: str,
+    fields: Iterable[tuple[str, Any]],
+    *,
+    exc: str | None = None,
+) -> None:
+    fields = list(fields)
+    for sink in sinks:
+        try:
+            sink.write(
+                time.time(),
+                sid,
+                kind,
+                level,
+                "codex_logging",
+                f"session {kind}",
+                PROCESS.pid,
+                None,
+                exc,
+                fields,
+                frozenset(),
+            )
+        except Exception as error:
+            # SPEC: a failure to write never raises into the application.
+            sink.report(error)

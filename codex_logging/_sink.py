@@ -1,0 +1,231 @@
+"""The sink: the one write pipeline every record goes through.
+
+A sink owns where a session is written and how: the folder, the fsync policy,
+the redactor, the default session id, and how a failure is reported. Its
+:meth:`Sink.write` routes the session, normalises every value into JSON data,
+redacts, encodes and appends, in that order. :class:`CodexHandler`,
+:class:`CodexProcessor` and :func:`session_scope` are thin adapters over it
+(STYLE "One concept, one owner").
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import sys
+from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
+from typing import Any, Final
+
+from codex_logging._errors import InvalidSessionId, UnsafePathError
+from codex_logging._record import build_record, encode, safe_str
+from codex_logging._redact import Redactor
+from codex_logging._session import route_session
+from codex_logging._settings import ENV_SESSION_ID, ENV_SESSIONS_DIR, sessions_dir_path
+from codex_logging._writer import WRITER, FsyncPolicy, check_fsync
+
+#: Distinct failure causes reported per sink; past this, failures are only counted.
+MAX_REPORTED: Final = 32
+
+
+class Sink:
+    """Where and how one handler, processor or scope writes its records.
+
+    Args:
+        sessions_dir: The folder of session files; by default
+            ``CODEX_SESSIONS_DIR`` or ``.codex/sessions``, made absolute now.
+        session_id: The session for records that name none and run outside a
+            ``session_scope``.
+        fsync: ``"never"``, ``"end"`` or ``"always"``.
+        redact: Replace secrets before writing.
+        redact_keys: More key names whose values are secret.
+        redact_patterns: More regular expressions whose matches are secret.
+
+    Raises:
+        ValueError: For an unknown ``fsync`` policy or an invalid pattern.
+
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_paths",
+        "_reported",
+        "dropped",
+        "fsync",
+        "redactor",
+        "session_id",
+        "sessions_dir",
+    )
+
+    def __init__(
+        self,
+        sessions_dir: str | os.PathLike[str] | None = None,
+        session_id: str | None = None,
+        *,
+        fsync: FsyncPolicy = "never",
+        redact: bool = True,
+        redact_keys: Iterable[str] = (),
+        redact_patterns: Iterable[str] = (),
+    ) -> None:
+        """Fix the folder and the settings now, so a later ``chdir`` changes nothing."""
+        self.sessions_dir = sessions_dir_path(sessions_dir)
+        #: Checked at each record, so a bad id is reported, never raised.
+        self.session_id = session_id
+        self.fsync = check_fsync(fsync)
+        self.redactor = Redactor(redact_keys, redact_patterns) if redact else None
+        #: Records that could not be written (SPEC Additions: a count the
+        #: program can read).
+        self.dropped = 0
+        self._paths: dict[str, str] = {}
+        self._reported: set[tuple[str, str]] = set()
+
+    def path(self, session_id: str) -> str:
+        """Return the file of a (validated) session.
+
+        Args:
+            session_id: The session.
+
+        Returns:
+            ``<sessions_dir>/<session_id>.ndjson``.
+
+        """
+        found = self._paths.get(session_id)
+        if found is None:
+            found = os.path.join(self.sessions_dir, session_id + ".ndjson")
+            if len(self._paths) < 4096:  # bounded: a program may mint ids forever
+                self._paths[session_id] = found
+        return found
+
+    def write(  # noqa: PLR0917 - positional on the hot path: keyword calls cost (bench/)
+        self,
+        ts: float,
+        explicit_session: object,
+        kind: object,
+        level: str,
+        logger: object,
+        message: object,
+        pid: int,
+        role: object,
+        exc: str | None,
+        extra: Iterable[tuple[Any, Any]],
+        skip: AbstractSet[str],
+    ) -> None:
+        """Route, normalise, redact, encode and append one record.
+
+        Args:
+            ts: Unix seconds.
+            explicit_session: The session named on the record, or ``None``.
+            kind: ``start``, ``message``, ``end``; ``None`` means ``message``.
+            level: The level name, upper case.
+            logger: The logger name, or ``None``.
+            message: The message.
+            pid: The writing process.
+            role: Optional role.
+            exc: Optional formatted traceback.
+            extra: Further fields as ``(name, value)`` pairs.
+            skip: Names in ``extra`` already mapped to record fields.
+
+        Raises:
+            InvalidSessionId: The routed session id is invalid.
+            OSError: The file cannot be written (WriteError, UnsafePathError...).
+
+        """
+        sid = route_session(explicit_session, self.session_id)
+        record = build_record(
+            ts, sid, kind, level, logger, message, pid, role, exc, extra, self.redactor, skip
+        )
+        line = encode(record)  # before any lock or file access
+        path = self._paths.get(sid) or self.path(sid)
+        fsync = self.fsync
+        if fsync == "never":
+            WRITER.write(path, line)
+        else:
+            WRITER.write(path, line, sync=fsync == "always" or record["kind"] == "end")
+
+    def report(self, error: BaseException | None, *, loud: bool = True) -> None:
+        """Count a dropped record; say why on stderr once per cause.
+
+        Never raises and never goes through ``warnings`` (which ``-W error``
+        would turn into an exception in the application).
+
+        Args:
+            error: What went wrong.
+            loud: Print the first report of a cause (``False`` only counts).
+
+        """
+        self.dropped += 1
+        cause = (type(error).__name__, safe_str(error)[:300])
+        if cause in self._reported or len(self._reported) >= MAX_REPORTED:
+            return
+        self._reported.add(cause)
+        stream = sys.stderr
+        if not loud or stream is None:
+            return
+        line = (
+            f"codex_logging: dropped a record for {self.sessions_dir}: {cause[1]}{_hint(error)};"
+            " later records failing the same way are only counted (.dropped)\n"
+        )
+        try:
+            stream.write(line)
+            stream.flush()
+        except Exception:  # noqa: S110 - a closed stderr must not raise into the application
+            pass
+
+
+def _hint(error: BaseException | None) -> str:
+    # SPEC Additions: say what is wrong and what to set.
+    if isinstance(error, InvalidSessionId):
+        return f" (set {ENV_SESSION_ID}, or session_id=, to a valid id)"
+    if isinstance(error, UnsafePathError):
+        return ""  # its message already says what to do
+    if isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f" (set {ENV_SESSIONS_DIR}, or sessions_dir=, to a folder this user can write)"
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return " (free disk space or raise the file-size limit)"
+    return ""
+
+
+def configured_sinks() -> list[Sink]:
+    """Return the sinks the program's logging and structlog set-up write through.
+
+    The handlers reachable from the loggers (including those of a
+    ``QueueHandler``'s listener, when dictConfig made one), then the
+    processors in structlog's configured chain (looked at only if structlog is
+    imported); the first sink of each folder, so a scope writes its start and
+    end records once per folder (SPEC Additions).
+
+    Returns:
+        At most one sink per folder; empty when nothing is configured.
+
+    """
+    found: list[Sink] = []
+    manager = logging.Logger.manager
+    loggers: list[Any] = [logging.getLogger(), *list(manager.loggerDict.values())]
+    for logger in loggers:
+        for handler in list(getattr(logger, "handlers", ())):
+            _collect(handler, found)
+            listener = getattr(handler, "listener", None)
+            for behind in getattr(listener, "handlers", ()):
+                _collect(behind, found)
+    structlog = sys.modules.get("structlog")
+    if structlog is not None:
+        try:
+            processors = structlog.get_config().get("processors", ())
+        except Exception:  # a structlog without get_config: nothing configured there
+            processors = ()
+        for processor in processors:
+            _collect(processor, found)
+    seen: set[str] = set()
+    out = []
+    for sink in found:
+        if sink.sessions_dir not in seen:
+            seen.add(sink.sessions_dir)
+            out.append(sink)
+    return out
+
+
+def _collect(owner: object, found: list[Sink]) -> None:
+    sink = getattr(owner, "sink", None)
+    if isinstance(sink, Sink):
+        found.append(sink)
