@@ -26,6 +26,9 @@ _RECORD_ATTRS: Final = frozenset(
         "_logger",
         "_name",
         "_from_structlog",
+        # Set by configure_structlog(to_stdlib=True): the event dict, kept
+        # across a QueueHandler, whose prepare() replaces msg with text.
+        "_codex_event",
     }
 )
 #: Record attributes never written as extra fields: LogRecord's own, and the
@@ -125,8 +128,11 @@ class CodexHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Write ``record``; any failure goes to ``handleError``, never to the caller."""
         try:
-            if isinstance(record.msg, dict) and "_logger" in record.__dict__:
+            fields = record.__dict__
+            if isinstance(record.msg, dict) and "_logger" in fields:
                 self._emit_structlog(record, record.msg)
+            elif fields.get("_codex_event") is not None:
+                self._emit_structlog(record, fields["_codex_event"])
             else:
                 self._emit_plain(record)
         except RecursionError:  # as logging's own handlers do

@@ -282,7 +282,7 @@ def configure_structlog(
             structlog.stdlib.add_logger_name,
         ]
         chain.insert(chain.index(processor), structlog.stdlib.PositionalArgumentsFormatter())
-        chain.append(structlog.stdlib.ProcessorFormatter.wrap_for_formatter)
+        chain.append(_wrap_for_formatter)
         settings["logger_factory"] = structlog.stdlib.LoggerFactory()
         settings["wrapper_class"] = structlog.stdlib.BoundLogger
     else:
@@ -293,6 +293,17 @@ def configure_structlog(
     settings.update(structlog_kw)
     structlog.configure(**settings)
     return processor
+
+
+def _wrap_for_formatter(logger: Any, name: str, event_dict: Any) -> Any:
+    # structlog's ProcessorFormatter.wrap_for_formatter, plus the event dict as
+    # a record attribute: a QueueHandler's prepare() turns msg into text, and
+    # the CodexHandler behind the QueueListener still writes the event's keys.
+    import structlog  # noqa: PLC0415 - only configure_structlog needs structlog
+
+    args, kwargs = structlog.stdlib.ProcessorFormatter.wrap_for_formatter(logger, name, event_dict)
+    kwargs["extra"]["_codex_event"] = event_dict
+    return args, kwargs
 
 
 def _named_print_logger_factory(file: Any) -> Any:

@@ -135,6 +135,8 @@ class Sink:
         record = build_record(
             ts, sid, kind, level, logger, message, pid, role, exc, extra, self.redactor, skip
         )
+        if _OTEL_TRACE in sys.modules:  # only a program that uses OpenTelemetry pays for it
+            _add_trace_context(record)
         line = encode(record)  # before any lock or file access
         path = self._paths.get(sid) or self.path(sid)
         fsync = self.fsync
@@ -171,6 +173,25 @@ class Sink:
             stream.flush()
         except Exception:  # noqa: S110 - a closed stderr must not raise into the application
             pass
+
+
+#: Checked in ``sys.modules`` only: a hook script that never imports
+#: OpenTelemetry pays one dict lookup per record (issue 14).
+_OTEL_TRACE: Final = "opentelemetry.trace"
+
+
+def _add_trace_context(record: dict[str, Any]) -> None:
+    # The field names and hex forms the OpenTelemetry Collector's trace parser
+    # reads by default: trace_id (32 hex), span_id (16 hex), trace_flags (2 hex).
+    try:
+        context = sys.modules[_OTEL_TRACE].get_current_span().get_span_context()
+        if not context.is_valid:
+            return
+        record.setdefault("trace_id", f"{context.trace_id:032x}")
+        record.setdefault("span_id", f"{context.span_id:016x}")
+        record.setdefault("trace_flags", f"{int(context.trace_flags):02x}")
+    except Exception:  # noqa: S110 - a broken tracer must never cost the record
+        pass
 
 
 def _hint(error: BaseException | None) -> str:

@@ -17,6 +17,7 @@ import stat
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Final, Literal, NoReturn
 
 from codex_logging._errors import WriteError
@@ -168,12 +169,18 @@ class Writer:
     def __init__(self) -> None:
         """Start with an empty descriptor cache."""
         self._lock = threading.RLock()
+        # The thread inside the lock: a call re-entered on that thread (a
+        # signal handler or a finalizer that logs) must not change the cache
+        # the interrupted call is halfway through changing (issue 11).
+        self._owner: int | None = None
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        # Retired descriptors a re-entered call could not close safely.
+        self._pending_close: list[_Entry] = []
         # (st_dev, st_ino) of files whose last bytes are a fragment of ours, so
         # a descriptor opened again after eviction or close still ends it.
         self._fragments: set[tuple[int, int]] = set()
 
-    def write(self, path: str, line: bytes, *, sync: bool = False) -> None:
+    def write(self, path: str, line: bytes, *, sync: bool = False) -> None:  # noqa: C901 - hot path in one frame (bench/)
         """Append ``line`` to ``path`` with a single ``os.write``.
 
         Args:
@@ -200,7 +207,11 @@ class Writer:
                     self._close_if_idle(entry)
                 entry = None
         if entry is None:
-            entry = self._checkout(path)
+            checked_out = self._checkout(path)
+            if checked_out is None:
+                self._write_once(path, line, sync=sync)
+                return
+            entry = checked_out
             inflight = entry.inflight
         try:
             if entry.fragment:
@@ -219,10 +230,14 @@ class Writer:
             if entry.retired:
                 self._close_if_idle(entry)
 
-    def _checkout(self, path: str) -> _Entry:
+    def _checkout(self, path: str) -> _Entry | None:
         # The slow path: under the lock, recheck or open the descriptor and
-        # count this write in.
-        with self._lock:
+        # count this write in. None when this thread already holds the lock.
+        if self._owner == threading.get_ident():
+            return None
+        with self._locked():
+            while self._pending_close:
+                self._close_now(self._pending_close.pop())
             now = time.monotonic()
             entry = self._cache.get(path)
             if entry is None or now >= entry.recheck_at:
@@ -230,10 +245,37 @@ class Writer:
             entry.inflight.append(None)
             return entry
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        # Every change to the cache happens here, with the owner recorded.
+        with self._lock:
+            self._owner = threading.get_ident()
+            try:
+                yield
+            finally:
+                self._owner = None
+
+    def _write_once(self, path: str, line: bytes, *, sync: bool) -> None:
+        # Re-entered while this thread holds the lock: write through a
+        # descriptor of its own, leaving the cache to the interrupted call.
+        fd = open_append(path)
+        try:
+            info = os.fstat(fd)
+            if (info.st_dev, info.st_ino) in self._fragments:
+                line = b"\n" + line
+            written = os.write(fd, line)
+            if written != len(line):
+                msg = f"short write to {path}: {written} of {len(line)} bytes"
+                raise WriteError(errno.ENOSPC, msg)
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def _refresh(self, path: str, entry: _Entry | None, now: float) -> _Entry:
         # Called with the lock held: recheck a cached descriptor or open one.
         if entry is not None:
-            if self._still_there(path, entry):
+            if self._still_there(path, entry) and self._cache.get(path) is entry:
                 entry.recheck_at = now + RECHECK_SECONDS
                 self._cache.move_to_end(path)
                 return entry
@@ -249,8 +291,8 @@ class Writer:
         entry.fragment = (entry.dev, entry.ino) in self._fragments
         self._cache[path] = entry
         while len(self._cache) > MAX_OPEN:
-            old_path, old = next(iter(self._cache.items()))
-            self._retire(old_path, old)
+            old_path = next(iter(self._cache))
+            self._retire(old_path, self._cache[old_path])
         return entry
 
     def _short_write(self, entry: _Entry, path: str, line: bytes, written: int) -> NoReturn:
@@ -273,20 +315,29 @@ class Writer:
             self._fragments.add(key)
 
     def _close_if_idle(self, entry: _Entry) -> None:
-        with self._lock:
-            if not entry.inflight and not entry.closed:
-                entry.closed = True
-                os.close(entry.fd)
+        if self._owner == threading.get_ident():
+            self._pending_close.append(entry)  # the interrupted call may be closing it
+            return
+        with self._locked():
+            self._close_now(entry)
+
+    @staticmethod
+    def _close_now(entry: _Entry) -> None:
+        # Called with the lock held: close a retired descriptor nobody writes on.
+        if not entry.inflight and not entry.closed:
+            entry.closed = True
+            os.close(entry.fd)
 
     def _retire(self, path: str, entry: _Entry) -> None:
         # Another thread may be writing on it right now: close it only when the
         # last writer is out, so a reused descriptor number never receives a
-        # line meant for this file. Called with the lock held.
-        del self._cache[path]
+        # line meant for this file. Called with the lock held. A signal
+        # handler or finalizer that logged meanwhile (the lock is re-entrant)
+        # may have retired it already, or cached another entry for the path.
+        if self._cache.get(path) is entry:
+            del self._cache[path]
         entry.retired = True
-        if not entry.inflight and not entry.closed:
-            entry.closed = True
-            os.close(entry.fd)
+        self._close_now(entry)
 
     @staticmethod
     def _still_there(path: str, entry: _Entry) -> bool:
@@ -303,7 +354,9 @@ class Writer:
         Args:
             folder: Only the files directly in this absolute folder.
         """
-        with self._lock:
+        if self._owner == threading.get_ident():
+            return  # re-entered (a finalizer closing a handler): the next close does it
+        with self._locked():
             for path, entry in list(self._cache.items()):
                 if folder is None or os.path.dirname(path) == folder:
                     self._retire(path, entry)
@@ -314,6 +367,8 @@ class Writer:
         # but start clean so no state of the parent's threads leaks in.
         PROCESS.pid = os.getpid()
         self._lock = threading.RLock()
+        self._owner = None
+        self._pending_close.clear()
         for entry in self._cache.values():
             entry.closed = True
             with contextlib.suppress(OSError):

@@ -194,3 +194,144 @@ class TestChildren:
         assert [r["kind"] for r in records] == ["start", "message", "end"]
         assert records[1]["logger"] == "child"
         assert records[1]["pid"] != os.getpid()
+
+
+class TestIdentityAndEnvironment:
+    def test_two_anonymous_scopes_are_two_sessions(self) -> None:
+        """Without CODEX_SESSION_ID, each anonymous scope is a new session; nothing stays exported."""
+        with session_scope() as first:
+            pass
+        with session_scope() as second:
+            pass
+        assert first != second
+        assert "CODEX_SESSION_ID" not in os.environ
+        assert "CODEX_SESSIONS_DIR" not in os.environ
+        assert [r["kind"] for r in read_lines(session_file(first))] == ["start", "end"]
+
+    def test_anonymous_scope_joins_the_programs_session(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A CODEX_SESSION_ID set before the scope is joined, and kept afterwards."""
+        monkeypatch.setenv("CODEX_SESSION_ID", "run-7")
+        monkeypatch.setenv("CODEX_SESSIONS_DIR", "relative/dir")
+        with session_scope() as sid:
+            assert sid == "run-7"
+            assert os.environ["CODEX_SESSIONS_DIR"] == str(Path("relative/dir").resolve())
+        assert os.environ["CODEX_SESSION_ID"] == "run-7"
+        assert os.environ["CODEX_SESSIONS_DIR"] == "relative/dir"
+
+    def test_overlapping_thread_scopes_exit_first_in_first_out(self) -> None:
+        """Scopes that overlap in threads and exit in entry order leave the environment as found."""
+        entered = [threading.Event(), threading.Event()]
+        release = [threading.Event(), threading.Event()]
+        ids: list[str] = []
+
+        def run(index: int) -> None:
+            with session_scope() as sid:
+                ids.append(sid)
+                entered[index].set()
+                release[index].wait(10)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        threads[0].start()
+        assert entered[0].wait(10)
+        threads[1].start()
+        assert entered[1].wait(10)
+        assert len(set(ids)) == 2  # an anonymous scope never joins another thread's
+        release[0].set()
+        threads[0].join(10)
+        assert os.environ["CODEX_SESSION_ID"] == ids[1]  # the one still open
+        release[1].set()
+        threads[1].join(10)
+        assert "CODEX_SESSION_ID" not in os.environ
+        handler = CodexHandler()
+        handler.handle(logging.makeLogRecord({"msg": "after"}))
+        handler.close()
+        assert os.environ["CODEX_SESSION_ID"] not in ids  # not a closed session
+
+    def test_get_session_id_inside_a_scope(self) -> None:
+        """get_session_id() is the scope's session inside it, and persists for the process outside."""
+        from codex_logging import get_session_id
+
+        with session_scope("inside"):
+            assert get_session_id() == "inside"
+        outside = get_session_id()
+        assert outside != "inside"
+        assert os.environ["CODEX_SESSION_ID"] == outside == get_session_id()
+
+    @pytest.mark.parametrize(("code", "status"), [(0, "ok"), (None, "ok"), (3, "error")])
+    def test_system_exit(self, code: int | None, status: str) -> None:
+        """sys.exit(0) and sys.exit() end the scope ok; another code is an error."""
+        with pytest.raises(SystemExit), session_scope("ex"):
+            sys.exit(code)
+        assert read_lines(session_file("ex"))[-1]["status"] == status
+
+    def test_one_instance_entered_from_many_threads(self) -> None:
+        """A shared scope instance entered from 4 threads at once keeps each entry apart."""
+        scope = session_scope(meta={"job": "shared"})
+        barrier = threading.Barrier(4)
+        failures: list[BaseException] = []
+        ids: list[str] = []
+
+        def run() -> None:
+            try:
+                for _ in range(20):
+                    with scope as sid:
+                        ids.append(sid)
+                        barrier.wait(10)
+            except BaseException as exc:  # collected: a thread's error must fail the test
+                failures.append(exc)
+
+        threads = [threading.Thread(target=run) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert failures == []
+        assert len(set(ids)) == 80
+        assert "CODEX_SESSION_ID" not in os.environ
+        for sid in set(ids):
+            assert [r["kind"] for r in read_lines(session_file(sid))] == ["start", "end"]
+
+    def test_one_instance_entered_from_many_tasks(self) -> None:
+        """A shared scope instance used by concurrent asyncio tasks keeps each entry apart."""
+        scope = session_scope()
+
+        async def task(n: int) -> str:
+            async with scope as sid:
+                await asyncio.sleep(0.01 * (3 - n))
+                assert current_session.get() == sid
+                return sid
+
+        async def main() -> list[str]:
+            return await asyncio.gather(*(task(n) for n in range(3)))
+
+        ids = asyncio.run(main())
+        assert len(set(ids)) == 3
+        assert current_session.get() is None
+
+    def test_child_in_another_directory_writes_to_the_same_folder(self, tmp_path: Path) -> None:
+        """A hook that cds elsewhere inside a scope writes to the scope's folder, not sub/.codex."""
+        (tmp_path / "sub").mkdir()
+        hook = (
+            "import logging\n"
+            "from codex_logging import CodexHandler\n"
+            "logging.getLogger().addHandler(CodexHandler())\n"
+            "logging.getLogger('hook').warning('from the hook')\n"
+        )
+        root = Path(__file__).resolve().parent.parent
+        env_path = {"PYTHONPATH": str(root)}
+        with session_scope("chain"):
+            subprocess.run(
+                [sys.executable, "-c", hook],
+                cwd=tmp_path / "sub",
+                env={**os.environ, **env_path},
+                check=True,
+                timeout=60,
+            )
+        assert [r["message"] for r in read_lines(session_file("chain"))] == [
+            "session start",
+            "from the hook",
+            "session end",
+        ]
+        assert not (tmp_path / "sub" / ".codex").exists()

@@ -1,0 +1,215 @@
+"""The host program is never hung or crashed: signal handlers, finalizers, -W error, shared folders."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from codex_logging import CodexHandler, UnsafePathError
+from tests.conftest import read_lines
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Only catches a hang: each script takes well under a second when it works.
+HANG: float = 60
+
+
+def run_script(code: str, cwd: Path, *args: str, extra_env: dict[str, str] | None = None) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(extra_env or {})}
+    done = subprocess.run(
+        [sys.executable, *args, "-c", code],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+SIGNAL_SCRIPT = """
+import logging, signal, sys
+from codex_logging import CodexHandler
+handler = CodexHandler("s")
+log = logging.getLogger("main")
+log.addHandler(handler)
+log.setLevel(logging.INFO)
+fired = [0]
+def on_alarm(signum, frame):
+    fired[0] += 1
+    log.warning("from the signal handler", extra={"session_id": f"sig{fired[0] % 97}"})
+signal.signal(signal.SIGALRM, on_alarm)
+signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
+# 100 sessions against 64 cached descriptors: the writer's lock is taken on
+# almost every record, so the signal lands inside it again and again.
+for i in range(20000):
+    log.info("main %d", i, extra={"session_id": f"main{i % 100}"})
+signal.setitimer(signal.ITIMER_REAL, 0, 0)
+print(fired[0])
+"""
+
+FINALIZER_SCRIPT = """
+import gc, logging
+from codex_logging import CodexHandler
+logging.getLogger().addHandler(CodexHandler("s"))
+logging.getLogger().setLevel(logging.INFO)
+log = logging.getLogger("fin")
+count = [0]
+class Noisy:
+    def __init__(self):
+        self.me = self  # a cycle: collected by the gc, at any allocation
+    def __del__(self):
+        # Rotating sessions: the write needs the writer's lock, often while the
+        # interrupted write of the main loop holds it.
+        count[0] += 1
+        log.warning("finalized", extra={"session_id": f"fin{count[0] % 90}"})
+gc.set_threshold(5, 1, 1)
+for i in range(5000):
+    Noisy()
+    log.info("working %d", i, extra={"session_id": f"w{i % 90}"})
+keep = [Noisy() for _ in range(200)]  # finalized at exit, inside logging.shutdown()
+print("done")
+"""
+
+
+class TestReentrancy:
+    def test_signal_handler_that_logs_never_hangs(self, tmp_path: Path) -> None:
+        """A SIGALRM handler logging while the main thread writes to 100 sessions: no hang, no loss."""
+        fired = int(run_script(SIGNAL_SCRIPT, tmp_path))
+        assert fired > 0, "the precondition failed: no signal arrived during the writes"
+        folder = tmp_path / "s"
+        main = sum(len(read_lines(p)) for p in folder.glob("main*.ndjson"))
+        from_signal = sum(len(read_lines(p)) for p in folder.glob("sig*.ndjson"))
+        assert (main, from_signal) == (20000, fired)
+
+    def test_finalizer_that_logs_never_hangs(self, tmp_path: Path) -> None:
+        """__del__ methods that log, run by the gc mid-write and at exit: no hang, whole lines."""
+        assert run_script(FINALIZER_SCRIPT, tmp_path) == "done\n"
+        finalized = sum(len(read_lines(p)) for p in (tmp_path / "s").glob("fin*.ndjson"))
+        assert finalized >= 5000  # those at exit may run after the handler closed
+        working = sum(len(read_lines(p)) for p in (tmp_path / "s").glob("w*.ndjson"))
+        assert working == 5000
+
+    def test_write_reentered_inside_the_writers_lock(self, tmp_path: Path) -> None:
+        """What a finalizer or signal handler meets: a write on the thread inside the lock finishes."""
+        from codex_logging._writer import WRITER
+
+        handler = CodexHandler(tmp_path, "r")
+        done = threading.Event()
+
+        def interrupted() -> None:
+            with WRITER._locked():  # the state a gc finalizer interrupts
+                for i in range(100):  # new files, evictions: the paths that need the lock
+                    record = logging.makeLogRecord({"msg": f"m{i}", "session_id": f"r{i}"})
+                    handler.handle(record)
+            done.set()
+
+        thread = threading.Thread(target=interrupted, daemon=True)
+        thread.start()
+        assert done.wait(HANG), "a re-entered write waited on the lock its own thread holds"
+        assert sum(len(read_lines(p)) for p in tmp_path.glob("r*.ndjson")) == 100
+        assert handler.dropped == 0
+
+
+WARNINGS_AS_ERRORS_SCRIPT = """
+import structlog, sys
+from codex_logging import configure_structlog, session_scope
+open("blocker", "w").close()
+configure_structlog(sessions_dir="blocker/sessions")
+structlog.get_logger().info("cannot be written")
+with session_scope("s"):
+    structlog.get_logger().info("inside")
+try:
+    with session_scope("s"):
+        raise KeyError("the program's own error")
+except KeyError as exc:
+    print("kept:", exc)
+"""
+
+
+class TestWarningsAsErrors:
+    def test_failures_never_become_exceptions_under_w_error(self, tmp_path: Path) -> None:
+        """Under -W error a failing write never raises, on entry, on exit or per event."""
+        out = run_script(WARNINGS_AS_ERRORS_SCRIPT, tmp_path, "-W", "error")
+        assert out == 'kept: "the program\'s own error"\n'
+
+
+class TestSharedFolders:
+    def test_group_writable_folder_is_refused(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A sessions folder pre-created 0777 by someone else is refused, with one line saying why."""
+        folder = tmp_path / ".codex" / "sessions"
+        folder.mkdir(parents=True, mode=0o700)
+        folder.chmod(0o777)
+        handler = CodexHandler(folder, "s")
+        handler.handle(logging.makeLogRecord({"msg": "secret work"}))
+        handler.handle(logging.makeLogRecord({"msg": "more"}))
+        assert list(folder.iterdir()) == []
+        (line,) = capsys.readouterr().err.splitlines()
+        assert f"refusing {folder}: writable by group or other (mode 0777)" in line
+        assert "CODEX_ALLOW_SHARED=1" in line
+        assert handler.dropped == 2
+
+    def test_parent_codex_folder_is_checked(self, tmp_path: Path) -> None:
+        """A world-writable .codex above the sessions folder is refused too."""
+        (tmp_path / ".codex" / "sessions").mkdir(parents=True, mode=0o700)
+        (tmp_path / ".codex").chmod(0o777)
+        handler = CodexHandler(tmp_path / ".codex" / "sessions", "s")
+        handler.handle(logging.makeLogRecord({"msg": "x"}))
+        assert handler.dropped == 1
+
+    def test_file_owned_by_another_user_is_refused(self, tmp_path: Path) -> None:
+        """A session file planted by another user is not appended to."""
+        if os.geteuid() != 0:
+            pytest.skip("only root can give a file to another user")
+        folder = tmp_path / "s"
+        folder.mkdir(mode=0o700)
+        planted = folder / "s.ndjson"
+        planted.write_text("")
+        planted.chmod(0o600)
+        os.chown(planted, 65534, 65534)
+        handler = CodexHandler(folder, "s")
+        handler.handle(logging.makeLogRecord({"msg": "x"}))
+        assert (planted.read_text(), handler.dropped) == ("", 1)
+
+    def test_error_type_is_public(self, tmp_path: Path) -> None:
+        """The refusal is an UnsafePathError, a PermissionError."""
+        from codex_logging._settings import check_private
+
+        folder = tmp_path / "open"
+        folder.mkdir()
+        folder.chmod(0o777)
+        with pytest.raises(UnsafePathError) as caught:
+            check_private(str(folder), folder.stat())
+        assert isinstance(caught.value, PermissionError)
+
+    def test_opt_out_for_deliberate_sharing(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """CODEX_ALLOW_SHARED=1 writes into a group-writable folder."""
+        monkeypatch.setenv("CODEX_ALLOW_SHARED", "1")
+        folder = tmp_path / "team"
+        folder.mkdir()
+        folder.chmod(0o775)
+        handler = CodexHandler(folder, "s")
+        handler.handle(logging.makeLogRecord({"msg": "shared on purpose"}))
+        assert [r["message"] for r in read_lines(folder / "s.ndjson")] == ["shared on purpose"]
+
+    def test_sticky_folder_is_accepted(self, tmp_path: Path) -> None:
+        """A sticky world-writable folder (like /tmp) may hold a private sessions file."""
+        folder = tmp_path / "tmpish"
+        folder.mkdir()
+        folder.chmod(0o1777)
+        handler = CodexHandler(folder, "s")
+        handler.handle(logging.makeLogRecord({"msg": "ok"}))
+        rec = json.loads((folder / "s.ndjson").read_text())
+        assert rec["message"] == "ok"

@@ -1,0 +1,216 @@
+"""structlog as users configure it: each set-up writes every event exactly once, with its fields."""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import logging.handlers
+import os
+import queue
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from codex_logging import CodexHandler, CodexProcessor, configure_structlog
+from tests.conftest import read_lines, session_file
+
+
+def stdlib_recipe_chain(*extra: Any) -> list[Any]:
+    """The chain of structlog's "Rendering within logging" recipe, ending in wrap_for_formatter."""
+    return [
+        structlog.stdlib.filter_by_level,
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.PositionalArgumentsFormatter(),
+        structlog.processors.TimeStamper(fmt="iso"),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+        *extra,
+        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+    ]
+
+
+def configure_stdlib_recipe(*extra: Any) -> None:
+    structlog.configure(
+        processors=stdlib_recipe_chain(*extra),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+
+
+def add_service(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """A processor that returns a new dict, a common idiom."""
+    return {**event, "service": "api"}
+
+
+@pytest.fixture
+def sid(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("CODEX_SESSION_ID", "sl")
+    return "sl"
+
+
+class TestStdlibRecipe:
+    def test_handler_alone_writes_event_keys_as_fields(self, sid: str) -> None:
+        """ProcessorFormatter.wrap_for_formatter + only a CodexHandler: event is message, keys are fields."""
+        configure_stdlib_recipe()
+        logging.config.dictConfig(
+            {
+                "version": 1,
+                "handlers": {"codex": {"class": "codex_logging.CodexHandler"}},
+                "root": {"handlers": ["codex"], "level": "INFO"},
+            }
+        )
+        log = structlog.get_logger("svc.api")
+        log.info("user %s logged in", "ann", user_id=7, kind="message", role="tool")
+        log.debug("filtered out")
+        (rec,) = read_lines(session_file(sid))
+        assert rec["message"] == "user ann logged in"
+        assert (rec["level"], rec["logger"], rec["session_id"], rec["role"]) == (
+            "INFO",
+            "svc.api",
+            sid,
+            "tool",
+        )
+        assert rec["user_id"] == 7
+        assert "timestamp" in rec
+        assert "{" not in rec["message"]
+
+    def test_exception_lands_in_exc(self, sid: str) -> None:
+        """log.exception through the recipe records the traceback in exc."""
+        configure_stdlib_recipe()
+        logging.getLogger().addHandler(CodexHandler())
+        logging.getLogger().setLevel(logging.INFO)
+        try:
+            {}["missing"]
+        except KeyError:
+            structlog.get_logger("x").exception("failed")
+        (rec,) = read_lines(session_file(sid))
+        assert (rec["level"], rec["message"]) == ("ERROR", "failed")
+        assert rec["exc"].endswith("KeyError: 'missing'")
+
+    def test_processor_then_copying_processor_writes_once(self, sid: str) -> None:
+        """CodexProcessor followed by a dict-copying processor and a CodexHandler: one record."""
+        configure_stdlib_recipe(CodexProcessor(), add_service)
+        logging.getLogger().addHandler(CodexHandler())
+        logging.getLogger().setLevel(logging.INFO)
+        for i in range(5):
+            structlog.get_logger("svc").info("event", n=i)
+        records = read_lines(session_file(sid))
+        assert [r["n"] for r in records] == [0, 1, 2, 3, 4]
+        assert {r["service"] for r in records} == {"api"}
+        assert list(Path(".codex/sessions").resolve().iterdir()) == [session_file(sid)]
+
+    def test_queue_handler_and_listener(self, sid: str) -> None:
+        """QueueHandler -> QueueListener(CodexHandler) with configure_structlog(to_stdlib=True): once each."""
+        configure_structlog(to_stdlib=True)
+        q: queue.Queue[logging.LogRecord] = queue.Queue()
+        listener = logging.handlers.QueueListener(q, CodexHandler())
+        root = logging.getLogger()
+        root.addHandler(logging.handlers.QueueHandler(q))
+        root.setLevel(logging.INFO)
+        listener.start()
+        try:
+            for i in range(3):
+                structlog.get_logger("q").info("queued %d", i)
+        finally:
+            listener.stop()
+        records = read_lines(session_file(sid))
+        assert [(r["message"], r["logger"]) for r in records] == [
+            ("queued 0", "q"),
+            ("queued 1", "q"),
+            ("queued 2", "q"),
+        ]
+        assert list(Path(".codex/sessions").resolve().iterdir()) == [session_file(sid)]
+
+
+class TestConfigureStructlog:
+    def test_printf_arguments(self, sid: str) -> None:
+        """log.info("hello %s", "world") works as in plain structlog and stdlib logging."""
+        configure_structlog()
+        structlog.get_logger().info("hello %s", "world")
+        structlog.get_logger().info("%(who)s here", {"who": "ann"})
+        structlog.get_logger().info("%d items", "not a number")
+        messages = [r["message"] for r in read_lines(session_file(sid))]
+        assert messages == ["hello world", "ann here", "%d items ('not a number',)"]
+
+    @pytest.mark.parametrize("to_stdlib", [False, True])
+    def test_min_level_in_both_modes(self, sid: str, to_stdlib: bool) -> None:
+        """min_level=INFO drops debug events, with or without the stdlib bridge."""
+        configure_structlog(min_level=logging.INFO, to_stdlib=to_stdlib)
+        if to_stdlib:
+            logging.getLogger().addHandler(CodexHandler())
+            logging.getLogger().setLevel(logging.DEBUG)
+        log = structlog.get_logger("svc")
+        log.debug("hidden")
+        log.info("shown")
+        log.warning("also")
+        records = read_lines(session_file(sid))
+        assert [(r["message"], r["logger"]) for r in records] == [("shown", "svc"), ("also", "svc")]
+
+    @pytest.mark.parametrize("to_stdlib", [False, True])
+    def test_logger_name_and_levels(self, sid: str, to_stdlib: bool) -> None:
+        """get_logger("svc") records logger "svc"; warn, exception and log(level) map to SPEC levels."""
+        configure_structlog(to_stdlib=to_stdlib)
+        if to_stdlib:
+            logging.getLogger().addHandler(CodexHandler())
+            logging.getLogger().setLevel(logging.DEBUG)
+        log = structlog.get_logger("svc")
+        log.warning("w")
+        log.error("e")
+        log.log(logging.CRITICAL, "c")
+        records = read_lines(session_file(sid))
+        assert [(r["level"], r["logger"]) for r in records] == [
+            ("WARNING", "svc"),
+            ("ERROR", "svc"),
+            ("CRITICAL", "svc"),
+        ]
+
+    def test_async_methods(self, sid: str) -> None:
+        """await log.ainfo(...) writes like log.info."""
+        import asyncio
+
+        configure_structlog()
+        asyncio.run(structlog.get_logger("a").ainfo("async %s", "ok"))
+        (rec,) = read_lines(session_file(sid))
+        assert (rec["message"], rec["logger"]) == ("async ok", "a")
+
+    def test_to_stdlib_without_codex_handler_writes_through_the_processor(self, sid: str) -> None:
+        """With to_stdlib=True and no CodexHandler anywhere, the processor still writes once."""
+        configure_structlog(to_stdlib=True)
+        logging.getLogger().addHandler(logging.NullHandler())
+        logging.getLogger().setLevel(logging.INFO)
+        structlog.get_logger("svc").info("lone")
+        (rec,) = read_lines(session_file(sid))
+        assert (rec["message"], rec["logger"]) == ("lone", "svc")
+
+
+class TestHandBuiltChain:
+    def test_codex_processor_in_a_pure_chain(self, sid: str) -> None:
+        """A hand-built chain with CodexProcessor before a JSON renderer: once, with fields."""
+        structlog.configure(
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.add_log_level,
+                CodexProcessor(),
+                add_service,
+                structlog.processors.JSONRenderer(),
+            ],
+            logger_factory=structlog.ReturnLoggerFactory(),
+        )
+        structlog.contextvars.bind_contextvars(request="r1")
+        try:
+            structlog.get_logger().warning("done", n=1)
+        finally:
+            structlog.contextvars.clear_contextvars()
+        (rec,) = read_lines(session_file(sid))
+        assert (rec["message"], rec["level"], rec["request"], rec["n"]) == (
+            "done",
+            "WARNING",
+            "r1",
+            1,
+        )
+        assert rec["pid"] == os.getpid()
