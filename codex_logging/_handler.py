@@ -129,43 +129,41 @@ class CodexHandler(logging.Handler):
         """Write ``record``; any failure goes to ``handleError``, never to the caller."""
         try:
             fields = record.__dict__
-            if isinstance(record.msg, dict) and "_logger" in fields:
-                self._emit_structlog(record, record.msg)
-            elif fields.get("_codex_event") is not None:
-                self._emit_structlog(record, fields["_codex_event"])
+            if "_logger" in fields:  # from structlog (ProcessorFormatter.wrap_for_formatter)
+                event = record.msg if isinstance(record.msg, dict) else fields.get("_codex_event")
+                if isinstance(event, dict):
+                    self._emit_structlog(record, event)
+                    return
+            # LogRecord.__init__ sets its own attributes first, so anything from
+            # ``extra`` comes after them: read only that tail. A record built some
+            # other way (its first key is not "name") is filtered in full.
+            if len(fields) <= _PLAIN_RECORD_SIZE:
+                extra: Iterable[tuple[str, Any]] = ()
+            elif next(iter(fields)) == "name":
+                extra = islice(fields.items(), _PLAIN_RECORD_SIZE, None)
             else:
-                self._emit_plain(record)
+                extra = fields.items()
+            get = fields.get
+            # Positional: keyword calls cost measurably on this path (bench/).
+            self.sink.write(
+                record.created,
+                get("session_id"),
+                get("kind"),
+                record.levelname,
+                record.name,
+                record.getMessage(),
+                record.process if record.process is not None else PROCESS.pid,
+                get("role"),
+                self._record_exception(record)
+                if record.exc_info or record.exc_text or record.stack_info
+                else None,
+                extra,
+                _NOT_EXTRA,
+            )
         except RecursionError:  # as logging's own handlers do
             raise
         except Exception:
             self.handleError(record)
-
-    def _emit_plain(self, record: logging.LogRecord) -> None:
-        fields = record.__dict__
-        # LogRecord.__init__ sets its own attributes first, so anything from
-        # ``extra`` comes after them: read only that tail. A record built some
-        # other way (its first key is not "name") is filtered in full.
-        if len(fields) <= _PLAIN_RECORD_SIZE:
-            extra: Iterable[tuple[str, Any]] = ()
-        elif next(iter(fields)) == "name":
-            extra = islice(fields.items(), _PLAIN_RECORD_SIZE, None)
-        else:
-            extra = fields.items()
-        get = fields.get
-        # Positional: keyword calls cost measurably on this path (bench/).
-        self.sink.write(
-            record.created,
-            get("session_id"),
-            get("kind"),
-            record.levelname,
-            record.name,
-            record.getMessage(),
-            record.process if record.process is not None else PROCESS.pid,
-            get("role"),
-            self._record_exception(record),
-            extra,
-            _NOT_EXTRA,
-        )
 
     def _emit_structlog(self, record: logging.LogRecord, event: dict[str, Any]) -> None:
         # structlog's stdlib recipe (ProcessorFormatter.wrap_for_formatter): the

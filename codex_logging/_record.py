@@ -1,9 +1,9 @@
-"""Build one record and encode it as one NDJSON line (SPEC "The NDJSON record").
+"""The parts of one record: JSON normalisation, tracebacks, and the line encoder.
 
-Every path (handler, processor, ``session_scope``) goes through the sink, which
-calls :func:`build_record` and :func:`encode`: normalise every value into JSON
-data, then redact, then encode, so nothing becomes text after redaction
-(STYLE "Normalise, then redact, then encode").
+The sink builds every record (handler, processor, ``session_scope``): it
+normalises values with :func:`normalize`, then redacts, then encodes with
+:func:`encode`, so nothing becomes text after redaction (STYLE "Normalise,
+then redact, then encode"; SPEC "The NDJSON record").
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ import os
 import sys
 import traceback
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any, Final
-
-from codex_logging._redact import REDACTED, Redactor
 
 #: Fields the library sets; an ``extra`` key with one of these names is kept
 #: under ``extra.<name>`` instead of replacing it.
@@ -127,8 +125,8 @@ def encode(record: Mapping[str, Any]) -> bytes:
     return _stdlib_dumps(cleaned)
 
 
-_SCALARS: Final = (int, float, bool, type(None))
-_NO_SECRET_KEYS: Final[Mapping[object, bool]] = {}  # stands in when redaction is off
+#: Values written as they are: JSON scalars, whose text cannot hold a secret.
+SCALARS: Final = (int, float, bool, type(None))
 #: Containers nested deeper than this are written as a placeholder: a value
 #: that deep cannot be checked for secrets within a record's budget.
 MAX_DEPTH: Final = 64
@@ -165,7 +163,7 @@ def normalize(value: Any, _path: frozenset[int] = frozenset()) -> Any:
     path = _path | {id(value)}
     if isinstance(contents, dict):
         return {
-            key if key.__class__ is str else _key_text(key): normalize(item, path)
+            key if key.__class__ is str else key_text(key): normalize(item, path)
             for key, item in contents.items()
         }
     items = [normalize(item, path) for item in contents]
@@ -222,7 +220,7 @@ def _read(read: Callable[[], dict[Any, Any]], value: object) -> dict[Any, Any]:
         return {"<unreadable>": safe_str(value)}
 
 
-def _key_text(key: object) -> str:
+def key_text(key: object) -> str:
     # JSON object keys are strings; json.dumps writes 1 as "1" and None as "null".
     if key is None:
         return "null"
@@ -255,101 +253,3 @@ def exception_text(rendered: object, exc_info: object) -> str | None:
     if isinstance(exc_info, tuple) and len(exc_info) == 3 and exc_info[0] is not None:
         return "".join(traceback.format_exception(*exc_info)).rstrip("\n")
     return None
-
-
-def build_record(  # noqa: C901, PLR0912, PLR0915, PLR0917 - one flat pass: this is the hot path
-    ts: float,
-    session_id: str,
-    kind: object,
-    level: str,
-    logger: object,
-    message: object,
-    pid: int,
-    role: object = None,
-    exc: str | None = None,
-    extra: Iterable[tuple[Any, Any]] = (),
-    redactor: Redactor | None = None,
-    skip: AbstractSet[str] = frozenset(),
-) -> dict[str, Any]:
-    """Return the record dict with the SPEC's field order, normalised and redacted.
-
-    Args:
-        ts: Unix seconds.
-        session_id: The validated session.
-        kind: ``start``, ``message`` or ``end``; ``None`` means ``message``.
-        level: The level name, upper case.
-        logger: The logger name, or ``None`` to leave the field out.
-        message: The message; non-strings are written with ``str()``.
-        pid: The writing process.
-        role: Optional ``user`` / ``assistant`` / ``system`` / ``tool``.
-        exc: Optional formatted traceback.
-        extra: Further fields as ``(name, value)`` pairs, such as a dict's
-            ``items()``; names of core fields are kept as ``extra.<name>``.
-        redactor: Applied to every text: the message, the traceback, the kind,
-            role and logger name, every field name and every extra value.
-        skip: Names in ``extra`` to leave out: the caller already mapped them
-            to record fields.
-
-    Returns:
-        A new dict of JSON data, ready for :func:`encode`.
-    """
-    if message.__class__ is not str:
-        message = "" if message is None else safe_str(message)
-    if kind is not None and kind.__class__ is not str:
-        kind = safe_str(kind)
-    if role is not None and role.__class__ is not str:
-        role = safe_str(role)
-    if logger is not None and logger.__class__ is not str:
-        logger = safe_str(logger)
-    counter = [0]
-    if redactor is not None:
-        text = redactor.text
-        message = text(message, counter)
-        if exc is not None:
-            exc = text(exc, counter)
-        if kind is not None:
-            kind = text(kind, counter)
-        if role is not None:
-            role = text(role, counter)
-        if logger is not None:
-            logger = text(logger, counter)
-    record: dict[str, Any] = {
-        "ts": ts,
-        "session_id": session_id,
-        "kind": "message" if kind is None else kind,
-        "level": level,
-    }
-    if logger is not None:
-        record["logger"] = logger
-    record["message"] = message
-    record["pid"] = pid
-    if role is not None:
-        record["role"] = role
-    if exc is not None:
-        record["exc"] = exc
-    # One pass drops mapped keys, renames clashing ones, normalises and
-    # redacts; plain scalars skip both.
-    secret_keys = _NO_SECRET_KEYS if redactor is None else redactor.secret_keys
-    for key, value in extra:
-        if key in skip:
-            continue
-        name = key if key.__class__ is str else _key_text(key)
-        if redactor is not None:
-            name = redactor.text(name, counter)
-        if name in CORE_FIELDS:
-            name = f"extra.{name}"
-        cls = value.__class__
-        if redactor is None:
-            record[name] = value if cls is str or cls in _SCALARS else normalize(value)
-        elif secret_keys[key]:
-            counter[0] += 1
-            record[name] = REDACTED
-        elif cls is str:
-            record[name] = redactor.text(value, counter)
-        elif cls in _SCALARS:
-            record[name] = value
-        else:
-            record[name] = redactor.value(normalize(value), counter)
-    if counter[0]:
-        record["redacted"] = counter[0]
-    return record

@@ -12,7 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import codex_logging._record as record_module
-from codex_logging._record import build_record, encode
+from codex_logging import CodexProcessor
+from codex_logging._record import encode
+from tests.conftest import read_lines
 
 
 @pytest.fixture(params=["orjson", "json"])
@@ -75,11 +77,22 @@ class TestEncode:
 
 
 class TestBuild:
-    def test_field_order_and_defaults(self) -> None:
+    def test_field_order_and_defaults(self, tmp_path: Path) -> None:
         """Core fields come first in SPEC order; kind defaults to message; None message is empty."""
-        rec = build_record(
-            1.0, "s", None, "INFO", None, None, 7, extra={"b": 1, "kind": "x"}.items()
+        CodexProcessor(tmp_path, "s").sink.write(
+            1.0,
+            None,
+            None,
+            "INFO",
+            None,
+            None,
+            7,
+            None,
+            None,
+            {"b": 1, "kind": "x"}.items(),
+            frozenset(),
         )
+        (rec,) = read_lines(tmp_path / "s.ndjson")
         assert list(rec) == [
             "ts",
             "session_id",

@@ -116,6 +116,22 @@ class TestNormaliseThenRedact:
         assert TOKEN not in data
         assert SK not in data
 
+    def test_secret_field_names_are_redacted_every_time(self, tmp_path: Path) -> None:
+        """A field name holding a secret shape is redacted and counted in every record, not cached."""
+        processor = CodexProcessor(tmp_path, "p")
+        for _ in range(3):
+            processor(None, "info", {"event": "m", TOKEN: 1, "plain": 2})
+        records = read_lines(tmp_path / "p.ndjson")
+        assert [(r["[REDACTED]"], r["plain"], r["redacted"]) for r in records] == [(1, 2, 1)] * 3
+
+    def test_unhashable_kind_and_role_are_written(self, tmp_path: Path) -> None:
+        """A kind or role that is a list is written as text, never dropped."""
+        processor = CodexProcessor(tmp_path, "p")
+        processor(None, "info", {"event": "m", "kind": ["a"], "role": {"r": 1}})
+        (rec,) = read_lines(tmp_path / "p.ndjson")
+        assert (rec["kind"], rec["role"]) == ("['a']", "{'r': 1}")
+        assert processor.dropped == 0
+
     def test_redact_false_writes_values_as_given(self, tmp_path: Path) -> None:
         """With redact=False the normalised values keep every secret."""
         CodexProcessor(tmp_path, "p", redact=False)(
