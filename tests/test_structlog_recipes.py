@@ -104,6 +104,23 @@ class TestStdlibRecipe:
         assert {r["service"] for r in records} == {"api"}
         assert list(Path(".codex/sessions").resolve().iterdir()) == [session_file(sid)]
 
+    def test_render_to_log_kwargs_chain_writes_once(self, sid: str) -> None:
+        """A chain ending in render_to_log_kwargs with CodexProcessor and a CodexHandler: one record."""
+        structlog.configure(
+            processors=[
+                structlog.stdlib.add_log_level,
+                CodexProcessor(),
+                structlog.stdlib.render_to_log_kwargs,
+            ],
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            wrapper_class=structlog.stdlib.BoundLogger,
+        )
+        logging.getLogger().addHandler(CodexHandler())
+        logging.getLogger().setLevel(logging.INFO)
+        structlog.get_logger("kw").info("once", n=1)
+        (rec,) = read_lines(session_file(sid))
+        assert (rec["message"], rec["logger"], rec["n"]) == ("once", "kw", 1)
+
     def test_queue_handler_and_listener(self, sid: str) -> None:
         """QueueHandler -> QueueListener(CodexHandler) with configure_structlog(to_stdlib=True): once each."""
         configure_structlog(to_stdlib=True)
