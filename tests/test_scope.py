@@ -335,3 +335,23 @@ class TestIdentityAndEnvironment:
             "session end",
         ]
         assert not (tmp_path / "sub" / ".codex").exists()
+
+
+class TestPools:
+    @pytest.mark.parametrize("method", ["fork", "spawn"])
+    def test_pool_workers_join_the_scope(self, method: str, tmp_path: Path) -> None:
+        """multiprocessing pool workers started inside a scope write to its session and folder."""
+        import multiprocessing
+
+        from tests import pool_worker
+
+        pool_worker.configure()
+        context = multiprocessing.get_context(method)
+        with session_scope("pooled"):
+            with context.Pool(2, initializer=pool_worker.configure) as pool:
+                assert pool.map(pool_worker.work, range(20)) == list(range(20))
+            pool.join()
+        records = read_lines(session_file("pooled"))
+        assert [r["kind"] for r in (records[0], records[-1])] == ["start", "end"]
+        assert sorted(r["message"] for r in records[1:-1]) == sorted(f"item {n}" for n in range(20))
+        assert {r["pid"] for r in records[1:-1]} - {os.getpid()}
