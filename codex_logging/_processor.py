@@ -121,37 +121,36 @@ class CodexProcessor:
     ) -> MutableMapping[str, Any]:
         """Write ``event_dict`` and return it untouched."""
         try:
-            if not (isinstance(logger, logging.Logger) and _reaches_codex_handler(logger)):
-                self._write(logger, method_name, event_dict)
+            if not isinstance(logger, logging.Logger) or not _reaches_codex_handler(logger):
+                get = event_dict.get
+                level = get("level")
+                # add_log_level's name when it ran, else the method's.
+                if level.__class__ is not str:
+                    level = method_name
+                level = _LEVEL_NAMES.get(level) or level.upper()
+                name = get("logger")
+                if name is None:
+                    name = getattr(logger, "name", None)
+                exception, exc_info = get("exception"), get("exc_info")
+                # Positional: keyword calls cost measurably on this path (bench/).
+                self.sink.write(
+                    time.time(),
+                    get("session_id"),
+                    get("kind"),
+                    level,
+                    name,
+                    get("event"),
+                    PROCESS.pid,
+                    get("role"),
+                    None
+                    if exception is None and exc_info is None
+                    else exception_text(exception, exc_info),
+                    event_dict.items(),
+                    _MAPPED,
+                )
         except Exception as error:
             self.sink.report(error)
         return event_dict
-
-    def _write(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> None:
-        get = event_dict.get
-        level = get("level")
-        # add_log_level's name when it ran, else the method's.
-        if level.__class__ is not str:
-            level = method_name
-        level = _LEVEL_NAMES.get(level) or level.upper()  # _level_name, without the call
-        name = get("logger")
-        if name is None:
-            name = getattr(logger, "name", None)
-        exception, exc_info = get("exception"), get("exc_info")
-        # Positional: keyword calls cost measurably on this path (bench/).
-        self.sink.write(
-            time.time(),
-            get("session_id"),
-            get("kind"),
-            level,
-            name,
-            get("event"),
-            PROCESS.pid,
-            get("role"),
-            None if exception is None and exc_info is None else exception_text(exception, exc_info),
-            event_dict.items(),
-            _MAPPED,
-        )
 
 
 def _reaches_codex_handler(logger: logging.Logger) -> bool:

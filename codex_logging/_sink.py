@@ -60,6 +60,7 @@ class Sink:
 
     __slots__ = (
         "__weakref__",
+        "_checked_id",
         "_clean_texts",
         "_names",
         "_paths",
@@ -90,6 +91,7 @@ class Sink:
         #: Records that could not be written (SPEC Additions: a count the
         #: program can read).
         self.dropped = 0
+        self._checked_id: str | None = None
         self._paths: dict[str, str] = {}
         self._reported: set[tuple[str, str]] = set()
         # Field name -> the name written, for names that held no secret.
@@ -161,7 +163,9 @@ class Sink:
             if scoped is not None:
                 sid = scoped
             elif self.session_id is not None:
-                sid = validate_session_id(self.session_id)
+                sid = self.session_id
+                if sid is not self._checked_id:  # checked once, reported at each record
+                    self._checked_id = validate_session_id(sid)
             else:
                 sid = get_session_id()
         if message.__class__ is not str:

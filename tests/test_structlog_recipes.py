@@ -79,6 +79,15 @@ class TestStdlibRecipe:
         assert "timestamp" in rec
         assert "{" not in rec["message"]
 
+    def test_root_logger_with_processor_writes_once(self, sid: str) -> None:
+        """A chain wrapping the root logger (a RootLogger, not a Logger): still written once."""
+        configure_stdlib_recipe(CodexProcessor())
+        logging.getLogger().addHandler(CodexHandler())
+        logging.getLogger().setLevel(logging.INFO)
+        structlog.wrap_logger(logging.getLogger()).info("from the root")
+        (rec,) = read_lines(session_file(sid))
+        assert (rec["message"], rec["logger"]) == ("from the root", "root")
+
     def test_exception_lands_in_exc(self, sid: str) -> None:
         """log.exception through the recipe records the traceback in exc."""
         configure_stdlib_recipe()
