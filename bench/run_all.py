@@ -10,12 +10,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_query
+import bench_scaling
 import bench_sync
 import bench_write
 
 
 def versions() -> str:
-    names = ["codex-logging", "structlog", "portalocker", "orjson", "python-json-logger"]
+    names = [
+        "codex-logging",
+        "structlog",
+        "portalocker",
+        "orjson",
+        "python-json-logger",
+        "concurrent-log-handler",
+    ]
     found = []
     for name in names:
         try:
@@ -33,6 +41,7 @@ def main() -> None:
           f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}")  # fmt: skip
     print(f"Versions: {versions()}\n")
     print(bench_write.table(bench_write.main()), end="\n\n", flush=True)
+    print(bench_scaling.main(), end="\n\n", flush=True)
     print(bench_sync.main(), end="\n\n", flush=True)
     print(bench_query.main(), flush=True)
 
