@@ -24,7 +24,12 @@ from typing import Any, Final, NamedTuple, ParamSpec, TypeVar
 
 from codex_logging._record import safe_str
 from codex_logging._session import current_session
-from codex_logging._settings import ENV_SESSION_ID, ENV_SESSIONS_DIR, validate_session_id
+from codex_logging._settings import (
+    ENV_SESSION_ID,
+    ENV_SESSIONS_DIR,
+    sessions_dir_path,
+    validate_session_id,
+)
 from codex_logging._sink import Sink, configured_sinks
 from codex_logging._writer import PROCESS
 
@@ -108,8 +113,11 @@ def _sinks() -> list[Sink]:
     sinks = configured_sinks()
     if sinks:
         return sinks
-    fallback = Sink(fsync="end")
-    return [_fallbacks.setdefault(fallback.sessions_dir, fallback)]
+    folder = sessions_dir_path()
+    fallback = _fallbacks.get(folder)
+    if fallback is None:  # compiled once per folder, not per scope
+        fallback = _fallbacks.setdefault(folder, Sink(folder, fsync="end"))
+    return [fallback]
 
 
 class session_scope:  # noqa: N801 - a context manager named like contextlib's, fixed by the SPEC

@@ -170,6 +170,14 @@ class Sink:
                 sid = get_session_id()
         if message.__class__ is not str:
             message = "" if message is None else safe_str(message)
+        if kind is None:
+            kind = "message"
+        elif kind.__class__ is not str:
+            kind = safe_str(kind)
+        if role is not None and role.__class__ is not str:
+            role = safe_str(role)
+        if logger is not None and logger.__class__ is not str:
+            logger = safe_str(logger)
         counter = [0]
         redactor = self.redactor
         if redactor is not None:
@@ -178,28 +186,19 @@ class Sink:
             if exc is not None:
                 exc = text(exc, counter)
             clean = self._clean_texts
-            if kind is not None and (kind.__class__ is not str or kind not in clean):
+            if kind not in clean:
                 kind = self._text(kind, counter)
-            if role is not None and (role.__class__ is not str or role not in clean):
+            if role is not None and role not in clean:
                 role = self._text(role, counter)
-            if logger is not None and (logger.__class__ is not str or logger not in clean):
+            if logger is not None and logger not in clean:
                 logger = self._text(logger, counter)
-        record: dict[str, Any] = {
-            "ts": ts,
-            "session_id": sid,
-            "kind": "message"
-            if kind is None
-            else kind
-            if kind.__class__ is str
-            else safe_str(kind),
-            "level": level,
-        }
+        record: dict[str, Any] = {"ts": ts, "session_id": sid, "kind": kind, "level": level}
         if logger is not None:
-            record["logger"] = logger if logger.__class__ is str else safe_str(logger)
+            record["logger"] = logger
         record["message"] = message
         record["pid"] = pid
         if role is not None:
-            record["role"] = role if role.__class__ is str else safe_str(role)
+            record["role"] = role
         if exc is not None:
             record["exc"] = exc
         # One pass drops mapped keys, names fields (cached), normalises and
@@ -229,20 +228,19 @@ class Sink:
         if _OTEL_TRACE in sys.modules:  # only a program that uses OpenTelemetry pays for it
             _add_trace_context(record)
         line = encode(record)  # before any lock or file access
-        sid = record["session_id"]
         path = self._paths.get(sid) or self.path(sid)
         fsync = self.fsync
         if fsync == "never":
             WRITER.write(path, line)
         else:
-            WRITER.write(path, line, sync=fsync == "always" or record["kind"] == "end")
+            WRITER.write(path, line, sync=fsync == "always" or kind == "end")
 
-    def _text(self, value: object, counter: list[int]) -> str:
+    def _text(self, value: str, counter: list[int]) -> str:
         # A logger name, kind or role: redacted, and remembered when clean.
-        text = value if value.__class__ is str else safe_str(value)
-        assert self.redactor is not None
+        if self.redactor is None:
+            return value
         before = counter[0]
-        text = self.redactor.text(text, counter)
+        text = self.redactor.text(value, counter)
         clean = self._clean_texts
         if counter[0] == before and len(text) <= CLEAN_TEXT_LENGTH and len(clean) < CACHE_SIZE:
             clean.add(text)
