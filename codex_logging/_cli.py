@@ -292,11 +292,13 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         print(f"{verb} {sid}")
     for sid, why in report.kept:
         print(f"kept {sid}: {escape(why)}")
-    print(
-        f"{verb} {len(report.retired)} session{'s' if len(report.retired) != 1 else ''}:"
-        f" {report.files_deleted} files and {report.rows_deleted} rows deleted",
-        flush=True,
-    )
+    done = len(report.retired)
+    summary = f"{verb} {done} session{'s' if done != 1 else ''}: "
+    if report.dry_run:
+        summary += "nothing deleted (--dry-run)"
+    else:
+        summary += f"{report.files_deleted} files and {report.rows_deleted} rows deleted"
+    print(summary, flush=True)
     return 0
 
 

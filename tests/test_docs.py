@@ -74,11 +74,15 @@ def test_every_subcommand_has_help_with_an_example_and_is_in_cli_docs(
     for command in commands:
         with pytest.raises(SystemExit):
             main([command, "--help"])
-        last = capsys.readouterr().out.strip().splitlines()[-1]
-        assert last.startswith(f"example: codex-logs {command}"), command
+        assert _last_paragraph(capsys.readouterr().out).startswith(f"example: codex-logs {command}")
         assert f"## `codex-logs {command}`" in docs
     for entry, name in ((import_main, "codex-import-ndjson"), (query_main, "python -m codex_logging.query_logs")):
         with pytest.raises(SystemExit):
             entry(["--help"])
-        assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"example: {name}")
+        assert _last_paragraph(capsys.readouterr().out).startswith(f"example: {name}")
         assert f"## `{name}`" in docs
+
+
+def _last_paragraph(text: str) -> str:
+    """The help's last paragraph with argparse's line wrapping undone."""
+    return " ".join(text.strip().split("\n\n")[-1].split())
