@@ -21,6 +21,7 @@ from codex_logging import _filters, _read
 from codex_logging._errors import CodexLoggingError, DatabaseNotFoundError
 from codex_logging._output import Progress, escape, print_events, session_line, to_json
 from codex_logging._prune import prune
+from codex_logging._read import query  # noqa: F401 - the first version's import path (test_torture)
 from codex_logging._settings import (
     ENV_DB_PATH,
     db_path,

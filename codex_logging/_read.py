@@ -76,6 +76,12 @@ class _Reader:
             self.conn.close()
             raise
         self.session_id = filters.session_id
+        # Within one session, start/end records are few: found through the
+        # partial index on them, then sorted. "+seq" keeps SQLite from
+        # walking the whole session backwards along the primary key instead.
+        self.seq_order = (
+            "+seq" if filters.kind in {"start", "end"} and not self.source.legacy else None
+        )
 
     def close(self) -> None:
         self.conn.close()
@@ -92,7 +98,7 @@ class _Reader:
         """Return the last rowid now and the latest ``count`` events, oldest first."""
         src = self.source
         if self.session_id is not None:
-            order = f"{src.order} DESC"
+            order = f"{self.seq_order or src.order} DESC"
         else:
             order = f"ts DESC, {src.session} DESC, {src.order} DESC"
         sql = f"SELECT {src.columns} FROM {src.table}"  # noqa: S608 - names from constants, values as ?

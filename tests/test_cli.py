@@ -172,7 +172,10 @@ class TestErrors:
             (("codex-logs", "query", "--db", "{db}", "--kind", "bogus"), "unknown kind 'bogus'"),
             (("codex-logs", "query", "--db", "{db}", "--level", "loud"), "unknown level 'loud'"),
             (("codex-logs", "query", "--db", "{db}", "--since", "soon"), "invalid time 'soon'"),
-            (("codex-logs", "sessions", "--db", "{db}", "--session-id", "zz"), "unknown session zz"),
+            (
+                ("codex-logs", "sessions", "--db", "{db}", "--session-id", "zz"),
+                "unknown session zz",
+            ),
             (("codex-logs", "query", "--db", "postgresql://h/db"), "SQLite mirror"),
             (("codex-logs",), "required"),
         ],
@@ -299,7 +302,9 @@ class TestQueryFlags:
         out = run(*base, "--until", "1970-01-01T00:01:42Z", "--level", "info").stdout
         assert [json.loads(x)["message"] for x in out.splitlines()] == ["a0", "a1"]
         assert len(run(*base, "--level", "WARN").stdout.splitlines()) == 3
-        assert [json.loads(x)["message"] for x in run(*base, "--grep", "A4").stdout.splitlines()] == ["a4"]
+        assert [
+            json.loads(x)["message"] for x in run(*base, "--grep", "A4").stdout.splitlines()
+        ] == ["a4"]
         assert len(run(*base, "--role", "user", "--since", "3650d").stdout.splitlines()) == 0
         assert len(run(*base, "--role", "user").stdout.splitlines()) == 3
 
@@ -311,7 +316,9 @@ class TestEscaping:
         """ESC, BEL, CR, DEL and C1 from a record are printed escaped; a newline stays a new line."""
         folder = tmp_path / "s"
         folder.mkdir()
-        (folder / "h.ndjson").write_text(json.dumps({"ts": 1, "message": self.HOSTILE, "logger": "l\x1bx"}) + "\n")
+        (folder / "h.ndjson").write_text(
+            json.dumps({"ts": 1, "message": self.HOSTILE, "logger": "l\x1bx"}) + "\n"
+        )
         sync_to_sqlite(tmp_path / "x.db", folder)
         out = run("codex-logs", "query", "--db", str(tmp_path / "x.db")).stdout
         first, second = out.splitlines()
@@ -331,7 +338,8 @@ class TestEscaping:
             out = run("codex-logs", *args, "--db", str(tmp_path / "x.db"), "--json").stdout
             assert not any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in out[:-1])
         out = run("codex-logs", "query", "--db", str(tmp_path / "x.db"), "--json").stdout
-        assert "\\u009b" in out and "\\u007f" in out
+        assert "\\u009b" in out
+        assert "\\u007f" in out
         assert json.loads(out)["message"] == self.HOSTILE
 
 
@@ -347,7 +355,12 @@ class TestDiscovery:
         assert json.loads(out.stdout)["message"] == "b2\nsecond line"
         (db.parent / "sessions" / "c.ndjson").write_text('{"message": "from below"}\n')
         out = subprocess.run(
-            [str(BIN / "codex-logs"), "sync"], cwd=sub, capture_output=True, text=True, timeout=60, check=False
+            [str(BIN / "codex-logs"), "sync"],
+            cwd=sub,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert out.stdout == "synced 3 files: 1 rows inserted, 0 lines quarantined\n"
         assert not (sub / ".codex").exists()
@@ -358,7 +371,12 @@ class TestDiscovery:
         bare.mkdir(parents=True)
         (tmp_path / "elsewhere" / ".codex").mkdir()  # a settings-only .codex/ is not a project
         out = subprocess.run(
-            [str(BIN / "codex-logs"), "sessions"], cwd=bare, capture_output=True, text=True, timeout=60, check=False
+            [str(BIN / "codex-logs"), "sessions"],
+            cwd=bare,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert out.returncode == 2
         assert out.stderr == (

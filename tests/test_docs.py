@@ -76,7 +76,10 @@ def test_every_subcommand_has_help_with_an_example_and_is_in_cli_docs(
             main([command, "--help"])
         assert _last_paragraph(capsys.readouterr().out).startswith(f"example: codex-logs {command}")
         assert f"## `codex-logs {command}`" in docs
-    for entry, name in ((import_main, "codex-import-ndjson"), (query_main, "python -m codex_logging.query_logs")):
+    for entry, name in (
+        (import_main, "codex-import-ndjson"),
+        (query_main, "python -m codex_logging.query_logs"),
+    ):
         with pytest.raises(SystemExit):
             entry(["--help"])
         assert _last_paragraph(capsys.readouterr().out).startswith(f"example: {name}")

@@ -20,6 +20,13 @@ from tests.conftest import db_connection
 
 BIN = Path(sys.executable).parent
 DAY = 86400.0
+#: Holds the sync's lock on a session file until stdin closes.
+HOLD_LOCK = """
+import sys, portalocker
+with portalocker.Lock(sys.argv[1], mode="rb", flags=portalocker.LockFlags.EXCLUSIVE):
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
 
 
 def old_session(folder: Path, sid: str, *, days: float = 10, lines: int = 2) -> Path:
@@ -148,14 +155,11 @@ class TestPrune:
         db, folder = setup
         sync_to_sqlite(db, folder)
         holder = subprocess.Popen(
-            [sys.executable, "-c",
-             "import sys, portalocker\n"
-             "with portalocker.Lock(sys.argv[1], mode='rb', flags=portalocker.LockFlags.EXCLUSIVE):\n"
-             "    print('locked', flush=True); sys.stdin.read()",
-             str(folder / "old.ndjson")],
+            [sys.executable, "-c", HOLD_LOCK, str(folder / "old.ndjson")],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
-        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout is not None
+        assert holder.stdin is not None
         assert holder.stdout.readline() == "locked\n"
         report = prune(db, folder, older_than=DAY, busy_timeout=0.2)
         holder.stdin.close()
@@ -179,7 +183,9 @@ class TestConcurrentSync:
             path = folder / f"{sid}.ndjson"
             stamp = path.stat().st_mtime
             with path.open("a") as f:
-                f.writelines(json.dumps({"ts": 1.0, "message": f"late {i}"}) + "\n" for i in range(3000))
+                f.writelines(
+                    json.dumps({"ts": 1.0, "message": f"late {i}"}) + "\n" for i in range(3000)
+                )
             os.utime(path, (stamp, stamp))
         first = prune(db, folder, older_than=DAY)
         assert [(sid, why.split(" (")[0]) for sid, why in first.kept] == [
@@ -210,7 +216,9 @@ class TestConcurrentSync:
 
 
 class TestCli:
-    def test_prune_command(self, setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    def test_prune_command(
+        self, setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """codex-logs prune finds .codex/ upward, prints what went, and --json says the same."""
         db, folder = setup
         sync_to_sqlite(db, folder)
@@ -222,7 +230,10 @@ class TestCli:
                 "dry_run": True, "retired": ["old"], "kept": [], "files_deleted": 0, "rows_deleted": 0,
             }  # fmt: skip
             assert main(["prune", "--older-than", "7d"]) == 0
-        assert capsys.readouterr().out == "retired old\nretired 1 session: 1 files and 0 rows deleted\n"
+        assert (
+            capsys.readouterr().out
+            == "retired old\nretired 1 session: 1 files and 0 rows deleted\n"
+        )
         assert not (folder / "old.ndjson").exists()
 
     @pytest.mark.parametrize(
@@ -248,7 +259,11 @@ class TestCli:
         if "--sessions-dir" not in full:
             full += ["--sessions-dir", str(folder)]
         out = subprocess.run(
-            [str(BIN / "codex-logs"), "prune", *full], capture_output=True, text=True, timeout=60, check=False
+            [str(BIN / "codex-logs"), "prune", *full],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert (out.returncode, len(out.stderr.splitlines())) == (2, 1), out.stderr
         assert needle in out.stderr

@@ -48,7 +48,9 @@ def mirror(tmp_path: Path) -> Path:
         {"ts": NOW + 4, "level": "DEBUG", "message": "noise", "pid": 11},
     ]
     write(folder, "a", [first[0], *messages, first[1], *second])
-    write(folder, "b", [{"ts": NOW + 100 + i, "message": f"b{i}", "level": "INFO"} for i in range(3)])
+    write(
+        folder, "b", [{"ts": NOW + 100 + i, "message": f"b{i}", "level": "INFO"} for i in range(3)]
+    )
     db = tmp_path / "m.db"
     sync_to_sqlite(db, folder)
     return db
@@ -72,7 +74,11 @@ class TestQuery:
         """--since includes its moment, --until excludes it; ISO, datetime and seconds agree."""
         db = str(mirror)
         iso = datetime.fromtimestamp(NOW + 3, tz=timezone.utc).isoformat().replace("+00:00", "Z")
-        assert messages(query(db, "a", since=iso, until=NOW + 10)) == ["broke", "noise", "session end"]
+        assert messages(query(db, "a", since=iso, until=NOW + 10)) == [
+            "broke",
+            "noise",
+            "session end",
+        ]
         moment = datetime.fromtimestamp(NOW + 100, tz=timezone.utc)
         assert messages(query(db, since=moment)) == ["b0", "b1", "b2"]
 
@@ -81,7 +87,7 @@ class TestQuery:
         assert parse_time("10m", now=NOW) == NOW - 600
         assert parse_time("3d", now=NOW) == NOW - 3 * 86400
         assert parse_time("2026-11-18T11:06:40+00:00") == NOW
-        local = datetime(2026, 11, 18, 11, 6, 40).astimezone()  # noqa: DTZ001 - local on purpose
+        local = datetime(2026, 11, 18, 11, 6, 40).astimezone()
         assert parse_time("2026-11-18T11:06:40") == local.timestamp()
         assert [parse_age(a) for a in ("90s", "1.5h", "2w")] == [90.0, 5400.0, 1209600.0]
 
@@ -111,7 +117,13 @@ class TestQuery:
             conn.execute("CREATE TABLE logs (ts TEXT, session TEXT, kind TEXT, message TEXT)")
             conn.execute("INSERT INTO logs VALUES ('2025-01-01T00:00:00', 'old', 'end', 'bye')")
         assert query(str(legacy), kind="end", grep="BY") == [
-            {"session_id": "old", "seq": 1, "ts": "2025-01-01T00:00:00", "kind": "end", "message": "bye"}
+            {
+                "session_id": "old",
+                "seq": 1,
+                "ts": "2025-01-01T00:00:00",
+                "kind": "end",
+                "message": "bye",
+            }
         ]
         with pytest.raises(DatabaseError, match="only the older logs table"):
             query(str(legacy), level="info")
@@ -161,7 +173,9 @@ class TestViews:
         with db_connection(mirror) as conn:
             conn.row_factory = sqlite3.Row
             row = conn.execute("SELECT * FROM events WHERE session_id = 'a' AND seq = 5").fetchone()
-        assert {k: row[k] for k in row.keys() if k != "data"} == {
+        record = dict(row)
+        assert json.loads(record.pop("data"))["error"] == "disk on fire"
+        assert record == {
             "time": "2026-11-18T11:06:45.000Z", "session_id": "a", "seq": 5, "ts": NOW + 5,
             "kind": "end", "level": "ERROR", "logger": None, "role": None,
             "message": "session end", "pid": 11, "status": "error", "error_type": "ValueError",
@@ -242,20 +256,25 @@ class TestIndexes:
 
         monkeypatch.setattr(read_module, "connect_readonly", tracing)
         shapes = [
-            {"tail": 20},
-            {"session_id": "s7", "tail": 20},
-            {"kind": "start", "tail": 20},
-            {"session_id": "s0", "kind": "end", "tail": 20},
-        ]
-        for shape in shapes:
+            ({"tail": 20}, "SCAN session_events USING INDEX session_events_ts"),
+            ({"session_id": "s7", "tail": 20}, "SEARCH session_events USING INDEX sqlite_autoindex_session_events_1 (session_id=?)"),
+            ({"kind": "start", "tail": 20}, "SEARCH session_events USING INDEX session_events_kind_ts (kind=?)"),
+            ({"session_id": "s0", "kind": "end", "tail": 20}, "SEARCH session_events USING INDEX session_events_marks (session_id=? AND kind=?)"),
+        ]  # fmt: skip
+        for shape, first_step in shapes:
             traced.clear()
             query(str(db), **shape)  # type: ignore[arg-type]
             (plan,) = _plans(db, [s for s in traced if " ORDER BY " in s and " LIMIT " in s])
             self._assert_indexed(plan, shape)
+            assert plan.split(" / ")[0] == first_step, plan
         traced.clear()
         assert len(sessions(str(db))) == 40
         (plan,) = _plans(db, [s for s in traced if "FROM sessions" in s])
         self._assert_indexed(plan, "sessions")
+        # Each per-session subquery is narrowed to its session by an index.
+        searches = [s for s in plan.split(" / ") if s.startswith("SEARCH ")]
+        assert searches, plan
+        assert all("(session_id=?" in s for s in searches), plan
 
     @staticmethod
     def _assert_indexed(plan: str, shape: object) -> None:
