@@ -309,6 +309,21 @@ class TestQueryFlags:
         assert len(run(*base, "--role", "user").stdout.splitlines()) == 3
 
 
+class TestEndRecords:
+    def test_a_failed_end_shows_status_error_and_duration(self, tmp_path: Path) -> None:
+        """An end record's text line ends with its status, error type and message, and duration."""
+        folder = tmp_path / "s"
+        folder.mkdir()
+        end = {"ts": 1, "kind": "end", "level": "ERROR", "message": "session end", "status": "error",
+               "error_type": "ValueError", "error": "disk on fire", "duration_s": 1.25}  # fmt: skip
+        (folder / "f.ndjson").write_text(json.dumps(end) + "\n")
+        sync_to_sqlite(tmp_path / "x.db", folder)
+        out = run("codex-logs", "query", "--db", str(tmp_path / "x.db")).stdout
+        assert out.endswith(
+            "  f  end      ERROR     -  session end (error, ValueError: disk on fire, 1.250 s)\n"
+        )
+
+
 class TestEscaping:
     HOSTILE = "clear\x1b[2J title\x1b]0;pwned\x07 cr\rdel\x7f csi\x9b tab\tend\nnext"
 

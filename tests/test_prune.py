@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from codex_logging import sync_to_sqlite
+from codex_logging import DatabaseError, sync_to_sqlite
 from codex_logging._cli import main
 from codex_logging._prune import prune
 from tests.conftest import db_connection
@@ -168,6 +168,17 @@ class TestPrune:
         assert report.kept == [("old", "a sync held its lock for 0.2 s")]
         assert (folder / "old.ndjson").exists()
         assert prune(db, folder, older_than=DAY).retired == ["old"]
+
+    def test_one_session_and_postgres(self, setup: tuple[Path, Path]) -> None:
+        """session_id limits prune to one session; a PostgreSQL URL is refused with a clear error."""
+        db, folder = setup
+        other = old_session(folder, "other")
+        sync_to_sqlite(db, folder)
+        assert prune(db, folder, older_than=DAY, session_id="other").retired == ["other"]
+        assert (folder / "old.ndjson").exists()
+        assert not other.exists()
+        with pytest.raises(DatabaseError, match="prune works on a SQLite mirror only"):
+            prune("postgresql://localhost/logs", folder, older_than=DAY)
 
 
 class TestConcurrentSync:
