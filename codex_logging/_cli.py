@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, NoReturn
 
 from codex_logging import _filters, _read
-from codex_logging._errors import CodexLoggingError, DatabaseNotFoundError
+from codex_logging._errors import CodexLoggingError, DatabaseError, DatabaseNotFoundError
 from codex_logging._output import Progress, escape, print_events, session_line, to_json
 from codex_logging._prune import prune
 from codex_logging._read import query  # noqa: F401 - the first version's import path (test_torture)
@@ -75,7 +75,7 @@ def _db(args: argparse.Namespace) -> str:
     """Return the database a read command uses: --db, the environment, or the nearest .codex/."""
     if is_postgres_url(args.db or os.environ.get(ENV_DB_PATH)):
         msg = "this command reads a SQLite mirror; query PostgreSQL with psql"
-        raise DatabaseNotFoundError(msg)
+        raise DatabaseError(msg)
     path, _folder, found = project_paths(args.db, None)
     if path is None and not os.environ.get(ENV_DB_PATH) and found is None:
         msg = (
@@ -128,10 +128,13 @@ def _query_options() -> _Parser:
         metavar="LEVEL",
         help="only events at this level or above: debug, info, warning, error, critical",
     )
+    when = _checked(_filters.parse_time)
     parent.add_argument(
-        "--since", metavar="TIME", help="only events since TIME: ISO time or 10m, 2h, 3d"
+        "--since", type=when, metavar="TIME", help="only events since TIME: ISO time or 10m, 2h, 3d"
     )
-    parent.add_argument("--until", metavar="TIME", help="only events before TIME (same forms)")
+    parent.add_argument(
+        "--until", type=when, metavar="TIME", help="only events before TIME (same forms)"
+    )
     parent.add_argument(
         "--grep", metavar="TEXT", help="only events whose message holds TEXT (any case)"
     )
