@@ -247,6 +247,34 @@ class TestCli:
         )
         assert not (folder / "old.ndjson").exists()
 
+    def test_dry_run_text_names_what_stays(
+        self, setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The text report lists each session that would go and each kept one with its reason."""
+        db, folder = setup
+        old_session(folder, "late")
+        sync_to_sqlite(db, folder)
+        with (folder / "late.ndjson").open("a") as f:
+            f.write("{}\n")
+        os.utime(folder / "late.ndjson", (0, 0))
+        size = (folder / "late.ndjson").stat().st_size
+        args = [
+            "prune",
+            "--older-than",
+            "2d",
+            "--dry-run",
+            "--db",
+            str(db),
+            "--sessions-dir",
+            str(folder),
+        ]
+        assert main(args) == 0
+        assert capsys.readouterr().out == (
+            "would retire old\n"
+            f"kept late: not fully synced ({size - 3} of {size} bytes in the mirror)\n"
+            "would retire 1 session: nothing deleted (--dry-run)\n"
+        )
+
     @pytest.mark.parametrize(
         ("args", "needle"),
         [
