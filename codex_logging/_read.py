@@ -117,16 +117,23 @@ class _Reader:
     def after(self, rowid: int) -> tuple[int, list[dict[str, Any]]]:
         """Return the events stored after ``rowid``, in the order they landed."""
         src = self.source
-        where = ["rowid > ?", *self.where]
+        where = ["rowid > ?", "rowid <= ?", *self.where]
         sql = (
             f"SELECT rowid AS _rowid, {src.columns} FROM {src.table}"  # noqa: S608
             f" WHERE {' AND '.join(where)} ORDER BY rowid LIMIT ?"
         )
-        rows = self.conn.execute(sql, (rowid, *self.params, _FOLLOW_BATCH)).fetchall()
+        self.conn.execute("BEGIN")
+        try:
+            (last,) = self.conn.execute(f"SELECT MAX(rowid) FROM {src.table}").fetchone()  # noqa: S608
+            rows = self.conn.execute(sql, (rowid, last, *self.params, _FOLLOW_BATCH)).fetchall()
+        finally:
+            self.conn.execute("COMMIT")
         events = [dict(row) for row in rows]
         for event in events:
-            rowid = max(rowid, event.pop("_rowid"))
-        return rowid, events
+            rowid = event.pop("_rowid")
+        # Rows that did not match are not looked at again, unless a full
+        # batch leaves some matching ones for the next call.
+        return (rowid if len(events) == _FOLLOW_BATCH else last or rowid), events
 
 
 def query(

@@ -142,6 +142,18 @@ class TestFollow:
         assert next(stream) == []
         stream.close()
 
+    def test_a_large_landing_comes_in_batches_none_lost(self, mirror: Path, tmp_path: Path) -> None:
+        """1,500 new events arrive as a batch of 1,000 then one of 500, in the order they landed."""
+        stream = follow(str(mirror), tail=1, interval=0.01)
+        assert messages(next(stream)) == ["b2"]
+        write(tmp_path / "sessions", "big", [{"ts": 1.0, "message": f"n{i}"} for i in range(1500)])
+        sync_to_sqlite(mirror, tmp_path / "sessions")
+        first, second = next(stream), next(stream)
+        assert (len(first), len(second)) == (1000, 500)
+        assert messages(first + second) == [f"n{i}" for i in range(1500)]
+        assert next(stream) == []
+        stream.close()
+
 
 class TestSessions:
     def test_status_is_error_if_any_end_failed(self, mirror: Path) -> None:
