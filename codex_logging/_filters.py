@@ -154,7 +154,8 @@ class Filters:
         """Return the WHERE terms and their parameters for ``source``."""
         where: list[str] = []
         params: list[Any] = []
-        if source.legacy and (self.levels or self.role is not None or self.since or self.until):
+        lacking = (self.levels, self.role, self.since, self.until)
+        if source.legacy and any(value is not None for value in lacking):
             msg = (
                 "--level, --role, --since and --until need the session_events table;"
                 " this database has only the older logs table"
@@ -198,6 +199,7 @@ def build(
     grep: str | None,
     role: str | None,
 ) -> Filters:
+    """Check each filter and return them; relative times are taken from one ``now``."""
     now = time.time()
     return Filters(
         session_id=None if session_id is None else validate_session_id(session_id),
