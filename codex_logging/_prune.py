@@ -19,8 +19,20 @@ import time
 from typing import Final
 
 from codex_logging._db import BUSY_TIMEOUT, atomic, connect, connect_readonly
-from codex_logging._errors import DatabaseError, DatabaseNotFoundError, UnknownSessionError
-from codex_logging._settings import ENV_DB_PATH, SUFFIX, is_postgres_url, sessions_dir_path
+from codex_logging._errors import (
+    DatabaseError,
+    DatabaseNotFoundError,
+    InvalidFilterError,
+    InvalidSessionId,
+    UnknownSessionError,
+)
+from codex_logging._settings import (
+    ENV_DB_PATH,
+    SUFFIX,
+    is_postgres_url,
+    sessions_dir_path,
+    validate_session_id,
+)
 from codex_logging._settings import db_path as resolve_db_path
 
 #: A file written to in the last seconds may still have a writer holding it
@@ -37,6 +49,7 @@ _CANDIDATES: Final = """
     FROM session_events e
     WHERE e.kind <> 'message' AND e.kind = 'end'
     GROUP BY e.session_id
+    HAVING MAX(e.ts) IS NOT NULL
     ORDER BY e.session_id
 """
 
@@ -94,10 +107,14 @@ def prune(
         A :class:`PruneReport`.
 
     Raises:
+        InvalidFilterError: ``older_than`` is not a positive number.
         DatabaseNotFoundError: There is no database or no sessions folder.
         UnknownSessionError: ``session_id`` has no events.
         DatabaseError: The database cannot be used.
     """
+    if not older_than > 0:
+        msg = f"older_than must be a positive number of seconds, not {older_than!r}"
+        raise InvalidFilterError(msg)
     database, folder = _paths(db_path, sessions_dir)
     now = time.time()
     report = PruneReport(cutoff=now - older_than, dry_run=dry_run)
@@ -116,6 +133,10 @@ def prune(
         fresh = min(report.cutoff, now - QUIET_SECONDS)
         for sid, end_ts, last_ts in candidates:
             if end_ts >= report.cutoff:
+                continue
+            if not _valid(sid):
+                # Never a path built from a name the sync would not have made.
+                report.kept.append((sid, "not a valid session id"))
                 continue
             if last_ts >= report.cutoff:
                 report.kept.append((sid, "it has events after the cutoff"))
@@ -232,6 +253,14 @@ class _Retire:
                 report.rows_deleted += cursor.rowcount
                 for table in ("session_ingest_errors", "session_ingest_watermark"):
                     self.conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (sid,))  # noqa: S608
+
+
+def _valid(sid: str) -> bool:
+    try:
+        validate_session_id(sid)
+    except InvalidSessionId:
+        return False
+    return True
 
 
 def _identity(path: str) -> tuple[int, int]:

@@ -180,6 +180,29 @@ class TestPrune:
         with pytest.raises(DatabaseError, match="prune works on a SQLite mirror only"):
             prune("postgresql://localhost/logs", folder, older_than=DAY)
 
+    def test_hostile_rows_and_bad_ages(self, tmp_path: Path) -> None:
+        """A row whose session id is a path is never turned into one; an end without ts is skipped."""
+        folder = tmp_path / "s"
+        folder.mkdir()
+        victim = tmp_path / "victim.ndjson"
+        victim.write_text("keep me\n")
+        os.utime(victim, (0, 0))
+        db = tmp_path / "x.db"
+        sync_to_sqlite(db, folder)
+        with db_connection(db) as conn:
+            conn.executemany(
+                "INSERT INTO session_events VALUES (?, 1, ?, 'end', NULL, NULL, NULL, '', '{}')",
+                [("../victim", 1.0), ("no-ts", None)],
+            )
+            conn.execute("INSERT INTO session_ingest_watermark (session_id, seq, byte_offset)"
+                         " VALUES ('../victim', 1, 8)")  # fmt: skip
+        report = prune(db, folder, older_than=DAY)
+        assert (report.retired, report.kept) == ([], [("../victim", "not a valid session id")])
+        assert victim.read_text() == "keep me\n"
+        for age in (0, -DAY):
+            with pytest.raises(ValueError, match="older_than must be a positive number"):
+                prune(db, folder, older_than=age)
+
 
 class TestConcurrentSync:
     def test_prune_beside_a_running_sync_loses_nothing(self, tmp_path: Path) -> None:
