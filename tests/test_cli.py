@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from codex_logging import sync_to_sqlite
 from codex_logging._cli import import_main, main, query_main
@@ -356,6 +361,36 @@ class TestEscaping:
         assert "\\u009b" in out
         assert "\\u007f" in out
         assert json.loads(out)["message"] == self.HOSTILE
+
+
+class TestEscapingProperty:
+    @settings(max_examples=40, deadline=None)
+    @given(st.lists(st.text(max_size=40), min_size=1, max_size=5))
+    def test_no_control_character_reaches_the_terminal(self, texts: list[str]) -> None:
+        """Any messages: the text output holds no control character but newline and tab, --json none, and parses back."""
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "s"
+            folder.mkdir()
+            lines = [
+                json.dumps({"ts": i, "message": text, "role": text}) + "\n"
+                for i, text in enumerate(texts)
+            ]
+            (folder / "p.ndjson").write_text("".join(lines))
+            sync_to_sqlite(Path(tmp) / "x.db", folder)
+            outputs = []
+            for extra in ([], ["--json"]):
+                buffer = io.StringIO()
+                with contextlib.redirect_stdout(buffer):
+                    assert query_main(["--db", str(Path(tmp) / "x.db"), "--tail", "9", *extra]) == 0
+                outputs.append(buffer.getvalue())
+        text, as_json = outputs
+        assert not [
+            c for c in text if (ord(c) < 0x20 and c not in "\n\t") or 0x7F <= ord(c) <= 0x9F
+        ]
+        assert not [c for c in as_json.replace("\n", "") if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F]
+        assert [json.loads(line)["message"] for line in as_json.splitlines()] == [
+            t.encode("utf-8", "surrogatepass").decode("utf-8", "replace") for t in texts
+        ]
 
 
 class TestDiscovery:
