@@ -1,31 +1,39 @@
 """The command line: ``codex-logs``, ``query_logs`` and ``codex-import-ndjson``.
 
-The CLI parses and prints; the work is done by the functions users call. Every
-error a user can cause is one line on stderr and exit status 2 (SPEC "Command
-line").
+The CLI parses and prints; the work is done by the functions users call
+(``_read``, ``_sync``, ``_prune``). Every error a user can cause is one line on
+stderr and exit status 2 (SPEC "Command line"). Nothing from a record reaches
+the terminal raw: control characters are escaped (SPEC Additions).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timezone
-from typing import Any, Final, NoReturn, TextIO
+from typing import Any, Final, NoReturn
 
-from codex_logging._db import connect_readonly, table_names
-from codex_logging._errors import CodexLoggingError, DatabaseError, UnknownSessionError
-from codex_logging._settings import db_path, validate_session_id
+from codex_logging import _filters, _read
+from codex_logging._errors import CodexLoggingError, DatabaseError, DatabaseNotFoundError
+from codex_logging._output import Progress, escape, print_events, session_line, to_json
+from codex_logging._prune import prune
+from codex_logging._read import query  # noqa: F401 - the first version's import path (test_torture)
+from codex_logging._settings import (
+    ENV_DB_PATH,
+    db_path,
+    is_postgres_url,
+    project_paths,
+    validate_session_id,
+)
 from codex_logging._sync import SyncReport, sync_to_sqlite
 
 EXIT_USAGE: Final = 2
-_COLUMNS: Final = "session_id, seq, ts, kind, level, logger, role, message, data"
+_DB_HELP: Final = "the database (default: $CODEX_LOG_DB_PATH, else the nearest .codex/)"
+_DIR_HELP: Final = "the NDJSON folder (default: $CODEX_SESSIONS_DIR, else the nearest .codex/)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,54 +43,47 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        msg = f"expected a positive whole number, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+def _checked(check: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return check(text)
+        except ValueError as exc:  # InvalidSessionId, InvalidFilterError
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    convert.__name__ = check.__name__
+    return convert
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0 or value == float("inf"):
-        msg = f"expected a positive number of seconds, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+def _positive(kind: type[int | float], what: str) -> Callable[[str], Any]:
+    def convert(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not value > 0 or value == float("inf"):
+            msg = f"expected {what}, got {text!r}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return convert
 
 
-def _session_id(text: str) -> str:
-    try:
-        return validate_session_id(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
+_session_id = _checked(validate_session_id)
 
 
-def _query_options() -> _Parser:
-    # Shared by query_logs and codex-logs query, defined once (STYLE).
-    parent = _Parser(add_help=False)
-    parent.add_argument(
-        "--db", help="the database (default: $CODEX_LOG_DB_PATH or .codex/session_logs.db)"
-    )
-    parent.add_argument("--session-id", type=_session_id, help="only this session (default: all)")
-    parent.add_argument(
-        "--tail",
-        type=_positive_int,
-        default=20,
-        metavar="N",
-        help="the latest N events (default 20)",
-    )
-    parent.add_argument("--kind", help="only events of this kind: start, message, end")
-    parent.add_argument(
-        "--json", action="store_true", help="one JSON object per line, with every field"
-    )
-    return parent
+def _db(args: argparse.Namespace) -> str:
+    """Return the database a read command uses: --db, the environment, or the nearest .codex/."""
+    if is_postgres_url(args.db or os.environ.get(ENV_DB_PATH)):
+        msg = "this command reads a SQLite mirror; query PostgreSQL with psql"
+        raise DatabaseError(msg)
+    path, _folder, found = project_paths(args.db, None)
+    if path is None and not os.environ.get(ENV_DB_PATH) and found is None:
+        msg = (
+            f"no database: no .codex/ with a sessions folder or session_logs.db in"
+            f" {os.getcwd()} or any parent (pass --db or set {ENV_DB_PATH})"
+        )
+        raise DatabaseNotFoundError(msg)
+    return db_path(path)
 
 
 def _run(prog: str, action: Callable[[], int]) -> int:
@@ -91,6 +92,8 @@ def _run(prog: str, action: Callable[[], int]) -> int:
     except CodexLoggingError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C ends --follow: a normal way out
     except BrokenPipeError:
         # `| head` closed the pipe: stop quietly, and keep Python from
         # complaining again when it flushes stdout at exit.
@@ -102,109 +105,65 @@ def _run(prog: str, action: Callable[[], int]) -> int:
 # -- query ------------------------------------------------------------------
 
 
-def query(
-    database: str | None,
-    session_id: str | None,
-    tail: int,
-    kind: str | None = None,
-) -> list[dict[str, Any]]:
-    """Return the latest ``tail`` events, oldest first.
-
-    Within a session "latest" is file order (``seq``); across sessions, ``ts``.
-    Reads ``session_events``, or the older ``logs(ts, session, kind, message)``
-    table when that is all the database has.
-
-    Args:
-        database: The database path; by default the environment's.
-        session_id: Only this session.
-        tail: How many events.
-        kind: Only events of this kind.
-
-    Returns:
-        One dict per event.
-
-    Raises:
-        DatabaseNotFoundError: There is no database.
-        UnknownSessionError: The session has no events.
-        DatabaseError: The database has neither table.
-    """
-    path = db_path(database)
-    with contextlib.closing(connect_readonly(path)) as conn:
-        conn.row_factory = sqlite3.Row
-        tables = table_names(conn)
-        if "session_events" in tables:
-            table, session_col, seq_col = "session_events", "session_id", "seq"
-            columns = _COLUMNS
-        elif "logs" in tables:
-            table, session_col, seq_col = "logs", "session", "rowid"
-            columns = "session AS session_id, rowid AS seq, ts, kind, message"
-        else:
-            msg = f"{path} has no session_events or logs table"
-            raise DatabaseError(msg)
-        where, params = [], []
-        if session_id is not None:
-            probe = f"SELECT 1 FROM {table} WHERE {session_col} = ? LIMIT 1"  # noqa: S608
-            found = conn.execute(probe, (session_id,))
-            if found.fetchone() is None:
-                msg = f"unknown session {session_id} in {path}"
-                raise UnknownSessionError(msg)
-            where.append(f"{session_col} = ?")
-            params.append(session_id)
-            order = f"{seq_col} DESC"
-        else:
-            order = f"ts DESC, {session_col} DESC, {seq_col} DESC"
-        if kind is not None:
-            where.append("kind = ?")
-            params.append(kind)
-        sql = f"SELECT {columns} FROM {table}"  # noqa: S608 - names from constants, values as ?
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY {order} LIMIT ?"
-        rows = conn.execute(sql, (*params, tail)).fetchall()
-    return [dict(row) for row in reversed(rows)]
-
-
-def _local_time(ts: object) -> str:
-    if isinstance(ts, int | float):
-        local = datetime.fromtimestamp(ts, tz=timezone.utc).astimezone()
-        return local.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    return "" if ts is None else str(ts)
-
-
-def _print_events(events: list[dict[str, Any]], as_json: bool, out: TextIO) -> None:
-    for event in events:
-        if as_json:
-            data = event.pop("data", None)
-            merged: dict[str, Any] = {}
-            if isinstance(data, str):
-                with contextlib.suppress(ValueError):
-                    loaded = json.loads(data)
-                    if isinstance(loaded, dict):
-                        merged.update(loaded)
-            # The normalised columns win: ts in seconds, kind always set.
-            merged.update({k: v for k, v in event.items() if v is not None or k not in merged})
-            out.write(json.dumps(merged, ensure_ascii=False, default=str) + "\n")
-            continue
-        message = "" if event.get("message") is None else str(event["message"])
-        role = event.get("role")
-        if role:
-            message = f"[{role}] {message}"
-        fields = (
-            _local_time(event.get("ts")),
-            str(event.get("session_id") or ""),
-            f"{event.get('kind') or '':<7}",
-            f"{event.get('level') or '':<8}",
-            str(event.get("logger") or "-"),
-            message.replace("\n", "\n    "),
-        )
-        out.write("  ".join(fields) + "\n")
+def _query_options() -> _Parser:
+    # Shared by query_logs and codex-logs query, defined once (STYLE).
+    parent = _Parser(add_help=False)
+    parent.add_argument("--db", help=_DB_HELP)
+    parent.add_argument("--session-id", type=_session_id, help="only this session (default: all)")
+    parent.add_argument(
+        "--tail",
+        type=_positive(int, "a positive whole number"),
+        default=20,
+        metavar="N",
+        help="the latest N events (default 20)",
+    )
+    parent.add_argument(
+        "--kind",
+        type=_checked(_filters.check_kind),
+        help="only events of this kind: start, message, end",
+    )
+    parent.add_argument(
+        "--level",
+        type=_checked(_filters.check_level),
+        metavar="LEVEL",
+        help="only events at this level or above: debug, info, warning, error, critical",
+    )
+    when = _checked(_filters.parse_time)
+    parent.add_argument(
+        "--since", type=when, metavar="TIME", help="only events since TIME: ISO time or 10m, 2h, 3d"
+    )
+    parent.add_argument(
+        "--until", type=when, metavar="TIME", help="only events before TIME (same forms)"
+    )
+    parent.add_argument(
+        "--grep", metavar="TEXT", help="only events whose message holds TEXT (any case)"
+    )
+    parent.add_argument("--role", help="only events with this role: user, assistant, system, tool")
+    parent.add_argument(
+        "--follow", action="store_true", help="then print new events as syncs land, until Ctrl-C"
+    )
+    parent.add_argument(
+        "--json", action="store_true", help="one JSON object per line, with every field"
+    )
+    return parent
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
-    events = query(args.db, args.session_id, args.tail, args.kind)
-    _print_events(events, args.json, sys.stdout)
-    sys.stdout.flush()
-    return 0
+    options = {
+        "since": args.since,
+        "until": args.until,
+        "level": args.level,
+        "grep": args.grep,
+        "role": args.role,
+    }
+    database = _db(args)
+    if not args.follow:
+        events = _read.query(database, args.session_id, args.tail, args.kind, **options)
+        print_events(events, args.json, sys.stdout)
+        return 0
+    for batch in _read.follow(database, args.session_id, args.tail, args.kind, **options):
+        print_events(batch, args.json, sys.stdout)
+    return 0  # pragma: no cover - follow ends only by Ctrl-C
 
 
 def query_main(argv: Sequence[str] | None = None) -> int:
@@ -229,43 +188,16 @@ def query_main(argv: Sequence[str] | None = None) -> int:
 # -- sync -------------------------------------------------------------------
 
 
-class _Progress:
-    """Files, lines and rate on one refreshed stderr line, only on a terminal."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.started = time.monotonic()
-        self.shown = 0.0
-
-    def __call__(self, session_id: str, report: SyncReport) -> None:
-        now = time.monotonic()
-        if now - self.shown < 0.2:
-            return
-        self.shown = now
-        lines = report.rows_inserted + report.lines_quarantined
-        rate = lines / max(now - self.started, 1e-9)
-        self.stream.write(
-            f"\r{report.files} files, {lines:,} lines, {rate:,.0f} lines/s ({session_id})\x1b[K"
-        )
-        self.stream.flush()
-
-    def done(self) -> None:
-        if self.shown:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-
-
 def _sync_round(args: argparse.Namespace) -> SyncReport:
-    progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
+    progress = Progress(sys.stderr) if sys.stderr.isatty() else None
+    database, folder, _found = project_paths(args.db, args.sessions_dir)
     try:
-        report = sync_to_sqlite(
-            args.db, args.sessions_dir, session_id=args.session, progress=progress
-        )
+        report = sync_to_sqlite(database, folder, session_id=args.session_id, progress=progress)
     finally:
         if progress is not None:
             progress.done()
     for warning in report.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {escape(warning)}", file=sys.stderr)
     print(
         f"synced {report.files} file{'s' if report.files != 1 else ''}:"
         f" {report.rows_inserted} rows inserted, {report.lines_quarantined} lines quarantined",
@@ -302,55 +234,75 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_sync_options(parser: argparse.ArgumentParser, *, watch: bool) -> None:
-    which = parser.add_mutually_exclusive_group(required=not watch)
-    which.add_argument("--session", type=_session_id, metavar="ID", help="only this session")
-    which.add_argument("--all", action="store_true", help="every session file (the default)")
-    parser.add_argument(
-        "--db", help="the database (default: $CODEX_LOG_DB_PATH or .codex/session_logs.db)"
+def _add_sync_options(parser: argparse.ArgumentParser, *, importer: bool) -> None:
+    # codex-import-ndjson keeps its older contract: --session ID | --all (SPEC).
+    which = parser.add_mutually_exclusive_group(required=importer)
+    which.add_argument("--session-id", type=_session_id, metavar="ID", help="only this session")
+    which.add_argument("--session", type=_session_id, dest="session_id", help=argparse.SUPPRESS)
+    which.add_argument(
+        "--all",
+        action="store_true",
+        help="every session file" + ("" if importer else " (the default)"),
     )
-    parser.add_argument(
-        "--sessions-dir", help="the NDJSON folder (default: $CODEX_SESSIONS_DIR or .codex/sessions)"
-    )
-    if watch:
+    parser.add_argument("--db", help=_DB_HELP)
+    parser.add_argument("--sessions-dir", help=_DIR_HELP)
+    if not importer:
         parser.add_argument(
             "--watch",
-            type=_positive_float,
+            type=_positive(float, "a positive number of seconds"),
             metavar="SECONDS",
             help="sync again every SECONDS until Ctrl-C",
         )
 
 
-# -- sessions ---------------------------------------------------------------
+# -- sessions and prune -----------------------------------------------------
 
 
 def _cmd_sessions(args: argparse.Namespace) -> int:
-    path = db_path(args.db)
-    with contextlib.closing(connect_readonly(path)) as conn:
-        if "sessions" not in table_names(conn):
-            msg = f"{path} has no sessions view (run 'codex-logs sync' first)"
-            raise DatabaseError(msg)
-        rows = conn.execute(
-            "SELECT session_id, start_ts, end_ts, status, events"
-            " FROM sessions ORDER BY start_ts, session_id"
-        ).fetchall()
+    rows = _read.sessions(_db(args), args.session_id)
     out = sys.stdout
-    for sid, start, end, status, events in rows:
+    for row in rows:
         if args.json:
-            record = {
-                "session_id": sid,
-                "start": start,
-                "end": end,
-                "status": status,
-                "events": events,
-            }
-            out.write(json.dumps(record) + "\n")
-        else:
-            out.write(
-                f"{sid}  {_local_time(start) or '-'}  {_local_time(end) or '-'}"
-                f"  {status or '-'}  {events}\n"
-            )
+            out.write(to_json(row) + "\n")
+            continue
+        out.write(session_line(row) + "\n")
     out.flush()
+    return 0
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    database = _db(args)
+    _path, folder, _found = project_paths(args.db, args.sessions_dir)
+    report = prune(
+        database,
+        folder,
+        older_than=args.older_than,
+        rows=args.rows,
+        dry_run=args.dry_run,
+        session_id=args.session_id,
+    )
+    if args.json:
+        fields = {
+            "dry_run": report.dry_run,
+            "retired": report.retired,
+            "kept": [{"session_id": sid, "reason": why} for sid, why in report.kept],
+            "files_deleted": report.files_deleted,
+            "rows_deleted": report.rows_deleted,
+        }
+        print(to_json(fields), flush=True)
+        return 0
+    verb = "would retire" if report.dry_run else "retired"
+    for sid in report.retired:
+        print(f"{verb} {sid}")
+    for sid, why in report.kept:
+        print(f"kept {sid}: {escape(why)}")
+    done = len(report.retired)
+    summary = f"{verb} {done} session{'s' if done != 1 else ''}: "
+    if report.dry_run:
+        summary += "nothing deleted (--dry-run)"
+    else:
+        summary += f"{report.files_deleted} files and {report.rows_deleted} rows deleted"
+    print(summary, flush=True)
     return 0
 
 
@@ -361,6 +313,59 @@ def _version() -> str:
     from codex_logging import __version__  # noqa: PLC0415 - avoids an import cycle
 
     return __version__
+
+
+def _add_commands(commands: Any) -> None:
+    sync = commands.add_parser(
+        "sync",
+        help="mirror the NDJSON session files into the database",
+        description="Mirror the NDJSON session files into SQLite, exactly once.",
+        epilog="example: codex-logs sync --all --watch 5",
+    )
+    _add_sync_options(sync, importer=False)
+    sync.set_defaults(run=_cmd_sync)
+    query_parser = commands.add_parser(
+        "query",
+        parents=[_query_options()],
+        help="print the latest events, oldest first",
+        description="Print the latest events of the session log database, oldest first.",
+        epilog="example: codex-logs query --session-id run-42 --level warning --since 2h",
+    )
+    query_parser.set_defaults(run=_cmd_query)
+    sessions = commands.add_parser(
+        "sessions",
+        help="one line per session: id, start, end, status, events and counts",
+        description="List the sessions in the database: id, start, end, status, events, counts.",
+        epilog="example: codex-logs sessions --json",
+    )
+    sessions.add_argument("--db", help=_DB_HELP)
+    sessions.add_argument("--session-id", type=_session_id, help="only this session")
+    sessions.add_argument("--json", action="store_true", help="one JSON object per line")
+    sessions.set_defaults(run=_cmd_sessions)
+    pruner = commands.add_parser(
+        "prune",
+        help="retire sessions that ended before a time",
+        description=(
+            "Delete the NDJSON files of sessions that ended more than AGE ago, once every byte"
+            " is in the mirror; with --rows also their rows. A file not fully synced or"
+            " written to since is kept."
+        ),
+        epilog="example: codex-logs prune --older-than 30d --dry-run",
+    )
+    pruner.add_argument(
+        "--older-than",
+        required=True,
+        type=_checked(_filters.parse_age),
+        metavar="AGE",
+        help="sessions whose end is older than AGE: 90s, 10m, 2h, 30d, 2w",
+    )
+    pruner.add_argument("--rows", action="store_true", help="also delete their rows, then VACUUM")
+    pruner.add_argument("--dry-run", action="store_true", help="list what would go; delete nothing")
+    pruner.add_argument("--session-id", type=_session_id, help="only this session")
+    pruner.add_argument("--db", help=_DB_HELP)
+    pruner.add_argument("--sessions-dir", help=_DIR_HELP)
+    pruner.add_argument("--json", action="store_true", help="one JSON object")
+    pruner.set_defaults(run=_cmd_prune)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -374,40 +379,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _Parser(
         prog="codex-logs",
-        description="Sync session logs into SQLite and query them.",
+        description="Sync session logs into SQLite, query them, and retire old ones.",
         epilog="example: codex-logs sync && codex-logs query --tail 20",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(
         dest="command", required=True, parser_class=_Parser, metavar="COMMAND"
     )
-    sync = commands.add_parser(
-        "sync",
-        help="mirror the NDJSON session files into the database",
-        description="Mirror the NDJSON session files into SQLite, exactly once.",
-        epilog="example: codex-logs sync --all --watch 5",
-    )
-    _add_sync_options(sync, watch=True)
-    sync.set_defaults(run=_cmd_sync)
-    query_parser = commands.add_parser(
-        "query",
-        parents=[_query_options()],
-        help="print the latest events, oldest first",
-        description="Print the latest events of the session log database, oldest first.",
-        epilog="example: codex-logs query --session-id run-42 --kind end --json",
-    )
-    query_parser.set_defaults(run=_cmd_query)
-    sessions = commands.add_parser(
-        "sessions",
-        help="one line per session: id, start, end, status, events",
-        description="List the sessions in the database: id, start, end, status, events.",
-        epilog="example: codex-logs sessions --json",
-    )
-    sessions.add_argument(
-        "--db", help="the database (default: $CODEX_LOG_DB_PATH or .codex/session_logs.db)"
-    )
-    sessions.add_argument("--json", action="store_true", help="one JSON object per line")
-    sessions.set_defaults(run=_cmd_sessions)
+    _add_commands(commands)
     args = parser.parse_args(argv)
     return _run(f"codex-logs {args.command}", lambda: int(args.run(args)))
 
@@ -423,10 +402,13 @@ def import_main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _Parser(
         prog="codex-import-ndjson",
-        description="Import NDJSON session files into SQLite (as codex-logs sync does).",
-        epilog="example: codex-import-ndjson --session run-42",
+        description=(
+            "Import NDJSON session files into SQLite (as codex-logs sync does):"
+            " one session (--session-id ID) or every one (--all); one of them is required."
+        ),
+        epilog="example: codex-import-ndjson --session-id run-42",
     )
-    _add_sync_options(parser, watch=False)
+    _add_sync_options(parser, importer=True)
     args = parser.parse_args(argv)
     args.watch = None
     return _run(parser.prog, lambda: _cmd_sync(args))

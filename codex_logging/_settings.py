@@ -175,3 +175,66 @@ def is_postgres_url(value: object) -> bool:
 
     """
     return isinstance(value, str) and value.startswith(("postgresql://", "postgres://"))
+
+
+#: The folder the CLI looks for upward, as git looks for ``.git`` (issue 13).
+PROJECT_DIR: Final = ".codex"
+
+
+def find_project_dir(start: str | None = None) -> str | None:
+    """Return the nearest ``.codex`` folder in ``start`` or its parents that holds logs.
+
+    A ``.codex`` folder counts only when it holds a ``sessions`` folder or a
+    ``session_logs.db``: Codex itself keeps its settings in ``~/.codex``, which
+    must not capture every folder under the home directory.
+
+    Args:
+        start: Where to begin; the working directory by default.
+
+    Returns:
+        The folder's absolute path, or None when no folder up to the root has one.
+
+    """
+    current = os.path.abspath(start if start is not None else os.getcwd())
+    while True:
+        candidate = os.path.join(current, PROJECT_DIR)
+        if os.path.isdir(os.path.join(candidate, "sessions")) or os.path.isfile(
+            os.path.join(candidate, "session_logs.db")
+        ):
+            return candidate
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent
+
+
+def project_paths(
+    db: str | None, sessions_dir: str | None, start: str | None = None
+) -> tuple[str | None, str | None, str | None]:
+    """Fill in the database and sessions folder from the nearest ``.codex`` folder.
+
+    A value given explicitly or by its environment variable stays as it is
+    (None for the environment's, which the library reads itself); one given
+    by neither comes from :func:`find_project_dir`, as git finds ``.git``
+    (SPEC Additions, "Command line").
+
+    Args:
+        db: ``--db``, or None.
+        sessions_dir: ``--sessions-dir``, or None.
+        start: Where to begin looking; the working directory by default.
+
+    Returns:
+        The database and the sessions folder to pass on (None: the
+        environment's or the default), and the ``.codex`` folder found
+        (None when none was found or none was needed).
+
+    """
+    need_db = db is None and not os.environ.get(ENV_DB_PATH)
+    need_dir = sessions_dir is None and not os.environ.get(ENV_SESSIONS_DIR)
+    found = find_project_dir(start) if need_db or need_dir else None
+    if found is not None:
+        if need_db:
+            db = os.path.join(found, "session_logs.db")
+        if need_dir:
+            sessions_dir = os.path.join(found, "sessions")
+    return db, sessions_dir, found

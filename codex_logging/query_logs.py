@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import sys
 
-from codex_logging._cli import query, query_main
+from codex_logging._cli import query_main
+from codex_logging._read import follow, query, sessions
 
 main = query_main
 
-__all__ = ["main", "query"]
+__all__ = ["follow", "main", "query", "sessions"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from codex_logging import sync_to_sqlite
 from codex_logging._cli import import_main, main, query_main
@@ -122,8 +127,9 @@ class TestQuery:
 
     def test_sql_metacharacters_are_data(self, db: Path) -> None:
         """SQL metacharacters in flags are values, never SQL."""
-        out = run("codex-logs", "query", "--db", str(db), "--kind", "x' OR '1'='1")
-        assert (out.returncode, out.stdout) == (0, "")
+        for flag in ("--role", "--grep"):
+            out = run("codex-logs", "query", "--db", str(db), flag, "x' OR '1'='1")
+            assert (out.returncode, out.stdout) == (0, "")
         out = run(
             "codex-logs",
             "query",
@@ -167,7 +173,15 @@ class TestErrors:
                 "unknown session",
             ),
             (("codex-logs", "sessions", "--db", "{missing}"), "no database"),
-            (("codex-import-ndjson",), "is required"),
+            (("codex-import-ndjson",), "one of the arguments --session-id --all is required"),
+            (("codex-logs", "query", "--db", "{db}", "--kind", "bogus"), "unknown kind 'bogus'"),
+            (("codex-logs", "query", "--db", "{db}", "--level", "loud"), "unknown level 'loud'"),
+            (("codex-logs", "query", "--db", "{db}", "--since", "soon"), "invalid time 'soon'"),
+            (
+                ("codex-logs", "sessions", "--db", "{db}", "--session-id", "zz"),
+                "unknown session zz",
+            ),
+            (("codex-logs", "query", "--db", "postgresql://h/db"), "SQLite mirror"),
             (("codex-logs",), "required"),
         ],
     )
@@ -224,22 +238,24 @@ class TestSync:
             '{"ts": 1, "kind": "start"}\n{"ts": 2, "kind": "end", "status": "ok"}\n'
         )
         env = {"CODEX_SESSIONS_DIR": str(folder), "CODEX_LOG_DB_PATH": str(tmp_path / "x.db")}
-        out = run("codex-import-ndjson", "--session", "s1", env=env)
+        out = run("codex-import-ndjson", "--session", "s1", env=env)  # the hidden alias
         assert (out.returncode, out.stdout) == (
             0,
             "synced 1 file: 2 rows inserted, 0 lines quarantined\n",
         )
-        out = run("codex-logs", "sync", "--all", env=env)
+        out = run("codex-logs", "sync", "--session-id", "s1", env=env)
         assert out.stdout == "synced 1 file: 0 rows inserted, 0 lines quarantined\n"
         out = run("codex-logs", "sessions", "--json", env=env)
         assert json.loads(out.stdout) == {
-            "session_id": "s1",
-            "start": 1.0,
-            "end": 2.0,
-            "status": "ok",
-            "events": 2,
-        }
-        assert run("codex-logs", "sessions", env=env).stdout.split()[-2:] == ["ok", "2"]
+            "session_id": "s1", "start_time": "1970-01-01T00:00:01.000Z",
+            "end_time": "1970-01-01T00:00:02.000Z", "status": "ok", "events": 2, "messages": 0,
+            "warnings": 0, "errors": 0, "processes": 0, "duration_s": 1.0, "start_ts": 1.0,
+            "end_ts": 2.0,
+        }  # fmt: skip
+        fields = run("codex-logs", "sessions", env=env).stdout.split()
+        assert [fields[0], *fields[5:]] == [
+            "s1", "ok", "2", "messages=0", "warnings=0", "errors=0", "processes=0", "duration=1s",
+        ]  # fmt: skip
 
     def test_watch_stops_on_sigint_after_a_last_round(self, tmp_path: Path) -> None:
         """--watch syncs each round; SIGINT ends it with exit 0 after one more round."""
@@ -281,19 +297,173 @@ class TestInProcess:
         assert capsys.readouterr().out.splitlines()[-1].startswith("codex-logs 0.")
 
 
-class TestDocs:
-    def test_every_subcommand_is_documented_with_an_example(
-        self, capsys: pytest.CaptureFixture[str]
-    ) -> None:
-        """Each subcommand has help ending in an example and appears in docs/cli.md."""
-        docs = (ROOT / "docs" / "cli.md").read_text()
-        for command in ("sync", "query", "sessions"):
-            with pytest.raises(SystemExit):
-                main([command, "--help"])
-            assert "example: codex-logs " + command in capsys.readouterr().out
-            assert f"codex-logs {command}" in docs
-        for name in ("codex-import-ndjson", "python -m codex_logging.query_logs"):
-            assert name in docs
+class TestQueryFlags:
+    def test_time_level_grep_role_on_the_command_line(self, db: Path) -> None:
+        """--since/--until, --level, --grep and --role filter as documented."""
+        base = ("codex-logs", "query", "--db", str(db), "--json")
+        assert [json.loads(x)["message"] for x in run(*base, "--since", "1970-01-01T00:03:21Z").stdout.splitlines()] == [
+            "b1\nsecond line", "b2\nsecond line",
+        ]  # fmt: skip
+        out = run(*base, "--until", "1970-01-01T00:01:42Z", "--level", "info").stdout
+        assert [json.loads(x)["message"] for x in out.splitlines()] == ["a0", "a1"]
+        assert len(run(*base, "--level", "WARN").stdout.splitlines()) == 3
+        assert [
+            json.loads(x)["message"] for x in run(*base, "--grep", "A4").stdout.splitlines()
+        ] == ["a4"]
+        assert len(run(*base, "--role", "user", "--since", "3650d").stdout.splitlines()) == 0
+        assert len(run(*base, "--role", "user").stdout.splitlines()) == 3
+
+
+class TestEndRecords:
+    def test_a_failed_end_shows_status_error_and_duration(self, tmp_path: Path) -> None:
+        """An end record's text line ends with its status, error type and message, and duration."""
+        folder = tmp_path / "s"
+        folder.mkdir()
+        end = {"ts": 1, "kind": "end", "level": "ERROR", "message": "session end", "status": "error",
+               "error_type": "ValueError", "error": "disk on fire", "duration_s": 1.25}  # fmt: skip
+        (folder / "f.ndjson").write_text(json.dumps(end) + "\n")
+        sync_to_sqlite(tmp_path / "x.db", folder)
+        out = run("codex-logs", "query", "--db", str(tmp_path / "x.db")).stdout
+        assert out.endswith(
+            "  f  end      ERROR     -  session end (error, ValueError: disk on fire, 1.250 s)\n"
+        )
+
+
+class TestEscaping:
+    HOSTILE = "clear\x1b[2J title\x1b]0;pwned\x07 cr\rdel\x7f csi\x9b tab\tend\nnext"
+
+    def test_text_output_escapes_controls(self, tmp_path: Path) -> None:
+        """ESC, BEL, CR, DEL and C1 from a record are printed escaped; a newline stays a new line."""
+        folder = tmp_path / "s"
+        folder.mkdir()
+        (folder / "h.ndjson").write_text(
+            json.dumps({"ts": 1, "message": self.HOSTILE, "logger": "l\x1bx"}) + "\n"
+        )
+        sync_to_sqlite(tmp_path / "x.db", folder)
+        out = run("codex-logs", "query", "--db", str(tmp_path / "x.db")).stdout
+        first, second = out.splitlines()
+        assert first.endswith(
+            "  l\\x1bx  clear\\x1b[2J title\\x1b]0;pwned\\x07 cr\\rdel\\x7f csi\\x9b tab\tend"
+        )
+        assert second == "    next"
+        assert not any(ch in out for ch in "\x1b\x07\r\x7f\x9b")
+
+    def test_json_output_escapes_c1_and_round_trips(self, tmp_path: Path) -> None:
+        """--json escapes C0, DEL and C1 controls and still parses back to the exact message."""
+        folder = tmp_path / "s"
+        folder.mkdir()
+        (folder / "h.ndjson").write_text(json.dumps({"ts": 1, "message": self.HOSTILE}) + "\n")
+        sync_to_sqlite(tmp_path / "x.db", folder)
+        for args in (("query",), ("sessions",)):
+            out = run("codex-logs", *args, "--db", str(tmp_path / "x.db"), "--json").stdout
+            assert not any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in out[:-1])
+        out = run("codex-logs", "query", "--db", str(tmp_path / "x.db"), "--json").stdout
+        assert "\\u009b" in out
+        assert "\\u007f" in out
+        assert json.loads(out)["message"] == self.HOSTILE
+
+
+class TestEscapingProperty:
+    @settings(max_examples=40, deadline=None)
+    @given(st.lists(st.text(max_size=40), min_size=1, max_size=5))
+    def test_no_control_character_reaches_the_terminal(self, texts: list[str]) -> None:
+        """Any messages: the text output holds no control character but newline and tab, --json none, and parses back."""
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "s"
+            folder.mkdir()
+            lines = [
+                json.dumps({"ts": i, "message": text, "role": text}) + "\n"
+                for i, text in enumerate(texts)
+            ]
+            (folder / "p.ndjson").write_text("".join(lines))
+            sync_to_sqlite(Path(tmp) / "x.db", folder)
+            outputs = []
+            for extra in ([], ["--json"]):
+                buffer = io.StringIO()
+                with contextlib.redirect_stdout(buffer):
+                    assert query_main(["--db", str(Path(tmp) / "x.db"), "--tail", "9", *extra]) == 0
+                outputs.append(buffer.getvalue())
+        text, as_json = outputs
+        assert not [
+            c for c in text if (ord(c) < 0x20 and c not in "\n\t") or 0x7F <= ord(c) <= 0x9F
+        ]
+        assert not [c for c in as_json.replace("\n", "") if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F]
+        assert [json.loads(line)["message"] for line in as_json.splitlines()] == [
+            t.encode("utf-8", "surrogatepass").decode("utf-8", "replace") for t in texts
+        ]
+
+
+class TestDiscovery:
+    def test_finds_the_nearest_codex_folder_upward(self, db: Path) -> None:
+        """From a subdirectory, with no flag and no variable, commands use the parent's .codex/."""
+        sub = db.parent.parent / "src" / "deep"
+        sub.mkdir(parents=True)
+        out = subprocess.run(
+            [str(BIN / "codex-logs"), "query", "--tail", "1", "--json"],
+            cwd=sub, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert json.loads(out.stdout)["message"] == "b2\nsecond line"
+        (db.parent / "sessions" / "c.ndjson").write_text('{"message": "from below"}\n')
+        out = subprocess.run(
+            [str(BIN / "codex-logs"), "sync"],
+            cwd=sub,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert out.stdout == "synced 3 files: 1 rows inserted, 0 lines quarantined\n"
+        assert not (sub / ".codex").exists()
+
+    def test_error_names_where_it_looked(self, tmp_path: Path) -> None:
+        """With no .codex/ holding logs anywhere up, the error names the folder it started from."""
+        bare = tmp_path / "elsewhere" / "x"
+        bare.mkdir(parents=True)
+        (tmp_path / "elsewhere" / ".codex").mkdir()  # a settings-only .codex/ is not a project
+        out = subprocess.run(
+            [str(BIN / "codex-logs"), "sessions"],
+            cwd=bare,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert out.returncode == 2
+        assert out.stderr == (
+            f"codex-logs sessions: error: no database: no .codex/ with a sessions folder or"
+            f" session_logs.db in {bare} or any parent (pass --db or set CODEX_LOG_DB_PATH)\n"
+        )
+
+
+class TestFollow:
+    def test_follow_prints_new_events_and_ctrl_c_exits_0(self, db: Path) -> None:
+        """--follow prints the tail, then events as a sync lands them; SIGINT ends it with exit 0."""
+        proc = subprocess.Popen(
+            [str(BIN / "codex-logs"), "query", "--db", str(db), "--session-id", "a", "--tail", "1", "--follow"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        try:
+            assert proc.stdout.readline().endswith("  end      INFO      -  a5 (ok)\n")
+            with (db.parent / "sessions" / "a.ndjson").open("a") as f:
+                f.write('{"ts": 300, "message": "landed"}\n')
+            with (db.parent / "sessions" / "b.ndjson").open("a") as f:
+                f.write('{"ts": 301, "message": "other session"}\n')
+            sync_to_sqlite(db, db.parent / "sessions")
+            assert proc.stdout.readline().endswith("  a  message            -  landed\n")
+        finally:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        assert (proc.returncode, out, err) == (0, "", "")
+
+
+class TestHelp:
+    def test_importer_help_and_behaviour_agree(self) -> None:
+        """codex-import-ndjson's help says one of --session-id or --all is required, as it is."""
+        out = run("codex-import-ndjson", "--help").stdout
+        assert "one of them is required" in " ".join(out.split())
+        assert "(the default)" not in out
+        assert "(the default)" in run("codex-logs", "sync", "--help").stdout
 
 
 class TestProgress:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -55,3 +57,35 @@ def test_every_test_named_in_guarantees_exists() -> None:
         for part in dotted.strip(":").split("::"):
             target = getattr(target, part, None)
             assert target is not None, f"{module_file}{dotted} does not exist"
+
+
+def test_every_subcommand_has_help_with_an_example_and_is_in_cli_docs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each codex-logs subcommand has help ending in an example and a section in docs/cli.md."""
+    from codex_logging._cli import import_main, main, query_main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listing = capsys.readouterr().out.split("  COMMAND\n", 1)[1].split("\n\n", 1)[0]
+    commands = [line.split()[0] for line in listing.splitlines()]
+    assert commands == ["sync", "query", "sessions", "prune"]
+    docs = (ROOT / "docs" / "cli.md").read_text()
+    for command in commands:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert _last_paragraph(capsys.readouterr().out).startswith(f"example: codex-logs {command}")
+        assert f"## `codex-logs {command}`" in docs
+    for entry, name in (
+        (import_main, "codex-import-ndjson"),
+        (query_main, "python -m codex_logging.query_logs"),
+    ):
+        with pytest.raises(SystemExit):
+            entry(["--help"])
+        assert _last_paragraph(capsys.readouterr().out).startswith(f"example: {name}")
+        assert f"## `{name}`" in docs
+
+
+def _last_paragraph(text: str) -> str:
+    """The help's last paragraph with argparse's line wrapping undone."""
+    return " ".join(text.strip().split("\n\n")[-1].split())

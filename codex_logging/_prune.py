@@ -1,0 +1,273 @@
+"""Retiring old sessions: their NDJSON files, and on request their rows.
+
+A session is retired once its last ``end`` record is older than a cutoff. Its
+file goes only when every byte of it is in the mirror (the watermark's byte
+offset is the file's size, and the file is the one the watermark describes)
+and nothing was written to it since the cutoff. The check and the deletion run
+under the same ``portalocker`` lock on ``<SESSION_ID>.ndjson`` that the sync
+takes, so a sync never reads a file halfway through its removal (issue 13).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+import sqlite3
+import time
+from typing import Final
+
+from codex_logging._db import BUSY_TIMEOUT, atomic, connect, connect_readonly
+from codex_logging._errors import (
+    DatabaseError,
+    DatabaseNotFoundError,
+    InvalidFilterError,
+    InvalidSessionId,
+    UnknownSessionError,
+)
+from codex_logging._settings import (
+    ENV_DB_PATH,
+    SUFFIX,
+    is_postgres_url,
+    sessions_dir_path,
+    validate_session_id,
+)
+from codex_logging._settings import db_path as resolve_db_path
+
+#: A file written to in the last seconds may still have a writer holding it
+#: open, whatever the cutoff: such a file is kept.
+QUIET_SECONDS: Final = 2.0
+
+#: Where a session has rows: all of them go with ``rows=True``.
+_TABLES: Final = ("session_events", "session_ingest_errors", "session_ingest_watermark")
+
+#: Sessions with an ``end`` record, when their last end and last event were.
+_CANDIDATES: Final = """
+    SELECT e.session_id, MAX(e.ts) AS end_ts,
+        (SELECT MAX(f.ts) FROM session_events f WHERE f.session_id = e.session_id) AS last_ts
+    FROM session_events e
+    WHERE e.kind <> 'message' AND e.kind = 'end'
+    GROUP BY e.session_id
+    HAVING MAX(e.ts) IS NOT NULL
+    ORDER BY e.session_id
+"""
+
+
+@dataclasses.dataclass
+class PruneReport:
+    """What one :func:`prune` call did, or would do with ``dry_run``.
+
+    Attributes:
+        cutoff: Sessions that ended before this moment (Unix seconds) were looked at.
+        retired: Sessions whose file (and with ``rows``, rows) went, or would go.
+        kept: ``(session, reason)`` for each old session that had to stay.
+        files_deleted: Session files deleted.
+        rows_deleted: Rows deleted from ``session_events``.
+        dry_run: Nothing was deleted.
+    """
+
+    cutoff: float
+    retired: list[str] = dataclasses.field(default_factory=list)
+    kept: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    files_deleted: int = 0
+    rows_deleted: int = 0
+    dry_run: bool = False
+
+
+def prune(
+    db_path: str | os.PathLike[str] | None = None,
+    sessions_dir: str | os.PathLike[str] | None = None,
+    *,
+    older_than: float,
+    rows: bool = False,
+    dry_run: bool = False,
+    session_id: str | None = None,
+    busy_timeout: float = BUSY_TIMEOUT,
+) -> PruneReport:
+    """Retire the sessions that ended more than ``older_than`` seconds ago.
+
+    By default only their NDJSON files are deleted, and only files whose every
+    byte is in the mirror: the rows stay. ``rows=True`` also deletes their rows,
+    quarantined lines and watermarks, then runs ``VACUUM``. A file not fully
+    synced, replaced since its sync, or written to since the cutoff is kept.
+
+    Args:
+        db_path: The database; by default ``CODEX_LOG_DB_PATH`` or
+            ``.codex/session_logs.db``. Never created.
+        sessions_dir: The folder of session files; by default
+            ``CODEX_SESSIONS_DIR`` or ``.codex/sessions``.
+        older_than: Seconds: sessions whose last ``end`` is older are retired.
+        rows: Also delete the sessions' rows and watermarks.
+        dry_run: Report what would go, delete nothing.
+        session_id: Only this session.
+        busy_timeout: Seconds to wait for a sync holding a file's lock.
+
+    Returns:
+        A :class:`PruneReport`.
+
+    Raises:
+        InvalidFilterError: ``older_than`` is not a positive number.
+        DatabaseNotFoundError: There is no database or no sessions folder.
+        UnknownSessionError: ``session_id`` has no events.
+        DatabaseError: The database cannot be used.
+    """
+    if not older_than > 0:
+        msg = f"older_than must be a positive number of seconds, not {older_than!r}"
+        raise InvalidFilterError(msg)
+    database, folder = _paths(db_path, sessions_dir)
+    now = time.time()
+    report = PruneReport(cutoff=now - older_than, dry_run=dry_run)
+    opener = connect_readonly if dry_run else connect
+    with contextlib.closing(opener(database)) as conn:
+        candidates = conn.execute(_CANDIDATES).fetchall()
+        if session_id is not None:
+            known = conn.execute(
+                "SELECT 1 FROM session_events WHERE session_id = ? LIMIT 1", (session_id,)
+            ).fetchone()
+            if known is None:
+                msg = f"unknown session {session_id} in {database}"
+                raise UnknownSessionError(msg)
+            candidates = [row for row in candidates if row[0] == session_id]
+        retire = _Retire(conn, database, report, rows=rows, busy_timeout=busy_timeout)
+        fresh = min(report.cutoff, now - QUIET_SECONDS)
+        for sid, end_ts, last_ts in candidates:
+            if end_ts >= report.cutoff:
+                continue
+            if not _valid(sid):
+                # Never a path built from a name the sync would not have made.
+                report.kept.append((sid, "not a valid session id"))
+                continue
+            if last_ts >= report.cutoff:
+                report.kept.append((sid, "it has events after the cutoff"))
+                continue
+            retire.session(sid, os.path.join(folder, sid + SUFFIX), fresh)
+        if report.rows_deleted and not dry_run:
+            try:
+                conn.execute("VACUUM")
+            except sqlite3.Error as exc:
+                msg = f"pruned, but cannot VACUUM {database}: {exc}"
+                raise DatabaseError(msg) from exc
+    return report
+
+
+def _paths(
+    db_path: str | os.PathLike[str] | None, sessions_dir: str | os.PathLike[str] | None
+) -> tuple[str, str]:
+    given = os.fspath(db_path) if db_path is not None else None
+    if is_postgres_url(given or os.environ.get(ENV_DB_PATH)):
+        msg = "prune works on a SQLite mirror only"
+        raise DatabaseError(msg)
+    database = resolve_db_path(given)
+    folder = sessions_dir_path(sessions_dir)
+    if not os.path.isfile(database):
+        msg = f"no database at {database} (run 'codex-logs sync' first)"
+        raise DatabaseNotFoundError(msg)
+    if not os.path.isdir(folder):
+        msg = f"no sessions folder at {folder}"
+        raise DatabaseNotFoundError(msg)
+    return database, folder
+
+
+class _Retire:
+    """Retires one session at a time, each under its file's lock."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        database: str,
+        report: PruneReport,
+        *,
+        rows: bool,
+        busy_timeout: float,
+    ) -> None:
+        self.conn = conn
+        self.database = database
+        self.report = report
+        self.rows = rows
+        self.busy_timeout = busy_timeout
+
+    def session(self, sid: str, path: str, fresh: float) -> None:
+        if not os.path.lexists(path):
+            # Its file went earlier: only rows are left to retire.
+            if self.rows:
+                self._retire(sid, None)
+            return
+        import portalocker  # noqa: PLC0415 - as the sync: not paid on import
+
+        try:
+            # The sync's lock: exclusive flock on the session file itself.
+            lock = portalocker.Lock(
+                path,
+                mode="rb",
+                timeout=self.busy_timeout,
+                check_interval=0.05,
+                flags=portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING,
+            )
+            with lock as locked:
+                reason = self._why_keep(sid, path, os.fstat(locked.fileno()), fresh)
+                if reason is None:
+                    self._retire(sid, path)
+                else:
+                    self.report.kept.append((sid, reason))
+        except portalocker.LockException:
+            self.report.kept.append((sid, f"a sync held its lock for {self.busy_timeout:g} s"))
+        except OSError as exc:
+            self.report.kept.append((sid, f"cannot read {path}: {exc.strerror or exc}"))
+
+    def _why_keep(self, sid: str, path: str, info: os.stat_result, fresh: float) -> str | None:
+        if (info.st_dev, info.st_ino) != _identity(path):
+            return "its file changed while being locked"
+        mark = self.conn.execute(
+            "SELECT byte_offset, head_len, head_sha256, file_dev, file_ino"
+            " FROM session_ingest_watermark WHERE session_id = ?",
+            (sid,),
+        ).fetchone()
+        if mark is None:
+            return "its file was never synced"
+        offset, head_len, head_hash, dev, ino = mark
+        if offset != info.st_size:
+            return f"not fully synced ({offset} of {info.st_size} bytes in the mirror)"
+        # The watermark must describe this very file: its (dev, ino) when
+        # the sync recorded them, and its first bytes.
+        same_inode = not (dev and ino) or (dev, ino) == (info.st_dev, info.st_ino)
+        if not same_inode or (head_len and _head_hash(path, head_len) != head_hash):
+            return "its file was replaced since its last sync"
+        if info.st_mtime >= fresh:
+            return "its file was written to after the cutoff"
+        return None
+
+    def _retire(self, sid: str, path: str | None) -> None:
+        report = self.report
+        report.retired.append(sid)
+        if report.dry_run:
+            return
+        if path is not None:
+            os.unlink(path)
+            report.files_deleted += 1
+        if self.rows:
+            with atomic(self.conn, self.database, self.busy_timeout):
+                cursor = self.conn.execute(
+                    "DELETE FROM session_events WHERE session_id = ?", (sid,)
+                )
+                report.rows_deleted += cursor.rowcount
+                for table in ("session_ingest_errors", "session_ingest_watermark"):
+                    self.conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (sid,))  # noqa: S608
+
+
+def _valid(sid: str) -> bool:
+    try:
+        validate_session_id(sid)
+    except InvalidSessionId:
+        return False
+    return True
+
+
+def _identity(path: str) -> tuple[int, int]:
+    info = os.stat(path, follow_symlinks=False)
+    return info.st_dev, info.st_ino
+
+
+def _head_hash(path: str, length: int) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read(length)).hexdigest()

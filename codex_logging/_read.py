@@ -1,0 +1,295 @@
+"""The read model: events and sessions out of the mirror, read-only.
+
+``query`` returns the latest events, ``follow`` the ones that land after them,
+``sessions`` one summary per session. A database that has only the older
+``logs(ts, session, kind, message)`` table that hand-written scripts create is
+read too (SPEC "Command line"). The command line and ``query_logs`` call these.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, Final
+
+from codex_logging._db import connect_readonly, table_names
+from codex_logging._errors import DatabaseError, UnknownSessionError
+from codex_logging._filters import EVENTS, LOGS, Filters, Source, build
+from codex_logging._settings import db_path, validate_session_id
+
+#: The columns of the ``sessions`` view, in the order they are shown.
+SESSION_COLUMNS: Final = (
+    "session_id",
+    "start_time",
+    "end_time",
+    "status",
+    "events",
+    "messages",
+    "warnings",
+    "errors",
+    "processes",
+    "duration_s",
+    "start_ts",
+    "end_ts",
+)
+
+#: Events a single ``follow`` poll returns at most.
+_FOLLOW_BATCH: Final = 1000
+
+
+def _contains(message: object, needle: str) -> bool:
+    # Python's casefold, not SQLite's ASCII-only LIKE: "Über" matches "über".
+    return isinstance(message, str) and needle in message.casefold()
+
+
+def _open(database: str | None) -> tuple[str, sqlite3.Connection]:
+    path = db_path(database)
+    conn = connect_readonly(path)
+    conn.isolation_level = None  # explicit BEGIN: one snapshot for tail and follow
+    conn.row_factory = sqlite3.Row
+    conn.create_function("codex_contains", 2, _contains, deterministic=True)
+    return path, conn
+
+
+def _source(conn: sqlite3.Connection, path: str) -> Source:
+    tables = table_names(conn)
+    if "session_events" in tables:
+        return EVENTS
+    if "logs" in tables:
+        return LOGS
+    msg = f"{path} has no session_events or logs table"
+    raise DatabaseError(msg)
+
+
+class _Reader:
+    """One read-only connection and the filters of one query."""
+
+    def __init__(self, database: str | None, filters: Filters) -> None:
+        self.path, self.conn = _open(database)
+        try:
+            self.source = _source(self.conn, self.path)
+            self.where, self.params = filters.where(self.source)
+        except BaseException:
+            self.conn.close()
+            raise
+        self.session_id = filters.session_id
+        # Within one session, start/end records are few: found through the
+        # partial index on them, then sorted. "+seq" keeps SQLite from
+        # walking the whole session backwards along the primary key instead.
+        self.seq_order = (
+            "+seq" if filters.kind in {"start", "end"} and not self.source.legacy else None
+        )
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _check_session(self) -> None:
+        if self.session_id is None:
+            return
+        probe = f"SELECT 1 FROM {self.source.table} WHERE {self.source.session} = ? LIMIT 1"  # noqa: S608
+        if self.conn.execute(probe, (self.session_id,)).fetchone() is None:
+            msg = f"unknown session {self.session_id} in {self.path}"
+            raise UnknownSessionError(msg)
+
+    def tail(self, count: int) -> tuple[int, list[dict[str, Any]]]:
+        """Return the last rowid now and the latest ``count`` events, oldest first."""
+        src = self.source
+        if self.session_id is not None:
+            order = f"{self.seq_order or src.order} DESC"
+        else:
+            order = f"ts DESC, {src.session} DESC, {src.order} DESC"
+        sql = f"SELECT {src.columns} FROM {src.table}"  # noqa: S608 - names from constants, values as ?
+        if self.where:
+            sql += " WHERE " + " AND ".join(self.where)
+        sql += f" ORDER BY {order} LIMIT ?"
+        self.conn.execute("BEGIN")
+        try:
+            self._check_session()
+            (last,) = self.conn.execute(f"SELECT MAX(rowid) FROM {src.table}").fetchone()  # noqa: S608
+            rows = self.conn.execute(sql, (*self.params, count)).fetchall()
+        finally:
+            self.conn.execute("COMMIT")
+        return last or 0, [dict(row) for row in reversed(rows)]
+
+    def after(self, rowid: int) -> tuple[int, list[dict[str, Any]]]:
+        """Return the events stored after ``rowid``, in the order they landed."""
+        src = self.source
+        where = ["rowid > ?", "rowid <= ?", *self.where]
+        sql = (
+            f"SELECT rowid AS _rowid, {src.columns} FROM {src.table}"  # noqa: S608
+            f" WHERE {' AND '.join(where)} ORDER BY rowid LIMIT ?"
+        )
+        self.conn.execute("BEGIN")
+        try:
+            (last,) = self.conn.execute(f"SELECT MAX(rowid) FROM {src.table}").fetchone()  # noqa: S608
+            rows = self.conn.execute(sql, (rowid, last, *self.params, _FOLLOW_BATCH)).fetchall()
+        finally:
+            self.conn.execute("COMMIT")
+        events = [dict(row) for row in rows]
+        for event in events:
+            rowid = event.pop("_rowid")
+        # Rows that did not match are not looked at again, unless a full
+        # batch leaves some matching ones for the next call.
+        return (rowid if len(events) == _FOLLOW_BATCH else last or rowid), events
+
+
+def query(
+    database: str | None = None,
+    session_id: str | None = None,
+    tail: int = 20,
+    kind: str | None = None,
+    *,
+    since: float | str | datetime | None = None,
+    until: float | str | datetime | None = None,
+    level: str | None = None,
+    grep: str | None = None,
+    role: str | None = None,
+) -> list[dict[str, Any]]:
+    """Return the latest ``tail`` events, oldest first.
+
+    Within a session "latest" is file order (``seq``); across sessions, ``ts``.
+    Reads ``session_events``, or the older ``logs(ts, session, kind, message)``
+    table when that is all the database has. Example::
+
+        for event in query(session_id="run-42", tail=50, level="warning", since="2h"):
+            print(event["ts"], event["message"])
+
+    Args:
+        database: The database path; by default ``CODEX_LOG_DB_PATH`` or
+            ``.codex/session_logs.db``.
+        session_id: Only this session.
+        tail: How many events.
+        kind: Only events of this kind: ``start``, ``message`` or ``end``.
+        since: Only events at or after this moment: Unix seconds, a datetime,
+            an ISO time, or an age such as ``10m`` (that long ago).
+        until: Only events before this moment, in the same forms.
+        level: Only events at this level or above (``warning``: warnings,
+            errors and critical).
+        grep: Only events whose message holds this text, ignoring case.
+        role: Only events with this role.
+
+    Returns:
+        One dict per event: ``session_id, seq, ts, kind, level, logger, role,
+        message, data`` (the older table: ``session_id, seq, ts, kind, message``).
+
+    Raises:
+        DatabaseNotFoundError: There is no database.
+        UnknownSessionError: The session has no events.
+        InvalidFilterError: An unknown kind or level, or a bad time.
+        DatabaseError: The database has neither table.
+    """
+    filters = build(
+        session_id=session_id,
+        kind=kind,
+        since=since,
+        until=until,
+        level=level,
+        grep=grep,
+        role=role,
+    )
+    reader = _Reader(database, filters)
+    with contextlib.closing(reader):
+        return reader.tail(tail)[1]
+
+
+def follow(
+    database: str | None = None,
+    session_id: str | None = None,
+    tail: int = 20,
+    kind: str | None = None,
+    *,
+    interval: float = 0.5,
+    since: float | str | datetime | None = None,
+    until: float | str | datetime | None = None,
+    level: str | None = None,
+    grep: str | None = None,
+    role: str | None = None,
+) -> Iterator[list[dict[str, Any]]]:
+    """Yield the latest ``tail`` events, then the new ones as syncs land, like ``tail -f``.
+
+    The first batch is what :func:`query` returns; later ones hold the events
+    stored since, in the order they landed, checked every ``interval`` seconds.
+    It never ends by itself: stop iterating (Ctrl-C in the command line).
+
+    Args:
+        database: As for :func:`query`.
+        session_id: As for :func:`query`.
+        tail: As for :func:`query`.
+        kind: As for :func:`query`.
+        interval: Seconds between looks at the database.
+        since: As for :func:`query`.
+        until: As for :func:`query`.
+        level: As for :func:`query`.
+        grep: As for :func:`query`.
+        role: As for :func:`query`.
+
+    Yields:
+        Lists of event dicts; an empty list when nothing new landed.
+
+    Raises:
+        DatabaseNotFoundError: There is no database.
+        UnknownSessionError: The session has no events.
+        InvalidFilterError: An unknown kind or level, or a bad time.
+        DatabaseError: The database has neither table.
+    """
+    filters = build(
+        session_id=session_id,
+        kind=kind,
+        since=since,
+        until=until,
+        level=level,
+        grep=grep,
+        role=role,
+    )
+    reader = _Reader(database, filters)
+    with contextlib.closing(reader):
+        last, events = reader.tail(tail)
+        yield events
+        while True:
+            time.sleep(interval)
+            last, events = reader.after(last)
+            yield events
+
+
+def sessions(database: str | None = None, session_id: str | None = None) -> list[dict[str, Any]]:
+    """Return one summary per session, oldest first, from the ``sessions`` view.
+
+    Args:
+        database: The database path; by default ``CODEX_LOG_DB_PATH`` or
+            ``.codex/session_logs.db``.
+        session_id: Only this session.
+
+    Returns:
+        One dict per session with the keys of :data:`SESSION_COLUMNS`:
+        ``status`` is ``error`` when any ``end`` record failed, ``ok`` when
+        the session ended, else None.
+
+    Raises:
+        DatabaseNotFoundError: There is no database.
+        UnknownSessionError: The session has no events.
+        DatabaseError: The database has no ``sessions`` view, or an older one.
+    """
+    if session_id is not None:
+        validate_session_id(session_id)
+    path, conn = _open(database)
+    with contextlib.closing(conn):
+        if "sessions" not in table_names(conn):
+            msg = f"{path} has no sessions view (run 'codex-logs sync' first)"
+            raise DatabaseError(msg)
+        have = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
+        if not set(SESSION_COLUMNS) <= have:
+            msg = f"{path} has an older schema (run 'codex-logs sync' once to upgrade it)"
+            raise DatabaseError(msg)
+        sql = f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions"  # noqa: S608 - constants
+        params: tuple[str, ...] = ()
+        if session_id is not None:
+            sql += " WHERE session_id = ?"
+            params = (session_id,)
+        rows = conn.execute(sql + " ORDER BY start_ts, session_id", params).fetchall()
+    if session_id is not None and not rows:
+        msg = f"unknown session {session_id} in {path}"
+        raise UnknownSessionError(msg)
+    return [dict(row) for row in rows]

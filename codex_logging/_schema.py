@@ -1,0 +1,31 @@
+"""The mirror's shared vocabulary: the event columns, the kinds and the levels.
+
+The sync writes ``session_events`` and the read side selects from it; both take
+the column list from here, so a column is added in one place (issue 13).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: The columns of ``session_events``, in table order (SPEC "SQLite mirror").
+EVENT_COLUMNS: Final = (
+    "session_id",
+    "seq",
+    "ts",
+    "kind",
+    "level",
+    "logger",
+    "role",
+    "message",
+    "data",
+)
+
+#: The kinds a record can have (SPEC "The NDJSON record").
+KINDS: Final = ("start", "message", "end")
+
+#: Level names and their numbers, as the stdlib ``logging`` module has them.
+LEVELS: Final = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+
+#: Other spellings older hooks write, stored as they came.
+LEVEL_ALIASES: Final = {"WARN": "WARNING", "FATAL": "CRITICAL"}
