@@ -20,8 +20,8 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from typing import NoReturn
 from dataclasses import dataclass
+from typing import NoReturn
 from urllib.parse import quote
 
 import pytest
