@@ -27,6 +27,7 @@ from codex_logging._errors import (
     WriteError,
 )
 from codex_logging._handler import CodexHandler
+from codex_logging._postgres import sync_to_postgres
 from codex_logging._processor import CodexProcessor, configure_structlog
 from codex_logging._session import get_session_id, session_scope
 from codex_logging._sync import SyncReport, sync_to_sqlite
@@ -47,5 +48,6 @@ __all__ = [
     "configure_structlog",
     "get_session_id",
     "session_scope",
+    "sync_to_postgres",
     "sync_to_sqlite",
 ]

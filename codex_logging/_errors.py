@@ -46,3 +46,7 @@ class DatabaseNotFoundError(CodexLoggingError, FileNotFoundError):
 
 class UnknownSessionError(CodexLoggingError, LookupError):
     """A session id was asked for that has no file or no rows."""
+
+
+class PostgresNotInstalledError(CodexLoggingError, ImportError):
+    """PostgreSQL was asked for but psycopg (``codex-logging[postgres]``) is not installed."""
