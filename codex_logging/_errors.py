@@ -10,7 +10,8 @@ caller would already catch::
     ├── DatabaseError (OSError)
     │   └── DatabaseLockedError (TimeoutError)
     ├── DatabaseNotFoundError (FileNotFoundError)
-    └── UnknownSessionError (LookupError)
+    ├── UnknownSessionError (LookupError)
+    └── SessionsDirError (NotADirectoryError)
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class DatabaseNotFoundError(CodexLoggingError, FileNotFoundError):
 
 class UnknownSessionError(CodexLoggingError, LookupError):
     """A session id was asked for that has no file or no rows."""
+
+
+class SessionsDirError(CodexLoggingError, NotADirectoryError):
+    """The sessions folder given to a sync is a file, not a folder."""
 
 
 class PostgresNotInstalledError(CodexLoggingError, ImportError):

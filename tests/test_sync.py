@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -401,16 +402,16 @@ class TestProcesses:
 
 class TestCompareAndSet:
     def test_batch_is_dropped_when_the_watermark_moved(
-        self, tmp_path: Path, sessions: Path
+        self, tmp_path: Path, sessions: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """If another sync moved the watermark meanwhile, this sync's batch is not written twice."""
-        import codex_logging._sync as sync_module
+        from codex_logging._sync import SqliteTarget
 
         db = tmp_path / "x.db"
         write_lines(sessions / "s.ndjson", 3)
-        original = sync_module._FileSync._commit
+        original = SqliteTarget.commit
 
-        def racing_commit(self: sync_module._FileSync, f: object, seq: int, offset: int) -> None:
+        def racing_commit(self: SqliteTarget, *args: Any, **kwargs: Any) -> int:
             # Another sync (on a rotated file at the same path) commits first.
             with db_connection(db) as other:
                 other.executemany(
@@ -419,15 +420,12 @@ class TestCompareAndSet:
                 )
                 other.execute(
                     "INSERT INTO session_ingest_watermark (session_id, seq, byte_offset) VALUES ('s', 3, ?)",
-                    (offset,),
+                    (kwargs["mark"].byte_offset,),
                 )
-            original(self, f, seq, offset)
+            return original(self, *args, **kwargs)
 
-        sync_module._FileSync._commit = racing_commit  # type: ignore[method-assign]
-        try:
-            report = sync_to_sqlite(db, sessions)
-        finally:
-            sync_module._FileSync._commit = original  # type: ignore[method-assign]
+        monkeypatch.setattr(SqliteTarget, "commit", racing_commit)
+        report = sync_to_sqlite(db, sessions)
         assert report.rows_inserted == 0
         assert ["moved its watermark" in w for w in report.warnings] == [True]
         assert [r[0] for r in rows(db)] == [1, 2, 3]
