@@ -477,3 +477,26 @@ def test_without_psycopg_a_clear_error(tmp_path: Path) -> None:
         "PostgresNotInstalledError PostgreSQL support needs psycopg 3:"
         " pip install 'codex-logging[postgres]'"
     )
+
+
+def test_scale_out_example(pg_url: str, tmp_path: Path) -> None:
+    """The first example of docs/scale-out.md prints what the page says and fills the sessions view."""
+    import re
+
+    page = (ROOT / "docs" / "scale-out.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", page, re.DOTALL)[0]
+    (tmp_path / "example.py").write_text(code)
+    env = {**os.environ, "CODEX_MIRROR_URL": pg_url}
+    out = subprocess.run(
+        [sys.executable, "example.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert out == "3 rows from 1 file\n"
+    assert "`3 rows from 1 file`" in page
+    ((sid, status, events),) = pg_rows(pg_url, "SELECT session_id, status, events FROM sessions")
+    assert (sid, status, events) == ("ci-build-42", "ok", 3)
