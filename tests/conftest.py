@@ -65,4 +65,5 @@ def db_connection(path: Path | str, **kwargs: Any) -> Iterator[sqlite3.Connectio
     finally:
         conn.close()
 
+
 pytest_plugins = ["tests.pg"]
