@@ -14,7 +14,6 @@ SQLite one, ``_postgres`` the PostgreSQL one.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import os
@@ -191,32 +190,49 @@ def source_id(folder: str) -> str:
     if override:
         return override
     path = os.path.join(folder, SOURCE_ID_FILE)
-    for _ in range(50):
-        with contextlib.suppress(FileNotFoundError):
-            existing = _read_small(path).strip()
-            if existing:
-                return existing
-        new = str(uuid.uuid4())
-        try:
-            fd = os.open(
-                path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-            )
-        except FileExistsError:
-            continue  # another sync is writing it: read theirs
-        except OSError:
-            info = os.stat(folder)
-            return f"dev-{info.st_dev}-ino-{info.st_ino}"
+    try:
+        return _read_id(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return _folder_identity(folder)
+    # Written whole under a temporary name, then linked into place: a racing
+    # sync either wins the link or reads the winner's complete id.
+    new = str(uuid.uuid4())
+    temporary = f"{path}.{new}"
+    try:
+        fd = os.open(
+            temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+    except OSError:
+        return _folder_identity(folder)  # a read-only folder
+    try:
         with os.fdopen(fd, "w") as f:
             f.write(new + "\n")
-        return new
+        os.link(temporary, path)
+    except FileExistsError:
+        return _read_id(path)
+    finally:
+        os.unlink(temporary)
+    return new
+
+
+def _folder_identity(folder: str) -> str:
     info = os.stat(folder)
     return f"dev-{info.st_dev}-ino-{info.st_ino}"
 
 
-def _read_small(path: str) -> str:
+def _read_id(path: str) -> str:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as f:
-        return f.read(200).decode("utf-8", "replace")
+    try:
+        text = os.read(fd, 200)
+    finally:
+        os.close(fd)
+    found = text.decode("utf-8", "replace").strip()
+    if not found:
+        msg = f"{path} is empty"
+        raise OSError(msg)
+    return found
 
 
 def run_sync(
