@@ -1,4 +1,4 @@
-"""PostgreSQL: the mirror many machines share, its schema and the reads of the CLI.
+"""PostgreSQL: the mirror many machines share, and the reads of the CLI.
 
 ``sync_to_postgres`` runs the same engine as ``sync_to_sqlite`` (``_ingest``)
 over a :class:`PostgresTarget`. Rows are keyed by ``(source_id, session_id,
@@ -7,9 +7,8 @@ seq)``: ``source_id`` names one sessions folder, so a CI matrix sharing one
 
 Each batch is one transaction: a compare-and-set on the watermark of
 ``(source_id, session_id)`` first, then the rows by ``COPY``. A sync that lost a
-race finds the watermark moved, rolls back and says so. Migrations run under a
-transaction-scoped advisory lock (``pg_advisory_xact_lock``; a session-level
-lock would outlive its transaction behind pgbouncer).
+race finds the watermark moved, rolls back and says so. The connection, the
+schema and its migrations live in ``_pg_db``.
 
 NUL cannot be stored in PostgreSQL text. A record's ``\\u0000`` escape becomes
 U+FFFD in the ``kind``/``level``/``logger``/``role``/``message`` columns while
@@ -19,8 +18,8 @@ A quarantined line that is not text (bad UTF-8, a raw NUL) is shown in ``raw``
 with U+FFFD and kept byte for byte in ``raw_bytes``; the line is
 ``coalesce(raw_bytes, convert_to(raw, 'UTF8'))``.
 
-psycopg is imported only here, on first use: a hook script that only logs never
-pays for it.
+psycopg is imported on first use only (``_pg_db.import_psycopg``): a hook
+script that only logs never pays for it.
 """
 
 from __future__ import annotations
@@ -29,15 +28,9 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Final
 
-from codex_logging._errors import (
-    DatabaseError,
-    DatabaseLockedError,
-    PostgresNotInstalledError,
-    UnknownSessionError,
-)
+from codex_logging._errors import DatabaseError, UnknownSessionError
 from codex_logging._ingest import (
     Progress,
     SyncReport,
@@ -49,115 +42,17 @@ from codex_logging._ingest import (
     source_id,
 )
 from codex_logging._lines import ErrorRow, EventRow
-from codex_logging._settings import sessions_dir_path
-
-if TYPE_CHECKING:
-    import psycopg
-
-#: Default wait for a row or table lock held by another sync (as SQLite's).
-BUSY_TIMEOUT: Final = 10.0
-#: The key of the advisory lock migrations hold ("codexlog" in ASCII).
-_MIGRATION_LOCK: Final = 0x636F6465786C6F67
-
-#: Each migration is a named step; ``codex_schema_version`` counts those applied.
-MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
-    (
-        "create the session tables",
-        (
-            """CREATE TABLE IF NOT EXISTS sources (
-                source_id text PRIMARY KEY,
-                host text,
-                folder text,
-                first_seen double precision,
-                last_seen double precision
-            )""",
-            """CREATE TABLE IF NOT EXISTS session_events (
-                source_id text NOT NULL,
-                session_id text NOT NULL,
-                seq bigint NOT NULL,
-                ts double precision,
-                kind text,
-                level text,
-                logger text,
-                role text,
-                message text,
-                data text,
-                PRIMARY KEY (source_id, session_id, seq)
-            )""",
-            (
-                "CREATE INDEX IF NOT EXISTS session_events_session_ts"
-                " ON session_events (session_id, ts)"
-            ),
-            "CREATE INDEX IF NOT EXISTS session_events_ts ON session_events (ts)",
-            """CREATE TABLE IF NOT EXISTS session_ingest_watermark (
-                source_id text NOT NULL,
-                session_id text NOT NULL,
-                seq bigint NOT NULL,
-                byte_offset bigint NOT NULL,
-                head_len integer NOT NULL DEFAULT 0,
-                head_sha256 text,
-                file_dev numeric(20),
-                file_ino numeric(20),
-                scanned_to bigint NOT NULL DEFAULT 0,
-                scan_sha256 text,
-                source_dir text,
-                updated_at double precision,
-                PRIMARY KEY (source_id, session_id)
-            )""",
-            # A torn fragment and the record glued to it share a seq (SPEC:
-            # seq is the line number), so the offset is part of the key.
-            """CREATE TABLE IF NOT EXISTS session_ingest_errors (
-                source_id text NOT NULL,
-                session_id text NOT NULL,
-                seq bigint NOT NULL,
-                byte_offset bigint NOT NULL,
-                error text NOT NULL,
-                raw text,
-                raw_bytes bytea,
-                PRIMARY KEY (source_id, session_id, seq, byte_offset)
-            )""",
-            # json, not jsonb: a record may hold escapes jsonb rejects. A line
-            # whose status cannot be read is no reason to fail the view.
-            """CREATE OR REPLACE FUNCTION codex_end_status(line text) RETURNS text
-            LANGUAGE plpgsql IMMUTABLE AS $$
-            BEGIN
-                RETURN line::json ->> 'status';
-            EXCEPTION WHEN others THEN
-                RETURN NULL;
-            END $$""",
-            # One row per session id, merging every source (a CI matrix sharing
-            # one CODEX_SESSION_ID); status is error if any end record failed.
-            """CREATE OR REPLACE VIEW sessions AS
-            SELECT
-                session_id,
-                coalesce(min(ts) FILTER (WHERE kind = 'start'), min(ts)) AS start_ts,
-                max(ts) FILTER (WHERE kind = 'end') AS end_ts,
-                CASE
-                    WHEN bool_or(kind = 'end' AND codex_end_status(data) = 'error')
-                        THEN 'error'
-                    ELSE (array_agg(codex_end_status(data) ORDER BY ts DESC, seq DESC)
-                          FILTER (WHERE kind = 'end'))[1]
-                END AS status,
-                min(ts) AS first_ts,
-                max(ts) AS last_ts,
-                count(*) AS events,
-                count(DISTINCT source_id) AS sources,
-                to_char(to_timestamp(min(ts)) AT TIME ZONE 'UTC',
-                        'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS first_time
-            FROM session_events
-            GROUP BY session_id""",
-            # The events of every source, with the host and an ISO-8601 UTC time.
-            """CREATE OR REPLACE VIEW events AS
-            SELECT
-                e.session_id, e.source_id, s.host, e.seq, e.ts,
-                to_char(to_timestamp(e.ts) AT TIME ZONE 'UTC',
-                        'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS time,
-                e.kind, e.level, e.logger, e.role, e.message, e.data
-            FROM session_events e LEFT JOIN sources s USING (source_id)""",
-        ),
-    ),
+from codex_logging._pg_db import (
+    BUSY_TIMEOUT,
+    connect,
+    display_url,
+    import_psycopg,
+    migrate,
+    table_exists,
+    transaction,
+    translated,
 )
-SCHEMA_VERSION: Final = len(MIGRATIONS)
+from codex_logging._settings import sessions_dir_path
 
 _COPY_EVENTS: Final = (
     "COPY session_events (source_id, session_id, seq, ts, kind, level, logger, role,"
@@ -178,113 +73,6 @@ _MARK_COLUMNS: Final = (
 )
 
 
-def _psycopg() -> Any:
-    try:
-        import psycopg  # noqa: PLC0415 - optional extra, imported on first use only
-    except ImportError as exc:
-        msg = f"PostgreSQL support needs psycopg 3: pip install 'codex-logging[postgres]' ({exc})"
-        raise PostgresNotInstalledError(msg) from exc
-    return psycopg
-
-
-def display_url(url: str) -> str:
-    """Return ``url`` without its password, for messages.
-
-    Args:
-        url: A ``postgresql://`` URL.
-
-    Returns:
-        The URL with any password replaced by ``***``.
-    """
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")
-    user = netloc[0].partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
-
-
-@contextmanager
-def _translated(name: str) -> Iterator[None]:
-    psycopg = _psycopg()
-    try:
-        yield
-    except psycopg.errors.LockNotAvailable as exc:
-        msg = f"database {name} stayed locked by another sync: {exc}"
-        raise DatabaseLockedError(msg) from exc
-    except psycopg.Error as exc:
-        msg = f"cannot use database {name}: {str(exc).strip()}"
-        raise DatabaseError(msg) from exc
-
-
-def connect(url: str, *, busy_timeout: float = BUSY_TIMEOUT, read_only: bool = False) -> Any:
-    """Open a connection in autocommit mode; write inside ``conn.transaction()``.
-
-    Args:
-        url: A ``postgresql://`` URL (libpq's ``PG*`` variables fill the rest).
-        busy_timeout: Seconds a statement waits for a lock before failing.
-        read_only: Refuse every write (the query commands).
-
-    Returns:
-        A ``psycopg.Connection``.
-
-    Raises:
-        PostgresNotInstalledError: psycopg is not installed.
-        DatabaseError: The server cannot be reached or refuses the login.
-    """
-    psycopg = _psycopg()
-    name = display_url(url)
-    with _translated(name):
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(busy_timeout)))
-        try:
-            conn.execute(f"SET lock_timeout = {int(busy_timeout * 1000):d}")
-            conn.read_only = read_only
-        except BaseException:
-            conn.close()
-            raise
-    return conn
-
-
-def migrate(conn: psycopg.Connection[Any], name: str = "database") -> None:
-    """Apply the migrations this database has not had yet.
-
-    Concurrent ``CREATE ... IF NOT EXISTS`` statements fail on the catalog's
-    unique index, so every migrating connection first takes one advisory lock,
-    held to the end of the transaction (never a session-level one, which
-    outlives its transaction behind a transaction-pooling pgbouncer).
-
-    Args:
-        conn: A connection from :func:`connect`.
-        name: The database, for messages.
-    """
-    with _translated(name):
-        if _schema_version(conn) >= SCHEMA_VERSION:
-            return
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            conn.execute("CREATE TABLE IF NOT EXISTS codex_schema_version (version integer)")
-            version = _schema_version(conn)
-            if version == 0:
-                conn.execute("INSERT INTO codex_schema_version VALUES (0)")
-            for number in range(version + 1, SCHEMA_VERSION + 1):
-                _name, statements = MIGRATIONS[number - 1]
-                for statement in statements:
-                    conn.execute(statement)
-                conn.execute("UPDATE codex_schema_version SET version = %s", (number,))
-
-
-def _schema_version(conn: psycopg.Connection[Any]) -> int:
-    if not _exists(conn, "codex_schema_version"):
-        return 0
-    (version,) = conn.execute("SELECT max(version) FROM codex_schema_version").fetchone() or (0,)
-    return int(version or 0)
-
-
-def _exists(conn: psycopg.Connection[Any], table: str) -> bool:
-    (found,) = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone() or (False,)
-    return bool(found)
-
-
 def _safe(value: object) -> Any:
     # A record's \u0000 escape parses to NUL, which PostgreSQL text refuses;
     # data keeps the line, so the column shows U+FFFD (module docstring).
@@ -294,13 +82,15 @@ def _safe(value: object) -> Any:
 
 
 def _error_values(source: str, row: ErrorRow) -> tuple[object, ...]:
+    # raw is the line as text, or its bytes when they are not UTF-8: kept as
+    # text where PostgreSQL can hold it exactly, else shown with U+FFFD and
+    # kept byte for byte in raw_bytes (module docstring).
     session, seq, offset, error, raw = row
-    if isinstance(raw, str) and "\x00" not in raw:
-        text, exact = raw, None
-    else:
-        exact = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
-        text = exact.decode("utf-8", "replace").replace("\x00", "\ufffd")
-    return (source, session, seq, offset, _safe(error), text, exact)
+    exact = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    text = exact.decode("utf-8", "replace")
+    if "\x00" not in text and text.encode("utf-8") == exact:
+        return (source, session, seq, offset, _safe(error), text, None)
+    return (source, session, seq, offset, _safe(error), text.replace("\x00", "\ufffd"), exact)
 
 
 class PostgresTarget:
@@ -332,9 +122,9 @@ class PostgresTarget:
             self.source = source_id(self.folder)
             conn = connect(self.url, busy_timeout=self.busy_timeout)
             try:
-                migrate(conn, self.name)
+                migrate(conn, self.name, self.busy_timeout)
                 now = time.time()
-                with _translated(self.name):
+                with translated(self.name):
                     conn.execute(
                         "INSERT INTO sources (source_id, host, folder, first_seen, last_seen)"
                         " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (source_id) DO UPDATE SET"
@@ -366,7 +156,7 @@ class PostgresTarget:
         if session_id:
             sql += " AND session_id = %s"
             params += (session_id,)
-        with _translated(self.name):
+        with translated(self.name):
             rows = conn.execute(sql, params).fetchall()
         for sid, seq, offset, head_len, head, dev, ino, scanned, scan, folder, _at in rows:
             yield (
@@ -403,12 +193,12 @@ class PostgresTarget:
         Raises:
             WatermarkMovedError: Another sync moved the watermark since it was read.
         """
-        psycopg = _psycopg()
+        psycopg = import_psycopg()
         refused = (psycopg.DataError, psycopg.IntegrityError, UnicodeError)
         conn = self.conn
-        with _translated(self.name):
+        with translated(self.name):
             try:
-                with conn.transaction():
+                with transaction(conn, self.busy_timeout):
                     self._move_watermark(session_id, expected_seq, mark)
                     self._copy(events)
                     self._insert_errors(errors)
@@ -417,7 +207,7 @@ class PostgresTarget:
                 pass
             # The server refused a row: the batch again, row by row, each
             # refused row quarantined with the server's message.
-            with conn.transaction():
+            with transaction(conn, self.busy_timeout):
                 self._move_watermark(session_id, expected_seq, mark)
                 inserted = 0
                 quarantine: list[ErrorRow] = []
@@ -554,8 +344,8 @@ def _reader(url: str) -> Iterator[Any]:
     name = display_url(url)
     conn = connect(url, read_only=True)
     try:
-        with _translated(name):
-            if not _exists(conn, "session_events"):
+        with translated(name), conn.transaction():  # READ ONLY (connect)
+            if not table_exists(conn, "session_events"):
                 msg = f"{name} has no session_events table (run 'codex-logs sync --db URL' first)"
                 raise DatabaseError(msg)
             yield conn
@@ -615,7 +405,7 @@ def query_postgres(
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY ts DESC NULLS LAST, session_id DESC, source_id DESC, seq DESC LIMIT %s"
-    with _reader(url) as conn, conn.cursor(row_factory=_psycopg().rows.dict_row) as cur:
+    with _reader(url) as conn, conn.cursor(row_factory=import_psycopg().rows.dict_row) as cur:
         if session_id is not None:
             probe = "SELECT 1 FROM session_events WHERE session_id = %s LIMIT 1"
             if cur.execute(probe, (session_id,)).fetchone() is None:
@@ -637,7 +427,7 @@ def sessions_postgres(url: str) -> list[dict[str, Any]]:
     Raises:
         DatabaseError: The database cannot be read or has no mirror tables.
     """
-    with _reader(url) as conn, conn.cursor(row_factory=_psycopg().rows.dict_row) as cur:
+    with _reader(url) as conn, conn.cursor(row_factory=import_psycopg().rows.dict_row) as cur:
         return list(
             cur.execute(
                 "SELECT session_id, start_ts, end_ts, status, events"

@@ -14,17 +14,10 @@ from typing import Any
 import pytest
 
 from codex_logging import UnknownSessionError, sync_to_postgres, sync_to_sqlite
-from codex_logging._errors import DatabaseError
+from codex_logging._errors import DatabaseError, DatabaseLockedError
 from codex_logging._ingest import Watermark, WatermarkMovedError
-from codex_logging._postgres import (
-    SCHEMA_VERSION,
-    PostgresTarget,
-    connect,
-    display_url,
-    migrate,
-    query_postgres,
-    sessions_postgres,
-)
+from codex_logging._pg_db import SCHEMA_VERSION, connect, display_url, migrate
+from codex_logging._postgres import PostgresTarget, query_postgres, sessions_postgres
 from tests.checks import assert_exactly_once, expected_numbered
 from tests.conftest import db_connection
 
@@ -156,6 +149,60 @@ class TestSameAsSqlite:
         assert error.startswith("database refused the row: ")
         assert 'violates check constraint "no_m2"' in error
 
+    def test_refused_error_row_is_kept_without_its_raw_line(
+        self, pg_url: str, sessions: Path
+    ) -> None:
+        """A quarantine row the server refuses is stored without its raw line, saying why."""
+        sync_to_postgres(pg_url, sessions)
+        with psycopg.connect(pg_url) as conn:
+            conn.execute(
+                "ALTER TABLE session_ingest_errors ADD CONSTRAINT no_raw CHECK (raw <> 'oops')"
+            )
+        (sessions / "s.ndjson").write_bytes(b'oops\n{"message": "fine"}\n')
+        report = sync_to_postgres(pg_url, sessions)
+        assert (report.rows_inserted, report.lines_quarantined) == (1, 1)
+        ((seq, error, raw, raw_bytes),) = pg_rows(
+            pg_url, "SELECT seq, error, raw, raw_bytes FROM session_ingest_errors"
+        )
+        assert (seq, raw, raw_bytes) == (1, "", None)
+        assert "raw not stored, database refused it" in error
+        assert 'violates check constraint "no_raw"' in error
+
+    def test_missing_folder_touches_no_server(self, tmp_path: Path) -> None:
+        """A sessions folder that does not exist yet gives one warning and never connects."""
+        url = f"postgresql://nobody@/nothing?host={tmp_path}"
+        report = sync_to_postgres(url, tmp_path / "missing")
+        assert (report.files, report.warnings) == (
+            0,
+            [f"no sessions folder {tmp_path / 'missing'} (yet): nothing to sync"],
+        )
+
+    def test_lock_held_past_the_timeout_is_a_clear_error(self, pg_url: str, sessions: Path) -> None:
+        """A watermark row locked by another session past busy_timeout raises DatabaseLockedError."""
+        write_lines(sessions / "s.ndjson", 2)
+        sync_to_postgres(pg_url, sessions)
+        write_lines(sessions / "s.ndjson", 1, start=2)
+        with psycopg.connect(pg_url) as blocker:
+            blocker.execute("SELECT 1 FROM session_ingest_watermark FOR UPDATE")
+            with pytest.raises(DatabaseLockedError, match="stayed locked by another sync"):
+                sync_to_postgres(pg_url, sessions, busy_timeout=0.2)
+        assert sync_to_postgres(pg_url, sessions).rows_inserted == 1
+
+    def test_role_that_may_not_create_tables(self, pg_url: str, sessions: Path) -> None:
+        """A role without CREATE on the schema gets one clear DatabaseError on the first sync."""
+        role = f"nocreate_{os.getpid()}"
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE IF EXISTS {role}")
+            conn.execute(f"CREATE ROLE {role} LOGIN")
+        write_lines(sessions / "s.ndjson", 1)
+        try:
+            with pytest.raises(DatabaseError, match="permission denied for schema public"):
+                sync_to_postgres(pg_url.replace("postgres@", f"{role}@", 1), sessions)
+        finally:
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                conn.execute(f"DROP ROLE {role}")
+        assert pg_rows(pg_url, "SELECT to_regclass('session_events') IS NULL") == [(True,)]
+
 
 class TestManyMachines:
     def test_three_folders_write_one_session(self, pg_url: str, tmp_path: Path) -> None:
@@ -243,11 +290,17 @@ class TestManyMachines:
                     "s", 0, [row], [("s", 2, 20, "bad", "x")], mark=Watermark(seq=2), offsets=[0]
                 )
             assert second.read_watermark("s") == Watermark(seq=1, byte_offset=20, source_id="src")
+            with pytest.raises(WatermarkMovedError):  # a stale seq that is not 0
+                second.commit("s", 5, [], [], mark=Watermark(seq=6), offsets=[])
+            error = ("s", 2, 20, "bad", "x")
+            assert first.commit("s", 1, [], [error], mark=Watermark(seq=2), offsets=[]) == 0
         finally:
             first.close()
             second.close()
         assert pg_rows(pg_url, "SELECT seq FROM session_events") == [(1,)]
-        assert pg_rows(pg_url, "SELECT count(*) FROM session_ingest_errors") == [(0,)]
+        assert pg_rows(pg_url, "SELECT seq, error, raw FROM session_ingest_errors") == [
+            (2, "bad", "x")
+        ]
 
 
 SYNC_WITH_PROGRESS = """
@@ -408,8 +461,11 @@ class TestReads:
         def messages(**kw: Any) -> list[str | None]:
             return [e["message"] for e in query_postgres(pg_url, **kw)]
 
+        assert messages(tail=3) == ["Detail one", "careful", "boom"]
         assert messages(session_id="s", tail=2) == ["careful", "boom"]
         assert messages(level="warning") == ["careful", "boom"]
+        assert messages(level="debug") == ["begin", "Detail one", "careful", "boom"]
+        assert messages(level="notice") == []
         assert messages(kind="end") == [None, "boom"]
         assert messages(role="tool") == ["Detail one"]
         assert messages(grep="DETAIL") == ["Detail one"]
