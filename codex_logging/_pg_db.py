@@ -78,44 +78,76 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
                 raw_bytes bytea,
                 PRIMARY KEY (source_id, session_id, seq, byte_offset)
             )""",
-            # json, not jsonb: a record may hold escapes jsonb rejects. A line
-            # whose status cannot be read is no reason to fail the view.
-            """CREATE OR REPLACE FUNCTION codex_end_status(line text) RETURNS text
-            LANGUAGE plpgsql IMMUTABLE AS $$
-            BEGIN
-                RETURN line::json ->> 'status';
-            EXCEPTION WHEN others THEN
-                RETURN NULL;
-            END $$""",
+            # json, not jsonb: a record may hold escapes jsonb rejects. The
+            # views read a few fields of the line; a line whose fields json
+            # could not give as text (\u0000, a surrogate escape, NaN, which
+            # Python's json accepts) shows them as NULL instead of failing.
+            """CREATE OR REPLACE FUNCTION codex_json(line text) RETURNS json
+            LANGUAGE sql IMMUTABLE AS $$
+                SELECT CASE
+                    WHEN line ~ '\\\\u(0000|[dD][89a-fA-F])' OR line ~ '(NaN|Infinity)' THEN NULL
+                    ELSE line::json
+                END
+            $$""",
+            # The same columns as the SQLite views (issue 13), plus the source
+            # and its host; ISO-8601 UTC times.
+            """CREATE OR REPLACE VIEW events AS
+            SELECT
+                to_char(to_timestamp(e.ts) AT TIME ZONE 'UTC',
+                        'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS time,
+                e.session_id, e.seq, e.ts, e.kind, e.level, e.logger, e.role, e.message,
+                CASE WHEN j ->> 'pid' ~ '^-?[0-9]{1,18}$' THEN (j ->> 'pid')::bigint END AS pid,
+                j ->> 'status' AS status,
+                j ->> 'error_type' AS error_type,
+                j ->> 'error' AS error,
+                CASE WHEN j ->> 'duration_s' ~ '^-?[0-9]{1,15}([.][0-9]*)?$'
+                    THEN (j ->> 'duration_s')::double precision END AS duration_s,
+                e.data,
+                e.source_id,
+                s.host
+            FROM session_events e
+            CROSS JOIN LATERAL codex_json(e.data) AS j
+            LEFT JOIN sources s USING (source_id)""",
             # One row per session id, merging every source (a CI matrix sharing
-            # one CODEX_SESSION_ID); status is error if any end record failed.
+            # one CODEX_SESSION_ID): status is error if any end record failed,
+            # ok if the session ended, else NULL.
             """CREATE OR REPLACE VIEW sessions AS
             SELECT
                 session_id,
-                coalesce(min(ts) FILTER (WHERE kind = 'start'), min(ts)) AS start_ts,
-                max(ts) FILTER (WHERE kind = 'end') AS end_ts,
-                CASE
-                    WHEN bool_or(kind = 'end' AND codex_end_status(data) = 'error')
-                        THEN 'error'
-                    ELSE (array_agg(codex_end_status(data) ORDER BY ts DESC, seq DESC)
-                          FILTER (WHERE kind = 'end'))[1]
-                END AS status,
-                min(ts) AS first_ts,
-                max(ts) AS last_ts,
-                count(*) AS events,
-                count(DISTINCT source_id) AS sources,
-                to_char(to_timestamp(min(ts)) AT TIME ZONE 'UTC',
-                        'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS first_time
-            FROM session_events
-            GROUP BY session_id""",
-            # The events of every source, with the host and an ISO-8601 UTC time.
-            """CREATE OR REPLACE VIEW events AS
-            SELECT
-                e.session_id, e.source_id, s.host, e.seq, e.ts,
-                to_char(to_timestamp(e.ts) AT TIME ZONE 'UTC',
-                        'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS time,
-                e.kind, e.level, e.logger, e.role, e.message, e.data
-            FROM session_events e LEFT JOIN sources s USING (source_id)""",
+                to_char(to_timestamp(start_ts) AT TIME ZONE 'UTC',
+                        'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS start_time,
+                to_char(to_timestamp(end_ts) AT TIME ZONE 'UTC',
+                        'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS end_time,
+                CASE WHEN failed THEN 'error' WHEN end_ts IS NOT NULL THEN 'ok' END AS status,
+                events,
+                messages,
+                warnings,
+                errors,
+                processes,
+                round((end_ts - start_ts)::numeric, 3)::double precision AS duration_s,
+                start_ts,
+                end_ts,
+                first_ts,
+                last_ts,
+                sources
+            FROM (
+                SELECT
+                    session_id,
+                    coalesce(min(ts) FILTER (WHERE kind = 'start'), min(ts)) AS start_ts,
+                    max(ts) FILTER (WHERE kind = 'end') AS end_ts,
+                    min(ts) AS first_ts,
+                    max(ts) AS last_ts,
+                    count(*) AS events,
+                    count(*) - count(*) FILTER (WHERE kind <> 'message') AS messages,
+                    count(*) FILTER (WHERE level IN ('WARNING', 'WARN')) AS warnings,
+                    count(*) FILTER (WHERE level IN ('ERROR', 'CRITICAL', 'FATAL')) AS errors,
+                    count(DISTINCT (source_id, pid)) FILTER (WHERE kind <> 'message')
+                        AS processes,
+                    coalesce(bool_or(kind = 'end' AND status = 'error'), false) AS failed,
+                    count(DISTINCT source_id) AS sources
+                FROM events
+                GROUP BY session_id
+            ) s""",
         ),
     ),
 )

@@ -335,8 +335,21 @@ def sync_to_postgres(
 # -- reads for the command line ----------------------------------------------
 
 _QUERY_COLUMNS: Final = "session_id, seq, ts, kind, level, logger, role, message, data"
-#: Level names in rising severity, for ``level`` (this level or worse).
-_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: The columns of the ``sessions`` view the CLI shows, as the SQLite reads return them.
+SESSION_COLUMNS: Final = (
+    "session_id",
+    "start_time",
+    "end_time",
+    "status",
+    "events",
+    "messages",
+    "warnings",
+    "errors",
+    "processes",
+    "duration_s",
+    "start_ts",
+    "end_ts",
+)
 
 
 @contextmanager
@@ -359,7 +372,7 @@ def query_postgres(
     tail: int = 20,
     kind: str | None = None,
     *,
-    level: str | None = None,
+    levels: Sequence[str] | None = None,
     role: str | None = None,
     grep: str | None = None,
     since: float | None = None,
@@ -372,7 +385,8 @@ def query_postgres(
         session_id: Only this session.
         tail: How many events.
         kind: Only events of this kind.
-        level: Only events of this level or a more severe one.
+        levels: Only events stored with one of these level names (the CLI
+            expands ``--level warning`` into every name at or above it).
         role: Only events of this role.
         grep: Only events whose message holds this text (any case).
         since: Only events at or after this Unix time.
@@ -386,14 +400,10 @@ def query_postgres(
         DatabaseError: The database cannot be read or has no mirror tables.
         UnknownSessionError: The session has no events.
     """
-    levels = None
-    if level is not None:
-        name = level.upper()
-        levels = list(_LEVELS[_LEVELS.index(name) :]) if name in _LEVELS else [name]
     filters = (
         ("session_id = %s", session_id),
         ("kind = %s", kind),
-        ("upper(level) = ANY(%s)", levels),
+        ("level = ANY(%s)", None if levels is None else list(levels)),
         ("role = %s", role),
         ("strpos(lower(message), lower(%s)) > 0", grep),
         ("ts >= %s", since),
@@ -415,22 +425,30 @@ def query_postgres(
     return list(reversed(rows))
 
 
-def sessions_postgres(url: str) -> list[dict[str, Any]]:
+def sessions_postgres(url: str, session_id: str | None = None) -> list[dict[str, Any]]:
     """Return one row per session id, every source merged, oldest first.
 
     Args:
         url: A ``postgresql://`` URL.
+        session_id: Only this session.
 
     Returns:
-        Dicts with the keys session_id, start_ts, end_ts, status and events.
+        Dicts with the keys of :data:`SESSION_COLUMNS`, as the SQLite
+        ``sessions`` read returns them: ``status`` is ``error`` when any
+        ``end`` record failed, ``ok`` when the session ended, else None.
 
     Raises:
         DatabaseError: The database cannot be read or has no mirror tables.
+        UnknownSessionError: ``session_id`` has no events.
     """
+    sql = f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions"  # noqa: S608 - constants
+    params: tuple[str, ...] = ()
+    if session_id is not None:
+        sql += " WHERE session_id = %s"
+        params = (session_id,)
     with _reader(url) as conn, conn.cursor(row_factory=import_psycopg().rows.dict_row) as cur:
-        return list(
-            cur.execute(
-                "SELECT session_id, start_ts, end_ts, status, events"
-                " FROM sessions ORDER BY start_ts, session_id"
-            ).fetchall()
-        )
+        rows = cur.execute(sql + " ORDER BY start_ts, session_id", params).fetchall()
+    if session_id is not None and not rows:
+        msg = f"unknown session {session_id} in {display_url(url)}"
+        raise UnknownSessionError(msg)
+    return list(rows)

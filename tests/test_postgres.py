@@ -227,15 +227,17 @@ class TestManyMachines:
         assert sorted(pg_rows(pg_url, "SELECT source_id, folder FROM sources")) == sorted(
             zip(ids, map(str, folders), strict=True)
         )
-        assert sessions_postgres(pg_url) == [
-            {
-                "session_id": "ci-run",
-                "start_ts": 100.0,
-                "end_ts": None,
-                "status": None,
-                "events": 12,
-            }
-        ]
+        (summary,) = sessions_postgres(pg_url)
+        assert {
+            k: summary[k] for k in ("session_id", "start_ts", "end_ts", "status", "events")
+        } == {
+            "session_id": "ci-run",
+            "start_ts": 100.0,
+            "end_ts": None,
+            "status": None,
+            "events": 12,
+        }
+        assert pg_rows(pg_url, "SELECT sources FROM sessions") == [(3,)]
         merged = query_postgres(pg_url, "ci-run", tail=100)
         assert [e["message"] for e in merged] == [f"h{n}-{i}" for i in range(4) for n in range(3)]
         again = [sync_to_postgres(pg_url, f).rows_inserted for f in folders]
@@ -447,10 +449,20 @@ class TestReads:
     def test_query_filters_and_sessions(self, pg_url: str, sessions: Path) -> None:
         """query_postgres filters as the SQLite query does; sessions shows status error from any end."""
         records = [
-            {"ts": 1.0, "kind": "start", "level": "INFO", "message": "begin"},
+            {"ts": 1.0, "kind": "start", "level": "INFO", "message": "begin", "pid": 7},
             {"ts": 2.0, "level": "DEBUG", "message": "Detail one", "role": "tool"},
             {"ts": 3.0, "level": "WARNING", "message": "careful", "role": "assistant"},
-            {"ts": 4.0, "kind": "end", "level": "ERROR", "status": "error", "message": "boom"},
+            {
+                "ts": 4.0,
+                "kind": "end",
+                "level": "ERROR",
+                "status": "error",
+                "message": "boom",
+                "pid": 8,
+                "error_type": "ValueError",
+                "error": "bad",
+                "duration_s": 3.0,
+            },
         ]
         (sessions / "s.ndjson").write_text("".join(json.dumps(r) + "\n" for r in records))
         (sessions / "t.ndjson").write_text(
@@ -463,9 +475,8 @@ class TestReads:
 
         assert messages(tail=3) == ["Detail one", "careful", "boom"]
         assert messages(session_id="s", tail=2) == ["careful", "boom"]
-        assert messages(level="warning") == ["careful", "boom"]
-        assert messages(level="debug") == ["begin", "Detail one", "careful", "boom"]
-        assert messages(level="notice") == []
+        assert messages(levels=("WARNING", "WARN", "ERROR")) == ["careful", "boom"]
+        assert messages(levels=("NOTICE",)) == []
         assert messages(kind="end") == [None, "boom"]
         assert messages(role="tool") == ["Detail one"]
         assert messages(grep="DETAIL") == ["Detail one"]
@@ -485,11 +496,63 @@ class TestReads:
             }
         ]
         assert sessions_postgres(pg_url) == [
-            {"session_id": "t", "start_ts": 0.5, "end_ts": 0.5, "status": "ok", "events": 1},
-            {"session_id": "s", "start_ts": 1.0, "end_ts": 4.0, "status": "error", "events": 4},
+            {
+                "session_id": "t",
+                "start_time": "1970-01-01T00:00:00.500Z",
+                "end_time": "1970-01-01T00:00:00.500Z",
+                "status": "ok",
+                "events": 1,
+                "messages": 0,
+                "warnings": 0,
+                "errors": 0,
+                "processes": 1,
+                "duration_s": 0.0,
+                "start_ts": 0.5,
+                "end_ts": 0.5,
+            },
+            {
+                "session_id": "s",
+                "start_time": "1970-01-01T00:00:01.000Z",
+                "end_time": "1970-01-01T00:00:04.000Z",
+                "status": "error",
+                "events": 4,
+                "messages": 2,
+                "warnings": 1,
+                "errors": 1,
+                "processes": 2,
+                "duration_s": 3.0,
+                "start_ts": 1.0,
+                "end_ts": 4.0,
+            },
         ]
+        assert [r["session_id"] for r in sessions_postgres(pg_url, "s")] == ["s"]
+        assert pg_rows(
+            pg_url,
+            "SELECT time, pid, status, error_type, error, duration_s FROM events"
+            " WHERE session_id = 's' AND kind = 'end'",
+        ) == [("1970-01-01T00:00:04.000Z", 8, "error", "ValueError", "bad", 3.0)]
         with pytest.raises(UnknownSessionError, match="unknown session nope"):
             query_postgres(pg_url, "nope")
+        with pytest.raises(UnknownSessionError, match="unknown session nope"):
+            sessions_postgres(pg_url, "nope")
+
+    def test_views_survive_lines_json_cannot_read(self, pg_url: str, sessions: Path) -> None:
+        """An end record holding \\u0000, a lone surrogate escape or NaN leaves its view fields NULL, never an error."""
+        lines = [
+            '{"ts": 1, "kind": "end", "status": "error", "error": "nul \\u0000"}',
+            '{"ts": 2, "kind": "end", "status": "ok", "error": "\\udc80"}',
+            '{"ts": 3, "kind": "end", "status": "ok", "duration_s": NaN}',
+            '{"ts": 4, "kind": "end", "status": "ok", "pid": 99999999999999999999, "duration_s": 1e400}',
+        ]
+        (sessions / "s.ndjson").write_text("".join(line + "\n" for line in lines))
+        assert sync_to_postgres(pg_url, sessions).rows_inserted == 4
+        assert pg_rows(pg_url, "SELECT seq, status, pid, duration_s FROM events ORDER BY seq") == [
+            (1, None, None, None),
+            (2, None, None, None),
+            (3, None, None, None),
+            (4, "ok", None, None),
+        ]
+        assert pg_rows(pg_url, "SELECT status, events FROM sessions") == [("ok", 4)]
 
     def test_reads_never_create_the_schema(self, pg_url: str) -> None:
         """Reading a database that was never synced is a clear error, and creates nothing."""
