@@ -81,6 +81,12 @@ def _safe(value: object) -> Any:
     return value
 
 
+def _safe_row(row: EventRow) -> EventRow:
+    # Only the parsed columns: data is the line itself, and a line PostgreSQL
+    # cannot hold as it is must be refused and quarantined, not altered.
+    return (*map(_safe, row[:8]), row[8])
+
+
 def _error_values(source: str, row: ErrorRow) -> tuple[object, ...]:
     # raw is the line as text, or its bytes when they are not UTF-8: kept as
     # text where PostgreSQL can hold it exactly, else shown with U+FFFD and
@@ -214,7 +220,7 @@ class PostgresTarget:
                 for row, offset in zip(events, offsets, strict=True):
                     try:
                         with conn.transaction():
-                            conn.execute(_INSERT_EVENT, (self.source, *map(_safe, row)))
+                            conn.execute(_INSERT_EVENT, (self.source, *_safe_row(row)))
                         inserted += 1
                     except refused as exc:
                         quarantine.append(rejected_event(row, offset, exc))
@@ -271,7 +277,7 @@ class PostgresTarget:
             write = copy.write_row
             for row in events:
                 if "\\u0000" in row[8]:
-                    row = tuple(map(_safe, row))  # noqa: PLW2901 - the safe copy of this row
+                    row = _safe_row(row)  # noqa: PLW2901 - the safe copy of this row
                 write((source, *row))
 
     def _insert_errors(self, errors: Sequence[ErrorRow]) -> None:

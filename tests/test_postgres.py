@@ -294,15 +294,24 @@ class TestManyMachines:
             assert second.read_watermark("s") == Watermark(seq=1, byte_offset=20, source_id="src")
             with pytest.raises(WatermarkMovedError):  # a stale seq that is not 0
                 second.commit("s", 5, [], [], mark=Watermark(seq=6), offsets=[])
-            error = ("s", 2, 20, "bad", "x")
-            assert first.commit("s", 1, [], [error], mark=Watermark(seq=2), offsets=[]) == 0
+            # A raw NUL, which no parsed line holds but PostgreSQL text refuses:
+            # that row alone is quarantined, its line kept byte for byte.
+            nul = ("s", 2, 2.0, "message", None, None, None, "two", '{"m": "a\x00b"}')
+            assert first.commit("s", 1, [nul], [], mark=Watermark(seq=2), offsets=[20]) == 0
+            error = ("s", 3, 40, "bad", "x")
+            assert first.commit("s", 2, [], [error], mark=Watermark(seq=3), offsets=[]) == 0
         finally:
             first.close()
             second.close()
         assert pg_rows(pg_url, "SELECT seq FROM session_events") == [(1,)]
-        assert pg_rows(pg_url, "SELECT seq, error, raw FROM session_ingest_errors") == [
-            (2, "bad", "x")
-        ]
+        got = pg_rows(
+            pg_url,
+            "SELECT seq, byte_offset, error, raw, raw_bytes FROM session_ingest_errors ORDER BY seq",
+        )
+        assert [row[:2] for row in got] == [(2, 20), (3, 40)]
+        assert got[0][2].startswith("database refused the row: ")
+        assert got[0][3:] == ('{"m": "a\ufffdb"}', b'{"m": "a\x00b"}')
+        assert got[1][2:] == ("bad", "x", None)
 
 
 SYNC_WITH_PROGRESS = """
