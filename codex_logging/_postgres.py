@@ -56,8 +56,9 @@ from codex_logging._settings import sessions_dir_path
 
 _COPY_EVENTS: Final = (
     "COPY session_events (source_id, session_id, seq, ts, kind, level, logger, role,"
-    " message, data) FROM STDIN"
+    " message, data) FROM STDIN (FORMAT BINARY)"
 )
+_COPY_TYPES: Final = ("text", "text", "int8", "float8", *("text",) * 6)
 _INSERT_EVENT: Final = (
     "INSERT INTO session_events (source_id, session_id, seq, ts, kind, level, logger, role,"
     " message, data) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -274,6 +275,7 @@ class PostgresTarget:
             return
         source = self.source
         with self.conn.cursor().copy(_COPY_EVENTS) as copy:
+            copy.set_types(_COPY_TYPES)
             write = copy.write_row
             for row in events:
                 if "\\u0000" in row[8]:
