@@ -368,7 +368,8 @@ class _FileSync:
         self.events: list[EventRow] = []
         self.offsets: list[int] = []
         self.errors: list[ErrorRow] = []
-        self.batch_bytes = 0
+        self.batch_seq = 0  # seq and offset where the current batch started
+        self.batch_pos = 0
         self.dirty = False  # the watermark to store differs from the stored one
 
     def run(self) -> None:
@@ -459,6 +460,7 @@ class _FileSync:
             mark.scanned_to, mark.scan_sha256 = 0, None  # the pending line changed: scan it again
         self.dirty = mark != stored
         self.mark = mark
+        self.batch_seq, self.batch_pos = mark.seq, mark.byte_offset
         self.committed = mark.byte_offset
         self._read(size)
 
@@ -519,7 +521,7 @@ class _FileSync:
             else:
                 raw = tail + chunk[:end] if tail else chunk[:end]
             seq += 1
-            self._queue(seq, pos, raw)
+            self._take(seq, pos, raw)
             del raw
             seq, pos, start = self._lines_of(chunk, base, end + 1, seq)
             tail = chunk[start:]
@@ -527,25 +529,33 @@ class _FileSync:
             self._commit(seq, pos, scanned)
 
     def _lines_of(self, chunk: bytes, base: int, start: int, seq: int) -> tuple[int, int, int]:
-        """Queue the complete lines of ``chunk`` from ``start``; return seq, offset, index."""
+        """Queue the complete lines of ``chunk`` from ``start``; return seq, offset, index.
+
+        The per-line loop of the sync: kept to local names.
+        """
+        take = self.run_.parser.take
+        sid, events, errors, append_offset = self.sid, self.events, self.errors, self.offsets.append
+        find = chunk.find
+        # A batch closes at BATCH_LINES lines or BATCH_BYTES bytes, whichever first.
+        line_limit, byte_limit = self.batch_seq + BATCH_LINES, self.batch_pos + BATCH_BYTES
         while True:
             pos = base + start
-            if len(self.offsets) + len(self.errors) >= BATCH_LINES or (
-                self.batch_bytes >= BATCH_BYTES
-            ):
+            if seq >= line_limit or pos >= byte_limit:
                 self._commit(seq, pos, pos)
-            end = chunk.find(b"\n", start)
+                line_limit, byte_limit = seq + BATCH_LINES, pos + BATCH_BYTES
+            end = find(b"\n", start)
             if end < 0:
                 return seq, pos, start
             seq += 1
-            self._queue(seq, pos, chunk[start:end])
+            at = take(sid, seq, pos, chunk[start:end], events, errors)
+            if at >= 0:
+                append_offset(at)
             start = end + 1
 
-    def _queue(self, seq: int, offset: int, raw: bytes) -> None:
+    def _take(self, seq: int, offset: int, raw: bytes) -> None:
         at = self.run_.parser.take(self.sid, seq, offset, raw, self.events, self.errors)
         if at >= 0:
             self.offsets.append(at)
-        self.batch_bytes += len(raw) + 1
 
     def _commit(self, seq: int, offset: int, scanned: int) -> None:
         mark = self.mark
@@ -554,6 +564,7 @@ class _FileSync:
             mark.head_sha256 = self._head_hash(mark.head_len)
         mark.seq, mark.byte_offset, mark.scanned_to = seq, offset, max(scanned, offset)
         mark.scan_sha256 = self._scan_hash(offset, scanned) if scanned > offset else None
+        self.run_.parser.settle(self.events)
         inserted = self.target.commit(
             self.sid, self.stored_seq, self.events, self.errors, mark=mark, offsets=self.offsets
         )
@@ -567,6 +578,6 @@ class _FileSync:
         self.events.clear()
         self.offsets.clear()
         self.errors.clear()
-        self.batch_bytes = 0
+        self.batch_seq, self.batch_pos = seq, offset
         if self.run_.progress is not None:
             self.run_.progress(self.sid, report)
