@@ -19,7 +19,8 @@ import hashlib
 import os
 import stat
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Final, Protocol
 
 from codex_logging._errors import CodexLoggingError, SessionsDirError, UnknownSessionError
@@ -34,6 +35,7 @@ BATCH_BYTES: Final = 8 << 20
 CHUNK_BYTES: Final = 1 << 20
 #: Bytes at the start of a file remembered to notice a replaced file.
 HEAD_BYTES: Final = 4096
+_S_IFMT: Final = 0o170000
 #: The file, inside a sessions folder, that holds the folder's id.
 SOURCE_ID_FILE: Final = ".codex-source-id"
 
@@ -76,8 +78,14 @@ class Target(Protocol):
     #: For messages: the database path, or the URL without its password.
     name: str
 
-    def read_watermarks(self) -> Mapping[str, Watermark]:
-        """Return every session's watermark, in one query (for the idle check)."""
+    def settled_files(self, source_id: str) -> AbstractSet[tuple[str, int, int, int]]:
+        """Return ``(session_id, byte_offset, file_dev, file_ino)`` of settled watermarks.
+
+        One query, for the idle check: the watermarks of folder ``source_id``
+        with no pending partial line (``scanned_to <= byte_offset``). A file
+        whose ``(session_id, size, st_dev, st_ino)`` is in the set is skipped
+        without being opened.
+        """
 
     def read_watermark(self, session_id: str) -> Watermark | None:
         """Return one session's watermark; called under the file's lock."""
@@ -269,15 +277,17 @@ def run_sync(
     if files is None:
         return report
     run = _Run(target, source_id(sessions_dir), sessions_dir, report, busy_timeout, progress)
-    marks = target.read_watermarks()
-    for sid, path, found in files:
-        report.files += 1
-        report.sessions.append(sid)
-        mark = marks.get(sid)
-        if mark is not None and _unchanged(mark, found, run.source):
-            report.files_skipped += 1
+    # Idle work is O(changed files): an unchanged file is not even opened.
+    settled = target.settled_files(run.source)
+    for sid, path, info in files:
+        if (sid, info.st_size, info.st_dev, info.st_ino) in settled:
+            report.files_skipped += 1  # its id was checked when it was first synced
+        elif _valid(sid):
+            _FileSync(run, sid, path).run()
+        else:
             continue
-        _FileSync(run, sid, path).run()
+        report.sessions.append(sid)
+    report.files = len(report.sessions)
     return report
 
 
@@ -299,7 +309,7 @@ def _files(
         msg = f"the sessions folder {folder} is not a folder"
         raise SessionsDirError(msg)
     if session_id is None:
-        return list(_session_files(folder))
+        return _session_files(folder)
     path = os.path.join(folder, session_id + SUFFIX)
     try:
         found = os.stat(path, follow_symlinks=False)
@@ -311,32 +321,32 @@ def _files(
     return [(session_id, path, found)]
 
 
-def _unchanged(mark: Watermark, info: os.stat_result, source: str) -> bool:
-    """Return whether a file is exactly as its watermark left it (nothing to read)."""
-    # A file with a pending partial line is opened: its bytes are checked.
-    return (
-        info.st_size == mark.byte_offset >= mark.scanned_to
-        and info.st_ino == mark.file_ino
-        and info.st_dev == mark.file_dev
-        and mark.source_id == source
-    )
+def _session_files(folder: str) -> list[tuple[str, str, os.stat_result]]:
+    """Return ``(session_id, path, lstat)`` of the regular session files, in name order."""
+    names = sorted(name for name in os.listdir(folder) if name.endswith(SUFFIX))
+    cut = -len(SUFFIX)
+    prefix = os.path.join(folder, "")
+    found = []
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in names:
+            try:
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if info.st_mode & _S_IFMT == stat.S_IFREG:
+                found.append((name[:cut], prefix + name, info))
+    finally:
+        os.close(fd)
+    return found
 
 
-def _session_files(folder: str) -> Iterator[tuple[str, str, os.stat_result]]:
-    with os.scandir(folder) as scan:
-        entries = sorted(
-            (e for e in scan if e.name.endswith(SUFFIX)),
-            key=lambda e: e.name,
-        )
-    for entry in entries:
-        sid = entry.name[: -len(SUFFIX)]
-        try:
-            validate_session_id(sid)
-            info = entry.stat(follow_symlinks=False)
-        except (ValueError, OSError):
-            continue
-        if stat.S_ISREG(info.st_mode):
-            yield sid, entry.path, info
+def _valid(session_id: str) -> bool:
+    try:
+        validate_session_id(session_id)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclasses.dataclass

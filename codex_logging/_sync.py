@@ -103,18 +103,22 @@ class SqliteTarget:
             self._conn = connect(self.name, busy_timeout=self.busy_timeout)
         return self._conn
 
-    def read_watermarks(self) -> dict[str, Watermark]:
-        """Return every session's watermark.
+    def settled_files(self, source_id: str) -> set[tuple[str, int, int, int]]:
+        """Return the watermarks of folder ``source_id`` with no pending line (see ``Target``).
+
+        Args:
+            source_id: The sessions folder's id.
 
         Returns:
-            Watermarks by session id.
+            ``(session_id, byte_offset, file_dev, file_ino)`` tuples.
         """
-        return {
-            row[0]: _watermark(row[1:])
-            for row in self.conn.execute(
-                f"SELECT session_id, {_WATERMARK_COLUMNS} FROM session_ingest_watermark"  # noqa: S608 - constant
+        return set(
+            self.conn.execute(
+                "SELECT session_id, byte_offset, file_dev, file_ino FROM session_ingest_watermark"
+                " WHERE source_id = ? AND scanned_to <= byte_offset",
+                (source_id,),
             )
-        }
+        )
 
     def read_watermark(self, session_id: str) -> Watermark | None:
         """Return one session's watermark.
