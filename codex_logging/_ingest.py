@@ -469,6 +469,7 @@ class _FileSync:
         ) != (mark.scan_sha256):
             mark.scanned_to, mark.scan_sha256 = 0, None  # the pending line changed: scan it again
         self.dirty = mark != stored
+        self.run_.parser.begin()
         self.mark = mark
         self.batch_seq, self.batch_pos = mark.seq, mark.byte_offset
         self.committed = mark.byte_offset

@@ -130,6 +130,10 @@ class LineParser:
             return -1
         return offset
 
+    def begin(self) -> None:
+        """Start a new file: forget the checks still due for another file's rows."""
+        self._unchecked.clear()
+
     def settle(self, events: list[EventRow]) -> None:
         """Finish the shape checks of the flat lines queued in ``events`` (before a commit).
 
