@@ -19,7 +19,8 @@ import hashlib
 import os
 import stat
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Final, Protocol
 
 from codex_logging._errors import CodexLoggingError, SessionsDirError, UnknownSessionError
@@ -34,6 +35,7 @@ BATCH_BYTES: Final = 8 << 20
 CHUNK_BYTES: Final = 1 << 20
 #: Bytes at the start of a file remembered to notice a replaced file.
 HEAD_BYTES: Final = 4096
+_S_IFMT: Final = 0o170000
 #: The file, inside a sessions folder, that holds the folder's id.
 SOURCE_ID_FILE: Final = ".codex-source-id"
 
@@ -76,8 +78,14 @@ class Target(Protocol):
     #: For messages: the database path, or the URL without its password.
     name: str
 
-    def read_watermarks(self) -> Mapping[str, Watermark]:
-        """Return every session's watermark, in one query (for the idle check)."""
+    def settled_files(self, source_id: str) -> AbstractSet[tuple[str, int, int, int]]:
+        """Return ``(session_id, byte_offset, file_dev, file_ino)`` of settled watermarks.
+
+        One query, for the idle check: the watermarks of folder ``source_id``
+        with no pending partial line (``scanned_to <= byte_offset``). A file
+        whose ``(session_id, size, st_dev, st_ino)`` is in the set is skipped
+        without being opened.
+        """
 
     def read_watermark(self, session_id: str) -> Watermark | None:
         """Return one session's watermark; called under the file's lock."""
@@ -269,15 +277,17 @@ def run_sync(
     if files is None:
         return report
     run = _Run(target, source_id(sessions_dir), sessions_dir, report, busy_timeout, progress)
-    marks = target.read_watermarks()
-    for sid, path, found in files:
-        report.files += 1
-        report.sessions.append(sid)
-        mark = marks.get(sid)
-        if mark is not None and _unchanged(mark, found, run.source):
-            report.files_skipped += 1
+    # Idle work is O(changed files): an unchanged file is not even opened.
+    settled = target.settled_files(run.source)
+    for sid, path, info in files:
+        if (sid, info.st_size, info.st_dev, info.st_ino) in settled:
+            report.files_skipped += 1  # its id was checked when it was first synced
+        elif _valid(sid):
+            _FileSync(run, sid, path).run()
+        else:
             continue
-        _FileSync(run, sid, path).run()
+        report.sessions.append(sid)
+    report.files = len(report.sessions)
     return report
 
 
@@ -299,7 +309,7 @@ def _files(
         msg = f"the sessions folder {folder} is not a folder"
         raise SessionsDirError(msg)
     if session_id is None:
-        return list(_session_files(folder))
+        return _session_files(folder)
     path = os.path.join(folder, session_id + SUFFIX)
     try:
         found = os.stat(path, follow_symlinks=False)
@@ -311,32 +321,32 @@ def _files(
     return [(session_id, path, found)]
 
 
-def _unchanged(mark: Watermark, info: os.stat_result, source: str) -> bool:
-    """Return whether a file is exactly as its watermark left it (nothing to read)."""
-    # A file with a pending partial line is opened: its bytes are checked.
-    return (
-        info.st_size == mark.byte_offset >= mark.scanned_to
-        and info.st_ino == mark.file_ino
-        and info.st_dev == mark.file_dev
-        and mark.source_id == source
-    )
+def _session_files(folder: str) -> list[tuple[str, str, os.stat_result]]:
+    """Return ``(session_id, path, lstat)`` of the regular session files, in name order."""
+    names = sorted(name for name in os.listdir(folder) if name.endswith(SUFFIX))
+    cut = -len(SUFFIX)
+    prefix = os.path.join(folder, "")
+    found = []
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in names:
+            try:
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if info.st_mode & _S_IFMT == stat.S_IFREG:
+                found.append((name[:cut], prefix + name, info))
+    finally:
+        os.close(fd)
+    return found
 
 
-def _session_files(folder: str) -> Iterator[tuple[str, str, os.stat_result]]:
-    with os.scandir(folder) as scan:
-        entries = sorted(
-            (e for e in scan if e.name.endswith(SUFFIX)),
-            key=lambda e: e.name,
-        )
-    for entry in entries:
-        sid = entry.name[: -len(SUFFIX)]
-        try:
-            validate_session_id(sid)
-            info = entry.stat(follow_symlinks=False)
-        except (ValueError, OSError):
-            continue
-        if stat.S_ISREG(info.st_mode):
-            yield sid, entry.path, info
+def _valid(session_id: str) -> bool:
+    try:
+        validate_session_id(session_id)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclasses.dataclass
@@ -368,7 +378,8 @@ class _FileSync:
         self.events: list[EventRow] = []
         self.offsets: list[int] = []
         self.errors: list[ErrorRow] = []
-        self.batch_bytes = 0
+        self.batch_seq = 0  # seq and offset where the current batch started
+        self.batch_pos = 0
         self.dirty = False  # the watermark to store differs from the stored one
 
     def run(self) -> None:
@@ -458,7 +469,9 @@ class _FileSync:
         ) != (mark.scan_sha256):
             mark.scanned_to, mark.scan_sha256 = 0, None  # the pending line changed: scan it again
         self.dirty = mark != stored
+        self.run_.parser.begin()
         self.mark = mark
+        self.batch_seq, self.batch_pos = mark.seq, mark.byte_offset
         self.committed = mark.byte_offset
         self._read(size)
 
@@ -519,7 +532,7 @@ class _FileSync:
             else:
                 raw = tail + chunk[:end] if tail else chunk[:end]
             seq += 1
-            self._queue(seq, pos, raw)
+            self._take(seq, pos, raw)
             del raw
             seq, pos, start = self._lines_of(chunk, base, end + 1, seq)
             tail = chunk[start:]
@@ -527,25 +540,33 @@ class _FileSync:
             self._commit(seq, pos, scanned)
 
     def _lines_of(self, chunk: bytes, base: int, start: int, seq: int) -> tuple[int, int, int]:
-        """Queue the complete lines of ``chunk`` from ``start``; return seq, offset, index."""
+        """Queue the complete lines of ``chunk`` from ``start``; return seq, offset, index.
+
+        The per-line loop of the sync: kept to local names.
+        """
+        take = self.run_.parser.take
+        sid, events, errors, append_offset = self.sid, self.events, self.errors, self.offsets.append
+        find = chunk.find
+        # A batch closes at BATCH_LINES lines or BATCH_BYTES bytes, whichever first.
+        line_limit, byte_limit = self.batch_seq + BATCH_LINES, self.batch_pos + BATCH_BYTES
         while True:
             pos = base + start
-            if len(self.offsets) + len(self.errors) >= BATCH_LINES or (
-                self.batch_bytes >= BATCH_BYTES
-            ):
+            if seq >= line_limit or pos >= byte_limit:
                 self._commit(seq, pos, pos)
-            end = chunk.find(b"\n", start)
+                line_limit, byte_limit = seq + BATCH_LINES, pos + BATCH_BYTES
+            end = find(b"\n", start)
             if end < 0:
                 return seq, pos, start
             seq += 1
-            self._queue(seq, pos, chunk[start:end])
+            at = take(sid, seq, pos, chunk[start:end], events, errors)
+            if at >= 0:
+                append_offset(at)
             start = end + 1
 
-    def _queue(self, seq: int, offset: int, raw: bytes) -> None:
+    def _take(self, seq: int, offset: int, raw: bytes) -> None:
         at = self.run_.parser.take(self.sid, seq, offset, raw, self.events, self.errors)
         if at >= 0:
             self.offsets.append(at)
-        self.batch_bytes += len(raw) + 1
 
     def _commit(self, seq: int, offset: int, scanned: int) -> None:
         mark = self.mark
@@ -554,6 +575,7 @@ class _FileSync:
             mark.head_sha256 = self._head_hash(mark.head_len)
         mark.seq, mark.byte_offset, mark.scanned_to = seq, offset, max(scanned, offset)
         mark.scan_sha256 = self._scan_hash(offset, scanned) if scanned > offset else None
+        self.run_.parser.settle(self.events)
         inserted = self.target.commit(
             self.sid, self.stored_seq, self.events, self.errors, mark=mark, offsets=self.offsets
         )
@@ -567,6 +589,6 @@ class _FileSync:
         self.events.clear()
         self.offsets.clear()
         self.errors.clear()
-        self.batch_bytes = 0
+        self.batch_seq, self.batch_pos = seq, offset
         if self.run_.progress is not None:
             self.run_.progress(self.sid, report)

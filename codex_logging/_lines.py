@@ -27,9 +27,8 @@ ErrorRow = tuple[str, int, int, str, "str | bytes"]
 
 TORN: Final = "torn record"
 _LEGACY_KINDS: Final = {"session_start": "start", "session_end": "end"}
-#: A line with more opening brackets than this may nest deeper than the
-#: redactor checks (its ``MAX_DEPTH``): it takes the full redaction path.
-_FLAT_BRACKETS: Final = 32
+#: The types a text column takes as they are.
+_PLAIN: Final = frozenset({str, type(None)})
 
 
 def _make_loads() -> Callable[[bytes], Any]:
@@ -75,6 +74,11 @@ class LineParser:
         """Build the redactor the mirror's copy goes through."""
         self._redactor = Redactor()
         self._secret_key = _KeyVerdicts(self._redactor)
+        self._clean_keys: set[str] = set()
+        #: Indexes in ``events`` of flat lines whose shape check is still due:
+        #: one check over all of them in :meth:`settle` is far cheaper than
+        #: one per line, and almost always finds nothing.
+        self._unchecked: list[int] = []
 
     def take(  # noqa: PLR0917 - called per line
         self,
@@ -120,46 +124,104 @@ class LineParser:
             raw = raw[cut:]
             offset += cut
         try:
-            events.append(self._event(session_id, seq, obj, raw))
+            events.append(self._event(session_id, seq, obj, raw, len(events)))
         except Exception as exc:  # any conversion failure stays with its line
             errors.append((session_id, seq, offset, _reason(exc), self.quarantined(raw)))
             return -1
         return offset
 
-    def _event(self, session_id: str, seq: int, obj: dict[str, Any], raw: bytes) -> EventRow:
+    def begin(self) -> None:
+        """Start a new file: forget the checks still due for another file's rows."""
+        self._unchecked.clear()
+
+    def settle(self, events: list[EventRow]) -> None:
+        """Finish the shape checks of the flat lines queued in ``events`` (before a commit).
+
+        Args:
+            events: The rows :meth:`take` appended to since the last call.
+        """
+        unchecked = self._unchecked
+        if not unchecked:
+            return
+        counter = [0]
+        self._redactor.text("\n".join([events[i][8] for i in unchecked]), counter)
+        if counter[0]:  # rare: find the lines that hold a shape
+            for i in unchecked:
+                row = events[i]
+                counter = [0]
+                self._redactor.text(row[8], counter)
+                if counter[0]:
+                    raw = row[8].encode()
+                    events[i] = self._event(row[0], row[1], loads(raw), raw, -1)
+        unchecked.clear()
+
+    def _event(
+        self, session_id: str, seq: int, obj: dict[str, Any], raw: bytes, index: int
+    ) -> EventRow:
+        """Build the row; ``index`` is its place in ``events``, or -1 to check it now."""
         text = raw.decode("utf-8")  # json.loads also takes UTF-16/32: those are quarantined
-        obj, text = self._redacted(obj, text, raw)
+        # A flat object with no escapes, whose keys are known to be clean, has
+        # its values as they are in the line: the line's shape check is
+        # deferred to settle(). Anything else takes the full redaction path.
+        if (
+            index < 0
+            or raw.find(b"\\") >= 0
+            or raw.find(b"[") >= 0
+            or raw.find(b"{", 1) >= 0
+            or (not self._clean_keys.issuperset(obj) and not self._keys_clean(obj))
+        ):
+            obj, text = self._redacted(obj, text)
+        else:
+            self._unchecked.append(index)
+        get = obj.get
+        ts = get("ts")
+        kind, level, logger, role, message = (
+            get("kind"),
+            get("level"),
+            get("logger"),
+            get("role"),
+            get("message"),
+        )
+        if type(kind) is not str:
+            kind = _kind(obj)
         escaped = b"\\u" in raw  # only an escape can make a lone surrogate
-        return (
+        if escaped or not (
+            type(level) in _PLAIN
+            and type(logger) in _PLAIN
+            and type(role) in _PLAIN
+            and type(message) in _PLAIN
+        ):
+            kind, level, logger, role, message = (
+                _column(value, escaped) for value in (kind, level, logger, role, message)
+            )
+        return (  # type: ignore[return-value]  # the columns were made text just above
             session_id,
             seq,
-            _ts(obj.get("ts")),
-            _column(_kind(obj), escaped),
-            *(_column(obj.get(name), escaped) for name in ("level", "logger", "role", "message")),
+            ts if type(ts) is float else _ts(ts),
+            kind,
+            level,
+            logger,
+            role,
+            message,
             text,
-        )  # type: ignore[return-value]
+        )
 
-    def _redacted(self, obj: dict[str, Any], text: str, raw: bytes) -> tuple[dict[str, Any], str]:
+    def _keys_clean(self, obj: dict[str, Any]) -> bool:
+        """Return whether no key of a flat object is secret, remembering clean keys."""
+        for key in obj:
+            if self._secret_key[key]:
+                return False
+            if len(self._clean_keys) < 4096:  # bounded: foreign keys may be endless
+                self._clean_keys.add(key)
+        return True
+
+    def _redacted(self, obj: dict[str, Any], text: str) -> tuple[dict[str, Any], str]:
         """Return the line's object and text with secrets replaced (the line itself if none)."""
-        if b"\\" not in raw and raw.count(b"{") + raw.count(b"[") <= _FLAT_BRACKETS:
-            # Fast path: with no escapes a string's value is its bytes in the
-            # line, so a shape anywhere in it is a shape in the whole line.
-            counter = [0]
-            self._redactor.text(text, counter)
-            if not counter[0] and self._plain_keys(obj):
-                return obj, text
         counter = [0]
         redacted = self._redactor.mapping(obj, counter)
         if not counter[0]:
             return obj, text
         return redacted, _dumps(redacted)
-
-    def _plain_keys(self, obj: dict[str, Any]) -> bool:
-        secret = self._secret_key
-        for key, value in obj.items():
-            if secret[key] or isinstance(value, dict | list):
-                return False  # nested values: the full path checks their keys
-        return True
 
     def quarantined(self, raw: bytes) -> str | bytes:
         """Return a bad line as stored: text if UTF-8, else its bytes; shapes redacted.

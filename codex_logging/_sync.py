@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Final
 
-from codex_logging._db import BUSY_TIMEOUT, atomic, connect, is_busy
+from codex_logging._db import BUSY_TIMEOUT, atomic, connect
 from codex_logging._ingest import (
     Progress,
     SyncReport,
@@ -59,6 +59,9 @@ _UPSERT_WATERMARK: Final = (
 )
 
 
+_SQLITE_TOOBIG: Final = 18
+
+
 def _watermark(row: tuple[object, ...]) -> Watermark:
     seq, offset, head_len, head, dev, ino, source, scanned, folder, scan_hash = row
     return Watermark(
@@ -78,7 +81,10 @@ def _watermark(row: tuple[object, ...]) -> Watermark:
 def _refused(exc: BaseException) -> bool:
     """Return whether an insert failed because of the row's values, not the database."""
     if isinstance(exc, sqlite3.OperationalError):
-        return not is_busy(exc) and getattr(exc, "sqlite_errorcode", 18) & 0xFF == 18  # TOOBIG
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is None:  # Python 3.10
+            return "too big" in str(exc)
+        return int(code) & 0xFF == _SQLITE_TOOBIG
     return isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError | ValueError | OverflowError)
 
 
@@ -103,18 +109,22 @@ class SqliteTarget:
             self._conn = connect(self.name, busy_timeout=self.busy_timeout)
         return self._conn
 
-    def read_watermarks(self) -> dict[str, Watermark]:
-        """Return every session's watermark.
+    def settled_files(self, source_id: str) -> set[tuple[str, int, int, int]]:
+        """Return the watermarks of folder ``source_id`` with no pending line (see ``Target``).
+
+        Args:
+            source_id: The sessions folder's id.
 
         Returns:
-            Watermarks by session id.
+            ``(session_id, byte_offset, file_dev, file_ino)`` tuples.
         """
-        return {
-            row[0]: _watermark(row[1:])
-            for row in self.conn.execute(
-                f"SELECT session_id, {_WATERMARK_COLUMNS} FROM session_ingest_watermark"  # noqa: S608 - constant
+        return set(
+            self.conn.execute(
+                "SELECT session_id, byte_offset, file_dev, file_ino FROM session_ingest_watermark"
+                " WHERE source_id = ? AND scanned_to <= byte_offset",
+                (source_id,),
             )
-        }
+        )
 
     def read_watermark(self, session_id: str) -> Watermark | None:
         """Return one session's watermark.

@@ -12,7 +12,9 @@ RECORD = b'{"message": "glued"}'
 def take(raw: bytes) -> tuple[list[EventRow], list[ErrorRow], int]:
     events: list[EventRow] = []
     errors: list[ErrorRow] = []
-    at = LineParser().take("s", 7, 100, raw, events, errors)
+    parser = LineParser()
+    at = parser.take("s", 7, 100, raw, events, errors)
+    parser.settle(events)
     return events, errors, at
 
 
@@ -58,6 +60,20 @@ class TestGluedRecord:
 
 
 class TestTake:
+    def test_shape_checks_of_a_batch_find_the_one_line(self) -> None:
+        """Among 100 clean flat lines, the one with a token is redacted when the batch settles."""
+        parser = LineParser()
+        events: list[EventRow] = []
+        errors: list[ErrorRow] = []
+        for i in range(100):
+            message = "token ghp_abcdefghijklmnopqrstuvwx" if i == 42 else f"step {i}"
+            parser.take("s", i + 1, 0, b'{"message": "%s"}' % message.encode(), events, errors)
+        parser.settle(events)
+        assert errors == []
+        assert [e[7] for e in events if "REDACTED" in e[8]] == ["token [REDACTED]"]
+        assert events[42][8] == '{"message": "token [REDACTED]"}'
+        assert events[41][8] == '{"message": "step 41"}'
+
     def test_bad_line_is_quarantined_with_its_reason(self) -> None:
         """A JSON array is quarantined with the reason and its bytes as text."""
         events, errors, at = take(b"[1, 2]")

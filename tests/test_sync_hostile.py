@@ -271,3 +271,39 @@ class TestTornRecords:
             assert conn.execute("SELECT seq, byte_offset, error, raw FROM session_ingest_errors").fetchall() == [
                 (2, len(GOOD_BEFORE) + 1, "torn record", fragment.decode()),
             ]  # fmt: skip
+
+
+class TestRefusedQuarantine:
+    def test_a_quarantine_row_the_database_refuses_keeps_its_place(self, tmp_path: Path) -> None:
+        """When even the quarantine row is refused, it is stored without its raw bytes, with both reasons."""
+        folder = tmp_path / "s"
+        folder.mkdir()
+        db = tmp_path / "x.db"
+        (folder / "q.ndjson").write_bytes(b'{"message": "first"}\n')
+        sync_to_sqlite(db, folder)
+        with db_connection(db) as conn:
+            conn.execute(
+                "CREATE TRIGGER refuse_event BEFORE INSERT ON session_events"
+                " WHEN NEW.message = 'poison' BEGIN SELECT RAISE(ABORT, 'no poison'); END"
+            )
+            conn.execute(
+                "CREATE TRIGGER refuse_error BEFORE INSERT ON session_ingest_errors"
+                " WHEN NEW.raw LIKE '%poison%' BEGIN SELECT RAISE(ABORT, 'no poison either'); END"
+            )
+        with (folder / "q.ndjson").open("ab") as f:
+            f.write(b'{"message": "poison"}\nnot json poison\n{"message": "b"}\n')
+        report = sync_to_sqlite(db, folder)
+        assert (report.rows_inserted, report.lines_quarantined, report.warnings) == (1, 2, [])
+        with db_connection(db) as conn:
+            errors = conn.execute(
+                "SELECT seq, error, raw FROM session_ingest_errors ORDER BY seq"
+            ).fetchall()
+        refused = "; raw not stored, database refused it: no poison either"
+        assert [(seq, raw) for seq, _, raw in errors] == [(2, b""), (3, b"")]
+        assert errors[0][1] == "database refused the row: no poison" + refused
+        assert errors[1][1].startswith("JSONDecodeError: ")
+        assert errors[1][1].endswith(refused)
+        with db_connection(db) as conn:
+            assert conn.execute("SELECT seq, message FROM session_events ORDER BY seq").fetchall() == [
+                (1, "first"), (4, "b"),
+            ]  # fmt: skip
