@@ -145,42 +145,48 @@ class PostgresTarget:
             self._conn = conn
         return self._conn
 
-    def read_watermarks(self) -> dict[str, Watermark]:
-        """Return the watermark of every session of this folder."""
-        return dict(self._marks(""))
+    def settled_files(self, source_id: str) -> set[tuple[str, int, int, int]]:
+        """Return the watermarks of this folder with no pending line (see ``_ingest.Target``).
+
+        Args:
+            source_id: The sessions folder's id (the one this target keys its rows by).
+
+        Returns:
+            ``(session_id, byte_offset, file_dev, file_ino)`` tuples.
+        """
+        conn = self.conn
+        with translated(self.name):
+            rows = conn.execute(
+                "SELECT session_id, byte_offset, file_dev, file_ino FROM session_ingest_watermark"
+                " WHERE source_id = %s AND scanned_to <= byte_offset",
+                (source_id,),
+            ).fetchall()
+        return {(sid, offset, int(dev or 0), int(ino or 0)) for sid, offset, dev, ino in rows}
 
     def read_watermark(self, session_id: str) -> Watermark | None:
         """Return the stored watermark of this folder's session, if any."""
-        return dict(self._marks(session_id)).get(session_id)
-
-    def _marks(self, session_id: str) -> Iterator[tuple[str, Watermark]]:
         conn = self.conn
-        sql = (
-            f"SELECT session_id, {_MARK_COLUMNS} FROM session_ingest_watermark"  # noqa: S608
-            " WHERE source_id = %s"
-        )
-        params: tuple[str, ...] = (self.source,)
-        if session_id:
-            sql += " AND session_id = %s"
-            params += (session_id,)
         with translated(self.name):
-            rows = conn.execute(sql, params).fetchall()
-        for sid, seq, offset, head_len, head, dev, ino, scanned, scan, folder, _at in rows:
-            yield (
-                sid,
-                Watermark(
-                    seq=seq,
-                    byte_offset=offset,
-                    head_len=head_len,
-                    head_sha256=head,
-                    file_dev=int(dev or 0),
-                    file_ino=int(ino or 0),
-                    source_id=self.source,
-                    scanned_to=scanned,
-                    source_dir=folder,
-                    scan_sha256=scan,
-                ),
-            )
+            row = conn.execute(
+                f"SELECT {_MARK_COLUMNS} FROM session_ingest_watermark"  # noqa: S608 - constant
+                " WHERE source_id = %s AND session_id = %s",
+                (self.source, session_id),
+            ).fetchone()
+        if row is None:
+            return None
+        seq, offset, head_len, head, dev, ino, scanned, scan, folder, _at = row
+        return Watermark(
+            seq=seq,
+            byte_offset=offset,
+            head_len=head_len,
+            head_sha256=head,
+            file_dev=int(dev or 0),
+            file_ino=int(ino or 0),
+            source_id=self.source,
+            scanned_to=scanned,
+            source_dir=folder,
+            scan_sha256=scan,
+        )
 
     def commit(
         self,

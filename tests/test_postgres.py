@@ -129,7 +129,7 @@ class TestSameAsSqlite:
         write_lines(sessions / "s.ndjson", 5, start=7000)
         more = sync_to_postgres(pg_url, sessions, session_id="s")
         assert (first.rows_inserted, again.rows_inserted, more.rows_inserted) == (7000, 0, 5)
-        assert (again.bytes_read, again.warnings) == (0, [])
+        assert (again.bytes_read, again.warnings, again.files_skipped) == (0, [], 1)
         got = pg_rows(pg_url, "SELECT seq, message FROM session_events ORDER BY seq")
         assert got == [(i + 1, f"m{i}") for i in range(7005)]
 
