@@ -18,7 +18,7 @@ from codex_logging._errors import DatabaseError, DatabaseLockedError
 from codex_logging._ingest import Watermark, WatermarkMovedError
 from codex_logging._pg_db import SCHEMA_VERSION, connect, display_url, migrate
 from codex_logging._postgres import PostgresTarget, query_postgres, sessions_postgres
-from tests.checks import assert_exactly_once, expected_numbered
+from tests.checks import assert_exactly_once
 from tests.conftest import db_connection
 
 psycopg = pytest.importorskip("psycopg") if not os.environ.get("CI") else __import__("psycopg")
@@ -329,9 +329,22 @@ url, folder, stop = sys.argv[1:4]
 print("ready", flush=True)
 while True:
     last = os.path.exists(stop)
-    print(sync_to_postgres(url, folder).rows_inserted, flush=True)
+    inserted = sync_to_postgres(url, folder).rows_inserted
+    if inserted:
+        print(inserted, flush=True)
     if last:
         break
+"""
+
+TWO_PHASE_WRITER = """
+import os, sys, time
+from tests.writers import log_numbered
+folder, worker, half, go = sys.argv[1:5]
+log_numbered(folder, "load", worker + "a", 2, 2000, 200)
+open(half, "w").close()
+while not os.path.exists(go):  # paused, alive, until the parent saw a sync land
+    time.sleep(0.002)
+log_numbered(folder, "load", worker + "b", 2, 2000, 200)
 """
 
 
@@ -369,7 +382,7 @@ class TestCrashesAndRaces:
         self, pg_url: str, tmp_path: Path, sessions: Path
     ) -> None:
         """Three writer processes and two sync loops, then a last sync: numbered messages exactly once."""
-        stop = tmp_path / "stop"
+        stop, go = tmp_path / "stop", tmp_path / "go"
         loops = [
             subprocess.Popen(
                 [sys.executable, "-c", SYNC_LOOP, pg_url, str(sessions), str(stop)],
@@ -382,38 +395,49 @@ class TestCrashesAndRaces:
         for loop in loops:  # both loops are running before the first record is written
             assert loop.stdout is not None
             assert loop.stdout.readline() == "ready\n"
+        halves = [tmp_path / f"half{w}" for w in range(3)]
         try:
             writers = [
                 subprocess.Popen(
                     [
                         sys.executable,
-                        "-m",
-                        "tests.writers",
+                        "-c",
+                        TWO_PHASE_WRITER,
                         str(sessions),
-                        "load",
                         str(w),
-                        "2",
-                        "4000",
-                        "200",
+                        str(half),
+                        str(go),
                     ],
                     cwd=ROOT,
                 )
-                for w in range(3)
+                for w, half in enumerate(halves)
             ]
+            # Every writer is paused halfway, alive, until the loops have
+            # synced some of its lines: the syncs really overlap the writing.
+            while not all(h.exists() for h in halves) or not pg_rows(
+                pg_url, "SELECT 1 FROM pg_class WHERE relname = 'session_events'"
+            ):
+                assert all(w.poll() is None for w in writers)
+            while (paused := pg_rows(pg_url, "SELECT count(*) FROM session_events")[0][0]) == 0:
+                assert all(w.poll() is None for w in writers)
+            go.touch()
             codes = [w.wait(timeout=120) for w in writers]
         finally:
+            go.touch()
             stop.touch()
             outputs = [loop.communicate(timeout=120)[0] for loop in loops]
         assert codes == [0, 0, 0]
         assert [loop.returncode for loop in loops] == [0, 0]
-        rounds = [int(n) for out in outputs for n in out.split()]
-        # The loops really synced while the writers were appending.
-        assert any(0 < n < 24_000 for n in rounds), rounds
+        assert 0 < paused <= 12_000
         final = sync_to_postgres(pg_url, sessions)
         got = pg_rows(pg_url, "SELECT seq, message FROM session_events ORDER BY seq")
-        assert_exactly_once((m for _, m in got), expected_numbered(3, 2, 4000))
+        expected = [
+            f"{w}{p}:{t}:{i}" for w in range(3) for p in "ab" for t in range(2) for i in range(2000)
+        ]
+        assert_exactly_once((m for _, m in got), expected)
         assert [seq for seq, _ in got] == list(range(1, 24_001))
         assert pg_rows(pg_url, "SELECT count(*) FROM sources") == [(1,)]
+        rounds = [int(n) for out in outputs for n in out.split()]
         assert sum(rounds) + final.rows_inserted == 24_000
 
     def test_eight_concurrent_first_migrations(self, pg_url: str) -> None:
