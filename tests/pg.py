@@ -84,9 +84,9 @@ def pg_server() -> Iterator[Server]:
     if bin_dir is None:
         _unavailable("no PostgreSQL server binaries (initdb, pg_ctl) found")
     as_user = SERVER_USER if os.geteuid() == 0 else None
-    # In /tmp itself, not under pytest's 0700 folder, which the postgres user
-    # could not enter.
-    base = tempfile.mkdtemp(prefix="codex-pg-")
+    # In /tmp itself: not under pytest's 0700 folder, which the postgres user
+    # could not enter, and short, as a unix socket path must be (107 bytes).
+    base = tempfile.mkdtemp(prefix="codex-pg-", dir="/tmp" if os.path.isdir("/tmp") else None)
     if as_user is not None:
         entry = pwd.getpwnam(as_user)
         os.chown(base, entry.pw_uid, entry.pw_gid)
