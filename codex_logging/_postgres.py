@@ -1,4 +1,4 @@
-"""PostgreSQL: the mirror many machines share, and the reads of the CLI.
+"""PostgreSQL: the mirror many machines share (``sync_to_postgres``).
 
 ``sync_to_postgres`` runs the same engine as ``sync_to_sqlite`` (``_ingest``)
 over a :class:`PostgresTarget`. Rows are keyed by ``(source_id, session_id,
@@ -8,12 +8,13 @@ seq)``: ``source_id`` names one sessions folder, so a CI matrix sharing one
 Each batch is one transaction: a compare-and-set on the watermark of
 ``(source_id, session_id)`` first, then the rows by ``COPY``. A sync that lost a
 race finds the watermark moved, rolls back and says so. The connection, the
-schema and its migrations live in ``_pg_db``.
+schema and its migrations live in ``_pg_db``; the reads of the CLI in ``_pg_read``.
 
 NUL cannot be stored in PostgreSQL text. A record's ``\\u0000`` escape becomes
 U+FFFD in the ``kind``/``level``/``logger``/``role``/``message`` columns while
-``data`` keeps the line exactly as written (JSON escapes NUL, so the line itself
+``data`` keeps the line exactly as written (JSON escapes NUL, so a parsed line
 never holds one): ``convert_to(data, 'UTF8') || '\\n'`` is the line in the file.
+A line PostgreSQL text cannot hold as it is goes to quarantine, never altered.
 A quarantined line that is not text (bad UTF-8, a raw NUL) is shown in ``raw``
 with U+FFFD and kept byte for byte in ``raw_bytes``; the line is
 ``coalesce(raw_bytes, convert_to(raw, 'UTF8'))``.
@@ -26,11 +27,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any, Final
 
-from codex_logging._errors import DatabaseError, UnknownSessionError
 from codex_logging._ingest import (
     Progress,
     SyncReport,
@@ -48,7 +47,6 @@ from codex_logging._pg_db import (
     display_url,
     import_psycopg,
     migrate,
-    table_exists,
     transaction,
     translated,
 )
@@ -344,125 +342,3 @@ def sync_to_postgres(
         )
     finally:
         target.close()
-
-
-# -- reads for the command line ----------------------------------------------
-
-_QUERY_COLUMNS: Final = "session_id, seq, ts, kind, level, logger, role, message, data"
-#: The columns of the ``sessions`` view the CLI shows, as the SQLite reads return them.
-SESSION_COLUMNS: Final = (
-    "session_id",
-    "start_time",
-    "end_time",
-    "status",
-    "events",
-    "messages",
-    "warnings",
-    "errors",
-    "processes",
-    "duration_s",
-    "start_ts",
-    "end_ts",
-)
-
-
-@contextmanager
-def _reader(url: str) -> Iterator[Any]:
-    name = display_url(url)
-    conn = connect(url, read_only=True)
-    try:
-        with translated(name), conn.transaction():  # READ ONLY (connect)
-            if not table_exists(conn, "session_events"):
-                msg = f"{name} has no session_events table (run 'codex-logs sync --db URL' first)"
-                raise DatabaseError(msg)
-            yield conn
-    finally:
-        conn.close()
-
-
-def query_postgres(
-    url: str,
-    session_id: str | None = None,
-    tail: int = 20,
-    kind: str | None = None,
-    *,
-    levels: Sequence[str] | None = None,
-    role: str | None = None,
-    grep: str | None = None,
-    since: float | None = None,
-    until: float | None = None,
-) -> list[dict[str, Any]]:
-    """Return the latest ``tail`` events, oldest first, merged across sources by ``ts``.
-
-    Args:
-        url: A ``postgresql://`` URL.
-        session_id: Only this session.
-        tail: How many events.
-        kind: Only events of this kind.
-        levels: Only events stored with one of these level names (the CLI
-            expands ``--level warning`` into every name at or above it).
-        role: Only events of this role.
-        grep: Only events whose message holds this text (any case).
-        since: Only events at or after this Unix time.
-        until: Only events before this Unix time.
-
-    Returns:
-        One dict per event with the keys session_id, seq, ts, kind, level,
-        logger, role, message and data, as the SQLite query returns.
-
-    Raises:
-        DatabaseError: The database cannot be read or has no mirror tables.
-        UnknownSessionError: The session has no events.
-    """
-    filters = (
-        ("session_id = %s", session_id),
-        ("kind = %s", kind),
-        ("level = ANY(%s)", None if levels is None else list(levels)),
-        ("role = %s", role),
-        ("strpos(lower(message), lower(%s)) > 0", grep),
-        ("ts >= %s", since),
-        ("ts < %s", until),
-    )
-    where = [clause for clause, value in filters if value is not None]
-    params = [value for _clause, value in filters if value is not None]
-    sql = f"SELECT {_QUERY_COLUMNS} FROM session_events"  # noqa: S608 - constants, values as %s
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY ts DESC NULLS LAST, session_id DESC, source_id DESC, seq DESC LIMIT %s"
-    with _reader(url) as conn, conn.cursor(row_factory=import_psycopg().rows.dict_row) as cur:
-        if session_id is not None:
-            probe = "SELECT 1 FROM session_events WHERE session_id = %s LIMIT 1"
-            if cur.execute(probe, (session_id,)).fetchone() is None:
-                msg = f"unknown session {session_id} in {display_url(url)}"
-                raise UnknownSessionError(msg)
-        rows = cur.execute(sql, (*params, tail)).fetchall()
-    return list(reversed(rows))
-
-
-def sessions_postgres(url: str, session_id: str | None = None) -> list[dict[str, Any]]:
-    """Return one row per session id, every source merged, oldest first.
-
-    Args:
-        url: A ``postgresql://`` URL.
-        session_id: Only this session.
-
-    Returns:
-        Dicts with the keys of :data:`SESSION_COLUMNS`, as the SQLite
-        ``sessions`` read returns them: ``status`` is ``error`` when any
-        ``end`` record failed, ``ok`` when the session ended, else None.
-
-    Raises:
-        DatabaseError: The database cannot be read or has no mirror tables.
-        UnknownSessionError: ``session_id`` has no events.
-    """
-    sql = f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions"  # noqa: S608 - constants
-    params: tuple[str, ...] = ()
-    if session_id is not None:
-        sql += " WHERE session_id = %s"
-        params = (session_id,)
-    with _reader(url) as conn, conn.cursor(row_factory=import_psycopg().rows.dict_row) as cur:
-        rows = cur.execute(sql + " ORDER BY start_ts, session_id", params).fetchall()
-    if session_id is not None and not rows:
-        msg = f"unknown session {session_id} in {display_url(url)}"
-        raise UnknownSessionError(msg)
-    return list(rows)

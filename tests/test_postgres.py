@@ -17,7 +17,8 @@ from codex_logging import UnknownSessionError, sync_to_postgres, sync_to_sqlite
 from codex_logging._errors import DatabaseError, DatabaseLockedError
 from codex_logging._ingest import Watermark, WatermarkMovedError
 from codex_logging._pg_db import SCHEMA_VERSION, connect, display_url, migrate
-from codex_logging._postgres import PostgresTarget, query_postgres, sessions_postgres
+from codex_logging._pg_read import query_postgres, sessions_postgres
+from codex_logging._postgres import PostgresTarget
 from tests.checks import assert_exactly_once
 from tests.conftest import db_connection
 
