@@ -27,28 +27,37 @@ ErrorRow = tuple[str, int, int, str, "str | bytes"]
 
 TORN: Final = "torn record"
 _LEGACY_KINDS: Final = {"session_start": "start", "session_end": "end"}
+#: Lines longer than this are shape-checked alone, not joined with the others.
+_JOIN_LIMIT: Final = 1 << 16
 #: The types a text column takes as they are.
 _PLAIN: Final = frozenset({str, type(None)})
 
 
-def _make_loads() -> Callable[[bytes], Any]:
+def _fast_parser() -> tuple[Callable[[bytes], Any], type[Exception]]:
     try:
         import orjson  # noqa: PLC0415 - optional extra, looked up once
     except ImportError:
-        return json.loads
-    fast = orjson.loads
-
-    def loads(raw: bytes) -> Any:
-        try:
-            return fast(raw)
-        except orjson.JSONDecodeError:
-            # Older hooks may write what only Python's json takes (NaN, big ints).
-            return json.loads(raw)
-
-    return loads
+        return json.loads, ValueError
+    return orjson.loads, orjson.JSONDecodeError
 
 
-loads: Final = _make_loads()
+_fast_loads, _FastError = _fast_parser()
+
+
+def loads(raw: bytes) -> Any:
+    """Parse one line: orjson when installed, else (or when it refuses) json.
+
+    Args:
+        raw: The line.
+
+    Returns:
+        The value.
+    """
+    try:
+        return _fast_loads(raw)
+    except _FastError:
+        # Older hooks may write what only Python's json takes (NaN, big ints).
+        return json.loads(raw)
 
 
 class _KeyVerdicts(dict[str, bool]):
@@ -107,8 +116,11 @@ class LineParser:
             offset of the record glued to it), or -1 when none was.
         """
         try:
-            obj = loads(raw)
-            if not isinstance(obj, dict):
+            try:
+                obj = _fast_loads(raw)
+            except _FastError:
+                obj = json.loads(raw)  # what only Python's json takes: NaN, big ints
+            if type(obj) is not dict:
                 msg = f"not a JSON object but {type(obj).__name__}"
                 raise TypeError(msg)  # noqa: TRY301 - one path for every bad line
         except (ValueError, TypeError, RecursionError) as exc:
@@ -143,10 +155,16 @@ class LineParser:
         unchecked = self._unchecked
         if not unchecked:
             return
+        # Long lines are checked one by one, short ones joined: no copy of a long line.
+        long_lines = [i for i in unchecked if len(events[i][8]) > _JOIN_LIMIT]
         counter = [0]
-        self._redactor.text("\n".join([events[i][8] for i in unchecked]), counter)
-        if counter[0]:  # rare: find the lines that hold a shape
-            for i in unchecked:
+        if len(long_lines) < len(unchecked):
+            joined = "\n".join(
+                [events[i][8] for i in unchecked if len(events[i][8]) <= _JOIN_LIMIT]
+            )
+            self._redactor.text(joined, counter)
+        if counter[0] or long_lines:  # rare: find the lines that hold a shape
+            for i in unchecked if counter[0] else long_lines:
                 row = events[i]
                 counter = [0]
                 self._redactor.text(row[8], counter)
@@ -163,9 +181,10 @@ class LineParser:
         # A flat object with no escapes, whose keys are known to be clean, has
         # its values as they are in the line: the line's shape check is
         # deferred to settle(). Anything else takes the full redaction path.
+        backslash = raw.find(b"\\") >= 0
         if (
             index < 0
-            or raw.find(b"\\") >= 0
+            or backslash
             or raw.find(b"[") >= 0
             or raw.find(b"{", 1) >= 0
             or (not self._clean_keys.issuperset(obj) and not self._keys_clean(obj))
@@ -184,7 +203,7 @@ class LineParser:
         )
         if type(kind) is not str:
             kind = _kind(obj)
-        escaped = b"\\u" in raw  # only an escape can make a lone surrogate
+        escaped = backslash and b"\\u" in raw  # only an escape makes a lone surrogate
         if escaped or not (
             type(level) in _PLAIN
             and type(logger) in _PLAIN

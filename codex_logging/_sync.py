@@ -167,6 +167,26 @@ class SqliteTarget:
         Raises:
             WatermarkMovedError: Another sync moved the watermark meanwhile.
         """
+        try:
+            return self._commit(session_id, expected_seq, events, errors, mark, offsets)
+        except _RefusedError:
+            # One row the database refuses must not fail the batch: the batch is
+            # rolled back and written again row by row, the culprit quarantined.
+            return self._commit(
+                session_id, expected_seq, events, errors, mark, offsets, one_by_one=True
+            )
+
+    def _commit(  # noqa: PLR0917 - the arguments of commit
+        self,
+        session_id: str,
+        expected_seq: int,
+        events: Sequence[EventRow],
+        errors: Sequence[ErrorRow],
+        mark: Watermark,
+        offsets: Sequence[int],
+        *,
+        one_by_one: bool = False,
+    ) -> int:
         conn = self.conn
         with atomic(conn, self.name, self.busy_timeout):
             # Compare and set: if the watermark moved since this sync read it
@@ -177,45 +197,21 @@ class SqliteTarget:
             ).fetchone()
             if (row[0] if row else 0) != expected_seq:
                 raise WatermarkMovedError
-            inserted = self._insert(conn, events, errors, offsets)
+            if one_by_one:
+                inserted = _insert_one_by_one(conn, events, errors, offsets)
+            else:
+                try:
+                    if events:
+                        conn.executemany(_INSERT_EVENT, events)
+                    if errors:
+                        conn.executemany(_INSERT_ERROR, errors)
+                except Exception as exc:
+                    if _refused(exc):
+                        raise _RefusedError from exc
+                    raise
+                inserted = len(events)
             values = (getattr(mark, name) for name in _MARK_FIELDS)
             conn.execute(_UPSERT_WATERMARK, (session_id, *values, time.time()))
-        return inserted
-
-    @staticmethod
-    def _insert(
-        conn: sqlite3.Connection,
-        events: Sequence[EventRow],
-        errors: Sequence[ErrorRow],
-        offsets: Sequence[int],
-    ) -> int:
-        conn.execute("SAVEPOINT batch")
-        try:
-            if events:
-                conn.executemany(_INSERT_EVENT, events)
-            if errors:
-                conn.executemany(_INSERT_ERROR, errors)
-        except Exception as exc:
-            if not _refused(exc):
-                raise
-            conn.execute("ROLLBACK TO batch")
-        else:
-            conn.execute("RELEASE batch")
-            return len(events)
-        # One row the database refuses must not fail the batch: find it row by
-        # row (a failed INSERT undoes only itself) and quarantine it instead.
-        conn.execute("RELEASE batch")
-        inserted = 0
-        for event, offset in zip(events, offsets, strict=True):
-            try:
-                conn.execute(_INSERT_EVENT, event)
-                inserted += 1
-            except Exception as exc:
-                if not _refused(exc):
-                    raise
-                _insert_error(conn, rejected_event(event, offset, exc))
-        for error in errors:
-            _insert_error(conn, error)
         return inserted
 
     def close(self) -> None:
@@ -223,6 +219,31 @@ class SqliteTarget:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+class _RefusedError(Exception):
+    """The database refused a row of the batch: write it again row by row."""
+
+
+def _insert_one_by_one(
+    conn: sqlite3.Connection,
+    events: Sequence[EventRow],
+    errors: Sequence[ErrorRow],
+    offsets: Sequence[int],
+) -> int:
+    """Insert rows one at a time (a failed INSERT undoes only itself); quarantine refusals."""
+    inserted = 0
+    for event, offset in zip(events, offsets, strict=True):
+        try:
+            conn.execute(_INSERT_EVENT, event)
+            inserted += 1
+        except Exception as exc:
+            if not _refused(exc):
+                raise
+            _insert_error(conn, rejected_event(event, offset, exc))
+    for error in errors:
+        _insert_error(conn, error)
+    return inserted
 
 
 def _insert_error(conn: sqlite3.Connection, row: ErrorRow) -> None:
