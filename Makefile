@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench lint clean
+.PHONY: test demo bench lint clean postgres-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +19,38 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check codex_logging tests bench scripts
 	$(BIN)/mypy
 
-test: lint
+test: lint postgres-server
 	rm -f .coverage .coverage.*
 	$(BIN)/python -m coverage run -m pytest
 	$(BIN)/python -m coverage combine --quiet
 	$(BIN)/python -m coverage report
+
+# The tests start a throwaway PostgreSQL cluster (tests/pg.py) and need the
+# server binaries. Debian's package is installed if they are missing, without
+# creating or starting the package's own cluster or service.
+PG_FOUND = $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb) $(shell command -v initdb 2>/dev/null))
+
+postgres-server:
+ifeq ($(strip $(PG_FOUND)),)
+	@if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "make: PostgreSQL server binaries (initdb, pg_ctl) not found and cannot be installed here:" \
+	    "as root run 'apt-get install postgresql' (the PostgreSQL tests skip without them, and fail under CI)" >&2; \
+	else \
+	  set -e; \
+	  mkdir -p /etc/postgresql-common/createcluster.d; \
+	  echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/codex-logging.conf; \
+	  made_policy=; \
+	  if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; made_policy=1; \
+	  fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -q && apt-get install -y -q --no-install-recommends \
+	    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold postgresql \
+	    || status=$$?; \
+	  if [ -n "$$made_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+	  exit $${status:-0}; \
+	fi
+endif
 
 demo: $(STAMP)
 	$(BIN)/python scripts/codex_end_to_end.py

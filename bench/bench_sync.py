@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -20,6 +21,12 @@ from codex_logging._record import encode
 LINES = int(os.environ.get("BENCH_SYNC_LINES", "500000"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 BIG_MB = int(os.environ.get("BENCH_BIG_MB", "1024"))
+#: Issue 15: one idle round over this many unchanged files (target < 50 ms).
+IDLE_FILES = int(os.environ.get("BENCH_IDLE_FILES", "10000"))
+#: Issue 12: peak memory syncing this many records of 1 MiB (0 skips it).
+LARGE_RECORDS = int(os.environ.get("BENCH_LARGE_RECORDS", "2000"))
+#: Issue 12: one line of this many MiB, and one a quarter as long (0 skips them).
+LONG_LINE_MB = int(os.environ.get("BENCH_LONG_LINE_MB", "200"))
 
 
 def make_file(path: Path, lines: int, pad: int = 0) -> None:
@@ -73,12 +80,83 @@ def timed(fn: object, repeats: int, folder: Path, name: str) -> float:
 
 # VmHWM, not ru_maxrss: the latter keeps the forking parent's peak across exec.
 PEAK = """
-import sys
+import sys, time
 from codex_logging import sync_to_sqlite
+start = time.perf_counter()
 report = sync_to_sqlite(sys.argv[1], sys.argv[2])
+elapsed = time.perf_counter() - start
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
-print(report.rows_inserted, hwm)
+print(report.rows_inserted, hwm, elapsed)
 """
+
+
+def run_peak(db: Path, sessions: Path) -> tuple[int, int, float]:
+    """Sync in a fresh process: rows inserted, its peak RSS (KiB) and the sync's seconds."""
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK, str(db), str(sessions)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows, rss_kb, elapsed = out.stdout.split()
+    return int(rows), int(rss_kb), float(elapsed)
+
+
+def idle_rounds(folder: Path) -> tuple[float, float]:
+    """Min and median ms of a sync round over IDLE_FILES files of which none changed."""
+    sessions = folder / "idle"
+    sessions.mkdir()
+    for i in range(IDLE_FILES):
+        (sessions / f"s{i:05d}.ndjson").write_bytes(encode({"ts": 1.0, "message": f"m{i}"}))
+    db = folder / "idle.db"
+    assert sync_to_sqlite(db, sessions).rows_inserted == IDLE_FILES
+    times = []
+    for _ in range(max(REPEATS, 5) * 3):
+        start = time.perf_counter()
+        report = sync_to_sqlite(db, sessions)
+        times.append(time.perf_counter() - start)
+        assert (report.files_skipped, report.rows_inserted) == (IDLE_FILES, 0)
+    return min(times) * 1000, statistics.median(times) * 1000
+
+
+def large_records(folder: Path) -> tuple[int, int, float]:
+    """Peak RSS syncing LARGE_RECORDS records of 1 MiB: file size, KiB, seconds."""
+    sessions = folder / "large"
+    sessions.mkdir()
+    pad = "x" * (1 << 20)
+    with (sessions / "large.ndjson").open("wb") as f:
+        for i in range(LARGE_RECORDS):
+            f.write(encode({"ts": 1.0 + i, "message": f"record {i}", "pad": pad}))
+    size = (sessions / "large.ndjson").stat().st_size
+    rows, rss_kb, elapsed = run_peak(folder / "large.db", sessions)
+    assert rows == LARGE_RECORDS, rows
+    return size, rss_kb, elapsed
+
+
+def long_line(folder: Path, mib: int, field: str) -> tuple[int, int, float]:
+    """One line of ``mib`` MiB held in ``field``: line size, peak KiB, seconds."""
+    sessions = folder / f"long-{field}-{mib}"
+    sessions.mkdir()
+    with (sessions / "long.ndjson").open("wb") as f:
+        f.write(b'{"ts": 1.0, "message": "m", "' + field.encode() + b'": "')
+        for _ in range(mib):
+            f.write(b"y" * (1 << 20))
+        f.write(b'"}\n')
+    size = (sessions / "long.ndjson").stat().st_size
+    rows, rss_kb, elapsed = run_peak(folder / f"long-{field}-{mib}.db", sessions)
+    assert rows == 1, rows
+    shutil.rmtree(sessions)
+    return size, rss_kb, elapsed
+
+
+def baseline_rss() -> int:
+    """Peak RSS (KiB) of a process that only imports the package and sqlite3."""
+    probe = (
+        "import sqlite3, codex_logging\n"
+        "print([l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1])"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return int(out.stdout)
 
 
 def peak_memory(folder: Path) -> tuple[int, int, float]:
@@ -90,16 +168,9 @@ def peak_memory(folder: Path) -> tuple[int, int, float]:
     lines = BIG_MB * 1024 * 1024 // (line_size + 120)
     make_file(big / "big.ndjson", lines, pad=900)
     size = (big / "big.ndjson").stat().st_size
-    start = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-c", PEAK, str(folder / "big.db"), str(big)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    elapsed = time.perf_counter() - start
-    rows, rss_kb = map(int, out.stdout.split())
+    rows, rss_kb, elapsed = run_peak(folder / "big.db", big)
     assert rows == lines, (rows, lines)
+    shutil.rmtree(big)
     return size, rss_kb, elapsed
 
 
@@ -119,12 +190,43 @@ def main() -> str:
         if BIG_MB:
             size, rss_kb, elapsed = peak_memory(folder)
             peak = f"Peak RSS of a process syncing a {size / 2**30:.2f} GiB file: {rss_kb / 1024:.0f} MiB"
-            out += ["", f"{peak} ({elapsed:.0f} s including interpreter start)"]
+            out += ["", f"{peak} ({elapsed:.0f} s)"]
+        out += extra_rows(folder)
         self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         out.append(
             f"(the floor holds every row in memory: this process peaked at {self_rss / 1024:.0f} MiB)"
         )
     return "\n".join(out)
+
+
+def extra_rows(folder: Path) -> list[str]:
+    """The idle, large-record and long-line figures (issues 12 and 15)."""
+    out = ["", "| sync case | figure | target |", "| --- | ---: | --- |"]
+    if IDLE_FILES:
+        low, mid = idle_rounds(folder)
+        out.append(
+            f"| idle round, {IDLE_FILES:,} unchanged files (min / median) | {low:.0f} / {mid:.0f} ms | < 50 ms |"
+        )
+    base = baseline_rss() / 1024
+    out.append(f"| peak RSS of a process that only imports codex_logging | {base:.0f} MiB | |")
+    if LARGE_RECORDS:
+        size, rss_kb, elapsed = large_records(folder)
+        out.append(
+            f"| peak RSS syncing {LARGE_RECORDS:,} records of 1 MiB ({size / 2**30:.2f} GiB) | {rss_kb / 1024:.0f} MiB ({elapsed:.0f} s) | near the 1 GiB-file figure |"
+        )
+    if LONG_LINE_MB:
+        for field in ("pad", "message"):
+            per_mib = []
+            for mib in (LONG_LINE_MB // 4, LONG_LINE_MB):
+                size, rss_kb, elapsed = long_line(folder, mib, field)
+                per_mib.append(elapsed / mib)
+                out.append(
+                    f"| one {size / 2**20:.0f} MiB line, in `{field}` | {elapsed:.1f} s, peak {rss_kb / 1024:.0f} MiB = {(rss_kb / 1024 - base) / (size / 2**20):.1f}x the line above the import | linear time |"
+                )
+            out.append(
+                f"| time per MiB, {LONG_LINE_MB} MiB line / {LONG_LINE_MB // 4} MiB line, `{field}` | {per_mib[1] / per_mib[0]:.2f} | ~1.0 (linear) |"
+            )
+    return out
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ def main() -> None:
     print(bench_write.table(bench_write.main()), end="\n\n", flush=True)
     print(bench_scaling.main(), end="\n\n", flush=True)
     print(bench_sync.main(), end="\n\n", flush=True)
-    print(bench_query.main(), flush=True)
+    print(bench_query.main(), end="\n\n", flush=True)
+    print(__import__("bench_postgres").main(), flush=True)
 
 
 if __name__ == "__main__":

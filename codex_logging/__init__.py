@@ -28,6 +28,7 @@ from codex_logging._errors import (
     WriteError,
 )
 from codex_logging._handler import CodexHandler
+from codex_logging._postgres import sync_to_postgres
 from codex_logging._processor import CodexProcessor, configure_structlog
 from codex_logging._scope import session_scope
 from codex_logging._session import get_session_id
@@ -50,5 +51,6 @@ __all__ = [
     "configure_structlog",
     "get_session_id",
     "session_scope",
+    "sync_to_postgres",
     "sync_to_sqlite",
 ]

@@ -165,6 +165,21 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
             )""",
         ),
     ),
+    (
+        "record each watermark's sessions folder and how far its file was scanned",
+        (
+            # The folder a session's rows came from (issue 12: one database,
+            # two folders); its path only for messages.
+            "ALTER TABLE session_ingest_watermark ADD COLUMN source_id TEXT",
+            "ALTER TABLE session_ingest_watermark ADD COLUMN source_dir TEXT",
+            # No line end lies in [byte_offset, scanned_to): a pending partial
+            # line is not read again, and an unchanged file is skipped unopened.
+            "ALTER TABLE session_ingest_watermark ADD COLUMN scanned_to INTEGER NOT NULL DEFAULT 0",
+            # The hash of the last (up to 4 KiB) bytes before scanned_to: a
+            # pending line cut and written again is scanned again.
+            "ALTER TABLE session_ingest_watermark ADD COLUMN scan_sha256 TEXT",
+        ),
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -224,7 +239,7 @@ def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
             if mode != "wal":
                 conn.execute("PRAGMA journal_mode=WAL")
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+            if not is_busy(exc) or time.monotonic() + delay > deadline:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
@@ -268,7 +283,7 @@ def _translated(path: str, busy_timeout: float) -> Iterator[None]:
         yield
     except sqlite3.OperationalError as exc:
         text = str(exc)
-        if "locked" in text or "busy" in text:
+        if is_busy(exc):
             msg = f"database {path} stayed locked by another writer for {busy_timeout:g} s"
             raise DatabaseLockedError(msg) from exc
         msg = f"cannot write database {path}: {text}"
@@ -282,7 +297,7 @@ def _translated(path: str, busy_timeout: float) -> Iterator[None]:
 def atomic(
     conn: sqlite3.Connection, path: str, busy_timeout: float = BUSY_TIMEOUT
 ) -> Iterator[None]:
-    """Run a block in one ``BEGIN IMMEDIATE`` transaction; roll back on any exception.
+    """Run a block in one ``BEGIN IMMEDIATE`` transaction; roll back on any failure.
 
     Args:
         conn: A connection from :func:`connect`.
@@ -297,10 +312,38 @@ def atomic(
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # As sqlite-utils' Database.atomic: roll back only a transaction
+            # that is still open (SQLite already rolled back after a full disk,
+            # and a ROLLBACK then would mask the real error), and also when
+            # COMMIT itself failed, which leaves the transaction open.
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
+
+
+#: SQLite's primary result codes for a database another connection holds.
+_BUSY_CODES: Final = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
+
+
+def is_busy(exc: sqlite3.Error) -> bool:
+    """Return whether an SQLite error means another connection held the database.
+
+    Classified by the error code (Python 3.11+), by the message before that.
+
+    Args:
+        exc: The error.
+
+    Returns:
+        True for SQLITE_BUSY and SQLITE_LOCKED, extended codes included.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:  # Python 3.10
+        text = str(exc)
+        return "locked" in text or "busy" in text
+    return code & 0xFF in _BUSY_CODES
 
 
 def migrate(conn: sqlite3.Connection, path: str, busy_timeout: float = BUSY_TIMEOUT) -> None:

@@ -11,7 +11,9 @@ caller would already catch::
     │   └── DatabaseLockedError (TimeoutError)
     ├── DatabaseNotFoundError (FileNotFoundError)
     ├── UnknownSessionError (LookupError)
-    └── InvalidFilterError (ValueError)
+    ├── InvalidFilterError (ValueError)
+    ├── SessionsDirError (NotADirectoryError)
+    └── PostgresNotInstalledError (ImportError)
 """
 
 from __future__ import annotations
@@ -51,3 +53,11 @@ class UnknownSessionError(CodexLoggingError, LookupError):
 
 class InvalidFilterError(CodexLoggingError, ValueError):
     """A query filter is not understood: an unknown kind or level, a bad time or age."""
+
+
+class SessionsDirError(CodexLoggingError, NotADirectoryError):
+    """The sessions folder given to a sync is a file, not a folder."""
+
+
+class PostgresNotInstalledError(CodexLoggingError, ImportError):
+    """PostgreSQL was asked for but psycopg (``codex-logging[postgres]``) is not installed."""

@@ -75,3 +75,6 @@ def db_connection(path: Path | str, **kwargs: Any) -> Iterator[sqlite3.Connectio
             yield conn
     finally:
         conn.close()
+
+
+pytest_plugins = ["tests.pg"]

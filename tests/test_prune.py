@@ -92,7 +92,7 @@ class TestPrune:
             ("replaced", "its file was replaced since its last sync"),
             ("touched", "its file was written to after the cutoff"),
         ]
-        assert sorted(p.name for p in folder.iterdir()) == [
+        assert sorted(p.name for p in folder.glob("*.ndjson")) == [
             "partial.ndjson", "recent.ndjson", "replaced.ndjson", "touched.ndjson",
             "unsynced.ndjson",
         ]  # fmt: skip

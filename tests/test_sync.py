@@ -12,9 +12,9 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,18 +22,24 @@ from codex_logging import (
     DatabaseError,
     DatabaseLockedError,
     InvalidSessionId,
+    SyncReport,
     UnknownSessionError,
     session_scope,
     sync_to_sqlite,
 )
-from codex_logging._db import SCHEMA_VERSION
+from codex_logging._db import SCHEMA_VERSION, atomic, connect
+from codex_logging._errors import SessionsDirError
 from tests.checks import assert_exactly_once, expected_numbered
 from tests.conftest import db_connection
 from tests.writers import run_load_with_sync_loops
 
 ROOT = Path(__file__).resolve().parent.parent
-SYNC_ONCE = (
-    "import sys; from codex_logging import sync_to_sqlite; sync_to_sqlite(sys.argv[1], sys.argv[2])"
+BIN = Path(sys.executable).parent
+#: A sync that prints its running total of rows after each committed batch.
+SYNC_REPORTING = (
+    "import sys; from codex_logging import sync_to_sqlite\n"
+    "sync_to_sqlite(sys.argv[1], sys.argv[2],"
+    " progress=lambda s, r: print(r.rows_inserted, flush=True))"
 )
 
 
@@ -337,6 +343,9 @@ class TestProcesses:
         """4 writer processes and 2 sync loops, then one last sync: every line once, seq contiguous."""
         db = tmp_path / "x.db"
         run_load_with_sync_loops(str(sessions), str(db), workers=4, threads=2, count=1500, size=200)
+        # The precondition: the loops synced while the writers wrote.
+        assert db.exists()
+        assert len(rows(db, "load")) > 0
         sync_to_sqlite(db, sessions)
         got = rows(db, "load")
         assert [seq for seq, _ in got] == list(range(1, 12_001))
@@ -376,22 +385,31 @@ class TestProcesses:
             assert [seq for seq, _ in rows(db)] == list(range(1, 2001))
 
     def test_sync_killed_at_random_points(self, tmp_path: Path, sessions: Path) -> None:
-        """A sync killed with SIGKILL again and again, then a clean one: every line exactly once."""
+        """A sync killed with SIGKILL after a random number of observed batches, 6 times, then a clean one: every line once."""
         db = tmp_path / "x.db"
         write_lines(sessions / "big.ndjson", 200_000)
         rng = random.Random(1234)
         seen = []
         for _ in range(6):
             proc = subprocess.Popen(
-                [sys.executable, "-c", SYNC_ONCE, str(db), str(sessions)], cwd=ROOT
+                [sys.executable, "-c", SYNC_REPORTING, str(db), str(sessions)],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                text=True,
             )
-            time.sleep(rng.uniform(0.2, 1.2))
+            assert proc.stdout is not None
+            # Killed on observed progress, not on a timer: after 1 to 4 more
+            # committed batches, somewhere inside the batch that follows.
+            wanted = rng.randint(1, 4)
+            reported = [int(proc.stdout.readline()) for _ in range(wanted)]
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=60)
-            if db.exists():
-                seen.append(len(rows(db)))
-        # The kills really landed mid-file, between and inside batches.
-        assert any(0 < n < 200_000 for n in seen), seen
+            proc.stdout.close()
+            stored = len(rows(db))
+            # The precondition: the kill landed mid-file, after the batches seen.
+            assert 0 < reported[-1] <= stored < 200_000, (reported, stored)
+            seen.append(stored)
+        assert seen == sorted(seen)
         sync_to_sqlite(db, sessions)
         got = rows(db)
         assert len(got) == 200_000
@@ -401,16 +419,16 @@ class TestProcesses:
 
 class TestCompareAndSet:
     def test_batch_is_dropped_when_the_watermark_moved(
-        self, tmp_path: Path, sessions: Path
+        self, tmp_path: Path, sessions: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """If another sync moved the watermark meanwhile, this sync's batch is not written twice."""
-        import codex_logging._sync as sync_module
+        from codex_logging._sync import SqliteTarget
 
         db = tmp_path / "x.db"
         write_lines(sessions / "s.ndjson", 3)
-        original = sync_module._FileSync._commit
+        original = SqliteTarget.commit
 
-        def racing_commit(self: sync_module._FileSync, f: object, seq: int, offset: int) -> None:
+        def racing_commit(self: SqliteTarget, *args: Any, **kwargs: Any) -> int:
             # Another sync (on a rotated file at the same path) commits first.
             with db_connection(db) as other:
                 other.executemany(
@@ -419,15 +437,359 @@ class TestCompareAndSet:
                 )
                 other.execute(
                     "INSERT INTO session_ingest_watermark (session_id, seq, byte_offset) VALUES ('s', 3, ?)",
-                    (offset,),
+                    (kwargs["mark"].byte_offset,),
                 )
-            original(self, f, seq, offset)
+            return original(self, *args, **kwargs)
 
-        sync_module._FileSync._commit = racing_commit  # type: ignore[method-assign]
-        try:
-            report = sync_to_sqlite(db, sessions)
-        finally:
-            sync_module._FileSync._commit = original  # type: ignore[method-assign]
+        monkeypatch.setattr(SqliteTarget, "commit", racing_commit)
+        report = sync_to_sqlite(db, sessions)
         assert report.rows_inserted == 0
         assert ["moved its watermark" in w for w in report.warnings] == [True]
         assert [r[0] for r in rows(db)] == [1, 2, 3]
+
+
+def watermark(db: Path, session: str) -> tuple[int, int, int, int]:
+    with db_connection(db) as conn:
+        return conn.execute(
+            "SELECT seq, byte_offset, file_dev, file_ino FROM session_ingest_watermark"
+            " WHERE session_id = ?",
+            (session,),
+        ).fetchone()
+
+
+class TestCuts:
+    def test_cut_and_regrown_past_the_watermark_loses_nothing(
+        self, tmp_path: Path, sessions: Path
+    ) -> None:
+        """truncate -s 8000 then 200 more records past the old watermark: reported, every new record stored."""
+        db = tmp_path / "x.db"
+        path = sessions / "s.ndjson"
+        write_lines(path, 300)
+        sync_to_sqlite(db, sessions)
+        old_offset = watermark(db, "s")[1]
+        os.truncate(path, 8000)
+        write_lines(path, 200, start=1000)
+        assert path.stat().st_size > old_offset  # the precondition of the case
+        report = sync_to_sqlite(db, sessions)
+        assert len(report.warnings) == 1
+        assert "truncated" in report.warnings[0]
+        with db_connection(db) as conn:
+            new = [
+                m
+                for (m,) in conn.execute(
+                    "SELECT message FROM session_events WHERE seq > 300 ORDER BY seq"
+                )
+            ]
+            torn = conn.execute("SELECT seq, error FROM session_ingest_errors").fetchall()
+        lines = path.read_bytes().split(b"\n")[:-1]
+        assert len(new) == len(lines)
+        assert new[-200:] == [f"m{i}" for i in range(1000, 1200)]
+        assert torn == [(300 + len(lines) - 199, "torn record")]  # the cut line, glued to m1000
+
+    def test_replaced_by_a_file_with_the_same_first_bytes(
+        self, tmp_path: Path, sessions: Path
+    ) -> None:
+        """Another file at the path with the same first 4 KiB is noticed by (dev, ino); both are filled in."""
+        db = tmp_path / "x.db"
+        path = sessions / "s.ndjson"
+        write_lines(path, 200)
+        sync_to_sqlite(db, sessions)
+        info = path.stat()
+        assert watermark(db, "s") == (200, info.st_size, info.st_dev, info.st_ino)
+        copy = tmp_path / "copy.ndjson"
+        copy.write_bytes(path.read_bytes()[:5000])
+        write_lines(copy, 100, start=500)
+        copy.replace(path)
+        report = sync_to_sqlite(db, sessions)
+        assert ["replaced" in w for w in report.warnings] == [True]
+        info = path.stat()
+        lines = path.read_bytes().split(b"\n")[:-1]
+        assert watermark(db, "s") == (200 + len(lines), info.st_size, info.st_dev, info.st_ino)
+        assert rows(db)[-1] == (200 + len(lines), "m599")
+
+
+class TestFolders:
+    def test_one_session_id_in_two_folders(self, tmp_path: Path) -> None:
+        """Two folders with a 'nightly' session into one database: the second is refused, never duplicated."""
+        db = tmp_path / "x.db"
+        first, second = tmp_path / "a" / "sessions", tmp_path / "b" / "sessions"
+        for folder, start in ((first, 0), (second, 100)):
+            folder.mkdir(parents=True)
+            write_lines(folder / "nightly.ndjson", 10, start=start)
+        warnings = []
+        for _ in range(4):
+            assert sync_to_sqlite(db, first).warnings == []
+            warnings += sync_to_sqlite(db, second).warnings
+        assert rows(db) == [(i + 1, f"m{i}") for i in range(10)]
+        assert len(warnings) == 4
+        assert str(first) in warnings[0]
+        assert str(second) in warnings[0]
+        assert "nightly: skipped" in warnings[0]
+
+    def test_folder_id_survives_a_rename(self, tmp_path: Path) -> None:
+        """A renamed sessions folder is still the same folder: its new lines follow, no warning."""
+        db = tmp_path / "x.db"
+        folder = tmp_path / "old"
+        folder.mkdir()
+        write_lines(folder / "s.ndjson", 3)
+        sync_to_sqlite(db, folder)
+        folder.rename(tmp_path / "new")
+        write_lines(tmp_path / "new" / "s.ndjson", 2, start=3)
+        report = sync_to_sqlite(db, tmp_path / "new")
+        assert (report.rows_inserted, report.warnings) == (2, [])
+        assert rows(db) == [(i + 1, f"m{i}") for i in range(5)]
+
+    def test_missing_folder_creates_no_database(self, tmp_path: Path) -> None:
+        """A missing sessions folder: one warning, nothing raised, no database created."""
+        db = tmp_path / "x.db"
+        report = sync_to_sqlite(db, tmp_path / "nope")
+        assert report.warnings == [f"no sessions folder {tmp_path / 'nope'} (yet): nothing to sync"]
+        assert (report.files, report.rows_inserted) == (0, 0)
+        assert not db.exists()
+
+    def test_folder_that_is_a_file(self, tmp_path: Path) -> None:
+        """A sessions folder that is a regular file raises SessionsDirError, a NotADirectoryError."""
+        (tmp_path / "f").write_text("x")
+        with pytest.raises(SessionsDirError, match="is not a folder") as caught:
+            sync_to_sqlite(tmp_path / "x.db", tmp_path / "f")
+        assert isinstance(caught.value, NotADirectoryError)
+        assert not (tmp_path / "x.db").exists()
+
+    def test_cli_folder_edges(self, tmp_path: Path) -> None:
+        """codex-logs sync: a file as folder is one line and exit 2; a missing one exit 0, no database."""
+        db = tmp_path / "x.db"
+        (tmp_path / "f").write_text("x")
+        cli = [str(BIN / "codex-logs"), "sync", "--db", str(db), "--sessions-dir"]
+        out = subprocess.run(
+            [*cli, str(tmp_path / "f")], capture_output=True, text=True, check=False
+        )
+        assert (out.returncode, out.stdout) == (2, "")
+        assert out.stderr.startswith("codex-logs")
+        assert out.stderr.endswith(
+            f": error: the sessions folder {tmp_path / 'f'} is not a folder\n"
+        )
+        assert out.stderr.count("\n") == 1
+        out = subprocess.run(
+            [*cli, str(tmp_path / "m")], capture_output=True, text=True, check=False
+        )
+        assert out.returncode == 0
+        assert (
+            out.stderr == f"warning: no sessions folder {tmp_path / 'm'} (yet): nothing to sync\n"
+        )
+        assert not db.exists()
+
+    def test_watch_waits_for_the_first_session(self, tmp_path: Path) -> None:
+        """sync --watch started before the folder exists keeps going and takes the first session."""
+        db, folder = tmp_path / "x.db", tmp_path / "later"
+        proc = subprocess.Popen(
+            [
+                str(BIN / "codex-logs"),
+                "sync",
+                "--watch",
+                "0.1",
+                "--db",
+                str(db),
+                "--sessions-dir",
+                str(folder),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "synced 0 files: 0 rows inserted, 0 lines quarantined\n"
+        assert not db.exists()
+        folder.mkdir()
+        write_lines(folder / "s.ndjson", 2)
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "2 rows inserted" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        assert seen[-1] == "synced 1 file: 2 rows inserted, 0 lines quarantined\n"
+        assert rows(db) == [(1, "m0"), (2, "m1")]
+
+
+class TestOpenOnce:
+    @pytest.mark.parametrize("swap", ["fifo", "symlink", "directory"])
+    def test_file_swapped_during_a_sync(self, tmp_path: Path, sessions: Path, swap: str) -> None:
+        """A file swapped for a FIFO, symlink or folder mid-sync is skipped with a warning; the next file syncs."""
+        db = tmp_path / "x.db"
+        for name in ("a", "b", "c"):
+            write_lines(sessions / f"{name}.ndjson", 2)
+        swapped = []
+
+        def swap_b(session_id: str, _report: SyncReport) -> None:
+            if session_id == "a" and not swapped:
+                b = sessions / "b.ndjson"
+                b.unlink()
+                if swap == "fifo":
+                    os.mkfifo(b)
+                elif swap == "symlink":
+                    b.symlink_to(sessions / "a.ndjson")
+                else:
+                    b.mkdir()
+                swapped.append(swap)
+
+        report = sync_to_sqlite(db, sessions, progress=swap_b)
+        assert swapped == [swap]
+        assert len(report.warnings) == 1
+        assert report.warnings[0].startswith("b: skipped")
+        assert {sid for (sid,) in _session_ids(db)} == {"a", "c"}
+        assert report.rows_inserted == 4
+
+
+def _session_ids(db: Path) -> list[tuple[str]]:
+    with db_connection(db) as conn:
+        return conn.execute("SELECT DISTINCT session_id FROM session_events").fetchall()
+
+
+class TestMirrorRedaction:
+    def test_foreign_lines_are_redacted(self, tmp_path: Path, sessions: Path) -> None:
+        """A foreign line's secret keys and shapes, and a quarantined line's shapes, never reach the database."""
+        db = tmp_path / "x.db"
+        token = "Bearer abcdefghijklmnop"
+        (sessions / "f.ndjson").write_bytes(
+            json.dumps(
+                {"message": f"auth {token}", "api_key": "k-123", "n": {"password": "p"}}
+            ).encode()
+            + b"\n"
+            + f"not json {token}".encode()
+            + b"\n"
+            + b"\xff not utf-8 "
+            + token.encode()
+            + b"\n"
+        )
+        report = sync_to_sqlite(db, sessions)
+        assert (report.rows_inserted, report.lines_quarantined) == (1, 2)
+        with db_connection(db) as conn:
+            message, data = conn.execute("SELECT message, data FROM session_events").fetchone()
+            raws = [
+                r for (r,) in conn.execute("SELECT raw FROM session_ingest_errors ORDER BY seq")
+            ]
+        assert message == "auth Bearer [REDACTED]"
+        assert json.loads(data) == {
+            "message": "auth Bearer [REDACTED]",
+            "api_key": "[REDACTED]",
+            "n": {"password": "[REDACTED]"},
+        }
+        assert raws == ["not json Bearer [REDACTED]", b"\xff not utf-8 Bearer [REDACTED]"]
+
+
+def _proc_read_bytes() -> int:
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
+class TestBoundedWork:
+    def test_batches_close_at_a_byte_budget(self, tmp_path: Path, sessions: Path) -> None:
+        """30 records of 1 MiB commit in batches of 8 (8 MiB), not all in one 5,000-line batch."""
+        db = tmp_path / "x.db"
+        with (sessions / "big.ndjson").open("wb") as f:
+            for i in range(30):
+                f.write(json.dumps({"message": f"m{i}", "pad": "x" * (1 << 20)}).encode() + b"\n")
+        seen: list[int] = []
+        sync_to_sqlite(db, sessions, progress=lambda _s, r: seen.append(r.rows_inserted))
+        assert seen == [8, 16, 24, 30]
+        assert [m for _, m in rows(db)] == [f"m{i}" for i in range(30)]
+
+    def test_pending_long_line_is_not_read_again_each_round(
+        self, tmp_path: Path, sessions: Path
+    ) -> None:
+        """A 16 MiB unterminated line synced 6 times is read about once, then lands whole."""
+        db = tmp_path / "x.db"
+        path = sessions / "long.ndjson"
+        path.write_bytes(b'{"message": "first"}\n{"message": "' + b"y" * (16 << 20))
+        before = _proc_read_bytes()
+        for _ in range(6):
+            with path.open("ab") as f:
+                f.write(b"z" * 1000)
+            assert sync_to_sqlite(db, sessions).rows_inserted in (0, 1)
+        read = _proc_read_bytes() - before
+        assert 16 << 20 < read < 20 << 20  # once, plus the small appends and the database
+        with path.open("ab") as f:
+            f.write(b'"}\n')
+        assert sync_to_sqlite(db, sessions).rows_inserted == 1
+        assert [(seq, len(m)) for seq, m in rows(db)] == [(1, 5), (2, (16 << 20) + 6000)]
+
+    @pytest.mark.slow
+    def test_peak_memory_of_many_large_records(self, tmp_path: Path, sessions: Path) -> None:
+        """Syncing 150 records of 1 MiB peaks far below their size (main held them all in one batch)."""
+        with (sessions / "big.ndjson").open("wb") as f:
+            for i in range(150):
+                f.write(json.dumps({"message": f"m{i}", "pad": "x" * (1 << 20)}).encode() + b"\n")
+        peak = (
+            "import sys\nfrom codex_logging import sync_to_sqlite\n"
+            "r = sync_to_sqlite(sys.argv[1], sys.argv[2])\n"
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
+            "print(r.rows_inserted, hwm)\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", peak, str(tmp_path / "x.db"), str(sessions)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        inserted, hwm_kb = map(int, out.stdout.split())
+        assert inserted == 150
+        assert hwm_kb < 120 * 1024, hwm_kb
+
+
+class TestIdle:
+    def test_unchanged_files_are_not_opened(self, tmp_path: Path, sessions: Path) -> None:
+        """An unchanged file is skipped without taking its lock; a changed one still waits for it."""
+        import portalocker
+
+        db = tmp_path / "x.db"
+        write_lines(sessions / "s.ndjson", 3)
+        sync_to_sqlite(db, sessions)
+        with portalocker.Lock(
+            str(sessions / "s.ndjson"),
+            mode="rb",
+            flags=portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING,
+        ):
+            idle = sync_to_sqlite(db, sessions, busy_timeout=0.1)
+            write_lines(sessions / "s.ndjson", 1, start=3)
+            busy = sync_to_sqlite(db, sessions, busy_timeout=0.1)
+        assert (idle.files, idle.files_skipped, idle.warnings) == (1, 1, [])
+        assert busy.files_skipped == 0
+        assert ["held its lock" in w for w in busy.warnings] == [True]
+        assert sync_to_sqlite(db, sessions).rows_inserted == 1
+
+
+class TestAtomic:
+    def test_error_after_sqlite_rolled_back_is_not_masked(self, tmp_path: Path) -> None:
+        """When SQLite already ended the transaction, the block's own error comes out, not a ROLLBACK error."""
+        db = str(tmp_path / "x.db")
+        with contextlib.closing(connect(db)) as conn:
+
+            def rolled_back_then_failed() -> None:
+                with atomic(conn, db):
+                    conn.execute("INSERT INTO session_events (session_id, seq) VALUES ('s', 1)")
+                    conn.execute("ROLLBACK")  # as SQLite does itself on a full disk
+                    _ = 1 / 0
+
+            with pytest.raises(ZeroDivisionError):
+                rolled_back_then_failed()
+            assert not conn.in_transaction
+            assert conn.execute("SELECT count(*) FROM session_events").fetchone() == (0,)
+
+    def test_failed_commit_is_rolled_back(self, tmp_path: Path) -> None:
+        """A COMMIT that fails (a deferred constraint) raises DatabaseError and leaves no transaction open."""
+        db = str(tmp_path / "x.db")
+        with contextlib.closing(connect(db)) as conn:
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+            conn.execute(
+                "CREATE TABLE child (p INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+            )
+            with pytest.raises(DatabaseError, match="FOREIGN KEY"), atomic(conn, db):
+                conn.execute("INSERT INTO child VALUES (7)")
+            assert not conn.in_transaction
+            with atomic(conn, db):
+                conn.execute("INSERT INTO parent VALUES (1)")
+            assert conn.execute("SELECT count(*) FROM child").fetchone() == (0,)

@@ -1,0 +1,594 @@
+"""The sync engine: session files into a database target, exactly once.
+
+Per session file: skip it untouched when its size and identity match its
+watermark; otherwise open it once (``O_NOFOLLOW | O_NONBLOCK``), check that
+the descriptor is a regular file, lock that same descriptor (``portalocker``,
+flock), read the watermark under the lock, check that nothing cut the file
+before it, and hand complete lines to the target in batches closed by a line
+count and a byte budget, each batch in one transaction with the watermark
+(SPEC "SQLite mirror"). Writers never take the lock, so they are never blocked.
+
+The database is reached only through a :class:`Target`: ``_sync`` builds the
+SQLite one, ``_postgres`` the PostgreSQL one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import stat
+import uuid
+from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
+from typing import Final, Protocol
+
+from codex_logging._errors import CodexLoggingError, SessionsDirError, UnknownSessionError
+from codex_logging._lines import ErrorRow, EventRow, LineParser
+from codex_logging._settings import ENV_SOURCE_ID, SUFFIX, validate_session_id
+
+#: Lines per transaction: large enough to be fast, small enough that a crash
+#: loses at most one uncommitted batch of work.
+BATCH_LINES: Final = 5000
+#: Bytes of lines per transaction: keeps memory flat when records are large.
+BATCH_BYTES: Final = 8 << 20
+CHUNK_BYTES: Final = 1 << 20
+#: Bytes at the start of a file remembered to notice a replaced file.
+HEAD_BYTES: Final = 4096
+_S_IFMT: Final = 0o170000
+#: The file, inside a sessions folder, that holds the folder's id.
+SOURCE_ID_FILE: Final = ".codex-source-id"
+
+
+@dataclasses.dataclass
+class Watermark:
+    """Where the sync of one session file stands.
+
+    Attributes:
+        seq: The last seq taken (good or quarantined).
+        byte_offset: The end of the last complete line taken.
+        head_len: How many first bytes of the file ``head_sha256`` covers.
+        head_sha256: Their hash, to notice a replaced file.
+        file_dev: The file's ``st_dev`` (0: not known).
+        file_ino: The file's ``st_ino`` (0: not known).
+        source_id: The sessions folder this watermark belongs to (None: not known).
+        scanned_to: Bytes looked at: no line end lies in
+            ``[byte_offset, scanned_to)``, so a pending partial line is not
+            read again (0: not known).
+        source_dir: The path of that folder when it was last synced, for messages.
+        scan_sha256: The hash of the last (up to 4 KiB) bytes before
+            ``scanned_to``: if they changed, the pending line is scanned again.
+    """
+
+    seq: int = 0
+    byte_offset: int = 0
+    head_len: int = 0
+    head_sha256: str | None = None
+    file_dev: int = 0
+    file_ino: int = 0
+    source_id: str | None = None
+    scanned_to: int = 0
+    source_dir: str | None = None
+    scan_sha256: str | None = None
+
+
+class Target(Protocol):
+    """A database the engine syncs into; only these methods touch it."""
+
+    #: For messages: the database path, or the URL without its password.
+    name: str
+
+    def settled_files(self, source_id: str) -> AbstractSet[tuple[str, int, int, int]]:
+        """Return ``(session_id, byte_offset, file_dev, file_ino)`` of settled watermarks.
+
+        One query, for the idle check: the watermarks of folder ``source_id``
+        with no pending partial line (``scanned_to <= byte_offset``). A file
+        whose ``(session_id, size, st_dev, st_ino)`` is in the set is skipped
+        without being opened.
+        """
+
+    def read_watermark(self, session_id: str) -> Watermark | None:
+        """Return one session's watermark; called under the file's lock."""
+
+    def commit(
+        self,
+        session_id: str,
+        expected_seq: int,
+        events: Sequence[EventRow],
+        errors: Sequence[ErrorRow],
+        *,
+        mark: Watermark,
+        offsets: Sequence[int],
+    ) -> int:
+        """Insert a batch and move the watermark, in one transaction.
+
+        Compare and set: when the stored seq is not ``expected_seq``, raise
+        :class:`WatermarkMovedError` and insert nothing. A row the database
+        rejects does not fail the batch: rows are retried one by one and the
+        culprit is quarantined with :func:`rejected_event` /
+        :func:`rejected_error`. ``offsets[i]`` is the byte offset of
+        ``events[i]``'s line.
+
+        Returns:
+            The number of event rows inserted.
+        """
+
+    def close(self) -> None:
+        """Release the connection; safe to call when never connected."""
+
+
+class WatermarkMovedError(Exception):
+    """Another sync advanced this session's watermark under our feet."""
+
+
+class ForeignSourceError(Exception):
+    """The session's watermark belongs to another sessions folder."""
+
+
+def rejected_event(event: EventRow, offset: int, exc: BaseException) -> ErrorRow:
+    """Return the quarantine row for an event row the database refused.
+
+    Args:
+        event: The refused row.
+        offset: The byte offset of its line.
+        exc: The database's error.
+
+    Returns:
+        An error row holding the line (as stored in ``data``) and the reason.
+    """
+    return (event[0], event[1], offset, f"database refused the row: {exc}", event[8])
+
+
+def rejected_error(row: ErrorRow, exc: BaseException) -> ErrorRow:
+    """Return a quarantine row that the database refused, without its raw bytes.
+
+    Args:
+        row: The refused error row.
+        exc: The database's error.
+
+    Returns:
+        The same row with ``raw`` left out and the reason added.
+    """
+    return (row[0], row[1], row[2], f"{row[3]}; raw not stored, database refused it: {exc}", b"")
+
+
+@dataclasses.dataclass
+class SyncReport:
+    """What one sync call did.
+
+    Attributes:
+        files: Session files looked at.
+        rows_inserted: Rows added to ``session_events``.
+        lines_quarantined: Lines added to ``session_ingest_errors``.
+        bytes_read: Bytes of complete lines consumed.
+        warnings: One line per missing folder, or truncated, replaced, busy,
+            unreadable or refused file.
+        sessions: The sessions that were looked at.
+        files_skipped: Files not opened because nothing changed since the last sync.
+    """
+
+    files: int = 0
+    rows_inserted: int = 0
+    lines_quarantined: int = 0
+    bytes_read: int = 0
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    sessions: list[str] = dataclasses.field(default_factory=list)
+    files_skipped: int = 0
+
+
+#: Called after each committed batch with (session_id, report so far).
+Progress = Callable[[str, SyncReport], None]
+
+
+def source_id(folder: str) -> str:
+    """Return the id of a sessions folder: ``CODEX_SOURCE_ID``, or the one kept inside it.
+
+    The id is a UUID in ``<folder>/.codex-source-id``, created once (``O_EXCL``,
+    ``0600``) and read back afterwards, so it survives renames of the folder.
+    When it cannot be created (a read-only folder), the folder's
+    ``(st_dev, st_ino)`` stands in.
+
+    Args:
+        folder: An existing sessions folder.
+
+    Returns:
+        The id.
+    """
+    override = os.environ.get(ENV_SOURCE_ID)
+    if override:
+        return override
+    path = os.path.join(folder, SOURCE_ID_FILE)
+    try:
+        return _read_id(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return _folder_identity(folder)
+    # Written whole under a temporary name, then linked into place: a racing
+    # sync either wins the link or reads the winner's complete id.
+    new = str(uuid.uuid4())
+    temporary = f"{path}.{new}"
+    try:
+        fd = os.open(
+            temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+    except OSError:
+        return _folder_identity(folder)  # a read-only folder
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(new + "\n")
+        os.link(temporary, path)
+    except FileExistsError:
+        return _read_id(path)
+    finally:
+        os.unlink(temporary)
+    return new
+
+
+def _folder_identity(folder: str) -> str:
+    info = os.stat(folder)
+    return f"dev-{info.st_dev}-ino-{info.st_ino}"
+
+
+def _read_id(path: str) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        text = os.read(fd, 200)
+    finally:
+        os.close(fd)
+    found = text.decode("utf-8", "replace").strip()
+    if not found:
+        msg = f"{path} is empty"
+        raise OSError(msg)
+    return found
+
+
+def run_sync(
+    target: Target,
+    sessions_dir: str,
+    *,
+    session_id: str | None = None,
+    busy_timeout: float,
+    progress: Progress | None = None,
+) -> SyncReport:
+    """Mirror every session file of ``sessions_dir`` (or one) into ``target``.
+
+    The folder is checked before the target is used: a missing folder gives
+    a report with one warning and leaves the target untouched (a target
+    connects lazily, so no database is created).
+
+    Args:
+        target: The database.
+        sessions_dir: The absolute sessions folder.
+        session_id: Sync only this session.
+        busy_timeout: Seconds to wait for a file lock held by another sync.
+        progress: Called after each committed batch.
+
+    Returns:
+        The report.
+
+    Raises:
+        InvalidSessionId: ``session_id`` is not a valid id.
+        UnknownSessionError: ``session_id`` has no session file.
+        SessionsDirError: ``sessions_dir`` is not a folder.
+    """
+    report = SyncReport()
+    files = _files(sessions_dir, session_id, report)
+    if files is None:
+        return report
+    run = _Run(target, source_id(sessions_dir), sessions_dir, report, busy_timeout, progress)
+    # Idle work is O(changed files): an unchanged file is not even opened.
+    settled = target.settled_files(run.source)
+    for sid, path, info in files:
+        if (sid, info.st_size, info.st_dev, info.st_ino) in settled:
+            report.files_skipped += 1  # its id was checked when it was first synced
+        elif _valid(sid):
+            _FileSync(run, sid, path).run()
+        else:
+            continue
+        report.sessions.append(sid)
+    report.files = len(report.sessions)
+    return report
+
+
+def _files(
+    folder: str, session_id: str | None, report: SyncReport
+) -> list[tuple[str, str, os.stat_result]] | None:
+    """Return the session files to look at, or None when the folder does not exist."""
+    if session_id is not None:
+        validate_session_id(session_id)
+    try:
+        info = os.stat(folder)
+    except FileNotFoundError:
+        if session_id is not None:
+            msg = f"unknown session {session_id}: no sessions folder {folder}"
+            raise UnknownSessionError(msg) from None
+        report.warnings.append(f"no sessions folder {folder} (yet): nothing to sync")
+        return None
+    if not stat.S_ISDIR(info.st_mode):
+        msg = f"the sessions folder {folder} is not a folder"
+        raise SessionsDirError(msg)
+    if session_id is None:
+        return _session_files(folder)
+    path = os.path.join(folder, session_id + SUFFIX)
+    try:
+        found = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        found = None
+    if found is None or not stat.S_ISREG(found.st_mode):
+        msg = f"unknown session {session_id}: no file {path}"
+        raise UnknownSessionError(msg)
+    return [(session_id, path, found)]
+
+
+def _session_files(folder: str) -> list[tuple[str, str, os.stat_result]]:
+    """Return ``(session_id, path, lstat)`` of the regular session files, in name order."""
+    names = sorted(name for name in os.listdir(folder) if name.endswith(SUFFIX))
+    cut = -len(SUFFIX)
+    prefix = os.path.join(folder, "")
+    found = []
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in names:
+            try:
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if info.st_mode & _S_IFMT == stat.S_IFREG:
+                found.append((name[:cut], prefix + name, info))
+    finally:
+        os.close(fd)
+    return found
+
+
+def _valid(session_id: str) -> bool:
+    try:
+        validate_session_id(session_id)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclasses.dataclass
+class _Run:
+    """What every file of one sync call shares."""
+
+    target: Target
+    source: str
+    folder: str
+    report: SyncReport
+    busy_timeout: float
+    progress: Progress | None
+    parser: LineParser = dataclasses.field(default_factory=LineParser)
+
+
+class _FileSync:
+    """The ingestion of one session file, under its lock."""
+
+    def __init__(self, run: _Run, sid: str, path: str) -> None:
+        self.run_ = run
+        self.target = run.target
+        self.report = run.report
+        self.sid = sid
+        self.path = path
+        self.fd = -1
+        self.mark = Watermark()
+        self.stored_seq = 0  # the watermark's seq as this sync last saw or wrote it
+        self.committed = 0  # the byte offset the watermark holds now
+        self.events: list[EventRow] = []
+        self.offsets: list[int] = []
+        self.errors: list[ErrorRow] = []
+        self.batch_seq = 0  # seq and offset where the current batch started
+        self.batch_pos = 0
+        self.dirty = False  # the watermark to store differs from the stored one
+
+    def run(self) -> None:
+        # Imported here: it costs ~20 ms, which every short-lived process that
+        # only logs (a hook script) would pay on import otherwise.
+        import portalocker  # noqa: PLC0415
+
+        report = self.report
+        try:
+            # Opened once, never following a link nor blocking on a FIFO;
+            # the lock and every read use this same descriptor.
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            report.warnings.append(
+                f"{self.sid}: skipped, cannot open {self.path}: {exc.strerror or exc}"
+            )
+            return
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                report.warnings.append(f"{self.sid}: skipped, {self.path} is not a regular file")
+                os.close(fd)
+                return
+            lock = portalocker.Lock(
+                self.path,
+                mode="rb",
+                timeout=self.run_.busy_timeout,
+                check_interval=0.05,
+                # flock, not lockf: it excludes other threads of this process too.
+                flags=portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING,
+                buffering=0,
+                opener=lambda _path, _flags: fd,
+            )
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            with lock:  # owns fd from here: closes it on release
+                self.fd = fd
+                self._ingest()
+        except WatermarkMovedError:
+            report.warnings.append(
+                f"{self.sid}: stopped, another sync moved its watermark (the file was rotated?)"
+            )
+        except ForeignSourceError as exc:
+            report.warnings.append(f"{self.sid}: skipped, {exc}")
+        except portalocker.LockException:
+            report.warnings.append(
+                f"{self.sid}: skipped, another sync held its lock for {self.run_.busy_timeout:g} s"
+            )
+        except CodexLoggingError:
+            raise
+        except OSError as exc:
+            report.warnings.append(
+                f"{self.sid}: skipped, cannot read {self.path}: {exc.strerror or exc}"
+            )
+
+    def _ingest(self) -> None:
+        # The watermark is read under the file lock (SPEC): no other sync can
+        # move it until this one is done with the file.
+        stored = self.target.read_watermark(self.sid) or Watermark()
+        source, folder = self.run_.source, self.run_.folder
+        if stored.source_id is not None and stored.source_id != source:
+            msg = (
+                f"its rows in {self.target.name} come from the sessions folder"
+                f" {stored.source_dir or stored.source_id}, not {folder}: one database"
+                " mirrors a session id from one folder only (see docs/mirror.md)"
+            )
+            raise ForeignSourceError(msg)
+        info = os.fstat(self.fd)
+        size = info.st_size
+        self.stored_seq = stored.seq
+        mark = dataclasses.replace(
+            stored,
+            file_dev=info.st_dev,
+            file_ino=info.st_ino,
+            source_id=source,
+            source_dir=folder,
+        )
+        cut = self._cut(stored, info)
+        if cut is not None:
+            self.report.warnings.append(
+                f"{self.sid}: {cut}; its lines are taken again from seq {stored.seq + 1}"
+            )
+            mark.byte_offset, mark.head_len, mark.head_sha256, mark.scanned_to = 0, 0, None, 0
+        if mark.scanned_to > mark.byte_offset and self._scan_hash(
+            mark.byte_offset, mark.scanned_to
+        ) != (mark.scan_sha256):
+            mark.scanned_to, mark.scan_sha256 = 0, None  # the pending line changed: scan it again
+        self.dirty = mark != stored
+        self.run_.parser.begin()
+        self.mark = mark
+        self.batch_seq, self.batch_pos = mark.seq, mark.byte_offset
+        self.committed = mark.byte_offset
+        self._read(size)
+
+    def _cut(self, stored: Watermark, info: os.stat_result) -> str | None:
+        """Return why the file is not the one the watermark describes, or None."""
+        offset = stored.byte_offset
+        if offset > info.st_size:
+            return f"file shrank from {offset} to {info.st_size} bytes (truncated)"
+        if stored.file_ino and (info.st_dev, info.st_ino) != (stored.file_dev, stored.file_ino):
+            return "file was replaced (another file now has its name)"
+        if stored.head_len and self._head_hash(stored.head_len) != stored.head_sha256:
+            return "file was replaced (its first bytes differ)"
+        if offset and os.pread(self.fd, 1, offset - 1) != b"\n":
+            return (
+                f"file was cut and written again (byte {offset - 1}, the end of the last"
+                " line taken, is no longer a line end; truncated)"
+            )
+        return None
+
+    def _scan_hash(self, offset: int, scanned: int) -> str:
+        start = max(offset, scanned - HEAD_BYTES)
+        return hashlib.sha256(os.pread(self.fd, scanned - start, start)).hexdigest()
+
+    def _head_hash(self, length: int) -> str:
+        return hashlib.sha256(os.pread(self.fd, length, 0)).hexdigest()
+
+    def _read(self, size: int) -> None:
+        """Take the complete lines up to ``size``, in batches.
+
+        Each byte is scanned for a line end once; a line longer than a chunk
+        is not held while its end is searched for, then read in one piece.
+        """
+        fd = self.fd
+        mark = self.mark
+        pos = mark.byte_offset  # file offset of the next line's first byte
+        seq = mark.seq
+        # No line end lies in [pos, scanned): a pending line is not read again.
+        scanned = max(pos, mark.scanned_to)
+        long_line = scanned > pos
+        tail = b""  # file[pos:scanned] while the line is short enough to hold
+        while scanned < size:
+            chunk = os.pread(fd, min(CHUNK_BYTES, size - scanned), scanned)
+            if not chunk:
+                break  # the file shrank meanwhile: the next sync notices
+            base = scanned
+            scanned += len(chunk)
+            end = chunk.find(b"\n")
+            if end < 0:
+                # A line longer than a chunk: stop holding it, read it in one
+                # piece once its end is known.
+                long_line, tail = long_line or bool(tail), b"" if long_line or tail else chunk
+                continue
+            if long_line:
+                raw = os.pread(fd, base + end - pos, pos)
+                if len(raw) != base + end - pos:
+                    break
+                long_line = False
+            else:
+                raw = tail + chunk[:end] if tail else chunk[:end]
+            seq += 1
+            self._take(seq, pos, raw)
+            del raw
+            seq, pos, start = self._lines_of(chunk, base, end + 1, seq)
+            tail = chunk[start:]
+        if self.offsets or self.errors or self.dirty or scanned != max(pos, mark.scanned_to):
+            self._commit(seq, pos, scanned)
+
+    def _lines_of(self, chunk: bytes, base: int, start: int, seq: int) -> tuple[int, int, int]:
+        """Queue the complete lines of ``chunk`` from ``start``; return seq, offset, index.
+
+        The per-line loop of the sync: kept to local names.
+        """
+        take = self.run_.parser.take
+        sid, events, errors, append_offset = self.sid, self.events, self.errors, self.offsets.append
+        find = chunk.find
+        # A batch closes at BATCH_LINES lines or BATCH_BYTES bytes, whichever first.
+        line_limit, byte_limit = self.batch_seq + BATCH_LINES, self.batch_pos + BATCH_BYTES
+        while True:
+            pos = base + start
+            if seq >= line_limit or pos >= byte_limit:
+                self._commit(seq, pos, pos)
+                line_limit, byte_limit = seq + BATCH_LINES, pos + BATCH_BYTES
+            end = find(b"\n", start)
+            if end < 0:
+                return seq, pos, start
+            seq += 1
+            at = take(sid, seq, pos, chunk[start:end], events, errors)
+            if at >= 0:
+                append_offset(at)
+            start = end + 1
+
+    def _take(self, seq: int, offset: int, raw: bytes) -> None:
+        at = self.run_.parser.take(self.sid, seq, offset, raw, self.events, self.errors)
+        if at >= 0:
+            self.offsets.append(at)
+
+    def _commit(self, seq: int, offset: int, scanned: int) -> None:
+        mark = self.mark
+        if mark.head_len < HEAD_BYTES and offset > mark.head_len:
+            mark.head_len = min(HEAD_BYTES, offset)
+            mark.head_sha256 = self._head_hash(mark.head_len)
+        mark.seq, mark.byte_offset, mark.scanned_to = seq, offset, max(scanned, offset)
+        mark.scan_sha256 = self._scan_hash(offset, scanned) if scanned > offset else None
+        self.run_.parser.settle(self.events)
+        inserted = self.target.commit(
+            self.sid, self.stored_seq, self.events, self.errors, mark=mark, offsets=self.offsets
+        )
+        self.stored_seq = seq
+        self.dirty = False
+        report = self.report
+        report.bytes_read += offset - self.committed
+        self.committed = offset
+        report.rows_inserted += inserted
+        report.lines_quarantined += len(self.errors) + len(self.events) - inserted
+        self.events.clear()
+        self.offsets.clear()
+        self.errors.clear()
+        self.batch_seq, self.batch_pos = seq, offset
+        if self.run_.progress is not None:
+            self.run_.progress(self.sid, report)

@@ -1,0 +1,387 @@
+"""One line of a session file into an event row or a quarantined line.
+
+Pure functions over bytes, no database: the sync engine (``_ingest``) calls
+:meth:`LineParser.take` for each complete line and hands the rows to a target.
+Whatever a line holds, it ends in exactly one place (SPEC "SQLite mirror"):
+a row of ``session_events``, or a row of ``session_ingest_errors`` with the
+reason; a torn fragment glued to a whole record gives one of each.
+
+Every text value stored is valid UTF-8, and the mirror holds no credential
+shapes: lines are checked with the write path's :class:`Redactor` (its key
+rules and its shape rules), since another tool may have written them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any, Final
+
+from codex_logging._redact import Redactor
+
+#: ``(session_id, seq, ts, kind, level, logger, role, message, data)``
+EventRow = tuple[str, int, float | None, str, str | None, str | None, str | None, str | None, str]
+#: ``(session_id, seq, byte_offset, error, raw)``
+ErrorRow = tuple[str, int, int, str, "str | bytes"]
+
+TORN: Final = "torn record"
+_LEGACY_KINDS: Final = {"session_start": "start", "session_end": "end"}
+#: Lines longer than this are shape-checked alone, not joined with the others.
+_JOIN_LIMIT: Final = 1 << 16
+#: The types a text column takes as they are.
+_PLAIN: Final = frozenset({str, type(None)})
+
+
+def _fast_parser() -> tuple[Callable[[bytes], Any], type[Exception]]:
+    try:
+        import orjson  # noqa: PLC0415 - optional extra, looked up once
+    except ImportError:
+        return json.loads, ValueError
+    return orjson.loads, orjson.JSONDecodeError
+
+
+_fast_loads, _FastError = _fast_parser()
+
+
+def loads(raw: bytes) -> Any:
+    """Parse one line: orjson when installed, else (or when it refuses) json.
+
+    Args:
+        raw: The line.
+
+    Returns:
+        The value.
+    """
+    try:
+        return _fast_loads(raw)
+    except _FastError:
+        # Older hooks may write what only Python's json takes (NaN, big ints).
+        return json.loads(raw)
+
+
+class _KeyVerdicts(dict[str, bool]):
+    """``verdicts[key]``: whether the redactor hides values under ``key``, asked once."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self._redactor = redactor
+
+    def __missing__(self, key: str) -> bool:
+        counter = [0]
+        self._redactor.mapping({key: None}, counter)
+        secret = counter[0] > 0
+        if len(self) < 4096:  # bounded: foreign files may hold any keys
+            self[key] = secret
+        return secret
+
+
+class LineParser:
+    """Turn complete lines into rows; one instance per sync call (it caches verdicts)."""
+
+    def __init__(self) -> None:
+        """Build the redactor the mirror's copy goes through."""
+        self._redactor = Redactor()
+        self._secret_key = _KeyVerdicts(self._redactor)
+        self._clean_keys: set[str] = set()
+        #: Indexes in ``events`` of flat lines whose shape check is still due:
+        #: one check over all of them in :meth:`settle` is far cheaper than
+        #: one per line, and almost always finds nothing.
+        self._unchecked: list[int] = []
+
+    def take(  # noqa: PLR0917 - called per line
+        self,
+        session_id: str,
+        seq: int,
+        offset: int,
+        raw: bytes,
+        events: list[EventRow],
+        errors: list[ErrorRow],
+    ) -> int:
+        """Append line ``seq`` (without its ``\\n``) to ``events`` or ``errors``.
+
+        Never raises for anything the line holds: a line that cannot be
+        parsed or converted is quarantined with the reason.
+
+        Args:
+            session_id: The file's session.
+            seq: The line number.
+            offset: The byte offset of the line in the file.
+            raw: The line's bytes.
+            events: Receives an event row.
+            errors: Receives a quarantine row (and a torn fragment's row).
+
+        Returns:
+            The byte offset of the event appended (after a torn fragment, the
+            offset of the record glued to it), or -1 when none was.
+        """
+        try:
+            try:
+                obj = _fast_loads(raw)
+            except _FastError:
+                obj = json.loads(raw)  # what only Python's json takes: NaN, big ints
+            if type(obj) is not dict:
+                msg = f"not a JSON object but {type(obj).__name__}"
+                raise TypeError(msg)  # noqa: TRY301 - one path for every bad line
+        except (ValueError, TypeError, RecursionError) as exc:
+            glued = glued_record(raw)
+            if glued is None:
+                errors.append((session_id, seq, offset, _reason(exc), self.quarantined(raw)))
+                return -1
+            # A writer died mid-record and another appended after it: the torn
+            # fragment is quarantined and the record glued to it is taken as the
+            # event, both under this line's seq (SPEC: seq is the line number).
+            cut, obj = glued
+            errors.append((session_id, seq, offset, TORN, self.quarantined(raw[:cut])))
+            raw = raw[cut:]
+            offset += cut
+        try:
+            events.append(self._event(session_id, seq, obj, raw, len(events)))
+        except Exception as exc:  # any conversion failure stays with its line
+            errors.append((session_id, seq, offset, _reason(exc), self.quarantined(raw)))
+            return -1
+        return offset
+
+    def begin(self) -> None:
+        """Start a new file: forget the checks still due for another file's rows."""
+        self._unchecked.clear()
+
+    def settle(self, events: list[EventRow]) -> None:
+        """Finish the shape checks of the flat lines queued in ``events`` (before a commit).
+
+        Args:
+            events: The rows :meth:`take` appended to since the last call.
+        """
+        unchecked = self._unchecked
+        if not unchecked:
+            return
+        # Long lines are checked one by one, short ones joined: no copy of a long line.
+        long_lines = [i for i in unchecked if len(events[i][8]) > _JOIN_LIMIT]
+        counter = [0]
+        if len(long_lines) < len(unchecked):
+            joined = "\n".join(
+                [events[i][8] for i in unchecked if len(events[i][8]) <= _JOIN_LIMIT]
+            )
+            self._redactor.text(joined, counter)
+        if counter[0] or long_lines:  # rare: find the lines that hold a shape
+            for i in unchecked if counter[0] else long_lines:
+                row = events[i]
+                counter = [0]
+                self._redactor.text(row[8], counter)
+                if counter[0]:
+                    raw = row[8].encode()
+                    events[i] = self._event(row[0], row[1], loads(raw), raw, -1)
+        unchecked.clear()
+
+    def _event(
+        self, session_id: str, seq: int, obj: dict[str, Any], raw: bytes, index: int
+    ) -> EventRow:
+        """Build the row; ``index`` is its place in ``events``, or -1 to check it now."""
+        text = raw.decode("utf-8")  # json.loads also takes UTF-16/32: those are quarantined
+        # A flat object with no escapes, whose keys are known to be clean, has
+        # its values as they are in the line: the line's shape check is
+        # deferred to settle(). Anything else takes the full redaction path.
+        backslash = raw.find(b"\\") >= 0
+        if (
+            index < 0
+            or backslash
+            or raw.find(b"[") >= 0
+            or raw.find(b"{", 1) >= 0
+            or (not self._clean_keys.issuperset(obj) and not self._keys_clean(obj))
+        ):
+            obj, text = self._redacted(obj, text)
+        else:
+            self._unchecked.append(index)
+        get = obj.get
+        ts = get("ts")
+        kind, level, logger, role, message = (
+            get("kind"),
+            get("level"),
+            get("logger"),
+            get("role"),
+            get("message"),
+        )
+        if type(kind) is not str:
+            kind = _kind(obj)
+        escaped = backslash and b"\\u" in raw  # only an escape makes a lone surrogate
+        if escaped or not (
+            type(level) in _PLAIN
+            and type(logger) in _PLAIN
+            and type(role) in _PLAIN
+            and type(message) in _PLAIN
+        ):
+            kind, level, logger, role, message = (
+                _column(value, escaped) for value in (kind, level, logger, role, message)
+            )
+        return (  # type: ignore[return-value]  # the columns were made text just above
+            session_id,
+            seq,
+            ts if type(ts) is float else _ts(ts),
+            kind,
+            level,
+            logger,
+            role,
+            message,
+            text,
+        )
+
+    def _keys_clean(self, obj: dict[str, Any]) -> bool:
+        """Return whether no key of a flat object is secret, remembering clean keys."""
+        for key in obj:
+            if self._secret_key[key]:
+                return False
+            if len(self._clean_keys) < 4096:  # bounded: foreign keys may be endless
+                self._clean_keys.add(key)
+        return True
+
+    def _redacted(self, obj: dict[str, Any], text: str) -> tuple[dict[str, Any], str]:
+        """Return the line's object and text with secrets replaced (the line itself if none)."""
+        counter = [0]
+        redacted = self._redactor.mapping(obj, counter)
+        if not counter[0]:
+            return obj, text
+        return redacted, _dumps(redacted)
+
+    def quarantined(self, raw: bytes) -> str | bytes:
+        """Return a bad line as stored: text if UTF-8, else its bytes; shapes redacted.
+
+        Args:
+            raw: The line's bytes.
+
+        Returns:
+            The value for ``session_ingest_errors.raw``.
+        """
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            # The bytes that are not UTF-8 ride along as surrogate escapes and
+            # come back unchanged; only a credential shape is replaced.
+            counter = [0]
+            redacted = self._redactor.text(raw.decode("utf-8", "surrogateescape"), counter)
+            return raw if not counter[0] else redacted.encode("utf-8", "surrogateescape")
+        return self._redactor.text(text, [0])
+
+
+def glued_record(raw: bytes) -> tuple[int, dict[str, Any]] | None:
+    """Return where a whole JSON object that ends the line starts, and the object.
+
+    The candidate is found by one backward scan from the line's last ``}`` to
+    the ``{`` that opens it, skipping strings, then parsed once: linear time
+    whatever the fragment in front of it holds.
+
+    Args:
+        raw: A line that is not itself a JSON object.
+
+    Returns:
+        ``(offset, object)``, or None when the line does not end in one.
+    """
+    end = len(raw.rstrip(b" \t\r"))
+    if end < 2 or raw[end - 1] != ord("}"):
+        return None
+    start = _opening_brace(raw, end - 1)
+    if start is None or start == 0 or raw[start] != ord("{"):
+        return None
+    try:
+        obj = loads(raw[start:])
+    except (ValueError, RecursionError):
+        return None
+    return (start, obj) if isinstance(obj, dict) else None
+
+
+_SPECIAL: Final = tuple(ord(c) for c in '"{}[]')
+
+
+def _opening_brace(raw: bytes, close: int) -> int | None:
+    """Return the index of the bracket that matches ``raw[close]``, scanning backward."""
+    # Where each special byte last occurs below the scan position; an entry is
+    # searched again only once the scan passed it, so each byte value is
+    # searched through the line at most once in all.
+    last = {c: raw.rfind(bytes([c]), 0, close) for c in _SPECIAL}
+    depth = 1
+    pos = close
+    while depth:
+        for c, at in last.items():
+            if at >= pos:
+                last[c] = raw.rfind(bytes([c]), 0, pos)
+        pos = max(last.values())
+        if pos < 0:
+            return None
+        char = raw[pos]
+        if char == ord('"'):
+            if _escaped(raw, pos):
+                continue
+            # Inside a string, going backward: jump to its opening quote.
+            pos = _string_start(raw, pos)
+            if pos < 0:
+                return None
+        elif char in (ord("}"), ord("]")):
+            depth += 1
+        else:
+            depth -= 1
+    return pos
+
+
+def _escaped(raw: bytes, quote: int) -> bool:
+    run = quote
+    while run > 0 and raw[run - 1] == ord("\\"):
+        run -= 1
+    return (quote - run) % 2 == 1
+
+
+def _string_start(raw: bytes, close: int) -> int:
+    pos = close
+    while True:
+        pos = raw.rfind(b'"', 0, pos)
+        if pos < 0 or not _escaped(raw, pos):
+            return pos
+
+
+def _reason(exc: BaseException) -> str:
+    return _scrub(f"{type(exc).__name__}: {exc}")
+
+
+def _dumps(obj: object) -> str:
+    # A lone surrogate (from an escaped \ud800) cannot be stored as UTF-8:
+    # it is written back as the JSON escape it came from.
+    text = json.dumps(obj, ensure_ascii=False)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _ts(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:  # a 400-digit integer is no time
+            return None
+    if isinstance(value, str):
+        # Older hooks: ISO 8601, "Z" or an offset; no offset means UTC.
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.timestamp()
+    return None
+
+
+def _kind(obj: dict[str, Any]) -> str:
+    kind = obj.get("kind")
+    if isinstance(kind, str):
+        return kind
+    legacy = obj.get("type")
+    if isinstance(legacy, str) and legacy in _LEGACY_KINDS:
+        return _LEGACY_KINDS[legacy]
+    return "message"
+
+
+def _scrub(value: str) -> str:
+    """Return ``value`` with lone surrogates as U+FFFD: SQLite text is UTF-8."""
+    return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def _column(value: object, escaped: bool) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return _scrub(text) if escaped else text

@@ -1,0 +1,284 @@
+"""PostgreSQL: connecting, the schema and its migrations (as ``_db`` is for SQLite).
+
+psycopg is imported on first use only: a hook script that only logs never pays
+for it, and without it the error names the extra to install.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+from codex_logging._errors import DatabaseError, DatabaseLockedError, PostgresNotInstalledError
+
+if TYPE_CHECKING:
+    import psycopg
+
+#: Default wait for a row or table lock held by another sync (as SQLite's).
+BUSY_TIMEOUT: Final = 10.0
+#: The key of the advisory lock migrations hold ("codexlog" in ASCII).
+_MIGRATION_LOCK: Final = 0x636F6465786C6F67
+
+#: Each migration is a named step; ``codex_schema_version`` counts those applied.
+MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
+    (
+        "create the session tables",
+        (
+            """CREATE TABLE IF NOT EXISTS sources (
+                source_id text PRIMARY KEY,
+                host text,
+                folder text,
+                first_seen double precision,
+                last_seen double precision
+            )""",
+            """CREATE TABLE IF NOT EXISTS session_events (
+                source_id text NOT NULL,
+                session_id text NOT NULL,
+                seq bigint NOT NULL,
+                ts double precision,
+                kind text,
+                level text,
+                logger text,
+                role text,
+                message text,
+                data text,
+                PRIMARY KEY (source_id, session_id, seq)
+            )""",
+            (
+                "CREATE INDEX IF NOT EXISTS session_events_session_ts"
+                " ON session_events (session_id, ts)"
+            ),
+            "CREATE INDEX IF NOT EXISTS session_events_ts ON session_events (ts)",
+            """CREATE TABLE IF NOT EXISTS session_ingest_watermark (
+                source_id text NOT NULL,
+                session_id text NOT NULL,
+                seq bigint NOT NULL,
+                byte_offset bigint NOT NULL,
+                head_len integer NOT NULL DEFAULT 0,
+                head_sha256 text,
+                file_dev numeric(20),
+                file_ino numeric(20),
+                scanned_to bigint NOT NULL DEFAULT 0,
+                scan_sha256 text,
+                source_dir text,
+                updated_at double precision,
+                PRIMARY KEY (source_id, session_id)
+            )""",
+            # A torn fragment and the record glued to it share a seq (SPEC:
+            # seq is the line number), so the offset is part of the key.
+            """CREATE TABLE IF NOT EXISTS session_ingest_errors (
+                source_id text NOT NULL,
+                session_id text NOT NULL,
+                seq bigint NOT NULL,
+                byte_offset bigint NOT NULL,
+                error text NOT NULL,
+                raw text,
+                raw_bytes bytea,
+                PRIMARY KEY (source_id, session_id, seq, byte_offset)
+            )""",
+            # json, not jsonb: a record may hold escapes jsonb rejects. The
+            # views read a few fields of the line; a line whose fields json
+            # could not give as text (\u0000, a surrogate escape, NaN, which
+            # Python's json accepts) shows them as NULL instead of failing.
+            """CREATE OR REPLACE FUNCTION codex_json(line text) RETURNS json
+            LANGUAGE sql IMMUTABLE AS $$
+                SELECT CASE
+                    WHEN line ~ '\\\\u(0000|[dD][89a-fA-F])' OR line ~ '(NaN|Infinity)' THEN NULL
+                    ELSE line::json
+                END
+            $$""",
+            # The same columns as the SQLite views (issue 13), plus the source
+            # and its host; ISO-8601 UTC times.
+            """CREATE OR REPLACE VIEW events AS
+            SELECT
+                to_char(to_timestamp(e.ts) AT TIME ZONE 'UTC',
+                        'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS time,
+                e.session_id, e.seq, e.ts, e.kind, e.level, e.logger, e.role, e.message,
+                CASE WHEN j ->> 'pid' ~ '^-?[0-9]{1,18}$' THEN (j ->> 'pid')::bigint END AS pid,
+                j ->> 'status' AS status,
+                j ->> 'error_type' AS error_type,
+                j ->> 'error' AS error,
+                CASE WHEN j ->> 'duration_s' ~ '^-?[0-9]{1,15}([.][0-9]*)?$'
+                    THEN (j ->> 'duration_s')::double precision END AS duration_s,
+                e.data,
+                e.source_id,
+                s.host
+            FROM session_events e
+            CROSS JOIN LATERAL codex_json(e.data) AS j
+            LEFT JOIN sources s USING (source_id)""",
+            # One row per session id, merging every source (a CI matrix sharing
+            # one CODEX_SESSION_ID): status is error if any end record failed,
+            # ok if the session ended, else NULL.
+            """CREATE OR REPLACE VIEW sessions AS
+            SELECT
+                session_id,
+                to_char(to_timestamp(start_ts) AT TIME ZONE 'UTC',
+                        'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS start_time,
+                to_char(to_timestamp(end_ts) AT TIME ZONE 'UTC',
+                        'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS end_time,
+                CASE WHEN failed THEN 'error' WHEN end_ts IS NOT NULL THEN 'ok' END AS status,
+                events,
+                messages,
+                warnings,
+                errors,
+                processes,
+                round((end_ts - start_ts)::numeric, 3)::double precision AS duration_s,
+                start_ts,
+                end_ts,
+                first_ts,
+                last_ts,
+                sources
+            FROM (
+                SELECT
+                    session_id,
+                    coalesce(min(ts) FILTER (WHERE kind = 'start'), min(ts)) AS start_ts,
+                    max(ts) FILTER (WHERE kind = 'end') AS end_ts,
+                    min(ts) AS first_ts,
+                    max(ts) AS last_ts,
+                    count(*) AS events,
+                    count(*) - count(*) FILTER (WHERE kind <> 'message') AS messages,
+                    count(*) FILTER (WHERE level IN ('WARNING', 'WARN')) AS warnings,
+                    count(*) FILTER (WHERE level IN ('ERROR', 'CRITICAL', 'FATAL')) AS errors,
+                    count(DISTINCT (source_id, pid)) FILTER (WHERE kind <> 'message')
+                        AS processes,
+                    coalesce(bool_or(kind = 'end' AND status = 'error'), false) AS failed,
+                    count(DISTINCT source_id) AS sources
+                FROM events
+                GROUP BY session_id
+            ) s""",
+        ),
+    ),
+)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+def import_psycopg() -> Any:
+    """Return the psycopg module.
+
+    Raises:
+        PostgresNotInstalledError: It is not installed.
+    """
+    try:
+        import psycopg  # noqa: PLC0415 - optional extra, imported on first use only
+    except ImportError as exc:
+        msg = f"PostgreSQL support needs psycopg 3: pip install 'codex-logging[postgres]' ({exc})"
+        raise PostgresNotInstalledError(msg) from exc
+    return psycopg
+
+
+def display_url(url: str) -> str:
+    """Return ``url`` without its password, for messages.
+
+    Args:
+        url: A ``postgresql://`` URL.
+
+    Returns:
+        The URL with any password replaced by ``***``.
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+
+
+@contextmanager
+def translated(name: str) -> Iterator[None]:
+    """Turn psycopg's errors in the block into this package's, naming ``name``."""
+    psycopg = import_psycopg()
+    try:
+        yield
+    except psycopg.errors.LockNotAvailable as exc:
+        msg = f"database {name} stayed locked by another sync: {exc}"
+        raise DatabaseLockedError(msg) from exc
+    except psycopg.Error as exc:
+        msg = f"cannot use database {name}: {str(exc).strip()}"
+        raise DatabaseError(msg) from exc
+
+
+def connect(url: str, *, busy_timeout: float = BUSY_TIMEOUT, read_only: bool = False) -> Any:
+    """Open a connection in autocommit mode; work inside :func:`transaction`.
+
+    Nothing is set for the whole session: behind a transaction-pooling
+    pgbouncer a session setting would reach other clients or get lost, so each
+    transaction sets what it needs with ``SET LOCAL``.
+
+    Args:
+        url: A ``postgresql://`` URL (libpq's ``PG*`` variables fill the rest).
+        busy_timeout: Seconds to wait for the server to answer the login.
+        read_only: Every transaction is ``READ ONLY`` (the query commands).
+
+    Returns:
+        A ``psycopg.Connection``.
+
+    Raises:
+        PostgresNotInstalledError: psycopg is not installed.
+        DatabaseError: The server cannot be reached or refuses the login.
+    """
+    psycopg = import_psycopg()
+    name = display_url(url)
+    with translated(name):
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(busy_timeout)))
+    conn.read_only = read_only
+    return conn
+
+
+@contextmanager
+def transaction(conn: psycopg.Connection[Any], busy_timeout: float) -> Iterator[None]:
+    """Run a block in one transaction that waits at most ``busy_timeout`` for a lock.
+
+    Args:
+        conn: A connection from :func:`connect`.
+        busy_timeout: Seconds; past them a lock wait fails with
+            ``LockNotAvailable`` (:class:`DatabaseLockedError` through
+            :func:`translated`).
+    """
+    with conn.transaction():
+        conn.execute(f"SET LOCAL lock_timeout = {max(1, int(busy_timeout * 1000)):d}")
+        yield
+
+
+def migrate(
+    conn: psycopg.Connection[Any], name: str = "database", busy_timeout: float = BUSY_TIMEOUT
+) -> None:
+    """Apply the migrations this database has not had yet.
+
+    Concurrent ``CREATE ... IF NOT EXISTS`` statements fail on the catalog's
+    unique index, so every migrating connection first takes one advisory lock,
+    held to the end of the transaction (never a session-level one, which
+    outlives its transaction behind a transaction-pooling pgbouncer).
+
+    Args:
+        conn: A connection from :func:`connect`.
+        name: The database, for messages.
+        busy_timeout: Seconds to wait for another connection's migration.
+    """
+    with translated(name):
+        if _schema_version(conn) >= SCHEMA_VERSION:
+            return
+        with transaction(conn, busy_timeout):
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            conn.execute("CREATE TABLE IF NOT EXISTS codex_schema_version (version integer)")
+            version = _schema_version(conn)
+            if version == 0:
+                conn.execute("INSERT INTO codex_schema_version VALUES (0)")
+            for number in range(version + 1, SCHEMA_VERSION + 1):
+                _name, statements = MIGRATIONS[number - 1]
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute("UPDATE codex_schema_version SET version = %s", (number,))
+
+
+def _schema_version(conn: psycopg.Connection[Any]) -> int:
+    if not table_exists(conn, "codex_schema_version"):
+        return 0
+    (version,) = conn.execute("SELECT max(version) FROM codex_schema_version").fetchone() or (0,)
+    return int(version or 0)
+
+
+def table_exists(conn: psycopg.Connection[Any], table: str) -> bool:
+    (found,) = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone() or (False,)
+    return bool(found)

@@ -1,0 +1,344 @@
+"""PostgreSQL: the mirror many machines share (``sync_to_postgres``).
+
+``sync_to_postgres`` runs the same engine as ``sync_to_sqlite`` (``_ingest``)
+over a :class:`PostgresTarget`. Rows are keyed by ``(source_id, session_id,
+seq)``: ``source_id`` names one sessions folder, so a CI matrix sharing one
+``CODEX_SESSION_ID`` on many hosts lands side by side, each file exactly once.
+
+Each batch is one transaction: a compare-and-set on the watermark of
+``(source_id, session_id)`` first, then the rows by ``COPY``. A sync that lost a
+race finds the watermark moved, rolls back and says so. The connection, the
+schema and its migrations live in ``_pg_db``; the reads of the CLI in ``_pg_read``.
+
+NUL cannot be stored in PostgreSQL text. A record's ``\\u0000`` escape becomes
+U+FFFD in the ``kind``/``level``/``logger``/``role``/``message`` columns while
+``data`` keeps the line exactly as written (JSON escapes NUL, so a parsed line
+never holds one): ``convert_to(data, 'UTF8') || '\\n'`` is the line in the file.
+A line PostgreSQL text cannot hold as it is goes to quarantine, never altered.
+A quarantined line that is not text (bad UTF-8, a raw NUL) is shown in ``raw``
+with U+FFFD and kept byte for byte in ``raw_bytes``; the line is
+``coalesce(raw_bytes, convert_to(raw, 'UTF8'))``.
+
+psycopg is imported on first use only (``_pg_db.import_psycopg``): a hook
+script that only logs never pays for it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Any, Final
+
+from codex_logging._ingest import (
+    Progress,
+    SyncReport,
+    Watermark,
+    WatermarkMovedError,
+    rejected_error,
+    rejected_event,
+    run_sync,
+    source_id,
+)
+from codex_logging._lines import ErrorRow, EventRow
+from codex_logging._pg_db import (
+    BUSY_TIMEOUT,
+    connect,
+    display_url,
+    import_psycopg,
+    migrate,
+    transaction,
+    translated,
+)
+from codex_logging._settings import sessions_dir_path
+
+_COPY_EVENTS: Final = (
+    "COPY session_events (source_id, session_id, seq, ts, kind, level, logger, role,"
+    " message, data) FROM STDIN (FORMAT BINARY)"
+)
+_COPY_TYPES: Final = ("text", "text", "int8", "float8", *("text",) * 6)
+_INSERT_EVENT: Final = (
+    "INSERT INTO session_events (source_id, session_id, seq, ts, kind, level, logger, role,"
+    " message, data) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_INSERT_ERROR: Final = (
+    "INSERT INTO session_ingest_errors"
+    " (source_id, session_id, seq, byte_offset, error, raw, raw_bytes)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+)
+_MARK_COLUMNS: Final = (
+    "seq, byte_offset, head_len, head_sha256, file_dev, file_ino, scanned_to, scan_sha256,"
+    " source_dir, updated_at"
+)
+
+
+def _safe(value: object) -> Any:
+    # A record's \u0000 escape parses to NUL, which PostgreSQL text refuses;
+    # data keeps the line, so the column shows U+FFFD (module docstring).
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
+
+
+def _safe_row(row: EventRow) -> EventRow:
+    # Only the parsed columns: data is the line itself, and a line PostgreSQL
+    # cannot hold as it is must be refused and quarantined, not altered.
+    return (*map(_safe, row[:8]), row[8])
+
+
+def _error_values(source: str, row: ErrorRow) -> tuple[object, ...]:
+    # raw is the line as text, or its bytes when they are not UTF-8: kept as
+    # text where PostgreSQL can hold it exactly, else shown with U+FFFD and
+    # kept byte for byte in raw_bytes (module docstring).
+    session, seq, offset, error, raw = row
+    exact = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    text = exact.decode("utf-8", "replace")
+    if "\x00" not in text and text.encode("utf-8") == exact:
+        return (source, session, seq, offset, _safe(error), text, None)
+    return (source, session, seq, offset, _safe(error), text.replace("\x00", "\ufffd"), exact)
+
+
+class PostgresTarget:
+    """The engine's database target for PostgreSQL (see ``_ingest.Target``).
+
+    It connects on first use, so a sync of a missing folder touches no server.
+
+    Args:
+        url: The database URL.
+        folder: The absolute sessions folder being synced.
+        busy_timeout: Seconds to wait for a lock held by another sync.
+    """
+
+    def __init__(self, url: str, folder: str, busy_timeout: float) -> None:
+        self.name = display_url(url)
+        self.url = url
+        self.folder = folder
+        self.busy_timeout = busy_timeout
+        self.source = ""
+        self._conn: Any = None
+
+    @property
+    def conn(self) -> Any:
+        """The connection, opened, migrated and this folder registered on first use."""
+        if self._conn is None:
+            import socket  # noqa: PLC0415 - only a sync into PostgreSQL needs it
+
+            # The engine made the folder's id before it asks for watermarks.
+            self.source = source_id(self.folder)
+            conn = connect(self.url, busy_timeout=self.busy_timeout)
+            try:
+                migrate(conn, self.name, self.busy_timeout)
+                now = time.time()
+                with translated(self.name):
+                    conn.execute(
+                        "INSERT INTO sources (source_id, host, folder, first_seen, last_seen)"
+                        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (source_id) DO UPDATE SET"
+                        " host = excluded.host, folder = excluded.folder,"
+                        " last_seen = excluded.last_seen",
+                        (self.source, socket.gethostname(), self.folder, now, now),
+                    )
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def settled_files(self, source_id: str) -> set[tuple[str, int, int, int]]:
+        """Return the watermarks of this folder with no pending line (see ``_ingest.Target``).
+
+        Args:
+            source_id: The sessions folder's id (the one this target keys its rows by).
+
+        Returns:
+            ``(session_id, byte_offset, file_dev, file_ino)`` tuples.
+        """
+        conn = self.conn
+        with translated(self.name):
+            rows = conn.execute(
+                "SELECT session_id, byte_offset, file_dev, file_ino FROM session_ingest_watermark"
+                " WHERE source_id = %s AND scanned_to <= byte_offset",
+                (source_id,),
+            ).fetchall()
+        return {(sid, offset, int(dev or 0), int(ino or 0)) for sid, offset, dev, ino in rows}
+
+    def read_watermark(self, session_id: str) -> Watermark | None:
+        """Return the stored watermark of this folder's session, if any."""
+        conn = self.conn
+        with translated(self.name):
+            row = conn.execute(
+                f"SELECT {_MARK_COLUMNS} FROM session_ingest_watermark"  # noqa: S608 - constant
+                " WHERE source_id = %s AND session_id = %s",
+                (self.source, session_id),
+            ).fetchone()
+        if row is None:
+            return None
+        seq, offset, head_len, head, dev, ino, scanned, scan, folder, _at = row
+        return Watermark(
+            seq=seq,
+            byte_offset=offset,
+            head_len=head_len,
+            head_sha256=head,
+            file_dev=int(dev or 0),
+            file_ino=int(ino or 0),
+            source_id=self.source,
+            scanned_to=scanned,
+            source_dir=folder,
+            scan_sha256=scan,
+        )
+
+    def commit(
+        self,
+        session_id: str,
+        expected_seq: int,
+        events: Sequence[EventRow],
+        errors: Sequence[ErrorRow],
+        *,
+        mark: Watermark,
+        offsets: Sequence[int],
+    ) -> int:
+        """Store one batch with its watermark in one transaction.
+
+        Returns:
+            The number of event rows inserted.
+
+        Raises:
+            WatermarkMovedError: Another sync moved the watermark since it was read.
+        """
+        psycopg = import_psycopg()
+        refused = (psycopg.DataError, psycopg.IntegrityError, UnicodeError)
+        conn = self.conn
+        with translated(self.name):
+            try:
+                with transaction(conn, self.busy_timeout):
+                    self._move_watermark(session_id, expected_seq, mark)
+                    self._copy(events)
+                    self._insert_errors(errors)
+                    return len(events)
+            except refused:
+                pass
+            # The server refused a row: the batch again, row by row, each
+            # refused row quarantined with the server's message.
+            with transaction(conn, self.busy_timeout):
+                self._move_watermark(session_id, expected_seq, mark)
+                inserted = 0
+                quarantine: list[ErrorRow] = []
+                for row, offset in zip(events, offsets, strict=True):
+                    try:
+                        with conn.transaction():
+                            conn.execute(_INSERT_EVENT, (self.source, *_safe_row(row)))
+                        inserted += 1
+                    except refused as exc:
+                        quarantine.append(rejected_event(row, offset, exc))
+                for error in errors:
+                    try:
+                        with conn.transaction():
+                            self._insert_errors([error])
+                    except refused as exc:
+                        quarantine.append(rejected_error(error, exc))
+                self._insert_errors(quarantine)
+                return inserted
+
+    def _move_watermark(self, session_id: str, expected_seq: int, mark: Watermark) -> None:
+        # Compare and set, first in the transaction: a sync that raced this
+        # one waits here on the row lock, then finds the seq moved.
+        values = (
+            mark.seq,
+            mark.byte_offset,
+            mark.head_len,
+            mark.head_sha256,
+            mark.file_dev,
+            mark.file_ino,
+            mark.scanned_to,
+            mark.scan_sha256,
+            mark.source_dir,
+            time.time(),
+        )
+        cur = self.conn.execute(
+            "UPDATE session_ingest_watermark SET seq = %s, byte_offset = %s, head_len = %s,"
+            " head_sha256 = %s, file_dev = %s, file_ino = %s, scanned_to = %s,"
+            " scan_sha256 = %s, source_dir = %s, updated_at = %s"
+            " WHERE source_id = %s AND session_id = %s AND seq = %s",
+            (*values, self.source, session_id, expected_seq),
+        )
+        if cur.rowcount == 1:
+            return
+        if expected_seq == 0:
+            cur = self.conn.execute(
+                "INSERT INTO session_ingest_watermark"  # noqa: S608 - constant columns
+                f" (source_id, session_id, {_MARK_COLUMNS})"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (self.source, session_id, *values),
+            )
+            if cur.rowcount == 1:
+                return
+        msg = f"{session_id}: the watermark moved from seq {expected_seq}"
+        raise WatermarkMovedError(msg)
+
+    def _copy(self, events: Sequence[EventRow]) -> None:
+        if not events:
+            return
+        source = self.source
+        with self.conn.cursor().copy(_COPY_EVENTS) as copy:
+            copy.set_types(_COPY_TYPES)
+            write = copy.write_row
+            for row in events:
+                if "\\u0000" in row[8]:
+                    row = _safe_row(row)  # noqa: PLW2901 - the safe copy of this row
+                write((source, *row))
+
+    def _insert_errors(self, errors: Sequence[ErrorRow]) -> None:
+        if errors:
+            with self.conn.cursor() as cur:
+                cur.executemany(_INSERT_ERROR, [_error_values(self.source, e) for e in errors])
+
+    def close(self) -> None:
+        """Close the connection, if one was opened; safe twice."""
+        if self._conn is not None:
+            self._conn.close()
+
+
+def sync_to_postgres(
+    url: str,
+    sessions_dir: str | os.PathLike[str] | None = None,
+    *,
+    session_id: str | None = None,
+    busy_timeout: float = BUSY_TIMEOUT,
+    progress: Progress | None = None,
+) -> SyncReport:
+    """Mirror every session file (or one) into a PostgreSQL database, exactly once.
+
+    The same contract as :func:`sync_to_sqlite`; many machines may sync into
+    one database at once. Needs ``pip install 'codex-logging[postgres]'``.
+
+    Example::
+
+        report = sync_to_postgres("postgresql://logs@db.internal/logs")
+        print(report.rows_inserted, report.warnings)
+
+    Args:
+        url: A ``postgresql://`` URL; libpq's ``PG*`` variables and
+            ``~/.pgpass`` fill in what it leaves out.
+        sessions_dir: The folder of session files; by default
+            ``CODEX_SESSIONS_DIR`` or ``.codex/sessions``.
+        session_id: Sync only this session.
+        busy_timeout: Seconds to wait for a lock held by another sync.
+        progress: Called after each committed batch.
+
+    Returns:
+        A :class:`SyncReport`.
+
+    Raises:
+        PostgresNotInstalledError: psycopg is not installed.
+        InvalidSessionId: ``session_id`` is not a valid id.
+        UnknownSessionError: ``session_id`` has no session file.
+        DatabaseLockedError: A lock stayed held past ``busy_timeout``.
+        DatabaseError: The server cannot be reached or refuses a write.
+    """
+    folder = sessions_dir_path(sessions_dir)
+    target = PostgresTarget(url, folder, busy_timeout)
+    try:
+        return run_sync(
+            target, folder, session_id=session_id, busy_timeout=busy_timeout, progress=progress
+        )
+    finally:
+        target.close()

@@ -1,0 +1,120 @@
+"""One line into a row or a quarantined line: torn records, redaction, conversions."""
+
+from __future__ import annotations
+
+import pytest
+
+from codex_logging._lines import ErrorRow, EventRow, LineParser, glued_record
+
+RECORD = b'{"message": "glued"}'
+
+
+def take(raw: bytes) -> tuple[list[EventRow], list[ErrorRow], int]:
+    events: list[EventRow] = []
+    errors: list[ErrorRow] = []
+    parser = LineParser()
+    at = parser.take("s", 7, 100, raw, events, errors)
+    parser.settle(events)
+    return events, errors, at
+
+
+class TestGluedRecord:
+    @pytest.mark.parametrize(
+        "fragment",
+        [
+            b'{"a": ' * 40,  # more than 16 openers (issue 12 case 6)
+            b'{"x": "a string with } and ] and \\" inside',
+            b'{"x": "ends in a backslash \\\\", "y": {"z": [',
+            b"\xff\xfe binary",
+            b'{"' * 10_000,
+            b"}" * 500,
+        ],
+    )
+    def test_record_after_any_fragment(self, fragment: bytes) -> None:
+        """The whole record after any fragment is found at its offset."""
+        assert glued_record(fragment + RECORD) == (len(fragment), {"message": "glued"})
+
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            b"",
+            b"}",
+            b'{"a": 1',
+            b'junk {"a": "unterminated}',
+            b'x ["a"]',
+            b'x {"a": 1]',
+            b'{"a": 1}',
+        ],
+    )
+    def test_no_record(self, raw: bytes) -> None:
+        """A line that does not end in a whole object after a fragment gives None."""
+        assert glued_record(raw) is None
+
+    def test_take_splits_fragment_and_record(self) -> None:
+        """The fragment is quarantined as a torn record, the record is the event, both under one seq."""
+        fragment = b'{"a": ' * 20
+        events, errors, at = take(fragment + RECORD)
+        assert errors == [("s", 7, 100, "torn record", fragment.decode())]
+        assert [e[:2] + e[7:] for e in events] == [("s", 7, "glued", RECORD.decode())]
+        assert at == 100 + len(fragment)
+
+
+class TestTake:
+    def test_shape_checks_of_a_batch_find_the_one_line(self) -> None:
+        """Among 100 clean flat lines, the one with a token is redacted when the batch settles."""
+        parser = LineParser()
+        events: list[EventRow] = []
+        errors: list[ErrorRow] = []
+        for i in range(100):
+            message = "token ghp_abcdefghijklmnopqrstuvwx" if i == 42 else f"step {i}"
+            parser.take("s", i + 1, 0, b'{"message": "%s"}' % message.encode(), events, errors)
+        parser.settle(events)
+        assert errors == []
+        assert [e[7] for e in events if "REDACTED" in e[8]] == ["token [REDACTED]"]
+        assert events[42][8] == '{"message": "token [REDACTED]"}'
+        assert events[41][8] == '{"message": "step 41"}'
+
+    def test_bad_line_is_quarantined_with_its_reason(self) -> None:
+        """A JSON array is quarantined with the reason and its bytes as text."""
+        events, errors, at = take(b"[1, 2]")
+        assert (events, at) == ([], -1)
+        assert errors == [("s", 7, 100, "TypeError: not a JSON object but list", "[1, 2]")]
+
+    def test_conversion_failure_is_quarantined(self) -> None:
+        """A line whose column cannot be converted (an int past Python's digit limit) is quarantined, not raised."""
+        raw = b'{"message": 1' + b"0" * 5000 + b"}"
+        events, errors, _ = take(raw)
+        assert events == []
+        assert [(e[1], e[4]) for e in errors] == [(7, raw.decode())]
+        assert errors[0][3].startswith("ValueError: ")
+
+    def test_clean_line_is_stored_as_written(self) -> None:
+        """A line without secrets keeps its exact text in data."""
+        raw = b'{"ts":1.5,"kind":"end","level":"INFO","logger":"a","role":"tool","message":"m","x":[1]}'
+        events, errors, _ = take(raw)
+        assert errors == []
+        assert events == [("s", 7, 1.5, "end", "INFO", "a", "tool", "m", raw.decode())]
+
+    @pytest.mark.parametrize(
+        ("raw", "data"),
+        [
+            (b'{"token": "t"}', '{"token": "[REDACTED]"}'),
+            (b'{"X-Api-Key": "t"}', '{"X-Api-Key": "[REDACTED]"}'),
+            (b'{"a": [{"client_secret": 1}]}', '{"a": [{"client_secret": "[REDACTED]"}]}'),
+            (b'{"m": "sk-abcdefghijklmnopqrstu"}', '{"m": "[REDACTED]"}'),
+            (b'{"m": "Bearer\\u0020abcdefghijkl"}', '{"m": "Bearer [REDACTED]"}'),
+            (b'{"m": "x\\ud800", "password": 1}', '{"m": "x\\ud800", "password": "[REDACTED]"}'),
+        ],
+    )
+    def test_secrets_are_redacted(self, raw: bytes, data: str) -> None:
+        """Secret keys at any depth and credential shapes, also behind escapes, are redacted in data."""
+        events, errors, _ = take(raw)
+        assert errors == []
+        assert events[0][8] == data
+
+    def test_quarantined_bytes_keep_what_is_not_secret(self) -> None:
+        """Quarantined non-UTF-8 bytes are kept exactly, except a credential shape."""
+        parser = LineParser()
+        assert parser.quarantined(b"\xff ghp_abcdefghijklmnopqrstuvwx") == b"\xff [REDACTED]"
+        assert parser.quarantined(b"\xff plain") == b"\xff plain"
+        assert parser.quarantined(b"plain") == "plain"

@@ -1,0 +1,655 @@
+"""sync_to_postgres against a real throwaway server: the same rows as SQLite, exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from codex_logging import UnknownSessionError, sync_to_postgres, sync_to_sqlite
+from codex_logging._errors import DatabaseError, DatabaseLockedError
+from codex_logging._ingest import Watermark, WatermarkMovedError
+from codex_logging._pg_db import SCHEMA_VERSION, connect, display_url, migrate
+from codex_logging._pg_read import query_postgres, sessions_postgres
+from codex_logging._postgres import PostgresTarget
+from tests.checks import assert_exactly_once
+from tests.conftest import db_connection
+
+psycopg = pytest.importorskip("psycopg") if not os.environ.get("CI") else __import__("psycopg")
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENT_COLUMNS = "session_id, seq, ts, kind, level, logger, role, message, data"
+
+
+def pg_rows(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def pg_events(url: str, source: bool = False) -> list[tuple[Any, ...]]:
+    columns = ("source_id, " if source else "") + EVENT_COLUMNS
+    return pg_rows(url, f"SELECT {columns} FROM session_events ORDER BY source_id, session_id, seq")
+
+
+def write_lines(path: Path, count: int, start: int = 0, prefix: str = "m") -> None:
+    with path.open("ab") as f:
+        for i in range(start, start + count):
+            record = {"ts": 1.0 + i, "kind": "message", "message": f"{prefix}{i}"}
+            f.write(json.dumps(record).encode() + b"\n")
+
+
+@pytest.fixture
+def sessions(tmp_path: Path) -> Path:
+    folder = tmp_path / "sessions"
+    folder.mkdir()
+    return folder
+
+
+HOSTILE_LINES = [
+    json.dumps({"ts": 10.5, "kind": "start", "level": "INFO", "logger": "app", "message": "hi"}),
+    json.dumps({"ts": "2025-01-01T12:34:56.123456Z", "type": "session_start"}),
+    "not json at all",
+    "[1, 2, 3]",
+    json.dumps({"ts": 11, "message": "nul \u0000 inside", "role": "tool", "logger": "a\u0000b"}),
+    '{"ts": 12, "message": "lone \\ud800 surrogate"}',
+    '{"ts": 13, "message": "torn',  # a writer died here and the next record was glued on
+    json.dumps({"ts": 14, "level": {"nested": 1}, "message": ["a", "list"]}),
+    json.dumps({"ts": 15, "kind": "end", "status": "error", "message": "é ☃ \u2028"}),
+]
+RAW_BAD_LINES = [b"\xff\xfe not utf-8", b'{"raw": "nul \x00 byte"}']
+
+
+def hostile_file(path: Path) -> bytes:
+    text = "\n".join(HOSTILE_LINES[:6]) + "\n" + HOSTILE_LINES[6] + HOSTILE_LINES[7] + "\n"
+    data = text.encode("utf-8") + b"\n".join(RAW_BAD_LINES) + b"\n"
+    data += HOSTILE_LINES[8].encode("utf-8") + b"\n" + b'{"ts": 99, "message": "partial'
+    path.write_bytes(data)
+    return data
+
+
+class TestSameAsSqlite:
+    def test_same_rows_and_quarantine_in_both_databases(
+        self, pg_url: str, tmp_path: Path, sessions: Path
+    ) -> None:
+        """Hostile lines give the same events and quarantine in SQLite and PostgreSQL (NUL shown as U+FFFD)."""
+        data = hostile_file(sessions / "s.ndjson")
+        lite = sync_to_sqlite(tmp_path / "x.db", sessions)
+        pg = sync_to_postgres(pg_url, sessions)
+        assert (pg.files, pg.rows_inserted, pg.lines_quarantined, pg.bytes_read) == (
+            lite.files,
+            lite.rows_inserted,
+            lite.lines_quarantined,
+            lite.bytes_read,
+        )
+        assert (pg.rows_inserted, pg.lines_quarantined) == (6, 5)
+        with db_connection(tmp_path / "x.db") as conn:
+            lite_events = conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM session_events ORDER BY seq"
+            ).fetchall()
+            lite_errors = conn.execute(
+                "SELECT session_id, seq, byte_offset, error, raw FROM session_ingest_errors"
+                " ORDER BY seq"
+            ).fetchall()
+        nul_safe = [
+            tuple(
+                v.replace("\x00", "\ufffd") if isinstance(v, str) and i < 8 else v
+                for i, v in enumerate(row)
+            )
+            for row in lite_events
+        ]
+        assert pg_events(pg_url) == nul_safe
+        assert [row[7] for row in pg_events(pg_url) if row[1] == 5] == ["nul \ufffd inside"]
+        pg_errors = pg_rows(
+            pg_url,
+            "SELECT session_id, seq, byte_offset, error,"
+            " coalesce(raw_bytes, convert_to(raw, 'UTF8')) FROM session_ingest_errors"
+            " ORDER BY seq, byte_offset",
+        )
+        assert pg_errors == [
+            (s, q, o, e, r.encode() if isinstance(r, str) else r) for s, q, o, e, r in lite_errors
+        ]
+        # Every event's line is reproduced byte for byte from what is stored.
+        lines = data.split(b"\n")
+        for seq, line in pg_rows(
+            pg_url, "SELECT seq, convert_to(data, 'UTF8') FROM session_events ORDER BY seq"
+        ):
+            assert lines[seq - 1].endswith(line)
+
+    def test_second_sync_inserts_nothing(self, pg_url: str, sessions: Path) -> None:
+        """Syncing again inserts nothing; appended lines are taken incrementally."""
+        write_lines(sessions / "s.ndjson", 7000)
+        first = sync_to_postgres(pg_url, sessions)
+        again = sync_to_postgres(pg_url, sessions)
+        write_lines(sessions / "s.ndjson", 5, start=7000)
+        more = sync_to_postgres(pg_url, sessions, session_id="s")
+        assert (first.rows_inserted, again.rows_inserted, more.rows_inserted) == (7000, 0, 5)
+        assert (again.bytes_read, again.warnings, again.files_skipped) == (0, [], 1)
+        got = pg_rows(pg_url, "SELECT seq, message FROM session_events ORDER BY seq")
+        assert got == [(i + 1, f"m{i}") for i in range(7005)]
+
+    def test_refused_row_is_quarantined_with_the_servers_message(
+        self, pg_url: str, sessions: Path
+    ) -> None:
+        """A row the server refuses is quarantined alone; the rest of its batch is stored."""
+        sync_to_postgres(pg_url, sessions)  # creates the schema
+        with psycopg.connect(pg_url) as conn:
+            conn.execute("ALTER TABLE session_events ADD CONSTRAINT no_m2 CHECK (message <> 'm2')")
+        write_lines(sessions / "s.ndjson", 4)
+        report = sync_to_postgres(pg_url, sessions)
+        assert (report.rows_inserted, report.lines_quarantined) == (3, 1)
+        assert pg_rows(pg_url, "SELECT seq FROM session_events ORDER BY seq") == [(1,), (2,), (4,)]
+        ((seq, error, raw),) = pg_rows(pg_url, "SELECT seq, error, raw FROM session_ingest_errors")
+        assert (seq, raw) == (3, json.dumps({"ts": 3.0, "kind": "message", "message": "m2"}))
+        assert error.startswith("database refused the row: ")
+        assert 'violates check constraint "no_m2"' in error
+
+    def test_refused_error_row_is_kept_without_its_raw_line(
+        self, pg_url: str, sessions: Path
+    ) -> None:
+        """A quarantine row the server refuses is stored without its raw line, saying why."""
+        sync_to_postgres(pg_url, sessions)
+        with psycopg.connect(pg_url) as conn:
+            conn.execute(
+                "ALTER TABLE session_ingest_errors ADD CONSTRAINT no_raw CHECK (raw <> 'oops')"
+            )
+        (sessions / "s.ndjson").write_bytes(b'oops\n{"message": "fine"}\n')
+        report = sync_to_postgres(pg_url, sessions)
+        assert (report.rows_inserted, report.lines_quarantined) == (1, 1)
+        ((seq, error, raw, raw_bytes),) = pg_rows(
+            pg_url, "SELECT seq, error, raw, raw_bytes FROM session_ingest_errors"
+        )
+        assert (seq, raw, raw_bytes) == (1, "", None)
+        assert "raw not stored, database refused it" in error
+        assert 'violates check constraint "no_raw"' in error
+
+    def test_missing_folder_touches_no_server(self, tmp_path: Path) -> None:
+        """A sessions folder that does not exist yet gives one warning and never connects."""
+        url = f"postgresql://nobody@/nothing?host={tmp_path}"
+        report = sync_to_postgres(url, tmp_path / "missing")
+        assert (report.files, report.warnings) == (
+            0,
+            [f"no sessions folder {tmp_path / 'missing'} (yet): nothing to sync"],
+        )
+
+    def test_lock_held_past_the_timeout_is_a_clear_error(self, pg_url: str, sessions: Path) -> None:
+        """A watermark row locked by another session past busy_timeout raises DatabaseLockedError."""
+        write_lines(sessions / "s.ndjson", 2)
+        sync_to_postgres(pg_url, sessions)
+        write_lines(sessions / "s.ndjson", 1, start=2)
+        with psycopg.connect(pg_url) as blocker:
+            blocker.execute("SELECT 1 FROM session_ingest_watermark FOR UPDATE")
+            with pytest.raises(DatabaseLockedError, match="stayed locked by another sync"):
+                sync_to_postgres(pg_url, sessions, busy_timeout=0.2)
+        assert sync_to_postgres(pg_url, sessions).rows_inserted == 1
+
+    def test_role_that_may_not_create_tables(self, pg_url: str, sessions: Path) -> None:
+        """A role without CREATE on the schema gets one clear DatabaseError on the first sync."""
+        role = f"nocreate_{os.getpid()}"
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE IF EXISTS {role}")
+            conn.execute(f"CREATE ROLE {role} LOGIN")
+        write_lines(sessions / "s.ndjson", 1)
+        try:
+            with pytest.raises(DatabaseError, match="permission denied for schema public"):
+                sync_to_postgres(pg_url.replace("postgres@", f"{role}@", 1), sessions)
+        finally:
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                conn.execute(f"DROP ROLE {role}")
+        assert pg_rows(pg_url, "SELECT to_regclass('session_events') IS NULL") == [(True,)]
+
+
+class TestManyMachines:
+    def test_three_folders_write_one_session(self, pg_url: str, tmp_path: Path) -> None:
+        """Three folders (three machines) with one session id land side by side in one session."""
+        folders = [tmp_path / f"host{n}" / "sessions" for n in range(3)]
+        for n, folder in enumerate(folders):
+            folder.mkdir(parents=True)
+            path = folder / "ci-run.ndjson"
+            path.write_text(
+                "".join(
+                    json.dumps({"ts": 100.0 + 3 * i + n, "message": f"h{n}-{i}"}) + "\n"
+                    for i in range(4)
+                )
+            )
+        threads = [threading.Thread(target=sync_to_postgres, args=(pg_url, f)) for f in folders]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        ids = [(f / ".codex-source-id").read_text().strip() for f in folders]
+        assert len(set(ids)) == 3
+        assert sorted(pg_rows(pg_url, "SELECT source_id, folder FROM sources")) == sorted(
+            zip(ids, map(str, folders), strict=True)
+        )
+        (summary,) = sessions_postgres(pg_url)
+        assert {
+            k: summary[k] for k in ("session_id", "start_ts", "end_ts", "status", "events")
+        } == {
+            "session_id": "ci-run",
+            "start_ts": 100.0,
+            "end_ts": None,
+            "status": None,
+            "events": 12,
+        }
+        assert pg_rows(pg_url, "SELECT sources FROM sessions") == [(3,)]
+        merged = query_postgres(pg_url, "ci-run", tail=100)
+        assert [e["message"] for e in merged] == [f"h{n}-{i}" for i in range(4) for n in range(3)]
+        again = [sync_to_postgres(pg_url, f).rows_inserted for f in folders]
+        assert again == [0, 0, 0]
+
+    def test_folders_wrongly_sharing_a_source_id(
+        self, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Two folders given one CODEX_SOURCE_ID race: the compare-and-set alone keeps every stored line once."""
+        monkeypatch.setenv("CODEX_SOURCE_ID", "shared")
+        folders = [tmp_path / "a", tmp_path / "b"]
+        for folder in folders:
+            folder.mkdir()
+        write_lines(folders[0] / "s.ndjson", 12_000, prefix="a")
+        write_lines(folders[1] / "s.ndjson", 12_000, prefix="b")
+        reports: list[Any] = []
+        barrier = threading.Barrier(2)
+
+        def run(folder: Path) -> None:
+            barrier.wait()
+            reports.append(sync_to_postgres(pg_url, folder))
+
+        threads = [threading.Thread(target=run, args=(f,)) for f in folders]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        warnings = [w for r in reports for w in r.warnings]
+        # The race really happened: one sync found the watermark moved.
+        assert any("watermark" in w for w in warnings), warnings
+        got = pg_rows(pg_url, "SELECT seq, message FROM session_events ORDER BY seq")
+        assert [seq for seq, _ in got] == list(range(1, len(got) + 1))
+        assert len({m for _, m in got}) == len(got)
+        assert pg_rows(pg_url, "SELECT count(*) FROM session_ingest_errors") == [(0,)]
+        assert sum(r.rows_inserted for r in reports) == len(got)
+
+    def test_lost_race_inserts_nothing(
+        self, pg_url: str, sessions: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Of two targets that read the same watermark, the second commit raises and stores nothing."""
+        monkeypatch.setenv("CODEX_SOURCE_ID", "src")
+        first = PostgresTarget(pg_url, str(sessions), 10.0)
+        second = PostgresTarget(pg_url, str(sessions), 10.0)
+        try:
+            assert first.read_watermark("s") is None
+            assert second.read_watermark("s") is None
+            row = ("s", 1, 1.0, "message", None, None, None, "one", '{"message": "one"}')
+            mark = Watermark(seq=1, byte_offset=20)
+            assert first.commit("s", 0, [row], [], mark=mark, offsets=[0]) == 1
+            with pytest.raises(WatermarkMovedError):
+                second.commit(
+                    "s", 0, [row], [("s", 2, 20, "bad", "x")], mark=Watermark(seq=2), offsets=[0]
+                )
+            assert second.read_watermark("s") == Watermark(seq=1, byte_offset=20, source_id="src")
+            with pytest.raises(WatermarkMovedError):  # a stale seq that is not 0
+                second.commit("s", 5, [], [], mark=Watermark(seq=6), offsets=[])
+            # A raw NUL, which no parsed line holds but PostgreSQL text refuses:
+            # that row alone is quarantined, its line kept byte for byte.
+            nul = ("s", 2, 2.0, "message", None, None, None, "two", '{"m": "a\x00b"}')
+            assert first.commit("s", 1, [nul], [], mark=Watermark(seq=2), offsets=[20]) == 0
+            error = ("s", 3, 40, "bad", "x")
+            assert first.commit("s", 2, [], [error], mark=Watermark(seq=3), offsets=[]) == 0
+        finally:
+            first.close()
+            second.close()
+        assert pg_rows(pg_url, "SELECT seq FROM session_events") == [(1,)]
+        got = pg_rows(
+            pg_url,
+            "SELECT seq, byte_offset, error, raw, raw_bytes FROM session_ingest_errors ORDER BY seq",
+        )
+        assert [row[:2] for row in got] == [(2, 20), (3, 40)]
+        assert got[0][2].startswith("database refused the row: ")
+        assert got[0][3:] == ('{"m": "a\ufffdb"}', b'{"m": "a\x00b"}')
+        assert got[1][2:] == ("bad", "x", None)
+
+
+SYNC_WITH_PROGRESS = """
+import sys
+from codex_logging import sync_to_postgres
+def progress(session_id, report):
+    print(report.rows_inserted, flush=True)
+sync_to_postgres(sys.argv[1], sys.argv[2], progress=progress)
+"""
+
+SYNC_LOOP = """
+import os, sys
+from codex_logging import sync_to_postgres
+url, folder, stop = sys.argv[1:4]
+print("ready", flush=True)
+while True:
+    last = os.path.exists(stop)
+    inserted = sync_to_postgres(url, folder).rows_inserted
+    if inserted:
+        print(inserted, flush=True)
+    if last:
+        break
+"""
+
+TWO_PHASE_WRITER = """
+import os, sys, time
+from tests.writers import log_numbered
+folder, worker, half, go = sys.argv[1:5]
+log_numbered(folder, "load", worker + "a", 2, 2000, 200)
+open(half, "w").close()
+while not os.path.exists(go):  # paused, alive, until the parent saw a sync land
+    time.sleep(0.002)
+log_numbered(folder, "load", worker + "b", 2, 2000, 200)
+"""
+
+
+@pytest.mark.slow
+class TestCrashesAndRaces:
+    def test_sync_killed_mid_batch(self, pg_url: str, sessions: Path) -> None:
+        """Syncs killed with SIGKILL right after a committed batch, then a clean one: every line once."""
+        write_lines(sessions / "big.ndjson", 60_000)
+        seen = []
+        for wait_for in (1, 2, 1, 3):
+            proc = subprocess.Popen(
+                [sys.executable, "-c", SYNC_WITH_PROGRESS, pg_url, str(sessions)],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert proc.stdout is not None
+            for _ in range(wait_for):
+                assert proc.stdout.readline() != ""
+            proc.send_signal(signal.SIGKILL)  # while it reads or copies the next batch
+            proc.wait(timeout=60)
+            proc.stdout.close()
+            seen.append(pg_rows(pg_url, "SELECT count(*) FROM session_events")[0][0])
+        # Every kill landed mid-file and left only whole batches behind.
+        assert all(0 < n < 60_000 for n in seen), seen
+        assert seen == sorted(seen)
+        sync_to_postgres(pg_url, sessions)
+        got = pg_rows(pg_url, "SELECT seq, message FROM session_events ORDER BY seq")
+        assert got == [(i + 1, f"m{i}") for i in range(60_000)]
+        assert pg_rows(pg_url, "SELECT seq, byte_offset FROM session_ingest_watermark") == [
+            (60_000, (sessions / "big.ndjson").stat().st_size)
+        ]
+
+    def test_concurrent_syncs_while_writers_append(
+        self, pg_url: str, tmp_path: Path, sessions: Path
+    ) -> None:
+        """Three writer processes and two sync loops, then a last sync: numbered messages exactly once."""
+        stop, go = tmp_path / "stop", tmp_path / "go"
+        loops = [
+            subprocess.Popen(
+                [sys.executable, "-c", SYNC_LOOP, pg_url, str(sessions), str(stop)],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        for loop in loops:  # both loops are running before the first record is written
+            assert loop.stdout is not None
+            assert loop.stdout.readline() == "ready\n"
+        halves = [tmp_path / f"half{w}" for w in range(3)]
+        try:
+            writers = [
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-c",
+                        TWO_PHASE_WRITER,
+                        str(sessions),
+                        str(w),
+                        str(half),
+                        str(go),
+                    ],
+                    cwd=ROOT,
+                )
+                for w, half in enumerate(halves)
+            ]
+            # Every writer is paused halfway, alive, until the loops have
+            # synced some of its lines: the syncs really overlap the writing.
+            while not all(h.exists() for h in halves) or not pg_rows(
+                pg_url, "SELECT 1 FROM pg_class WHERE relname = 'session_events'"
+            ):
+                assert all(w.poll() is None for w in writers)
+            while (paused := pg_rows(pg_url, "SELECT count(*) FROM session_events")[0][0]) == 0:
+                assert all(w.poll() is None for w in writers)
+            go.touch()
+            codes = [w.wait(timeout=120) for w in writers]
+        finally:
+            go.touch()
+            stop.touch()
+            outputs = [loop.communicate(timeout=120)[0] for loop in loops]
+        assert codes == [0, 0, 0]
+        assert [loop.returncode for loop in loops] == [0, 0]
+        assert 0 < paused <= 12_000
+        final = sync_to_postgres(pg_url, sessions)
+        got = pg_rows(pg_url, "SELECT seq, message FROM session_events ORDER BY seq")
+        expected = [
+            f"{w}{p}:{t}:{i}" for w in range(3) for p in "ab" for t in range(2) for i in range(2000)
+        ]
+        assert_exactly_once((m for _, m in got), expected)
+        assert [seq for seq, _ in got] == list(range(1, 24_001))
+        assert pg_rows(pg_url, "SELECT count(*) FROM sources") == [(1,)]
+        rounds = [int(n) for out in outputs for n in out.split()]
+        assert sum(rounds) + final.rows_inserted == 24_000
+
+    def test_eight_concurrent_first_migrations(self, pg_url: str) -> None:
+        """Eight connections migrating an empty database at once all succeed, the schema made once."""
+        barrier = threading.Barrier(8)
+        failures: list[BaseException] = []
+
+        def run() -> None:
+            conn = connect(pg_url)
+            try:
+                barrier.wait()
+                migrate(conn)
+            except BaseException as exc:
+                failures.append(exc)
+            finally:
+                conn.close()
+
+        threads = [threading.Thread(target=run) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert failures == []
+        assert pg_rows(pg_url, "SELECT version FROM codex_schema_version") == [(SCHEMA_VERSION,)]
+        tables = pg_rows(
+            pg_url,
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            " ORDER BY table_name",
+        )
+        assert [t for (t,) in tables] == [
+            "codex_schema_version",
+            "events",
+            "session_events",
+            "session_ingest_errors",
+            "session_ingest_watermark",
+            "sessions",
+            "sources",
+        ]
+
+
+class TestReads:
+    def test_query_filters_and_sessions(self, pg_url: str, sessions: Path) -> None:
+        """query_postgres filters as the SQLite query does; sessions shows status error from any end."""
+        records = [
+            {"ts": 1.0, "kind": "start", "level": "INFO", "message": "begin", "pid": 7},
+            {"ts": 2.0, "level": "DEBUG", "message": "Detail one", "role": "tool"},
+            {"ts": 3.0, "level": "WARNING", "message": "careful", "role": "assistant"},
+            {
+                "ts": 4.0,
+                "kind": "end",
+                "level": "ERROR",
+                "status": "error",
+                "message": "boom",
+                "pid": 8,
+                "error_type": "ValueError",
+                "error": "bad",
+                "duration_s": 3.0,
+            },
+        ]
+        (sessions / "s.ndjson").write_text("".join(json.dumps(r) + "\n" for r in records))
+        (sessions / "t.ndjson").write_text(
+            json.dumps({"ts": 0.5, "kind": "end", "status": "ok"}) + "\n"
+        )
+        sync_to_postgres(pg_url, sessions)
+
+        def messages(**kw: Any) -> list[str | None]:
+            return [e["message"] for e in query_postgres(pg_url, **kw)]
+
+        assert messages(tail=3) == ["Detail one", "careful", "boom"]
+        assert messages(session_id="s", tail=2) == ["careful", "boom"]
+        assert messages(levels=("WARNING", "WARN", "ERROR")) == ["careful", "boom"]
+        assert messages(levels=("NOTICE",)) == []
+        assert messages(kind="end") == [None, "boom"]
+        assert messages(role="tool") == ["Detail one"]
+        assert messages(grep="DETAIL") == ["Detail one"]
+        assert messages(since=2.0, until=4.0) == ["Detail one", "careful"]
+        first = query_postgres(pg_url, "s", tail=1)
+        assert first == [
+            {
+                "session_id": "s",
+                "seq": 4,
+                "ts": 4.0,
+                "kind": "end",
+                "level": "ERROR",
+                "logger": None,
+                "role": None,
+                "message": "boom",
+                "data": json.dumps(records[3]),
+            }
+        ]
+        assert sessions_postgres(pg_url) == [
+            {
+                "session_id": "t",
+                "start_time": "1970-01-01T00:00:00.500Z",
+                "end_time": "1970-01-01T00:00:00.500Z",
+                "status": "ok",
+                "events": 1,
+                "messages": 0,
+                "warnings": 0,
+                "errors": 0,
+                "processes": 1,
+                "duration_s": 0.0,
+                "start_ts": 0.5,
+                "end_ts": 0.5,
+            },
+            {
+                "session_id": "s",
+                "start_time": "1970-01-01T00:00:01.000Z",
+                "end_time": "1970-01-01T00:00:04.000Z",
+                "status": "error",
+                "events": 4,
+                "messages": 2,
+                "warnings": 1,
+                "errors": 1,
+                "processes": 2,
+                "duration_s": 3.0,
+                "start_ts": 1.0,
+                "end_ts": 4.0,
+            },
+        ]
+        assert [r["session_id"] for r in sessions_postgres(pg_url, "s")] == ["s"]
+        assert pg_rows(
+            pg_url,
+            "SELECT time, pid, status, error_type, error, duration_s FROM events"
+            " WHERE session_id = 's' AND kind = 'end'",
+        ) == [("1970-01-01T00:00:04.000Z", 8, "error", "ValueError", "bad", 3.0)]
+        with pytest.raises(UnknownSessionError, match="unknown session nope"):
+            query_postgres(pg_url, "nope")
+        with pytest.raises(UnknownSessionError, match="unknown session nope"):
+            sessions_postgres(pg_url, "nope")
+
+    def test_views_survive_lines_json_cannot_read(self, pg_url: str, sessions: Path) -> None:
+        """An end record holding \\u0000, a lone surrogate escape or NaN leaves its view fields NULL, never an error."""
+        lines = [
+            '{"ts": 1, "kind": "end", "status": "error", "error": "nul \\u0000"}',
+            '{"ts": 2, "kind": "end", "status": "ok", "error": "\\udc80"}',
+            '{"ts": 3, "kind": "end", "status": "ok", "duration_s": NaN}',
+            '{"ts": 4, "kind": "end", "status": "ok", "pid": 99999999999999999999, "duration_s": 1e400}',
+        ]
+        (sessions / "s.ndjson").write_text("".join(line + "\n" for line in lines))
+        assert sync_to_postgres(pg_url, sessions).rows_inserted == 4
+        assert pg_rows(pg_url, "SELECT seq, status, pid, duration_s FROM events ORDER BY seq") == [
+            (1, None, None, None),
+            (2, None, None, None),
+            (3, None, None, None),
+            (4, "ok", None, None),
+        ]
+        assert pg_rows(pg_url, "SELECT status, events FROM sessions") == [("ok", 4)]
+
+    def test_reads_never_create_the_schema(self, pg_url: str) -> None:
+        """Reading a database that was never synced is a clear error, and creates nothing."""
+        with pytest.raises(DatabaseError, match="has no session_events table"):
+            sessions_postgres(pg_url)
+        assert pg_rows(pg_url, "SELECT to_regclass('session_events') IS NULL") == [(True,)]
+
+    def test_unreachable_server_is_a_database_error(self, tmp_path: Path) -> None:
+        """A URL no server answers raises DatabaseError naming the URL without its password."""
+        url = f"postgresql://me:secret@/db?host={tmp_path}"
+        with pytest.raises(DatabaseError, match=r"postgresql://me:\*\*\*@/db") as info:
+            sync_to_postgres(url, tmp_path)
+        assert "secret" not in str(info.value)
+
+    def test_display_url(self) -> None:
+        """Only the password is hidden."""
+        assert display_url("postgresql://u:pw@h:5/d?x=1") == "postgresql://u:***@h:5/d?x=1"
+        assert display_url("postgresql://u@h/d") == "postgresql://u@h/d"
+
+
+def test_without_psycopg_a_clear_error(tmp_path: Path) -> None:
+    """Without psycopg, sync_to_postgres names the extra to install; importing the package never loads it."""
+    script = (
+        "import sys\n"
+        "sys.modules['psycopg'] = None\n"
+        "import codex_logging\n"
+        "assert 'psycopg' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+        "try:\n"
+        "    codex_logging.sync_to_postgres('postgresql:///x', sys.argv[1])\n"
+        "except ImportError as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.startswith(
+        "PostgresNotInstalledError PostgreSQL support needs psycopg 3:"
+        " pip install 'codex-logging[postgres]'"
+    )
+
+
+def test_scale_out_example(pg_url: str, tmp_path: Path) -> None:
+    """The first example of docs/scale-out.md prints what the page says and fills the sessions view."""
+    import re
+
+    page = (ROOT / "docs" / "scale-out.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", page, re.DOTALL)[0]
+    (tmp_path / "example.py").write_text(code)
+    env = {**os.environ, "CODEX_MIRROR_URL": pg_url}
+    out = subprocess.run(
+        [sys.executable, "example.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert out == "3 rows from 1 file\n"
+    assert "`3 rows from 1 file`" in page
+    ((sid, status, events),) = pg_rows(pg_url, "SELECT session_id, status, events FROM sessions")
+    assert (sid, status, events) == ("ci-build-42", "ok", 3)
