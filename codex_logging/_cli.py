@@ -21,7 +21,6 @@ from codex_logging import _filters, _read
 from codex_logging._errors import CodexLoggingError, DatabaseError, DatabaseNotFoundError
 from codex_logging._output import Progress, escape, print_events, session_line, to_json
 from codex_logging._prune import prune
-from codex_logging._read import query  # noqa: F401 - the first version's import path (test_torture)
 from codex_logging._settings import (
     ENV_DB_PATH,
     db_path,
@@ -71,10 +70,16 @@ def _positive(kind: type[int | float], what: str) -> Callable[[str], Any]:
 _session_id = _checked(validate_session_id)
 
 
-def _db(args: argparse.Namespace) -> str:
+def _postgres_url(args: argparse.Namespace) -> str | None:
+    """Return ``--db`` or ``CODEX_LOG_DB_PATH`` when it holds a ``postgresql://`` URL."""
+    value = args.db or os.environ.get(ENV_DB_PATH)
+    return value if is_postgres_url(value) else None
+
+
+def _db(args: argparse.Namespace, *, what: str = "this command") -> str:
     """Return the database a read command uses: --db, the environment, or the nearest .codex/."""
-    if is_postgres_url(args.db or os.environ.get(ENV_DB_PATH)):
-        msg = "this command reads a SQLite mirror; query PostgreSQL with psql"
+    if _postgres_url(args) is not None:
+        msg = f"{what} reads a SQLite mirror; sync, query and sessions take a PostgreSQL URL"
         raise DatabaseError(msg)
     path, _folder, found = project_paths(args.db, None)
     if path is None and not os.environ.get(ENV_DB_PATH) and found is None:
@@ -90,7 +95,9 @@ def _run(prog: str, action: Callable[[], int]) -> int:
     try:
         return action()
     except CodexLoggingError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        # One line, whatever the message: a driver's error may span several.
+        text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+        print(f"{prog}: error: {escape(text)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 0  # Ctrl-C ends --follow: a normal way out
@@ -156,7 +163,25 @@ def _cmd_query(args: argparse.Namespace) -> int:
         "grep": args.grep,
         "role": args.role,
     }
-    database = _db(args)
+    url = _postgres_url(args)
+    if url is not None and not args.follow:
+        from codex_logging._pg_read import query_postgres  # noqa: PLC0415 - psycopg only here
+
+        f = _filters.build(session_id=args.session_id, kind=args.kind, **options)
+        events = query_postgres(
+            url,
+            f.session_id,
+            args.tail,
+            f.kind,
+            levels=f.levels,
+            role=f.role,
+            grep=f.grep,
+            since=f.since,
+            until=f.until,
+        )
+        print_events(events, args.json, sys.stdout)
+        return 0
+    database = _db(args, what="query --follow")
     if not args.follow:
         events = _read.query(database, args.session_id, args.tail, args.kind, **options)
         print_events(events, args.json, sys.stdout)
@@ -190,9 +215,15 @@ def query_main(argv: Sequence[str] | None = None) -> int:
 
 def _sync_round(args: argparse.Namespace) -> SyncReport:
     progress = Progress(sys.stderr) if sys.stderr.isatty() else None
-    database, folder, _found = project_paths(args.db, args.sessions_dir)
+    url = _postgres_url(args)
+    database, folder, _found = project_paths(None if url else args.db, args.sessions_dir)
     try:
-        report = sync_to_sqlite(database, folder, session_id=args.session_id, progress=progress)
+        if url is not None:
+            from codex_logging._postgres import sync_to_postgres  # noqa: PLC0415 - psycopg only here
+
+            report = sync_to_postgres(url, folder, session_id=args.session_id, progress=progress)
+        else:
+            report = sync_to_sqlite(database, folder, session_id=args.session_id, progress=progress)
     finally:
         if progress is not None:
             progress.done()
@@ -259,7 +290,13 @@ def _add_sync_options(parser: argparse.ArgumentParser, *, importer: bool) -> Non
 
 
 def _cmd_sessions(args: argparse.Namespace) -> int:
-    rows = _read.sessions(_db(args), args.session_id)
+    url = _postgres_url(args)
+    if url is not None:
+        from codex_logging._pg_read import sessions_postgres  # noqa: PLC0415 - psycopg only here
+
+        rows = sessions_postgres(url, args.session_id)
+    else:
+        rows = _read.sessions(_db(args), args.session_id)
     out = sys.stdout
     for row in rows:
         if args.json:
@@ -271,7 +308,7 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
-    database = _db(args)
+    database = _db(args, what="prune")
     _path, folder, _found = project_paths(args.db, args.sessions_dir)
     report = prune(
         database,

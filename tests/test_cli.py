@@ -181,7 +181,14 @@ class TestErrors:
                 ("codex-logs", "sessions", "--db", "{db}", "--session-id", "zz"),
                 "unknown session zz",
             ),
-            (("codex-logs", "query", "--db", "postgresql://h/db"), "SQLite mirror"),
+            (
+                ("codex-logs", "prune", "--older-than", "1d", "--db", "postgresql://h/db"),
+                "SQLite mirror",
+            ),
+            (
+                ("codex-logs", "query", "--db", "postgresql:///db?host=/nonexistent-socket-dir"),
+                "failed: No such file or directory Is the server running locally",
+            ),
             (("codex-logs",), "required"),
         ],
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -653,3 +654,57 @@ def test_scale_out_example(pg_url: str, tmp_path: Path) -> None:
     assert "`3 rows from 1 file`" in page
     ((sid, status, events),) = pg_rows(pg_url, "SELECT session_id, status, events FROM sessions")
     assert (sid, status, events) == ("ci-build-42", "ok", 3)
+
+
+class TestCommandLine:
+    def test_sync_query_and_sessions_take_a_url(
+        self, pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """codex-logs sync / query / sessions --db postgresql://... work as with a SQLite path."""
+        from codex_logging import CodexHandler, session_scope
+        from codex_logging._cli import main
+
+        handler = CodexHandler(tmp_path / "s")
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(logging.INFO)
+        with session_scope("cli-pg"):
+            logging.getLogger("app").warning("over the wire")
+        handler.close()
+        folder = str(tmp_path / "s")
+        assert main(["sync", "--db", pg_url, "--sessions-dir", folder]) == 0
+        assert "3 rows inserted" in capsys.readouterr().out
+        assert main(["query", "--db", pg_url, "--session-id", "cli-pg", "--json"]) == 0
+        events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [e["kind"] for e in events] == ["start", "message", "end"]
+        assert main(["sessions", "--db", pg_url, "--json"]) == 0
+        (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert (row["session_id"], row["status"], row["events"]) == ("cli-pg", "ok", 3)
+
+    def test_environment_url_and_refusals(
+        self,
+        pg_url: str,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """CODEX_LOG_DB_PATH may hold the URL; prune and --follow say in one line they need SQLite."""
+        from codex_logging._cli import main
+
+        monkeypatch.setenv("CODEX_LOG_DB_PATH", pg_url)
+        (tmp_path / "s").mkdir(mode=0o700)
+        write_lines(tmp_path / "s" / "env.ndjson", 2)
+        assert main(["sync", "--sessions-dir", str(tmp_path / "s")]) == 0
+        assert "2 rows inserted" in capsys.readouterr().out
+        assert main(["query", "--session-id", "env", "--json"]) == 0
+        assert [json.loads(line)["message"] for line in capsys.readouterr().out.splitlines()] == [
+            "m0",
+            "m1",
+        ]
+        assert main(["prune", "--older-than", "1d"]) == 2
+        assert main(["query", "--follow"]) == 2
+        lines = capsys.readouterr().err.splitlines()
+        needs = "reads a SQLite mirror; sync, query and sessions take a PostgreSQL URL"
+        assert lines == [
+            f"codex-logs prune: error: prune {needs}",
+            f"codex-logs query: error: query --follow {needs}",
+        ]

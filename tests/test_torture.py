@@ -379,7 +379,7 @@ class TestReadOnlyDatabase:
         import shutil
 
         from codex_logging import DatabaseError
-        from codex_logging._cli import query
+        from codex_logging.query_logs import query
 
         folder, db = tmp_path / "s", tmp_path / "x.db"
         folder.mkdir()
