@@ -248,7 +248,7 @@ def is_busy(exc: sqlite3.Error) -> bool:
         True for SQLITE_BUSY and SQLITE_LOCKED, extended codes included.
     """
     code = getattr(exc, "sqlite_errorcode", None)
-    if code is None:  # Python 3.10
+    if code is None:  # pragma: no cover - Python 3.10 has no error codes
         text = str(exc)
         return "locked" in text or "busy" in text
     return code & 0xFF in _BUSY_CODES

@@ -366,9 +366,7 @@ def _ts(value: object) -> float | None:
 
 
 def _kind(obj: dict[str, Any]) -> str:
-    kind = obj.get("kind")
-    if isinstance(kind, str):
-        return kind
+    """Return the kind of a line whose ``kind`` is not a string: older hooks' ``type``."""
     legacy = obj.get("type")
     if isinstance(legacy, str) and legacy in _LEGACY_KINDS:
         return _LEGACY_KINDS[legacy]

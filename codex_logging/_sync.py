@@ -82,7 +82,7 @@ def _refused(exc: BaseException) -> bool:
     """Return whether an insert failed because of the row's values, not the database."""
     if isinstance(exc, sqlite3.OperationalError):
         code = getattr(exc, "sqlite_errorcode", None)
-        if code is None:  # Python 3.10
+        if code is None:  # pragma: no cover - Python 3.10 has no error codes
             return "too big" in str(exc)
         return int(code) & 0xFF == _SQLITE_TOOBIG
     return isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError | ValueError | OverflowError)

@@ -34,6 +34,14 @@ class TestGluedRecord:
         """The whole record after any fragment is found at its offset."""
         assert glued_record(fragment + RECORD) == (len(fragment), {"message": "glued"})
 
+    def test_record_with_escaped_quotes_and_big_numbers(self) -> None:
+        """Escaped quotes and backslashes inside the record, and a number only json takes, are handled."""
+        record = b'{"message": "say \\"hi\\" \\\\", "n": 18446744073709551616}'
+        assert glued_record(b'{"torn' + record) == (
+            6,
+            {"message": 'say "hi" \\', "n": 18446744073709551616},
+        )
+
     @pytest.mark.parametrize(
         "raw",
         [

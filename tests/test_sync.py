@@ -793,3 +793,30 @@ class TestAtomic:
             with atomic(conn, db):
                 conn.execute("INSERT INTO parent VALUES (1)")
             assert conn.execute("SELECT count(*) FROM child").fetchone() == (0,)
+
+
+class TestMoreCuts:
+    def test_rewritten_in_place_with_other_first_bytes(
+        self, tmp_path: Path, sessions: Path
+    ) -> None:
+        """A file rewritten in place (same inode) with other first bytes is reported as replaced."""
+        db = tmp_path / "x.db"
+        path = sessions / "s.ndjson"
+        write_lines(path, 3)
+        sync_to_sqlite(db, sessions)
+        ino = path.stat().st_ino
+        with path.open("r+b") as f:
+            f.write(b'{"ts": 9.0, "kind": "message", "message": "x0"}\n')
+        write_lines(path, 2, start=50)
+        assert path.stat().st_ino == ino
+        report = sync_to_sqlite(db, sessions)
+        assert report.warnings == [
+            "s: file was replaced (its first bytes differ); its lines are taken again from seq 4"
+        ]
+        assert rows(db)[3:] == [(4, "x0"), (5, "m1"), (6, "m2"), (7, "m50"), (8, "m51")]
+
+    def test_unknown_session_in_a_missing_folder(self, tmp_path: Path) -> None:
+        """Asking for one session in a folder that does not exist is UnknownSessionError, no database."""
+        with pytest.raises(UnknownSessionError, match="no sessions folder"):
+            sync_to_sqlite(tmp_path / "x.db", tmp_path / "nope", session_id="s")
+        assert not (tmp_path / "x.db").exists()
