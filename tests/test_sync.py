@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -321,18 +322,26 @@ class TestLocking:
         assert sync_to_sqlite(db, sessions).rows_inserted == 3
 
     def test_two_syncs_in_threads(self, tmp_path: Path, sessions: Path) -> None:
-        """Syncs from several threads at once never duplicate a row."""
+        """Syncs from three threads released together never duplicate a row."""
         db = tmp_path / "x.db"
         write_lines(sessions / "s.ndjson", 20_000)
         reports = []
-        threads = [
-            threading.Thread(target=lambda: reports.append(sync_to_sqlite(db, sessions)))
-            for _ in range(3)
-        ]
+        spans: list[tuple[float, float]] = []
+        start = threading.Barrier(3)
+
+        def sync() -> None:
+            start.wait()
+            began = time.monotonic()
+            reports.append(sync_to_sqlite(db, sessions))
+            spans.append((began, time.monotonic()))
+
+        threads = [threading.Thread(target=sync) for _ in range(3)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        # The precondition: the three syncs really overlapped.
+        assert max(b for b, _ in spans) < min(e for _, e in spans), spans
         assert sum(r.rows_inserted for r in reports) == 20_000
         assert [r[0] for r in rows(db)] == list(range(1, 20_001))
 
