@@ -14,18 +14,18 @@ from collections.abc import Sequence
 from typing import Final
 
 from codex_logging._db import BUSY_TIMEOUT, atomic, connect
-from codex_logging._ingest import (
+from codex_logging._ingest import run_sync
+from codex_logging._lines import ErrorRow, EventRow
+from codex_logging._settings import db_path as resolve_db_path
+from codex_logging._settings import sessions_dir_path
+from codex_logging._target import (
     Progress,
     SyncReport,
     Watermark,
     WatermarkMovedError,
     rejected_error,
     rejected_event,
-    run_sync,
 )
-from codex_logging._lines import ErrorRow, EventRow
-from codex_logging._settings import db_path as resolve_db_path
-from codex_logging._settings import sessions_dir_path
 
 __all__ = ["Progress", "SyncReport", "sync_to_sqlite"]
 
