@@ -724,6 +724,21 @@ class TestBoundedWork:
         assert sync_to_sqlite(db, sessions).rows_inserted == 1
         assert [(seq, len(m)) for seq, m in rows(db)] == [(1, 5), (2, (16 << 20) + 6000)]
 
+    def test_pending_line_cut_and_rewritten_is_scanned_again(
+        self, tmp_path: Path, sessions: Path
+    ) -> None:
+        """A pending partial line replaced in place by shorter complete lines is split at their line ends."""
+        db = tmp_path / "x.db"
+        path = sessions / "p.ndjson"
+        path.write_bytes(b'{"message": "pending')
+        assert sync_to_sqlite(db, sessions).rows_inserted == 0
+        with path.open("r+b") as f:  # same file, new bytes: a line end inside the scanned part
+            f.truncate(0)
+            f.write(b'{}\n{"message": "y", "pad": "zzzz"}\n')
+        report = sync_to_sqlite(db, sessions)
+        assert (report.rows_inserted, report.lines_quarantined) == (2, 0)
+        assert rows(db) == [(1, None), (2, "y")]
+
     @pytest.mark.slow
     def test_peak_memory_of_many_large_records(self, tmp_path: Path, sessions: Path) -> None:
         """Syncing 150 records of 1 MiB peaks far below their size (main held them all in one batch)."""
