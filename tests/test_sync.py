@@ -299,9 +299,19 @@ class TestLocking:
         blocker.execute("CREATE TABLE other (x)")  # still in rollback-journal mode
         blocker.execute("BEGIN IMMEDIATE")
         blocker.execute("INSERT INTO other VALUES (1)")
-        release = threading.Timer(0.3, blocker.execute, ("COMMIT",))
+        started = threading.Event()
+
+        def release_later() -> None:
+            # The lock is released only once the sync has started: the
+            # precondition (a sync meeting the lock) cannot silently be missed.
+            started.wait(10)
+            time.sleep(0.3)
+            blocker.execute("COMMIT")
+
+        release = threading.Thread(target=release_later)
         release.start()
         try:
+            started.set()
             # Without the wait this raised DatabaseLockedError at once.
             report = sync_to_sqlite(db, sessions, busy_timeout=10)
         finally:
@@ -387,6 +397,7 @@ class TestProcesses:
             for proc in procs:  # every child imported and waiting
                 assert proc.stdout is not None
                 assert proc.stdout.readline() == b"ready\n"
+            assert not db.exists()  # the precondition: a database that does not exist yet
             go.touch()
             for proc in procs:
                 _, err = proc.communicate(timeout=60)
