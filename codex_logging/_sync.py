@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Final
 
-from codex_logging._db import BUSY_TIMEOUT, atomic, connect
+from codex_logging._db import BUSY_TIMEOUT, atomic, connect, translated
 from codex_logging._ingest import run_sync
 from codex_logging._lines import ErrorRow, EventRow
 from codex_logging._settings import db_path as resolve_db_path
@@ -118,13 +118,15 @@ class SqliteTarget:
         Returns:
             ``(session_id, byte_offset, file_dev, file_ino)`` tuples.
         """
-        return set(
-            self.conn.execute(
-                "SELECT session_id, byte_offset, file_dev, file_ino FROM session_ingest_watermark"
-                " WHERE source_id = ? AND scanned_to <= byte_offset",
-                (source_id,),
+        with translated(self.name, self.busy_timeout):
+            return set(
+                self.conn.execute(
+                    "SELECT session_id, byte_offset, file_dev, file_ino"
+                    " FROM session_ingest_watermark"
+                    " WHERE source_id = ? AND scanned_to <= byte_offset",
+                    (source_id,),
+                )
             )
-        )
 
     def read_watermark(self, session_id: str) -> Watermark | None:
         """Return one session's watermark.
@@ -135,10 +137,11 @@ class SqliteTarget:
         Returns:
             Its watermark, or None when it has none yet.
         """
-        row = self.conn.execute(
-            f"SELECT {_WATERMARK_COLUMNS} FROM session_ingest_watermark WHERE session_id = ?",  # noqa: S608 - constant
-            (session_id,),
-        ).fetchone()
+        with translated(self.name, self.busy_timeout):
+            row = self.conn.execute(
+                f"SELECT {_WATERMARK_COLUMNS} FROM session_ingest_watermark WHERE session_id = ?",  # noqa: S608 - constant
+                (session_id,),
+            ).fetchone()
         return None if row is None else _watermark(row)
 
     def commit(

@@ -284,6 +284,16 @@ class TestLocking:
             sync_to_sqlite(db, sessions)
         assert db.read_bytes() == b"this is not sqlite" * 100
 
+    def test_broken_schema_is_a_database_error(self, tmp_path: Path, sessions: Path) -> None:
+        """A database whose watermark table was dropped gives DatabaseError, not a raw sqlite3 error."""
+        db = tmp_path / "x.db"
+        write_lines(sessions / "s.ndjson", 1)
+        sync_to_sqlite(db, sessions)
+        with db_connection(db) as conn:
+            conn.execute("DROP TABLE session_ingest_watermark")
+        with pytest.raises(DatabaseError, match="no such table: session_ingest_watermark"):
+            sync_to_sqlite(db, sessions)
+
     def test_new_database_waits_for_a_writer_instead_of_failing(
         self, tmp_path: Path, sessions: Path
     ) -> None:
