@@ -342,13 +342,17 @@ class _FileSync:
             scanned += len(chunk)
             end = chunk.find(b"\n")
             if end < 0:
-                # A line longer than a chunk: stop holding it, read it in one
-                # piece once its end is known.
-                long_line, tail = long_line or bool(tail), b"" if long_line or tail else chunk
+                if long_line or tail:
+                    # A line longer than a chunk: stop holding it, read it in
+                    # one piece once its end is known.
+                    long_line, tail = True, b""
+                else:
+                    tail = chunk
                 continue
             if long_line:
                 raw = os.pread(fd, base + end - pos, pos)
                 if len(raw) != base + end - pos:
+                    scanned = pos  # the file shrank meanwhile: claim nothing past pos
                     break
                 long_line = False
             else:
