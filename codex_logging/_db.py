@@ -215,7 +215,7 @@ def connect(path: str, *, busy_timeout: float = BUSY_TIMEOUT) -> sqlite3.Connect
         msg = f"cannot open database {path}: {exc}"
         raise DatabaseError(msg) from exc
     try:
-        with _translated(path, busy_timeout):
+        with translated(path, busy_timeout):
             _enable_wal(conn, busy_timeout)
             conn.execute("PRAGMA synchronous=NORMAL")
         migrate(conn, path, busy_timeout)
@@ -278,7 +278,17 @@ def connect_readonly(path: str) -> sqlite3.Connection:
 
 
 @contextlib.contextmanager
-def _translated(path: str, busy_timeout: float) -> Iterator[None]:
+def translated(path: str, busy_timeout: float = BUSY_TIMEOUT) -> Iterator[None]:
+    """Turn SQLite errors raised in the block into this package's errors.
+
+    Args:
+        path: The database path, for messages.
+        busy_timeout: The wait that was set, for messages.
+
+    Raises:
+        DatabaseLockedError: Busy or locked past the wait.
+        DatabaseError: Any other SQLite failure.
+    """
     try:
         yield
     except sqlite3.OperationalError as exc:
@@ -308,7 +318,7 @@ def atomic(
         DatabaseLockedError: The write lock could not be had in time.
         DatabaseError: Any other SQLite failure.
     """
-    with _translated(path, busy_timeout):
+    with translated(path, busy_timeout):
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -340,7 +350,7 @@ def is_busy(exc: sqlite3.Error) -> bool:
         True for SQLITE_BUSY and SQLITE_LOCKED, extended codes included.
     """
     code = getattr(exc, "sqlite_errorcode", None)
-    if code is None:  # Python 3.10
+    if code is None:  # pragma: no cover - Python 3.10 has no error codes
         text = str(exc)
         return "locked" in text or "busy" in text
     return code & 0xFF in _BUSY_CODES
@@ -354,7 +364,7 @@ def migrate(conn: sqlite3.Connection, path: str, busy_timeout: float = BUSY_TIME
         path: The database path, for error messages.
         busy_timeout: For error messages.
     """
-    with _translated(path, busy_timeout):
+    with translated(path, busy_timeout):
         (version,) = conn.execute("PRAGMA user_version").fetchone()
     for number in range(version + 1, SCHEMA_VERSION + 1):
         _name, statements = MIGRATIONS[number - 1]

@@ -8,8 +8,8 @@ before it, and hand complete lines to the target in batches closed by a line
 count and a byte budget, each batch in one transaction with the watermark
 (SPEC "SQLite mirror"). Writers never take the lock, so they are never blocked.
 
-The database is reached only through a :class:`Target`: ``_sync`` builds the
-SQLite one, ``_postgres`` the PostgreSQL one.
+The database is reached only through a :class:`Target` (``_target``): ``_sync``
+builds the SQLite one, ``_postgres`` the PostgreSQL one.
 """
 
 from __future__ import annotations
@@ -18,14 +18,40 @@ import dataclasses
 import hashlib
 import os
 import stat
-import uuid
-from collections.abc import Callable, Sequence
-from collections.abc import Set as AbstractSet
-from typing import Final, Protocol
+from typing import Final
 
 from codex_logging._errors import CodexLoggingError, SessionsDirError, UnknownSessionError
 from codex_logging._lines import ErrorRow, EventRow, LineParser
-from codex_logging._settings import ENV_SOURCE_ID, SUFFIX, validate_session_id
+from codex_logging._settings import SUFFIX, validate_session_id
+from codex_logging._target import (
+    SOURCE_ID_FILE,
+    ForeignSourceError,
+    Progress,
+    SyncReport,
+    Target,
+    Watermark,
+    WatermarkMovedError,
+    rejected_error,
+    rejected_event,
+    source_id,
+)
+
+# Re-exported: the targets and the public API import them from the engine.
+__all__ = [
+    "BATCH_BYTES",
+    "BATCH_LINES",
+    "SOURCE_ID_FILE",
+    "ForeignSourceError",
+    "Progress",
+    "SyncReport",
+    "Target",
+    "Watermark",
+    "WatermarkMovedError",
+    "rejected_error",
+    "rejected_event",
+    "run_sync",
+    "source_id",
+]
 
 #: Lines per transaction: large enough to be fast, small enough that a crash
 #: loses at most one uncommitted batch of work.
@@ -36,211 +62,6 @@ CHUNK_BYTES: Final = 1 << 20
 #: Bytes at the start of a file remembered to notice a replaced file.
 HEAD_BYTES: Final = 4096
 _S_IFMT: Final = 0o170000
-#: The file, inside a sessions folder, that holds the folder's id.
-SOURCE_ID_FILE: Final = ".codex-source-id"
-
-
-@dataclasses.dataclass
-class Watermark:
-    """Where the sync of one session file stands.
-
-    Attributes:
-        seq: The last seq taken (good or quarantined).
-        byte_offset: The end of the last complete line taken.
-        head_len: How many first bytes of the file ``head_sha256`` covers.
-        head_sha256: Their hash, to notice a replaced file.
-        file_dev: The file's ``st_dev`` (0: not known).
-        file_ino: The file's ``st_ino`` (0: not known).
-        source_id: The sessions folder this watermark belongs to (None: not known).
-        scanned_to: Bytes looked at: no line end lies in
-            ``[byte_offset, scanned_to)``, so a pending partial line is not
-            read again (0: not known).
-        source_dir: The path of that folder when it was last synced, for messages.
-        scan_sha256: The hash of the last (up to 4 KiB) bytes before
-            ``scanned_to``: if they changed, the pending line is scanned again.
-    """
-
-    seq: int = 0
-    byte_offset: int = 0
-    head_len: int = 0
-    head_sha256: str | None = None
-    file_dev: int = 0
-    file_ino: int = 0
-    source_id: str | None = None
-    scanned_to: int = 0
-    source_dir: str | None = None
-    scan_sha256: str | None = None
-
-
-class Target(Protocol):
-    """A database the engine syncs into; only these methods touch it."""
-
-    #: For messages: the database path, or the URL without its password.
-    name: str
-
-    def settled_files(self, source_id: str) -> AbstractSet[tuple[str, int, int, int]]:
-        """Return ``(session_id, byte_offset, file_dev, file_ino)`` of settled watermarks.
-
-        One query, for the idle check: the watermarks of folder ``source_id``
-        with no pending partial line (``scanned_to <= byte_offset``). A file
-        whose ``(session_id, size, st_dev, st_ino)`` is in the set is skipped
-        without being opened.
-        """
-
-    def read_watermark(self, session_id: str) -> Watermark | None:
-        """Return one session's watermark; called under the file's lock."""
-
-    def commit(
-        self,
-        session_id: str,
-        expected_seq: int,
-        events: Sequence[EventRow],
-        errors: Sequence[ErrorRow],
-        *,
-        mark: Watermark,
-        offsets: Sequence[int],
-    ) -> int:
-        """Insert a batch and move the watermark, in one transaction.
-
-        Compare and set: when the stored seq is not ``expected_seq``, raise
-        :class:`WatermarkMovedError` and insert nothing. A row the database
-        rejects does not fail the batch: rows are retried one by one and the
-        culprit is quarantined with :func:`rejected_event` /
-        :func:`rejected_error`. ``offsets[i]`` is the byte offset of
-        ``events[i]``'s line.
-
-        Returns:
-            The number of event rows inserted.
-        """
-
-    def close(self) -> None:
-        """Release the connection; safe to call when never connected."""
-
-
-class WatermarkMovedError(Exception):
-    """Another sync advanced this session's watermark under our feet."""
-
-
-class ForeignSourceError(Exception):
-    """The session's watermark belongs to another sessions folder."""
-
-
-def rejected_event(event: EventRow, offset: int, exc: BaseException) -> ErrorRow:
-    """Return the quarantine row for an event row the database refused.
-
-    Args:
-        event: The refused row.
-        offset: The byte offset of its line.
-        exc: The database's error.
-
-    Returns:
-        An error row holding the line (as stored in ``data``) and the reason.
-    """
-    return (event[0], event[1], offset, f"database refused the row: {exc}", event[8])
-
-
-def rejected_error(row: ErrorRow, exc: BaseException) -> ErrorRow:
-    """Return a quarantine row that the database refused, without its raw bytes.
-
-    Args:
-        row: The refused error row.
-        exc: The database's error.
-
-    Returns:
-        The same row with ``raw`` left out and the reason added.
-    """
-    return (row[0], row[1], row[2], f"{row[3]}; raw not stored, database refused it: {exc}", b"")
-
-
-@dataclasses.dataclass
-class SyncReport:
-    """What one sync call did.
-
-    Attributes:
-        files: Session files looked at.
-        rows_inserted: Rows added to ``session_events``.
-        lines_quarantined: Lines added to ``session_ingest_errors``.
-        bytes_read: Bytes of complete lines consumed.
-        warnings: One line per missing folder, or truncated, replaced, busy,
-            unreadable or refused file.
-        sessions: The sessions that were looked at.
-        files_skipped: Files not opened because nothing changed since the last sync.
-    """
-
-    files: int = 0
-    rows_inserted: int = 0
-    lines_quarantined: int = 0
-    bytes_read: int = 0
-    warnings: list[str] = dataclasses.field(default_factory=list)
-    sessions: list[str] = dataclasses.field(default_factory=list)
-    files_skipped: int = 0
-
-
-#: Called after each committed batch with (session_id, report so far).
-Progress = Callable[[str, SyncReport], None]
-
-
-def source_id(folder: str) -> str:
-    """Return the id of a sessions folder: ``CODEX_SOURCE_ID``, or the one kept inside it.
-
-    The id is a UUID in ``<folder>/.codex-source-id``, created once (``O_EXCL``,
-    ``0600``) and read back afterwards, so it survives renames of the folder.
-    When it cannot be created (a read-only folder), the folder's
-    ``(st_dev, st_ino)`` stands in.
-
-    Args:
-        folder: An existing sessions folder.
-
-    Returns:
-        The id.
-    """
-    override = os.environ.get(ENV_SOURCE_ID)
-    if override:
-        return override
-    path = os.path.join(folder, SOURCE_ID_FILE)
-    try:
-        return _read_id(path)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        return _folder_identity(folder)
-    # Written whole under a temporary name, then linked into place: a racing
-    # sync either wins the link or reads the winner's complete id.
-    new = str(uuid.uuid4())
-    temporary = f"{path}.{new}"
-    try:
-        fd = os.open(
-            temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-        )
-    except OSError:
-        return _folder_identity(folder)  # a read-only folder
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(new + "\n")
-        os.link(temporary, path)
-    except FileExistsError:
-        return _read_id(path)
-    finally:
-        os.unlink(temporary)
-    return new
-
-
-def _folder_identity(folder: str) -> str:
-    info = os.stat(folder)
-    return f"dev-{info.st_dev}-ino-{info.st_ino}"
-
-
-def _read_id(path: str) -> str:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        text = os.read(fd, 200)
-    finally:
-        os.close(fd)
-    found = text.decode("utf-8", "replace").strip()
-    if not found:
-        msg = f"{path} is empty"
-        raise OSError(msg)
-    return found
 
 
 def run_sync(
@@ -280,14 +101,15 @@ def run_sync(
     # Idle work is O(changed files): an unchanged file is not even opened.
     settled = target.settled_files(run.source)
     for sid, path, info in files:
-        if (sid, info.st_size, info.st_dev, info.st_ino) in settled:
-            report.files_skipped += 1  # its id was checked when it was first synced
-        elif _valid(sid):
-            _FileSync(run, sid, path).run()
-        else:
+        unchanged = (sid, info.st_size, info.st_dev, info.st_ino) in settled
+        if not unchanged and not _valid(sid):  # a settled id was checked when first synced
             continue
+        report.files += 1
         report.sessions.append(sid)
-    report.files = len(report.sessions)
+        if unchanged:
+            report.files_skipped += 1
+        else:
+            _FileSync(run, sid, path).run()
     return report
 
 
@@ -520,13 +342,17 @@ class _FileSync:
             scanned += len(chunk)
             end = chunk.find(b"\n")
             if end < 0:
-                # A line longer than a chunk: stop holding it, read it in one
-                # piece once its end is known.
-                long_line, tail = long_line or bool(tail), b"" if long_line or tail else chunk
+                if long_line or tail:
+                    # A line longer than a chunk: stop holding it, read it in
+                    # one piece once its end is known.
+                    long_line, tail = True, b""
+                else:
+                    tail = chunk
                 continue
             if long_line:
                 raw = os.pread(fd, base + end - pos, pos)
                 if len(raw) != base + end - pos:
+                    scanned = pos  # the file shrank meanwhile: claim nothing past pos
                     break
                 long_line = False
             else:

@@ -1,7 +1,9 @@
 """One line of a session file into an event row or a quarantined line.
 
-Pure functions over bytes, no database: the sync engine (``_ingest``) calls
-:meth:`LineParser.take` for each complete line and hands the rows to a target.
+No database: the sync engine (``_ingest``) calls :meth:`LineParser.take` for
+each complete line, :meth:`LineParser.settle` before it hands a batch of rows
+to a target (the credential-shape check of plain lines is done there, once
+per batch), and :meth:`LineParser.begin` at each new file.
 Whatever a line holds, it ends in exactly one place (SPEC "SQLite mirror"):
 a row of ``session_events``, or a row of ``session_ingest_errors`` with the
 reason; a torn fragment glued to a whole record gives one of each.
@@ -77,7 +79,10 @@ class _KeyVerdicts(dict[str, bool]):
 
 
 class LineParser:
-    """Turn complete lines into rows; one instance per sync call (it caches verdicts)."""
+    """Turn complete lines into rows; one instance per sync call (it caches verdicts).
+
+    Rows are final only after :meth:`settle`.
+    """
 
     def __init__(self) -> None:
         """Build the redactor the mirror's copy goes through."""
@@ -366,9 +371,7 @@ def _ts(value: object) -> float | None:
 
 
 def _kind(obj: dict[str, Any]) -> str:
-    kind = obj.get("kind")
-    if isinstance(kind, str):
-        return kind
+    """Return the kind of a line whose ``kind`` is not a string: older hooks' ``type``."""
     legacy = obj.get("type")
     if isinstance(legacy, str) and legacy in _LEGACY_KINDS:
         return _LEGACY_KINDS[legacy]

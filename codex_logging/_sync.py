@@ -13,19 +13,19 @@ import time
 from collections.abc import Sequence
 from typing import Final
 
-from codex_logging._db import BUSY_TIMEOUT, atomic, connect
-from codex_logging._ingest import (
+from codex_logging._db import BUSY_TIMEOUT, atomic, connect, translated
+from codex_logging._ingest import run_sync
+from codex_logging._lines import ErrorRow, EventRow
+from codex_logging._settings import db_path as resolve_db_path
+from codex_logging._settings import sessions_dir_path
+from codex_logging._target import (
     Progress,
     SyncReport,
     Watermark,
     WatermarkMovedError,
     rejected_error,
     rejected_event,
-    run_sync,
 )
-from codex_logging._lines import ErrorRow, EventRow
-from codex_logging._settings import db_path as resolve_db_path
-from codex_logging._settings import sessions_dir_path
 
 __all__ = ["Progress", "SyncReport", "sync_to_sqlite"]
 
@@ -82,7 +82,7 @@ def _refused(exc: BaseException) -> bool:
     """Return whether an insert failed because of the row's values, not the database."""
     if isinstance(exc, sqlite3.OperationalError):
         code = getattr(exc, "sqlite_errorcode", None)
-        if code is None:  # Python 3.10
+        if code is None:  # pragma: no cover - Python 3.10 has no error codes
             return "too big" in str(exc)
         return int(code) & 0xFF == _SQLITE_TOOBIG
     return isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError | ValueError | OverflowError)
@@ -118,13 +118,15 @@ class SqliteTarget:
         Returns:
             ``(session_id, byte_offset, file_dev, file_ino)`` tuples.
         """
-        return set(
-            self.conn.execute(
-                "SELECT session_id, byte_offset, file_dev, file_ino FROM session_ingest_watermark"
-                " WHERE source_id = ? AND scanned_to <= byte_offset",
-                (source_id,),
+        with translated(self.name, self.busy_timeout):
+            return set(
+                self.conn.execute(
+                    "SELECT session_id, byte_offset, file_dev, file_ino"
+                    " FROM session_ingest_watermark"
+                    " WHERE source_id = ? AND scanned_to <= byte_offset",
+                    (source_id,),
+                )
             )
-        )
 
     def read_watermark(self, session_id: str) -> Watermark | None:
         """Return one session's watermark.
@@ -135,10 +137,11 @@ class SqliteTarget:
         Returns:
             Its watermark, or None when it has none yet.
         """
-        row = self.conn.execute(
-            f"SELECT {_WATERMARK_COLUMNS} FROM session_ingest_watermark WHERE session_id = ?",  # noqa: S608 - constant
-            (session_id,),
-        ).fetchone()
+        with translated(self.name, self.busy_timeout):
+            row = self.conn.execute(
+                f"SELECT {_WATERMARK_COLUMNS} FROM session_ingest_watermark WHERE session_id = ?",  # noqa: S608 - constant
+                (session_id,),
+            ).fetchone()
         return None if row is None else _watermark(row)
 
     def commit(

@@ -55,3 +55,11 @@ class TestSourceId:
         (folder / SOURCE_ID_FILE).mkdir()  # occupied by a folder: cannot be read or created
         info = os.stat(folder)
         assert source_id(str(folder)) == f"dev-{info.st_dev}-ino-{info.st_ino}"
+
+
+class TestFolderChecks:
+    def test_empty_id_file_falls_back_to_identity(self, tmp_path: Path) -> None:
+        """An empty .codex-source-id (written by hand) is not an id: the folder's identity is used."""
+        (tmp_path / SOURCE_ID_FILE).write_text("")
+        info = os.stat(tmp_path)
+        assert source_id(str(tmp_path)) == f"dev-{info.st_dev}-ino-{info.st_ino}"

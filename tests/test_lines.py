@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from codex_logging._lines import ErrorRow, EventRow, LineParser, glued_record
@@ -34,6 +36,15 @@ class TestGluedRecord:
         """The whole record after any fragment is found at its offset."""
         assert glued_record(fragment + RECORD) == (len(fragment), {"message": "glued"})
 
+    def test_record_with_escaped_quotes_and_nan(self) -> None:
+        """Escaped quotes and backslashes inside the record, and a NaN only json takes, are handled."""
+        record = b'{"message": "say \\"hi\\" \\\\", "n": NaN}'
+        glued = glued_record(b'{"torn' + record)
+        assert glued is not None
+        assert glued[0] == 6
+        assert glued[1]["message"] == 'say "hi" \\'
+        assert math.isnan(glued[1]["n"])
+
     @pytest.mark.parametrize(
         "raw",
         [
@@ -44,6 +55,9 @@ class TestGluedRecord:
             b'x ["a"]',
             b'x {"a": 1]',
             b'{"a": 1}',
+            b"ab}",
+            b'x a"}',
+            b'x {"a": 1 2}',
         ],
     )
     def test_no_record(self, raw: bytes) -> None:

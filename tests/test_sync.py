@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -283,6 +284,16 @@ class TestLocking:
             sync_to_sqlite(db, sessions)
         assert db.read_bytes() == b"this is not sqlite" * 100
 
+    def test_broken_schema_is_a_database_error(self, tmp_path: Path, sessions: Path) -> None:
+        """A database whose watermark table was dropped gives DatabaseError, not a raw sqlite3 error."""
+        db = tmp_path / "x.db"
+        write_lines(sessions / "s.ndjson", 1)
+        sync_to_sqlite(db, sessions)
+        with db_connection(db) as conn:
+            conn.execute("DROP TABLE session_ingest_watermark")
+        with pytest.raises(DatabaseError, match="no such table: session_ingest_watermark"):
+            sync_to_sqlite(db, sessions)
+
     def test_new_database_waits_for_a_writer_instead_of_failing(
         self, tmp_path: Path, sessions: Path
     ) -> None:
@@ -298,9 +309,19 @@ class TestLocking:
         blocker.execute("CREATE TABLE other (x)")  # still in rollback-journal mode
         blocker.execute("BEGIN IMMEDIATE")
         blocker.execute("INSERT INTO other VALUES (1)")
-        release = threading.Timer(0.3, blocker.execute, ("COMMIT",))
+        started = threading.Event()
+
+        def release_later() -> None:
+            # The lock is released only once the sync has started: the
+            # precondition (a sync meeting the lock) cannot silently be missed.
+            started.wait(10)
+            time.sleep(0.3)
+            blocker.execute("COMMIT")
+
+        release = threading.Thread(target=release_later)
         release.start()
         try:
+            started.set()
             # Without the wait this raised DatabaseLockedError at once.
             report = sync_to_sqlite(db, sessions, busy_timeout=10)
         finally:
@@ -321,18 +342,26 @@ class TestLocking:
         assert sync_to_sqlite(db, sessions).rows_inserted == 3
 
     def test_two_syncs_in_threads(self, tmp_path: Path, sessions: Path) -> None:
-        """Syncs from several threads at once never duplicate a row."""
+        """Syncs from three threads released together never duplicate a row."""
         db = tmp_path / "x.db"
         write_lines(sessions / "s.ndjson", 20_000)
         reports = []
-        threads = [
-            threading.Thread(target=lambda: reports.append(sync_to_sqlite(db, sessions)))
-            for _ in range(3)
-        ]
+        spans: list[tuple[float, float]] = []
+        start = threading.Barrier(3)
+
+        def sync() -> None:
+            start.wait()
+            began = time.monotonic()
+            reports.append(sync_to_sqlite(db, sessions))
+            spans.append((began, time.monotonic()))
+
+        threads = [threading.Thread(target=sync) for _ in range(3)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        # The precondition: the three syncs really overlapped.
+        assert max(b for b, _ in spans) < min(e for _, e in spans), spans
         assert sum(r.rows_inserted for r in reports) == 20_000
         assert [r[0] for r in rows(db)] == list(range(1, 20_001))
 
@@ -378,6 +407,7 @@ class TestProcesses:
             for proc in procs:  # every child imported and waiting
                 assert proc.stdout is not None
                 assert proc.stdout.readline() == b"ready\n"
+            assert not db.exists()  # the precondition: a database that does not exist yet
             go.touch()
             for proc in procs:
                 _, err = proc.communicate(timeout=60)
@@ -715,6 +745,21 @@ class TestBoundedWork:
         assert sync_to_sqlite(db, sessions).rows_inserted == 1
         assert [(seq, len(m)) for seq, m in rows(db)] == [(1, 5), (2, (16 << 20) + 6000)]
 
+    def test_pending_line_cut_and_rewritten_is_scanned_again(
+        self, tmp_path: Path, sessions: Path
+    ) -> None:
+        """A pending partial line replaced in place by shorter complete lines is split at their line ends."""
+        db = tmp_path / "x.db"
+        path = sessions / "p.ndjson"
+        path.write_bytes(b'{"message": "pending')
+        assert sync_to_sqlite(db, sessions).rows_inserted == 0
+        with path.open("r+b") as f:  # same file, new bytes: a line end inside the scanned part
+            f.truncate(0)
+            f.write(b'{}\n{"message": "y", "pad": "zzzz"}\n')
+        report = sync_to_sqlite(db, sessions)
+        assert (report.rows_inserted, report.lines_quarantined) == (2, 0)
+        assert rows(db) == [(1, None), (2, "y")]
+
     @pytest.mark.slow
     def test_peak_memory_of_many_large_records(self, tmp_path: Path, sessions: Path) -> None:
         """Syncing 150 records of 1 MiB peaks far below their size (main held them all in one batch)."""
@@ -793,3 +838,30 @@ class TestAtomic:
             with atomic(conn, db):
                 conn.execute("INSERT INTO parent VALUES (1)")
             assert conn.execute("SELECT count(*) FROM child").fetchone() == (0,)
+
+
+class TestMoreCuts:
+    def test_rewritten_in_place_with_other_first_bytes(
+        self, tmp_path: Path, sessions: Path
+    ) -> None:
+        """A file rewritten in place (same inode) with other first bytes is reported as replaced."""
+        db = tmp_path / "x.db"
+        path = sessions / "s.ndjson"
+        write_lines(path, 3)
+        sync_to_sqlite(db, sessions)
+        ino = path.stat().st_ino
+        with path.open("r+b") as f:
+            f.write(b'{"ts": 9.0, "kind": "message", "message": "x0"}\n')
+        write_lines(path, 2, start=50)
+        assert path.stat().st_ino == ino
+        report = sync_to_sqlite(db, sessions)
+        assert report.warnings == [
+            "s: file was replaced (its first bytes differ); its lines are taken again from seq 4"
+        ]
+        assert rows(db)[3:] == [(4, "x0"), (5, "m1"), (6, "m2"), (7, "m50"), (8, "m51")]
+
+    def test_unknown_session_in_a_missing_folder(self, tmp_path: Path) -> None:
+        """Asking for one session in a folder that does not exist is UnknownSessionError, no database."""
+        with pytest.raises(UnknownSessionError, match="no sessions folder"):
+            sync_to_sqlite(tmp_path / "x.db", tmp_path / "nope", session_id="s")
+        assert not (tmp_path / "x.db").exists()
