@@ -17,22 +17,29 @@ Example::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from codex_logging._errors import (
     CodexLoggingError,
     DatabaseError,
     DatabaseLockedError,
     DatabaseNotFoundError,
+    InvalidFilterError,
     InvalidSessionId,
+    PostgresNotInstalledError,
+    SessionsDirError,
     UnknownSessionError,
     UnsafePathError,
     WriteError,
 )
 from codex_logging._handler import CodexHandler
-from codex_logging._postgres import sync_to_postgres
 from codex_logging._processor import CodexProcessor, configure_structlog
 from codex_logging._scope import session_scope
 from codex_logging._session import get_session_id
-from codex_logging._sync import SyncReport, sync_to_sqlite
+
+if TYPE_CHECKING:
+    from codex_logging._postgres import sync_to_postgres
+    from codex_logging._sync import SyncReport, sync_to_sqlite
 
 __version__ = "0.1.0"
 
@@ -43,7 +50,10 @@ __all__ = [
     "DatabaseError",
     "DatabaseLockedError",
     "DatabaseNotFoundError",
+    "InvalidFilterError",
     "InvalidSessionId",
+    "PostgresNotInstalledError",
+    "SessionsDirError",
     "SyncReport",
     "UnknownSessionError",
     "UnsafePathError",
@@ -54,3 +64,24 @@ __all__ = [
     "sync_to_postgres",
     "sync_to_sqlite",
 ]
+
+# The mirror side loads on first use: a hook script that only logs does not
+# pay for the sync, SQLite and PostgreSQL code on every start (PEP 562).
+_LAZY = {
+    "SyncReport": "codex_logging._sync",
+    "sync_to_sqlite": "codex_logging._sync",
+    "sync_to_postgres": "codex_logging._postgres",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the mirror side's public names when they are first used."""
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module 'codex_logging' has no attribute {name!r}"
+        raise AttributeError(msg)
+    import importlib  # noqa: PLC0415 - only on first use
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

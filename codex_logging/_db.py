@@ -10,8 +10,13 @@ from collections.abc import Iterator
 from typing import Final
 from urllib.parse import quote
 
-from codex_logging._errors import DatabaseError, DatabaseLockedError, DatabaseNotFoundError
-from codex_logging._settings import make_dirs
+from codex_logging._errors import (
+    DatabaseError,
+    DatabaseLockedError,
+    DatabaseNotFoundError,
+    UnsafePathError,
+)
+from codex_logging._settings import check_private, make_dirs
 
 #: Default wait for a database locked by another writer (SPEC: at least 10 s).
 BUSY_TIMEOUT: Final = 10.0
@@ -187,9 +192,20 @@ SCHEMA_VERSION: Final = len(MIGRATIONS)
 def _create_private(path: str) -> None:
     # SQLite creates -wal and -shm with the mode of the database file, so a
     # 0600 database keeps its journal files 0600 too (SPEC).
-    make_dirs(os.path.dirname(path))
+    folder = os.path.dirname(path)
+    make_dirs(folder)
+    # The mirror holds every record: a database, journal or folder that
+    # another user owns or may write is refused, as the session files are
+    # (issue 11; CODEX_ALLOW_SHARED=1 opts out).
+    check_private(folder, os.stat(folder))
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    os.close(fd)
+    try:
+        check_private(path, os.fstat(fd))
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            check_private(path + suffix, os.stat(path + suffix, follow_symlinks=False))
 
 
 def connect(path: str, *, busy_timeout: float = BUSY_TIMEOUT) -> sqlite3.Connection:
@@ -205,12 +221,15 @@ def connect(path: str, *, busy_timeout: float = BUSY_TIMEOUT) -> sqlite3.Connect
     Raises:
         DatabaseError: The file cannot be opened or is not a database.
         DatabaseLockedError: Another writer held the lock too long.
+        UnsafePathError: The database, its journal or its folder is shared with other users.
     """
     try:
         _create_private(path)
         conn = sqlite3.connect(
             path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
+    except UnsafePathError:
+        raise
     except (OSError, sqlite3.Error) as exc:
         msg = f"cannot open database {path}: {exc}"
         raise DatabaseError(msg) from exc

@@ -30,9 +30,17 @@ class InvalidSessionId(CodexLoggingError, ValueError):  # noqa: N818 - name fixe
 class WriteError(CodexLoggingError, OSError):
     """A record could not be appended whole (short write, refused file)."""
 
+    def __str__(self) -> str:
+        """Return the message alone: it names the path and says what is wrong."""
+        return self.strerror or super().__str__()
+
 
 class UnsafePathError(CodexLoggingError, PermissionError):
     """A folder or file is owned by another user or writable by group or other."""
+
+    def __str__(self) -> str:
+        """Return the message alone: it names the path and says what to do."""
+        return self.strerror or super().__str__()
 
 
 class DatabaseError(CodexLoggingError, OSError):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import logging.handlers
 import os
 import sys
 import time
@@ -157,12 +156,16 @@ def _reaches_codex_handler(logger: logging.Logger) -> bool:
     # The stdlib bridge: when the record will reach a CodexHandler, the handler
     # writes it (one writer, no handshake). A QueueHandler without a known
     # listener is taken to feed one: QueueHandler -> QueueListener(CodexHandler).
+    # logging.handlers is looked up, not imported: without it there is no
+    # QueueHandler, and a hook script need not pay for importing it.
+    handlers_module = sys.modules.get("logging.handlers")
+    queue_handler = getattr(handlers_module, "QueueHandler", None)
     current: logging.Logger | None = logger
     while current is not None:
         for handler in current.handlers:
             if isinstance(handler, CodexHandler):
                 return True
-            if isinstance(handler, logging.handlers.QueueHandler):
+            if queue_handler is not None and isinstance(handler, queue_handler):
                 listener = getattr(handler, "listener", None)
                 if listener is None or any(
                     isinstance(h, CodexHandler) for h in getattr(listener, "handlers", ())

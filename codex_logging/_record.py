@@ -9,7 +9,6 @@ then redact, then encode"; SPEC "The NDJSON record").
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import sys
@@ -187,10 +186,10 @@ def _contents(value: Any) -> dict[Any, Any] | list[Any] | tuple[Any, ...] | None
         return list(value)
     if isinstance(value, types.SimpleNamespace):
         return _read(lambda: dict(vars(value)), value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _read(
-            lambda: {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, value
-        )
+    if hasattr(type(value), "__dataclass_fields__") and not isinstance(value, type):
+        # A dataclass instance: dataclasses is imported already if one exists.
+        fields = sys.modules["dataclasses"].fields
+        return _read(lambda: {f.name: getattr(value, f.name) for f in fields(value)}, value)
     return None
 
 

@@ -213,3 +213,49 @@ class TestSharedFolders:
         handler.handle(logging.makeLogRecord({"msg": "ok"}))
         rec = json.loads((folder / "s.ndjson").read_text())
         assert rec["message"] == "ok"
+
+
+class TestSharedDatabase:
+    def test_world_writable_database_is_refused(self, tmp_path: Path) -> None:
+        """A database pre-created 0666 by someone else is never written: one clear error."""
+        from codex_logging import sync_to_sqlite
+
+        (tmp_path / "s").mkdir(mode=0o700)
+        (tmp_path / "s" / "a.ndjson").write_text('{"message": "secret"}\n')
+        db = tmp_path / "shared.db"
+        db.write_bytes(b"")
+        db.chmod(0o666)
+        with pytest.raises(UnsafePathError, match=r"writable by group or other \(mode 0666\)"):
+            sync_to_sqlite(db, tmp_path / "s")
+        assert db.read_bytes() == b""
+
+    def test_cli_says_it_in_one_line(self, tmp_path: Path) -> None:
+        """codex-logs sync into a shared database folder: one stderr line, exit 2."""
+        folder = tmp_path / "team"
+        folder.mkdir()
+        folder.chmod(0o777)
+        (tmp_path / "s").mkdir(mode=0o700)
+        (tmp_path / "s" / "a.ndjson").write_text('{"message": "x"}\n')
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "codex-logs"), "sync", "--db",
+             str(folder / "m.db"), "--sessions-dir", str(tmp_path / "s")],
+            capture_output=True, text=True, timeout=HANG, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2
+        (line,) = done.stderr.splitlines()
+        assert line.startswith(f"codex-logs sync: error: refusing {folder}: writable by group")
+        assert not (folder / "m.db").exists()
+
+    def test_opt_out_writes_the_shared_database(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """CODEX_ALLOW_SHARED=1 syncs into a group-writable database on purpose."""
+        from codex_logging import sync_to_sqlite
+
+        monkeypatch.setenv("CODEX_ALLOW_SHARED", "1")
+        (tmp_path / "s").mkdir(mode=0o700)
+        (tmp_path / "s" / "a.ndjson").write_text('{"message": "x"}\n')
+        db = tmp_path / "team.db"
+        db.write_bytes(b"")
+        db.chmod(0o664)
+        assert sync_to_sqlite(db, tmp_path / "s").rows_inserted == 1

@@ -99,16 +99,20 @@ class TestPaths:
 
 class TestImport:
     def test_logging_alone_does_not_load_the_sync_lock(self) -> None:
-        """A process that only logs (a hook script) never imports portalocker or structlog."""
+        """A process that only logs (a hook script) never loads the mirror side or structlog."""
         code = (
             "import logging, sys\n"
             "from codex_logging import CodexHandler, session_scope\n"
             "logging.getLogger().addHandler(CodexHandler())\n"
             "with session_scope('imports'):\n"
             "    logging.getLogger('hook').warning('ran')\n"
-            "print(sorted(m for m in ('portalocker', 'structlog') if m in sys.modules))\n"
+            "heavy = ('portalocker', 'structlog', 'sqlite3', 'psycopg', 'logging.handlers',\n"
+            "         'codex_logging._sync', 'codex_logging._ingest', 'codex_logging._postgres')\n"
+            "print(sorted(m for m in heavy if m in sys.modules))\n"
+            "from codex_logging import sync_to_sqlite, sync_to_postgres, SyncReport\n"
+            "print(sync_to_sqlite.__module__, sync_to_postgres.__module__, SyncReport.__name__)\n"
         )
         out = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
         )
-        assert out.stdout == "[]\n"
+        assert out.stdout == "[]\ncodex_logging._sync codex_logging._postgres SyncReport\n"
