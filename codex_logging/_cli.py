@@ -213,7 +213,7 @@ def query_main(argv: Sequence[str] | None = None) -> int:
 # -- sync -------------------------------------------------------------------
 
 
-def _sync_round(args: argparse.Namespace) -> SyncReport:
+def _sync_round(args: argparse.Namespace, shown: set[str] | None = None) -> SyncReport:
     progress = Progress(sys.stderr) if sys.stderr.isatty() else None
     url = _postgres_url(args)
     database, folder, _found = project_paths(None if url else args.db, args.sessions_dir)
@@ -228,6 +228,12 @@ def _sync_round(args: argparse.Namespace) -> SyncReport:
         if progress is not None:
             progress.done()
     for warning in report.warnings:
+        # A --watch started before the first session says "no sessions folder
+        # yet" once, not every round.
+        if shown is not None and warning.startswith("no sessions folder"):
+            if warning in shown:
+                continue
+            shown.add(warning)
         print(f"warning: {escape(warning)}", file=sys.stderr)
     print(
         f"synced {report.files} file{'s' if report.files != 1 else ''}:"
@@ -254,14 +260,15 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         _sync_round(args)
         return 0
     stopped = [False]
+    shown: set[str] = set()
     # Ctrl-C ends the wait, never a round halfway; one last round then runs.
     with _interrupt_as_flag(stopped):
         while not stopped[0]:
-            _sync_round(args)
+            _sync_round(args, shown)
             deadline = time.monotonic() + args.watch
             while not stopped[0] and time.monotonic() < deadline:
                 time.sleep(min(0.1, args.watch))
-        _sync_round(args)
+        _sync_round(args, shown)
     return 0
 
 

@@ -288,6 +288,28 @@ class TestSync:
         with db_connection(tmp_path / "x.db") as conn:
             assert conn.execute("SELECT count(*) FROM session_events").fetchone() == (2,)
 
+    def test_watch_before_the_first_session_warns_once(self, tmp_path: Path) -> None:
+        """A --watch started before the folder exists warns once, makes no database, then syncs it."""
+        folder = tmp_path / "later"
+        proc = subprocess.Popen(
+            [str(BIN / "codex-logs"), "sync", "--watch", "0.1", "--db", str(tmp_path / "x.db"), "--sessions-dir", str(folder)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        for _ in range(3):  # three rounds with no folder
+            assert (
+                proc.stdout.readline() == "synced 0 files: 0 rows inserted, 0 lines quarantined\n"
+            )
+        assert not (tmp_path / "x.db").exists()
+        folder.mkdir(mode=0o700)
+        (folder / "w.ndjson").write_text('{"message": "one"}\n')
+        while proc.stdout.readline() != "synced 1 file: 1 rows inserted, 0 lines quarantined\n":
+            pass
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert err.splitlines() == [f"warning: no sessions folder {folder} (yet): nothing to sync"]
+
 
 class TestInProcess:
     def test_entry_points_return_status(self, db: Path, capsys: pytest.CaptureFixture[str]) -> None:
