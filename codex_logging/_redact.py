@@ -1,15 +1,23 @@
 """Redaction of secrets before a record is serialised (SPEC "Redaction").
 
-Two rules, applied at any depth of dicts, lists and tuples:
+Two rules, applied at any depth of dicts and lists:
 
-* by key: the value under a secret-looking key becomes ``"[REDACTED]"``;
-* by value: a credential-shaped substring of any string becomes ``"[REDACTED]"``.
+* by key: the value under a secret-looking key becomes ``"[REDACTED]"``; a
+  list item ``[name, value]`` is read as a key and its value;
+* by shape: a credential-shaped substring of any string, dict keys included,
+  becomes ``"[REDACTED]"``.
+
+Every built-in rule runs in time linear in the string's length: each starts
+with a literal that must not follow a character of its own body (a
+look-behind), so a run of repeated prefixes is tried from one place only, and
+no rule has two unbounded quantifiers that can match the same characters.
+``tests/test_redact.py`` feeds each rule a megabyte of its own prefix.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 REDACTED: Final = "[REDACTED]"
@@ -20,54 +28,164 @@ MAX_DEPTH: Final = 64
 #: scanned once. Longer ones would cost more to hash than to scan.
 CLEAN_CACHE_LENGTH: Final = 256
 CLEAN_CACHE_SIZE: Final = 1024
+#: How far past ``scheme://user:`` a URL password is looked for.
+MAX_URL_PASSWORD: Final = 256
 
-# Compared after lower-casing and mapping "-" to "_", so "Set-Cookie" and
-# "X-Api-Key" are caught too.
-SECRET_KEYS: Final = frozenset(
+# A key is secret when its normalised name (see _norm) is one of these ...
+SECRET_NAMES: Final = frozenset(
+    {
+        "apikey",
+        "accesskey",
+        "secretkey",
+        "privatekey",
+        "accesstoken",
+        "refreshtoken",
+        "pgpassword",
+        "sessionid",
+        "csrftoken",
+        "xsrftoken",
+    }
+)
+# ... or its last ``_``-separated part is one of these ("db_pass",
+# "x_api_key", "session_cookie"); "key" alone, "tokens" and "token_count" are
+# not secret.
+SECRET_LAST_PARTS: Final = frozenset(
     {
         "password",
         "passwd",
         "pwd",
+        "pass",
+        "passphrase",
         "secret",
         "token",
-        "api_key",
         "apikey",
+        "auth",
         "authorization",
-        "proxy_authorization",
         "cookie",
-        "set_cookie",
-        "private_key",
-        "access_key",
-        "client_secret",
+        "credential",
         "credentials",
+        "creds",
+        "sessionid",
+        "csrftoken",
     }
 )
-SECRET_SUFFIXES: Final = ("_token", "_secret", "_password", "_key")
+_KEY_PART: Final = "key"  # secret as a last part after another part: "api_key", not "key"
 
-# Each rule: a pattern that matches a credential; literals of which the match
-# must contain at least one; and one more literal it must also contain (or
-# None). Where a group named "keep" exists, that prefix stays readable
-# ("Bearer [REDACTED]", "https://user:[REDACTED]@host").
-_RULES: Final[tuple[tuple[str, tuple[str, ...], str | None], ...]] = (
-    (
-        r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_SEPARATORS = re.compile(r"[\s\-.]+|_{2,}")
+
+
+def _norm(key: str) -> str:
+    """Normalise a key name: camelCase to snake, lower case, separators to ``_``."""
+    key = _CAMEL.sub("_", key.strip())
+    return _SEPARATORS.sub("_", key.lower()).strip("_")
+
+
+def key_is_secret(norm: str) -> bool:
+    """Return whether a normalised key name (see ``_norm``) is a secret key."""
+    if norm in SECRET_NAMES:
+        return True
+    head, _, last = norm.rpartition("_")
+    return last in SECRET_LAST_PARTS or (last == _KEY_PART and head != "")
+
+
+# Characters of the bodies below, for the look-behinds.
+_B64URL = "A-Za-z0-9_-"
+_ALNUM = "A-Za-z0-9"
+
+# Each rule: its name; literals of which a string must contain at least one
+# before the expression runs; the expression. A group named "keep" stays
+# readable ("Bearer [REDACTED]"). Shapes follow the public rules of gitleaks
+# (github.com/gitleaks/gitleaks, cmd/generate/config/rules/<file>.go) where
+# noted; the expressions are our own, written for linear time.
+RULES: Final[tuple[tuple[str, tuple[str, ...], str], ...]] = (
+    (  # privatekey.go: PEM and PGP ("PRIVATE KEY BLOCK"); an unended block is cut to the end
+        "private_key",
         ("PRIVATE KEY",),
-        None,
+        (
+            r"-----BEGIN [A-Z0-9 ]{0,64}PRIVATE KEY(?: BLOCK)?-----.*?"
+            r"(?:-----END [A-Z0-9 ]{0,64}PRIVATE KEY(?: BLOCK)?-----|\Z)"
+        ),
     ),
-    (r"(?P<keep>\b[Bb]earer\s+)[A-Za-z0-9\-._~+/]{8,}=*", ("earer",), None),
-    (r"(?P<keep>\b[Bb]asic\s+)[A-Za-z0-9+/]{8,}={0,2}", ("asic",), None),
-    (r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_\-]*", ("eyJ",), None),
-    (r"\bsk-[A-Za-z0-9_\-]{16,}", ("sk-",), None),
-    (r"\bgh[pousr]_[A-Za-z0-9]{20,}", ("gh",), "_"),
-    (r"\bgithub_pat_[A-Za-z0-9_]{20,}", ("github_pat_",), None),
-    (r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", ("AKIA", "ASIA"), None),
-    (r"\bxox[abposr]-[A-Za-z0-9-]{10,}", ("xox",), None),
-    (r"(?P<keep>\b[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^/\s:@]*:)[^/\s@]+(?=@)", ("://",), "@"),
+    (
+        "bearer",
+        ("earer", "EARER"),
+        rf"(?P<keep>(?<![{_ALNUM}_])(?i:bearer)\s+)[A-Za-z0-9\-._~+/]{{8,}}=*",
+    ),
+    ("basic", ("asic", "ASIC"), r"(?P<keep>\b(?:[Bb]asic|BASIC)\s+)[A-Za-z0-9+/]{8,}={0,2}"),
+    (  # jwt.go; JWE (RFC 7516) has five parts, the second may be empty
+        "jwt",
+        ("eyJ",),
+        (
+            rf"(?<![{_B64URL}])eyJ[{_B64URL}]{{4,}}\."
+            rf"(?:eyJ[{_B64URL}]{{4,}}\.[{_B64URL}]*"
+            rf"|[{_B64URL}]*\.[{_B64URL}]+\.[{_B64URL}]+\.[{_B64URL}]*)"
+        ),
+    ),
+    ("openai", ("sk-",), rf"(?<![{_B64URL}])sk-[{_B64URL}]{{16,}}"),
+    (  # stripe.go: secret and restricted keys, live and test
+        "stripe",
+        ("k_live_", "k_test_", "k_prod_"),
+        rf"(?<![{_ALNUM}_])[sr]k_(?:live|test|prod)_[{_ALNUM}]{{10,}}",
+    ),
+    (  # github.go
+        "github",
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+        rf"(?<![{_ALNUM}_])(?:gh[pousr]_[{_ALNUM}]{{20,}}|github_pat_[{_ALNUM}_]{{20,}})",
+    ),
+    (  # gitlab.go: glpat- and the longer routable form with a ".xx" tail
+        "gitlab",
+        ("glpat-",),
+        rf"(?<![{_B64URL}])glpat-[{_B64URL}]{{20,}}(?:\.[{_ALNUM}]{{2,}})?",
+    ),
+    ("aws", ("AKIA", "ASIA"), r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"),
+    ("google", ("AIza",), rf"(?<![{_B64URL}])AIza[{_B64URL}]{{35,}}"),  # gcp.go
+    ("npm", ("npm_",), rf"(?<![{_ALNUM}_])npm_[{_ALNUM}]{{36,}}"),  # npm.go
+    (  # slack.go: bot/user tokens and app-level tokens
+        "slack",
+        ("xox", "xapp-"),
+        rf"(?<![{_ALNUM}-])(?:xox[abposr]-[{_ALNUM}-]{{10,}}|xapp-[0-9]-[{_ALNUM}-]{{10,}})",
+    ),
+    (  # slack.go: incoming webhooks; the path after the kind is the secret
+        "slack_webhook",
+        ("hooks.slack.com/",),
+        r"(?P<keep>hooks\.slack\.com/(?:services|workflows|triggers)/)[A-Za-z0-9+/_-]{8,}",
+    ),
 )
-SECRET_PATTERNS: Final = tuple(source for source, _, _ in _RULES)
-# Every built-in match contains one of these. Substring tests run at memory
-# speed, so a string with none of them skips the regular expressions altogether.
-_TRIGGERS: Final = tuple(dict.fromkeys(t for _, any_of, _ in _RULES for t in any_of))
+SECRET_PATTERNS: Final = tuple(source for _, _, source in RULES)
+
+# ``scheme://user:`` (or ``scheme://:``); the password after it is found by
+# _url_password. The look-behind starts a scheme where a run of scheme
+# characters starts, so each "://" is tried from one place.
+_URL_START = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^\s/:@]*:")
+# A password with spaces: two to four words, none with "/" or "@", not a port.
+_SPACED_PASSWORD = re.compile(r"(?!\d+ )[^\s/@]+(?: [^\s/@]+){1,3}(?=@)")
+_NETLOC_END = re.compile(r"[/?#]")
+# Before the first "@": "443/path" is a port and a path, "?" or "#" a query.
+_NOT_PASSWORD = re.compile(r"\d+/|[^?#]*[?#]")
+
+
+def _url_password(value: str, start: int) -> int:
+    """Return where the password starting at ``start`` ends (at its ``@``), or -1.
+
+    Without spaces, the password runs to the last ``@`` of the host part: the
+    first ``@`` may be in the password ("p@ss@host"), and so may ``/``
+    ("ab/cd@host"), unless what comes before the first ``@`` is a port and a
+    path ("443/a@b") or holds a query. With spaces, see ``_SPACED_PASSWORD``.
+    """
+    window = value[start : start + MAX_URL_PASSWORD + 1]
+    token = window.split(maxsplit=1)[0] if window[:1].strip() else ""
+    first = token.find("@")
+    if first > 0:
+        if _NOT_PASSWORD.match(token, 0, first):  # a port and a path, or a query
+            return -1
+        netloc = _NETLOC_END.search(token, first)
+        return start + token.rfind("@", first, netloc.start() if netloc else len(token))
+    if first < 0:
+        spaced = _SPACED_PASSWORD.match(window)
+        if spaced is not None:
+            return start + spaced.end()
+    return -1
 
 
 class _SecretKeys(dict[object, bool]):
@@ -76,56 +194,72 @@ class _SecretKeys(dict[object, bool]):
     A dict lookup on the per-record path; ``__missing__`` decides a new key.
     """
 
-    __slots__ = ("_names",)
+    __slots__ = ("_extra",)
 
-    def __init__(self, names: frozenset[str]) -> None:
+    def __init__(self, extra: frozenset[str]) -> None:
         super().__init__()
-        self._names = names
+        self._extra = extra
 
     def __missing__(self, key: object) -> bool:
         if not isinstance(key, str):
             return False
         norm = _norm(key)
-        found = norm in self._names or norm.endswith(SECRET_SUFFIXES)
+        found = norm in self._extra or key_is_secret(norm)
         if len(self) < 4096:  # bounded: keys may be made up at run time
             self[key] = found
         return found
+
+
+def _compile_user(source: object) -> re.Pattern[str]:
+    """Compile one ``redact_patterns`` entry on its own, so its inline flags are its own."""
+    if not isinstance(source, str):
+        msg = f"redact_patterns: {source!r} is not a string"
+        raise TypeError(msg)
+    try:
+        pattern = re.compile(source)
+    except re.error as exc:
+        msg = f"redact_patterns: invalid regular expression {source!r}: {exc}"
+        raise ValueError(msg) from None
+    if pattern.fullmatch("") is not None:
+        msg = f"redact_patterns: {source!r} matches the empty string"
+        raise ValueError(msg)
+    return pattern
+
+
+def _items(values: Iterable[str] | str) -> list[str]:
+    return [values] if isinstance(values, str) else list(values)
 
 
 class Redactor:
     """Replace secrets in record values; one instance per handler or processor.
 
     Args:
-        extra_keys: More key names to treat as secret (case-insensitive).
-        extra_patterns: More regular expressions whose matches are secret.
+        extra_keys: More key names to treat as secret, compared after the same
+            normalisation as the built-in names.
+        extra_patterns: More regular expressions whose matches are secret; each
+            is compiled on its own and tried on every string.
+
+    Raises:
+        ValueError: A pattern does not compile or matches the empty string.
 
     """
 
-    __slots__ = ("_checks", "_clean", "_keep", "_pattern", "_triggers", "secret_keys")
+    __slots__ = ("_clean", "_rules", "_user", "secret_keys")
 
-    def __init__(self, extra_keys: Iterable[str] = (), extra_patterns: Iterable[str] = ()) -> None:
-        """Compile the key set, one check per pattern, and one pattern for replacing."""
+    def __init__(
+        self, extra_keys: Iterable[str] | str = (), extra_patterns: Iterable[str] | str = ()
+    ) -> None:
+        """Compile the key set and one expression per rule."""
         #: ``secret_keys[key]`` is whether values under ``key`` are secret.
-        self.secret_keys = _SecretKeys(SECRET_KEYS | {_norm(k) for k in extra_keys})
+        self.secret_keys = _SecretKeys(frozenset(_norm(k) for k in _items(extra_keys)))
         self._clean: set[str] = set()
-        extra_patterns = list(extra_patterns)
-        sources = [*SECRET_PATTERNS, *extra_patterns]
-        # Extra patterns have no known literal: then always run the expression.
-        self._triggers = None if extra_patterns else _TRIGGERS
-        # One check per pattern, run only when its literals are present: the
-        # alternation of all of them costs microseconds on any string that
-        # merely contains "://" or "gh", and URLs and words like "high" are common.
-        self._checks = [
-            (any_of, also, re.compile(source, re.DOTALL).search) for source, any_of, also in _RULES
-        ] + [((), None, re.compile(source, re.DOTALL).search) for source in extra_patterns]
-        # One alternation to replace every match in one pass.
-        parts = []
-        self._keep: dict[str, str | None] = {}
-        for index, source in enumerate(sources):
-            renamed = source.replace("(?P<keep>", f"(?P<keep{index}>")
-            parts.append(f"(?P<p{index}>{renamed})")
-            self._keep[f"p{index}"] = f"keep{index}" if renamed != source else None
-        self._pattern = re.compile("|".join(parts), re.DOTALL)
+        self._user = [_compile_user(source) for source in _items(extra_patterns)]
+        self._rules: list[tuple[tuple[str, ...], Callable[[str], tuple[str, int]]]] = []
+        for _, literals, source in RULES:
+            pattern = re.compile(source, re.DOTALL)
+            template = ("\\g<keep>" if "(?P<keep>" in source else "") + REDACTED
+            self._rules.append((literals, _bind(pattern, template)))
+        self._rules.append((("://",), _redact_url_passwords))
 
     def is_secret_key(self, key: object) -> bool:
         """Return whether values under ``key`` are secret.
@@ -153,40 +287,21 @@ class Redactor:
         short = len(value) <= CLEAN_CACHE_LENGTH
         if short and value in self._clean:
             return value
-        triggers = self._triggers
-        if triggers is not None:
-            for trigger in triggers:
-                if trigger in value:
+        out = value
+        for literals, rule in self._rules:
+            for literal in literals:
+                if literal in out:
+                    out, found = rule(out)
+                    counter[0] += found
                     break
-            else:
-                if short:
-                    self._remember_clean(value)
-                return value
-        if not self._has_secret(value):
+        for pattern in self._user:
+            out, found = pattern.subn(REDACTED, out)
+            counter[0] += found
+        if out is value or out == value:
             if short:
                 self._remember_clean(value)
             return value
-
-        def replace(match: re.Match[str]) -> str:
-            counter[0] += 1
-            keep = self._keep.get(match.lastgroup or "")
-            return (match.group(keep) if keep else "") + REDACTED
-
-        return self._pattern.sub(replace, value)
-
-    def _has_secret(self, value: str) -> bool:
-        for any_of, also, search in self._checks:
-            if any_of:
-                for literal in any_of:
-                    if literal in value:
-                        break
-                else:
-                    continue
-                if also is not None and also not in value:
-                    continue
-            if search(value) is not None:
-                return True
-        return False
+        return out
 
     def _remember_clean(self, value: str) -> None:
         clean = self._clean
@@ -196,6 +311,9 @@ class Redactor:
 
     def value(self, value: Any, counter: list[int], _seen: frozenset[int] = frozenset()) -> Any:
         """Return a redacted copy of ``value`` (strings, mappings and sequences).
+
+        A list item that is a ``[name, value]`` pair with a secret-looking
+        name (HTTP or ASGI headers) has its value redacted.
 
         Args:
             value: Any object; other types are returned as they are.
@@ -216,13 +334,28 @@ class Redactor:
             seen = _seen | {id(value)}
             if isinstance(value, Mapping):
                 return self.mapping(value, counter, seen)
-            return [self.value(item, counter, seen) for item in value]
+            out = []
+            for item in value:
+                if (
+                    isinstance(item, list | tuple)
+                    and len(item) == 2  # a (name, value) pair
+                    and isinstance(item[0], str)
+                    and self.secret_keys[item[0]]
+                ):
+                    counter[0] += 1
+                    out.append([self.text(item[0], counter), REDACTED])
+                else:
+                    out.append(self.value(item, counter, seen))
+            return out
         return value
 
     def mapping(
         self, value: Mapping[Any, Any], counter: list[int], _seen: frozenset[int] = frozenset()
     ) -> dict[Any, Any]:
-        """Return a redacted copy of a mapping.
+        """Return a redacted copy of a mapping; its keys are scanned too.
+
+        A key holding a secret is replaced by its redacted text; should that
+        collide with another key, ``#2``, ``#3``... is appended.
 
         Args:
             value: The mapping.
@@ -234,13 +367,50 @@ class Redactor:
         """
         out: dict[Any, Any] = {}
         for key, item in value.items():
+            name = key
+            if key.__class__ is str:
+                name = self.text(key, counter)
+                if name is not key:
+                    name = _unique(name, out, value)
             if self.secret_keys[key]:
                 counter[0] += 1
-                out[key] = REDACTED
+                out[name] = REDACTED
             else:
-                out[key] = self.value(item, counter, _seen)
+                out[name] = self.value(item, counter, _seen)
         return out
 
 
-def _norm(key: str) -> str:
-    return key.lower().replace("-", "_")
+def _bind(pattern: re.Pattern[str], template: str) -> Callable[[str], tuple[str, int]]:
+    def rule(value: str) -> tuple[str, int]:
+        return pattern.subn(template, value)
+
+    return rule
+
+
+def _redact_url_passwords(value: str) -> tuple[str, int]:
+    """Replace the password of every ``scheme://user:password@host`` in ``value``."""
+    if "@" not in value:
+        return value, 0
+    parts: list[str] = []
+    done = 0
+    for match in _URL_START.finditer(value):
+        start = match.end()
+        if start <= done:  # inside a password already replaced
+            continue
+        end = _url_password(value, start)
+        if end > start:
+            parts += (value[done:start], REDACTED)
+            done = end
+    if not parts:
+        return value, 0
+    parts.append(value[done:])
+    return "".join(parts), len(parts) // 2
+
+
+def _unique(name: str, out: Mapping[Any, Any], original: Mapping[Any, Any]) -> str:
+    if name not in out and name not in original:
+        return name
+    n = 2
+    while f"{name}#{n}" in out or f"{name}#{n}" in original:
+        n += 1
+    return f"{name}#{n}"
