@@ -69,6 +69,18 @@ KEYS = ["password", "Passwd", "token", "API_KEY", "apikey", "Authorization", "co
         "auth", " password ", "user.password"]  # fmt: skip
 
 
+@pytest.fixture(autouse=True)
+def _forget_loggers() -> Iterator[None]:
+    """Take this module's handlers off the named loggers it used, so no other test sees them."""
+    yield
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and (name.startswith("canary") or "CANARY" in name):
+            for handler in logger.handlers[:]:
+                logger.removeHandler(handler)
+                handler.close()
+            logger.propagate = True
+
+
 def key_canary(key: str) -> str:
     return "CANARYkey" + "".join(c for c in key if c.isalnum())
 

@@ -402,7 +402,7 @@ class TestKeysAndShapes:
 
     def test_dictconfig_names_the_bad_pattern(self) -> None:
         """dictConfig fails with the pattern's name in its message; an inline flag is accepted."""
-        config = {"version": 1, "handlers": {"c": {"class": "codex_logging.CodexHandler",
+        config = {"version": 1, "disable_existing_loggers": False, "handlers": {"c": {"class": "codex_logging.CodexHandler",
                   "session_id": "s", "redact_patterns": ["(?i)ok-\\d+", "bad("]}}}  # fmt: skip
         with pytest.raises(ValueError, match=r"^Unable to configure handler 'c'$") as info:
             logging.config.dictConfig(config)
@@ -481,3 +481,19 @@ class TestHostileInput:
         assert [
             m.start() for m in re.finditer(new.pattern[: new.pattern.index("eyJ") + 3], text)
         ] == [0]
+
+
+class TestUrlAndKeyEdges:
+    def test_url_inside_a_password_is_not_redacted_twice(self) -> None:
+        """A password that itself looks like scheme://user: is replaced once, whole."""
+        counter = [0]
+        out = Redactor().text("https://u:ab/c://d:CANARYe@host/x", counter)
+        assert (out, counter) == ("https://u:[REDACTED]@host/x", [1])
+
+    def test_non_string_keys_are_kept(self) -> None:
+        """A mapping key that is not a string is kept as it is and never secret."""
+        counter = [0]
+        assert Redactor().mapping({1: "one", None: "sk-CANARYnone0123456789abcd"}, counter) == {
+            1: "one", None: "[REDACTED]",
+        }  # fmt: skip
+        assert counter == [1]
