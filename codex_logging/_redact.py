@@ -386,9 +386,10 @@ class Redactor:
 
         """
         out: dict[Any, Any] = {}
+        clean = self._clean  # most keys were seen before: skip the call
         for key, item in value.items():
             name = key
-            if key.__class__ is str:
+            if key.__class__ is str and key not in clean:
                 name = self.text(key, counter)
                 if name is not key:
                     name = _unique(name, out, value)
