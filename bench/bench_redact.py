@@ -27,12 +27,14 @@ HOSTILE = {
     "slack": "-xox",
     "slack_webhook": "hooks.slack.com/services/",
     "url": "a://b:c@@",
+    "assignment": 'password="',
 }
 NORMAL = {
     "short clean message": "processing step 1",
     "clean 200-char message": "user 42 asked for the report of " + "items and totals " * 10,
     "message with a URL, no password": "GET https://api.example.com/v1/items?page=2 returned 200 in 12 ms",
     "message with a Bearer token": "calling with Authorization: Bearer abcdefghijklmnop0123",
+    "logfmt message, no secret name": "step=3 total=10 user=bob elapsed_ms=12",
 }
 
 
@@ -46,7 +48,7 @@ def best(run: Callable[[], object], repeats: int = REPEATS) -> float:
 
 
 def hostile_rows() -> list[str]:
-    assert set(HOSTILE) == {name for name, _, _ in RULES} | {"url"}
+    assert set(HOSTILE) == {name for name, _, _ in RULES} | {"url", "assignment"}
     redactor = Redactor()
     rows = []
     for name, prefix in HOSTILE.items():

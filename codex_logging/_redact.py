@@ -69,6 +69,20 @@ SECRET_LAST_PARTS: Final = frozenset(
         "csrftoken",
     }
 )
+#: Every secret name above contains one of these, in any case: a string with
+#: none of them cannot assign to a secret name (see Redactor._assignments).
+NAME_HINTS: Final = (
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "cookie",
+    "cred",
+    "session",
+    "csrf",
+)
 _KEY_PART: Final = "key"  # secret as a last part after another part: "api_key", not "key"
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
@@ -169,6 +183,9 @@ _GATES: Final = (
     ("AIza", ("google",)),
     ("hooks.slack.com/", ("slack_webhook",)),
     ("://", ("url",)),
+    ("=", ("assignment",)),
+    ('":', ("assignment",)),
+    ("':", ("assignment",)),
 )
 _Rule = Callable[[str], tuple[str, int]]
 
@@ -181,6 +198,57 @@ _SPACED_PASSWORD = re.compile(r"(?!\d+ )[^\s/@]+(?: [^\s/@]+){1,3}(?=@)")
 _NETLOC_END = re.compile(r"[/?#]")
 # Before the first "@": "443/path" is a port and a path, "?" or "#" a query.
 _NOT_PASSWORD = re.compile(r"\d+/|[^?#]*[?#]")
+
+
+# ``name=`` (query strings, logfmt, environment, ``--flag=``) and ``"name":``
+# or ``'name':`` (JSON, and a dict's repr in a %-formatted message): the value
+# after it is secret when the name is a secret key. The marks are found by a
+# literal scan; the name is read backwards from the mark, at most 64
+# characters; a value is consumed once (see Redactor._assignments).
+# Names are matched on the reversed string, from the mark backwards: one
+# anchored match a mark, at most 64 characters.
+_NAME_REVERSED = re.compile(r"[A-Za-z0-9_.\-]{1,64}(?![A-Za-z0-9_.\-])")
+_QUOTED_NAME_REVERSED = {q: re.compile(rf"[A-Za-z0-9_.\- ]{{1,64}}{q}") for q in "\"'"}
+_QUOTED = {'"': re.compile(r'(?:[^"\\\n]|\\.)*"'), "'": re.compile(r"(?:[^'\\\n]|\\.)*'")}
+_BARE_VALUE = re.compile(r"[^\s&#;,'\"}\]]+")
+
+
+def _has_hint(lower: str, hints: tuple[str, ...]) -> bool:
+    return any(hint in lower for hint in hints)
+
+
+def _assignment_marks(value: str) -> list[tuple[int, int, str | None]]:
+    """Return ``(mark, value start, quote)`` for each ``=`` (not ``==``), ``":`` and ``':``."""
+    marks: list[tuple[int, int, str | None]] = []
+    find = value.find
+    mark = find("=")
+    while mark >= 0:
+        if value[mark + 1 : mark + 2] != "=":
+            marks.append((mark, mark + 1, None))
+        mark = find("=", mark + 2 if value[mark + 1 : mark + 2] == "=" else mark + 1)
+    for quote in ('"', "'"):
+        mark = find(quote + ":")
+        while mark >= 0:
+            after = mark + 2
+            while value[after : after + 1] == " " and after - mark < 10:
+                after += 1
+            marks.append((mark, after, quote))
+            mark = find(quote + ":", mark + 2)
+    marks.sort()
+    return marks
+
+
+def _assignment_value(value: str, start: int) -> tuple[int, int]:
+    """Return the span of the value starting at ``start``: quoted (without its quotes) or bare."""
+    quote = value[start : start + 1]
+    if quote in _QUOTED:
+        start += 1
+        closing = _QUOTED[quote].match(value, start)
+        if closing is not None:
+            return start, closing.end() - 1
+        # Unterminated: the rest of the token after the quote.
+    bare = _BARE_VALUE.match(value, start)
+    return (start, bare.end()) if bare is not None else (start, start)
 
 
 def _url_password(value: str, start: int) -> int:
@@ -262,17 +330,23 @@ class Redactor:
 
     """
 
-    __slots__ = ("_clean", "_rules", "_user", "secret_keys")
+    __slots__ = ("_clean", "_hints", "_rules", "_user", "secret_keys")
 
     def __init__(
         self, extra_keys: Iterable[str] | str = (), extra_patterns: Iterable[str] | str = ()
     ) -> None:
         """Compile the key set and one expression per rule."""
         #: ``secret_keys[key]`` is whether values under ``key`` are secret.
-        self.secret_keys = _SecretKeys(frozenset(_norm(k) for k in _items(extra_keys)))
+        extra = frozenset(_norm(k) for k in _items(extra_keys))
+        self.secret_keys = _SecretKeys(extra)
+        # Configured names can be any word: then every assignment is looked at.
+        self._hints = () if extra else NAME_HINTS
         self._clean: set[str] = set()
         self._user = [_compile_user(source) for source in _items(extra_patterns)]
-        rules: dict[str, tuple[tuple[str, ...], _Rule]] = {"url": (("://",), _redact_url_passwords)}
+        rules: dict[str, tuple[tuple[str, ...], _Rule]] = {
+            "url": (("://",), _redact_url_passwords),
+            "assignment": (("=", '":', "':"), self._assignments),
+        }
         for name, literals, source in RULES:
             pattern = re.compile(source, re.DOTALL)
             template = ("\\g<keep>" if "(?P<keep>" in source else "") + REDACTED
@@ -322,6 +396,38 @@ class Redactor:
                 self._remember_clean(value)
             return value
         return out
+
+    def _assignments(self, value: str) -> tuple[str, int]:
+        """Replace the value of every ``secret_name=value`` and ``"secret_name": "value"``."""
+        parts: list[str] = []
+        done = 0
+        secret_keys = self.secret_keys
+        if self._hints and not _has_hint(value.lower(), self._hints):
+            return value, 0
+        marks = _assignment_marks(value)
+        if not marks:
+            return value, 0
+        reverse = value[::-1]
+        size = len(value)
+        for mark, after, quote in marks:
+            if mark < done:  # inside a value already replaced
+                continue
+            if quote is None:
+                found = _NAME_REVERSED.match(reverse, size - mark)
+                name = "" if found is None else found.group()[::-1].lstrip("-_.0123456789")
+            else:
+                found = _QUOTED_NAME_REVERSED[quote].match(reverse, size - mark)
+                name = "" if found is None else found.group()[-2::-1]
+            if not name or not secret_keys[name]:
+                continue
+            start, end = _assignment_value(value, after)
+            if end > start:
+                parts += (value[done:start], REDACTED)
+                done = end
+        if not parts:
+            return value, 0
+        parts.append(value[done:])
+        return "".join(parts), len(parts) // 2
 
     def _remember_clean(self, value: str) -> None:
         clean = self._clean

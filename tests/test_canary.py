@@ -59,6 +59,10 @@ TEXTS: dict[str, tuple[str, str]] = {
     "url_slash": ("https://bob:CANARYus/lash+b64=@db.example.com/x", "CANARYus"),
     "url_at": ("https://bob:CANARYuat@x@db.example.com/x", "CANARYuat"),
     "url_space": ("https://bob:CANARYusp and more@db.example.com", "CANARYusp"),
+    "query_token": ("GET /callback?state=1&access_token=CANARYquery&x=2", "CANARYquery"),
+    "logfmt": ("user=bob DB_PASS=CANARYlogfmt host=db", "CANARYlogfmt"),
+    "json_body": ('{"refresh_token": "CANARYjson", "expires_in": 3600}', "CANARYjson"),
+    "dict_repr": ("{'clientSecret': 'CANARYrepr', 'id': 7}", "CANARYrepr"),
 }  # fmt: skip
 # Keys real code uses; the value under each is its own canary.
 KEYS = ["password", "Passwd", "token", "API_KEY", "apikey", "Authorization", "cookie", "Set-Cookie",

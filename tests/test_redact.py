@@ -19,7 +19,15 @@ from codex_logging import (
     session_scope,
     sync_to_sqlite,
 )
-from codex_logging._redact import CLEAN_CACHE_LENGTH, CLEAN_CACHE_SIZE, RULES, Redactor
+from codex_logging._redact import (
+    CLEAN_CACHE_LENGTH,
+    CLEAN_CACHE_SIZE,
+    NAME_HINTS,
+    RULES,
+    SECRET_LAST_PARTS,
+    SECRET_NAMES,
+    Redactor,
+)
 from tests.conftest import db_connection, read_lines, session_file
 
 # Each canary is unique so a grep of the raw bytes proves it absent.
@@ -435,18 +443,21 @@ ADVERSARIAL = {
     "slack": ["xoxb-", "xapp-1-", "-xox"],
     "slack_webhook": ["hooks.slack.com/services/", "hooks.slack.com/"],
     "url": ["a://:@", "https://u:p@", "a://@", "://@", "a://b:c d@", "a://b:c@@", "a://b:c /"],
+    "assignment": ["a=key", "a=", "password=", 'password="', "'password': \"", '"key":', "a-a=pwd", "\"password\": '\\"],
 }  # fmt: skip
 ADVERSARIAL_CHILD = """
 import ast, re, sys
 from codex_logging._redact import RULES, Redactor, _redact_url_passwords
 name, prefixes = sys.argv[1], ast.literal_eval(sys.argv[2])
-literals = {n: lits for n, lits, _ in RULES} | {"url": ("://",)}
+literals = {n: lits for n, lits, _ in RULES} | {"url": ("://",), "assignment": ("=", ":")}
 sources = {n: source for n, _, source in RULES}
+redactor = Redactor()
 if name == "url":
     rule = _redact_url_passwords
+elif name == "assignment":
+    rule = redactor._assignments
 else:
     rule = lambda text, p=re.compile(sources[name], re.DOTALL): p.subn("[REDACTED]", text)
-redactor = Redactor()
 for prefix in prefixes:
     text = (prefix * (2**20 // len(prefix) + 1))[: 2**20]
     assert any(lit in text for lit in literals[name]), (name, prefix)
@@ -459,7 +470,7 @@ for prefix in prefixes:
 class TestHostileInput:
     def test_every_rule_has_adversarial_inputs(self) -> None:
         """The adversarial table covers every built-in rule, so a new rule needs its own."""
-        assert set(ADVERSARIAL) == {name for name, _, _ in RULES} | {"url"}
+        assert set(ADVERSARIAL) == {name for name, _, _ in RULES} | {"url", "assignment"}
 
     @pytest.mark.parametrize("name", sorted(ADVERSARIAL))
     def test_each_rule_is_linear_on_a_megabyte_of_its_prefix(self, name: str) -> None:
@@ -504,3 +515,53 @@ class TestUrlAndKeyEdges:
             1: "one", None: "[REDACTED]",
         }  # fmt: skip
         assert counter == [1]
+
+
+class TestAssignments:
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("GET /cb?code=1&access_token=CANARY1&x=2", "GET /cb?code=1&access_token=[REDACTED]&x=2"),
+            ("user=bob password=CANARY2 ok", "user=bob password=[REDACTED] ok"),
+            ("config {'password': 'CANARY3', 'user': 'bob'}", "config {'password': '[REDACTED]', 'user': 'bob'}"),
+            ('{"access_token": "CANARY4\\"x", "expires": 3600}', '{"access_token": "[REDACTED]", "expires": 3600}'),
+            ("run --db-password=CANARY5 now", "run --db-password=[REDACTED] now"),
+            ('DB_PASS="CANARY 6" next', 'DB_PASS="[REDACTED]" next'),
+            ('{"token": 123}', '{"token": [REDACTED]}'),
+            ("password='CANARY7 unterminated", "password='[REDACTED] unterminated"),
+            ("clientSecret=CANARY8", "clientSecret=[REDACTED]"),
+        ],
+    )  # fmt: skip
+    def test_secret_names_in_text_lose_their_value(self, text: str, expected: str) -> None:
+        """name=value, "name": "value" and 'name': 'value' with a secret name are redacted."""
+        counter = [0]
+        assert Redactor().text(text, counter) == expected
+        assert counter == [1]
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "x == y and token==z",
+            "max_tokens=5 key=k1 author=me",
+            "password=",
+            "a=b=c",
+            '{"user": "bob", "tokens": 12}',
+            "the password is hunter2",
+        ],
+    )
+    def test_ordinary_assignments_stay(self, text: str) -> None:
+        """Comparisons, ordinary names, empty values and prose are left as they are."""
+        counter = [0]
+        assert Redactor().text(text, counter) is text
+        assert counter == [0]
+
+    def test_configured_keys_count_in_text(self) -> None:
+        """A redact_keys name is a secret name in text too."""
+        assert (
+            Redactor(["customer_ssn"]).text("customer_ssn=123-45", [0]) == "customer_ssn=[REDACTED]"
+        )
+
+    def test_every_secret_name_holds_a_hint(self) -> None:
+        """The quick check before assignments is sound: every secret name contains a hint."""
+        names = sorted(SECRET_NAMES | SECRET_LAST_PARTS | {"key"})
+        assert [n for n in names if not any(h in n for h in NAME_HINTS)] == []
