@@ -5,13 +5,16 @@ Two rules, applied at any depth of dicts and lists:
 * by key: the value under a secret-looking key becomes ``"[REDACTED]"``; a
   list item ``[name, value]`` is read as a key and its value;
 * by shape: a credential-shaped substring of any string, dict keys included,
-  becomes ``"[REDACTED]"``.
+  becomes ``"[REDACTED]"``; so does the value after a secret name in text
+  (``access_token=...``, ``"password": "..."``).
 
-Every built-in rule runs in time linear in the string's length: each starts
-with a literal that must not follow a character of its own body (a
-look-behind), so a run of repeated prefixes is tried from one place only, and
-no rule has two unbounded quantifiers that can match the same characters.
-``tests/test_redact.py`` feeds each rule a megabyte of its own prefix.
+Every built-in rule runs in time linear in the string's length. Each regular
+expression starts with a literal that must not follow a character of its own
+body (a look-behind), so a run of repeated prefixes is tried from one place
+only, and none has two unbounded quantifiers that can match the same
+characters. The URL and assignment rules find a literal mark, read a bounded
+window around it, and consume each value once. ``tests/test_redact.py`` feeds
+each rule a megabyte of its own prefix.
 """
 
 from __future__ import annotations
@@ -203,10 +206,9 @@ _NOT_PASSWORD = re.compile(r"\d+/|[^?#]*[?#]")
 # ``name=`` (query strings, logfmt, environment, ``--flag=``) and ``"name":``
 # or ``'name':`` (JSON, and a dict's repr in a %-formatted message): the value
 # after it is secret when the name is a secret key. The marks are found by a
-# literal scan; the name is read backwards from the mark, at most 64
-# characters; a value is consumed once (see Redactor._assignments).
-# Names are matched on the reversed string, from the mark backwards: one
-# anchored match a mark, at most 64 characters.
+# literal scan; the name is read backwards from the mark, as one anchored
+# match on the reversed string, at most 64 characters; a value is consumed
+# once (see Redactor._assignments).
 _NAME_REVERSED = re.compile(r"[A-Za-z0-9_.\-]{1,64}(?![A-Za-z0-9_.\-])")
 _QUOTED_NAME_REVERSED = {q: re.compile(rf"[A-Za-z0-9_.\- ]{{1,64}}{q}") for q in "\"'"}
 _QUOTED = {'"': re.compile(r'(?:[^"\\\n]|\\.)*"'), "'": re.compile(r"(?:[^'\\\n]|\\.)*'")}
