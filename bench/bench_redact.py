@@ -27,7 +27,7 @@ HOSTILE = {
     "slack": "-xox",
     "slack_webhook": "hooks.slack.com/services/",
     "url": "a://b:c@@",
-    "assignment": 'password="',
+    "assignment": "a=key",
 }
 NORMAL = {
     "short clean message": "processing step 1",
