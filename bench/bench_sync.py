@@ -106,8 +106,11 @@ def idle_rounds(folder: Path) -> tuple[float, float]:
     """Min and median ms of a sync round over IDLE_FILES files of which none changed."""
     sessions = folder / "idle"
     sessions.mkdir()
+    past = time.time() - 86400  # a project's history: files last written a day ago
     for i in range(IDLE_FILES):
-        (sessions / f"s{i:05d}.ndjson").write_bytes(encode({"ts": 1.0, "message": f"m{i}"}))
+        path = sessions / f"s{i:05d}.ndjson"
+        path.write_bytes(encode({"ts": 1.0, "message": f"m{i}"}))
+        os.utime(path, (past, past))
     db = folder / "idle.db"
     assert sync_to_sqlite(db, sessions).rows_inserted == IDLE_FILES
     times = []

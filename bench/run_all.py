@@ -10,6 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_query
+import bench_redact
 import bench_scaling
 import bench_sync
 import bench_write
@@ -44,7 +45,8 @@ def main() -> None:
     print(bench_scaling.main(), end="\n\n", flush=True)
     print(bench_sync.main(), end="\n\n", flush=True)
     print(bench_query.main(), end="\n\n", flush=True)
-    print(__import__("bench_postgres").main(), flush=True)
+    print(__import__("bench_postgres").main(), end="\n\n", flush=True)
+    print(bench_redact.main(), flush=True)
 
 
 if __name__ == "__main__":

@@ -92,7 +92,8 @@ class CodexHandler(logging.Handler):
         level: int | str = logging.NOTSET,
     ) -> None:
         """Fix the folder and the settings now, so a later chdir changes nothing."""
-        super().__init__(level)
+        # The sink first: a bad setting raises before Handler.__init__ registers
+        # the handler for logging.shutdown(), which would close a half-made one.
         self.sink = Sink(
             sessions_dir,
             session_id,
@@ -101,6 +102,7 @@ class CodexHandler(logging.Handler):
             redact_keys=redact_keys,
             redact_patterns=redact_patterns,
         )
+        super().__init__(level)
         self._format_exception = logging.Formatter().formatException
 
     @property

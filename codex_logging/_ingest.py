@@ -61,6 +61,10 @@ BATCH_BYTES: Final = 8 << 20
 CHUNK_BYTES: Final = 1 << 20
 #: Bytes at the start of a file remembered to notice a replaced file.
 HEAD_BYTES: Final = 4096
+#: An unchanged-looking file is skipped only if its mtime is this much older
+#: than the sync that last committed its watermark: file times are coarse
+#: (a few milliseconds), and a file rewritten right after a sync must be read.
+SETTLE_SECONDS: Final = 1.0
 _S_IFMT: Final = 0o170000
 
 
@@ -99,9 +103,13 @@ def run_sync(
         return report
     run = _Run(target, source_id(sessions_dir), sessions_dir, report, busy_timeout, progress)
     # Idle work is O(changed files): an unchanged file is not even opened.
+    # Size and identity alone would miss a file cut and regrown to the same
+    # size after the last sync (issue 12: any cut is noticed), so the file must
+    # also have been left alone since well before that sync committed.
     settled = target.settled_files(run.source)
     for sid, path, info in files:
-        unchanged = (sid, info.st_size, info.st_dev, info.st_ino) in settled
+        synced_at = settled.get((sid, info.st_size, info.st_dev, info.st_ino))
+        unchanged = synced_at is not None and info.st_mtime < synced_at - SETTLE_SECONDS
         if not unchanged and not _valid(sid):  # a settled id was checked when first synced
             continue
         report.files += 1
@@ -109,7 +117,10 @@ def run_sync(
         if unchanged:
             report.files_skipped += 1
         else:
-            _FileSync(run, sid, path).run()
+            # A file that looks settled but changed too close to its last sync
+            # is checked in full, and its watermark's time refreshed, so the
+            # next round can skip it.
+            _FileSync(run, sid, path, refresh=synced_at is not None).run()
     return report
 
 
@@ -187,8 +198,9 @@ class _Run:
 class _FileSync:
     """The ingestion of one session file, under its lock."""
 
-    def __init__(self, run: _Run, sid: str, path: str) -> None:
+    def __init__(self, run: _Run, sid: str, path: str, *, refresh: bool = False) -> None:
         self.run_ = run
+        self.refresh = refresh  # store the watermark even if nothing changed
         self.target = run.target
         self.report = run.report
         self.sid = sid
@@ -290,7 +302,7 @@ class _FileSync:
             mark.byte_offset, mark.scanned_to
         ) != (mark.scan_sha256):
             mark.scanned_to, mark.scan_sha256 = 0, None  # the pending line changed: scan it again
-        self.dirty = mark != stored
+        self.dirty = mark != stored or self.refresh
         self.run_.parser.begin()
         self.mark = mark
         self.batch_seq, self.batch_pos = mark.seq, mark.byte_offset

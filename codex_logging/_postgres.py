@@ -143,23 +143,27 @@ class PostgresTarget:
             self._conn = conn
         return self._conn
 
-    def settled_files(self, source_id: str) -> set[tuple[str, int, int, int]]:
+    def settled_files(self, source_id: str) -> dict[tuple[str, int, int, int], float]:
         """Return the watermarks of this folder with no pending line (see ``_ingest.Target``).
 
         Args:
             source_id: The sessions folder's id (the one this target keys its rows by).
 
         Returns:
-            ``(session_id, byte_offset, file_dev, file_ino)`` tuples.
+            ``(session_id, byte_offset, file_dev, file_ino)`` -> ``updated_at``.
         """
         conn = self.conn
         with translated(self.name):
             rows = conn.execute(
-                "SELECT session_id, byte_offset, file_dev, file_ino FROM session_ingest_watermark"
+                "SELECT session_id, byte_offset, file_dev, file_ino, updated_at"
+                " FROM session_ingest_watermark"
                 " WHERE source_id = %s AND scanned_to <= byte_offset",
                 (source_id,),
             ).fetchall()
-        return {(sid, offset, int(dev or 0), int(ino or 0)) for sid, offset, dev, ino in rows}
+        return {
+            (sid, offset, int(dev or 0), int(ino or 0)): float(at or 0.0)
+            for sid, offset, dev, ino, at in rows
+        }
 
     def read_watermark(self, session_id: str) -> Watermark | None:
         """Return the stored watermark of this folder's session, if any."""

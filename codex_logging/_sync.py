@@ -109,24 +109,23 @@ class SqliteTarget:
             self._conn = connect(self.name, busy_timeout=self.busy_timeout)
         return self._conn
 
-    def settled_files(self, source_id: str) -> set[tuple[str, int, int, int]]:
+    def settled_files(self, source_id: str) -> dict[tuple[str, int, int, int], float]:
         """Return the watermarks of folder ``source_id`` with no pending line (see ``Target``).
 
         Args:
             source_id: The sessions folder's id.
 
         Returns:
-            ``(session_id, byte_offset, file_dev, file_ino)`` tuples.
+            ``(session_id, byte_offset, file_dev, file_ino)`` -> ``updated_at``.
         """
         with translated(self.name, self.busy_timeout):
-            return set(
-                self.conn.execute(
-                    "SELECT session_id, byte_offset, file_dev, file_ino"
-                    " FROM session_ingest_watermark"
-                    " WHERE source_id = ? AND scanned_to <= byte_offset",
-                    (source_id,),
-                )
+            rows = self.conn.execute(
+                "SELECT session_id, byte_offset, file_dev, file_ino, updated_at"
+                " FROM session_ingest_watermark"
+                " WHERE source_id = ? AND scanned_to <= byte_offset",
+                (source_id,),
             )
+            return {(sid, offset, dev, ino): at or 0.0 for sid, offset, dev, ino, at in rows}
 
     def read_watermark(self, session_id: str) -> Watermark | None:
         """Return one session's watermark.

@@ -11,8 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import uuid
-from collections.abc import Callable, Sequence
-from collections.abc import Set as AbstractSet
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Protocol
 
 from codex_logging._lines import ErrorRow, EventRow
@@ -60,13 +59,14 @@ class Target(Protocol):
     #: For messages: the database path, or the URL without its password.
     name: str
 
-    def settled_files(self, source_id: str) -> AbstractSet[tuple[str, int, int, int]]:
+    def settled_files(self, source_id: str) -> Mapping[tuple[str, int, int, int], float]:
         """Return ``(session_id, byte_offset, file_dev, file_ino)`` of settled watermarks.
 
         One query, for the idle check: the watermarks of folder ``source_id``
-        with no pending partial line (``scanned_to <= byte_offset``). A file
-        whose ``(session_id, size, st_dev, st_ino)`` is in the set is skipped
-        without being opened.
+        with no pending partial line (``scanned_to <= byte_offset``), each
+        mapped to its ``updated_at`` (when a sync last committed it). A file
+        whose ``(session_id, size, st_dev, st_ino)`` is there, and whose mtime
+        is older than that commit by a margin, is skipped without being opened.
         """
 
     def read_watermark(self, session_id: str) -> Watermark | None:

@@ -29,6 +29,8 @@ def _isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # the logging tree reaches, so one left on a named logger by an earlier
     # test would receive this test's scope records.
     saved = {logger: logger.handlers[:] for logger in _all_loggers()}
+    # dictConfig disables the loggers it does not name (disable_existing_loggers).
+    enabled = {logger: logger.disabled for logger in _all_loggers()}
     saved_env = dict(os.environ)
     structlog.reset_defaults()
     yield
@@ -38,6 +40,7 @@ def _isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             if handler not in before:
                 handler.close()
         logger.handlers[:] = before
+        logger.disabled = enabled.get(logger, False)
     root.setLevel(level)
     structlog.reset_defaults()
     os.environ.clear()

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,8 @@ class TestSameAsSqlite:
     def test_second_sync_inserts_nothing(self, pg_url: str, sessions: Path) -> None:
         """Syncing again inserts nothing; appended lines are taken incrementally."""
         write_lines(sessions / "s.ndjson", 7000)
+        settled = time.time() - 60
+        os.utime(sessions / "s.ndjson", (settled, settled))  # last written long before the sync
         first = sync_to_postgres(pg_url, sessions)
         again = sync_to_postgres(pg_url, sessions)
         write_lines(sessions / "s.ndjson", 5, start=7000)

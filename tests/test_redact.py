@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,15 @@ from codex_logging import (
     session_scope,
     sync_to_sqlite,
 )
-from codex_logging._redact import CLEAN_CACHE_LENGTH, CLEAN_CACHE_SIZE, Redactor
+from codex_logging._redact import (
+    CLEAN_CACHE_LENGTH,
+    CLEAN_CACHE_SIZE,
+    NAME_HINTS,
+    RULES,
+    SECRET_LAST_PARTS,
+    SECRET_NAMES,
+    Redactor,
+)
 from tests.conftest import db_connection, read_lines, session_file
 
 # Each canary is unique so a grep of the raw bytes proves it absent.
@@ -240,3 +249,319 @@ class TestEveryPath:
         first, second = read_lines(tmp_path / "raw.ndjson")
         assert (first["message"], first["password"]) == (SHAPES["openai"][0], "CANARYkey")
         assert (second["message"], second["token"]) == (SHAPES["aws"][0], "t")
+
+
+# Each case: a text holding a secret, a part of the secret that must be gone,
+# and the exact redacted text.
+NEW_SHAPES = {
+    "pgp": (
+        "-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBGCANARYpgp\n-----END PGP PRIVATE KEY BLOCK-----",
+        "CANARYpgp",
+        "[REDACTED]",
+    ),
+    "bearer_upper": ("BEARER CANARYupper012345", "CANARYupper", "BEARER [REDACTED]"),
+    "bearer_lower": ("bearer CANARYlower012345", "CANARYlower", "bearer [REDACTED]"),
+    "stripe_live": ("sk_live_CANARYstripe0123456789", "CANARYstripe", "[REDACTED]"),
+    "stripe_restricted": ("rk_live_CANARYrk0123456789ab", "CANARYrk", "[REDACTED]"),
+    "stripe_test": ("sk_test_CANARYstest0123456789", "CANARYstest", "[REDACTED]"),
+    "gitlab": ("glpat-CANARYgitlab01234567", "CANARYgitlab", "[REDACTED]"),
+    "google": ("AIzaSyCANARYgoogle0123456789abcdefghijk", "CANARYgoogle", "[REDACTED]"),
+    "npm": ("npm_CANARYnpm0123456789abcdefghijklmnopq", "CANARYnpm", "[REDACTED]"),
+    "slack_app": ("xapp-1-A0CANARYapp-1234567890-abcdef", "CANARYapp", "[REDACTED]"),
+    "slack_webhook": (
+        "https://hooks.slack.com/services/T0001/B0001/CANARYhook0123456789",
+        "CANARYhook",
+        "https://hooks.slack.com/services/[REDACTED]",
+    ),
+    "jwe": (
+        "eyJhbGciOiJSU0EtT0FFUCJ9.Q0FOQVJZandlS2V5.aXYxMjM0.CANARYjweCipher.dGFnMTIz",
+        "CANARYjwe",
+        "[REDACTED]",
+    ),
+    "jwe_empty_key": (
+        "eyJhbGciOiJkaXIifQ..aXYxMjM0.CANARYdirCipher.dGFnMTIz",
+        "CANARYdir",
+        "[REDACTED]",
+    ),
+    "url_slash": ("https://bob:CANARY/slash+b64=@db.example.com/x", "CANARY/slash", "https://bob:[REDACTED]@db.example.com/x"),
+    "url_at": ("https://bob:CANARY@at@db.example.com/x", "CANARY@at", "https://bob:[REDACTED]@db.example.com/x"),
+    "url_space": ("https://bob:CANARY space pw@db.example.com", "space pw", "https://bob:[REDACTED]@db.example.com"),
+    "url_no_user": ("redis://:CANARYredis@cache:6379/0", "CANARYredis", "redis://:[REDACTED]@cache:6379/0"),
+    "url_query_email": (
+        "https://bob:CANARYq@db.example.com/x?mail=a@b.com",
+        "CANARYq",
+        "https://bob:[REDACTED]@db.example.com/x?mail=a@b.com",
+    ),
+}  # fmt: skip
+NEW_KEYS = ["accessToken", "refreshToken", "idToken", "clientSecret", "privateKey", "secretKey", "authToken",
+            "DB_PASS", "SMTP_PASS", "MYSQL_PWD", "PGPASSWORD", "STRIPE_APIKEY", "passphrase", "credential",
+            "credentials", "creds", "session_cookie", "sessionid", "csrftoken", "auth", " password ", "APIKey",
+            "db.password", "X_Auth", "user password"]  # fmt: skip
+ORDINARY_KEYS = ["key", "Key", "author", "tokens", "tokens_used", "token_count", "max_tokens", "session_id",
+                 "monkey", "auth_method", "password_length", "keyword", "bypass", "compass"]  # fmt: skip
+
+
+class TestKeysAndShapes:
+    @pytest.mark.parametrize("name", sorted(NEW_SHAPES))
+    def test_new_shapes(self, name: str) -> None:
+        """Each shape real services issue is replaced exactly, counted once."""
+        text, canary, expected = NEW_SHAPES[name]
+        counter = [0]
+        out = Redactor().text(f"a {text} z", counter)
+        assert canary not in out
+        assert out == f"a {expected} z"
+        assert counter == [1]
+
+    @pytest.mark.parametrize("key", NEW_KEYS)
+    def test_key_names_real_code_uses(self, key: str) -> None:
+        """camelCase, environment-style, spaced and dotted key names are secret keys."""
+        counter = [0]
+        assert Redactor().value({"a": {key: "CANARYkey"}}, counter) == {"a": {key: "[REDACTED]"}}
+        assert counter == [1]
+
+    @pytest.mark.parametrize("key", ORDINARY_KEYS)
+    def test_ordinary_key_names_stay(self, key: str) -> None:
+        """key alone, token counts, author and session_id are not secret keys."""
+        counter = [0]
+        assert Redactor().value({key: "v1"}, counter) == {key: "v1"}
+        assert counter == [0]
+
+    def test_key_suffix_is_secret_key_alone_is_not(self) -> None:
+        """A key ending in _key is secret; key alone, and key as a first part, are not."""
+        r = Redactor()
+        assert [r.is_secret_key(k) for k in ("api_key", "sort_key", "key", "key_id", "Key")] == [
+            True, True, False, False, False,
+        ]  # fmt: skip
+
+    def test_pairs_are_read_as_key_and_value(self) -> None:
+        """[name, value] items of a list (headers, ASGI scope) are redacted by name."""
+        counter = [0]
+        value = {"headers": [["X-Api-Key", "CANARY1"], ("authorization", "CANARY2"), ["host", "h"]]}
+        assert Redactor().value(value, counter) == {
+            "headers": [["X-Api-Key", "[REDACTED]"], ["authorization", "[REDACTED]"], ["host", "h"]]
+        }
+        assert counter == [2]
+
+    def test_dict_keys_are_scanned_and_stay_unique(self) -> None:
+        """A credential in a dict key is redacted; a collision gets a #n suffix."""
+        counter = [0]
+        out = Redactor().value(
+            {"AKIACANARYAWS0123456": 1, "[REDACTED]": 2, "ASIACANARYAWS0123456": 3}, counter
+        )
+        assert out == {"[REDACTED]#2": 1, "[REDACTED]": 2, "[REDACTED]#3": 3}
+        assert counter == [2]
+
+    def test_url_in_a_key_keeps_its_value(self) -> None:
+        """A key holding a URL password loses the password and keeps its value."""
+        counter = [0]
+        assert Redactor().mapping({"https://u:CANARYpw@h": 5}, counter) == {
+            "https://u:[REDACTED]@h": 5
+        }
+        assert counter == [1]
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "http://localhost:8080 for joe@example.com",
+            "https://example.com:443/a?mail=joe@example.com",
+            "http://localhost:8080/path then bob@example.com",
+            "basic text",
+            "npm_config_registry and sk_live_short",
+            "task-12 AIza short, glpat-short",
+        ],
+    )
+    def test_lookalikes_of_new_shapes_stay(self, text: str) -> None:
+        """Ports, query e-mails and short prefixes are not mistaken for secrets."""
+        counter = [0]
+        assert Redactor().text(text, counter) is text
+        assert counter == [0]
+
+    def test_user_patterns_keep_their_own_flags(self) -> None:
+        """Each configured pattern is compiled alone, so an inline flag works."""
+        r = Redactor(extra_patterns=[r"(?i)acme-\d{4}", r"(?x) zz \d+ "])
+        counter = [0]
+        assert r.text("ACME-1234 acme-5678 zz9", counter) == "[REDACTED] [REDACTED] [REDACTED]"
+        assert counter == [3]
+
+    def test_one_string_is_one_pattern(self) -> None:
+        """A lone string for keys or patterns is one item, not one per character."""
+        r = Redactor("customer_ssn", r"ACME-\d+")
+        assert r.value({"customer_ssn": "x", "n": "ACME-1 a"}, [0]) == {
+            "customer_ssn": "[REDACTED]", "n": "[REDACTED] a",
+        }  # fmt: skip
+
+    @pytest.mark.parametrize(
+        ("pattern", "message"),
+        [
+            ("ACME-(", "redact_patterns: invalid regular expression 'ACME-(': missing ), unterminated subpattern at position 5"),
+            ("x*", "redact_patterns: 'x*' matches the empty string"),
+        ],
+    )  # fmt: skip
+    def test_bad_user_pattern_is_named(self, pattern: str, message: str) -> None:
+        """An invalid or empty-matching pattern raises ValueError naming it."""
+        with pytest.raises(ValueError, match=r"^redact_patterns") as info:
+            Redactor(extra_patterns=["ok", pattern])
+        assert str(info.value) == message
+
+    def test_non_string_pattern_is_refused(self) -> None:
+        """A pattern that is not a string raises TypeError naming it."""
+        with pytest.raises(TypeError, match=r"^redact_patterns: 5 is not a string$"):
+            Redactor(extra_patterns=[5])  # type: ignore[list-item]
+
+    def test_dictconfig_names_the_bad_pattern(self) -> None:
+        """dictConfig fails with the pattern's name in its message; an inline flag is accepted."""
+        config = {"version": 1, "disable_existing_loggers": False, "handlers": {"c": {"class": "codex_logging.CodexHandler",
+                  "session_id": "s", "redact_patterns": ["(?i)ok-\\d+", "bad("]}}}  # fmt: skip
+        with pytest.raises(ValueError, match=r"^Unable to configure handler 'c'$") as info:
+            logging.config.dictConfig(config)
+        assert str(info.value.__cause__) == (
+            "redact_patterns: invalid regular expression 'bad(': "
+            "missing ), unterminated subpattern at position 3"
+        )
+        config["handlers"]["c"]["redact_patterns"] = ["(?i)ok-\\d+"]  # type: ignore[index]
+        config["root"] = {"handlers": ["c"], "level": "INFO"}
+        logging.config.dictConfig(config)
+        logging.getLogger("x").info("id OK-123 and ok-4")
+        assert [r["message"] for r in read_lines(session_file("s"))] == [
+            "id [REDACTED] and [REDACTED]"
+        ]
+
+
+# Adversarial inputs: repetitions of each rule's own prefix (and near misses).
+ADVERSARIAL = {
+    "private_key": ["-----BEGIN PRIVATE KEY-----", "-----BEGIN PRIVATE KEY", "-----END PRIVATE KEY", "-----BEGIN A PRIVATE KEY-----\n-----END "],
+    "bearer": ["bearer ", "Bearer-", "bearer a", "BEARER\t"],
+    "basic": ["Basic /basic ", "basic ", "Basic a"],
+    "jwt": ["eyJ-", "eyJa.", "eyJaaaa.eyJaaaa.", "eyJaaaa..a."],
+    "openai": ["sk-", "-sk-"],
+    "stripe": ["sk_live_", "rk_test_a"],
+    "github": ["ghp_", "github_pat_", "-ghp_a"],
+    "gitlab": ["glpat-", "glpat-a."],
+    "aws": ["AKIA", "ASIAA"],
+    "google": ["AIza", "AIza-"],
+    "npm": ["npm_", "npm_a"],
+    "slack": ["xoxb-", "xapp-1-", "-xox"],
+    "slack_webhook": ["hooks.slack.com/services/", "hooks.slack.com/"],
+    "url": ["a://:@", "https://u:p@", "a://@", "://@", "a://b:c d@", "a://b:c@@", "a://b:c /"],
+    "assignment": ["a=key", "a=", "password=", 'password="', "'password': \"", '"key":', "a-a=pwd", "\"password\": '\\"],
+}  # fmt: skip
+ADVERSARIAL_CHILD = """
+import ast, re, sys
+from codex_logging._redact import RULES, Redactor, _redact_url_passwords
+name, prefixes = sys.argv[1], ast.literal_eval(sys.argv[2])
+literals = {n: lits for n, lits, _ in RULES} | {"url": ("://",), "assignment": ("=", ":")}
+sources = {n: source for n, _, source in RULES}
+redactor = Redactor()
+if name == "url":
+    rule = _redact_url_passwords
+elif name == "assignment":
+    rule = redactor._assignments
+else:
+    rule = lambda text, p=re.compile(sources[name], re.DOTALL): p.subn("[REDACTED]", text)
+for prefix in prefixes:
+    text = (prefix * (2**20 // len(prefix) + 1))[: 2**20]
+    assert any(lit in text for lit in literals[name]), (name, prefix)
+    rule(text)  # the rule itself, whatever the quick checks say
+    redactor.text(text, [0])  # and the whole redactor
+    print(repr(prefix), flush=True)
+"""
+
+
+class TestHostileInput:
+    def test_every_rule_has_adversarial_inputs(self) -> None:
+        """The adversarial table covers every built-in rule, so a new rule needs its own."""
+        assert set(ADVERSARIAL) == {name for name, _, _ in RULES} | {"url", "assignment"}
+
+    @pytest.mark.parametrize("name", sorted(ADVERSARIAL))
+    def test_each_rule_is_linear_on_a_megabyte_of_its_prefix(self, name: str) -> None:
+        """1 MB of a rule's own prefix is redacted in a child that a quadratic rule would hang."""
+        # Quadratic at 1 MB costs minutes (the old JWT rule: 11.6 s at 256 KB,
+        # so about 3 minutes at 1 MB); linear costs well under a second a case
+        # (bench/bench_redact.py), so the timeout only catches a hang.
+        prefixes = ADVERSARIAL[name]
+        done = subprocess.run(
+            [sys.executable, "-c", ADVERSARIAL_CHILD, name, repr(prefixes)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert (done.returncode, done.stderr) == (0, "")
+        assert done.stdout.splitlines() == [repr(p) for p in prefixes]
+
+    def test_a_quadratic_pattern_would_be_caught(self) -> None:
+        """On "eyJ-" repeated, the old JWT rule starts at every repetition; the new one once."""
+        # The precondition of the test above, counted in starts, not time:
+        # each start of the old rule scans the run to its end (quadratic).
+        old = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ")
+        text = "eyJ-" * 64
+        starts = [m.start() for m in re.finditer(r"\beyJ", text)]
+        assert len(starts) == 64  # every repetition is a start that scans to the end
+        assert old.search(text) is None
+        new = re.compile({n: s for n, _, s in RULES}["jwt"])
+        assert [
+            m.start() for m in re.finditer(new.pattern[: new.pattern.index("eyJ") + 3], text)
+        ] == [0]
+
+
+class TestUrlAndKeyEdges:
+    def test_url_inside_a_password_is_not_redacted_twice(self) -> None:
+        """A password that itself looks like scheme://user: is replaced once, whole."""
+        counter = [0]
+        out = Redactor().text("https://u:ab/c://d:CANARYe@host/x", counter)
+        assert (out, counter) == ("https://u:[REDACTED]@host/x", [1])
+
+    def test_non_string_keys_are_kept(self) -> None:
+        """A mapping key that is not a string is kept as it is and never secret."""
+        counter = [0]
+        assert Redactor().mapping({1: "one", None: "sk-CANARYnone0123456789abcd"}, counter) == {
+            1: "one", None: "[REDACTED]",
+        }  # fmt: skip
+        assert counter == [1]
+
+
+class TestAssignments:
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("GET /cb?code=1&access_token=CANARY1&x=2", "GET /cb?code=1&access_token=[REDACTED]&x=2"),
+            ("user=bob password=CANARY2 ok", "user=bob password=[REDACTED] ok"),
+            ("config {'password': 'CANARY3', 'user': 'bob'}", "config {'password': '[REDACTED]', 'user': 'bob'}"),
+            ('{"access_token": "CANARY4\\"x", "expires": 3600}', '{"access_token": "[REDACTED]", "expires": 3600}'),
+            ("run --db-password=CANARY5 now", "run --db-password=[REDACTED] now"),
+            ('DB_PASS="CANARY 6" next', 'DB_PASS="[REDACTED]" next'),
+            ('{"token": 123}', '{"token": [REDACTED]}'),
+            ("password='CANARY7 unterminated", "password='[REDACTED] unterminated"),
+            ("clientSecret=CANARY8", "clientSecret=[REDACTED]"),
+        ],
+    )  # fmt: skip
+    def test_secret_names_in_text_lose_their_value(self, text: str, expected: str) -> None:
+        """name=value, "name": "value" and 'name': 'value' with a secret name are redacted."""
+        counter = [0]
+        assert Redactor().text(text, counter) == expected
+        assert counter == [1]
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "x == y and token==z",
+            "max_tokens=5 key=k1 author=me",
+            "password=",
+            "a=b=c",
+            '{"user": "bob", "tokens": 12}',
+            "the password is hunter2",
+        ],
+    )
+    def test_ordinary_assignments_stay(self, text: str) -> None:
+        """Comparisons, ordinary names, empty values and prose are left as they are."""
+        counter = [0]
+        assert Redactor().text(text, counter) is text
+        assert counter == [0]
+
+    def test_configured_keys_count_in_text(self) -> None:
+        """A redact_keys name is a secret name in text too."""
+        assert (
+            Redactor(["customer_ssn"]).text("customer_ssn=123-45", [0]) == "customer_ssn=[REDACTED]"
+        )
+
+    def test_every_secret_name_holds_a_hint(self) -> None:
+        """The quick check before assignments is sound: every secret name contains a hint."""
+        names = sorted(SECRET_NAMES | SECRET_LAST_PARTS | {"key"})
+        assert [n for n in names if not any(h in n for h in NAME_HINTS)] == []

@@ -106,7 +106,7 @@ class TestImport:
             "logging.getLogger().addHandler(CodexHandler())\n"
             "with session_scope('imports'):\n"
             "    logging.getLogger('hook').warning('ran')\n"
-            "heavy = ('portalocker', 'structlog', 'sqlite3', 'psycopg', 'logging.handlers',\n"
+            "heavy = ('portalocker', 'structlog', 'psycopg', 'logging.handlers',\n"
             "         'codex_logging._sync', 'codex_logging._ingest', 'codex_logging._postgres')\n"
             "print(sorted(m for m in heavy if m in sys.modules))\n"
             "from codex_logging import sync_to_sqlite, sync_to_postgres, SyncReport\n"

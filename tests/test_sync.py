@@ -791,6 +791,8 @@ class TestIdle:
 
         db = tmp_path / "x.db"
         write_lines(sessions / "s.ndjson", 3)
+        settled = time.time() - 60
+        os.utime(sessions / "s.ndjson", (settled, settled))  # last written long before the sync
         sync_to_sqlite(db, sessions)
         with portalocker.Lock(
             str(sessions / "s.ndjson"),
@@ -804,6 +806,45 @@ class TestIdle:
         assert busy.files_skipped == 0
         assert ["held its lock" in w for w in busy.warnings] == [True]
         assert sync_to_sqlite(db, sessions).rows_inserted == 1
+
+    def test_cut_and_regrown_to_the_same_size_right_after_a_sync(
+        self, tmp_path: Path, sessions: Path
+    ) -> None:
+        """A file emptied and refilled to its old size on the same inode is read, not skipped."""
+        db = tmp_path / "x.db"
+        path = sessions / "s.ndjson"
+        path.write_bytes(b"not jsonnot json 2\n")
+        sync_to_sqlite(db, sessions)
+        inode = path.stat().st_ino
+        path.write_bytes(b"")  # truncate: same inode
+        path.write_bytes(b"not json 3\nnot jso\n")  # the same 19 bytes
+        assert (path.stat().st_ino, path.stat().st_size) == (inode, 19)
+        report = sync_to_sqlite(db, sessions)
+        assert report.files_skipped == 0
+        assert ["replaced" in w or "truncated" in w for w in report.warnings] == [True]
+        with db_connection(db) as conn:
+            raw = [r for (r,) in conn.execute("SELECT raw FROM session_ingest_errors ORDER BY seq")]
+        assert raw == ["not jsonnot json 2", "not json 3", "not jso"]
+
+    def test_recent_file_is_checked_once_then_skipped(self, tmp_path: Path, sessions: Path) -> None:
+        """A file written just before its sync is opened on the next round, which records the check."""
+        db = tmp_path / "x.db"
+        write_lines(sessions / "s.ndjson", 3)
+        sync_to_sqlite(db, sessions)
+
+        def synced_at() -> float:
+            with db_connection(db) as conn:
+                return float(
+                    conn.execute("SELECT updated_at FROM session_ingest_watermark").fetchone()[0]
+                )
+
+        first = synced_at()
+        again = sync_to_sqlite(db, sessions)
+        assert (again.files_skipped, again.rows_inserted, again.warnings) == (0, 0, [])
+        assert synced_at() > first  # the check was recorded
+        settled = synced_at() - 5
+        os.utime(sessions / "s.ndjson", (settled, settled))
+        assert sync_to_sqlite(db, sessions).files_skipped == 1
 
 
 class TestAtomic:
