@@ -76,6 +76,11 @@ def summary_table() -> str:
         new, new_rows = in_process(db, select.format("sessions"))
         old, old_rows = in_process(db, select.format("old_sessions"), repeats=3)
         assert new_rows == old_rows == SUMMARY_SESSIONS, (new_rows, old_rows)
+        api = []
+        for _ in range(5):
+            start = time.perf_counter()
+            assert len(sessions(str(db))) == SUMMARY_SESSIONS
+            api.append(time.perf_counter() - start)
         cli, out = run(["sessions", "--db", str(db)])
         assert len(out.splitlines()) == SUMMARY_SESSIONS
     head = (f"Sessions: {SUMMARY_EVENTS:,} events across {SUMMARY_SESSIONS:,} sessions (rows loaded in {built - backfill:.0f} s; "
@@ -85,6 +90,7 @@ def summary_table() -> str:
         "| read | seconds |", "| --- | ---: |",
         f"| `sessions` view from `session_summary` (the SELECT alone; target < 0.100) | {new:.3f} |",
         f"| the aggregate `sessions` view it replaced (migration 2; the SELECT alone) | {old:.3f} |",
+        f"| `query_logs.sessions()`: the read model, open to dicts | {statistics.median(api):.3f} |",
         f"| `codex-logs sessions` (wall time with process start and printing) | {cli:.3f} |",
     ])  # fmt: skip
 
