@@ -542,6 +542,30 @@ class TestSummary:
                 conn.execute("SELECT * FROM session_summary ORDER BY session_id").fetchall() == kept
             )
 
+    def test_a_row_the_database_refuses_is_not_in_the_summary(
+        self, tmp_path: Path, sessions: Path
+    ) -> None:
+        """A failed end the database refuses is quarantined and left out of the summary, the rest counted."""
+        db = tmp_path / "x.db"
+        path = sessions / "r.ndjson"
+        path.write_bytes(b'{"ts": 1.0, "kind": "start", "pid": 1, "message": "go"}\n')
+        sync_to_sqlite(db, sessions)
+        with db_connection(db) as conn:
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON session_events"
+                " WHEN NEW.message = 'poison' BEGIN SELECT RAISE(ABORT, 'no poison here'); END"
+            )
+        with path.open("ab") as f:
+            f.write(b'{"ts": 2.0, "level": "WARNING", "message": "a"}\n'
+                    b'{"ts": 3.0, "kind": "end", "status": "error", "pid": 2, "message": "poison"}\n'
+                    b'{"ts": 4.0, "kind": "end", "status": "ok", "pid": 1, "message": "b"}\n')  # fmt: skip
+        report = sync_to_sqlite(db, sessions)
+        assert (report.rows_inserted, report.lines_quarantined) == (2, 1)
+        summary, recomputed = summary_and_recomputation(db)
+        assert summary == recomputed
+        # start, end, duration, processes, events, messages, warnings, errors, status
+        assert [row[3:12] for row in summary] == [(1.0, 4.0, 3.0, 1, 3, 1, 1, 0, "ok")]
+
     def test_migration_builds_the_summary_of_existing_rows(self, tmp_path: Path) -> None:
         """A version-3 database with rows gains a summary equal to the aggregate over them."""
         from codex_logging._db import MIGRATIONS
