@@ -21,6 +21,35 @@ from codex_logging._settings import check_private, make_dirs
 #: Default wait for a database locked by another writer (SPEC: at least 10 s).
 BUSY_TIMEOUT: Final = 10.0
 
+#: Builds ``session_summary`` (and its pids) from ``session_events``: migration 4
+#: runs it once, :func:`rebuild_summary` again. Each column is what the
+#: ``sessions`` view of migration 2 computed, expression for expression.
+_SUMMARY_BACKFILL: Final = (
+    """INSERT OR IGNORE INTO session_summary_pids (session_id, pid)
+    SELECT session_id, pid FROM (
+        SELECT session_id,
+            json_extract(CASE WHEN json_valid(data) THEN data END, '$.pid') AS pid
+        FROM session_events WHERE kind <> 'message'
+    ) WHERE pid IS NOT NULL""",
+    """INSERT OR REPLACE INTO session_summary (session_id, events, marks, warnings,
+        errors, processes, start_ts, end_ts, first_ts, last_ts, failed)
+    SELECT
+        e.session_id,
+        COUNT(*),
+        COUNT(CASE WHEN e.kind <> 'message' THEN 1 END),
+        COUNT(CASE WHEN e.level IN ('WARNING', 'WARN') THEN 1 END),
+        COUNT(CASE WHEN e.level IN ('ERROR', 'CRITICAL', 'FATAL') THEN 1 END),
+        (SELECT COUNT(*) FROM session_summary_pids p WHERE p.session_id = e.session_id),
+        MIN(CASE WHEN e.kind = 'start' THEN e.ts END),
+        MAX(CASE WHEN e.kind = 'end' THEN e.ts END),
+        MIN(e.ts),
+        MAX(e.ts),
+        COALESCE(MAX(CASE WHEN e.kind = 'end' THEN json_extract(
+            CASE WHEN json_valid(e.data) THEN e.data END, '$.status') = 'error' END), 0)
+    FROM session_events e
+    GROUP BY e.session_id""",
+)
+
 #: Each migration is a named step; PRAGMA user_version counts those applied.
 MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     (
@@ -183,6 +212,59 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
             # The hash of the last (up to 4 KiB) bytes before scanned_to: a
             # pending line cut and written again is scanned again.
             "ALTER TABLE session_ingest_watermark ADD COLUMN scan_sha256 TEXT",
+        ),
+    ),
+    (
+        # Issue 15: `sessions` reads one row per session, not the history. The
+        # sync adds each batch to its session's row in the batch's own
+        # transaction (SqliteTarget.commit); this builds the rows of a database
+        # that already has events. Each column is what the view before this
+        # one computed, expression for expression.
+        "a per-session summary kept by the sync; the sessions view reads it",
+        (
+            """CREATE TABLE IF NOT EXISTS session_summary (
+                session_id TEXT PRIMARY KEY,
+                events INTEGER NOT NULL,
+                marks INTEGER NOT NULL,
+                warnings INTEGER NOT NULL,
+                errors INTEGER NOT NULL,
+                processes INTEGER NOT NULL,
+                start_ts REAL,
+                end_ts REAL,
+                first_ts REAL,
+                last_ts REAL,
+                failed INTEGER NOT NULL
+            )""",
+            # The distinct pids of a session's start/end records: `processes`
+            # counts them, and a pid seen again is not counted twice.
+            """CREATE TABLE IF NOT EXISTS session_summary_pids (
+                session_id TEXT NOT NULL,
+                pid NOT NULL,
+                PRIMARY KEY (session_id, pid)
+            ) WITHOUT ROWID""",
+            *_SUMMARY_BACKFILL,
+            "DROP VIEW IF EXISTS sessions",
+            """CREATE VIEW sessions AS
+            SELECT
+                session_id,
+                strftime('%Y-%m-%dT%H:%M:%fZ', start_ts, 'unixepoch') AS start_time,
+                strftime('%Y-%m-%dT%H:%M:%fZ', end_ts, 'unixepoch') AS end_time,
+                start_ts,
+                end_ts,
+                ROUND(end_ts - start_ts, 3) AS duration_s,
+                processes,
+                events,
+                events - marks AS messages,
+                warnings,
+                errors,
+                CASE WHEN failed THEN 'error' WHEN end_ts IS NOT NULL THEN 'ok' END AS status,
+                first_ts,
+                last_ts
+            FROM (
+                SELECT session_id, events, marks, warnings, errors, processes, end_ts,
+                    COALESCE(start_ts, first_ts) AS start_ts, first_ts, last_ts, failed
+                FROM session_summary
+            )""",
         ),
     ),
 )
@@ -411,3 +493,18 @@ def table_names(conn: sqlite3.Connection) -> set[str]:
             "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
         )
     }
+
+
+def rebuild_summary(conn: sqlite3.Connection) -> None:
+    """Recompute ``session_summary`` from ``session_events``, as migration 4 built it.
+
+    For rows written by something other than the sync (a bulk load, a test);
+    run it inside a transaction.
+
+    Args:
+        conn: A writable connection at the current schema.
+    """
+    conn.execute("DELETE FROM session_summary_pids")
+    conn.execute("DELETE FROM session_summary")
+    for statement in _SUMMARY_BACKFILL:
+        conn.execute(statement)

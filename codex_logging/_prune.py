@@ -40,7 +40,13 @@ from codex_logging._settings import db_path as resolve_db_path
 QUIET_SECONDS: Final = 2.0
 
 #: Where a session has rows: all of them go with ``rows=True``.
-_TABLES: Final = ("session_events", "session_ingest_errors", "session_ingest_watermark")
+_TABLES: Final = (
+    "session_events",
+    "session_ingest_errors",
+    "session_ingest_watermark",
+    "session_summary",
+    "session_summary_pids",
+)
 
 #: Sessions with an ``end`` record, when their last end and last event were.
 _CANDIDATES: Final = """
@@ -251,7 +257,7 @@ class _Retire:
                     "DELETE FROM session_events WHERE session_id = ?", (sid,)
                 )
                 report.rows_deleted += cursor.rowcount
-                for table in ("session_ingest_errors", "session_ingest_watermark"):
+                for table in _TABLES[1:]:
                     self.conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (sid,))  # noqa: S608
 
 

@@ -10,7 +10,9 @@ import contextlib
 import os
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Final
 
 from codex_logging._db import BUSY_TIMEOUT, atomic, connect, translated
@@ -58,6 +60,35 @@ _UPSERT_WATERMARK: Final = (
     + ", ".join(f"{name} = excluded.{name}" for name in (*_MARK_FIELDS, "updated_at"))
 )
 
+
+#: One session's batch added to its ``session_summary`` row (migration 4):
+#: counts add up, bounds widen (SQLite's two-argument min/max are NULL when
+#: either side is, hence the COALESCE), a failure stays.
+_UPSERT_SUMMARY: Final = (
+    "INSERT INTO session_summary (session_id, events, marks, warnings, errors, processes,"
+    " start_ts, end_ts, first_ts, last_ts, failed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (session_id) DO UPDATE SET"
+    " events = events + excluded.events, marks = marks + excluded.marks,"
+    " warnings = warnings + excluded.warnings, errors = errors + excluded.errors,"
+    " processes = processes + excluded.processes,"
+    " start_ts = COALESCE(min(start_ts, excluded.start_ts), start_ts, excluded.start_ts),"
+    " end_ts = COALESCE(max(end_ts, excluded.end_ts), end_ts, excluded.end_ts),"
+    " first_ts = COALESCE(min(first_ts, excluded.first_ts), first_ts, excluded.first_ts),"
+    " last_ts = COALESCE(max(last_ts, excluded.last_ts), last_ts, excluded.last_ts),"
+    " failed = max(failed, excluded.failed)"
+)
+#: The JSON of a start/end line is read by SQLite's own functions, as the
+#: summary's backfill and the view before it read it.
+_ADD_PID: Final = (
+    "INSERT OR IGNORE INTO session_summary_pids (session_id, pid)"
+    " SELECT ?2, pid FROM (SELECT json_extract(CASE WHEN json_valid(?1) THEN ?1 END, '$.pid')"
+    " AS pid) WHERE pid IS NOT NULL"
+)
+_FAILED: Final = "SELECT json_extract(CASE WHEN json_valid(?1) THEN ?1 END, '$.status') = 'error'"
+_WARNINGS: Final = ("WARNING", "WARN")
+_ERRORS: Final = ("ERROR", "CRITICAL", "FATAL")
+_TS = itemgetter(2)
+_LEVEL = itemgetter(4)
 
 _SQLITE_TOOBIG: Final = 18
 
@@ -200,7 +231,7 @@ class SqliteTarget:
             if (row[0] if row else 0) != expected_seq:
                 raise WatermarkMovedError
             if one_by_one:
-                inserted = _insert_one_by_one(conn, events, errors, offsets)
+                events = _insert_one_by_one(conn, events, errors, offsets)
             else:
                 try:
                     if events:
@@ -211,10 +242,11 @@ class SqliteTarget:
                     if _refused(exc):
                         raise _RefusedError from exc
                     raise
-                inserted = len(events)
+            if events:
+                _add_to_summary(conn, session_id, events)
             values = (getattr(mark, name) for name in _MARK_FIELDS)
             conn.execute(_UPSERT_WATERMARK, (session_id, *values, time.time()))
-        return inserted
+        return len(events)
 
     def close(self) -> None:
         """Close the connection if one was opened."""
@@ -232,13 +264,17 @@ def _insert_one_by_one(
     events: Sequence[EventRow],
     errors: Sequence[ErrorRow],
     offsets: Sequence[int],
-) -> int:
-    """Insert rows one at a time (a failed INSERT undoes only itself); quarantine refusals."""
-    inserted = 0
+) -> list[EventRow]:
+    """Insert rows one at a time (a failed INSERT undoes only itself); quarantine refusals.
+
+    Returns:
+        The event rows inserted.
+    """
+    inserted = []
     for event, offset in zip(events, offsets, strict=True):
         try:
             conn.execute(_INSERT_EVENT, event)
-            inserted += 1
+            inserted.append(event)
         except Exception as exc:
             if not _refused(exc):
                 raise
@@ -246,6 +282,46 @@ def _insert_one_by_one(
     for error in errors:
         _insert_error(conn, error)
     return inserted
+
+
+def _add_to_summary(conn: sqlite3.Connection, session_id: str, rows: Sequence[EventRow]) -> None:
+    """Add one session's inserted rows to its ``session_summary`` row: one UPSERT.
+
+    The counts and times are taken here; only the few start/end lines are
+    handed to SQLite, for their pid and status.
+    """
+    times = _stored_times(rows)
+    marks = [row for row in rows if row[3] != "message" and row[3] is not None]
+    levels = Counter(map(_LEVEL, rows))
+    start_ts = end_ts = None
+    processes = failed = 0
+    if marks:
+        ends = [row for row in marks if row[3] == "end"]
+        start_ts = min(_stored_times([row for row in marks if row[3] == "start"]), default=None)
+        end_ts = max(_stored_times(ends), default=None)
+        processes = conn.executemany(_ADD_PID, [(row[8], session_id) for row in marks]).rowcount
+        failed = int(any(conn.execute(_FAILED, (row[8],)).fetchone()[0] for row in ends))
+    conn.execute(
+        _UPSERT_SUMMARY,
+        (
+            session_id,
+            len(rows),
+            len(marks),
+            sum(levels[name] for name in _WARNINGS),
+            sum(levels[name] for name in _ERRORS),
+            processes,
+            start_ts,
+            end_ts,
+            min(times, default=None),
+            max(times, default=None),
+            failed,
+        ),
+    )
+
+
+def _stored_times(rows: Sequence[EventRow]) -> list[float]:
+    """Return the rows' ``ts`` that SQLite stores as numbers (a NaN is stored as NULL)."""
+    return [t for t in map(_TS, rows) if t is not None and t == t]  # noqa: PLR0124 - the NaN test
 
 
 def _insert_error(conn: sqlite3.Connection, row: ErrorRow) -> None:

@@ -16,6 +16,7 @@ import pytest
 from codex_logging import DatabaseError, sync_to_sqlite
 from codex_logging._cli import main
 from codex_logging._prune import prune
+from codex_logging.query_logs import sessions
 from tests.conftest import db_connection
 
 BIN = Path(sys.executable).parent
@@ -129,6 +130,11 @@ class TestPrune:
         assert count(db, "session_ingest_watermark") == 1
         with db_connection(db) as conn:
             assert conn.execute("PRAGMA freelist_count").fetchone() == (0,)
+            # The summary goes with the rows: only the kept session is left.
+            assert conn.execute("SELECT session_id, events FROM session_summary").fetchall() == [
+                ("keep", 4)
+            ]
+        assert [s["session_id"] for s in sessions(str(db))] == ["keep"]
         assert keep.exists()
 
     def test_rows_of_a_session_whose_file_went_earlier(self, setup: tuple[Path, Path]) -> None:

@@ -72,6 +72,44 @@ def write_lines(path: Path, count: int, start: int = 0) -> None:
             )
 
 
+def summary_and_recomputation(db: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Return the ``sessions`` view (from the summary) and the view of migration 2 over the rows."""
+    from codex_logging._db import MIGRATIONS
+
+    (old_view,) = [s for s in MIGRATIONS[1][1] if s.startswith("CREATE VIEW sessions")]
+    with db_connection(db) as conn:
+        conn.execute(old_view.replace("CREATE VIEW sessions", "CREATE TEMP VIEW old_sessions"))
+        sql = "SELECT * FROM {} ORDER BY session_id"
+        return (
+            conn.execute(sql.format("sessions")).fetchall(),
+            conn.execute(sql.format("old_sessions")).fetchall(),
+        )
+
+
+def random_line(rng: random.Random) -> bytes:
+    """One line as hooks old and new write them: odd kinds, levels, times, pids and statuses."""
+    if rng.random() < 0.03:
+        return rng.choice([b"not json", b"[1, 2]", b'"text"', b"{"])
+    record: dict[str, Any] = {"message": f"m{rng.randrange(10**6)}"}
+    kind = rng.choice(["start", "end", "message", "message", "message", "other", None, 7])
+    if kind is not None:
+        record["kind"] = kind
+    elif rng.random() < 0.3:
+        record["type"] = rng.choice(["session_start", "session_end"])
+    level = rng.choice(["INFO", "DEBUG", "WARNING", "WARN", "ERROR", "CRITICAL", "FATAL", None, 3])
+    if level is not None:
+        record["level"] = level
+    record["ts"] = rng.choice([
+        rng.uniform(0, 1000), rng.randrange(1000), None, "2025-01-01T12:34:56.123456Z",
+        "2025-01-01T12:00:00+02:00", "yesterday", float("nan"),
+    ])  # fmt: skip
+    if rng.random() < 0.7:
+        record["pid"] = rng.choice([1, 2, 2.0, "2", True, None, [1]])
+    if rng.random() < 0.6:
+        record["status"] = rng.choice(["ok", "error", "error", 1, None])
+    return json.dumps(record).encode() + b"\n"
+
+
 @pytest.fixture
 def sessions(tmp_path: Path) -> Path:
     folder = tmp_path / "sessions"
@@ -417,7 +455,14 @@ class TestProcesses:
     def test_sync_killed_at_random_points(self, tmp_path: Path, sessions: Path) -> None:
         """A sync killed with SIGKILL after a random number of observed batches, 6 times, then a clean one: every line once."""
         db = tmp_path / "x.db"
-        write_lines(sessions / "big.ndjson", 200_000)
+        with (sessions / "big.ndjson").open("w") as f:
+            for i in range(200_000):  # every 1000 lines a process: start, warnings, errors, end
+                step = i % 1000
+                kind = "start" if step == 0 else "end" if step == 999 else "message"
+                level = "WARNING" if step % 7 == 1 else "ERROR" if step % 11 == 1 else "INFO"
+                status = "error" if i // 1000 % 3 == 0 else "ok"
+                f.write(json.dumps({"ts": 1.0 + i, "kind": kind, "level": level, "message": f"m{i}",
+                                    "pid": i // 1000, "status": status}) + "\n")  # fmt: skip
         rng = random.Random(1234)
         seen = []
         for _ in range(6):
@@ -438,6 +483,9 @@ class TestProcesses:
             stored = len(rows(db))
             # The precondition: the kill landed mid-file, after the batches seen.
             assert 0 < reported[-1] <= stored < 200_000, (reported, stored)
+            summary, recomputed = summary_and_recomputation(db)
+            assert summary == recomputed
+            assert summary[0][7] == stored  # events
             seen.append(stored)
         assert seen == sorted(seen)
         sync_to_sqlite(db, sessions)
@@ -445,6 +493,104 @@ class TestProcesses:
         assert len(got) == 200_000
         assert [seq for seq, _ in got] == list(range(1, 200_001))
         assert [m for _, m in got] == [f"m{i}" for i in range(200_000)]
+        summary, recomputed = summary_and_recomputation(db)
+        assert summary == recomputed
+        (row,) = summary
+        # processes, events, messages, warnings, errors, status
+        assert row[6:12] == (200, 200_000, 199_600, 200 * 143, 200 * 78, "error")
+
+
+class TestSummary:
+    @pytest.mark.parametrize("seed", range(8))
+    def test_summary_equals_the_aggregate_over_the_rows(
+        self, tmp_path: Path, sessions: Path, seed: int
+    ) -> None:
+        """Random lines synced in rounds, files cut and rewritten: the summary-based view equals migration 2's aggregate view and a rebuild."""
+        from codex_logging._db import rebuild_summary
+
+        rng = random.Random(seed)
+        db = tmp_path / "x.db"
+        names = [f"s{i}" for i in range(4)]
+        cuts = 0
+        for _ in range(6):
+            for name in rng.sample(names, rng.randint(1, 4)):
+                path = sessions / f"{name}.ndjson"
+                lines = b"".join(random_line(rng) for _ in range(rng.randint(1, 60)))
+                if path.exists() and rng.random() < 0.25:
+                    path.write_bytes(lines[: rng.randint(1, len(lines))])  # cut and rewritten
+                    cuts += 1
+                else:
+                    with path.open("ab") as f:
+                        f.write(lines)
+            sync_to_sqlite(db, sessions)
+            summary, recomputed = summary_and_recomputation(db)
+            assert summary == recomputed
+        # The precondition: sessions with starts, failed ends, warnings, errors
+        # and several processes were compared, after at least one cut.
+        assert cuts > 0
+        with db_connection(db) as conn:
+            stats = conn.execute(
+                "SELECT COUNT(*), SUM(end_ts IS NOT NULL), SUM(status = 'error'),"
+                " SUM(warnings > 0), SUM(errors > 0), SUM(processes > 1) FROM sessions"
+            ).fetchone()
+            assert stats[0] == len(names)
+            assert all(value > 0 for value in stats), stats
+            kept = conn.execute("SELECT * FROM session_summary ORDER BY session_id").fetchall()
+            with atomic(conn, str(db)):
+                rebuild_summary(conn)
+            assert (
+                conn.execute("SELECT * FROM session_summary ORDER BY session_id").fetchall() == kept
+            )
+
+    def test_a_row_the_database_refuses_is_not_in_the_summary(
+        self, tmp_path: Path, sessions: Path
+    ) -> None:
+        """A failed end the database refuses is quarantined and left out of the summary, the rest counted."""
+        db = tmp_path / "x.db"
+        path = sessions / "r.ndjson"
+        path.write_bytes(b'{"ts": 1.0, "kind": "start", "pid": 1, "message": "go"}\n')
+        sync_to_sqlite(db, sessions)
+        with db_connection(db) as conn:
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON session_events"
+                " WHEN NEW.message = 'poison' BEGIN SELECT RAISE(ABORT, 'no poison here'); END"
+            )
+        with path.open("ab") as f:
+            f.write(b'{"ts": 2.0, "level": "WARNING", "message": "a"}\n'
+                    b'{"ts": 3.0, "kind": "end", "status": "error", "pid": 2, "message": "poison"}\n'
+                    b'{"ts": 4.0, "kind": "end", "status": "ok", "pid": 1, "message": "b"}\n')  # fmt: skip
+        report = sync_to_sqlite(db, sessions)
+        assert (report.rows_inserted, report.lines_quarantined) == (2, 1)
+        summary, recomputed = summary_and_recomputation(db)
+        assert summary == recomputed
+        # start, end, duration, processes, events, messages, warnings, errors, status
+        assert [row[3:12] for row in summary] == [(1.0, 4.0, 3.0, 1, 3, 1, 1, 0, "ok")]
+
+    def test_migration_builds_the_summary_of_existing_rows(self, tmp_path: Path) -> None:
+        """A version-3 database with rows gains a summary equal to the aggregate over them."""
+        from codex_logging._db import MIGRATIONS
+
+        db = tmp_path / "old.db"
+        rng = random.Random(7)
+        with db_connection(db) as conn:
+            for _, statements in MIGRATIONS[:3]:
+                for statement in statements:
+                    conn.execute(statement)
+            conn.execute("PRAGMA user_version = 3")
+            conn.executemany(
+                "INSERT INTO session_events VALUES (?, ?, ?, ?, ?, NULL, NULL, '', ?)",
+                [(f"s{i % 5}", i, rng.choice([float(i), None]),
+                  rng.choice(["start", "end", "message", None]), rng.choice(["INFO", "WARN", "ERROR"]),
+                  json.dumps({"pid": i % 3, "status": rng.choice(["ok", "error"])}))
+                 for i in range(1, 400)],
+            )  # fmt: skip
+            conn.commit()
+        with contextlib.closing(connect(str(db))) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        summary, recomputed = summary_and_recomputation(db)
+        assert len(summary) == 5
+        assert summary == recomputed
+        assert {row[6] for row in summary} == {3}  # processes: pids 0, 1 and 2
 
 
 class TestCompareAndSet:
