@@ -1,8 +1,9 @@
-"""Session identity: the current scope's session, the environment's, routing.
+"""Session identity: the current scope's session and the environment's.
 
-A session id ties records from many processes together. It comes, first match
-wins, from the record, the current :func:`session_scope`, the handler's own
-setting, ``CODEX_SESSION_ID``, or a fresh uuid4 (SPEC "Which session").
+A session id ties records from many processes together. A record's session
+comes, first match wins, from the record, the current :func:`session_scope`,
+the handler's own setting, ``CODEX_SESSION_ID``, or a fresh uuid4 (SPEC "Which
+session"); the sink does that routing, with these two as its last steps.
 """
 
 from __future__ import annotations
@@ -41,27 +42,3 @@ def get_session_id() -> str:
     value = str(uuid.uuid4())
     os.environ[ENV_SESSION_ID] = value
     return value
-
-
-def route_session(explicit: object, own: str | None = None) -> str:
-    """Return the session a record goes to (SPEC "Which session", first match wins).
-
-    Args:
-        explicit: The id named on the record itself, or ``None``.
-        own: The handler's or processor's own ``session_id``, or ``None``.
-
-    Returns:
-        A validated id: the record's, the current scope's, ``own``, the
-        environment's, or a new exported uuid4.
-
-    Raises:
-        InvalidSessionId: If the chosen id is invalid.
-    """
-    if explicit is not None:
-        return validate_session_id(explicit)
-    scoped = current_session.get()
-    if scoped is not None:
-        return scoped
-    if own is not None:
-        return validate_session_id(own)
-    return get_session_id()
