@@ -335,9 +335,19 @@ class Redactor:
     __slots__ = ("_clean", "_hints", "_rules", "_user", "secret_keys")
 
     def __init__(
-        self, extra_keys: Iterable[str] | str = (), extra_patterns: Iterable[str] | str = ()
+        self,
+        extra_keys: Iterable[str] | str = (),
+        extra_patterns: Iterable[str] | str = (),
+        *,
+        assignments: bool = True,
     ) -> None:
-        """Compile the key set and one expression per rule."""
+        """Compile the key set and one expression per rule.
+
+        ``assignments=False`` leaves out the rule for a secret name's value in
+        text (``password=...``, ``"token": "..."``): the mirror's quick check
+        over whole JSON lines, whose keys the key rules already cover, would
+        otherwise look at every ``":`` of every line.
+        """
         #: ``secret_keys[key]`` is whether values under ``key`` are secret.
         extra = frozenset(_norm(k) for k in _items(extra_keys))
         self.secret_keys = _SecretKeys(extra)
@@ -347,13 +357,16 @@ class Redactor:
         self._user = [_compile_user(source) for source in _items(extra_patterns)]
         rules: dict[str, tuple[tuple[str, ...], _Rule]] = {
             "url": (("://",), _redact_url_passwords),
-            "assignment": (("=", '":', "':"), self._assignments),
         }
+        if assignments:
+            rules["assignment"] = (("=", '":', "':"), self._assignments)
         for name, literals, source in RULES:
             pattern = re.compile(source, re.DOTALL)
             template = ("\\g<keep>" if "(?P<keep>" in source else "") + REDACTED
             rules[name] = (literals, _bind(pattern, template))
-        self._rules = [(gate, [rules[name] for name in names]) for gate, names in _GATES]
+        self._rules = [
+            (gate, [rules[name] for name in names if name in rules]) for gate, names in _GATES
+        ]
 
     def is_secret_key(self, key: object) -> bool:
         """Return whether values under ``key`` are secret.
