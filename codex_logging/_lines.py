@@ -173,11 +173,18 @@ class LineParser:
                 [events[i][8] for i in unchecked if len(events[i][8]) <= _JOIN_LIMIT]
             )
             self._shapes.text(joined, counter)
-        if counter[0] or long_lines:  # rare: find the lines that hold a shape
+            # Messages are free text: there the full rules run, including a
+            # secret name's value (password=..., ?access_token=...).
+            texts = [events[i][7] for i in unchecked if len(events[i][8]) <= _JOIN_LIMIT]
+            messages = "\n".join([text for text in texts if isinstance(text, str)])
+            self._redactor.text(messages, counter)
+        if counter[0] or long_lines:  # rare: find the lines that hold a secret
             for i in unchecked if counter[0] else long_lines:
                 row = events[i]
                 counter = [0]
                 self._shapes.text(row[8], counter)
+                if not counter[0] and isinstance(row[7], str):
+                    self._redactor.text(row[7], counter)
                 if counter[0]:
                     raw = row[8].encode()
                     events[i] = self._event(row[0], row[1], loads(raw), raw, -1)
