@@ -111,6 +111,11 @@ class CodexHandler(logging.Handler):
         return self.sink.sessions_dir
 
     @property
+    def session_id(self) -> str | None:
+        """The handler's own session (``None``: the scope's or the environment's)."""
+        return self.sink.session_id
+
+    @property
     def dropped(self) -> int:
         """Records that could not be written since the handler was made."""
         return self.sink.dropped

@@ -111,6 +111,11 @@ class CodexProcessor:
         return self.sink.redactor
 
     @property
+    def session_id(self) -> str | None:
+        """The processor's own session (``None``: the scope's or the environment's)."""
+        return self.sink.session_id
+
+    @property
     def dropped(self) -> int:
         """Events that could not be written since the processor was made."""
         return self.sink.dropped

@@ -178,6 +178,7 @@ class TestFields:
         handler = logging.getLogger().handlers[0]
         assert isinstance(handler, CodexHandler)
         assert handler.sessions_dir == str(tmp_path / "custom")
+        assert handler.session_id == "fixed"
         assert (handler.sink.fsync, handler.sink.redactor, handler.level) == (
             "always",
             None,
