@@ -51,6 +51,25 @@ _STRUCTLOG_MAPPED: Final = frozenset(
 )
 
 
+_TRACEBACK: Final = "\nTraceback (most recent call last):\n"
+_STACK: Final = "\nStack (most recent call last):\n"
+
+
+def _split_prepared(message: str) -> tuple[str, str | None]:
+    """Take the traceback back out of a message ``QueueHandler.prepare`` built.
+
+    ``prepare()`` formats the record, folding its traceback and stack into the
+    message text, and sets ``args`` to ``None`` (which no logging call does).
+    The traceback goes back to ``exc``, as for a record logged directly.
+    """
+    cut = min(
+        (at for at in (message.find(_TRACEBACK), message.find(_STACK)) if at >= 0), default=-1
+    )
+    if cut < 0:
+        return message, None
+    return message[:cut], message[cut + 1 :]
+
+
 class CodexHandler(logging.Handler):
     """Append every log record to its session's NDJSON file.
 
@@ -151,6 +170,13 @@ class CodexHandler(logging.Handler):
             else:
                 extra = fields.items()
             get = fields.get
+            message = record.getMessage()
+            if record.exc_info or record.exc_text or record.stack_info:
+                exc = self._record_exception(record)
+            elif record.args is None:
+                message, exc = _split_prepared(message)
+            else:
+                exc = None
             # Positional: keyword calls cost measurably on this path (bench/).
             self.sink.write(
                 record.created,
@@ -158,12 +184,10 @@ class CodexHandler(logging.Handler):
                 get("kind"),
                 record.levelname,
                 record.name,
-                record.getMessage(),
+                message,
                 record.process if record.process is not None else PROCESS.pid,
                 get("role"),
-                self._record_exception(record)
-                if record.exc_info or record.exc_text or record.stack_info
-                else None,
+                exc,
                 extra,
                 _NOT_EXTRA,
             )

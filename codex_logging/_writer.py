@@ -94,8 +94,13 @@ def open_append(path: str) -> int:
         dir_fd = os.open(folder, _DIR_FLAGS)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            msg = f"refusing to write through a symlinked folder: {folder}"
-            raise WriteError(errno.ELOOP, msg) from exc
+            # O_DIRECTORY | O_NOFOLLOW fails the same way on a symlink and on a
+            # plain file: say which it is.
+            if os.path.islink(folder):
+                msg = f"refusing to write through a symlinked folder: {folder}"
+                raise WriteError(errno.ELOOP, msg) from exc
+            msg = f"the sessions folder {folder} is not a folder (a file is in the way)"
+            raise WriteError(errno.ENOTDIR, msg) from exc
         raise
     try:
         check_private(folder, os.fstat(dir_fd))

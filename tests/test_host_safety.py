@@ -159,6 +159,17 @@ class TestSharedFolders:
         assert "CODEX_ALLOW_SHARED=1" in line
         assert handler.dropped == 2
 
+    def test_sessions_path_that_is_a_file_says_so(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A file where the sessions folder should be is named as such, not as a symlink."""
+        (tmp_path / "sessions").write_text("")
+        handler = CodexHandler(tmp_path / "sessions", "s")
+        handler.handle(logging.makeLogRecord({"msg": "x"}))
+        (line,) = capsys.readouterr().err.splitlines()
+        assert f"the sessions folder {tmp_path / 'sessions'} is not a folder" in line
+        assert "symlink" not in line
+
     def test_parent_codex_folder_is_checked(self, tmp_path: Path) -> None:
         """A world-writable .codex above the sessions folder is refused too."""
         (tmp_path / ".codex" / "sessions").mkdir(parents=True, mode=0o700)

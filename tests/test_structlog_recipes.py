@@ -153,6 +153,30 @@ class TestStdlibRecipe:
         assert list(Path(".codex/sessions").resolve().iterdir()) == [session_file(sid)]
 
 
+class TestQueueHandlerPlainLogging:
+    def test_exception_behind_a_queue_keeps_message_and_exc_apart(self, sid: str) -> None:
+        """QueueHandler.prepare folds the traceback into the message: the handler takes it back out."""
+        q: queue.Queue[logging.LogRecord] = queue.Queue()
+        listener = logging.handlers.QueueListener(q, CodexHandler())
+        root = logging.getLogger()
+        root.addHandler(logging.handlers.QueueHandler(q))
+        root.setLevel(logging.INFO)
+        listener.start()
+        try:
+            try:
+                1 / 0  # noqa: B018 - the exception is the point
+            except ZeroDivisionError:
+                logging.getLogger("q").exception("failed %s", "here")
+            logging.getLogger("q").info("plain %d", 2)
+        finally:
+            listener.stop()
+        failed, plain = read_lines(session_file(sid))
+        assert (failed["message"], failed["level"]) == ("failed here", "ERROR")
+        assert failed["exc"].startswith("Traceback (most recent call last):\n")
+        assert failed["exc"].endswith("ZeroDivisionError: division by zero")
+        assert (plain["message"], "exc" in plain) == ("plain 2", False)
+
+
 class TestConfigureStructlog:
     def test_printf_arguments(self, sid: str) -> None:
         """log.info("hello %s", "world") works as in plain structlog and stdlib logging."""
