@@ -20,24 +20,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench_write import JsonFormatter
+
 N = int(os.environ.get("BENCH_SCALING_RECORDS", "40000"))
 THREADS = (1, 2, 4, 8)
 PROCESSES = (1, 2, 4)
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(
-            {
-                "ts": record.created,
-                "level": record.levelname,
-                "logger": record.name,
-                "message": record.getMessage(),
-                "pid": record.process,
-                "step": getattr(record, "step", None),
-            }
-        )
 
 
 def make_handler(kind: str, path: Path) -> logging.Handler:

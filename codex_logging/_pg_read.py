@@ -13,23 +13,9 @@ from typing import Any, Final
 
 from codex_logging._errors import DatabaseError, UnknownSessionError
 from codex_logging._pg_db import connect, display_url, import_psycopg, table_exists, translated
+from codex_logging._schema import EVENT_COLUMNS, SESSION_COLUMNS
 
-_QUERY_COLUMNS: Final = "session_id, seq, ts, kind, level, logger, role, message, data"
-#: The columns of the ``sessions`` view the CLI shows, as the SQLite reads return them.
-SESSION_COLUMNS: Final = (
-    "session_id",
-    "start_time",
-    "end_time",
-    "status",
-    "events",
-    "messages",
-    "warnings",
-    "errors",
-    "processes",
-    "duration_s",
-    "start_ts",
-    "end_ts",
-)
+_QUERY_COLUMNS: Final = ", ".join(EVENT_COLUMNS)
 
 
 @contextmanager

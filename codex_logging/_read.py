@@ -18,23 +18,8 @@ from typing import Any, Final
 from codex_logging._db import connect_readonly, table_names
 from codex_logging._errors import DatabaseError, UnknownSessionError
 from codex_logging._filters import EVENTS, LOGS, Filters, Source, build
+from codex_logging._schema import SESSION_COLUMNS
 from codex_logging._settings import db_path, validate_session_id
-
-#: The columns of the ``sessions`` view, in the order they are shown.
-SESSION_COLUMNS: Final = (
-    "session_id",
-    "start_time",
-    "end_time",
-    "status",
-    "events",
-    "messages",
-    "warnings",
-    "errors",
-    "processes",
-    "duration_s",
-    "start_ts",
-    "end_ts",
-)
 
 #: Events a single ``follow`` poll returns at most.
 _FOLLOW_BATCH: Final = 1000

@@ -1,4 +1,4 @@
-"""The mirror's shared vocabulary: the event columns, the kinds and the levels.
+"""The mirror's shared vocabulary: the event and session columns, the kinds, the levels.
 
 The sync writes ``session_events`` and the read side selects from it; both take
 the column list from here, so a column is added in one place (issue 13).
@@ -19,6 +19,23 @@ EVENT_COLUMNS: Final = (
     "role",
     "message",
     "data",
+)
+
+#: The columns of the ``sessions`` view the read commands show, in their order
+#: (the SQLite and the PostgreSQL views both have them).
+SESSION_COLUMNS: Final = (
+    "session_id",
+    "start_time",
+    "end_time",
+    "status",
+    "events",
+    "messages",
+    "warnings",
+    "errors",
+    "processes",
+    "duration_s",
+    "start_ts",
+    "end_ts",
 )
 
 #: The kinds a record can have (SPEC "The NDJSON record").
