@@ -9,9 +9,12 @@ from collections.abc import Iterable
 from itertools import islice
 from typing import Any, Final
 
-from codex_logging._record import exception_text
-from codex_logging._sink import Sink
+from codex_logging._record import SCALARS, encode, exception_text
+from codex_logging._session import current_session
+from codex_logging._sink import NO_SECRET_KEYS, OTEL_TRACE, Sink, add_trace_context
 from codex_logging._writer import PROCESS, WRITER, FsyncPolicy
+
+_modules: Final = sys.modules  # bound once: looked up per record
 
 _PLAIN_RECORD: Final = logging.LogRecord("", 0, "", 0, "", (), None).__dict__
 _PLAIN_RECORD_SIZE: Final = len(_PLAIN_RECORD)
@@ -151,8 +154,14 @@ class CodexHandler(logging.Handler):
             self.emit(record)
         return bool(result)
 
-    def emit(self, record: logging.LogRecord) -> None:
-        """Write ``record``; any failure goes to ``handleError``, never to the caller."""
+    def emit(self, record: logging.LogRecord) -> None:  # noqa: C901, PLR0912, PLR0915 - one frame (bench/)
+        """Write ``record``; any failure goes to ``handleError``, never to the caller.
+
+        The steps of :meth:`Sink.write` (route, normalise, redact, build,
+        encode, append) in one frame, on the sink's helpers and caches: a call
+        per step costs measurably here (issue 15, ``make bench``).
+        """
+        sink = self.sink
         try:
             fields = record.__dict__
             if "_logger" in fields:  # from structlog (ProcessorFormatter.wrap_for_formatter)
@@ -160,16 +169,16 @@ class CodexHandler(logging.Handler):
                 if isinstance(event, dict):
                     self._emit_structlog(record, event)
                     return
-            # LogRecord.__init__ sets its own attributes first, so anything from
-            # ``extra`` comes after them: read only that tail. A record built some
-            # other way (its first key is not "name") is filtered in full.
-            if len(fields) <= _PLAIN_RECORD_SIZE:
-                extra: Iterable[tuple[str, Any]] = ()
-            elif next(iter(fields)) == "name":
-                extra = islice(fields.items(), _PLAIN_RECORD_SIZE, None)
-            else:
-                extra = fields.items()
             get = fields.get
+            explicit = get("session_id")
+            if explicit is None:
+                sid = current_session.get()
+                if sid is None:
+                    sid = sink.session_id
+                    if sid is None or sid is not sink.checked_id:
+                        sid = sink.route(None)
+            else:
+                sid = sink.route(explicit)
             message = record.getMessage()
             if record.exc_info or record.exc_text or record.stack_info:
                 exc = self._record_exception(record)
@@ -177,20 +186,71 @@ class CodexHandler(logging.Handler):
                 message, exc = _split_prepared(message)
             else:
                 exc = None
-            # Positional: keyword calls cost measurably on this path (bench/).
-            self.sink.write(
-                record.created,
-                get("session_id"),
-                get("kind"),
-                record.levelname,
-                record.name,
-                message,
-                record.process if record.process is not None else PROCESS.pid,
-                get("role"),
-                exc,
-                extra,
-                _NOT_EXTRA,
-            )
+            counter = [0]
+            name = record.name
+            kind = get("kind")
+            role = get("role")
+            # The usual record names no kind and no role, and its logger name
+            # was found clean before: nothing to convert or redact.
+            if kind is None and role is None and name.__class__ is str and name in sink.clean_texts:
+                kind = "message"
+            else:
+                kind, role, name = sink.texts(kind, role, name, counter)
+            redactor = sink.redactor
+            if redactor is not None:
+                message = redactor.text(message, counter)
+                if exc is not None:
+                    exc = redactor.text(exc, counter)
+            line: dict[str, Any] = {
+                "ts": record.created,
+                "session_id": sid,
+                "kind": kind,
+                "level": record.levelname,
+            }
+            if name is not None:
+                line["logger"] = name
+            line["message"] = message
+            line["pid"] = record.process if record.process is not None else PROCESS.pid
+            if role is not None:
+                line["role"] = role
+            if exc is not None:
+                line["exc"] = exc
+            # LogRecord.__init__ sets its own attributes first, so anything from
+            # ``extra`` comes after them: read only that tail. A record built some
+            # other way (its first key is not "name") is filtered in full.
+            if len(fields) > _PLAIN_RECORD_SIZE:
+                names = sink.names
+                secret = NO_SECRET_KEYS if redactor is None else redactor.secret_keys
+                items: Iterable[tuple[str, Any]] = fields.items()
+                if next(iter(fields)) == "name":
+                    items = islice(items, _PLAIN_RECORD_SIZE, None)
+                for key, value in items:
+                    if key in _NOT_EXTRA:
+                        continue
+                    written = names.get(key)
+                    # The usual field, inline: a known clean name, a value that
+                    # is not secret by its key, text or a JSON scalar.
+                    if written is not None and not secret[key]:
+                        cls = value.__class__
+                        if cls is str:
+                            line[written] = (
+                                value if redactor is None else redactor.text(value, counter)
+                            )
+                            continue
+                        if cls in SCALARS:
+                            line[written] = value
+                            continue
+                    sink.add_field(line, key, value, counter)
+            if counter[0]:
+                line["redacted"] = counter[0]
+            if OTEL_TRACE in _modules:  # only a program that uses OpenTelemetry pays for it
+                add_trace_context(line)
+            data = encode(line)
+            path = sink.paths.get(sid) or sink.path(sid)
+            if sink.fsync == "never":
+                WRITER.write(path, data)
+            else:
+                WRITER.write(path, data, sync=sink.fsync == "always" or kind == "end")
         except RecursionError:  # as logging's own handlers do
             raise
         except Exception:

@@ -11,10 +11,16 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any, Final
 
 from codex_logging._handler import CodexHandler
-from codex_logging._record import exception_text
+from codex_logging._record import SCALARS, encode, exception_text
 from codex_logging._redact import Redactor
-from codex_logging._sink import Sink
-from codex_logging._writer import PROCESS, FsyncPolicy
+from codex_logging._session import current_session
+from codex_logging._sink import NO_SECRET_KEYS, OTEL_TRACE, Sink, add_trace_context
+from codex_logging._writer import PROCESS, WRITER, FsyncPolicy
+
+# Bound once: a module attribute lookup shows on the per-event path.
+_time: Final = time.time
+_modules: Final = sys.modules
+_StdlibLogger: Final = logging.Logger
 
 # structlog names that are not stdlib level names (SPEC: warn -> WARNING,
 # exception -> ERROR); the others are upper-cased.
@@ -120,40 +126,104 @@ class CodexProcessor:
         """Events that could not be written since the processor was made."""
         return self.sink.dropped
 
-    def __call__(
+    def __call__(  # noqa: C901, PLR0912, PLR0915 - the hot path in one frame (bench/)
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        """Write ``event_dict`` and return it untouched."""
+        """Write ``event_dict`` and return it untouched.
+
+        The steps of :meth:`Sink.write` (route, normalise, redact, build,
+        encode, append) in one frame, on the sink's helpers and caches: a call
+        per step costs measurably here (issue 15, ``make bench``).
+        """
+        sink = self.sink
         try:
-            if not isinstance(logger, logging.Logger) or not _reaches_codex_handler(logger):
-                get = event_dict.get
-                level = get("level")
-                # add_log_level's name when it ran, else the method's.
-                if level.__class__ is not str:
-                    level = method_name
-                level = _LEVEL_NAMES.get(level) or level.upper()
-                name = get("logger")
-                if name is None:
-                    name = getattr(logger, "name", None)
-                exception, exc_info = get("exception"), get("exc_info")
-                # Positional: keyword calls cost measurably on this path (bench/).
-                self.sink.write(
-                    time.time(),
-                    get("session_id"),
-                    get("kind"),
-                    level,
-                    name,
-                    get("event"),
-                    PROCESS.pid,
-                    get("role"),
-                    None
-                    if exception is None and exc_info is None
-                    else exception_text(exception, exc_info),
-                    event_dict.items(),
-                    _MAPPED,
-                )
+            if isinstance(logger, _StdlibLogger) and _reaches_codex_handler(logger):
+                return event_dict  # the handler writes it
+            get = event_dict.get
+            explicit = get("session_id")
+            if explicit is None:
+                sid = current_session.get()
+                if sid is None:
+                    sid = sink.session_id
+                    if sid is None or sid is not sink.checked_id:
+                        sid = sink.route(None)
+            else:
+                sid = sink.route(explicit)
+            level = get("level")
+            # add_log_level's name when it ran, else the method's.
+            if level.__class__ is not str:
+                level = method_name
+            level = _LEVEL_NAMES.get(level) or level.upper()
+            name = get("logger")
+            if name is None:
+                name = getattr(logger, "name", None)
+            counter = [0]
+            kind = get("kind")
+            role = get("role")
+            # The usual event names no kind and no role, and a logger name
+            # (if any) already found clean: nothing to convert or redact.
+            if (
+                kind is None
+                and role is None
+                and (name is None or (name.__class__ is str and name in sink.clean_texts))
+            ):
+                kind = "message"
+            else:
+                kind, role, name = sink.texts(kind, role, name, counter)
+            redactor = sink.redactor
+            message = get("event")
+            if message.__class__ is not str:
+                message = sink.message(message, counter)
+            elif redactor is not None:
+                message = redactor.text(message, counter)
+            exception, exc_info = get("exception"), get("exc_info")
+            record: dict[str, Any] = {
+                "ts": _time(),
+                "session_id": sid,
+                "kind": kind,
+                "level": level,
+            }
+            if name is not None:
+                record["logger"] = name
+            record["message"] = message
+            record["pid"] = PROCESS.pid
+            if role is not None:
+                record["role"] = role
+            if exception is not None or exc_info is not None:
+                exc = exception_text(exception, exc_info)
+                if exc is not None:
+                    record["exc"] = exc if redactor is None else redactor.text(exc, counter)
+            names = sink.names
+            secret = NO_SECRET_KEYS if redactor is None else redactor.secret_keys
+            for key, value in event_dict.items():
+                if key in _MAPPED:
+                    continue
+                written = names.get(key)
+                # The usual field, inline: a known clean name, a value that is
+                # not secret by its key, text or a JSON scalar.
+                if written is not None and not secret[key]:
+                    cls = value.__class__
+                    if cls is str:
+                        record[written] = (
+                            value if redactor is None else redactor.text(value, counter)
+                        )
+                        continue
+                    if cls in SCALARS:
+                        record[written] = value
+                        continue
+                sink.add_field(record, key, value, counter)
+            if counter[0]:
+                record["redacted"] = counter[0]
+            if OTEL_TRACE in _modules:  # only a program that uses OpenTelemetry pays for it
+                add_trace_context(record)
+            line = encode(record)
+            path = sink.paths.get(sid) or sink.path(sid)
+            if sink.fsync == "never":
+                WRITER.write(path, line)
+            else:
+                WRITER.write(path, line, sync=sink.fsync == "always" or kind == "end")
         except Exception as error:
-            self.sink.report(error)
+            sink.report(error)
         return event_dict
 
 

@@ -37,7 +37,18 @@ MAX_REPORTED: Final = 32
 CACHE_SIZE: Final = 4096
 #: Texts up to this length that held no secret are remembered per sink.
 CLEAN_TEXT_LENGTH: Final = 128
-_NO_SECRET_KEYS: Final[Mapping[object, bool]] = {}  # stands in when redaction is off
+
+
+class _NoSecretKeys(dict[object, bool]):
+    """No key is secret: stands in for the redactor's keys when redaction is off."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: object) -> bool:
+        return False
+
+
+NO_SECRET_KEYS: Final[Mapping[object, bool]] = _NoSecretKeys()
 
 
 class Sink:
@@ -60,13 +71,13 @@ class Sink:
 
     __slots__ = (
         "__weakref__",
-        "_checked_id",
-        "_clean_texts",
-        "_names",
-        "_paths",
         "_reported",
+        "checked_id",
+        "clean_texts",
         "dropped",
         "fsync",
+        "names",
+        "paths",
         "redactor",
         "session_id",
         "sessions_dir",
@@ -91,13 +102,16 @@ class Sink:
         #: Records that could not be written (SPEC Additions: a count the
         #: program can read).
         self.dropped = 0
-        self._checked_id: str | None = None
-        self._paths: dict[str, str] = {}
         self._reported: set[tuple[str, str]] = set()
-        # Field name -> the name written, for names that held no secret.
-        self._names: dict[object, str] = {}
-        # Logger names, kinds and roles that held no secret.
-        self._clean_texts: set[str] = set()
+        # Caches read by the hot paths (CodexHandler.emit, CodexProcessor.__call__):
+        #: The own session id once validated.
+        self.checked_id: str | None = None
+        #: Session id -> its file.
+        self.paths: dict[str, str] = {}
+        #: Field name -> the name written, for names that held no secret.
+        self.names: dict[object, str] = {}
+        #: Logger names, kinds and roles that held no secret.
+        self.clean_texts: set[str] = set()
 
     def path(self, session_id: str) -> str:
         """Return the file of a (validated) session.
@@ -109,14 +123,14 @@ class Sink:
             ``<sessions_dir>/<session_id>.ndjson``.
 
         """
-        found = self._paths.get(session_id)
+        found = self.paths.get(session_id)
         if found is None:
             found = os.path.join(self.sessions_dir, session_id + ".ndjson")
-            if len(self._paths) < 4096:  # bounded: a program may mint ids forever
-                self._paths[session_id] = found
+            if len(self.paths) < 4096:  # bounded: a program may mint ids forever
+                self.paths[session_id] = found
         return found
 
-    def write(  # noqa: C901, PLR0912, PLR0915, PLR0917 - the hot path in one frame (bench/)
+    def write(  # noqa: PLR0917 - one argument per record field
         self,
         ts: float,
         explicit_session: object,
@@ -133,8 +147,10 @@ class Sink:
         """Route, normalise, redact, encode and append one record.
 
         The record's fields come in the SPEC's order; names of core fields in
-        ``extra`` are kept as ``extra.<name>``. This is the one hot function of
-        the write path: every step is inline, measured by ``make bench``.
+        ``extra`` are kept as ``extra.<name>``. ``session_scope`` and records
+        from structlog's stdlib recipe come here; ``CodexHandler.emit`` and
+        ``CodexProcessor.__call__`` do the same steps in one frame each, on
+        the same helpers (issue 15: one hot function per entry point).
 
         Args:
             ts: Unix seconds.
@@ -154,44 +170,10 @@ class Sink:
             OSError: The file cannot be written (WriteError, UnsafePathError...).
 
         """
-        # SPEC "Which session", first match wins: the record, the scope, the
-        # sink's own id, the environment (or a new exported uuid4).
-        if explicit_session is not None:
-            sid = validate_session_id(explicit_session)
-        else:
-            scoped = current_session.get()
-            if scoped is not None:
-                sid = scoped
-            elif self.session_id is not None:
-                sid = self.session_id
-                if sid is not self._checked_id:  # checked once, reported at each record
-                    self._checked_id = validate_session_id(sid)
-            else:
-                sid = get_session_id()
-        if message.__class__ is not str:
-            message = "" if message is None else safe_str(message)
-        if kind is None:
-            kind = "message"
-        elif kind.__class__ is not str:
-            kind = safe_str(kind)
-        if role is not None and role.__class__ is not str:
-            role = safe_str(role)
-        if logger is not None and logger.__class__ is not str:
-            logger = safe_str(logger)
+        sid = self.route(explicit_session)
         counter = [0]
-        redactor = self.redactor
-        if redactor is not None:
-            text = redactor.text
-            message = text(message, counter)
-            if exc is not None:
-                exc = text(exc, counter)
-            clean = self._clean_texts
-            if kind not in clean:
-                kind = self._text(kind, counter)
-            if role is not None and role not in clean:
-                role = self._text(role, counter)
-            if logger is not None and logger not in clean:
-                logger = self._text(logger, counter)
+        kind, role, logger = self.texts(kind, role, logger, counter)
+        message = self.message(message, counter)
         record: dict[str, Any] = {"ts": ts, "session_id": sid, "kind": kind, "level": level}
         if logger is not None:
             record["logger"] = logger
@@ -200,35 +182,137 @@ class Sink:
         if role is not None:
             record["role"] = role
         if exc is not None:
-            record["exc"] = exc
-        # One pass drops mapped keys, names fields (cached), normalises and
-        # redacts; plain scalars skip both.
-        secret_keys = _NO_SECRET_KEYS if redactor is None else redactor.secret_keys
-        names = self._names
+            record["exc"] = exc if self.redactor is None else self.redactor.text(exc, counter)
+        add = self.add_field
         for key, value in extra:
-            if key in skip:
-                continue
-            name = names.get(key)
-            if name is None:
-                name = self._name(key, counter)
-            cls = value.__class__
-            if redactor is None:
-                record[name] = value if cls is str or cls in SCALARS else normalize(value)
-            elif secret_keys[key]:
-                counter[0] += 1
-                record[name] = REDACTED
-            elif cls is str:
-                record[name] = redactor.text(value, counter)
-            elif cls in SCALARS:
-                record[name] = value
-            else:
-                record[name] = redactor.value(normalize(value), counter)
-        if counter[0]:
-            record["redacted"] = counter[0]
-        if _OTEL_TRACE in sys.modules:  # only a program that uses OpenTelemetry pays for it
-            _add_trace_context(record)
+            if key not in skip:
+                add(record, key, value, counter)
+        self.append(record, sid, kind, counter[0])
+
+    def route(self, explicit: object) -> str:
+        """Return the session of a record (SPEC "Which session", first match wins).
+
+        Args:
+            explicit: The session named on the record, or ``None``.
+
+        Returns:
+            The record's session, the scope's, the sink's own id, or the
+            environment's (a new uuid4, exported, when it has none).
+
+        Raises:
+            InvalidSessionId: The id that wins is invalid.
+
+        """
+        if explicit is not None:
+            return validate_session_id(explicit)
+        scoped = current_session.get()
+        if scoped is not None:
+            return scoped
+        sid = self.session_id
+        if sid is None:
+            return get_session_id()
+        if sid is not self.checked_id:  # checked once, reported at each record
+            self.checked_id = validate_session_id(sid)
+        return sid
+
+    def texts(
+        self, kind: object, role: object, logger: object, counter: list[int]
+    ) -> tuple[str, Any, Any]:
+        """Return kind, role and logger name as text, redacted (``None`` stays ``None``).
+
+        Args:
+            kind: The record's kind; ``None`` means ``message``.
+            role: Its role, or ``None``.
+            logger: Its logger name, or ``None``.
+            counter: A one-item list counting replacements.
+
+        Returns:
+            ``(kind, role, logger)``.
+
+        """
+        if kind is None:
+            kind = "message"
+        elif kind.__class__ is not str:
+            kind = safe_str(kind)
+        if role is not None and role.__class__ is not str:
+            role = safe_str(role)
+        if logger is not None and logger.__class__ is not str:
+            logger = safe_str(logger)
+        if self.redactor is not None:
+            clean = self.clean_texts
+            if kind not in clean:
+                kind = self._text(kind, counter)
+            if role is not None and role not in clean:
+                role = self._text(role, counter)
+            if logger is not None and logger not in clean:
+                logger = self._text(logger, counter)
+        return kind, role, logger
+
+    def message(self, message: object, counter: list[int]) -> str:
+        """Return a message as text, redacted.
+
+        Args:
+            message: Anything; ``None`` is the empty message.
+            counter: A one-item list counting replacements.
+
+        Returns:
+            The text to write.
+
+        """
+        if message.__class__ is not str:
+            message = "" if message is None else safe_str(message)
+        if self.redactor is None:
+            return message
+        return self.redactor.text(message, counter)
+
+    def add_field(
+        self, record: dict[str, Any], key: object, value: object, counter: list[int]
+    ) -> None:
+        """Add one extra field: named (cached), normalised, redacted.
+
+        Args:
+            record: The record being built.
+            key: The field's name as given.
+            value: Its value.
+            counter: A one-item list counting replacements.
+
+        """
+        name = self.names.get(key)
+        if name is None:
+            name = self._name(key, counter)
+        redactor = self.redactor
+        cls = value.__class__
+        if redactor is None:
+            record[name] = value if cls is str or cls in SCALARS else normalize(value)
+        elif redactor.secret_keys[key]:
+            counter[0] += 1
+            record[name] = REDACTED
+        elif cls is str:
+            record[name] = redactor.text(value, counter)  # type: ignore[arg-type]
+        elif cls in SCALARS:
+            record[name] = value
+        else:
+            record[name] = redactor.value(normalize(value), counter)
+
+    def append(self, record: dict[str, Any], sid: str, kind: str, redacted: int) -> None:
+        """Encode a built record and append it to its session's file.
+
+        Args:
+            record: The record, redacted.
+            sid: Its session.
+            kind: Its kind (``end`` is synced with ``fsync="end"``).
+            redacted: How many values were replaced.
+
+        Raises:
+            OSError: The file cannot be written.
+
+        """
+        if redacted:
+            record["redacted"] = redacted
+        if OTEL_TRACE in sys.modules:  # only a program that uses OpenTelemetry pays for it
+            add_trace_context(record)
         line = encode(record)  # before any lock or file access
-        path = self._paths.get(sid) or self.path(sid)
+        path = self.paths.get(sid) or self.path(sid)
         fsync = self.fsync
         if fsync == "never":
             WRITER.write(path, line)
@@ -241,7 +325,7 @@ class Sink:
             return value
         before = counter[0]
         text = self.redactor.text(value, counter)
-        clean = self._clean_texts
+        clean = self.clean_texts
         if counter[0] == before and len(text) <= CLEAN_TEXT_LENGTH and len(clean) < CACHE_SIZE:
             clean.add(text)
         return text
@@ -255,8 +339,8 @@ class Sink:
             name = self.redactor.text(name, counter)
         if name in CORE_FIELDS:
             name = f"extra.{name}"
-        if counter[0] == before and len(self._names) < CACHE_SIZE:
-            self._names[key] = name
+        if counter[0] == before and len(self.names) < CACHE_SIZE:
+            self.names[key] = name
         return name
 
     def report(self, error: BaseException | None, *, loud: bool = True) -> None:
@@ -291,14 +375,14 @@ class Sink:
 
 #: Checked in ``sys.modules`` only: a hook script that never imports
 #: OpenTelemetry pays one dict lookup per record (issue 14).
-_OTEL_TRACE: Final = "opentelemetry.trace"
+OTEL_TRACE: Final = "opentelemetry.trace"
 
 
-def _add_trace_context(record: dict[str, Any]) -> None:
+def add_trace_context(record: dict[str, Any]) -> None:
     # The field names and hex forms the OpenTelemetry Collector's trace parser
     # reads by default: trace_id (32 hex), span_id (16 hex), trace_flags (2 hex).
     try:
-        context = sys.modules[_OTEL_TRACE].get_current_span().get_span_context()
+        context = sys.modules[OTEL_TRACE].get_current_span().get_span_context()
         if not context.is_valid:
             return
         record.setdefault("trace_id", f"{context.trace_id:032x}")

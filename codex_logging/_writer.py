@@ -185,7 +185,7 @@ class Writer:
         # a descriptor opened again after eviction or close still ends it.
         self._fragments: set[tuple[int, int]] = set()
 
-    def write(self, path: str, line: bytes, *, sync: bool = False) -> None:  # noqa: C901 - hot path in one frame (bench/)
+    def write(self, path: str, line: bytes, *, sync: bool = False) -> None:
         """Append ``line`` to ``path`` with a single ``os.write``.
 
         Args:
@@ -199,25 +199,40 @@ class Writer:
             OSError: The file could not be opened or written.
 
         """
-        # Fast path, without the lock: a cached descriptor checked recently.
-        # Counting ourselves in before reading ``retired`` means a concurrent
-        # _retire either sees us and leaves closing to us, or we see it.
+        # The fast path: a cached descriptor, checked recently, no fragment
+        # to end and no fsync. Counting ourselves in before reading
+        # ``retired`` means a concurrent _retire either sees us and leaves
+        # closing to us, or we see it.
         entry = self._cache.get(path)
-        if entry is not None:
-            inflight = entry.inflight
-            inflight.append(None)
-            if entry.retired or _monotonic() >= entry.recheck_at:
+        if entry is None or sync or entry.fragment or _monotonic() >= entry.recheck_at:
+            self._write_slow(path, line, sync=sync)
+            return
+        inflight = entry.inflight
+        inflight.append(None)
+        retired = entry.retired
+        if not retired:
+            try:
+                written = os.write(entry.fd, line)
+                if written != len(line):
+                    self._short_write(entry, path, line, written)
+            finally:
+                # list.pop is atomic: no lock is needed unless the entry was
+                # retired meanwhile, and then the last writer out closes it.
                 inflight.pop()
                 if entry.retired:
                     self._close_if_idle(entry)
-                entry = None
+            return
+        inflight.pop()
+        self._close_if_idle(entry)
+        self._write_slow(path, line, sync=sync)
+
+    def _write_slow(self, path: str, line: bytes, *, sync: bool) -> None:
+        # Every other case: recheck or open the descriptor under the lock,
+        # end a fragment, fsync.
+        entry = self._checkout(path)
         if entry is None:
-            checked_out = self._checkout(path)
-            if checked_out is None:
-                self._write_once(path, line, sync=sync)
-                return
-            entry = checked_out
-            inflight = entry.inflight
+            self._write_once(path, line, sync=sync)
+            return
         try:
             if entry.fragment:
                 line = b"\n" + line
@@ -229,9 +244,7 @@ class Writer:
             if sync:
                 os.fsync(entry.fd)
         finally:
-            # list.pop is atomic: no lock is needed unless the entry was
-            # retired meanwhile, and then the last writer out closes it.
-            inflight.pop()
+            entry.inflight.pop()
             if entry.retired:
                 self._close_if_idle(entry)
 

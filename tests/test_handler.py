@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import codex_logging._handler
 from codex_logging import CodexHandler, session_scope
 from tests.conftest import read_lines, session_file
 
@@ -279,14 +280,14 @@ class TestFailures:
         handler.handle(logging.makeLogRecord({"msg": "x"}))
         assert len(errors) == 1
 
-    def test_recursion_error_propagates(self) -> None:
+    def test_recursion_error_propagates(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """RecursionError is re-raised, as CPython's handlers do."""
         handler = CodexHandler(session_id="s")
 
-        class Exploding:
-            def write(self, *_args: object) -> None:
-                raise RecursionError
+        def exploding(_record: object) -> bytes:
+            raise RecursionError
 
-        handler.sink = Exploding()  # type: ignore[assignment]
+        monkeypatch.setattr(codex_logging._handler, "encode", exploding)
         with pytest.raises(RecursionError):
             handler.emit(logging.makeLogRecord({"msg": "x"}))
+        assert handler.dropped == 0

@@ -20,6 +20,8 @@ from codex_logging import (
     sync_to_sqlite,
 )
 from codex_logging._redact import (
+    _GATE_BITS,
+    _GATES,
     CLEAN_CACHE_LENGTH,
     CLEAN_CACHE_SIZE,
     NAME_HINTS,
@@ -565,3 +567,35 @@ class TestAssignments:
         """The quick check before assignments is sound: every secret name contains a hint."""
         names = sorted(SECRET_NAMES | SECRET_LAST_PARTS | {"key"})
         assert [n for n in names if not any(h in n for h in NAME_HINTS)] == []
+
+
+def _every_gate(redactor: Redactor) -> Redactor:
+    # The same redactor testing every gate whatever the text holds: the
+    # behaviour before the key characters picked the gates.
+    full = redactor._plans[-1]
+    redactor._plans = [full] * len(redactor._plans)
+    return redactor
+
+
+class TestGateKeys:
+    def test_every_gate_is_planned_under_its_key(self) -> None:
+        """Each gate is tested for texts holding its key character, and only then."""
+        redactor = Redactor()
+        for gate, _names in _GATES:
+            planned = [m for m, plan in enumerate(redactor._plans) if gate in [g for g, _ in plan]]
+            assert planned, gate
+            assert all(m & _GATE_BITS[gate] for m in planned), gate
+
+    def test_the_same_verdicts_as_testing_every_gate(self) -> None:
+        """Texts built from every shape, prefix and gate give the same text and count either way."""
+        pieces = [text for text, _ in SHAPES.values()]
+        pieces += [text for text, _, _ in NEW_SHAPES.values()]
+        pieces += [item for items in ADVERSARIAL.values() for item in items]
+        pieces += [gate for gate, _ in _GATES] + ["password=hunter2", '"token": "t0ken"', "plain"]
+        texts = pieces + [f"{a} {b}" for a in pieces for b in pieces[::7]]
+        texts += [f"{a}{b}" for a in pieces[::3] for b in pieces[::5]]
+        keyed, every = Redactor(), _every_gate(Redactor())
+        for text in texts:
+            got, expected = [0], [0]
+            assert keyed.text(text, got) == every.text(text, expected), text
+            assert got == expected, text

@@ -17,6 +17,7 @@ import pytest
 import structlog
 
 from codex_logging import CodexHandler, CodexProcessor, configure_structlog, session_scope
+from codex_logging._sink import Sink
 from tests.conftest import read_lines
 
 TOKEN = "ghp_" + "A" * 36  # a GitHub token shape
@@ -139,6 +140,63 @@ class TestNormaliseThenRedact:
         )
         (rec,) = read_lines(tmp_path / "p.ndjson")
         assert (rec["s"], rec["login"]["password"]) == ([TOKEN], "hunter2")
+
+
+#: Records the three write paths must write alike: text that is clean, secret
+#: by shape or by name, fields named like core fields or by secrets, values
+#: that are not text, odd kinds, roles and logger names.
+SAME_RECORDS: list[dict[str, Any]] = [
+    {"message": "plain", "fields": {"step": 1}},
+    {"message": f"token {TOKEN}", "fields": {"note": f"key {SK}", "n": 2.5, "ok": True}},
+    {"message": "m", "fields": {"password": "hunter2", "api_key": 7, "nothing": None}},
+    {"message": "m", "fields": {"ts": "mine", "pid": "theirs", "redacted": "x"}},
+    {"message": "m", "fields": {TOKEN: 1, "nested": {"token": "t", "list": [SK, 1]}}},
+    {"message": "m", "fields": dict(NOT_STRINGS)},
+    {"message": "m", "kind": "start", "role": "tool", "fields": {}},
+    {"message": "m", "kind": f"message {SK}", "role": f"tool {TOKEN}", "fields": {}},
+    {"message": "m", "kind": 3, "role": ["r"], "fields": {"step": 2}},
+    {"message": "m", "logger": "https://user:pa55word@db.example", "fields": {"a": "b"}},
+    {"message": "m", "logger": "svc.worker", "session_id": "named", "fields": {}},
+]
+
+
+class TestOneRecordWhateverThePath:
+    @pytest.mark.parametrize("redact", [True, False])
+    def test_handler_processor_and_sink_write_the_same_lines(
+        self, tmp_path: Path, redact: bool
+    ) -> None:
+        """CodexHandler, CodexProcessor and Sink.write each write every record alike, twice over."""
+        folders = {path: tmp_path / path for path in ("handler", "processor", "sink")}
+        handler = CodexHandler(folders["handler"], "s", redact=redact)
+        processor = CodexProcessor(folders["processor"], "s", redact=redact)
+        sink = Sink(folders["sink"], "s", redact=redact)
+        for case in SAME_RECORDS * 2:  # the second round runs on warm caches
+            name = case.get("logger", "same")
+            logger = logging.getLogger(name)
+            logger.handlers[:] = [handler]
+            logger.propagate = False
+            logger.setLevel(logging.INFO)
+            marks = {key: case[key] for key in ("kind", "role", "session_id") if key in case}
+            logger.warning(case["message"], extra={**case["fields"], **marks})
+            structlog_logger = types.SimpleNamespace(name=name)
+            event = {"event": case["message"], "level": "warning", **case["fields"], **marks}
+            processor(structlog_logger, "warning", event)
+            sink.write(
+                1.0, case.get("session_id"), case.get("kind"), "WARNING", name,
+                case["message"], 1, case.get("role"), None, case["fields"].items(), frozenset(),
+            )  # fmt: skip
+        for sid in ("s", "named"):
+            written = {
+                path: [
+                    {k: v for k, v in rec.items() if k not in ("ts", "pid")}
+                    for rec in read_lines(folder / f"{sid}.ndjson")
+                ]
+                for path, folder in folders.items()
+            }
+            assert written["handler"] == written["sink"]
+            assert written["processor"] == written["sink"]
+        assert len(written["sink"]) == 2
+        assert handler.dropped == processor.dropped == sink.dropped == 0
 
 
 class TestFailuresReportedOnce:
