@@ -89,6 +89,12 @@ def open_append(path: str) -> int:
 
     """
     folder, name = os.path.split(path)
+    parent = os.path.dirname(folder)
+    at_codex = os.path.basename(parent) == ".codex"
+    if at_codex and not os.path.isdir(folder):
+        # Checked before anything is made inside it, not only after.
+        with contextlib.suppress(FileNotFoundError):
+            check_private(parent, os.stat(parent, follow_symlinks=False))
     make_dirs(folder)
     try:
         dir_fd = os.open(folder, _DIR_FLAGS)
@@ -104,8 +110,7 @@ def open_append(path: str) -> int:
         raise
     try:
         check_private(folder, os.fstat(dir_fd))
-        parent = os.path.dirname(folder)
-        if os.path.basename(parent) == ".codex":
+        if at_codex:
             check_private(parent, os.stat(parent, follow_symlinks=False))
         try:
             fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=dir_fd)

@@ -178,6 +178,14 @@ class TestSharedFolders:
         handler.handle(logging.makeLogRecord({"msg": "x"}))
         assert handler.dropped == 1
 
+    def test_nothing_is_made_inside_a_shared_codex_folder(self, tmp_path: Path) -> None:
+        """A world-writable .codex is refused before a sessions folder is made inside it."""
+        (tmp_path / ".codex").mkdir(mode=0o700)
+        (tmp_path / ".codex").chmod(0o777)
+        handler = CodexHandler(tmp_path / ".codex" / "sessions", "s")
+        handler.handle(logging.makeLogRecord({"msg": "x"}))
+        assert (list((tmp_path / ".codex").iterdir()), handler.dropped) == ([], 1)
+
     def test_file_owned_by_another_user_is_refused(self, tmp_path: Path) -> None:
         """A session file planted by another user is not appended to."""
         if os.geteuid() != 0:
