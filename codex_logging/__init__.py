@@ -33,9 +33,10 @@ from codex_logging._errors import (
     WriteError,
 )
 from codex_logging._handler import CodexHandler
-from codex_logging._processor import CodexProcessor, configure_structlog
+from codex_logging._processor import CodexProcessor
 from codex_logging._scope import session_scope
 from codex_logging._session import get_session_id
+from codex_logging._structlog_setup import configure_structlog
 
 if TYPE_CHECKING:
     from codex_logging._postgres import sync_to_postgres

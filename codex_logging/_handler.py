@@ -9,9 +9,9 @@ from collections.abc import Iterable
 from itertools import islice
 from typing import Any, Final
 
-from codex_logging._record import SCALARS, encode, exception_text
+from codex_logging._record import OTEL_TRACE, SCALARS, add_trace_context, encode, exception_text
 from codex_logging._session import current_session
-from codex_logging._sink import NO_SECRET_KEYS, OTEL_TRACE, Sink, add_trace_context
+from codex_logging._sink import NO_SECRET_KEYS, Sink
 from codex_logging._writer import PROCESS, WRITER, FsyncPolicy
 
 _modules: Final = sys.modules  # bound once: looked up per record

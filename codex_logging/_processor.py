@@ -1,8 +1,7 @@
-"""CodexProcessor, the structlog processor, and ``configure_structlog``."""
+"""CodexProcessor, the structlog processor."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
@@ -11,10 +10,10 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any, Final
 
 from codex_logging._handler import CodexHandler
-from codex_logging._record import SCALARS, encode, exception_text
+from codex_logging._record import OTEL_TRACE, SCALARS, add_trace_context, encode, exception_text
 from codex_logging._redact import Redactor
 from codex_logging._session import current_session
-from codex_logging._sink import NO_SECRET_KEYS, OTEL_TRACE, Sink, add_trace_context
+from codex_logging._sink import NO_SECRET_KEYS, Sink
 from codex_logging._writer import PROCESS, WRITER, FsyncPolicy
 
 # Bound once: a module attribute lookup shows on the per-event path.
@@ -32,16 +31,9 @@ _LEVEL_ALIASES: Final = {
     "log": "INFO",
 }
 #: The usual method and level names, looked up without a call.
-_LEVEL_NAMES: Final = {
+LEVEL_NAMES: Final = {
     **{name: name.upper() for name in ("debug", "info", "warning", "error", "critical")},
     **_LEVEL_ALIASES,
-}
-_LEVEL_NUMBERS: Final = {
-    "DEBUG": logging.DEBUG,
-    "INFO": logging.INFO,
-    "WARNING": logging.WARNING,
-    "ERROR": logging.ERROR,
-    "CRITICAL": logging.CRITICAL,
 }
 #: Event-dict keys that become record fields rather than extra fields.
 _MAPPED: Final = frozenset(
@@ -153,7 +145,7 @@ class CodexProcessor:
             # add_log_level's name when it ran, else the method's.
             if level.__class__ is not str:
                 level = method_name
-            level = _LEVEL_NAMES.get(level) or level.upper()
+            level = LEVEL_NAMES.get(level) or level.upper()
             name = get("logger")
             if name is None:
                 name = getattr(logger, "name", None)
@@ -248,224 +240,3 @@ def _reaches_codex_handler(logger: logging.Logger) -> bool:
                     return True
         current = current.parent if current.propagate else None
     return False
-
-
-class _RedactDownstream:
-    """Hand the processors after CodexProcessor a redacted copy of the event.
-
-    The session file is redacted by CodexProcessor itself; this keeps the same
-    secrets off the console and out of stdlib handlers that render the event
-    (CI logs are kept too). A clean event goes on as the very same dict.
-    """
-
-    __slots__ = ("redactor",)
-
-    def __init__(self, redactor: Redactor) -> None:
-        self.redactor = redactor
-
-    def __call__(
-        self, _logger: Any, _method_name: str, event_dict: MutableMapping[str, Any]
-    ) -> MutableMapping[str, Any]:
-        counter = [0]
-        redacted = self.redactor.mapping(event_dict, counter)
-        return redacted if counter[0] else event_dict
-
-
-def _level_name(name: str) -> str:
-    return _LEVEL_NAMES.get(name) or name.upper()
-
-
-def _drop_below(min_level: int, drop: type[BaseException]) -> Any:
-    def drop_below(_logger: Any, method_name: str, event_dict: Any) -> Any:
-        if _LEVEL_NUMBERS.get(_level_name(method_name), logging.INFO) < min_level:
-            raise drop
-        return event_dict
-
-    return drop_below
-
-
-def configure_structlog(
-    *,
-    sessions_dir: str | os.PathLike[str] | None = None,
-    session_id: str | None = None,
-    fsync: FsyncPolicy = "never",
-    redact: bool = True,
-    redact_keys: Iterable[str] = (),
-    redact_patterns: Iterable[str] = (),
-    min_level: int = logging.DEBUG,
-    to_stdlib: bool = False,
-    **structlog_kw: Any,
-) -> CodexProcessor:
-    """Configure structlog with a chain that writes every event to the session.
-
-    The chain merges contextvars, adds the level, the logger name, the stack
-    and exception information, writes the event with :class:`CodexProcessor`,
-    then renders it, redacted the same way unless ``redact=False``: by default
-    to stderr with structlog's ``ConsoleRenderer``; with ``to_stdlib=True`` it
-    is handed to stdlib ``logging`` for ``ProcessorFormatter`` (where a
-    :class:`CodexHandler` is the one writer, so each event is written once).
-    Printf-style arguments work as in stdlib logging
-    (``log.info("hello %s", "world")``), events below ``min_level`` are dropped
-    before any work in both modes, and ``structlog.get_logger("svc")`` records
-    ``logger: "svc"``.
-
-    Example::
-
-        configure_structlog()
-        structlog.get_logger().info("step B", kind="message", role="tool")
-
-    Args:
-        sessions_dir: As for :class:`CodexProcessor`.
-        session_id: As for :class:`CodexProcessor`.
-        fsync: As for :class:`CodexProcessor`.
-        redact: As for :class:`CodexProcessor`.
-        redact_keys: As for :class:`CodexProcessor`.
-        redact_patterns: As for :class:`CodexProcessor`.
-        min_level: Events below this stdlib level are dropped before any work.
-        to_stdlib: Forward events to stdlib logging instead of printing them.
-        **structlog_kw: Passed to ``structlog.configure`` and win over the
-            defaults above (``processors``, ``logger_factory``, ...).
-
-    Returns:
-        The processor placed in the chain.
-
-    """
-    import structlog  # noqa: PLC0415 - only this function needs structlog
-
-    processor = CodexProcessor(
-        sessions_dir,
-        session_id,
-        fsync=fsync,
-        redact=redact,
-        redact_keys=redact_keys,
-        redact_patterns=redact_patterns,
-    )
-    chain: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.StackInfoRenderer(),
-        structlog.dev.set_exc_info,
-        structlog.processors.format_exc_info,
-        processor,
-    ]
-    if processor.redactor is not None:
-        chain.append(_RedactDownstream(processor.redactor))
-    chain.append(structlog.processors.TimeStamper(fmt="iso"))
-    settings: dict[str, Any] = {"cache_logger_on_first_use": True}
-    if to_stdlib:
-        chain[:0] = [
-            _drop_below(min_level, structlog.DropEvent),
-            structlog.stdlib.filter_by_level,
-            structlog.stdlib.add_logger_name,
-        ]
-        chain.insert(chain.index(processor), structlog.stdlib.PositionalArgumentsFormatter())
-        chain.append(_wrap_for_formatter)
-        settings["logger_factory"] = structlog.stdlib.LoggerFactory()
-        settings["wrapper_class"] = structlog.stdlib.BoundLogger
-    else:
-        chain.append(structlog.dev.ConsoleRenderer(colors=False))
-        settings["logger_factory"] = _named_print_logger_factory(sys.stderr)
-        settings["wrapper_class"] = _bound_logger_class(min_level)
-    settings["processors"] = chain
-    settings.update(structlog_kw)
-    structlog.configure(**settings)
-    return processor
-
-
-def _wrap_for_formatter(logger: Any, name: str, event_dict: Any) -> Any:
-    # structlog's ProcessorFormatter.wrap_for_formatter, plus the event dict as
-    # a record attribute: a QueueHandler's prepare() turns msg into text, and
-    # the CodexHandler behind the QueueListener still writes the event's keys.
-    import structlog  # noqa: PLC0415 - only configure_structlog needs structlog
-
-    args, kwargs = structlog.stdlib.ProcessorFormatter.wrap_for_formatter(logger, name, event_dict)
-    kwargs["extra"]["_codex_event"] = event_dict
-    return args, kwargs
-
-
-def _named_print_logger_factory(file: Any) -> Any:
-    import structlog  # noqa: PLC0415 - only configure_structlog needs structlog
-
-    class NamedPrintLogger(structlog.PrintLogger):
-        """A PrintLogger that knows the name given to ``get_logger``."""
-
-        def __init__(self, name: object) -> None:
-            super().__init__(file)
-            self.name = name if isinstance(name, str) else None
-
-    def factory(*args: Any) -> Any:
-        return NamedPrintLogger(args[0] if args else None)
-
-    return factory
-
-
-@functools.cache
-def _bound_logger_class(min_level: int) -> type:
-    """Return a structlog bound logger that filters below ``min_level`` and formats ``%`` args.
-
-    Like structlog's filtering bound logger, but the event is optional
-    (SPEC: ``structlog.get_logger().info(kind="message")``).
-    """
-    import structlog  # noqa: PLC0415 - only configure_structlog needs structlog
-
-    def method(name: str, number: int, *, exc_info: bool = False) -> Any:
-        if number < min_level:
-
-            def drop(_self: Any, _event: Any = None, *_args: Any, **_kw: Any) -> None:
-                return None
-
-            return drop
-
-        def log(self: Any, event: Any = None, *args: Any, **kw: Any) -> Any:
-            if exc_info:
-                kw.setdefault("exc_info", True)
-            return self._proxy_to_logger(name, _interpolate(event, args), **kw)
-
-        return log
-
-    methods: dict[str, Any] = {}
-    for name, number in (
-        ("debug", logging.DEBUG),
-        ("info", logging.INFO),
-        ("msg", logging.INFO),
-        ("warning", logging.WARNING),
-        ("warn", logging.WARNING),
-        ("error", logging.ERROR),
-        ("err", logging.ERROR),
-        ("critical", logging.CRITICAL),
-        ("fatal", logging.CRITICAL),
-    ):
-        methods[name] = method(name, number)
-    methods["exception"] = method("exception", logging.ERROR, exc_info=True)
-
-    def log_at(self: Any, level: int, event: Any = None, *args: Any, **kw: Any) -> Any:
-        if level < min_level:
-            return None
-        name = logging.getLevelName(level)
-        name = name.lower() if isinstance(name, str) and name.lower() in methods else "info"
-        return self._proxy_to_logger(name, _interpolate(event, args), **kw)
-
-    methods["log"] = log_at
-    for name in [*methods]:
-        methods["a" + name] = _async(methods[name])
-    return type("CodexBoundLogger", (structlog.BoundLoggerBase,), methods)
-
-
-def _async(sync: Any) -> Any:
-    async def call(self: Any, *args: Any, **kw: Any) -> Any:
-        return sync(self, *args, **kw)
-
-    return call
-
-
-def _interpolate(event: Any, args: tuple[Any, ...]) -> Any:
-    # As stdlib logging and structlog's filtering logger: "%s" % args, a
-    # single dict argument for "%(name)s"; a mismatch keeps both, never raises.
-    if not args or not isinstance(event, str):
-        return event
-    if len(args) == 1 and isinstance(args[0], dict) and args[0]:
-        args = args[0]  # type: ignore[assignment]  # a mapping for %(name)s
-    try:
-        return event % args
-    except (TypeError, ValueError, KeyError):
-        return f"{event} {args!r}"

@@ -252,3 +252,22 @@ def exception_text(rendered: object, exc_info: object) -> str | None:
     if isinstance(exc_info, tuple) and len(exc_info) == 3 and exc_info[0] is not None:
         return "".join(traceback.format_exception(*exc_info)).rstrip("\n")
     return None
+
+
+#: Checked in ``sys.modules`` only: a hook script that never imports
+#: OpenTelemetry pays one dict lookup per record (issue 14).
+OTEL_TRACE: Final = "opentelemetry.trace"
+
+
+def add_trace_context(record: dict[str, Any]) -> None:
+    # The field names and hex forms the OpenTelemetry Collector's trace parser
+    # reads by default: trace_id (32 hex), span_id (16 hex), trace_flags (2 hex).
+    try:
+        context = sys.modules[OTEL_TRACE].get_current_span().get_span_context()
+        if not context.is_valid:
+            return
+        record.setdefault("trace_id", f"{context.trace_id:032x}")
+        record.setdefault("span_id", f"{context.span_id:016x}")
+        record.setdefault("trace_flags", f"{int(context.trace_flags):02x}")
+    except Exception:  # noqa: S110 - a broken tracer must never cost the record
+        pass

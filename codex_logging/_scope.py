@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import os
+import sys
 import threading
 import time
 import traceback
@@ -30,7 +32,7 @@ from codex_logging._settings import (
     sessions_dir_path,
     validate_session_id,
 )
-from codex_logging._sink import Sink, configured_sinks
+from codex_logging._sink import Sink
 from codex_logging._writer import PROCESS
 
 P = ParamSpec("P")
@@ -285,3 +287,48 @@ def _write(
         except Exception as error:
             # SPEC: a failure to write never raises into the application.
             sink.report(error)
+
+
+def configured_sinks() -> list[Sink]:
+    """Return the sinks the program's logging and structlog set-up write through.
+
+    The handlers reachable from the loggers (including those of a
+    ``QueueHandler``'s listener, when dictConfig made one), then the
+    processors in structlog's configured chain (looked at only if structlog is
+    imported); the first sink of each folder, so a scope writes its start and
+    end records once per folder (SPEC Additions).
+
+    Returns:
+        At most one sink per folder; empty when nothing is configured.
+
+    """
+    found: list[Sink] = []
+    manager = logging.Logger.manager
+    loggers: list[Any] = [logging.getLogger(), *list(manager.loggerDict.values())]
+    for logger in loggers:
+        for handler in list(getattr(logger, "handlers", ())):
+            _collect(handler, found)
+            listener = getattr(handler, "listener", None)
+            for behind in getattr(listener, "handlers", ()):
+                _collect(behind, found)
+    structlog = sys.modules.get("structlog")
+    if structlog is not None:
+        try:
+            processors = structlog.get_config().get("processors", ())
+        except Exception:  # a structlog without get_config: nothing configured there
+            processors = ()
+        for processor in processors:
+            _collect(processor, found)
+    seen: set[str] = set()
+    out = []
+    for sink in found:
+        if sink.sessions_dir not in seen:
+            seen.add(sink.sessions_dir)
+            out.append(sink)
+    return out
+
+
+def _collect(owner: object, found: list[Sink]) -> None:
+    sink = getattr(owner, "sink", None)
+    if isinstance(sink, Sink):
+        found.append(sink)

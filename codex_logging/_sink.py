@@ -1,17 +1,21 @@
 """The sink: the one write pipeline every record goes through.
 
 A sink owns where a session is written and how: the folder, the fsync policy,
-the redactor, the default session id, and how a failure is reported. Its
-:meth:`Sink.write` routes the session, normalises every value into JSON data,
-redacts, encodes and appends, in that order. :class:`CodexHandler`,
-:class:`CodexProcessor` and :func:`session_scope` are thin adapters over it
-(STYLE "One concept, one owner").
+the redactor, the default session id, its caches, and how a failure is
+reported. Every record takes the same steps, in this order: route the
+session, normalise every value into JSON data, redact, encode, append
+(STYLE "One concept, one owner"). :meth:`Sink.write` takes them for
+:func:`session_scope` and structlog's stdlib recipe; ``CodexHandler.emit`` and
+``CodexProcessor.__call__`` take them in one frame each, calling the helpers
+here (:meth:`Sink.route`, :meth:`Sink.texts`, :meth:`Sink.add_field`...) for
+everything but the usual case, because a call per step costs measurably on
+their path (issue 15). ``tests/test_sink.py::TestOneRecordWhateverThePath``
+holds the three to the same lines.
 """
 
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import sys
 from collections.abc import Iterable, Mapping
@@ -19,7 +23,16 @@ from collections.abc import Set as AbstractSet
 from typing import Any, Final
 
 from codex_logging._errors import InvalidSessionId, UnsafePathError
-from codex_logging._record import CORE_FIELDS, SCALARS, encode, key_text, normalize, safe_str
+from codex_logging._record import (
+    CORE_FIELDS,
+    OTEL_TRACE,
+    SCALARS,
+    add_trace_context,
+    encode,
+    key_text,
+    normalize,
+    safe_str,
+)
 from codex_logging._redact import REDACTED, Redactor
 from codex_logging._session import current_session, get_session_id
 from codex_logging._settings import (
@@ -373,25 +386,6 @@ class Sink:
             pass
 
 
-#: Checked in ``sys.modules`` only: a hook script that never imports
-#: OpenTelemetry pays one dict lookup per record (issue 14).
-OTEL_TRACE: Final = "opentelemetry.trace"
-
-
-def add_trace_context(record: dict[str, Any]) -> None:
-    # The field names and hex forms the OpenTelemetry Collector's trace parser
-    # reads by default: trace_id (32 hex), span_id (16 hex), trace_flags (2 hex).
-    try:
-        context = sys.modules[OTEL_TRACE].get_current_span().get_span_context()
-        if not context.is_valid:
-            return
-        record.setdefault("trace_id", f"{context.trace_id:032x}")
-        record.setdefault("span_id", f"{context.span_id:016x}")
-        record.setdefault("trace_flags", f"{int(context.trace_flags):02x}")
-    except Exception:  # noqa: S110 - a broken tracer must never cost the record
-        pass
-
-
 def _hint(error: BaseException | None) -> str:
     # SPEC Additions: say what is wrong and what to set.
     if isinstance(error, InvalidSessionId):
@@ -403,48 +397,3 @@ def _hint(error: BaseException | None) -> str:
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return " (free disk space or raise the file-size limit)"
     return ""
-
-
-def configured_sinks() -> list[Sink]:
-    """Return the sinks the program's logging and structlog set-up write through.
-
-    The handlers reachable from the loggers (including those of a
-    ``QueueHandler``'s listener, when dictConfig made one), then the
-    processors in structlog's configured chain (looked at only if structlog is
-    imported); the first sink of each folder, so a scope writes its start and
-    end records once per folder (SPEC Additions).
-
-    Returns:
-        At most one sink per folder; empty when nothing is configured.
-
-    """
-    found: list[Sink] = []
-    manager = logging.Logger.manager
-    loggers: list[Any] = [logging.getLogger(), *list(manager.loggerDict.values())]
-    for logger in loggers:
-        for handler in list(getattr(logger, "handlers", ())):
-            _collect(handler, found)
-            listener = getattr(handler, "listener", None)
-            for behind in getattr(listener, "handlers", ()):
-                _collect(behind, found)
-    structlog = sys.modules.get("structlog")
-    if structlog is not None:
-        try:
-            processors = structlog.get_config().get("processors", ())
-        except Exception:  # a structlog without get_config: nothing configured there
-            processors = ()
-        for processor in processors:
-            _collect(processor, found)
-    seen: set[str] = set()
-    out = []
-    for sink in found:
-        if sink.sessions_dir not in seen:
-            seen.add(sink.sessions_dir)
-            out.append(sink)
-    return out
-
-
-def _collect(owner: object, found: list[Sink]) -> None:
-    sink = getattr(owner, "sink", None)
-    if isinstance(sink, Sink):
-        found.append(sink)
