@@ -9,9 +9,9 @@ from collections.abc import Iterable
 from itertools import islice
 from typing import Any, Final
 
-from codex_logging._record import OTEL_TRACE, SCALARS, add_trace_context, encode, exception_text
+from codex_logging._record import exception_text
 from codex_logging._session import current_session
-from codex_logging._sink import NO_SECRET_KEYS, Sink
+from codex_logging._sink import Sink
 from codex_logging._writer import PROCESS, WRITER, FsyncPolicy
 
 _modules: Final = sys.modules  # bound once: looked up per record
@@ -219,38 +219,11 @@ class CodexHandler(logging.Handler):
             # ``extra`` comes after them: read only that tail. A record built some
             # other way (its first key is not "name") is filtered in full.
             if len(fields) > _PLAIN_RECORD_SIZE:
-                names = sink.names
-                secret = NO_SECRET_KEYS if redactor is None else redactor.secret_keys
                 items: Iterable[tuple[str, Any]] = fields.items()
                 if next(iter(fields)) == "name":
                     items = islice(items, _PLAIN_RECORD_SIZE, None)
-                for key, value in items:
-                    if key in _NOT_EXTRA:
-                        continue
-                    written = names.get(key)
-                    # The usual field, inline: a known clean name, a value that
-                    # is not secret by its key, text or a JSON scalar.
-                    if written is not None and not secret[key]:
-                        cls = value.__class__
-                        if cls is str:
-                            line[written] = (
-                                value if redactor is None else redactor.text(value, counter)
-                            )
-                            continue
-                        if cls in SCALARS:
-                            line[written] = value
-                            continue
-                    sink.add_field(line, key, value, counter)
-            if counter[0]:
-                line["redacted"] = counter[0]
-            if OTEL_TRACE in _modules:  # only a program that uses OpenTelemetry pays for it
-                add_trace_context(line)
-            data = encode(line)
-            path = sink.paths.get(sid) or sink.path(sid)
-            if sink.fsync == "never":
-                WRITER.write(path, data)
-            else:
-                WRITER.write(path, data, sync=sink.fsync == "always" or kind == "end")
+                sink.add_fields(line, items, _NOT_EXTRA, counter)
+            sink.append(line, sid, kind, counter[0])
         except RecursionError:  # as logging's own handlers do
             raise
         except Exception:

@@ -10,11 +10,11 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any, Final
 
 from codex_logging._handler import CodexHandler
-from codex_logging._record import OTEL_TRACE, SCALARS, add_trace_context, encode, exception_text
+from codex_logging._record import exception_text
 from codex_logging._redact import Redactor
 from codex_logging._session import current_session
-from codex_logging._sink import NO_SECRET_KEYS, Sink
-from codex_logging._writer import PROCESS, WRITER, FsyncPolicy
+from codex_logging._sink import Sink
+from codex_logging._writer import PROCESS, FsyncPolicy
 
 # Bound once: a module attribute lookup shows on the per-event path.
 _time: Final = time.time
@@ -118,7 +118,7 @@ class CodexProcessor:
         """Events that could not be written since the processor was made."""
         return self.sink.dropped
 
-    def __call__(  # noqa: C901, PLR0912, PLR0915 - the hot path in one frame (bench/)
+    def __call__(  # noqa: C901, PLR0912 - the hot path in one frame (bench/)
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         """Write ``event_dict`` and return it untouched.
@@ -185,35 +185,8 @@ class CodexProcessor:
                 exc = exception_text(exception, exc_info)
                 if exc is not None:
                     record["exc"] = exc if redactor is None else redactor.text(exc, counter)
-            names = sink.names
-            secret = NO_SECRET_KEYS if redactor is None else redactor.secret_keys
-            for key, value in event_dict.items():
-                if key in _MAPPED:
-                    continue
-                written = names.get(key)
-                # The usual field, inline: a known clean name, a value that is
-                # not secret by its key, text or a JSON scalar.
-                if written is not None and not secret[key]:
-                    cls = value.__class__
-                    if cls is str:
-                        record[written] = (
-                            value if redactor is None else redactor.text(value, counter)
-                        )
-                        continue
-                    if cls in SCALARS:
-                        record[written] = value
-                        continue
-                sink.add_field(record, key, value, counter)
-            if counter[0]:
-                record["redacted"] = counter[0]
-            if OTEL_TRACE in _modules:  # only a program that uses OpenTelemetry pays for it
-                add_trace_context(record)
-            line = encode(record)
-            path = sink.paths.get(sid) or sink.path(sid)
-            if sink.fsync == "never":
-                WRITER.write(path, line)
-            else:
-                WRITER.write(path, line, sync=sink.fsync == "always" or kind == "end")
+            sink.add_fields(record, event_dict.items(), _MAPPED, counter)
+            sink.append(record, sid, kind, counter[0])
         except Exception as error:
             sink.report(error)
         return event_dict

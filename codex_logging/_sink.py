@@ -196,10 +196,7 @@ class Sink:
             record["role"] = role
         if exc is not None:
             record["exc"] = exc if self.redactor is None else self.redactor.text(exc, counter)
-        add = self.add_field
-        for key, value in extra:
-            if key not in skip:
-                add(record, key, value, counter)
+        self.add_fields(record, extra, skip, counter)
         self.append(record, sid, kind, counter[0])
 
     def route(self, explicit: object) -> str:
@@ -277,6 +274,43 @@ class Sink:
         if self.redactor is None:
             return message
         return self.redactor.text(message, counter)
+
+    def add_fields(
+        self,
+        record: dict[str, Any],
+        items: Iterable[tuple[Any, Any]],
+        skip: AbstractSet[str],
+        counter: list[int],
+    ) -> None:
+        """Add a record's further fields, leaving out the names in ``skip``.
+
+        The usual field (a name already found clean, a value not secret by
+        its name, text or a JSON scalar) is added here; any other goes
+        through :meth:`add_field`.
+
+        Args:
+            record: The record being built.
+            items: ``(name, value)`` pairs.
+            skip: Names already mapped to record fields.
+            counter: A one-item list counting replacements.
+
+        """
+        names = self.names
+        redactor = self.redactor
+        secret = NO_SECRET_KEYS if redactor is None else redactor.secret_keys
+        for key, value in items:
+            if key in skip:
+                continue
+            written = names.get(key)
+            if written is not None and not secret[key]:
+                cls = value.__class__
+                if cls is str:
+                    record[written] = value if redactor is None else redactor.text(value, counter)
+                    continue
+                if cls in SCALARS:
+                    record[written] = value
+                    continue
+            self.add_field(record, key, value, counter)
 
     def add_field(
         self, record: dict[str, Any], key: object, value: object, counter: list[int]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import codex_logging._handler
+import codex_logging._sink
 from codex_logging import CodexHandler, session_scope
 from tests.conftest import read_lines, session_file
 
@@ -287,7 +287,7 @@ class TestFailures:
         def exploding(_record: object) -> bytes:
             raise RecursionError
 
-        monkeypatch.setattr(codex_logging._handler, "encode", exploding)
+        monkeypatch.setattr(codex_logging._sink, "encode", exploding)
         with pytest.raises(RecursionError):
             handler.emit(logging.makeLogRecord({"msg": "x"}))
         assert handler.dropped == 0
