@@ -10,7 +10,6 @@ from itertools import islice
 from typing import Any, Final
 
 from codex_logging._record import exception_text
-from codex_logging._session import current_session
 from codex_logging._sink import Sink
 from codex_logging._writer import PROCESS, WRITER, FsyncPolicy
 
@@ -154,7 +153,7 @@ class CodexHandler(logging.Handler):
             self.emit(record)
         return bool(result)
 
-    def emit(self, record: logging.LogRecord) -> None:  # noqa: C901, PLR0912, PLR0915 - one frame (bench/)
+    def emit(self, record: logging.LogRecord) -> None:  # noqa: C901, PLR0912 - one frame (bench/)
         """Write ``record``; any failure goes to ``handleError``, never to the caller.
 
         The steps of :meth:`Sink.write` (route, normalise, redact, build,
@@ -170,15 +169,7 @@ class CodexHandler(logging.Handler):
                     self._emit_structlog(record, event)
                     return
             get = fields.get
-            explicit = get("session_id")
-            if explicit is None:
-                sid = current_session.get()
-                if sid is None:
-                    sid = sink.session_id
-                    if sid is None or sid is not sink.checked_id:
-                        sid = sink.route(None)
-            else:
-                sid = sink.route(explicit)
+            sid = sink.route(get("session_id"))
             message = record.getMessage()
             if record.exc_info or record.exc_text or record.stack_info:
                 exc = self._record_exception(record)

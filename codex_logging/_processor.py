@@ -12,7 +12,6 @@ from typing import Any, Final
 from codex_logging._handler import CodexHandler
 from codex_logging._record import exception_text
 from codex_logging._redact import Redactor
-from codex_logging._session import current_session
 from codex_logging._sink import Sink
 from codex_logging._writer import PROCESS, FsyncPolicy
 
@@ -118,7 +117,7 @@ class CodexProcessor:
         """Events that could not be written since the processor was made."""
         return self.sink.dropped
 
-    def __call__(  # noqa: C901, PLR0912 - the hot path in one frame (bench/)
+    def __call__(  # noqa: C901 - the hot path in one frame (bench/)
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         """Write ``event_dict`` and return it untouched.
@@ -132,15 +131,7 @@ class CodexProcessor:
             if isinstance(logger, _StdlibLogger) and _reaches_codex_handler(logger):
                 return event_dict  # the handler writes it
             get = event_dict.get
-            explicit = get("session_id")
-            if explicit is None:
-                sid = current_session.get()
-                if sid is None:
-                    sid = sink.session_id
-                    if sid is None or sid is not sink.checked_id:
-                        sid = sink.route(None)
-            else:
-                sid = sink.route(explicit)
+            sid = sink.route(get("session_id"))
             level = get("level")
             # add_log_level's name when it ran, else the method's.
             if level.__class__ is not str:
