@@ -8,13 +8,8 @@ Two rules, applied at any depth of dicts and lists:
   becomes ``"[REDACTED]"``; so does the value after a secret name in text
   (``access_token=...``, ``"password": "..."``).
 
-Every built-in rule runs in time linear in the string's length. Each regular
-expression starts with a literal that must not follow a character of its own
-body (a look-behind), so a run of repeated prefixes is tried from one place
-only, and none has two unbounded quantifiers that can match the same
-characters. The URL and assignment rules find a literal mark, read a bounded
-window around it, and consume each value once. ``tests/test_redact.py`` feeds
-each rule a megabyte of its own prefix.
+What counts as a secret (names, shapes, gates) is :mod:`codex_logging._secrets`;
+this module applies it, with its caches.
 """
 
 from __future__ import annotations
@@ -23,7 +18,22 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
-REDACTED: Final = "[REDACTED]"
+from codex_logging._secrets import (
+    GATE_BITS,
+    GATE_KEYS,
+    GATES,
+    NAME_HINTS,
+    REDACTED,
+    RULES,
+    Rule,
+    key_is_secret,
+    norm,
+    redact_assignments,
+    redact_url_passwords,
+)
+
+__all__ = ["REDACTED", "Redactor"]
+
 #: Values nested deeper than this cannot be checked and are redacted whole.
 MAX_DEPTH: Final = 64
 #: Strings up to this length that held no secret are remembered, so a message
@@ -31,268 +41,6 @@ MAX_DEPTH: Final = 64
 #: scanned once. Longer ones would cost more to hash than to scan.
 CLEAN_CACHE_LENGTH: Final = 256
 CLEAN_CACHE_SIZE: Final = 1024
-#: How far past ``scheme://user:`` a URL password is looked for.
-MAX_URL_PASSWORD: Final = 256
-
-# A key is secret when its normalised name (see _norm) is one of these ...
-SECRET_NAMES: Final = frozenset(
-    {
-        "apikey",
-        "accesskey",
-        "secretkey",
-        "privatekey",
-        "accesstoken",
-        "refreshtoken",
-        "pgpassword",
-        "sessionid",
-        "csrftoken",
-        "xsrftoken",
-    }
-)
-# ... or its last ``_``-separated part is one of these ("db_pass",
-# "x_api_key", "session_cookie"); "key" alone, "tokens" and "token_count" are
-# not secret.
-SECRET_LAST_PARTS: Final = frozenset(
-    {
-        "password",
-        "passwd",
-        "pwd",
-        "pass",
-        "passphrase",
-        "secret",
-        "token",
-        "apikey",
-        "auth",
-        "authorization",
-        "cookie",
-        "credential",
-        "credentials",
-        "creds",
-        "sessionid",
-        "csrftoken",
-    }
-)
-#: Every secret name above contains one of these, in any case: a string with
-#: none of them cannot assign to a secret name (see Redactor._assignments).
-NAME_HINTS: Final = (
-    "pass",
-    "pwd",
-    "secret",
-    "token",
-    "key",
-    "auth",
-    "cookie",
-    "cred",
-    "session",
-    "csrf",
-)
-_KEY_PART: Final = "key"  # secret as a last part after another part: "api_key", not "key"
-
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-_SEPARATORS = re.compile(r"[\s\-.]+|_{2,}")
-
-
-def _norm(key: str) -> str:
-    """Normalise a key name: camelCase to snake, lower case, separators to ``_``."""
-    key = _CAMEL.sub("_", key.strip())
-    return _SEPARATORS.sub("_", key.lower()).strip("_")
-
-
-def key_is_secret(norm: str) -> bool:
-    """Return whether a normalised key name (see ``_norm``) is a secret key."""
-    if norm in SECRET_NAMES:
-        return True
-    head, _, last = norm.rpartition("_")
-    return last in SECRET_LAST_PARTS or (last == _KEY_PART and head != "")
-
-
-# Characters of the bodies below, for the look-behinds.
-_B64URL = "A-Za-z0-9_-"
-_ALNUM = "A-Za-z0-9"
-
-# Each rule: its name; literals of which a string must contain at least one
-# before the expression runs; the expression. A group named "keep" stays
-# readable ("Bearer [REDACTED]"). Shapes follow the public rules of gitleaks
-# (github.com/gitleaks/gitleaks, cmd/generate/config/rules/<file>.go) where
-# noted; the expressions are our own, written for linear time.
-RULES: Final[tuple[tuple[str, tuple[str, ...], str], ...]] = (
-    (  # privatekey.go: PEM and PGP ("PRIVATE KEY BLOCK"); an unended block is cut to the end
-        "private_key",
-        ("PRIVATE KEY",),
-        (
-            r"-----BEGIN [A-Z0-9 ]{0,64}PRIVATE KEY(?: BLOCK)?-----.*?"
-            r"(?:-----END [A-Z0-9 ]{0,64}PRIVATE KEY(?: BLOCK)?-----|\Z)"
-        ),
-    ),
-    (
-        "bearer",
-        ("earer", "EARER"),
-        rf"(?P<keep>(?<![{_ALNUM}_])(?i:bearer)\s+)[A-Za-z0-9\-._~+/]{{8,}}=*",
-    ),
-    ("basic", ("asic", "ASIC"), r"(?P<keep>\b(?:[Bb]asic|BASIC)\s+)[A-Za-z0-9+/]{8,}={0,2}"),
-    (  # jwt.go; JWE (RFC 7516) has five parts, the second may be empty
-        "jwt",
-        ("eyJ",),
-        (
-            rf"(?<![{_B64URL}])eyJ[{_B64URL}]{{4,}}\."
-            rf"(?:eyJ[{_B64URL}]{{4,}}\.[{_B64URL}]*"
-            rf"|[{_B64URL}]*\.[{_B64URL}]+\.[{_B64URL}]+\.[{_B64URL}]*)"
-        ),
-    ),
-    ("openai", ("sk-",), rf"(?<![{_B64URL}])sk-[{_B64URL}]{{16,}}"),
-    (  # stripe.go: secret and restricted keys, live and test
-        "stripe",
-        ("k_live_", "k_test_", "k_prod_"),
-        rf"(?<![{_ALNUM}_])[sr]k_(?:live|test|prod)_[{_ALNUM}]{{10,}}",
-    ),
-    (  # github.go
-        "github",
-        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
-        rf"(?<![{_ALNUM}_])(?:gh[pousr]_[{_ALNUM}]{{20,}}|github_pat_[{_ALNUM}_]{{20,}})",
-    ),
-    (  # gitlab.go: glpat- and the longer routable form with a ".xx" tail
-        "gitlab",
-        ("glpat-",),
-        rf"(?<![{_B64URL}])glpat-[{_B64URL}]{{20,}}(?:\.[{_ALNUM}]{{2,}})?",
-    ),
-    ("aws", ("AKIA", "ASIA"), r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"),
-    ("google", ("AIza",), rf"(?<![{_B64URL}])AIza[{_B64URL}]{{35,}}"),  # gcp.go
-    ("npm", ("npm_",), rf"(?<![{_ALNUM}_])npm_[{_ALNUM}]{{36,}}"),  # npm.go
-    (  # slack.go: bot/user tokens and app-level tokens
-        "slack",
-        ("xox", "xapp-"),
-        rf"(?<![{_ALNUM}-])(?:xox[abposr]-[{_ALNUM}-]{{10,}}|xapp-[0-9]-[{_ALNUM}-]{{10,}})",
-    ),
-    (  # slack.go: incoming webhooks; the path after the kind is the secret
-        "slack_webhook",
-        ("hooks.slack.com/",),
-        r"(?P<keep>hooks\.slack\.com/(?:services|workflows|triggers)/)[A-Za-z0-9+/_-]{8,}",
-    ),
-)
-SECRET_PATTERNS: Final = tuple(source for _, _, source in RULES)
-# A first, cheaper test: every match of a rule contains one of its gates, so a
-# string with no gate at all (most messages) costs a dozen substring tests,
-# each at memory speed. A rule may run twice ("earer" and "EARER"): harmless.
-_GATES: Final = (
-    ("-", ("private_key", "openai", "gitlab", "slack")),
-    ("_", ("stripe", "github", "npm")),
-    ("earer", ("bearer",)),
-    ("EARER", ("bearer",)),
-    ("asic", ("basic",)),
-    ("ASIC", ("basic",)),
-    ("eyJ", ("jwt",)),
-    ("AKIA", ("aws",)),
-    ("ASIA", ("aws",)),
-    ("AIza", ("google",)),
-    ("hooks.slack.com/", ("slack_webhook",)),
-    ("://", ("url",)),
-    ("=", ("assignment",)),
-    ('":', ("assignment",)),
-    ("':", ("assignment",)),
-)
-#: Each gate holds one of these characters; a text without a gate's
-#: character cannot hold the gate. Seven one-character tests (at memory
-#: speed) pick the gates worth testing, in their order: a text none of whose
-#: characters is here (``processing step 12``) is clean after seven tests.
-#: A replacement adds only ``[REDACTED]`` (no gate in it, none across its
-#: brackets), so a gate absent from the text stays absent as rules run.
-_GATE_KEYS: Final = "-_AJa:="
-
-
-def _gate_key(gate: str) -> int:
-    """Return the bit of the first key character in ``gate``."""
-    for bit, key in enumerate(_GATE_KEYS):
-        if key in gate:
-            return 1 << bit
-    msg = f"gate {gate!r} holds none of {_GATE_KEYS!r}"  # pragma: no cover - checked at import
-    raise AssertionError(msg)  # pragma: no cover
-
-
-_GATE_BITS: Final = {gate: _gate_key(gate) for gate, _ in _GATES}
-_Rule = Callable[[str], tuple[str, int]]
-
-# ``scheme://user:`` (or ``scheme://:``); the password after it is found by
-# _url_password. The look-behind starts a scheme where a run of scheme
-# characters starts, so each "://" is tried from one place.
-_URL_START = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^\s/:@]*:")
-# A password with spaces: two to four words, none with "/" or "@", not a port.
-_SPACED_PASSWORD = re.compile(r"(?!\d+ )[^\s/@]+(?: [^\s/@]+){1,3}(?=@)")
-_NETLOC_END = re.compile(r"[/?#]")
-# Before the first "@": "443/path" is a port and a path, "?" or "#" a query.
-_NOT_PASSWORD = re.compile(r"\d+/|[^?#]*[?#]")
-
-
-# ``name=`` (query strings, logfmt, environment, ``--flag=``) and ``"name":``
-# or ``'name':`` (JSON, and a dict's repr in a %-formatted message): the value
-# after it is secret when the name is a secret key. The marks are found by a
-# literal scan; the name is read backwards from the mark, as one anchored
-# match on the reversed string, at most 64 characters; a value is consumed
-# once (see Redactor._assignments).
-_NAME_REVERSED = re.compile(r"[A-Za-z0-9_.\-]{1,64}(?![A-Za-z0-9_.\-])")
-_QUOTED_NAME_REVERSED = {q: re.compile(rf"[A-Za-z0-9_.\- ]{{1,64}}{q}") for q in "\"'"}
-_QUOTED = {'"': re.compile(r'(?:[^"\\\n]|\\.)*"'), "'": re.compile(r"(?:[^'\\\n]|\\.)*'")}
-_BARE_VALUE = re.compile(r"[^\s&#;,'\"}\]]+")
-
-
-def _has_hint(lower: str, hints: tuple[str, ...]) -> bool:
-    return any(hint in lower for hint in hints)
-
-
-def _assignment_marks(value: str) -> list[tuple[int, int, str | None]]:
-    """Return ``(mark, value start, quote)`` for each ``=`` (not ``==``), ``":`` and ``':``."""
-    marks: list[tuple[int, int, str | None]] = []
-    find = value.find
-    mark = find("=")
-    while mark >= 0:
-        if value[mark + 1 : mark + 2] != "=":
-            marks.append((mark, mark + 1, None))
-        mark = find("=", mark + 2 if value[mark + 1 : mark + 2] == "=" else mark + 1)
-    for quote in ('"', "'"):
-        mark = find(quote + ":")
-        while mark >= 0:
-            after = mark + 2
-            while value[after : after + 1] == " " and after - mark < 10:
-                after += 1
-            marks.append((mark, after, quote))
-            mark = find(quote + ":", mark + 2)
-    marks.sort()
-    return marks
-
-
-def _assignment_value(value: str, start: int) -> tuple[int, int]:
-    """Return the span of the value starting at ``start``: quoted (without its quotes) or bare."""
-    quote = value[start : start + 1]
-    if quote in _QUOTED:
-        start += 1
-        closing = _QUOTED[quote].match(value, start)
-        if closing is not None:
-            return start, closing.end() - 1
-        # Unterminated: the rest of the token after the quote.
-    bare = _BARE_VALUE.match(value, start)
-    return (start, bare.end()) if bare is not None else (start, start)
-
-
-def _url_password(value: str, start: int) -> int:
-    """Return where the password starting at ``start`` ends (at its ``@``), or -1.
-
-    Without spaces, the password runs to the last ``@`` of the host part: the
-    first ``@`` may be in the password ("p@ss@host"), and so may ``/``
-    ("ab/cd@host"), unless what comes before the first ``@`` is a port and a
-    path ("443/a@b") or holds a query. With spaces, see ``_SPACED_PASSWORD``.
-    """
-    window = value[start : start + MAX_URL_PASSWORD + 1]
-    token = window.split(maxsplit=1)[0] if window[:1].strip() else ""
-    first = token.find("@")
-    if first > 0:
-        if _NOT_PASSWORD.match(token, 0, first):  # a port and a path, or a query
-            return -1
-        netloc = _NETLOC_END.search(token, first)
-        return start + token.rfind("@", first, netloc.start() if netloc else len(token))
-    if first < 0:
-        spaced = _SPACED_PASSWORD.match(window)
-        if spaced is not None:
-            return start + spaced.end()
-    return -1
 
 
 class _SecretKeys(dict[object, bool]):
@@ -310,8 +58,8 @@ class _SecretKeys(dict[object, bool]):
     def __missing__(self, key: object) -> bool:
         if not isinstance(key, str):
             return False
-        norm = _norm(key)
-        found = norm in self._extra or key_is_secret(norm)
+        normal = norm(key)
+        found = normal in self._extra or key_is_secret(normal)
         if len(self) < 4096:  # bounded: keys may be made up at run time
             self[key] = found
         return found
@@ -368,14 +116,14 @@ class Redactor:
         otherwise look at every ``":`` of every line.
         """
         #: ``secret_keys[key]`` is whether values under ``key`` are secret.
-        extra = frozenset(_norm(k) for k in _items(extra_keys))
+        extra = frozenset(norm(k) for k in _items(extra_keys))
         self.secret_keys = _SecretKeys(extra)
         # Configured names can be any word: then every assignment is looked at.
         self._hints = () if extra else NAME_HINTS
         self._clean: set[str] = set()
         self._user = [_compile_user(source) for source in _items(extra_patterns)]
-        rules: dict[str, tuple[tuple[str, ...], _Rule]] = {
-            "url": (("://",), _redact_url_passwords),
+        rules: dict[str, tuple[tuple[str, ...], Rule]] = {
+            "url": (("://",), redact_url_passwords),
         }
         if assignments:
             rules["assignment"] = (("=", '":', "':"), self._assignments)
@@ -383,11 +131,11 @@ class Redactor:
             pattern = re.compile(source, re.DOTALL)
             template = ("\\g<keep>" if "(?P<keep>" in source else "") + REDACTED
             rules[name] = (literals, _bind(pattern, template))
-        gated = [(gate, [rules[name] for name in names if name in rules]) for gate, names in _GATES]
+        gated = [(gate, [rules[name] for name in names if name in rules]) for gate, names in GATES]
         # The gates to test, in order, for each set of key characters present.
         self._plans = [
-            [(gate, found) for gate, found in gated if mask & _GATE_BITS[gate] and found]
-            for mask in range(1 << len(_GATE_KEYS))
+            [(gate, found) for gate, found in gated if mask & GATE_BITS[gate] and found]
+            for mask in range(1 << len(GATE_KEYS))
         ]
 
     def is_secret_key(self, key: object) -> bool:
@@ -450,36 +198,7 @@ class Redactor:
         return out
 
     def _assignments(self, value: str) -> tuple[str, int]:
-        """Replace the value of every ``secret_name=value`` and ``"secret_name": "value"``."""
-        parts: list[str] = []
-        done = 0
-        secret_keys = self.secret_keys
-        if self._hints and not _has_hint(value.lower(), self._hints):
-            return value, 0
-        marks = _assignment_marks(value)
-        if not marks:
-            return value, 0
-        reverse = value[::-1]
-        size = len(value)
-        for mark, after, quote in marks:
-            if mark < done:  # inside a value already replaced
-                continue
-            if quote is None:
-                found = _NAME_REVERSED.match(reverse, size - mark)
-                name = "" if found is None else found.group()[::-1].lstrip("-_.0123456789")
-            else:
-                found = _QUOTED_NAME_REVERSED[quote].match(reverse, size - mark)
-                name = "" if found is None else found.group()[-2::-1]
-            if not name or not secret_keys[name]:
-                continue
-            start, end = _assignment_value(value, after)
-            if end > start:
-                parts += (value[done:start], REDACTED)
-                done = end
-        if not parts:
-            return value, 0
-        parts.append(value[done:])
-        return "".join(parts), len(parts) // 2
+        return redact_assignments(value, self.secret_keys, self._hints)
 
     def _remember_clean(self, value: str) -> None:
         clean = self._clean
@@ -564,26 +283,6 @@ def _bind(pattern: re.Pattern[str], template: str) -> Callable[[str], tuple[str,
         return pattern.subn(template, value)
 
     return rule
-
-
-def _redact_url_passwords(value: str) -> tuple[str, int]:
-    """Replace the password of every ``scheme://user:password@host`` in ``value``."""
-    if "@" not in value:
-        return value, 0
-    parts: list[str] = []
-    done = 0
-    for match in _URL_START.finditer(value):
-        start = match.end()
-        if start <= done:  # inside a password already replaced
-            continue
-        end = _url_password(value, start)
-        if end > start:
-            parts += (value[done:start], REDACTED)
-            done = end
-    if not parts:
-        return value, 0
-    parts.append(value[done:])
-    return "".join(parts), len(parts) // 2
 
 
 def _unique(name: str, out: Mapping[Any, Any], original: Mapping[Any, Any]) -> str:

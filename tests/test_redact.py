@@ -19,16 +19,14 @@ from codex_logging import (
     session_scope,
     sync_to_sqlite,
 )
-from codex_logging._redact import (
-    _GATE_BITS,
-    _GATES,
-    CLEAN_CACHE_LENGTH,
-    CLEAN_CACHE_SIZE,
+from codex_logging._redact import CLEAN_CACHE_LENGTH, CLEAN_CACHE_SIZE, Redactor
+from codex_logging._secrets import (
+    GATE_BITS,
+    GATES,
     NAME_HINTS,
     RULES,
     SECRET_LAST_PARTS,
     SECRET_NAMES,
-    Redactor,
 )
 from tests.conftest import db_connection, read_lines, session_file
 
@@ -449,13 +447,14 @@ ADVERSARIAL = {
 }  # fmt: skip
 ADVERSARIAL_CHILD = """
 import ast, re, sys
-from codex_logging._redact import RULES, Redactor, _redact_url_passwords
+from codex_logging._redact import Redactor
+from codex_logging._secrets import RULES, redact_url_passwords
 name, prefixes = sys.argv[1], ast.literal_eval(sys.argv[2])
 literals = {n: lits for n, lits, _ in RULES} | {"url": ("://",), "assignment": ("=", ":")}
 sources = {n: source for n, _, source in RULES}
 redactor = Redactor()
 if name == "url":
-    rule = _redact_url_passwords
+    rule = redact_url_passwords
 elif name == "assignment":
     rule = redactor._assignments
 else:
@@ -581,17 +580,17 @@ class TestGateKeys:
     def test_every_gate_is_planned_under_its_key(self) -> None:
         """Each gate is tested for texts holding its key character, and only then."""
         redactor = Redactor()
-        for gate, _names in _GATES:
+        for gate, _names in GATES:
             planned = [m for m, plan in enumerate(redactor._plans) if gate in [g for g, _ in plan]]
             assert planned, gate
-            assert all(m & _GATE_BITS[gate] for m in planned), gate
+            assert all(m & GATE_BITS[gate] for m in planned), gate
 
     def test_the_same_verdicts_as_testing_every_gate(self) -> None:
         """Texts built from every shape, prefix and gate give the same text and count either way."""
         pieces = [text for text, _ in SHAPES.values()]
         pieces += [text for text, _, _ in NEW_SHAPES.values()]
         pieces += [item for items in ADVERSARIAL.values() for item in items]
-        pieces += [gate for gate, _ in _GATES] + ["password=hunter2", '"token": "t0ken"', "plain"]
+        pieces += [gate for gate, _ in GATES] + ["password=hunter2", '"token": "t0ken"', "plain"]
         texts = pieces + [f"{a} {b}" for a in pieces for b in pieces[::7]]
         texts += [f"{a}{b}" for a in pieces[::3] for b in pieces[::5]]
         keyed, every = Redactor(), _every_gate(Redactor())
