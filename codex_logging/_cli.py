@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, NoReturn
 
 from codex_logging import _filters, _read
-from codex_logging._errors import CodexLoggingError, DatabaseError, DatabaseNotFoundError
+from codex_logging._errors import CodexLoggingError, DatabaseNotFoundError
 from codex_logging._output import Progress, escape, print_events, session_line, to_json
 from codex_logging._prune import prune
 from codex_logging._settings import (
@@ -76,11 +76,8 @@ def _postgres_url(args: argparse.Namespace) -> str | None:
     return value if is_postgres_url(value) else None
 
 
-def _db(args: argparse.Namespace, *, what: str = "this command") -> str:
-    """Return the database a read command uses: --db, the environment, or the nearest .codex/."""
-    if _postgres_url(args) is not None:
-        msg = f"{what} reads a SQLite mirror; sync, query and sessions take a PostgreSQL URL"
-        raise DatabaseError(msg)
+def _db(args: argparse.Namespace) -> str:
+    """Return the SQLite database: --db, the environment, or the nearest .codex/."""
     path, _folder, found = project_paths(args.db, None)
     if path is None and not os.environ.get(ENV_DB_PATH) and found is None:
         msg = (
@@ -164,24 +161,22 @@ def _cmd_query(args: argparse.Namespace) -> int:
         "role": args.role,
     }
     url = _postgres_url(args)
-    if url is not None and not args.follow:
-        from codex_logging._pg_read import query_postgres  # noqa: PLC0415 - psycopg only here
+    if url is not None:
+        from codex_logging._pg_read import (  # noqa: PLC0415 - psycopg only here
+            Where,
+            follow_postgres,
+            query_where,
+        )
 
         f = _filters.build(session_id=args.session_id, kind=args.kind, **options)
-        events = query_postgres(
-            url,
-            f.session_id,
-            args.tail,
-            f.kind,
-            levels=f.levels,
-            role=f.role,
-            grep=f.grep,
-            since=f.since,
-            until=f.until,
-        )
-        print_events(events, args.json, sys.stdout)
-        return 0
-    database = _db(args, what="query --follow")
+        where = Where(f.session_id, f.kind, f.levels, f.role, f.grep, f.since, f.until)
+        if not args.follow:
+            print_events(query_where(url, where, args.tail), args.json, sys.stdout)
+            return 0
+        for batch in follow_postgres(url, where, args.tail):
+            print_events(batch, args.json, sys.stdout)
+        return 0  # pragma: no cover - follow ends only by Ctrl-C
+    database = _db(args)
     if not args.follow:
         events = _read.query(database, args.session_id, args.tail, args.kind, **options)
         print_events(events, args.json, sys.stdout)
@@ -315,7 +310,7 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
-    database = _db(args, what="prune")
+    database = _postgres_url(args) or _db(args)
     _path, folder, _found = project_paths(args.db, args.sessions_dir)
     report = prune(
         database,

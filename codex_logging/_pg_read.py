@@ -7,9 +7,10 @@ Events of every source are merged by ``ts``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from codex_logging._errors import DatabaseError, UnknownSessionError
 from codex_logging._pg_db import connect, display_url, import_psycopg, table_exists, translated
@@ -24,12 +25,16 @@ def _reader(url: str) -> Iterator[Any]:
     conn = connect(url, read_only=True)
     try:
         with translated(name), conn.transaction():  # READ ONLY (connect)
-            if not table_exists(conn, "session_events"):
-                msg = f"{name} has no session_events table (run 'codex-logs sync --db URL' first)"
-                raise DatabaseError(msg)
+            _check_synced(conn, name)
             yield conn
     finally:
         conn.close()
+
+
+def _check_synced(conn: Any, name: str) -> None:
+    if not table_exists(conn, "session_events"):
+        msg = f"{name} has no session_events table (run 'codex-logs sync --db URL' first)"
+        raise DatabaseError(msg)
 
 
 def query_postgres(
@@ -66,28 +71,62 @@ def query_postgres(
         DatabaseError: The database cannot be read or has no mirror tables.
         UnknownSessionError: The session has no events.
     """
-    filters = (
-        ("session_id = %s", session_id),
-        ("kind = %s", kind),
-        ("level = ANY(%s)", None if levels is None else list(levels)),
-        ("role = %s", role),
-        ("strpos(lower(message), lower(%s)) > 0", grep),
-        ("ts >= %s", since),
-        ("ts < %s", until),
-    )
-    where = [clause for clause, value in filters if value is not None]
-    params = [value for _clause, value in filters if value is not None]
-    sql = f"SELECT {_QUERY_COLUMNS} FROM session_events"  # noqa: S608 - constants, values as %s
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY ts DESC NULLS LAST, session_id DESC, source_id DESC, seq DESC LIMIT %s"
+    return query_where(url, Where(session_id, kind, levels, role, grep, since, until), tail)
+
+
+def query_where(url: str, where: Where, tail: int = 20) -> list[dict[str, Any]]:
+    """Return the latest ``tail`` events matching ``where``, oldest first.
+
+    Args:
+        url: A ``postgresql://`` URL.
+        where: The filters.
+        tail: How many events.
+
+    Returns:
+        One dict per event.
+    """
     with _reader(url) as conn, conn.cursor(row_factory=import_psycopg().rows.dict_row) as cur:
-        if session_id is not None:
-            probe = "SELECT 1 FROM session_events WHERE session_id = %s LIMIT 1"
-            if cur.execute(probe, (session_id,)).fetchone() is None:
-                msg = f"unknown session {session_id} in {display_url(url)}"
-                raise UnknownSessionError(msg)
-        rows = cur.execute(sql, (*params, tail)).fetchall()
+        return _tail(cur, url, where, tail)
+
+
+class Where(NamedTuple):
+    """The filters of one query, as SQL on ``session_events`` (values as ``%s``)."""
+
+    session_id: str | None
+    kind: str | None
+    levels: Sequence[str] | None
+    role: str | None
+    grep: str | None
+    since: float | None
+    until: float | None
+
+    def sql(self, table: str = "session_events") -> tuple[list[str], list[Any]]:
+        """Return the ``WHERE`` clauses and their parameters."""
+        filters = (
+            (f"{table}.session_id = %s", self.session_id),
+            (f"{table}.kind = %s", self.kind),
+            (f"{table}.level = ANY(%s)", None if self.levels is None else list(self.levels)),
+            (f"{table}.role = %s", self.role),
+            (f"strpos(lower({table}.message), lower(%s)) > 0", self.grep),
+            (f"{table}.ts >= %s", self.since),
+            (f"{table}.ts < %s", self.until),
+        )
+        where = [clause for clause, value in filters if value is not None]
+        return where, [value for _clause, value in filters if value is not None]
+
+
+def _tail(cur: Any, url: str, where: Where, tail: int) -> list[dict[str, Any]]:
+    clauses, params = where.sql()
+    sql = f"SELECT {_QUERY_COLUMNS} FROM session_events"  # noqa: S608 - constants, values as %s
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    sql += " ORDER BY ts DESC NULLS LAST, session_id DESC, source_id DESC, seq DESC LIMIT %s"
+    if where.session_id is not None:
+        probe = "SELECT 1 FROM session_events WHERE session_id = %s LIMIT 1"
+        if cur.execute(probe, (where.session_id,)).fetchone() is None:
+            msg = f"unknown session {where.session_id} in {display_url(url)}"
+            raise UnknownSessionError(msg)
+    rows = cur.execute(sql, (*params, tail)).fetchall()
     return list(reversed(rows))
 
 
@@ -118,3 +157,94 @@ def sessions_postgres(url: str, session_id: str | None = None) -> list[dict[str,
         msg = f"unknown session {session_id} in {display_url(url)}"
         raise UnknownSessionError(msg)
     return list(rows)
+
+
+def follow_postgres(
+    url: str, where: Where, tail: int = 20, *, interval: float = 0.5
+) -> Iterator[list[dict[str, Any]]]:
+    """Yield the latest ``tail`` events, then each poll's new ones, like ``tail -f``.
+
+    A sync moves each ``(source, session)`` watermark in the transaction that
+    inserts the rows up to it, so the rows at or below a watermark are all
+    there in any snapshot that shows it. Each poll reads the watermarks and
+    the rows between the last shown watermark and the new one in one
+    ``REPEATABLE READ`` snapshot: every row is shown once, whatever order
+    concurrent syncs from many machines commit in. New events come oldest
+    first by ``ts``.
+
+    Args:
+        url: A ``postgresql://`` URL.
+        where: The filters.
+        tail: How many events the first batch holds.
+        interval: Seconds between polls.
+
+    Yields:
+        Lists of event dicts; an empty list when nothing new landed.
+
+    Raises:
+        DatabaseError: The database cannot be read or has no mirror tables.
+        UnknownSessionError: The session has no events.
+    """
+    name = display_url(url)
+    psycopg = import_psycopg()
+    conn = connect(url, read_only=True)
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    try:
+        with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+            with translated(name), conn.transaction():
+                if not table_exists(conn, "session_events"):
+                    msg = (
+                        f"{name} has no session_events table (run 'codex-logs sync --db URL' first)"
+                    )
+                    raise DatabaseError(msg)
+                events = _tail(cur, url, where, tail)
+                shown = _marks(cur, where.session_id)
+            yield events
+            while True:
+                time.sleep(interval)
+                with translated(name), conn.transaction():
+                    marks = _marks(cur, where.session_id)
+                    moved = [
+                        (key, shown.get(key, 0), seq)
+                        for key, seq in marks.items()
+                        if seq > shown.get(key, 0)
+                    ]
+                    events = _between(cur, where, moved) if moved else []
+                shown = marks
+                yield events
+    finally:
+        conn.close()
+
+
+def _marks(cur: Any, session_id: str | None) -> dict[tuple[str, str], int]:
+    # The last seq each (source, session) has in the mirror.
+    sql = "SELECT source_id, session_id, seq FROM session_ingest_watermark"
+    params: tuple[str, ...] = ()
+    if session_id is not None:
+        sql += " WHERE session_id = %s"
+        params = (session_id,)
+    return {(r["source_id"], r["session_id"]): int(r["seq"]) for r in cur.execute(sql, params)}
+
+
+def _between(
+    cur: Any, where: Where, moved: Sequence[tuple[tuple[str, str], int, int]]
+) -> list[dict[str, Any]]:
+    # The rows above the last shown seq, up to the watermark, of each moved
+    # (source, session), through the primary key.
+    clauses, params = where.sql()
+    sql = (
+        f"SELECT {_QUERY_COLUMNS} FROM session_events"  # noqa: S608 - constants, values as %s
+        " JOIN unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[])"
+        " AS w(w_source, w_session, w_after, w_upto)"
+        " ON source_id = w_source AND session_id = w_session AND seq > w_after AND seq <= w_upto"
+    )
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    sql += " ORDER BY ts NULLS LAST, session_id, source_id, seq"
+    ranges = (
+        [key[0] for key, _, _ in moved],
+        [key[1] for key, _, _ in moved],
+        [after for _, after, _ in moved],
+        [upto for _, _, upto in moved],
+    )
+    return list(cur.execute(sql, (*ranges, *params)).fetchall())

@@ -6,6 +6,9 @@ offset is the file's size, and the file is the one the watermark describes)
 and nothing was written to it since the cutoff. The check and the deletion run
 under the same ``portalocker`` lock on ``<SESSION_ID>.ndjson`` that the sync
 takes, so a sync never reads a file halfway through its removal (issue 13).
+
+The mirror is SQLite here, or PostgreSQL (:mod:`codex_logging._pg_prune`):
+only the few reads and the delete of :class:`Mirror` differ.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import hashlib
 import os
 import sqlite3
 import time
-from typing import Final
+from typing import Final, Protocol
 
 from codex_logging._db import BUSY_TIMEOUT, atomic, connect, connect_readonly
 from codex_logging._errors import (
@@ -38,6 +41,35 @@ from codex_logging._settings import db_path as resolve_db_path
 #: A file written to in the last seconds may still have a writer holding it
 #: open, whatever the cutoff: such a file is kept.
 QUIET_SECONDS: Final = 2.0
+
+#: ``(byte_offset, head_len, head_sha256, file_dev, file_ino)`` of a watermark.
+Mark = tuple[int, int, "str | None", "int | None", "int | None"]
+
+
+class Mirror(Protocol):
+    """What prune needs of a mirror database."""
+
+    #: The database, for messages.
+    name: str
+
+    def candidates(self) -> list[tuple[str, float, float]]:
+        """Return ``(session, last end ts, last ts)`` of every session with an ``end``."""
+
+    def has_session(self, session_id: str) -> bool:
+        """Return whether the session has any row."""
+
+    def watermark(self, session_id: str) -> Mark | None:
+        """Return the session's watermark (this folder's, in PostgreSQL)."""
+
+    def delete_rows(self, session_id: str) -> int:
+        """Delete the session's rows, quarantined lines and watermark; return the rows."""
+
+    def finish(self) -> None:
+        """Give the space back after rows were deleted."""
+
+    def close(self) -> None:
+        """Close the connection."""
+
 
 #: Where a session has rows: all of them go with ``rows=True``.
 _TABLES: Final = (
@@ -121,21 +153,17 @@ def prune(
     if not older_than > 0:
         msg = f"older_than must be a positive number of seconds, not {older_than!r}"
         raise InvalidFilterError(msg)
-    database, folder = _paths(db_path, sessions_dir)
+    mirror, folder = _open(db_path, sessions_dir, dry_run=dry_run, busy_timeout=busy_timeout)
     now = time.time()
     report = PruneReport(cutoff=now - older_than, dry_run=dry_run)
-    opener = connect_readonly if dry_run else connect
-    with contextlib.closing(opener(database)) as conn:
-        candidates = conn.execute(_CANDIDATES).fetchall()
+    with contextlib.closing(mirror):
+        candidates = mirror.candidates()
         if session_id is not None:
-            known = conn.execute(
-                "SELECT 1 FROM session_events WHERE session_id = ? LIMIT 1", (session_id,)
-            ).fetchone()
-            if known is None:
-                msg = f"unknown session {session_id} in {database}"
+            if not mirror.has_session(session_id):
+                msg = f"unknown session {session_id} in {mirror.name}"
                 raise UnknownSessionError(msg)
             candidates = [row for row in candidates if row[0] == session_id]
-        retire = _Retire(conn, database, report, rows=rows, busy_timeout=busy_timeout)
+        retire = _Retire(mirror, report, rows=rows, busy_timeout=busy_timeout)
         fresh = min(report.cutoff, now - QUIET_SECONDS)
         for sid, end_ts, last_ts in candidates:
             if end_ts >= report.cutoff:
@@ -149,46 +177,91 @@ def prune(
                 continue
             retire.session(sid, os.path.join(folder, sid + SUFFIX), fresh)
         if report.rows_deleted and not dry_run:
-            try:
-                conn.execute("VACUUM")
-            except sqlite3.Error as exc:
-                msg = f"pruned, but cannot VACUUM {database}: {exc}"
-                raise DatabaseError(msg) from exc
+            mirror.finish()
     return report
 
 
-def _paths(
-    db_path: str | os.PathLike[str] | None, sessions_dir: str | os.PathLike[str] | None
-) -> tuple[str, str]:
+def _open(
+    db_path: str | os.PathLike[str] | None,
+    sessions_dir: str | os.PathLike[str] | None,
+    *,
+    dry_run: bool,
+    busy_timeout: float,
+) -> tuple[Mirror, str]:
     given = os.fspath(db_path) if db_path is not None else None
-    if is_postgres_url(given or os.environ.get(ENV_DB_PATH)):
-        msg = "prune works on a SQLite mirror only"
-        raise DatabaseError(msg)
-    database = resolve_db_path(given)
+    url = given or os.environ.get(ENV_DB_PATH)
     folder = sessions_dir_path(sessions_dir)
+    if is_postgres_url(url):
+        from codex_logging._pg_prune import PostgresMirror  # noqa: PLC0415 - psycopg only here
+
+        _check_folder(folder)
+        return PostgresMirror(url, folder, read_only=dry_run, busy_timeout=busy_timeout), folder  # type: ignore[arg-type]  # a URL
+    database = resolve_db_path(given)
     if not os.path.isfile(database):
         msg = f"no database at {database} (run 'codex-logs sync' first)"
         raise DatabaseNotFoundError(msg)
+    _check_folder(folder)
+    return _SqliteMirror(database, read_only=dry_run, busy_timeout=busy_timeout), folder
+
+
+def _check_folder(folder: str) -> None:
     if not os.path.isdir(folder):
         msg = f"no sessions folder at {folder}"
         raise DatabaseNotFoundError(msg)
-    return database, folder
+
+
+class _SqliteMirror:
+    """:class:`Mirror` over a SQLite database."""
+
+    def __init__(self, database: str, *, read_only: bool, busy_timeout: float) -> None:
+        self.name = database
+        self.busy_timeout = busy_timeout
+        self.conn = (connect_readonly if read_only else connect)(database)
+
+    def candidates(self) -> list[tuple[str, float, float]]:
+        return list(self.conn.execute(_CANDIDATES).fetchall())
+
+    def has_session(self, session_id: str) -> bool:
+        found = self.conn.execute(
+            "SELECT 1 FROM session_events WHERE session_id = ? LIMIT 1", (session_id,)
+        ).fetchone()
+        return found is not None
+
+    def watermark(self, session_id: str) -> Mark | None:
+        found = self.conn.execute(
+            "SELECT byte_offset, head_len, head_sha256, file_dev, file_ino"
+            " FROM session_ingest_watermark WHERE session_id = ?",
+            (session_id,),
+        ).fetchone()
+        return None if found is None else tuple(found)
+
+    def delete_rows(self, session_id: str) -> int:
+        with atomic(self.conn, self.name, self.busy_timeout):
+            cursor = self.conn.execute(
+                "DELETE FROM session_events WHERE session_id = ?", (session_id,)
+            )
+            for table in _TABLES[1:]:
+                self.conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))  # noqa: S608
+        return cursor.rowcount
+
+    def finish(self) -> None:
+        try:
+            self.conn.execute("VACUUM")
+        except sqlite3.Error as exc:
+            msg = f"pruned, but cannot VACUUM {self.name}: {exc}"
+            raise DatabaseError(msg) from exc
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 class _Retire:
     """Retires one session at a time, each under its file's lock."""
 
     def __init__(
-        self,
-        conn: sqlite3.Connection,
-        database: str,
-        report: PruneReport,
-        *,
-        rows: bool,
-        busy_timeout: float,
+        self, mirror: Mirror, report: PruneReport, *, rows: bool, busy_timeout: float
     ) -> None:
-        self.conn = conn
-        self.database = database
+        self.mirror = mirror
         self.report = report
         self.rows = rows
         self.busy_timeout = busy_timeout
@@ -224,11 +297,7 @@ class _Retire:
     def _why_keep(self, sid: str, path: str, info: os.stat_result, fresh: float) -> str | None:
         if (info.st_dev, info.st_ino) != _identity(path):
             return "its file changed while being locked"
-        mark = self.conn.execute(
-            "SELECT byte_offset, head_len, head_sha256, file_dev, file_ino"
-            " FROM session_ingest_watermark WHERE session_id = ?",
-            (sid,),
-        ).fetchone()
+        mark = self.mirror.watermark(sid)
         if mark is None:
             return "its file was never synced"
         offset, head_len, head_hash, dev, ino = mark
@@ -252,13 +321,7 @@ class _Retire:
             os.unlink(path)
             report.files_deleted += 1
         if self.rows:
-            with atomic(self.conn, self.database, self.busy_timeout):
-                cursor = self.conn.execute(
-                    "DELETE FROM session_events WHERE session_id = ?", (sid,)
-                )
-                report.rows_deleted += cursor.rowcount
-                for table in _TABLES[1:]:
-                    self.conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (sid,))  # noqa: S608
+            report.rows_deleted += self.mirror.delete_rows(sid)
 
 
 def _valid(sid: str) -> bool:

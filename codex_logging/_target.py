@@ -207,6 +207,25 @@ def source_id(folder: str) -> str:
     return new
 
 
+def existing_source_id(folder: str) -> str | None:
+    """Return the id a sync gave ``folder``, without creating one (for ``prune``).
+
+    Args:
+        folder: A sessions folder.
+
+    Returns:
+        ``CODEX_SOURCE_ID``, the id kept inside the folder, or ``None`` when
+        no sync into PostgreSQL has named it yet.
+    """
+    override = os.environ.get(ENV_SOURCE_ID)
+    if override:
+        return override
+    try:
+        return _read_id(os.path.join(folder, SOURCE_ID_FILE))
+    except FileNotFoundError:
+        return None
+
+
 def _folder_identity(folder: str) -> str:
     info = os.stat(folder)
     return f"dev-{info.st_dev}-ino-{info.st_ino}"

@@ -182,8 +182,15 @@ class TestErrors:
                 "unknown session zz",
             ),
             (
-                ("codex-logs", "prune", "--older-than", "1d", "--db", "postgresql://h/db"),
-                "SQLite mirror",
+                (
+                    "codex-logs",
+                    "prune",
+                    "--older-than",
+                    "1d",
+                    "--db",
+                    "postgresql:///db?host=/nonexistent-socket-dir",
+                ),
+                "failed: No such file or directory Is the server running locally",
             ),
             (
                 ("codex-logs", "query", "--db", "postgresql:///db?host=/nonexistent-socket-dir"),

@@ -1,0 +1,124 @@
+"""``prune`` against a PostgreSQL mirror: the reads and the delete of ``_prune.Mirror``.
+
+Many sessions folders (machines) sync into one PostgreSQL database, each under
+its own ``source_id``. A prune runs on one machine, next to one folder: it
+looks only at that folder's rows and watermarks, so a file goes only when
+every byte of it is in the database under this folder's id, and ``--rows``
+deletes only this folder's rows of a retired session (another machine's part
+of the same session may still be waiting for its sync).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from codex_logging._errors import DatabaseNotFoundError
+from codex_logging._pg_db import (
+    BUSY_TIMEOUT,
+    connect,
+    display_url,
+    table_exists,
+    transaction,
+    translated,
+)
+from codex_logging._prune import Mark
+from codex_logging._target import existing_source_id
+
+#: A source id no folder has: a folder never synced into PostgreSQL matches nothing.
+_NO_SOURCE: Final = ""
+
+_CANDIDATES: Final = """
+    SELECT session_id, max(ts) FILTER (WHERE kind = 'end') AS end_ts, max(ts) AS last_ts
+    FROM session_events
+    WHERE source_id = %s
+    GROUP BY session_id
+    HAVING max(ts) FILTER (WHERE kind = 'end') IS NOT NULL
+    ORDER BY session_id
+"""
+_TABLES: Final = ("session_events", "session_ingest_errors", "session_ingest_watermark")
+
+
+class PostgresMirror:
+    """The rows and watermarks of one sessions folder in a PostgreSQL mirror.
+
+    Args:
+        url: A ``postgresql://`` URL.
+        folder: The sessions folder being pruned.
+        read_only: Only read (``--dry-run``).
+        busy_timeout: Seconds to wait for a sync's row locks.
+
+    Raises:
+        PostgresNotInstalledError: psycopg is not installed.
+        DatabaseError: The server cannot be reached or has no mirror tables.
+    """
+
+    def __init__(
+        self, url: str, folder: str, *, read_only: bool, busy_timeout: float = BUSY_TIMEOUT
+    ) -> None:
+        self.name = display_url(url)
+        self.busy_timeout = busy_timeout
+        self.source = existing_source_id(folder) or _NO_SOURCE
+        self.conn: Any = connect(url, busy_timeout=busy_timeout, read_only=read_only)
+        try:
+            with translated(self.name):
+                synced = table_exists(self.conn, "session_events")
+        except BaseException:
+            self.conn.close()
+            raise
+        if not synced:
+            self.conn.close()
+            msg = f"{self.name} has no session_events table (run 'codex-logs sync --db URL' first)"
+            raise DatabaseNotFoundError(msg)
+
+    def candidates(self) -> list[tuple[str, float, float]]:
+        """Return ``(session, last end ts, last ts)`` of this folder's ended sessions."""
+        with translated(self.name):
+            rows = self.conn.execute(_CANDIDATES, (self.source,)).fetchall()
+        return [(sid, float(end_ts), float(last_ts)) for sid, end_ts, last_ts in rows]
+
+    def has_session(self, session_id: str) -> bool:
+        """Return whether any folder synced rows of the session."""
+        with translated(self.name):
+            found = self.conn.execute(
+                "SELECT 1 FROM session_events WHERE session_id = %s LIMIT 1", (session_id,)
+            ).fetchone()
+        return found is not None
+
+    def watermark(self, session_id: str) -> Mark | None:
+        """Return this folder's watermark of the session."""
+        with translated(self.name):
+            found = self.conn.execute(
+                "SELECT byte_offset, head_len, head_sha256, file_dev, file_ino"
+                " FROM session_ingest_watermark WHERE source_id = %s AND session_id = %s",
+                (self.source, session_id),
+            ).fetchone()
+        if found is None:
+            return None
+        offset, head_len, head_hash, dev, ino = found
+        return (
+            int(offset),
+            int(head_len),
+            head_hash,
+            None if dev is None else int(dev),
+            None if ino is None else int(ino),
+        )
+
+    def delete_rows(self, session_id: str) -> int:
+        """Delete this folder's rows, quarantined lines and watermark of the session."""
+        with translated(self.name), transaction(self.conn, self.busy_timeout):
+            deleted = 0
+            for table in _TABLES:
+                cursor = self.conn.execute(
+                    f"DELETE FROM {table} WHERE source_id = %s AND session_id = %s",  # noqa: S608 - constants
+                    (self.source, session_id),
+                )
+                if table == "session_events":
+                    deleted = cursor.rowcount
+        return deleted
+
+    def finish(self) -> None:
+        """Nothing to do: PostgreSQL's autovacuum gives the space back."""
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
