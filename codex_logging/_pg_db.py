@@ -21,6 +21,46 @@ BUSY_TIMEOUT: Final = 10.0
 #: The key of the advisory lock migrations hold ("codexlog" in ASCII).
 _MIGRATION_LOCK: Final = 0x636F6465786C6F67
 
+#: A summary's rows from ``session_events`` rows matching ``{where}`` (with
+#: ``%s`` parameters): the whole table when migration 2 builds the summary,
+#: one batch's rows when a sync adds them. Each column is what the first
+#: ``sessions`` view computed; the pids are the ``events`` view's.
+SUMMARY_ROWS: Final = """
+    INSERT INTO session_summary AS old (source_id, session_id, events, marks, warnings, errors,
+        start_ts, end_ts, first_ts, last_ts, failed)
+    SELECT source_id, session_id,
+        count(*),
+        count(*) FILTER (WHERE kind <> 'message'),
+        count(*) FILTER (WHERE level IN ('WARNING', 'WARN')),
+        count(*) FILTER (WHERE level IN ('ERROR', 'CRITICAL', 'FATAL')),
+        min(ts) FILTER (WHERE kind = 'start'),
+        max(ts) FILTER (WHERE kind = 'end'),
+        min(ts),
+        max(ts),
+        coalesce(bool_or(codex_json(data) ->> 'status' = 'error') FILTER (WHERE kind = 'end'),
+            false)
+    FROM session_events
+    WHERE {where}
+    GROUP BY source_id, session_id
+    ON CONFLICT (source_id, session_id) DO UPDATE SET
+        events = old.events + excluded.events,
+        marks = old.marks + excluded.marks,
+        warnings = old.warnings + excluded.warnings,
+        errors = old.errors + excluded.errors,
+        start_ts = least(old.start_ts, excluded.start_ts),
+        end_ts = greatest(old.end_ts, excluded.end_ts),
+        first_ts = least(old.first_ts, excluded.first_ts),
+        last_ts = greatest(old.last_ts, excluded.last_ts),
+        failed = old.failed OR excluded.failed
+"""
+SUMMARY_PIDS: Final = """
+    INSERT INTO session_summary_pids (source_id, session_id, pid)
+    SELECT DISTINCT source_id, session_id, (codex_json(data) ->> 'pid')::bigint
+    FROM session_events
+    WHERE {where} AND kind <> 'message' AND codex_json(data) ->> 'pid' ~ '^-?[0-9]{{1,18}}$'
+    ON CONFLICT DO NOTHING
+"""
+
 #: Each migration is a named step; ``codex_schema_version`` counts those applied.
 MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     (
@@ -147,6 +187,74 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
                     count(DISTINCT source_id) AS sources
                 FROM events
                 GROUP BY session_id
+            ) s""",
+        ),
+    ),
+    (
+        # As the SQLite mirror's migration 4 (issue 15): `sessions` reads one
+        # row per (source, session), kept in each batch's transaction
+        # (_postgres.PostgresTarget._summarise), instead of every event.
+        "keep a per-session summary",
+        (
+            """CREATE TABLE IF NOT EXISTS session_summary (
+                source_id text NOT NULL,
+                session_id text NOT NULL,
+                events bigint NOT NULL,
+                marks bigint NOT NULL,
+                warnings bigint NOT NULL,
+                errors bigint NOT NULL,
+                start_ts double precision,
+                end_ts double precision,
+                first_ts double precision,
+                last_ts double precision,
+                failed boolean NOT NULL,
+                PRIMARY KEY (source_id, session_id)
+            )""",
+            # The distinct pids of each source's start/end records.
+            """CREATE TABLE IF NOT EXISTS session_summary_pids (
+                source_id text NOT NULL,
+                session_id text NOT NULL,
+                pid bigint NOT NULL,
+                PRIMARY KEY (session_id, source_id, pid)
+            )""",
+            SUMMARY_PIDS.format(where="TRUE"),
+            SUMMARY_ROWS.format(where="TRUE"),
+            """CREATE OR REPLACE VIEW sessions AS
+            SELECT
+                session_id,
+                to_char(to_timestamp(start_ts) AT TIME ZONE 'UTC',
+                        'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS start_time,
+                to_char(to_timestamp(end_ts) AT TIME ZONE 'UTC',
+                        'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS end_time,
+                CASE WHEN failed THEN 'error' WHEN end_ts IS NOT NULL THEN 'ok' END AS status,
+                events,
+                messages,
+                warnings,
+                errors,
+                processes,
+                round((end_ts - start_ts)::numeric, 3)::double precision AS duration_s,
+                start_ts,
+                end_ts,
+                first_ts,
+                last_ts,
+                sources
+            FROM (
+                SELECT
+                    s.session_id,
+                    coalesce(min(s.start_ts), min(s.first_ts)) AS start_ts,
+                    max(s.end_ts) AS end_ts,
+                    min(s.first_ts) AS first_ts,
+                    max(s.last_ts) AS last_ts,
+                    sum(s.events)::bigint AS events,
+                    sum(s.events - s.marks)::bigint AS messages,
+                    sum(s.warnings)::bigint AS warnings,
+                    sum(s.errors)::bigint AS errors,
+                    (SELECT count(*) FROM session_summary_pids p
+                        WHERE p.session_id = s.session_id) AS processes,
+                    bool_or(s.failed) AS failed,
+                    count(*) AS sources
+                FROM session_summary s
+                GROUP BY s.session_id
             ) s""",
         ),
     ),

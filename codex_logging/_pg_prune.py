@@ -35,7 +35,13 @@ _CANDIDATES: Final = """
     HAVING max(ts) FILTER (WHERE kind = 'end') IS NOT NULL
     ORDER BY session_id
 """
-_TABLES: Final = ("session_events", "session_ingest_errors", "session_ingest_watermark")
+_TABLES: Final = (
+    "session_events",
+    "session_ingest_errors",
+    "session_ingest_watermark",
+    "session_summary",
+    "session_summary_pids",
+)
 
 
 class PostgresMirror:
@@ -104,7 +110,7 @@ class PostgresMirror:
         )
 
     def delete_rows(self, session_id: str) -> int:
-        """Delete this folder's rows, quarantined lines and watermark of the session."""
+        """Delete this folder's rows, quarantined lines, watermark and summary of the session."""
         with translated(self.name), transaction(self.conn, self.busy_timeout):
             deleted = 0
             for table in _TABLES:

@@ -43,6 +43,8 @@ from codex_logging._ingest import (
 from codex_logging._lines import ErrorRow, EventRow
 from codex_logging._pg_db import (
     BUSY_TIMEOUT,
+    SUMMARY_PIDS,
+    SUMMARY_ROWS,
     connect,
     display_url,
     import_psycopg,
@@ -217,6 +219,7 @@ class PostgresTarget:
                     self._move_watermark(session_id, expected_seq, mark)
                     self._copy(events)
                     self._insert_errors(errors)
+                    self._summarise(session_id, expected_seq, mark.seq, events)
                     return len(events)
             except refused:
                 pass
@@ -240,6 +243,7 @@ class PostgresTarget:
                     except refused as exc:
                         quarantine.append(rejected_error(error, exc))
                 self._insert_errors(quarantine)
+                self._summarise(session_id, expected_seq, mark.seq, events)
                 return inserted
 
     def _move_watermark(self, session_id: str, expected_seq: int, mark: Watermark) -> None:
@@ -277,6 +281,19 @@ class PostgresTarget:
                 return
         msg = f"{session_id}: the watermark moved from seq {expected_seq}"
         raise WatermarkMovedError(msg)
+
+    def _summarise(
+        self, session_id: str, after: int, upto: int, events: Sequence[EventRow]
+    ) -> None:
+        # This batch's rows (seq after the old watermark, up to the new one)
+        # added to the session's summary, in the batch's transaction.
+        if not events:
+            return
+        where = "source_id = %s AND session_id = %s AND seq > %s AND seq <= %s"
+        params = (self.source, session_id, after, upto)
+        if any(row[3] != "message" for row in events):
+            self.conn.execute(SUMMARY_PIDS.format(where=where), params)
+        self.conn.execute(SUMMARY_ROWS.format(where=where), params)
 
     def _copy(self, events: Sequence[EventRow]) -> None:
         if not events:
