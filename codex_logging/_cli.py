@@ -426,6 +426,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         dest="command", required=True, parser_class=_Parser, metavar="COMMAND"
     )
     _add_commands(commands)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        # argparse would only say that COMMAND is missing.
+        names = ", ".join(commands.choices)
+        parser.error(f"unrecognized option {argv[0]} before COMMAND (one of {names})")
     args = parser.parse_args(argv)
     return _run(f"codex-logs {args.command}", lambda: int(args.run(args)))
 

@@ -197,6 +197,7 @@ class TestErrors:
                 "failed: No such file or directory Is the server running locally",
             ),
             (("codex-logs",), "required"),
+            (("codex-logs", "--bogus"), "unrecognized option --bogus before COMMAND (one of sync,"),
         ],
     )
     def test_one_line_exit_2_no_traceback(
