@@ -1,8 +1,9 @@
 """The command line: ``codex-logs``, ``query_logs`` and ``codex-import-ndjson``.
 
-The CLI parses and prints; the work is done by the functions users call
-(``_read``, ``_sync``, ``_prune``). Every error a user can cause is one line on
-stderr and exit status 2 (SPEC "Command line"). Nothing from a record reaches
+This module parses the arguments; what each command does is in ``_commands``,
+and the work in the functions users call (``_read``, ``_sync``, ``_prune``).
+Every error a user can cause is one line on stderr and exit status 2 (SPEC
+"Command line"). Nothing from a record reaches
 the terminal raw: control characters are escaped (SPEC Additions).
 """
 
@@ -11,24 +12,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, NoReturn
 
-from codex_logging import _filters, _read
-from codex_logging._errors import CodexLoggingError, DatabaseNotFoundError
-from codex_logging._output import Progress, escape, print_events, session_line, to_json
-from codex_logging._prune import prune
+from codex_logging import _filters
+from codex_logging._commands import cmd_prune, cmd_query, cmd_sessions, cmd_sync
+from codex_logging._errors import CodexLoggingError
+from codex_logging._output import escape
 from codex_logging._settings import (
-    ENV_DB_PATH,
-    db_path,
-    is_postgres_url,
-    project_paths,
     validate_session_id,
 )
-from codex_logging._sync import SyncReport, sync_to_sqlite
 
 EXIT_USAGE: Final = 2
 _DB_HELP: Final = "the database (default: $CODEX_LOG_DB_PATH, else the nearest .codex/)"
@@ -68,24 +62,6 @@ def _positive(kind: type[int | float], what: str) -> Callable[[str], Any]:
 
 
 _session_id = _checked(validate_session_id)
-
-
-def _postgres_url(args: argparse.Namespace) -> str | None:
-    """Return ``--db`` or ``CODEX_LOG_DB_PATH`` when it holds a ``postgresql://`` URL."""
-    value = args.db or os.environ.get(ENV_DB_PATH)
-    return value if is_postgres_url(value) else None
-
-
-def _db(args: argparse.Namespace) -> str:
-    """Return the SQLite database: --db, the environment, or the nearest .codex/."""
-    path, _folder, found = project_paths(args.db, None)
-    if path is None and not os.environ.get(ENV_DB_PATH) and found is None:
-        msg = (
-            f"no database: no .codex/ with a sessions folder or session_logs.db in"
-            f" {os.getcwd()} or any parent (pass --db or set {ENV_DB_PATH})"
-        )
-        raise DatabaseNotFoundError(msg)
-    return db_path(path)
 
 
 def _run(prog: str, action: Callable[[], int]) -> int:
@@ -152,40 +128,6 @@ def _query_options() -> _Parser:
     return parent
 
 
-def _cmd_query(args: argparse.Namespace) -> int:
-    options = {
-        "since": args.since,
-        "until": args.until,
-        "level": args.level,
-        "grep": args.grep,
-        "role": args.role,
-    }
-    url = _postgres_url(args)
-    if url is not None:
-        from codex_logging._pg_read import (  # noqa: PLC0415 - psycopg only here
-            Where,
-            follow_postgres,
-            query_where,
-        )
-
-        f = _filters.build(session_id=args.session_id, kind=args.kind, **options)
-        where = Where(f.session_id, f.kind, f.levels, f.role, f.grep, f.since, f.until)
-        if not args.follow:
-            print_events(query_where(url, where, args.tail), args.json, sys.stdout)
-            return 0
-        for batch in follow_postgres(url, where, args.tail):
-            print_events(batch, args.json, sys.stdout)
-        return 0  # pragma: no cover - follow ends only by Ctrl-C
-    database = _db(args)
-    if not args.follow:
-        events = _read.query(database, args.session_id, args.tail, args.kind, **options)
-        print_events(events, args.json, sys.stdout)
-        return 0
-    for batch in _read.follow(database, args.session_id, args.tail, args.kind, **options):
-        print_events(batch, args.json, sys.stdout)
-    return 0  # pragma: no cover - follow ends only by Ctrl-C
-
-
 def query_main(argv: Sequence[str] | None = None) -> int:
     """Run ``python -m codex_logging.query_logs``.
 
@@ -202,69 +144,10 @@ def query_main(argv: Sequence[str] | None = None) -> int:
         epilog="example: python -m codex_logging.query_logs --session-id run-42 --tail 50 --json",
     )
     args = parser.parse_args(argv)
-    return _run(parser.prog, lambda: _cmd_query(args))
+    return _run(parser.prog, lambda: cmd_query(args))
 
 
 # -- sync -------------------------------------------------------------------
-
-
-def _sync_round(args: argparse.Namespace, shown: set[str] | None = None) -> SyncReport:
-    progress = Progress(sys.stderr) if sys.stderr.isatty() else None
-    url = _postgres_url(args)
-    database, folder, _found = project_paths(None if url else args.db, args.sessions_dir)
-    try:
-        if url is not None:
-            from codex_logging._postgres import sync_to_postgres  # noqa: PLC0415 - psycopg only here
-
-            report = sync_to_postgres(url, folder, session_id=args.session_id, progress=progress)
-        else:
-            report = sync_to_sqlite(database, folder, session_id=args.session_id, progress=progress)
-    finally:
-        if progress is not None:
-            progress.done()
-    for warning in report.warnings:
-        # A --watch started before the first session says "no sessions folder
-        # yet" once, not every round.
-        if shown is not None and warning.startswith("no sessions folder"):
-            if warning in shown:
-                continue
-            shown.add(warning)
-        print(f"warning: {escape(warning)}", file=sys.stderr)
-    print(
-        f"synced {report.files} file{'s' if report.files != 1 else ''}:"
-        f" {report.rows_inserted} rows inserted, {report.lines_quarantined} lines quarantined",
-        flush=True,
-    )
-    return report
-
-
-@contextlib.contextmanager
-def _interrupt_as_flag(flag: list[bool]) -> Iterator[None]:
-    def stop(_signum: int, _frame: object) -> None:
-        flag[0] = True
-
-    previous = signal.signal(signal.SIGINT, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _cmd_sync(args: argparse.Namespace) -> int:
-    if args.watch is None:
-        _sync_round(args)
-        return 0
-    stopped = [False]
-    shown: set[str] = set()
-    # Ctrl-C ends the wait, never a round halfway; one last round then runs.
-    with _interrupt_as_flag(stopped):
-        while not stopped[0]:
-            _sync_round(args, shown)
-            deadline = time.monotonic() + args.watch
-            while not stopped[0] and time.monotonic() < deadline:
-                time.sleep(min(0.1, args.watch))
-        _sync_round(args, shown)
-    return 0
 
 
 def _add_sync_options(parser: argparse.ArgumentParser, *, importer: bool) -> None:
@@ -288,63 +171,6 @@ def _add_sync_options(parser: argparse.ArgumentParser, *, importer: bool) -> Non
         )
 
 
-# -- sessions and prune -----------------------------------------------------
-
-
-def _cmd_sessions(args: argparse.Namespace) -> int:
-    url = _postgres_url(args)
-    if url is not None:
-        from codex_logging._pg_read import sessions_postgres  # noqa: PLC0415 - psycopg only here
-
-        rows = sessions_postgres(url, args.session_id)
-    else:
-        rows = _read.sessions(_db(args), args.session_id)
-    out = sys.stdout
-    for row in rows:
-        if args.json:
-            out.write(to_json(row) + "\n")
-            continue
-        out.write(session_line(row) + "\n")
-    out.flush()
-    return 0
-
-
-def _cmd_prune(args: argparse.Namespace) -> int:
-    database = _postgres_url(args) or _db(args)
-    _path, folder, _found = project_paths(args.db, args.sessions_dir)
-    report = prune(
-        database,
-        folder,
-        older_than=args.older_than,
-        rows=args.rows,
-        dry_run=args.dry_run,
-        session_id=args.session_id,
-    )
-    if args.json:
-        fields = {
-            "dry_run": report.dry_run,
-            "retired": report.retired,
-            "kept": [{"session_id": sid, "reason": why} for sid, why in report.kept],
-            "files_deleted": report.files_deleted,
-            "rows_deleted": report.rows_deleted,
-        }
-        print(to_json(fields), flush=True)
-        return 0
-    verb = "would retire" if report.dry_run else "retired"
-    for sid in report.retired:
-        print(f"{verb} {sid}")
-    for sid, why in report.kept:
-        print(f"kept {sid}: {escape(why)}")
-    done = len(report.retired)
-    summary = f"{verb} {done} session{'s' if done != 1 else ''}: "
-    if report.dry_run:
-        summary += "nothing deleted (--dry-run)"
-    else:
-        summary += f"{report.files_deleted} files and {report.rows_deleted} rows deleted"
-    print(summary, flush=True)
-    return 0
-
-
 # -- entry points -----------------------------------------------------------
 
 
@@ -362,7 +188,7 @@ def _add_commands(commands: Any) -> None:
         epilog="example: codex-logs sync --all --watch 5",
     )
     _add_sync_options(sync, importer=False)
-    sync.set_defaults(run=_cmd_sync)
+    sync.set_defaults(run=cmd_sync)
     query_parser = commands.add_parser(
         "query",
         parents=[_query_options()],
@@ -370,7 +196,7 @@ def _add_commands(commands: Any) -> None:
         description="Print the latest events of the session log database, oldest first.",
         epilog="example: codex-logs query --session-id run-42 --level warning --since 2h",
     )
-    query_parser.set_defaults(run=_cmd_query)
+    query_parser.set_defaults(run=cmd_query)
     sessions = commands.add_parser(
         "sessions",
         help="one line per session: id, start, end, status, events and counts",
@@ -380,7 +206,7 @@ def _add_commands(commands: Any) -> None:
     sessions.add_argument("--db", help=_DB_HELP)
     sessions.add_argument("--session-id", type=_session_id, help="only this session")
     sessions.add_argument("--json", action="store_true", help="one JSON object per line")
-    sessions.set_defaults(run=_cmd_sessions)
+    sessions.set_defaults(run=cmd_sessions)
     pruner = commands.add_parser(
         "prune",
         help="retire sessions that ended before a time",
@@ -404,7 +230,7 @@ def _add_commands(commands: Any) -> None:
     pruner.add_argument("--db", help=_DB_HELP)
     pruner.add_argument("--sessions-dir", help=_DIR_HELP)
     pruner.add_argument("--json", action="store_true", help="one JSON object")
-    pruner.set_defaults(run=_cmd_prune)
+    pruner.set_defaults(run=cmd_prune)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -455,4 +281,4 @@ def import_main(argv: Sequence[str] | None = None) -> int:
     _add_sync_options(parser, importer=True)
     args = parser.parse_args(argv)
     args.watch = None
-    return _run(parser.prog, lambda: _cmd_sync(args))
+    return _run(parser.prog, lambda: cmd_sync(args))

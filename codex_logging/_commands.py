@@ -1,0 +1,187 @@
+"""What each ``codex-logs`` command does, once its arguments are parsed (``_cli``).
+
+The work is done by the functions users call (``_read``, ``_sync``,
+``_postgres``, ``_prune``); these pick the database and print the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+
+from codex_logging import _filters, _read
+from codex_logging._errors import DatabaseNotFoundError
+from codex_logging._output import Progress, escape, print_events, session_line, to_json
+from codex_logging._prune import prune
+from codex_logging._settings import ENV_DB_PATH, db_path, is_postgres_url, project_paths
+from codex_logging._sync import SyncReport, sync_to_sqlite
+
+
+def postgres_url(args: argparse.Namespace) -> str | None:
+    """Return ``--db`` or ``CODEX_LOG_DB_PATH`` when it holds a ``postgresql://`` URL."""
+    value = args.db or os.environ.get(ENV_DB_PATH)
+    return value if is_postgres_url(value) else None
+
+
+def sqlite_db(args: argparse.Namespace) -> str:
+    """Return the SQLite database: --db, the environment, or the nearest .codex/."""
+    path, _folder, found = project_paths(args.db, None)
+    if path is None and not os.environ.get(ENV_DB_PATH) and found is None:
+        msg = (
+            f"no database: no .codex/ with a sessions folder or session_logs.db in"
+            f" {os.getcwd()} or any parent (pass --db or set {ENV_DB_PATH})"
+        )
+        raise DatabaseNotFoundError(msg)
+    return db_path(path)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    options = {
+        "since": args.since,
+        "until": args.until,
+        "level": args.level,
+        "grep": args.grep,
+        "role": args.role,
+    }
+    url = postgres_url(args)
+    if url is not None:
+        from codex_logging._pg_read import (  # noqa: PLC0415 - psycopg only here
+            Where,
+            follow_postgres,
+            query_where,
+        )
+
+        f = _filters.build(session_id=args.session_id, kind=args.kind, **options)
+        where = Where(f.session_id, f.kind, f.levels, f.role, f.grep, f.since, f.until)
+        if not args.follow:
+            print_events(query_where(url, where, args.tail), args.json, sys.stdout)
+            return 0
+        for batch in follow_postgres(url, where, args.tail):
+            print_events(batch, args.json, sys.stdout)
+        return 0  # pragma: no cover - follow ends only by Ctrl-C
+    database = sqlite_db(args)
+    if not args.follow:
+        events = _read.query(database, args.session_id, args.tail, args.kind, **options)
+        print_events(events, args.json, sys.stdout)
+        return 0
+    for batch in _read.follow(database, args.session_id, args.tail, args.kind, **options):
+        print_events(batch, args.json, sys.stdout)
+    return 0  # pragma: no cover - follow ends only by Ctrl-C
+
+
+def sync_round(args: argparse.Namespace, shown: set[str] | None = None) -> SyncReport:
+    progress = Progress(sys.stderr) if sys.stderr.isatty() else None
+    url = postgres_url(args)
+    database, folder, _found = project_paths(None if url else args.db, args.sessions_dir)
+    try:
+        if url is not None:
+            from codex_logging._postgres import sync_to_postgres  # noqa: PLC0415 - psycopg only here
+
+            report = sync_to_postgres(url, folder, session_id=args.session_id, progress=progress)
+        else:
+            report = sync_to_sqlite(database, folder, session_id=args.session_id, progress=progress)
+    finally:
+        if progress is not None:
+            progress.done()
+    for warning in report.warnings:
+        # A --watch started before the first session says "no sessions folder
+        # yet" once, not every round.
+        if shown is not None and warning.startswith("no sessions folder"):
+            if warning in shown:
+                continue
+            shown.add(warning)
+        print(f"warning: {escape(warning)}", file=sys.stderr)
+    print(
+        f"synced {report.files} file{'s' if report.files != 1 else ''}:"
+        f" {report.rows_inserted} rows inserted, {report.lines_quarantined} lines quarantined",
+        flush=True,
+    )
+    return report
+
+
+@contextlib.contextmanager
+def _interrupt_as_flag(flag: list[bool]) -> Iterator[None]:
+    def stop(_signum: int, _frame: object) -> None:
+        flag[0] = True
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    if args.watch is None:
+        sync_round(args)
+        return 0
+    stopped = [False]
+    shown: set[str] = set()
+    # Ctrl-C ends the wait, never a round halfway; one last round then runs.
+    with _interrupt_as_flag(stopped):
+        while not stopped[0]:
+            sync_round(args, shown)
+            deadline = time.monotonic() + args.watch
+            while not stopped[0] and time.monotonic() < deadline:
+                time.sleep(min(0.1, args.watch))
+        sync_round(args, shown)
+    return 0
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    url = postgres_url(args)
+    if url is not None:
+        from codex_logging._pg_read import sessions_postgres  # noqa: PLC0415 - psycopg only here
+
+        rows = sessions_postgres(url, args.session_id)
+    else:
+        rows = _read.sessions(sqlite_db(args), args.session_id)
+    out = sys.stdout
+    for row in rows:
+        if args.json:
+            out.write(to_json(row) + "\n")
+            continue
+        out.write(session_line(row) + "\n")
+    out.flush()
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    database = postgres_url(args) or sqlite_db(args)
+    _path, folder, _found = project_paths(args.db, args.sessions_dir)
+    report = prune(
+        database,
+        folder,
+        older_than=args.older_than,
+        rows=args.rows,
+        dry_run=args.dry_run,
+        session_id=args.session_id,
+    )
+    if args.json:
+        fields = {
+            "dry_run": report.dry_run,
+            "retired": report.retired,
+            "kept": [{"session_id": sid, "reason": why} for sid, why in report.kept],
+            "files_deleted": report.files_deleted,
+            "rows_deleted": report.rows_deleted,
+        }
+        print(to_json(fields), flush=True)
+        return 0
+    verb = "would retire" if report.dry_run else "retired"
+    for sid in report.retired:
+        print(f"{verb} {sid}")
+    for sid, why in report.kept:
+        print(f"kept {sid}: {escape(why)}")
+    done = len(report.retired)
+    summary = f"{verb} {done} session{'s' if done != 1 else ''}: "
+    if report.dry_run:
+        summary += "nothing deleted (--dry-run)"
+    else:
+        summary += f"{report.files_deleted} files and {report.rows_deleted} rows deleted"
+    print(summary, flush=True)
+    return 0
