@@ -3,8 +3,8 @@
 This module parses the arguments; what each command does is in ``_commands``,
 and the work in the functions users call (``_read``, ``_sync``, ``_prune``).
 Every error a user can cause is one line on stderr and exit status 2 (SPEC
-"Command line"). Nothing from a record reaches
-the terminal raw: control characters are escaped (SPEC Additions).
+"Command line"). Nothing from a record reaches the terminal raw: control
+characters are escaped (SPEC Additions).
 """
 
 from __future__ import annotations
