@@ -153,12 +153,14 @@ class CodexHandler(logging.Handler):
             self.emit(record)
         return bool(result)
 
-    def emit(self, record: logging.LogRecord) -> None:  # noqa: C901, PLR0912 - one frame (bench/)
+    def emit(self, record: logging.LogRecord) -> None:  # noqa: C901, PLR0912 - the hot path (bench/)
         """Write ``record``; any failure goes to ``handleError``, never to the caller.
 
         The steps of :meth:`Sink.write` (route, normalise, redact, build,
-        encode, append) in one frame, on the sink's helpers and caches: a call
-        per step costs measurably here (issue 15, ``make bench``).
+        encode, append), reading the record straight into them: the usual
+        kind, role and logger name and the message are checked here, the rest
+        goes through the sink's helpers. Building the eleven arguments of
+        ``Sink.write`` instead was measurably slower (issue 15, ``make bench``).
         """
         sink = self.sink
         try:

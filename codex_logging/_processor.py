@@ -117,14 +117,16 @@ class CodexProcessor:
         """Events that could not be written since the processor was made."""
         return self.sink.dropped
 
-    def __call__(  # noqa: C901 - the hot path in one frame (bench/)
+    def __call__(  # noqa: C901 - the hot path (bench/)
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         """Write ``event_dict`` and return it untouched.
 
         The steps of :meth:`Sink.write` (route, normalise, redact, build,
-        encode, append) in one frame, on the sink's helpers and caches: a call
-        per step costs measurably here (issue 15, ``make bench``).
+        encode, append), reading the event straight into them: the usual
+        kind, role and logger name and the message are checked here, the rest
+        goes through the sink's helpers. Building the eleven arguments of
+        ``Sink.write`` instead was measurably slower (issue 15, ``make bench``).
         """
         sink = self.sink
         try:

@@ -6,11 +6,12 @@ reported. Every record takes the same steps, in this order: route the
 session, normalise every value into JSON data, redact, encode, append
 (STYLE "One concept, one owner"). :meth:`Sink.write` takes them for
 :func:`session_scope` and structlog's stdlib recipe; ``CodexHandler.emit`` and
-``CodexProcessor.__call__`` take them in one frame each, calling the helpers
-here (:meth:`Sink.route`, :meth:`Sink.texts`, :meth:`Sink.add_field`...) for
-everything but the usual case, because a call per step costs measurably on
-their path (issue 15). ``tests/test_sink.py::TestOneRecordWhateverThePath``
-holds the three to the same lines.
+``CodexProcessor.__call__`` read their record or event straight into the same
+steps, on the helpers here (:meth:`Sink.route`, :meth:`Sink.texts`,
+:meth:`Sink.add_fields`, :meth:`Sink.append`), which costs less than building
+the arguments of :meth:`Sink.write` (issue 15).
+``tests/test_sink.py::TestOneRecordWhateverThePath`` holds the three to the
+same lines.
 """
 
 from __future__ import annotations
@@ -162,8 +163,8 @@ class Sink:
         The record's fields come in the SPEC's order; names of core fields in
         ``extra`` are kept as ``extra.<name>``. ``session_scope`` and records
         from structlog's stdlib recipe come here; ``CodexHandler.emit`` and
-        ``CodexProcessor.__call__`` do the same steps in one frame each, on
-        the same helpers (issue 15: one hot function per entry point).
+        ``CodexProcessor.__call__`` take the same steps on the same helpers
+        (issue 15: one hot function per entry point).
 
         Args:
             ts: Unix seconds.
