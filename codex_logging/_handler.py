@@ -10,10 +10,12 @@ from itertools import islice
 from typing import Any, Final
 
 from codex_logging._record import exception_text
+from codex_logging._session import current_session
 from codex_logging._sink import Sink
 from codex_logging._writer import PROCESS, WRITER, FsyncPolicy
 
 _modules: Final = sys.modules  # bound once: looked up per record
+_scoped: Final = current_session.get
 
 _PLAIN_RECORD: Final = logging.LogRecord("", 0, "", 0, "", (), None).__dict__
 _PLAIN_RECORD_SIZE: Final = len(_PLAIN_RECORD)
@@ -153,7 +155,7 @@ class CodexHandler(logging.Handler):
             self.emit(record)
         return bool(result)
 
-    def emit(self, record: logging.LogRecord) -> None:  # noqa: C901, PLR0912 - the hot path (bench/)
+    def emit(self, record: logging.LogRecord) -> None:  # noqa: C901, PLR0912, PLR0915 - the hot path (bench/)
         """Write ``record``; any failure goes to ``handleError``, never to the caller.
 
         The steps of :meth:`Sink.write` (route, normalise, redact, build,
@@ -171,7 +173,12 @@ class CodexHandler(logging.Handler):
                     self._emit_structlog(record, event)
                     return
             get = fields.get
-            sid = sink.route(get("session_id"))
+            # Sink.route inlined for its usual answers: the scope's session or
+            # the sink's own (already valid) id.
+            explicit = get("session_id")
+            sid = None if explicit is not None else _scoped() or sink.own_id
+            if sid is None:
+                sid = sink.route(explicit)
             message = record.getMessage()
             if record.exc_info or record.exc_text or record.stack_info:
                 exc = self._record_exception(record)
@@ -191,7 +198,9 @@ class CodexHandler(logging.Handler):
                 kind, role, name = sink.texts(kind, role, name, counter)
             redactor = sink.redactor
             if redactor is not None:
-                message = redactor.text(message, counter)
+                # A message formatted from its arguments will not come again:
+                # remembering it as clean would only cost time.
+                message = (redactor.scan if record.args else redactor.text)(message, counter)
                 if exc is not None:
                     exc = redactor.text(exc, counter)
             line: dict[str, Any] = {
@@ -203,18 +212,26 @@ class CodexHandler(logging.Handler):
             if name is not None:
                 line["logger"] = name
             line["message"] = message
-            line["pid"] = record.process if record.process is not None else PROCESS.pid
+            pid = record.process
+            line["pid"] = pid if pid is not None else PROCESS.pid
             if role is not None:
                 line["role"] = role
             if exc is not None:
                 line["exc"] = exc
             # LogRecord.__init__ sets its own attributes first, so anything from
-            # ``extra`` comes after them: read only that tail. A record built some
-            # other way (its first key is not "name") is filtered in full.
-            if len(fields) > _PLAIN_RECORD_SIZE:
-                items: Iterable[tuple[str, Any]] = fields.items()
-                if next(iter(fields)) == "name":
-                    items = islice(items, _PLAIN_RECORD_SIZE, None)
+            # ``extra`` comes after them: read only that tail, from the end
+            # (skipping the first twenty items one by one cost more than the
+            # rest of this block). A record built some other way (its first key
+            # is not "name") is filtered in full.
+            added = len(fields) - _PLAIN_RECORD_SIZE
+            if added > 0:
+                items: Iterable[tuple[str, Any]]
+                if next(iter(fields)) != "name":
+                    items = fields.items()
+                elif added == 1:
+                    items = (next(reversed(fields.items())),)
+                else:
+                    items = reversed(list(islice(reversed(fields.items()), added)))
                 sink.add_fields(line, items, _NOT_EXTRA, counter)
             sink.append(line, sid, kind, counter[0])
         except RecursionError:  # as logging's own handlers do

@@ -10,13 +10,15 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any, Final
 
 from codex_logging._handler import CodexHandler
-from codex_logging._record import exception_text
+from codex_logging._record import SCALARS, exception_text
 from codex_logging._redact import Redactor
-from codex_logging._sink import Sink
+from codex_logging._session import current_session
+from codex_logging._sink import SKIP, Sink
 from codex_logging._writer import PROCESS, FsyncPolicy
 
 # Bound once: a module attribute lookup shows on the per-event path.
 _time: Final = time.time
+_scoped: Final = current_session.get
 _modules: Final = sys.modules
 _StdlibLogger: Final = logging.Logger
 
@@ -75,7 +77,7 @@ class CodexProcessor:
 
     """
 
-    __slots__ = ("sink",)
+    __slots__ = ("_names", "sink")
 
     def __init__(
         self,
@@ -96,6 +98,7 @@ class CodexProcessor:
             redact_keys=redact_keys,
             redact_patterns=redact_patterns,
         )
+        self._names = self.sink.field_names(_MAPPED)
 
     @property
     def sessions_dir(self) -> str:
@@ -117,7 +120,7 @@ class CodexProcessor:
         """Events that could not be written since the processor was made."""
         return self.sink.dropped
 
-    def __call__(  # noqa: C901 - the hot path (bench/)
+    def __call__(  # noqa: C901, PLR0912, PLR0915 - the hot path (bench/)
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         """Write ``event_dict`` and return it untouched.
@@ -133,7 +136,12 @@ class CodexProcessor:
             if isinstance(logger, _StdlibLogger) and _reaches_codex_handler(logger):
                 return event_dict  # the handler writes it
             get = event_dict.get
-            sid = sink.route(get("session_id"))
+            # Sink.route inlined for its usual answers: the scope's session or
+            # the sink's own (already valid) id.
+            explicit = get("session_id")
+            sid = None if explicit is not None else _scoped() or sink.own_id
+            if sid is None:
+                sid = sink.route(explicit)
             level = get("level")
             # add_log_level's name when it ran, else the method's.
             if level.__class__ is not str:
@@ -178,7 +186,23 @@ class CodexProcessor:
                 exc = exception_text(exception, exc_info)
                 if exc is not None:
                     record["exc"] = exc if redactor is None else redactor.text(exc, counter)
-            sink.add_fields(record, event_dict.items(), _MAPPED, counter)
+            # Sink.add_fields inlined: the usual field is a name seen before
+            # with text or a JSON scalar; any other goes through add_field.
+            names = self._names
+            for key, value in event_dict.items():
+                written = names.get(key)
+                if written is None:
+                    sink.add_field(record, key, value, counter, names)
+                elif written is not SKIP:
+                    cls = value.__class__
+                    if cls is str:
+                        if redactor is not None:
+                            value = redactor.text(value, counter)  # noqa: PLW2901
+                        record[written] = value
+                    elif cls in SCALARS:
+                        record[written] = value
+                    else:
+                        sink.add_field(record, key, value, counter, names)
             sink.append(record, sid, kind, counter[0])
         except Exception as error:
             sink.report(error)

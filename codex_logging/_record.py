@@ -76,9 +76,13 @@ def _load_fast_dumps() -> tuple[Callable[..., bytes] | None, int]:
         import orjson  # noqa: PLC0415 - optional extra, looked up once
     except ImportError:
         return None, 0
+    # No OPT_NON_STR_KEYS: every key is text by the time a record is encoded
+    # (the sink names fields with key_text, normalize does the same for nested
+    # keys), and the option costs about a fifth of a dumps call (bench/). A
+    # non-text key that slipped through makes orjson raise, and encode() then
+    # takes the json path, which writes it as text.
     options = (
         orjson.OPT_APPEND_NEWLINE
-        | orjson.OPT_NON_STR_KEYS
         # Let str() render these, as the stdlib path does, so lines are the same.
         | orjson.OPT_PASSTHROUGH_DATETIME
         | orjson.OPT_PASSTHROUGH_DATACLASS

@@ -150,8 +150,11 @@ class Redactor:
         """
         return self.secret_keys[key]
 
-    def text(self, value: str, counter: list[int]) -> str:  # noqa: C901, PLR0912 - hot (bench/)
+    def text(self, value: str, counter: list[int]) -> str:
         """Return ``value`` with credential-shaped substrings replaced.
+
+        A short text found clean is remembered, so a text logged again and
+        again (a structlog event, a message without arguments) is scanned once.
 
         Args:
             value: Any string.
@@ -161,9 +164,33 @@ class Redactor:
             The redacted string (``value`` itself when nothing matched).
 
         """
-        short = len(value) <= CLEAN_CACHE_LENGTH
-        if short and value in self._clean:
+        if len(value) > CLEAN_CACHE_LENGTH:
+            return self.scan(value, counter)
+        clean = self._clean
+        if value in clean:
             return value
+        out = self.scan(value, counter)
+        if out is value:
+            if len(clean) >= CLEAN_CACHE_SIZE:  # bounded; the frequent ones come back
+                clean.clear()
+            clean.add(value)
+        return out
+
+    def scan(self, value: str, counter: list[int]) -> str:  # noqa: C901, PLR0912 - hot (bench/)
+        """Return ``value`` with credential-shaped substrings replaced, not remembering it.
+
+        For a text that will not come again (a message formatted from its
+        arguments), where remembering it would only cost time: :meth:`text`
+        otherwise.
+
+        Args:
+            value: Any string.
+            counter: A one-item list; its item is increased per replacement.
+
+        Returns:
+            The redacted string (``value`` itself when nothing matched).
+
+        """
         out = value
         mask = 0
         if "-" in value:
@@ -192,19 +219,11 @@ class Redactor:
             out, found = pattern.subn(REDACTED, out)
             counter[0] += found
         if out is value or out == value:
-            if short:
-                self._remember_clean(value)
             return value
         return out
 
     def _assignments(self, value: str) -> tuple[str, int]:
         return redact_assignments(value, self.secret_keys, self._hints)
-
-    def _remember_clean(self, value: str) -> None:
-        clean = self._clean
-        if len(clean) >= CLEAN_CACHE_SIZE:  # bounded; the frequent ones come back
-            clean.clear()
-        clean.add(value)
 
     def value(self, value: Any, counter: list[int], _seen: frozenset[int] = frozenset()) -> Any:
         """Return a redacted copy of ``value`` (strings, mappings and sequences).

@@ -16,10 +16,11 @@ same lines.
 
 from __future__ import annotations
 
+import enum
 import errno
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from typing import Any, Final
 
@@ -53,16 +54,16 @@ CACHE_SIZE: Final = 4096
 CLEAN_TEXT_LENGTH: Final = 128
 
 
-class _NoSecretKeys(dict[object, bool]):
-    """No key is secret: stands in for the redactor's keys when redaction is off."""
-
-    __slots__ = ()
-
-    def __missing__(self, key: object) -> bool:
-        return False
+class _Mark(enum.Enum):
+    SKIP = enum.auto()
 
 
-NO_SECRET_KEYS: Final[Mapping[object, bool]] = _NoSecretKeys()
+#: In a field-name cache (:meth:`Sink.field_names`): a name that is not an
+#: extra field (it was mapped to a record field).
+SKIP: Final = _Mark.SKIP
+#: A field-name cache: field name as given -> the name written, for names
+#: that held no secret and whose values are not secret by their name; or SKIP.
+FieldNames = dict[object, "str | _Mark"]
 
 
 class Sink:
@@ -85,12 +86,12 @@ class Sink:
 
     __slots__ = (
         "__weakref__",
+        "_field_names",
         "_reported",
-        "checked_id",
         "clean_texts",
         "dropped",
         "fsync",
-        "names",
+        "own_id",
         "paths",
         "redactor",
         "session_id",
@@ -118,12 +119,13 @@ class Sink:
         self.dropped = 0
         self._reported: set[tuple[str, str]] = set()
         # Caches read by the hot paths (CodexHandler.emit, CodexProcessor.__call__):
-        #: The own session id once validated.
-        self.checked_id: str | None = None
+        #: The own session id when it is valid; an invalid one is left to
+        #: :meth:`route`, which reports it at each record.
+        self.own_id = session_id if _valid(session_id) else None
         #: Session id -> its file.
         self.paths: dict[str, str] = {}
-        #: Field name -> the name written, for names that held no secret.
-        self.names: dict[object, str] = {}
+        #: One field-name cache (:data:`FieldNames`) per set of mapped names.
+        self._field_names: dict[AbstractSet[str], FieldNames] = {}
         #: Logger names, kinds and roles that held no secret.
         self.clean_texts: set[str] = set()
 
@@ -219,12 +221,11 @@ class Sink:
         scoped = current_session.get()
         if scoped is not None:
             return scoped
-        sid = self.session_id
-        if sid is None:
+        if self.own_id is not None:
+            return self.own_id
+        if self.session_id is None:
             return get_session_id()
-        if sid is not self.checked_id:  # checked once, reported at each record
-            self.checked_id = validate_session_id(sid)
-        return sid
+        return validate_session_id(self.session_id)  # invalid: raises at each record
 
     def texts(
         self, kind: object, role: object, logger: object, counter: list[int]
@@ -276,6 +277,22 @@ class Sink:
             return message
         return self.redactor.text(message, counter)
 
+    def field_names(self, skip: AbstractSet[str]) -> FieldNames:
+        """Return the field-name cache for records whose names in ``skip`` are mapped.
+
+        Args:
+            skip: Names that become record fields, never extra fields.
+
+        Returns:
+            The cache, its ``skip`` names marked :data:`SKIP`; filled by
+            :meth:`add_field`.
+
+        """
+        found = self._field_names.get(skip)
+        if found is None:
+            found = self._field_names[skip] = dict.fromkeys(skip, SKIP)
+        return found
+
     def add_fields(
         self,
         record: dict[str, Any],
@@ -285,9 +302,8 @@ class Sink:
     ) -> None:
         """Add a record's further fields, leaving out the names in ``skip``.
 
-        The usual field (a name already found clean, a value not secret by
-        its name, text or a JSON scalar) is added here; any other goes
-        through :meth:`add_field`.
+        The usual field (a name found before, text or a JSON scalar) is added
+        here, as the hot paths do; any other goes through :meth:`add_field`.
 
         Args:
             record: The record being built.
@@ -296,43 +312,48 @@ class Sink:
             counter: A one-item list counting replacements.
 
         """
-        names = self.names
+        names = self.field_names(skip)
         redactor = self.redactor
-        secret = NO_SECRET_KEYS if redactor is None else redactor.secret_keys
         for key, value in items:
-            if key in skip:
-                continue
             written = names.get(key)
-            if written is not None and not secret[key]:
+            if written is None:
+                self.add_field(record, key, value, counter, names)
+            elif written is not SKIP:
                 cls = value.__class__
                 if cls is str:
                     record[written] = value if redactor is None else redactor.text(value, counter)
-                    continue
-                if cls in SCALARS:
+                elif cls in SCALARS:
                     record[written] = value
-                    continue
-            self.add_field(record, key, value, counter)
+                else:
+                    self.add_field(record, key, value, counter, names)
 
     def add_field(
-        self, record: dict[str, Any], key: object, value: object, counter: list[int]
+        self,
+        record: dict[str, Any],
+        key: object,
+        value: object,
+        counter: list[int],
+        names: FieldNames,
     ) -> None:
-        """Add one extra field: named (cached), normalised, redacted.
+        """Add one extra field: named (and cached in ``names``), normalised, redacted.
 
         Args:
             record: The record being built.
-            key: The field's name as given.
+            key: The field's name as given (not a mapped name).
             value: Its value.
             counter: A one-item list counting replacements.
+            names: The field-name cache of the record's entry point.
 
         """
-        name = self.names.get(key)
-        if name is None:
-            name = self._name(key, counter)
         redactor = self.redactor
+        secret = redactor is not None and redactor.secret_keys[key]
+        name = names.get(key)
+        if not isinstance(name, str):
+            name = self._name(key, counter, names, secret=secret)
         cls = value.__class__
         if redactor is None:
             record[name] = value if cls is str or cls in SCALARS else normalize(value)
-        elif redactor.secret_keys[key]:
+        elif secret:
             counter[0] += 1
             record[name] = REDACTED
         elif cls is str:
@@ -378,17 +399,18 @@ class Sink:
             clean.add(text)
         return text
 
-    def _name(self, key: object, counter: list[int]) -> str:
+    def _name(self, key: object, counter: list[int], names: FieldNames, *, secret: bool) -> str:
         # The name a field is written under: text, redacted, core names kept
-        # apart as "extra.<name>"; remembered when the name held no secret.
-        name = key if key.__class__ is str else key_text(key)
+        # apart as "extra.<name>"; cached when the name held no secret and
+        # values under it are not secret.
         before = counter[0]
+        name = key if key.__class__ is str else key_text(key)
         if self.redactor is not None:
             name = self.redactor.text(name, counter)
         if name in CORE_FIELDS:
             name = f"extra.{name}"
-        if counter[0] == before and len(self.names) < CACHE_SIZE:
-            self.names[key] = name
+        if counter[0] == before and not secret and len(names) < CACHE_SIZE:
+            names[key] = name
         return name
 
     def report(self, error: BaseException | None, *, loud: bool = True) -> None:
@@ -419,6 +441,14 @@ class Sink:
             stream.flush()
         except Exception:  # noqa: S110 - a closed stderr must not raise into the application
             pass
+
+
+def _valid(session_id: str | None) -> bool:
+    try:
+        validate_session_id(session_id)
+    except InvalidSessionId:
+        return False
+    return True
 
 
 def _hint(error: BaseException | None) -> str:

@@ -211,6 +211,63 @@ class TestFields:
         handler.close()
 
 
+class TestExtraFields:
+    def test_extras_in_order_after_another_handler_formatted(self, tmp_path: Path) -> None:
+        """Extras keep their order; a Formatter's message/asctime added after them are left out."""
+        logger = logging.getLogger("extras-order")
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+        console = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - closed below
+        console.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logger.handlers[:] = [console, CodexHandler(tmp_path, "s")]
+        try:
+            for n in range(2):  # the second record runs on warm caches
+                logger.info("n=%d", n, extra={"zeta": n, "alpha": "a", "mid": [n]})
+                logger.info("one", extra={"only": n})
+        finally:
+            console.stream.close()
+            logger.handlers[:] = []
+        lines = read_lines(tmp_path / "s.ndjson")
+        extras = [{k: v for k, v in rec.items() if k not in _CORE} for rec in lines]
+        assert [list(rec) for rec in extras] == [["zeta", "alpha", "mid"], ["only"]] * 2
+        assert extras[2] == {"zeta": 1, "alpha": "a", "mid": [1]}
+        assert [rec["message"] for rec in lines] == ["n=0", "one", "n=1", "one"]
+
+    def test_a_secret_name_is_redacted_every_time(self, tmp_path: Path) -> None:
+        """A field under a secret name is redacted on every record, not only the first."""
+        logger = logging.getLogger("extras-secret")
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+        logger.handlers[:] = [CodexHandler(tmp_path, "s")]
+        try:
+            for value in ("hunter2", 12345, "hunter3"):
+                logger.info("login", extra={"password": value, "user": "ann"})
+        finally:
+            logger.handlers[:] = []
+        lines = read_lines(tmp_path / "s.ndjson")
+        assert [rec["password"] for rec in lines] == ["[REDACTED]"] * 3
+        assert [rec["user"] for rec in lines] == ["ann"] * 3
+        assert [rec["redacted"] for rec in lines] == [1] * 3
+
+    def test_a_record_built_by_hand_is_read_in_full(self, tmp_path: Path) -> None:
+        """A LogRecord subclass that sets attributes before LogRecord.__init__ still has its extras."""
+
+        class Early(logging.LogRecord):
+            def __init__(self, *args: object, **kwargs: object) -> None:
+                self.request_id = "r-1"
+                super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+        record = Early("app", logging.INFO, __file__, 1, "hello %s", ("you",), None)
+        handler = CodexHandler(tmp_path, "s")
+        handler.handle(record)
+        (rec,) = read_lines(tmp_path / "s.ndjson")
+        assert rec["request_id"] == "r-1"
+        assert rec["message"] == "hello you"
+
+
+_CORE = {"ts", "session_id", "kind", "level", "logger", "message", "pid"}
+
+
 class TestRouting:
     def test_first_match_wins(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """record extra > session_scope > handler's session_id > env > generated."""
