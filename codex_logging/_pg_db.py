@@ -285,7 +285,16 @@ def display_url(url: str) -> str:
     Returns:
         The URL with any password replaced by ``***``.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        # A URL urllib cannot split (an unclosed "[" of an IPv6 host): hide
+        # what stands between the user and the last "@"; libpq says what is wrong.
+        scheme, sep, rest = url.partition("://")
+        userinfo, at, host = rest.rpartition("@")
+        if ":" not in userinfo:
+            return url
+        return f"{scheme}{sep}{userinfo.partition(':')[0]}:***{at}{host}"
     if parts.password is None:
         return url
     netloc = parts.netloc.rpartition("@")
@@ -328,8 +337,12 @@ def connect(url: str, *, busy_timeout: float = BUSY_TIMEOUT, read_only: bool = F
     """
     psycopg = import_psycopg()
     name = display_url(url)
-    with translated(name):
+    try:
         conn = psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(busy_timeout)))
+    except psycopg.Error as exc:
+        # libpq quotes a URL it cannot parse whole, password and all.
+        msg = f"cannot use database {name}: {str(exc).strip().replace(url, name)}"
+        raise DatabaseError(msg) from exc
     conn.read_only = read_only
     return conn
 

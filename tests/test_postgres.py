@@ -611,6 +611,36 @@ class TestReads:
         """Only the password is hidden."""
         assert display_url("postgresql://u:pw@h:5/d?x=1") == "postgresql://u:***@h:5/d?x=1"
         assert display_url("postgresql://u@h/d") == "postgresql://u@h/d"
+        # A URL urllib cannot split still loses its password, never raises.
+        assert display_url("postgresql://u:pw@[::1/d") == "postgresql://u:***@[::1/d"
+        assert display_url("postgresql://[bad/x") == "postgresql://[bad/x"
+
+    @pytest.mark.parametrize(
+        "command",
+        [
+            ["sync", "--sessions-dir", "s"],
+            ["query"],
+            ["query", "--follow"],
+            ["sessions"],
+            ["prune", "--older-than", "1d", "--sessions-dir", "s"],
+        ],
+    )
+    def test_malformed_url_is_one_line_exit_2(
+        self, command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A URL libpq cannot parse is one stderr line and exit 2 from every command, no traceback."""
+        from codex_logging._cli import main
+
+        (tmp_path / "s").mkdir(mode=0o700)
+        write_lines(tmp_path / "s" / "x.ndjson", 1)
+        assert main([*command, "--db", "postgresql://u:pw@[bad/x"]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        (line,) = captured.err.splitlines()
+        assert line.startswith(
+            f"codex-logs {command[0]}: error: cannot use database postgresql://u:***@[bad/x: "
+        )
+        assert "pw" not in line
 
 
 def test_without_psycopg_a_clear_error(tmp_path: Path) -> None:
