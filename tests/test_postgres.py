@@ -619,6 +619,7 @@ class TestReads:
         "command",
         [
             ["sync", "--sessions-dir", "s"],
+            ["sync", "--watch", "1", "--sessions-dir", "s"],
             ["query"],
             ["query", "--follow"],
             ["sessions"],
@@ -738,3 +739,49 @@ class TestCommandLine:
         args = ["prune", "--older-than", "1d", "--dry-run", "--sessions-dir", str(tmp_path / "s")]
         assert main(args) == 0
         assert capsys.readouterr().out == "would retire 0 sessions: nothing deleted (--dry-run)\n"
+
+    def test_watch_outlives_a_server_that_goes_away(self, pg_url: str, tmp_path: Path) -> None:
+        """sync --watch keeps going while the database refuses connections, says so once, then syncs every row once."""
+        folder = tmp_path / "s"
+        folder.mkdir(mode=0o700)
+        write_lines(folder / "w.ndjson", 3)
+        out, err = tmp_path / "out", tmp_path / "err"
+        name = pg_url.rpartition("/")[2].partition("?")[0]
+        admin = pg_url.replace(f"/{name}?", "/postgres?", 1)
+
+        def wait_for(check: Any) -> None:
+            deadline = time.monotonic() + 60
+            while not check():
+                assert proc.poll() is None, err.read_text()
+                assert time.monotonic() < deadline, (out.read_text(), err.read_text())
+                time.sleep(0.02)
+
+        with out.open("w") as stdout, err.open("w") as stderr:
+            proc = subprocess.Popen(
+                [str(Path(sys.executable).parent / "codex-logs"), "sync", "--watch", "0.05", "--db", pg_url, "--sessions-dir", str(folder)],
+                stdout=stdout, stderr=stderr, cwd=ROOT,
+            )  # fmt: skip
+        try:
+            wait_for(lambda: "3 rows inserted" in out.read_text())
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+            write_lines(folder / "w.ndjson", 2, start=3)
+            wait_for(err.read_text)
+            rounds = out.read_text().count("\n")
+            time.sleep(0.5)  # rounds go on failing, each one silent
+            assert out.read_text().count("\n") == rounds
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+            wait_for(lambda: "2 rows inserted" in out.read_text())
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
+        assert proc.returncode == 0
+        refused, resumed = err.read_text().splitlines()
+        assert refused.startswith(f"warning: cannot use database {pg_url}: ")
+        assert refused.endswith(
+            f'database "{name}" is not currently accepting connections (trying again each round)'
+        )
+        assert resumed == "warning: the database answers again: syncing resumed"
+        got = pg_rows(pg_url, "SELECT seq, message FROM session_events ORDER BY seq")
+        assert got == [(i + 1, f"m{i}") for i in range(5)]
