@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -350,6 +351,19 @@ open(half, "w").close()
 while not os.path.exists(go):  # paused, alive, until the parent saw a sync land
     time.sleep(0.002)
 log_numbered(folder, "load", worker + "b", 2, 2000, 200)
+"""
+
+
+PHASED_WRITER = """
+import os, sys, time
+from tests.writers import log_numbered
+folder, machine, flags = sys.argv[1:4]
+for phase in range(3):
+    log_numbered(folder, "shared", f"{machine}{phase}", 1, 1000, 200)
+    log_numbered(folder, f"own{machine}", f"{machine}{phase}o", 1, 300, 200)
+    open(os.path.join(flags, f"done{machine}-{phase}"), "w").close()
+    while phase < 2 and not os.path.exists(os.path.join(flags, f"go{phase}")):
+        time.sleep(0.002)  # paused, alive, with more to write
 """
 
 
@@ -785,3 +799,98 @@ class TestCommandLine:
         assert resumed == "warning: the database answers again: syncing resumed"
         got = pg_rows(pg_url, "SELECT seq, message FROM session_events ORDER BY seq")
         assert got == [(i + 1, f"m{i}") for i in range(5)]
+
+
+@pytest.mark.slow
+def test_three_machines_sync_watch_through_kills(pg_url: str, tmp_path: Path) -> None:
+    """Three folders sharing one session id, each under codex-logs sync --watch (one folder twice), watchers
+    killed with SIGKILL and restarted while writers append: sessions and query show every row exactly once."""
+    cli = str(Path(sys.executable).parent / "codex-logs")
+    folders = [tmp_path / f"machine{n}" / "sessions" for n in range(3)]
+    for folder in folders:
+        folder.mkdir(parents=True, mode=0o700)
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    starts = itertools.count()
+
+    def watch(folder: Path) -> subprocess.Popen[bytes]:
+        with (logs / f"{next(starts)}.out").open("w") as out:
+            return subprocess.Popen(
+                [cli, "sync", "--watch", "0.05", "--db", pg_url, "--sessions-dir", str(folder)],
+                stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def stored(machine: int | None = None) -> int:
+        if pg_rows(pg_url, "SELECT to_regclass('session_events') IS NULL") == [(True,)]:
+            return 0  # no watcher has synced a line yet
+        sql = "SELECT count(*) FROM session_events e JOIN sources s USING (source_id)"
+        if machine is None:
+            return int(pg_rows(pg_url, sql)[0][0])
+        sql += " WHERE s.folder = %s"
+        return int(pg_rows(pg_url, sql, (str(folders[machine]),))[0][0])
+
+    def wait_for(check: Any) -> None:
+        deadline = time.monotonic() + 120
+        while not check():
+            assert all(w.poll() in (None, 0) for w in writers)
+            assert all(p.poll() is None for p in watchers), "a watcher died"
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.02)
+
+    def kill_and_restart(which: list[int]) -> None:
+        for n in which:
+            assert watchers[n].poll() is None  # killed while it runs
+            watchers[n].send_signal(signal.SIGKILL)
+            watchers[n].wait(timeout=60)
+            watchers[n] = watch(folders[n % 3])
+
+    # Watcher 3 syncs folder 0 too: two syncs of one folder race on one machine.
+    watchers = [watch(folder) for folder in (*folders, folders[0])]
+    writers = [
+        subprocess.Popen([sys.executable, "-c", PHASED_WRITER, str(folder), str(n), str(flags)], cwd=ROOT)
+        for n, folder in enumerate(folders)
+    ]  # fmt: skip
+    try:
+        for phase in range(2):
+            # Every writer is paused, alive, with a phase still to write: each
+            # kill lands while a watcher has work ahead of it.
+            wait_for(lambda: all((flags / f"done{n}-{phase}").exists() for n in range(3)))  # noqa: B023
+            before = stored()
+            wait_for(lambda: all(stored(n) > 0 for n in range(3)))
+            kill_and_restart([0, 1, 2, 3] if phase == 0 else [0, 2])
+            (flags / f"go{phase}").touch()
+            wait_for(lambda: stored() > before)  # noqa: B023 - the next phase is landing
+        codes = [w.wait(timeout=120) for w in writers]
+        assert codes == [0, 0, 0]
+        total = 3 * 3 * 1300
+        wait_for(lambda: stored() == total)
+    finally:
+        for phase in range(2):
+            (flags / f"go{phase}").touch()
+        for p in watchers:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in (*watchers, *writers):
+            p.wait(timeout=60)
+    outputs = "".join(log.read_text() for log in sorted(logs.iterdir()))
+    assert [p.returncode for p in watchers] == [0, 0, 0, 0], outputs
+    assert "Traceback" not in outputs
+    sessions = subprocess.run(
+        [cli, "sessions", "--db", pg_url, "--json"], capture_output=True, text=True, check=True
+    ).stdout
+    summary = {row["session_id"]: row["events"] for row in map(json.loads, sessions.splitlines())}
+    assert summary == {"shared": 9000, "own0": 900, "own1": 900, "own2": 900}
+    assert pg_rows(pg_url, "SELECT sources FROM sessions WHERE session_id = 'shared'") == [(3,)]
+    assert pg_rows(pg_url, "SELECT count(*) FROM session_ingest_errors") == [(0,)]
+    query = subprocess.run(
+        [cli, "query", "--db", pg_url, "--json", "--tail", "100000"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    events = [json.loads(line) for line in query.splitlines()]
+    assert_exactly_once(
+        (f"{e['session_id']}/{e['message']}" for e in events),
+        [f"shared/{n}{p}:0:{i}" for n in range(3) for p in range(3) for i in range(1000)]
+        + [f"own{n}/{n}{p}o:0:{i}" for n in range(3) for p in range(3) for i in range(300)],
+    )
