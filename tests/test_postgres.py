@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -230,8 +231,8 @@ class TestManyMachines:
             t.join()
         ids = [(f / ".codex-source-id").read_text().strip() for f in folders]
         assert len(set(ids)) == 3
-        assert sorted(pg_rows(pg_url, "SELECT source_id, folder FROM sources")) == sorted(
-            zip(ids, map(str, folders), strict=True)
+        assert sorted(pg_rows(pg_url, "SELECT source_id, host, folder FROM sources")) == sorted(
+            (i, socket.gethostname(), str(f)) for i, f in zip(ids, folders, strict=True)
         )
         (summary,) = sessions_postgres(pg_url)
         assert {
@@ -681,6 +682,26 @@ def test_without_psycopg_a_clear_error(tmp_path: Path) -> None:
         "PostgresNotInstalledError PostgreSQL support needs psycopg 3:"
         " pip install 'codex-logging[postgres]'"
     )
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", "1 error"), ("", "1 skipped")])
+def test_missing_server_fails_under_ci(ci: str, outcome: str, tmp_path: Path) -> None:
+    """Without server binaries the PostgreSQL tests fail under CI and are skipped elsewhere."""
+    (tmp_path / "test_needs_pg.py").write_text(
+        "import tests.pg\n"
+        "tests.pg.find_bin_dir = lambda: None  # as on a machine without PostgreSQL\n"
+        "def test_needs_server(pg_server):\n"
+        "    pass\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "tests.pg", "-p", "no:cacheprovider",
+         "-c", os.devnull, "--rootdir", str(tmp_path), str(tmp_path / "test_needs_pg.py")],
+        cwd=ROOT, env={**os.environ, "CI": ci}, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert outcome in done.stdout, done.stdout
+    assert done.returncode == (1 if ci else 0)
+    if ci:
+        assert "PostgreSQL tests cannot run under CI: no PostgreSQL server binaries" in done.stdout
 
 
 def test_scale_out_example(pg_url: str, tmp_path: Path) -> None:
