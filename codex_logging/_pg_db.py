@@ -61,6 +61,29 @@ SUMMARY_PIDS: Final = """
     ON CONFLICT DO NOTHING
 """
 
+#: The ``events`` view; ``{trace}`` adds the trace context columns (migration 3).
+EVENTS_VIEW: Final = """CREATE OR REPLACE VIEW events AS
+            SELECT
+                to_char(to_timestamp(e.ts) AT TIME ZONE 'UTC',
+                        'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS time,
+                e.session_id, e.seq, e.ts, e.kind, e.level, e.logger, e.role, e.message,
+                CASE WHEN j ->> 'pid' ~ '^-?[0-9]{{1,18}}$' THEN (j ->> 'pid')::bigint END AS pid,
+                j ->> 'status' AS status,
+                j ->> 'error_type' AS error_type,
+                j ->> 'error' AS error,
+                CASE WHEN j ->> 'duration_s' ~ '^-?[0-9]{{1,15}}([.][0-9]*)?$'
+                    THEN (j ->> 'duration_s')::double precision END AS duration_s,
+                e.data,
+                e.source_id,
+                s.host{trace}
+            FROM session_events e
+            CROSS JOIN LATERAL codex_json(e.data) AS j
+            LEFT JOIN sources s USING (source_id)"""
+_TRACE_COLUMNS: Final = """,
+                j ->> 'trace_id' AS trace_id,
+                j ->> 'span_id' AS span_id,
+                j ->> 'trace_flags' AS trace_flags"""
+
 #: Each migration is a named step; ``codex_schema_version`` counts those applied.
 MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     (
@@ -131,23 +154,7 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
             $$""",
             # The same columns as the SQLite views (issue 13), plus the source
             # and its host; ISO-8601 UTC times.
-            """CREATE OR REPLACE VIEW events AS
-            SELECT
-                to_char(to_timestamp(e.ts) AT TIME ZONE 'UTC',
-                        'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS time,
-                e.session_id, e.seq, e.ts, e.kind, e.level, e.logger, e.role, e.message,
-                CASE WHEN j ->> 'pid' ~ '^-?[0-9]{1,18}$' THEN (j ->> 'pid')::bigint END AS pid,
-                j ->> 'status' AS status,
-                j ->> 'error_type' AS error_type,
-                j ->> 'error' AS error,
-                CASE WHEN j ->> 'duration_s' ~ '^-?[0-9]{1,15}([.][0-9]*)?$'
-                    THEN (j ->> 'duration_s')::double precision END AS duration_s,
-                e.data,
-                e.source_id,
-                s.host
-            FROM session_events e
-            CROSS JOIN LATERAL codex_json(e.data) AS j
-            LEFT JOIN sources s USING (source_id)""",
+            EVENTS_VIEW.format(trace=""),
             # One row per session id, merging every source (a CI matrix sharing
             # one CODEX_SESSION_ID): status is error if any end record failed,
             # ok if the session ended, else NULL.
@@ -257,6 +264,12 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
                 GROUP BY s.session_id
             ) s""",
         ),
+    ),
+    (
+        # Issue 14: records carry the OpenTelemetry trace context; the view
+        # shows it as columns, at the end (CREATE OR REPLACE keeps the rest).
+        "the trace context as columns of events",
+        (EVENTS_VIEW.format(trace=_TRACE_COLUMNS),),
     ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)

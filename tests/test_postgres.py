@@ -609,6 +609,35 @@ class TestReads:
         ]
         assert pg_rows(pg_url, "SELECT status, events FROM sessions") == [("ok", 4)]
 
+    def test_views_show_the_trace_context(
+        self, pg_url: str, tmp_path: Path, sessions: Path
+    ) -> None:
+        """A record written inside an OpenTelemetry span shows its trace_id, span_id and trace_flags in both events views."""
+        from opentelemetry import trace
+
+        from codex_logging import CodexProcessor
+
+        context = trace.SpanContext(
+            trace_id=0x4BF92F3577B34DA6A3CE929D0E0E4736,
+            span_id=0x00F067AA0BA902B7,
+            is_remote=False,
+            trace_flags=trace.TraceFlags(1),
+        )
+        processor = CodexProcessor(sessions, "t")
+        with trace.use_span(trace.NonRecordingSpan(context)):
+            processor(None, "info", {"event": "inside"})
+        processor(None, "info", {"event": "outside"})
+        sync_to_postgres(pg_url, sessions)
+        sync_to_sqlite(tmp_path / "x.db", sessions)
+        sql = "SELECT message, trace_id, span_id, trace_flags FROM events ORDER BY seq"
+        expected = [
+            ("inside", "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "01"),
+            ("outside", None, None, None),
+        ]
+        assert pg_rows(pg_url, sql) == expected
+        with db_connection(tmp_path / "x.db") as conn:
+            assert conn.execute(sql).fetchall() == expected
+
     def test_reads_never_create_the_schema(self, pg_url: str) -> None:
         """Reading a database that was never synced is a clear error, and creates nothing."""
         with pytest.raises(DatabaseError, match="has no session_events table"):
