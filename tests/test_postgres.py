@@ -140,6 +140,46 @@ class TestSameAsSqlite:
         got = pg_rows(pg_url, "SELECT seq, message FROM session_events ORDER BY seq")
         assert got == [(i + 1, f"m{i}") for i in range(7005)]
 
+    def test_truncated_and_replaced_files_as_in_sqlite(
+        self, pg_url: str, tmp_path: Path, sessions: Path
+    ) -> None:
+        """A file that shrank, then one replaced by another, give SQLite's warnings and rows, nothing lost."""
+        path = sessions / "x.ndjson"
+
+        def both() -> tuple[list[str], list[str]]:
+            lite = sync_to_sqlite(tmp_path / "x.db", sessions)
+            pg = sync_to_postgres(pg_url, sessions)
+            assert (pg.rows_inserted, pg.lines_quarantined) == (
+                lite.rows_inserted,
+                lite.lines_quarantined,
+            )
+            return pg.warnings, lite.warnings
+
+        write_lines(path, 3, prefix="a")
+        assert both() == ([], [])
+        path.write_bytes(b"")
+        write_lines(path, 1, start=10, prefix="b")
+        pg, lite = both()
+        assert pg == lite
+        assert pg == [
+            "x: file shrank from 144 to 50 bytes (truncated); its lines are taken again from seq 4"
+        ]
+        path.rename(sessions / "old")
+        write_lines(path, 4, start=20, prefix="c")
+        pg, lite = both()
+        assert pg == lite
+        assert pg == [
+            "x: file was replaced (another file now has its name); its lines are taken again from seq 5"
+        ]
+        with db_connection(tmp_path / "x.db") as conn:
+            lite_rows = conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM session_events ORDER BY seq"
+            ).fetchall()
+        assert pg_events(pg_url) == lite_rows
+        assert [(row[1], row[7]) for row in lite_rows] == [
+            (1, "a0"), (2, "a1"), (3, "a2"), (4, "b10"), (5, "c20"), (6, "c21"), (7, "c22"), (8, "c23"),
+        ]  # fmt: skip
+
     def test_refused_row_is_quarantined_with_the_servers_message(
         self, pg_url: str, sessions: Path
     ) -> None:
