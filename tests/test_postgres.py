@@ -522,6 +522,20 @@ class TestCrashesAndRaces:
             t.join()
         assert failures == []
         assert pg_rows(pg_url, "SELECT version FROM codex_schema_version") == [(SCHEMA_VERSION,)]
+        # The lock was the transaction's: a migrating connection holds none afterwards
+        # (a session-level one would outlive its transaction behind pgbouncer).
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("UPDATE codex_schema_version SET version = %s", (SCHEMA_VERSION - 1,))
+        conn = connect(pg_url)
+        try:
+            migrate(conn)
+            held = conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+            ).fetchone()
+        finally:
+            conn.close()
+        assert held == (0,)
+        assert pg_rows(pg_url, "SELECT version FROM codex_schema_version") == [(SCHEMA_VERSION,)]
         tables = pg_rows(
             pg_url,
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
