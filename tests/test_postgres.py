@@ -810,6 +810,43 @@ def test_scale_out_example(pg_url: str, tmp_path: Path) -> None:
     assert (sid, status, events) == ("ci-build-42", "ok", 3)
 
 
+def test_team_commands_example(pg_url: str, tmp_path: Path) -> None:
+    """The shell block of docs/scale-out.md, run after its Python example, syncs and shows the session."""
+    import re
+
+    page = (ROOT / "docs" / "scale-out.md").read_text()
+    (tmp_path / "example.py").write_text(re.findall(r"```python\n(.*?)```", page, re.DOTALL)[0])
+    env = {
+        **os.environ,
+        "CODEX_MIRROR_URL": pg_url,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    subprocess.run(
+        [sys.executable, "example.py"],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+    (block,) = re.findall(r"```sh\n(.*?)```", page, re.DOTALL)
+    assert "postgresql://logs@db.internal/logs" in block
+    assert "--watch 30 &" in block
+    script = block.replace("postgresql://logs@db.internal/logs", f"'{pg_url}'")
+    # The watch a machine leaves running: a short round here, ended once the reads are done.
+    script = script.replace("--watch 30 &", "--watch 0.1 &") + 'kill -INT "$!"\nwait "$!"\n'
+    done = subprocess.run(
+        ["bash", "-euc", script], cwd=tmp_path, env=env, capture_output=True, text=True, check=True, timeout=60
+    )  # fmt: skip
+    lines = done.stdout.splitlines()
+    assert done.stderr == ""
+    assert "synced 1 file: 0 rows inserted, 0 lines quarantined" in lines  # already there, once
+    (summary,) = [line for line in lines if line.startswith("ci-build-42  ")]
+    assert summary.split("  ")[3:5] == ["ok", "3"]
+    events = [line.split("  ", 2)[2] for line in lines if "  ci-build-42  " in line]
+    assert [e.split()[0] for e in events] == ["start", "message", "end"]
+
+
 class TestCommandLine:
     def test_sync_query_and_sessions_take_a_url(
         self, pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
