@@ -438,6 +438,50 @@ class TestCrashesAndRaces:
             (60_000, (sessions / "big.ndjson").stat().st_size)
         ]
 
+    def test_sync_killed_inside_its_transaction(self, pg_url: str, sessions: Path) -> None:
+        """A sync SIGKILLed with a batch copied but not committed leaves none of it; a clean sync then stores every line once."""
+        write_lines(sessions / "big.ndjson", 60_000)
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND xact_start IS NOT NULL AND query LIKE '%%INSERT INTO session_summary %%'"
+        )
+        summarising = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%INSERT INTO session_summary %%' AND pid <> pg_backend_pid()"
+        for _ in range(2):
+            proc = subprocess.Popen(
+                [sys.executable, "-c", SYNC_WITH_PROGRESS, pg_url, str(sessions)],
+                cwd=ROOT, stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            assert proc.stdout is not None
+            assert proc.stdout.readline() != ""  # a batch committed: its summary row exists
+            with psycopg.connect(pg_url) as blocker:
+                # The next batch's summary, its last step after the watermark and
+                # the COPY, waits on this row lock inside the batch's transaction.
+                blocker.execute("SELECT 1 FROM session_summary FOR UPDATE")
+                deadline = time.monotonic() + 60
+                while pg_rows(pg_url, waiting) != [(1,)]:
+                    assert proc.poll() is None
+                    assert time.monotonic() < deadline, "the sync never reached the lock"
+                    time.sleep(0.01)
+                ((committed,),) = pg_rows(pg_url, "SELECT count(*) FROM session_events")
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=60)
+                proc.stdout.close()
+            # The lock released, the orphaned backend finds its client gone and rolls back.
+            deadline = time.monotonic() + 60
+            while pg_rows(pg_url, summarising) != [(0,)]:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            assert pg_rows(pg_url, "SELECT count(*) FROM session_events") == [(committed,)]
+            # Only whole batches, each with its watermark.
+            assert pg_rows(pg_url, "SELECT seq FROM session_ingest_watermark") == [(committed,)]
+            assert 0 < committed < 60_000
+        sync_to_postgres(pg_url, sessions)
+        got = pg_rows(pg_url, "SELECT seq, message FROM session_events ORDER BY seq")
+        assert got == [(i + 1, f"m{i}") for i in range(60_000)]
+        (summary,) = sessions_postgres(pg_url)
+        assert summary["events"] == 60_000
+        assert pg_rows(pg_url, "SELECT count(*) FROM session_ingest_errors") == [(0,)]
+
     def test_concurrent_syncs_while_writers_append(
         self, pg_url: str, tmp_path: Path, sessions: Path
     ) -> None:
