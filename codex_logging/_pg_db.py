@@ -332,9 +332,10 @@ def translated(name: str) -> Iterator[None]:
 def connect(url: str, *, busy_timeout: float = BUSY_TIMEOUT, read_only: bool = False) -> Any:
     """Open a connection in autocommit mode; work inside :func:`transaction`.
 
-    Nothing is set for the whole session: behind a transaction-pooling
-    pgbouncer a session setting would reach other clients or get lost, so each
-    transaction sets what it needs with ``SET LOCAL``.
+    Nothing is set for the whole session, and no statement is prepared on
+    the server: behind a transaction-pooling pgbouncer either would reach
+    other clients or get lost, so each transaction sets what it needs with
+    ``SET LOCAL``.
 
     Args:
         url: A ``postgresql://`` URL (libpq's ``PG*`` variables fill the rest).
@@ -352,6 +353,10 @@ def connect(url: str, *, busy_timeout: float = BUSY_TIMEOUT, read_only: bool = F
     name = display_url(url)
     try:
         conn = psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(busy_timeout)))
+        # psycopg prepares a statement run five times on the server; behind a
+        # transaction-pooling pgbouncer the next transaction may reach another
+        # server connection that does not have it.
+        conn.prepare_threshold = None
     except psycopg.Error as exc:
         # libpq quotes a URL it cannot parse whole, password and all.
         msg = f"cannot use database {name}: {str(exc).strip().replace(url, name)}"

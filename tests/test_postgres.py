@@ -321,6 +321,20 @@ class TestManyMachines:
         assert pg_rows(pg_url, "SELECT count(*) FROM session_ingest_errors") == [(0,)]
         assert sum(r.rows_inserted for r in reports) == len(got)
 
+    def test_no_statement_prepared_on_the_server(self, pg_url: str, sessions: Path) -> None:
+        """Many batches on one connection prepare nothing server-side, which a transaction-pooling pgbouncer would lose."""
+        target = PostgresTarget(pg_url, str(sessions), 10.0)
+        try:
+            for seq in range(1, 9):
+                row = ("s", seq, float(seq), "message", None, None, None, "m", '{"message": "m"}')
+                target.commit("s", seq - 1, [row], [], mark=Watermark(seq=seq), offsets=[0])
+                assert target.read_watermark("s") is not None
+            prepared = target.conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()
+        finally:
+            target.close()
+        assert prepared == (0,)
+        assert pg_rows(pg_url, "SELECT count(*) FROM session_events") == [(8,)]
+
     def test_lost_race_inserts_nothing(
         self, pg_url: str, sessions: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
