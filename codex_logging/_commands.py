@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 
 from codex_logging import _filters, _read
-from codex_logging._errors import DatabaseNotFoundError
+from codex_logging._errors import DatabaseError, DatabaseNotFoundError
 from codex_logging._output import Progress, escape, print_events, session_line, to_json
 from codex_logging._prune import prune
 from codex_logging._settings import ENV_DB_PATH, db_path, is_postgres_url, project_paths
@@ -116,20 +116,40 @@ def _interrupt_as_flag(flag: list[bool]) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _watch_round(args: argparse.Namespace, shown: set[str], failing: list[str]) -> None:
+    # A database that fails after the first round (a PostgreSQL server
+    # restarting, a lock held too long) does not end --watch: the round is
+    # retried, and each cause is said once (SPEC Additions), until one succeeds.
+    try:
+        sync_round(args, shown)
+    except DatabaseError as exc:
+        text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+        if text not in failing:
+            failing.append(text)
+            print(f"warning: {escape(text)} (trying again each round)", file=sys.stderr, flush=True)
+        return
+    if failing:
+        failing.clear()
+        print("warning: the database answers again: syncing resumed", file=sys.stderr, flush=True)
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     if args.watch is None:
         sync_round(args)
         return 0
     stopped = [False]
     shown: set[str] = set()
+    failing: list[str] = []
     # Ctrl-C ends the wait, never a round halfway; one last round then runs.
     with _interrupt_as_flag(stopped):
-        while not stopped[0]:
-            sync_round(args, shown)
+        sync_round(args, shown)  # a wrong --db fails here: one line, exit 2
+        while True:
             deadline = time.monotonic() + args.watch
             while not stopped[0] and time.monotonic() < deadline:
                 time.sleep(min(0.1, args.watch))
-        sync_round(args, shown)
+            _watch_round(args, shown, failing)
+            if stopped[0]:
+                break
     return 0
 
 

@@ -267,6 +267,31 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
             )""",
         ),
     ),
+    (
+        # Issue 14: records carry the OpenTelemetry trace context; the view
+        # shows it as columns, after the others.
+        "the trace context as columns of events",
+        (
+            "DROP VIEW IF EXISTS events",
+            """CREATE VIEW events AS
+            SELECT
+                strftime('%Y-%m-%dT%H:%M:%fZ', ts, 'unixepoch') AS time,
+                session_id, seq, ts, kind, level, logger, role, message,
+                json_extract(CASE WHEN json_valid(data) THEN data END, '$.pid') AS pid,
+                json_extract(CASE WHEN json_valid(data) THEN data END, '$.status') AS status,
+                json_extract(CASE WHEN json_valid(data) THEN data END, '$.error_type')
+                    AS error_type,
+                json_extract(CASE WHEN json_valid(data) THEN data END, '$.error') AS error,
+                json_extract(CASE WHEN json_valid(data) THEN data END, '$.duration_s')
+                    AS duration_s,
+                data,
+                json_extract(CASE WHEN json_valid(data) THEN data END, '$.trace_id') AS trace_id,
+                json_extract(CASE WHEN json_valid(data) THEN data END, '$.span_id') AS span_id,
+                json_extract(CASE WHEN json_valid(data) THEN data END, '$.trace_flags')
+                    AS trace_flags
+            FROM session_events""",
+        ),
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -61,6 +61,29 @@ SUMMARY_PIDS: Final = """
     ON CONFLICT DO NOTHING
 """
 
+#: The ``events`` view; ``{trace}`` adds the trace context columns (migration 3).
+EVENTS_VIEW: Final = """CREATE OR REPLACE VIEW events AS
+            SELECT
+                to_char(to_timestamp(e.ts) AT TIME ZONE 'UTC',
+                        'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS time,
+                e.session_id, e.seq, e.ts, e.kind, e.level, e.logger, e.role, e.message,
+                CASE WHEN j ->> 'pid' ~ '^-?[0-9]{{1,18}}$' THEN (j ->> 'pid')::bigint END AS pid,
+                j ->> 'status' AS status,
+                j ->> 'error_type' AS error_type,
+                j ->> 'error' AS error,
+                CASE WHEN j ->> 'duration_s' ~ '^-?[0-9]{{1,15}}([.][0-9]*)?$'
+                    THEN (j ->> 'duration_s')::double precision END AS duration_s,
+                e.data,
+                e.source_id,
+                s.host{trace}
+            FROM session_events e
+            CROSS JOIN LATERAL codex_json(e.data) AS j
+            LEFT JOIN sources s USING (source_id)"""
+_TRACE_COLUMNS: Final = """,
+                j ->> 'trace_id' AS trace_id,
+                j ->> 'span_id' AS span_id,
+                j ->> 'trace_flags' AS trace_flags"""
+
 #: Each migration is a named step; ``codex_schema_version`` counts those applied.
 MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     (
@@ -131,23 +154,7 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
             $$""",
             # The same columns as the SQLite views (issue 13), plus the source
             # and its host; ISO-8601 UTC times.
-            """CREATE OR REPLACE VIEW events AS
-            SELECT
-                to_char(to_timestamp(e.ts) AT TIME ZONE 'UTC',
-                        'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS time,
-                e.session_id, e.seq, e.ts, e.kind, e.level, e.logger, e.role, e.message,
-                CASE WHEN j ->> 'pid' ~ '^-?[0-9]{1,18}$' THEN (j ->> 'pid')::bigint END AS pid,
-                j ->> 'status' AS status,
-                j ->> 'error_type' AS error_type,
-                j ->> 'error' AS error,
-                CASE WHEN j ->> 'duration_s' ~ '^-?[0-9]{1,15}([.][0-9]*)?$'
-                    THEN (j ->> 'duration_s')::double precision END AS duration_s,
-                e.data,
-                e.source_id,
-                s.host
-            FROM session_events e
-            CROSS JOIN LATERAL codex_json(e.data) AS j
-            LEFT JOIN sources s USING (source_id)""",
+            EVENTS_VIEW.format(trace=""),
             # One row per session id, merging every source (a CI matrix sharing
             # one CODEX_SESSION_ID): status is error if any end record failed,
             # ok if the session ended, else NULL.
@@ -258,6 +265,12 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
             ) s""",
         ),
     ),
+    (
+        # Issue 14: records carry the OpenTelemetry trace context; the view
+        # shows it as columns, at the end (CREATE OR REPLACE keeps the rest).
+        "the trace context as columns of events",
+        (EVENTS_VIEW.format(trace=_TRACE_COLUMNS),),
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -285,7 +298,16 @@ def display_url(url: str) -> str:
     Returns:
         The URL with any password replaced by ``***``.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        # A URL urllib cannot split (an unclosed "[" of an IPv6 host): hide
+        # what stands between the user and the last "@"; libpq says what is wrong.
+        scheme, sep, rest = url.partition("://")
+        userinfo, at, host = rest.rpartition("@")
+        if ":" not in userinfo:
+            return url
+        return f"{scheme}{sep}{userinfo.partition(':')[0]}:***{at}{host}"
     if parts.password is None:
         return url
     netloc = parts.netloc.rpartition("@")
@@ -310,9 +332,10 @@ def translated(name: str) -> Iterator[None]:
 def connect(url: str, *, busy_timeout: float = BUSY_TIMEOUT, read_only: bool = False) -> Any:
     """Open a connection in autocommit mode; work inside :func:`transaction`.
 
-    Nothing is set for the whole session: behind a transaction-pooling
-    pgbouncer a session setting would reach other clients or get lost, so each
-    transaction sets what it needs with ``SET LOCAL``.
+    Nothing is set for the whole session, and no statement is prepared on
+    the server: behind a transaction-pooling pgbouncer either would reach
+    other clients or get lost, so each transaction sets what it needs with
+    ``SET LOCAL``.
 
     Args:
         url: A ``postgresql://`` URL (libpq's ``PG*`` variables fill the rest).
@@ -328,8 +351,16 @@ def connect(url: str, *, busy_timeout: float = BUSY_TIMEOUT, read_only: bool = F
     """
     psycopg = import_psycopg()
     name = display_url(url)
-    with translated(name):
+    try:
         conn = psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(busy_timeout)))
+        # psycopg prepares a statement run five times on the server; behind a
+        # transaction-pooling pgbouncer the next transaction may reach another
+        # server connection that does not have it.
+        conn.prepare_threshold = None
+    except psycopg.Error as exc:
+        # libpq quotes a URL it cannot parse whole, password and all.
+        msg = f"cannot use database {name}: {str(exc).strip().replace(url, name)}"
+        raise DatabaseError(msg) from exc
     conn.read_only = read_only
     return conn
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -138,6 +140,46 @@ class TestSameAsSqlite:
         got = pg_rows(pg_url, "SELECT seq, message FROM session_events ORDER BY seq")
         assert got == [(i + 1, f"m{i}") for i in range(7005)]
 
+    def test_truncated_and_replaced_files_as_in_sqlite(
+        self, pg_url: str, tmp_path: Path, sessions: Path
+    ) -> None:
+        """A file that shrank, then one replaced by another, give SQLite's warnings and rows, nothing lost."""
+        path = sessions / "x.ndjson"
+
+        def both() -> tuple[list[str], list[str]]:
+            lite = sync_to_sqlite(tmp_path / "x.db", sessions)
+            pg = sync_to_postgres(pg_url, sessions)
+            assert (pg.rows_inserted, pg.lines_quarantined) == (
+                lite.rows_inserted,
+                lite.lines_quarantined,
+            )
+            return pg.warnings, lite.warnings
+
+        write_lines(path, 3, prefix="a")
+        assert both() == ([], [])
+        path.write_bytes(b"")
+        write_lines(path, 1, start=10, prefix="b")
+        pg, lite = both()
+        assert pg == lite
+        assert pg == [
+            "x: file shrank from 144 to 50 bytes (truncated); its lines are taken again from seq 4"
+        ]
+        path.rename(sessions / "old")
+        write_lines(path, 4, start=20, prefix="c")
+        pg, lite = both()
+        assert pg == lite
+        assert pg == [
+            "x: file was replaced (another file now has its name); its lines are taken again from seq 5"
+        ]
+        with db_connection(tmp_path / "x.db") as conn:
+            lite_rows = conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM session_events ORDER BY seq"
+            ).fetchall()
+        assert pg_events(pg_url) == lite_rows
+        assert [(row[1], row[7]) for row in lite_rows] == [
+            (1, "a0"), (2, "a1"), (3, "a2"), (4, "b10"), (5, "c20"), (6, "c21"), (7, "c22"), (8, "c23"),
+        ]  # fmt: skip
+
     def test_refused_row_is_quarantined_with_the_servers_message(
         self, pg_url: str, sessions: Path
     ) -> None:
@@ -229,8 +271,8 @@ class TestManyMachines:
             t.join()
         ids = [(f / ".codex-source-id").read_text().strip() for f in folders]
         assert len(set(ids)) == 3
-        assert sorted(pg_rows(pg_url, "SELECT source_id, folder FROM sources")) == sorted(
-            zip(ids, map(str, folders), strict=True)
+        assert sorted(pg_rows(pg_url, "SELECT source_id, host, folder FROM sources")) == sorted(
+            (i, socket.gethostname(), str(f)) for i, f in zip(ids, folders, strict=True)
         )
         (summary,) = sessions_postgres(pg_url)
         assert {
@@ -278,6 +320,20 @@ class TestManyMachines:
         assert len({m for _, m in got}) == len(got)
         assert pg_rows(pg_url, "SELECT count(*) FROM session_ingest_errors") == [(0,)]
         assert sum(r.rows_inserted for r in reports) == len(got)
+
+    def test_no_statement_prepared_on_the_server(self, pg_url: str, sessions: Path) -> None:
+        """Many batches on one connection prepare nothing server-side, which a transaction-pooling pgbouncer would lose."""
+        target = PostgresTarget(pg_url, str(sessions), 10.0)
+        try:
+            for seq in range(1, 9):
+                row = ("s", seq, float(seq), "message", None, None, None, "m", '{"message": "m"}')
+                target.commit("s", seq - 1, [row], [], mark=Watermark(seq=seq), offsets=[0])
+                assert target.read_watermark("s") is not None
+            prepared = target.conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()
+        finally:
+            target.close()
+        assert prepared == (0,)
+        assert pg_rows(pg_url, "SELECT count(*) FROM session_events") == [(8,)]
 
     def test_lost_race_inserts_nothing(
         self, pg_url: str, sessions: Path, monkeypatch: pytest.MonkeyPatch
@@ -353,6 +409,19 @@ log_numbered(folder, "load", worker + "b", 2, 2000, 200)
 """
 
 
+PHASED_WRITER = """
+import os, sys, time
+from tests.writers import log_numbered
+folder, machine, flags = sys.argv[1:4]
+for phase in range(3):
+    log_numbered(folder, "shared", f"{machine}{phase}", 1, 1000, 200)
+    log_numbered(folder, f"own{machine}", f"{machine}{phase}o", 1, 300, 200)
+    open(os.path.join(flags, f"done{machine}-{phase}"), "w").close()
+    while phase < 2 and not os.path.exists(os.path.join(flags, f"go{phase}")):
+        time.sleep(0.002)  # paused, alive, with more to write
+"""
+
+
 @pytest.mark.slow
 class TestCrashesAndRaces:
     def test_sync_killed_mid_batch(self, pg_url: str, sessions: Path) -> None:
@@ -382,6 +451,50 @@ class TestCrashesAndRaces:
         assert pg_rows(pg_url, "SELECT seq, byte_offset FROM session_ingest_watermark") == [
             (60_000, (sessions / "big.ndjson").stat().st_size)
         ]
+
+    def test_sync_killed_inside_its_transaction(self, pg_url: str, sessions: Path) -> None:
+        """A sync SIGKILLed with a batch copied but not committed leaves none of it; a clean sync then stores every line once."""
+        write_lines(sessions / "big.ndjson", 60_000)
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND xact_start IS NOT NULL AND query LIKE '%%INSERT INTO session_summary %%'"
+        )
+        summarising = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%INSERT INTO session_summary %%' AND pid <> pg_backend_pid()"
+        for _ in range(2):
+            proc = subprocess.Popen(
+                [sys.executable, "-c", SYNC_WITH_PROGRESS, pg_url, str(sessions)],
+                cwd=ROOT, stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            assert proc.stdout is not None
+            assert proc.stdout.readline() != ""  # a batch committed: its summary row exists
+            with psycopg.connect(pg_url) as blocker:
+                # The next batch's summary, its last step after the watermark and
+                # the COPY, waits on this row lock inside the batch's transaction.
+                blocker.execute("SELECT 1 FROM session_summary FOR UPDATE")
+                deadline = time.monotonic() + 60
+                while pg_rows(pg_url, waiting) != [(1,)]:
+                    assert proc.poll() is None
+                    assert time.monotonic() < deadline, "the sync never reached the lock"
+                    time.sleep(0.01)
+                ((committed,),) = pg_rows(pg_url, "SELECT count(*) FROM session_events")
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=60)
+                proc.stdout.close()
+            # The lock released, the orphaned backend finds its client gone and rolls back.
+            deadline = time.monotonic() + 60
+            while pg_rows(pg_url, summarising) != [(0,)]:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            assert pg_rows(pg_url, "SELECT count(*) FROM session_events") == [(committed,)]
+            # Only whole batches, each with its watermark.
+            assert pg_rows(pg_url, "SELECT seq FROM session_ingest_watermark") == [(committed,)]
+            assert 0 < committed < 60_000
+        sync_to_postgres(pg_url, sessions)
+        got = pg_rows(pg_url, "SELECT seq, message FROM session_events ORDER BY seq")
+        assert got == [(i + 1, f"m{i}") for i in range(60_000)]
+        (summary,) = sessions_postgres(pg_url)
+        assert summary["events"] == 60_000
+        assert pg_rows(pg_url, "SELECT count(*) FROM session_ingest_errors") == [(0,)]
 
     def test_concurrent_syncs_while_writers_append(
         self, pg_url: str, tmp_path: Path, sessions: Path
@@ -466,6 +579,20 @@ class TestCrashesAndRaces:
         for t in threads:
             t.join()
         assert failures == []
+        assert pg_rows(pg_url, "SELECT version FROM codex_schema_version") == [(SCHEMA_VERSION,)]
+        # The lock was the transaction's: a migrating connection holds none afterwards
+        # (a session-level one would outlive its transaction behind pgbouncer).
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("UPDATE codex_schema_version SET version = %s", (SCHEMA_VERSION - 1,))
+        conn = connect(pg_url)
+        try:
+            migrate(conn)
+            held = conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+            ).fetchone()
+        finally:
+            conn.close()
+        assert held == (0,)
         assert pg_rows(pg_url, "SELECT version FROM codex_schema_version") == [(SCHEMA_VERSION,)]
         tables = pg_rows(
             pg_url,
@@ -594,6 +721,35 @@ class TestReads:
         ]
         assert pg_rows(pg_url, "SELECT status, events FROM sessions") == [("ok", 4)]
 
+    def test_views_show_the_trace_context(
+        self, pg_url: str, tmp_path: Path, sessions: Path
+    ) -> None:
+        """A record written inside an OpenTelemetry span shows its trace_id, span_id and trace_flags in both events views."""
+        from opentelemetry import trace
+
+        from codex_logging import CodexProcessor
+
+        context = trace.SpanContext(
+            trace_id=0x4BF92F3577B34DA6A3CE929D0E0E4736,
+            span_id=0x00F067AA0BA902B7,
+            is_remote=False,
+            trace_flags=trace.TraceFlags(1),
+        )
+        processor = CodexProcessor(sessions, "t")
+        with trace.use_span(trace.NonRecordingSpan(context)):
+            processor(None, "info", {"event": "inside"})
+        processor(None, "info", {"event": "outside"})
+        sync_to_postgres(pg_url, sessions)
+        sync_to_sqlite(tmp_path / "x.db", sessions)
+        sql = "SELECT message, trace_id, span_id, trace_flags FROM events ORDER BY seq"
+        expected = [
+            ("inside", "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", "01"),
+            ("outside", None, None, None),
+        ]
+        assert pg_rows(pg_url, sql) == expected
+        with db_connection(tmp_path / "x.db") as conn:
+            assert conn.execute(sql).fetchall() == expected
+
     def test_reads_never_create_the_schema(self, pg_url: str) -> None:
         """Reading a database that was never synced is a clear error, and creates nothing."""
         with pytest.raises(DatabaseError, match="has no session_events table"):
@@ -611,6 +767,37 @@ class TestReads:
         """Only the password is hidden."""
         assert display_url("postgresql://u:pw@h:5/d?x=1") == "postgresql://u:***@h:5/d?x=1"
         assert display_url("postgresql://u@h/d") == "postgresql://u@h/d"
+        # A URL urllib cannot split still loses its password, never raises.
+        assert display_url("postgresql://u:pw@[::1/d") == "postgresql://u:***@[::1/d"
+        assert display_url("postgresql://[bad/x") == "postgresql://[bad/x"
+
+    @pytest.mark.parametrize(
+        "command",
+        [
+            ["sync", "--sessions-dir", "s"],
+            ["sync", "--watch", "1", "--sessions-dir", "s"],
+            ["query"],
+            ["query", "--follow"],
+            ["sessions"],
+            ["prune", "--older-than", "1d", "--sessions-dir", "s"],
+        ],
+    )
+    def test_malformed_url_is_one_line_exit_2(
+        self, command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A URL libpq cannot parse is one stderr line and exit 2 from every command, no traceback."""
+        from codex_logging._cli import main
+
+        (tmp_path / "s").mkdir(mode=0o700)
+        write_lines(tmp_path / "s" / "x.ndjson", 1)
+        assert main([*command, "--db", "postgresql://u:pw@[bad/x"]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        (line,) = captured.err.splitlines()
+        assert line.startswith(
+            f"codex-logs {command[0]}: error: cannot use database postgresql://u:***@[bad/x: "
+        )
+        assert "pw" not in line
 
 
 def test_without_psycopg_a_clear_error(tmp_path: Path) -> None:
@@ -638,6 +825,26 @@ def test_without_psycopg_a_clear_error(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(("ci", "outcome"), [("true", "1 error"), ("", "1 skipped")])
+def test_missing_server_fails_under_ci(ci: str, outcome: str, tmp_path: Path) -> None:
+    """Without server binaries the PostgreSQL tests fail under CI and are skipped elsewhere."""
+    (tmp_path / "test_needs_pg.py").write_text(
+        "import tests.pg\n"
+        "tests.pg.find_bin_dir = lambda: None  # as on a machine without PostgreSQL\n"
+        "def test_needs_server(pg_server):\n"
+        "    pass\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "tests.pg", "-p", "no:cacheprovider",
+         "-c", os.devnull, "--rootdir", str(tmp_path), str(tmp_path / "test_needs_pg.py")],
+        cwd=ROOT, env={**os.environ, "CI": ci}, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert outcome in done.stdout, done.stdout
+    assert done.returncode == (1 if ci else 0)
+    if ci:
+        assert "PostgreSQL tests cannot run under CI: no PostgreSQL server binaries" in done.stdout
+
+
 def test_scale_out_example(pg_url: str, tmp_path: Path) -> None:
     """The first example of docs/scale-out.md prints what the page says and fills the sessions view."""
     import re
@@ -659,6 +866,43 @@ def test_scale_out_example(pg_url: str, tmp_path: Path) -> None:
     assert "`3 rows from 1 file`" in page
     ((sid, status, events),) = pg_rows(pg_url, "SELECT session_id, status, events FROM sessions")
     assert (sid, status, events) == ("ci-build-42", "ok", 3)
+
+
+def test_team_commands_example(pg_url: str, tmp_path: Path) -> None:
+    """The shell block of docs/scale-out.md, run after its Python example, syncs and shows the session."""
+    import re
+
+    page = (ROOT / "docs" / "scale-out.md").read_text()
+    (tmp_path / "example.py").write_text(re.findall(r"```python\n(.*?)```", page, re.DOTALL)[0])
+    env = {
+        **os.environ,
+        "CODEX_MIRROR_URL": pg_url,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    subprocess.run(
+        [sys.executable, "example.py"],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+    (block,) = re.findall(r"```sh\n(.*?)```", page, re.DOTALL)
+    assert "postgresql://logs@db.internal/logs" in block
+    assert "--watch 30 &" in block
+    script = block.replace("postgresql://logs@db.internal/logs", f"'{pg_url}'")
+    # The watch a machine leaves running: a short round here, ended once the reads are done.
+    script = script.replace("--watch 30 &", "--watch 0.1 &") + 'kill -INT "$!"\nwait "$!"\n'
+    done = subprocess.run(
+        ["bash", "-euc", script], cwd=tmp_path, env=env, capture_output=True, text=True, check=True, timeout=60
+    )  # fmt: skip
+    lines = done.stdout.splitlines()
+    assert done.stderr == ""
+    assert "synced 1 file: 0 rows inserted, 0 lines quarantined" in lines  # already there, once
+    (summary,) = [line for line in lines if line.startswith("ci-build-42  ")]
+    assert summary.split("  ")[3:5] == ["ok", "3"]
+    events = [line.split("  ", 2)[2] for line in lines if "  ci-build-42  " in line]
+    assert [e.split()[0] for e in events] == ["start", "message", "end"]
 
 
 class TestCommandLine:
@@ -708,3 +952,144 @@ class TestCommandLine:
         args = ["prune", "--older-than", "1d", "--dry-run", "--sessions-dir", str(tmp_path / "s")]
         assert main(args) == 0
         assert capsys.readouterr().out == "would retire 0 sessions: nothing deleted (--dry-run)\n"
+
+    def test_watch_outlives_a_server_that_goes_away(self, pg_url: str, tmp_path: Path) -> None:
+        """sync --watch keeps going while the database refuses connections, says so once, then syncs every row once."""
+        folder = tmp_path / "s"
+        folder.mkdir(mode=0o700)
+        write_lines(folder / "w.ndjson", 3)
+        out, err = tmp_path / "out", tmp_path / "err"
+        name = pg_url.rpartition("/")[2].partition("?")[0]
+        admin = pg_url.replace(f"/{name}?", "/postgres?", 1)
+
+        def wait_for(check: Any) -> None:
+            deadline = time.monotonic() + 60
+            while not check():
+                assert proc.poll() is None, err.read_text()
+                assert time.monotonic() < deadline, (out.read_text(), err.read_text())
+                time.sleep(0.02)
+
+        with out.open("w") as stdout, err.open("w") as stderr:
+            proc = subprocess.Popen(
+                [str(Path(sys.executable).parent / "codex-logs"), "sync", "--watch", "0.05", "--db", pg_url, "--sessions-dir", str(folder)],
+                stdout=stdout, stderr=stderr, cwd=ROOT,
+            )  # fmt: skip
+        try:
+            wait_for(lambda: "3 rows inserted" in out.read_text())
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+            write_lines(folder / "w.ndjson", 2, start=3)
+            wait_for(err.read_text)
+            rounds = out.read_text().count("\n")
+            time.sleep(0.5)  # rounds go on failing, each one silent
+            assert out.read_text().count("\n") == rounds
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+            wait_for(lambda: "2 rows inserted" in out.read_text())
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
+        assert proc.returncode == 0
+        refused, resumed = err.read_text().splitlines()
+        assert refused.startswith(f"warning: cannot use database {pg_url}: ")
+        assert refused.endswith(
+            f'database "{name}" is not currently accepting connections (trying again each round)'
+        )
+        assert resumed == "warning: the database answers again: syncing resumed"
+        got = pg_rows(pg_url, "SELECT seq, message FROM session_events ORDER BY seq")
+        assert got == [(i + 1, f"m{i}") for i in range(5)]
+
+
+@pytest.mark.slow
+def test_three_machines_sync_watch_through_kills(pg_url: str, tmp_path: Path) -> None:
+    """Three folders sharing one session id, each under codex-logs sync --watch (one folder twice), watchers
+    killed with SIGKILL and restarted while writers append: sessions and query show every row exactly once."""
+    cli = str(Path(sys.executable).parent / "codex-logs")
+    folders = [tmp_path / f"machine{n}" / "sessions" for n in range(3)]
+    for folder in folders:
+        folder.mkdir(parents=True, mode=0o700)
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    starts = itertools.count()
+
+    def watch(folder: Path) -> subprocess.Popen[bytes]:
+        with (logs / f"{next(starts)}.out").open("w") as out:
+            return subprocess.Popen(
+                [cli, "sync", "--watch", "0.05", "--db", pg_url, "--sessions-dir", str(folder)],
+                stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def stored(machine: int | None = None) -> int:
+        if pg_rows(pg_url, "SELECT to_regclass('session_events') IS NULL") == [(True,)]:
+            return 0  # no watcher has synced a line yet
+        sql = "SELECT count(*) FROM session_events e JOIN sources s USING (source_id)"
+        if machine is None:
+            return int(pg_rows(pg_url, sql)[0][0])
+        sql += " WHERE s.folder = %s"
+        return int(pg_rows(pg_url, sql, (str(folders[machine]),))[0][0])
+
+    def wait_for(check: Any) -> None:
+        deadline = time.monotonic() + 120
+        while not check():
+            assert all(w.poll() in (None, 0) for w in writers)
+            assert all(p.poll() is None for p in watchers), "a watcher died"
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.02)
+
+    def kill_and_restart(which: list[int]) -> None:
+        for n in which:
+            assert watchers[n].poll() is None  # killed while it runs
+            watchers[n].send_signal(signal.SIGKILL)
+            watchers[n].wait(timeout=60)
+            watchers[n] = watch(folders[n % 3])
+
+    # Watcher 3 syncs folder 0 too: two syncs of one folder race on one machine.
+    watchers = [watch(folder) for folder in (*folders, folders[0])]
+    writers = [
+        subprocess.Popen([sys.executable, "-c", PHASED_WRITER, str(folder), str(n), str(flags)], cwd=ROOT)
+        for n, folder in enumerate(folders)
+    ]  # fmt: skip
+    try:
+        for phase in range(2):
+            # Every writer is paused, alive, with a phase still to write: each
+            # kill lands while a watcher has work ahead of it.
+            wait_for(lambda: all((flags / f"done{n}-{phase}").exists() for n in range(3)))  # noqa: B023
+            before = stored()
+            wait_for(lambda: all(stored(n) > 0 for n in range(3)))
+            kill_and_restart([0, 1, 2, 3] if phase == 0 else [0, 2])
+            (flags / f"go{phase}").touch()
+            wait_for(lambda: stored() > before)  # noqa: B023 - the next phase is landing
+        codes = [w.wait(timeout=120) for w in writers]
+        assert codes == [0, 0, 0]
+        total = 3 * 3 * 1300
+        wait_for(lambda: stored() == total)
+    finally:
+        for phase in range(2):
+            (flags / f"go{phase}").touch()
+        for p in watchers:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in (*watchers, *writers):
+            p.wait(timeout=60)
+    outputs = "".join(log.read_text() for log in sorted(logs.iterdir()))
+    assert [p.returncode for p in watchers] == [0, 0, 0, 0], outputs
+    assert "Traceback" not in outputs
+    sessions = subprocess.run(
+        [cli, "sessions", "--db", pg_url, "--json"], capture_output=True, text=True, check=True
+    ).stdout
+    summary = {row["session_id"]: row["events"] for row in map(json.loads, sessions.splitlines())}
+    assert summary == {"shared": 9000, "own0": 900, "own1": 900, "own2": 900}
+    assert pg_rows(pg_url, "SELECT sources FROM sessions WHERE session_id = 'shared'") == [(3,)]
+    assert pg_rows(pg_url, "SELECT count(*) FROM session_ingest_errors") == [(0,)]
+    query = subprocess.run(
+        [cli, "query", "--db", pg_url, "--json", "--tail", "100000"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    events = [json.loads(line) for line in query.splitlines()]
+    assert_exactly_once(
+        (f"{e['session_id']}/{e['message']}" for e in events),
+        [f"shared/{n}{p}:0:{i}" for n in range(3) for p in range(3) for i in range(1000)]
+        + [f"own{n}/{n}{p}o:0:{i}" for n in range(3) for p in range(3) for i in range(300)],
+    )

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from codex_logging import sync_to_postgres
+from codex_logging._pg_db import SCHEMA_VERSION
 from tests.test_postgres_prune import rows
 
 psycopg = pytest.importorskip("psycopg") if not os.environ.get("CI") else __import__("psycopg")
@@ -88,7 +89,7 @@ class TestSummaryPostgres:
             conn.execute("UPDATE codex_schema_version SET version = 1")
         write_round(folder, "s", 2, pid=6)
         sync_to_postgres(pg_url, folder)
-        assert rows(pg_url, "SELECT version FROM codex_schema_version") == [(2,)]
+        assert rows(pg_url, "SELECT version FROM codex_schema_version") == [(SCHEMA_VERSION,)]
         after = rows(pg_url, SUMMARY)
         assert after == rows(pg_url, FULL_SCAN)
         assert (before[0][1], after[0][1], after[0][5]) == (8, 12, 2)

@@ -192,6 +192,7 @@ class TestViews:
             "kind": "end", "level": "ERROR", "logger": None, "role": None,
             "message": "session end", "pid": 11, "status": "error", "error_type": "ValueError",
             "error": "disk on fire", "duration_s": 5.0,
+            "trace_id": None, "span_id": None, "trace_flags": None,
         }  # fmt: skip
 
     def test_failed_sessions_yesterday_in_one_select(self, mirror: Path) -> None:
