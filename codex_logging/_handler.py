@@ -9,13 +9,14 @@ from collections.abc import Iterable
 from itertools import islice
 from typing import Any, Final
 
-from codex_logging._record import exception_text
+from codex_logging._record import SCALARS, exception_text
 from codex_logging._session import current_session
-from codex_logging._sink import Sink
+from codex_logging._sink import SKIP, Sink
 from codex_logging._writer import PROCESS, WRITER, FsyncPolicy
 
 _modules: Final = sys.modules  # bound once: looked up per record
 _scoped: Final = current_session.get
+_LogRecord: Final = logging.LogRecord
 
 _PLAIN_RECORD: Final = logging.LogRecord("", 0, "", 0, "", (), None).__dict__
 _PLAIN_RECORD_SIZE: Final = len(_PLAIN_RECORD)
@@ -126,6 +127,7 @@ class CodexHandler(logging.Handler):
             redact_patterns=redact_patterns,
         )
         super().__init__(level)
+        self._names = self.sink.field_names(_NOT_EXTRA)
         self._format_exception = logging.Formatter().formatException
 
     @property
@@ -166,6 +168,9 @@ class CodexHandler(logging.Handler):
         """
         sink = self.sink
         try:
+            # The record's attributes are read from its __dict__: a record
+            # with ``extra`` fields has no shared-key dict, and subscripts
+            # cost less than attribute lookups then (bench/).
             fields = record.__dict__
             if "_logger" in fields:  # from structlog (ProcessorFormatter.wrap_for_formatter)
                 event = record.msg if isinstance(record.msg, dict) else fields.get("_codex_event")
@@ -179,15 +184,24 @@ class CodexHandler(logging.Handler):
             sid = None if explicit is not None else _scoped() or sink.own_id
             if sid is None:
                 sid = sink.route(explicit)
-            message = record.getMessage()
-            if record.exc_info or record.exc_text or record.stack_info:
+            plain = record.__class__ is _LogRecord
+            args = fields["args"]
+            if plain:  # LogRecord.getMessage, inlined; a subclass may have its own
+                message = fields["msg"]
+                if message.__class__ is not str:
+                    message = str(message)
+                if args:
+                    message %= args
+            else:
+                message = record.getMessage()
+            if fields["exc_info"] or fields["exc_text"] or fields["stack_info"]:
                 exc = self._record_exception(record)
-            elif record.args is None:
+            elif args is None:
                 message, exc = _split_prepared(message)
             else:
                 exc = None
             counter = [0]
-            name = record.name
+            name = fields["name"]
             kind = get("kind")
             role = get("role")
             # The usual record names no kind and no role, and its logger name
@@ -200,19 +214,19 @@ class CodexHandler(logging.Handler):
             if redactor is not None:
                 # A message formatted from its arguments will not come again:
                 # remembering it as clean would only cost time.
-                message = (redactor.scan if record.args else redactor.text)(message, counter)
+                message = (redactor.scan if args else redactor.text)(message, counter)
                 if exc is not None:
                     exc = redactor.text(exc, counter)
             line: dict[str, Any] = {
-                "ts": record.created,
+                "ts": fields["created"],
                 "session_id": sid,
                 "kind": kind,
-                "level": record.levelname,
+                "level": fields["levelname"],
             }
             if name is not None:
                 line["logger"] = name
             line["message"] = message
-            pid = record.process
+            pid = fields["process"]
             line["pid"] = pid if pid is not None else PROCESS.pid
             if role is not None:
                 line["role"] = role
@@ -221,18 +235,35 @@ class CodexHandler(logging.Handler):
             # LogRecord.__init__ sets its own attributes first, so anything from
             # ``extra`` comes after them: read only that tail, from the end
             # (skipping the first twenty items one by one cost more than the
-            # rest of this block). A record built some other way (its first key
-            # is not "name") is filtered in full.
+            # rest of this block). A record of a subclass whose first key is
+            # not "name" was built some other way: it is filtered in full.
             added = len(fields) - _PLAIN_RECORD_SIZE
             if added > 0:
                 items: Iterable[tuple[str, Any]]
-                if next(iter(fields)) != "name":
+                if not plain and next(iter(fields)) != "name":
                     items = fields.items()
                 elif added == 1:
                     items = (next(reversed(fields.items())),)
                 else:
                     items = reversed(list(islice(reversed(fields.items()), added)))
-                sink.add_fields(line, items, _NOT_EXTRA, counter)
+                # Sink.add_fields inlined: the usual field is a name seen
+                # before with text or a JSON scalar; any other goes through
+                # add_field.
+                names = self._names
+                for key, value in items:
+                    written = names.get(key)
+                    if written is None:
+                        sink.add_field(line, key, value, counter, names)
+                    elif written is not SKIP:
+                        cls = value.__class__
+                        if cls is str:
+                            if redactor is not None:
+                                value = redactor.text(value, counter)  # noqa: PLW2901
+                            line[written] = value
+                        elif cls in SCALARS:
+                            line[written] = value
+                        else:
+                            sink.add_field(line, key, value, counter, names)
             sink.append(line, sid, kind, counter[0])
         except RecursionError:  # as logging's own handlers do
             raise
