@@ -142,7 +142,7 @@ class CodexProcessor:
             sid = None if explicit is not None else _scoped() or sink.own_id
             if sid is None:
                 sid = sink.route(explicit)
-            level = get("level")
+            level = given_level = get("level")
             # add_log_level's name when it ran, else the method's.
             if level.__class__ is not str:
                 level = method_name
@@ -164,10 +164,10 @@ class CodexProcessor:
             else:
                 kind, role, name = sink.texts(kind, role, name, counter)
             redactor = sink.redactor
-            message = get("event")
+            message = event = get("event")
             if message.__class__ is not str:
                 message = sink.message(message, counter)
-            elif redactor is not None:
+            elif redactor is not None and message not in redactor.clean:
                 message = redactor.text(message, counter)
             exception, exc_info = get("exception"), get("exc_info")
             record: dict[str, Any] = {
@@ -188,12 +188,19 @@ class CodexProcessor:
                     record["exc"] = exc if redactor is None else redactor.text(exc, counter)
             # Sink.add_fields inlined: the usual field is a name seen before
             # with text or a JSON scalar; any other goes through add_field.
+            # structlog puts "event" and "level" after the event's own keys:
+            # once as many fields as there can be are written, the loop stops.
             names = self._names
+            left = len(event_dict) - (event is not None) - (given_level is not None)
             for key, value in event_dict.items():
+                if not left:
+                    break
                 written = names.get(key)
                 if written is None:
+                    left -= 1
                     sink.add_field(record, key, value, counter, names)
                 elif written is not SKIP:
+                    left -= 1
                     cls = value.__class__
                     if cls is str:
                         if redactor is not None:

@@ -99,7 +99,7 @@ class Redactor:
 
     """
 
-    __slots__ = ("_clean", "_hints", "_plans", "_user", "secret_keys")
+    __slots__ = ("_hints", "_plans", "_user", "clean", "secret_keys")
 
     def __init__(
         self,
@@ -120,7 +120,9 @@ class Redactor:
         self.secret_keys = _SecretKeys(extra)
         # Configured names can be any word: then every assignment is looked at.
         self._hints = () if extra else NAME_HINTS
-        self._clean: set[str] = set()
+        #: Short texts found clean by :meth:`text` (bounded): a hot path may
+        #: test a text here before calling it.
+        self.clean: set[str] = set()
         self._user = [_compile_user(source) for source in _items(extra_patterns)]
         rules: dict[str, tuple[tuple[str, ...], Rule]] = {
             "url": (("://",), redact_url_passwords),
@@ -166,7 +168,7 @@ class Redactor:
         """
         if len(value) > CLEAN_CACHE_LENGTH:
             return self.scan(value, counter)
-        clean = self._clean
+        clean = self.clean
         if value in clean:
             return value
         out = self.scan(value, counter)
@@ -282,7 +284,7 @@ class Redactor:
 
         """
         out: dict[Any, Any] = {}
-        clean = self._clean  # most keys were seen before: skip the call
+        clean = self.clean  # most keys were seen before: skip the call
         for key, item in value.items():
             name = key
             if key.__class__ is str and key not in clean:

@@ -136,10 +136,10 @@ class TestRedactor:
         for i in range(CLEAN_CACHE_SIZE * 3):  # more clean strings than it keeps
             text = f"step {i}"
             assert r.text(text, [0]) is text
-        assert len(r._clean) <= CLEAN_CACHE_SIZE
+        assert len(r.clean) <= CLEAN_CACHE_SIZE
         long_text = "x" * (CLEAN_CACHE_LENGTH + 1)
         r.text(long_text, [0])
-        assert long_text not in r._clean
+        assert long_text not in r.clean
         assert canary not in r.text(secret, [0])
 
     def test_key_verdicts_are_bounded_and_still_decided_past_the_bound(self) -> None:
