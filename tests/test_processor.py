@@ -27,6 +27,32 @@ class TestProcessor:
         (rec,) = read_lines(tmp_path / "p1.ndjson")
         assert rec["token"] == "[REDACTED]"
 
+    def test_every_field_whatever_its_place_in_the_event(self, tmp_path: Path) -> None:
+        """Bound keys, call keys and keys added after add_log_level are all written, in order."""
+        log = structlog.wrap_logger(
+            structlog.ReturnLogger(),
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(key="stamp"),
+                CodexProcessor(tmp_path, "p"),
+                lambda *_: "",
+            ],
+        )
+        bound = log.bind(request="r-1", password="hunter2")
+        for n in range(2):  # the second event runs on warm caches
+            bound.info("step", n=n, note=None)
+            bound.info(None, only=n)
+        lines = read_lines(tmp_path / "p.ndjson")
+        core = {"ts", "session_id", "kind", "level", "message", "pid", "redacted"}
+        fields = [{k: v for k, v in rec.items() if k not in core} for rec in lines]
+        assert [list(rec) for rec in fields] == [
+            ["request", "password", "n", "note", "stamp"],
+            ["request", "password", "only", "stamp"],
+        ] * 2
+        assert [(rec["n"], rec["note"]) for rec in fields[::2]] == [(0, None), (1, None)]
+        assert {rec["password"] for rec in fields} == {"[REDACTED]"}
+        assert [rec["message"] for rec in lines] == ["step", "", "step", ""]
+
     @pytest.mark.parametrize(
         ("method", "level_key", "expected"),
         [("warn", "warn", "WARNING"), ("exception", "exception", "ERROR"), ("info", None, "INFO"),
