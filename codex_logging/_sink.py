@@ -302,8 +302,9 @@ class Sink:
     ) -> None:
         """Add a record's further fields, leaving out the names in ``skip``.
 
-        The usual field (a name found before, text or a JSON scalar) is added
-        here, as the hot paths do; any other goes through :meth:`add_field`.
+        The hot paths (``CodexHandler.emit``, ``CodexProcessor.__call__``)
+        take the usual field (a name seen before, text or a JSON scalar)
+        inline; this is for the other writers.
 
         Args:
             record: The record being built.
@@ -313,19 +314,9 @@ class Sink:
 
         """
         names = self.field_names(skip)
-        redactor = self.redactor
         for key, value in items:
-            written = names.get(key)
-            if written is None:
+            if names.get(key) is not SKIP:
                 self.add_field(record, key, value, counter, names)
-            elif written is not SKIP:
-                cls = value.__class__
-                if cls is str:
-                    record[written] = value if redactor is None else redactor.text(value, counter)
-                elif cls in SCALARS:
-                    record[written] = value
-                else:
-                    self.add_field(record, key, value, counter, names)
 
     def add_field(
         self,
