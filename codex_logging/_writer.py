@@ -159,8 +159,6 @@ class _Entry:
         self.fd = fd
         self.dev = info.st_dev
         self.ino = info.st_ino
-        # Until then the fast path may write on it unchecked; 0 while a
-        # fragment is to be ended (then every write takes the slow path).
         self.recheck_at = time.monotonic() + RECHECK_SECONDS
         # One item per write in progress, added and removed with the atomic
         # list.append and list.pop, so the count is never torn.
@@ -207,11 +205,11 @@ class Writer:
 
         """
         # The fast path: a cached descriptor, checked recently, no fragment
-        # to end (a fragment sets recheck_at to 0) and no fsync. Counting
-        # ourselves in before reading ``retired`` means a concurrent _retire
-        # either sees us and leaves closing to us, or we see it.
+        # to end and no fsync. Counting ourselves in before reading
+        # ``retired`` means a concurrent _retire either sees us and leaves
+        # closing to us, or we see it.
         entry = self._cache.get(path)
-        if entry is None or sync or _monotonic() >= entry.recheck_at:
+        if entry is None or sync or entry.fragment or _monotonic() >= entry.recheck_at:
             self._write_slow(path, line, sync=sync)
             return
         inflight = entry.inflight
@@ -301,7 +299,7 @@ class Writer:
         # Called with the lock held: recheck a cached descriptor or open one.
         if entry is not None:
             if self._still_there(path, entry) and self._cache.get(path) is entry:
-                entry.recheck_at = 0.0 if entry.fragment else now + RECHECK_SECONDS
+                entry.recheck_at = now + RECHECK_SECONDS
                 self._cache.move_to_end(path)
                 return entry
             self._retire(path, entry)
@@ -313,9 +311,7 @@ class Writer:
             os.close(fd)
             return found
         entry = _Entry(fd)
-        if (entry.dev, entry.ino) in self._fragments:
-            entry.fragment = True
-            entry.recheck_at = 0.0
+        entry.fragment = (entry.dev, entry.ino) in self._fragments
         self._cache[path] = entry
         while len(self._cache) > MAX_OPEN:
             old_path = next(iter(self._cache))
@@ -333,8 +329,6 @@ class Writer:
     def _mark_fragment(self, entry: _Entry, *, ended: bool) -> None:
         # Rare: only after a short write. The set outlives the descriptor.
         entry.fragment = not ended
-        if not ended:
-            entry.recheck_at = 0.0  # the fast path never ends a fragment
         key = (entry.dev, entry.ino)
         if ended:
             self._fragments.discard(key)
