@@ -10,13 +10,21 @@ from itertools import islice
 from typing import Any, Final
 
 from codex_logging._record import SCALARS, exception_text
-from codex_logging._session import current_session
+from codex_logging._session import SCOPE_ATTRIBUTE, current_session
 from codex_logging._sink import SKIP, Sink
 from codex_logging._writer import PROCESS, WRITER, FsyncPolicy
 
 _modules: Final = sys.modules  # bound once: looked up per record
 _scoped: Final = current_session.get
 _LogRecord: Final = logging.LogRecord
+#: logging's own LogRecord.getMessage, inlined in emit for records that use
+#: it; ``None`` if a program replaced it before this module was imported.
+_STOCK_GET_MESSAGE: Final = (
+    _LogRecord.getMessage
+    if getattr(_LogRecord.getMessage, "__qualname__", None) == "LogRecord.getMessage"
+    and getattr(_LogRecord.getMessage, "__module__", None) == "logging"
+    else None
+)
 
 _PLAIN_RECORD: Final = logging.LogRecord("", 0, "", 0, "", (), None).__dict__
 _PLAIN_RECORD_SIZE: Final = len(_PLAIN_RECORD)
@@ -34,6 +42,8 @@ _RECORD_ATTRS: Final = frozenset(
         # Set by configure_structlog(to_stdlib=True): the event dict, kept
         # across a QueueHandler, whose prepare() replaces msg with text.
         "_codex_event",
+        # Set by the record factory session_scope installs: the scope's session.
+        SCOPE_ATTRIBUTE,
     }
 )
 #: Record attributes never written as extra fields: LogRecord's own, and the
@@ -178,15 +188,18 @@ class CodexHandler(logging.Handler):
                     self._emit_structlog(record, event)
                     return
             get = fields.get
-            # Sink.route inlined for its usual answers: the scope's session or
-            # the sink's own (already valid) id.
+            # Sink.route inlined for its usual answers: the scope's session
+            # (where the record was made, else here) or the sink's own id.
             explicit = get("session_id")
-            sid = None if explicit is not None else _scoped() or sink.own_id
+            sid = None if explicit is not None else get(SCOPE_ATTRIBUTE) or _scoped() or sink.own_id
             if sid is None:
                 sid = sink.route(explicit)
-            plain = record.__class__ is _LogRecord
+            record_class = record.__class__
+            plain = record_class is _LogRecord
             args = fields["args"]
-            if plain:  # LogRecord.getMessage, inlined; a subclass may have its own
+            # LogRecord.getMessage inlined, unless the record's class has
+            # another (a subclass, or a program that replaced it).
+            if record_class.getMessage is _STOCK_GET_MESSAGE:
                 message = fields["msg"]
                 if message.__class__ is not str:
                     message = str(message)
@@ -260,7 +273,7 @@ class CodexHandler(logging.Handler):
                             if redactor is not None:
                                 value = redactor.text(value, counter)  # noqa: PLW2901
                             line[written] = value
-                        elif cls in SCALARS:
+                        elif cls in SCALARS and (cls is not float or value - value == 0.0):
                             line[written] = value
                         else:
                             sink.add_field(line, key, value, counter, names)
@@ -274,6 +287,9 @@ class CodexHandler(logging.Handler):
         # structlog's stdlib recipe (ProcessorFormatter.wrap_for_formatter): the
         # event dict is the message; its keys become fields (SPEC Additions).
         get = event.get
+        session = get("session_id")
+        if session is None:  # the scope where the record was made, if it was stamped
+            session = record.__dict__.get(SCOPE_ATTRIBUTE)
         message = get("event")
         args = get("positional_args")
         if args and isinstance(message, str):  # the chain had no PositionalArgumentsFormatter
@@ -288,7 +304,7 @@ class CodexHandler(logging.Handler):
         name = get("logger")
         self.sink.write(
             record.created,
-            get("session_id"),
+            session,
             get("kind"),
             record.levelname,
             record.name if name is None else name,

@@ -206,7 +206,7 @@ class CodexProcessor:
                         if redactor is not None:
                             value = redactor.text(value, counter)  # noqa: PLW2901
                         record[written] = value
-                    elif cls in SCALARS:
+                    elif cls in SCALARS and (cls is not float or value - value == 0.0):
                         record[written] = value
                     else:
                         sink.add_field(record, key, value, counter, names)

@@ -137,7 +137,7 @@ TOO_DEEP: Final = f"<nested deeper than {MAX_DEPTH} levels>"
 CIRCULAR: Final = "<circular reference>"
 
 
-def normalize(value: Any, _path: frozenset[int] = frozenset()) -> Any:
+def normalize(value: Any, _path: frozenset[int] = frozenset()) -> Any:  # noqa: PLR0911 - a return per kind
     """Return ``value`` as JSON data: dicts with string keys, lists, str, int, float, bool, None.
 
     Sets, tuples and named tuples, bytes, paths, dataclasses, namespaces,
@@ -154,8 +154,10 @@ def normalize(value: Any, _path: frozenset[int] = frozenset()) -> Any:
 
     """
     cls = value.__class__
-    if cls is str or cls is int or cls is float or cls is bool or value is None:
+    if cls is str or cls is int or cls is bool or value is None:
         return value
+    if cls is float:
+        return finite(value)
     contents = _contents(value)
     if contents is None:
         return _leaf(value)
@@ -197,8 +199,19 @@ def _contents(value: Any) -> dict[Any, Any] | list[Any] | tuple[Any, ...] | None
     return None
 
 
+def finite(value: float) -> float | str:
+    """Return a float JSON can hold as it is; NaN and infinities as ``str()``.
+
+    The SPEC writes values JSON cannot hold as ``str()``: the json encoder
+    refuses them and orjson would write ``null``, so both are told the same.
+    """
+    return value if value - value == 0.0 else safe_str(value)
+
+
 def _leaf(value: Any) -> Any:
-    for base in (str, bool, int, float):  # subclasses (enums) as their JSON base
+    if isinstance(value, float):
+        return finite(float(value))
+    for base in (str, bool, int):  # subclasses (enums) as their JSON base
         if isinstance(value, base):
             return base(value)
     if isinstance(value, bytes | bytearray | memoryview):

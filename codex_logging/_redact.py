@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
+from codex_logging._record import key_text
 from codex_logging._secrets import (
     GATE_BITS,
     GATE_KEYS,
@@ -56,9 +57,9 @@ class _SecretKeys(dict[object, bool]):
         self._extra = extra
 
     def __missing__(self, key: object) -> bool:
-        if not isinstance(key, str):
-            return False
-        normal = norm(key)
+        # A key that is not text (b"api_key") is judged by the text it is
+        # written under, as the record's field names are.
+        normal = norm(key if isinstance(key, str) else key_text(key))
         found = normal in self._extra or key_is_secret(normal)
         if len(self) < 4096:  # bounded: keys may be made up at run time
             self[key] = found

@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any, Final, NamedTuple, ParamSpec, TypeVar
 
 from codex_logging._record import safe_str
-from codex_logging._session import current_session
+from codex_logging._session import current_session, stamp_records
 from codex_logging._settings import (
     ENV_SESSION_ID,
     ENV_SESSIONS_DIR,
@@ -74,6 +74,7 @@ class _Environment:
 
     def enter(self, entry: _Entry) -> None:
         with self.lock:
+            stamp_records()
             if not self.open:
                 self.before = {name: os.environ.get(name) for name in _EXPORTED}
             self.open.append(entry)

@@ -8,14 +8,46 @@ session"); the sink does that routing, with these two as its last steps.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from contextvars import ContextVar
+from typing import Any, Final
 
 from codex_logging._settings import ENV_SESSION_ID, validate_session_id
 
 #: The session of the innermost active session_scope in this thread / task.
 current_session: ContextVar[str | None] = ContextVar("codex_session_id", default=None)
+#: The LogRecord attribute that carries the scope's session from the thread
+#: that logged to the thread that writes (a QueueListener's): see
+#: :func:`stamp_records`.
+SCOPE_ATTRIBUTE: Final = "_codex_session"
+_stamping: list[bool] = []
+
+
+def stamp_records() -> None:
+    """Make every LogRecord carry the session_scope current where it is made.
+
+    A record handed to another thread (``QueueHandler`` -> ``QueueListener``)
+    is written where that thread's scope, not the caller's, would say. The
+    first :func:`session_scope` wraps logging's record factory once, so the
+    record keeps its session in :data:`SCOPE_ATTRIBUTE`; a program that never
+    opens a scope pays nothing.
+    """
+    if _stamping:
+        return
+    _stamping.append(True)
+    previous = logging.getLogRecordFactory()
+    scoped = current_session.get
+
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        session = scoped()
+        if session is not None:
+            setattr(record, SCOPE_ATTRIBUTE, session)
+        return record
+
+    logging.setLogRecordFactory(make_record)
 
 
 def get_session_id() -> str:

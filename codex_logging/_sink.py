@@ -28,7 +28,6 @@ from codex_logging._errors import InvalidSessionId, UnsafePathError
 from codex_logging._record import (
     CORE_FIELDS,
     OTEL_TRACE,
-    SCALARS,
     add_trace_context,
     encode,
     key_text,
@@ -343,14 +342,12 @@ class Sink:
             name = self._name(key, counter, names, secret=secret)
         cls = value.__class__
         if redactor is None:
-            record[name] = value if cls is str or cls in SCALARS else normalize(value)
+            record[name] = value if cls is str else normalize(value)
         elif secret:
             counter[0] += 1
             record[name] = REDACTED
         elif cls is str:
             record[name] = redactor.text(value, counter)  # type: ignore[arg-type]
-        elif cls in SCALARS:
-            record[name] = value
         else:
             record[name] = redactor.value(normalize(value), counter)
 

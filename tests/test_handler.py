@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import codex_logging._record
 import codex_logging._sink
 from codex_logging import CodexHandler, session_scope
 from tests.conftest import read_lines, session_file
@@ -263,6 +264,53 @@ class TestExtraFields:
         (rec,) = read_lines(tmp_path / "s.ndjson")
         assert rec["request_id"] == "r-1"
         assert rec["message"] == "hello you"
+
+    def test_a_replaced_get_message_is_used(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A program that replaces LogRecord.getMessage (brace style) gets its messages."""
+
+        def brace(record: logging.LogRecord) -> str:
+            return str(record.msg).format(*record.args) if record.args else str(record.msg)
+
+        monkeypatch.setattr(logging.LogRecord, "getMessage", brace)
+        handler = CodexHandler(tmp_path, "s")
+        record = logging.LogRecord("app", logging.INFO, __file__, 1, "hello {}", ("world",), None)
+        handler.handle(record)
+        assert [rec["message"] for rec in read_lines(tmp_path / "s.ndjson")] == ["hello world"]
+        assert handler.dropped == 0
+
+    def test_a_secret_name_that_is_not_text(self, tmp_path: Path) -> None:
+        """An extra key given as bytes is judged by the name it is written under."""
+        handler = CodexHandler(tmp_path, "s")
+        for _ in range(2):
+            record = logging.makeLogRecord({"msg": "login", b"api_key": "hunter4", 7: "x"})
+            handler.handle(record)
+        lines = read_lines(tmp_path / "s.ndjson")
+        assert [(rec["api_key"], rec["7"]) for rec in lines] == [("[REDACTED]", "x")] * 2
+
+    @pytest.mark.parametrize("encoder", ["orjson", "json"])
+    def test_numbers_json_cannot_hold(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, encoder: str
+    ) -> None:
+        """NaN and infinities are written as str(), with either encoder, at any depth."""
+        if encoder == "json":
+            monkeypatch.setattr(codex_logging._record, "_fast_dumps", None)
+        handler = CodexHandler(tmp_path, "s")
+        logger = logging.getLogger("numbers")
+        logger.handlers[:] = [handler]
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+        try:
+            for _ in range(2):
+                logger.info("n", extra={"nan": float("nan"), "inf": float("-inf"), "ok": 0.5,
+                                        "deep": {"x": [float("inf")]}})  # fmt: skip
+        finally:
+            logger.handlers[:] = []
+        lines = read_lines(tmp_path / "s.ndjson")
+        assert [(r["nan"], r["inf"], r["ok"], r["deep"]) for r in lines] == [
+            ("nan", "-inf", 0.5, {"x": ["inf"]})
+        ] * 2
 
 
 _CORE = {"ts", "session_id", "kind", "level", "logger", "message", "pid"}

@@ -53,6 +53,17 @@ class TestProcessor:
         assert {rec["password"] for rec in fields} == {"[REDACTED]"}
         assert [rec["message"] for rec in lines] == ["step", "", "step", ""]
 
+    def test_secret_names_and_numbers_json_cannot_hold(self, tmp_path: Path) -> None:
+        """A bytes key with a secret name is redacted; NaN and infinities are written as str()."""
+        proc = CodexProcessor(tmp_path, "p")
+        for _ in range(2):
+            proc(None, "info", {"event": "e", b"password": "hunter2", "r": float("nan"),
+                                "d": {"v": float("inf")}})  # fmt: skip
+        lines = read_lines(tmp_path / "p.ndjson")
+        assert [(r["password"], r["r"], r["d"]) for r in lines] == [
+            ("[REDACTED]", "nan", {"v": "inf"})
+        ] * 2
+
     @pytest.mark.parametrize(
         ("method", "level_key", "expected"),
         [("warn", "warn", "WARNING"), ("exception", "exception", "ERROR"), ("info", None, "INFO"),

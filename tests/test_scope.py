@@ -355,3 +355,75 @@ class TestPools:
         assert [r["kind"] for r in (records[0], records[-1])] == ["start", "end"]
         assert sorted(r["message"] for r in records[1:-1]) == sorted(f"item {n}" for n in range(20))
         assert {r["pid"] for r in records[1:-1]} - {os.getpid()}
+
+
+QUEUED = """
+import logging, logging.handlers, os, queue, sys
+import structlog
+from codex_logging import CodexHandler, configure_structlog, session_scope
+
+q = queue.SimpleQueue()
+root = logging.getLogger()
+root.addHandler(logging.handlers.QueueHandler(q))
+root.setLevel(logging.INFO)
+listener = logging.handlers.QueueListener(q, CodexHandler())
+listener.start()
+if sys.argv[1] == "structlog":
+    configure_structlog(to_stdlib=True)
+    log = structlog.get_logger("app")
+else:
+    log = logging.getLogger("app")
+log.info("before any scope")
+listener.stop()  # drained: written before any scope opens
+listener.start()
+before = logging.getLogRecordFactory()
+with session_scope("job-1"):
+    for i in range(300):
+        log.info("inside the scope %d", i)
+assert logging.getLogRecordFactory() is not before
+log.info("after the scope")
+listener.stop()
+"""
+
+
+class TestBehindAQueue:
+    @pytest.mark.parametrize("outer", [None, "outer"])
+    @pytest.mark.parametrize("api", ["logging", "structlog"])
+    def test_records_keep_the_scope_they_were_logged_in(
+        self, tmp_path: Path, outer: str | None, api: str
+    ) -> None:
+        """Behind QueueHandler -> QueueListener(CodexHandler), a record goes to the scope it was made in."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_")}
+        if outer is not None:
+            env["CODEX_SESSION_ID"] = outer
+        subprocess.run(
+            [sys.executable, "-c", QUEUED, api], check=True, timeout=60, cwd=tmp_path, env=env
+        )
+        folder = tmp_path / ".codex" / "sessions"
+        job = read_lines(folder / "job-1.ndjson")
+        # The end record is written when the scope exits, maybe before the
+        # listener has written the last messages: only the start is first.
+        assert job[0]["kind"] == "start"
+        assert [r["kind"] for r in job].count("end") == 1
+        messages = [r["message"] for r in job if r["kind"] == "message"]
+        assert messages == [f"inside the scope {i}" for i in range(300)]
+        others = sorted(
+            path.name for path in folder.glob("*.ndjson") if path.name != "job-1.ndjson"
+        )
+        # Outside the scope: CODEX_SESSION_ID, or the uuid the first record
+        # generated and exported.
+        assert len(others) == 1
+        if outer is not None:
+            assert others == ["outer.ndjson"]
+        rest = read_lines(folder / others[0])
+        assert [r["message"] for r in rest] == ["before any scope", "after the scope"]
+        assert not any("_codex_session" in r for r in job + rest)
+
+    def test_no_scope_leaves_the_record_factory_alone(self, tmp_path: Path) -> None:
+        """A program that opens no session_scope keeps logging's own record factory."""
+        code = (
+            "import logging; from codex_logging import CodexHandler; "
+            "logging.basicConfig(level=logging.INFO, handlers=[CodexHandler(session_id='s')]); "
+            "logging.info('x'); assert logging.getLogRecordFactory() is logging.LogRecord"
+        )
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=tmp_path)
