@@ -58,6 +58,9 @@ __all__ = [
 BATCH_LINES: Final = 5000
 #: Bytes of lines per transaction: keeps memory flat when records are large.
 BATCH_BYTES: Final = 8 << 20
+#: A line this long goes in a batch of its own, held as text only (issue 15:
+#: sync memory ~2x the longest line, see docs/performance.md "Sync memory").
+LONG_LINE_BYTES: Final = BATCH_BYTES
 CHUNK_BYTES: Final = 1 << 20
 #: Bytes at the start of a file remembered to notice a replaced file.
 HEAD_BYTES: Final = 4096
@@ -362,16 +365,30 @@ class _FileSync:
                     tail = chunk
                 continue
             if long_line:
-                raw = os.pread(fd, base + end - pos, pos)
-                if len(raw) != base + end - pos:
+                length = base + end - pos
+                if length >= LONG_LINE_BYTES and (self.events or self.errors):
+                    self._commit(seq, pos, pos)  # the long line's batch holds it alone
+                raw = os.pread(fd, length, pos)
+                if len(raw) != length:
                     scanned = pos  # the file shrank meanwhile: claim nothing past pos
                     break
                 long_line = False
+                seq += 1
+                if length >= LONG_LINE_BYTES and raw.isascii():
+                    # Decoded, then the bytes dropped before the parse: the line
+                    # is never held as bytes, text and parsed object at once.
+                    text = raw.decode("ascii")
+                    del raw
+                    self._take_text(seq, pos, text)
+                    del text
+                else:
+                    self._take(seq, pos, raw)
+                    del raw
             else:
                 raw = tail + chunk[:end] if tail else chunk[:end]
-            seq += 1
-            self._take(seq, pos, raw)
-            del raw
+                seq += 1
+                self._take(seq, pos, raw)
+                del raw
             seq, pos, start = self._lines_of(chunk, base, end + 1, seq)
             tail = chunk[start:]
         if self.offsets or self.errors or self.dirty or scanned != max(pos, mark.scanned_to):
@@ -403,6 +420,11 @@ class _FileSync:
 
     def _take(self, seq: int, offset: int, raw: bytes) -> None:
         at = self.run_.parser.take(self.sid, seq, offset, raw, self.events, self.errors)
+        if at >= 0:
+            self.offsets.append(at)
+
+    def _take_text(self, seq: int, offset: int, text: str) -> None:
+        at = self.run_.parser.take_text(self.sid, seq, offset, text, self.events, self.errors)
         if at >= 0:
             self.offsets.append(at)
 

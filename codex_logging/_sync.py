@@ -16,7 +16,7 @@ from operator import itemgetter
 from typing import Final
 
 from codex_logging._db import BUSY_TIMEOUT, atomic, connect, translated
-from codex_logging._ingest import run_sync
+from codex_logging._ingest import LONG_LINE_BYTES, run_sync
 from codex_logging._lines import ErrorRow, EventRow
 from codex_logging._settings import db_path as resolve_db_path
 from codex_logging._settings import sessions_dir_path
@@ -91,6 +91,8 @@ _TS = itemgetter(2)
 _LEVEL = itemgetter(4)
 
 _SQLITE_TOOBIG: Final = 18
+#: Room left under SQLite's length limit for a handed-off row's other columns.
+_ROW_MARGIN: Final = 1 << 20
 
 
 def _watermark(row: tuple[object, ...]) -> Watermark:
@@ -230,7 +232,11 @@ class SqliteTarget:
             ).fetchone()
             if (row[0] if row else 0) != expected_seq:
                 raise WatermarkMovedError
-            if one_by_one:
+            handoff = None if one_by_one or errors else _handoff(conn, events)
+            if handoff is not None:
+                if not _insert_handed_off(conn, handoff, events[0], offsets[0]):
+                    events = []
+            elif one_by_one:
                 events = _insert_one_by_one(conn, events, errors, offsets)
             else:
                 try:
@@ -253,6 +259,70 @@ class SqliteTarget:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+class _Handoff:
+    """A long text bound once: SQLite copies it, and Python's copy goes.
+
+    ``sqlite3`` binds a ``str`` with ``SQLITE_TRANSIENT`` (SQLite keeps a copy
+    of its own) and asks ``__conform__`` of any other object for the value, which
+    it releases right after binding it. So while the INSERT builds its record,
+    the text is held by SQLite alone, not also by Python (issue 15; see
+    docs/performance.md "Sync memory"). Bound once only: a second bind is NULL.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str | None) -> None:
+        self._value = value
+
+    def __conform__(self, _protocol: object) -> str | None:
+        value, self._value = self._value, None
+        return value
+
+
+def _handoff(conn: sqlite3.Connection, events: Sequence[EventRow]) -> tuple[object, ...] | None:
+    """Return the INSERT parameters of a lone long line with its texts handed off, or None.
+
+    Only the engine's list of one long ``message`` row qualifies (the summary
+    reads the JSON of start/end lines after the insert), and only when its
+    texts are ASCII and far below SQLite's length limit, so the database has no
+    size to refuse. Its place in ``events`` keeps the row without its texts.
+    """
+    if len(events) != 1 or not isinstance(events, list):
+        return None
+    row = events[0]
+    data, message = row[8], row[7]
+    if (
+        len(data) < LONG_LINE_BYTES
+        or row[3] not in {"message", None}
+        or not data.isascii()
+        or (message is not None and not message.isascii())
+        or len(data) + len(message or "") + _ROW_MARGIN > conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+    ):
+        return None
+    events[0] = (*row[:7], None, "")
+    del row
+    return (*events[0][:7], _Handoff(message), _Handoff(data))
+
+
+def _insert_handed_off(
+    conn: sqlite3.Connection, params: tuple[object, ...], event: EventRow, offset: int
+) -> bool:
+    """Insert the row of :func:`_handoff`; return False if it was refused and quarantined.
+
+    Its texts are gone once bound, so a refusal (none is expected: see
+    :func:`_handoff`) quarantines the line without them.
+    """
+    try:
+        conn.execute(_INSERT_EVENT, params)
+    except Exception as exc:
+        if not _refused(exc):
+            raise
+        reason = f"database refused the row: {exc}; raw not stored (already handed to it)"
+        _insert_error(conn, (event[0], event[1], offset, reason, b""))
+        return False
+    return True
 
 
 class _RefusedError(Exception):

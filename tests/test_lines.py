@@ -132,3 +132,35 @@ class TestTake:
         assert parser.quarantined(b"\xff ghp_abcdefghijklmnopqrstuvwx") == b"\xff [REDACTED]"
         assert parser.quarantined(b"\xff plain") == b"\xff plain"
         assert parser.quarantined(b"plain") == "plain"
+
+
+class TestTakeText:
+    """take_text (a long ASCII line held as text only) gives what take gives."""
+
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            b'{"ts": 1.5, "kind": "message", "message": "plain", "pad": "yyyy"}',
+            b'{"ts": "2025-01-01T12:34:56Z", "type": "session_start", "pid": 7}',
+            b'{"message": "a", "message": "duplicate key: the last wins"}',
+            b'{"ts": NaN, "big": 123456789012345678901234567890, "x": 1e400}',
+            b'{"nested": {"a": [1, 2, {"b": null}]}, "message": ["not", "text"]}',
+            b'{"message": "escapes \\" \\\\ \\n \\u00e9 \\ud800 lone"}',
+            b'{"password": "hunter2", "message": "token=ghp_' + b"a" * 36 + b'"}',
+            b'{"message": "sk-proj-' + b"A" * 40 + b'"}',
+            b"[1, 2]",
+            b'{"torn": "frag{"message": "glued"}',
+            b"not json",
+        ],
+    )
+    def test_same_rows_as_take(self, raw: bytes) -> None:
+        assert raw.isascii()
+        expected = take(raw)
+        events: list[EventRow] = []
+        errors: list[ErrorRow] = []
+        parser = LineParser()
+        at = parser.take_text("s", 7, 100, raw.decode(), events, errors)
+        parser.settle(events)
+        got = (events, errors, at)
+        # NaN != NaN: compare the rows' text forms.
+        assert repr(got) == repr(expected)

@@ -30,6 +30,7 @@ from codex_logging import (
 )
 from codex_logging._db import SCHEMA_VERSION, atomic, connect
 from codex_logging._errors import SessionsDirError
+from codex_logging._ingest import LONG_LINE_BYTES
 from tests.checks import assert_exactly_once, expected_numbered
 from tests.conftest import db_connection
 from tests.writers import run_load_with_sync_loops
@@ -1052,3 +1053,126 @@ class TestMoreCuts:
         with pytest.raises(UnknownSessionError, match="no sessions folder"):
             sync_to_sqlite(tmp_path / "x.db", tmp_path / "nope", session_id="s")
         assert not (tmp_path / "x.db").exists()
+
+
+class TestLongLines:
+    """Issue 15: a line of LONG_LINE_BYTES or more is synced alone, held as text only."""
+
+    LONG = LONG_LINE_BYTES + 4096
+
+    @staticmethod
+    def write(path: Path, long_field: str, value: str, kind: str = "message") -> bytes:
+        long_line = json.dumps(
+            {"ts": 10.0, "kind": kind, "message": "m", long_field: value, "pid": 9},
+            ensure_ascii=False,
+        ).encode()
+        with path.open("wb") as f:
+            for i in range(3):
+                f.write(json.dumps({"ts": 1.0 + i, "message": f"before {i}"}).encode() + b"\n")
+            f.write(long_line + b"\n")
+            for i in range(2):
+                f.write(json.dumps({"ts": 20.0 + i, "message": f"after {i}"}).encode() + b"\n")
+        return long_line
+
+    @pytest.mark.parametrize(
+        ("field", "char"),
+        [("pad", "y"), ("message", "y"), ("pad", "\u00e9"), ("message", "\u20ac")],
+    )
+    def test_round_trips_as_text_in_its_own_batch(
+        self, tmp_path: Path, sessions: Path, field: str, char: str
+    ) -> None:
+        """The long line reads back byte-exact as TEXT, json_extract and the views work, and its batch holds it alone."""
+        db = tmp_path / "x.db"
+        value = char * (self.LONG // len(char.encode()))
+        line = self.write(sessions / "s.ndjson", field, value)
+        batches: list[int] = []
+        report = sync_to_sqlite(
+            db, sessions, progress=lambda _s, r: batches.append(r.rows_inserted)
+        )
+        assert report.rows_inserted == 6
+        assert batches == [3, 4, 6]  # before it, the long line alone, after it
+        with db_connection(db) as conn:
+            got = conn.execute(
+                "SELECT typeof(data), typeof(message), CAST(data AS BLOB), message,"
+                " json_extract(data, '$.pid'), length(json_extract(data, '$.' || ?))"
+                " FROM session_events WHERE seq = 4",
+                (field,),
+            ).fetchone()
+            assert got == (
+                "text",
+                "text",
+                line,
+                value if field == "message" else "m",
+                9,
+                len(value),
+            )
+            assert conn.execute("SELECT pid FROM events WHERE seq = 4").fetchone() == (9,)
+            assert conn.execute("SELECT events FROM sessions").fetchone() == (6,)
+        assert [seq for seq, _ in rows(db)] == [1, 2, 3, 4, 5, 6]
+        assert sync_to_sqlite(db, sessions).rows_inserted == 0
+
+    def test_long_start_line_counts_its_process(self, tmp_path: Path, sessions: Path) -> None:
+        """A long start line keeps its data for the summary: its pid is counted."""
+        db = tmp_path / "x.db"
+        self.write(sessions / "s.ndjson", "pad", "y" * self.LONG, kind="start")
+        assert sync_to_sqlite(db, sessions).rows_inserted == 6
+        with db_connection(db) as conn:
+            assert conn.execute("SELECT processes, events FROM sessions").fetchone() == (1, 6)
+        summary, recomputed = summary_and_recomputation(db)
+        assert summary == recomputed
+
+    def test_refused_long_line_is_quarantined(self, tmp_path: Path, sessions: Path) -> None:
+        """A long line the database refuses is quarantined with the reason; no row holds NULL texts."""
+        db = tmp_path / "x.db"
+        sync_to_sqlite(db, sessions)  # creates the schema
+        with contextlib.closing(connect(str(db))) as conn:
+            conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON session_events"
+                " WHEN length(NEW.data) > 1000000 BEGIN SELECT RAISE(ABORT, 'too long here'); END"
+            )
+        self.write(sessions / "s.ndjson", "message", "y" * self.LONG)
+        report = sync_to_sqlite(db, sessions)
+        assert (report.rows_inserted, report.lines_quarantined) == (5, 1)
+        assert [seq for seq, _ in rows(db)] == [1, 2, 3, 5, 6]
+        with db_connection(db) as conn:
+            ((seq, error),) = conn.execute("SELECT seq, error FROM session_ingest_errors")
+        assert seq == 4
+        assert "too long here" in error
+        assert sync_to_sqlite(db, sessions).rows_inserted == 0
+
+    def test_killed_inside_the_long_lines_transaction(self, tmp_path: Path, sessions: Path) -> None:
+        """SIGKILL after the long row was inserted, before its commit: the next sync stores every line once."""
+        db = tmp_path / "x.db"
+        line = self.write(sessions / "s.ndjson", "message", "y" * self.LONG)
+        child = (
+            "import sys, time\n"
+            "from codex_logging import _sync, sync_to_sqlite\n"
+            "insert = _sync._insert_handed_off\n"
+            "def stalled(*args):\n"
+            "    done = insert(*args)\n"
+            "    print('inserted', flush=True)\n"
+            "    time.sleep(60)\n"
+            "    return done\n"
+            "_sync._insert_handed_off = stalled\n"
+            "sync_to_sqlite(sys.argv[1], sys.argv[2])\n"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", child, str(db), str(sessions)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "inserted\n"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        proc.stdout.close()
+        assert [seq for seq, _ in rows(db)] == [1, 2, 3]  # the batch before it, committed
+        assert sync_to_sqlite(db, sessions).rows_inserted == 3
+        assert [seq for seq, _ in rows(db)] == [1, 2, 3, 4, 5, 6]
+        with db_connection(db) as conn:
+            assert conn.execute("SELECT data FROM session_events WHERE seq = 4").fetchone() == (
+                line.decode(),
+            )
+        summary, recomputed = summary_and_recomputation(db)
+        assert summary == recomputed
