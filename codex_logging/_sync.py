@@ -261,6 +261,20 @@ class SqliteTarget:
             self._conn = None
 
 
+#: SQLite's default SQLITE_MAX_LENGTH, for Pythons without Connection.getlimit.
+_DEFAULT_LENGTH_LIMIT: Final = 1_000_000_000
+
+
+def _length_limit(conn: sqlite3.Connection) -> int:
+    # Connection.getlimit and SQLITE_LIMIT_LENGTH are Python 3.11+; 3.10 is
+    # supported, and then SQLite's default limit is assumed.
+    getlimit = getattr(conn, "getlimit", None)
+    code = getattr(sqlite3, "SQLITE_LIMIT_LENGTH", None)
+    if getlimit is None or code is None:
+        return _DEFAULT_LENGTH_LIMIT
+    return int(getlimit(code))
+
+
 class _Handoff:
     """A long text bound once: SQLite copies it, and Python's copy goes.
 
@@ -298,7 +312,7 @@ def _handoff(conn: sqlite3.Connection, events: Sequence[EventRow]) -> tuple[obje
         or row[3] not in {"message", None}
         or not data.isascii()
         or (message is not None and not message.isascii())
-        or len(data) + len(message or "") + _ROW_MARGIN > conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+        or len(data) + len(message or "") + _ROW_MARGIN > _length_limit(conn)
     ):
         return None
     events[0] = (*row[:7], None, "")
