@@ -63,7 +63,7 @@ bench: $(STAMP)
 # the figures in docs/performance.md come from `make bench`, never from this.
 bench-quick: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
-	BENCH_RECORDS=5000 BENCH_REPEATS=2 BENCH_SCALING_RECORDS=4000 \
+	BENCH_RECORDS=4000 BENCH_REPEATS=2 BENCH_CHUNK=1000 BENCH_SCALING_RECORDS=4000 \
 	BENCH_SYNC_LINES=50000 BENCH_BIG_MB=0 BENCH_IDLE_FILES=1000 BENCH_LARGE_RECORDS=20 \
 	BENCH_LONG_LINE_MB=8 BENCH_QUERY_EVENTS=50000 BENCH_PG_LINES=20000 \
 	$(BIN)/python bench/run_all.py
