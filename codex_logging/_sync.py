@@ -79,12 +79,18 @@ _UPSERT_SUMMARY: Final = (
 )
 #: The JSON of a start/end line is read by SQLite's own functions, as the
 #: summary's backfill and the view before it read it.
+#: Plain ``?`` placeholders, the line bound once in a subquery: Python 3.12.1
+#: warns (DeprecationWarning, an error under ``-W error``) on numbered ones
+#: (``?1``) bound from a tuple (python/cpython#117995).
 _ADD_PID: Final = (
     "INSERT OR IGNORE INTO session_summary_pids (session_id, pid)"
-    " SELECT ?2, pid FROM (SELECT json_extract(CASE WHEN json_valid(?1) THEN ?1 END, '$.pid')"
-    " AS pid) WHERE pid IS NOT NULL"
+    " SELECT ?, pid FROM (SELECT json_extract(CASE WHEN json_valid(d) THEN d END, '$.pid')"
+    " AS pid FROM (SELECT ? AS d)) WHERE pid IS NOT NULL"
 )
-_FAILED: Final = "SELECT json_extract(CASE WHEN json_valid(?1) THEN ?1 END, '$.status') = 'error'"
+_FAILED: Final = (
+    "SELECT json_extract(CASE WHEN json_valid(d) THEN d END, '$.status') = 'error'"
+    " FROM (SELECT ? AS d)"
+)
 _WARNINGS: Final = ("WARNING", "WARN")
 _ERRORS: Final = ("ERROR", "CRITICAL", "FATAL")
 _TS = itemgetter(2)
@@ -383,7 +389,7 @@ def _add_to_summary(conn: sqlite3.Connection, session_id: str, rows: Sequence[Ev
         ends = [row for row in marks if row[3] == "end"]
         start_ts = min(_stored_times([row for row in marks if row[3] == "start"]), default=None)
         end_ts = max(_stored_times(ends), default=None)
-        processes = conn.executemany(_ADD_PID, [(row[8], session_id) for row in marks]).rowcount
+        processes = conn.executemany(_ADD_PID, [(session_id, row[8]) for row in marks]).rowcount
         failed = int(any(conn.execute(_FAILED, (row[8],)).fetchone()[0] for row in ends))
     conn.execute(
         _UPSERT_SUMMARY,
