@@ -18,6 +18,9 @@ import dataclasses
 import hashlib
 import os
 import stat
+import sys
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Final
 
 from codex_logging._errors import CodexLoggingError, SessionsDirError, UnknownSessionError
@@ -105,6 +108,54 @@ def run_sync(
     if files is None:
         return report
     run = _Run(target, source_id(sessions_dir), sessions_dir, report, busy_timeout, progress)
+    if run.pool is None:
+        _sync_files(run, files)
+        return report
+    try:
+        with _TIMESLICES:
+            _sync_files(run, files)
+    finally:
+        run.pool.shutdown()
+    return report
+
+
+class _ShortTimeslices:
+    """While any pipelined sync runs, Python threads switch every 0.2 ms, not 5 ms.
+
+    The worker thread of a pipelined target wakes on every answer of the
+    server and needs the GIL for a moment, while the reading thread is busy
+    parsing: with CPython's default 5 ms switch interval each wake-up waits
+    up to 5 ms, and the overlap is lost (PostgreSQL sync 0.75x SQLite's
+    without, ~1x with; docs/performance.md). A process-wide setting, so it
+    is counted: the first sync to start sets it, the last to end restores it.
+    """
+
+    INTERVAL: Final = 0.0002
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved = 0.0
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                self._saved = sys.getswitchinterval()
+                sys.setswitchinterval(min(self._saved, self.INTERVAL))
+            self._users += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                sys.setswitchinterval(self._saved)
+
+
+_TIMESLICES: Final = _ShortTimeslices()
+
+
+def _sync_files(run: _Run, files: list[tuple[str, str, os.stat_result]]) -> None:
+    target, report = run.target, run.report
     # Idle work is O(changed files): an unchanged file is not even opened.
     # Size and identity alone would miss a file cut and regrown to the same
     # size after the last sync (issue 12: any cut is noticed), so the file must
@@ -124,7 +175,6 @@ def run_sync(
             # is checked in full, and its watermark's time refreshed, so the
             # next round can skip it.
             _FileSync(run, sid, path, refresh=synced_at is not None).run()
-    return report
 
 
 def _files(
@@ -196,6 +246,12 @@ class _Run:
     busy_timeout: float
     progress: Progress | None
     parser: LineParser = dataclasses.field(default_factory=LineParser)
+    #: The thread a pipelined target commits in (see ``_FileSync._commit``).
+    pool: ThreadPoolExecutor | None = None
+
+    def __post_init__(self) -> None:
+        if self.target.pipelined:
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="codex-sync")
 
 
 class _FileSync:
@@ -218,6 +274,10 @@ class _FileSync:
         self.batch_seq = 0  # seq and offset where the current batch started
         self.batch_pos = 0
         self.dirty = False  # the watermark to store differs from the stored one
+        self.long_batch = False  # the batch holds a line of LONG_LINE_BYTES or more
+        # The batch a pipelined target is committing while the next one is read:
+        # (its commit, its end offset, its events, its quarantined lines).
+        self.pending: tuple[Future[int], int, int, int] | None = None
 
     def run(self) -> None:
         # Imported here: it costs ~20 ms, which every short-lived process that
@@ -255,7 +315,13 @@ class _FileSync:
         try:
             with lock:  # owns fd from here: closes it on release
                 self.fd = fd
-                self._ingest()
+                try:
+                    self._ingest()
+                    self._collect()
+                finally:
+                    # Never release the lock with a batch still in flight.
+                    if self.pending is not None:
+                        wait([self.pending[0]])
         except WatermarkMovedError:
             report.warnings.append(
                 f"{self.sid}: stopped, another sync moved its watermark (the file was rotated?)"
@@ -366,8 +432,8 @@ class _FileSync:
                 continue
             if long_line:
                 length = base + end - pos
-                if length >= LONG_LINE_BYTES and (self.events or self.errors):
-                    self._commit(seq, pos, pos)  # the long line's batch holds it alone
+                if length >= LONG_LINE_BYTES:
+                    self._hold_alone(seq, pos)
                 raw = os.pread(fd, length, pos)
                 if len(raw) != length:
                     scanned = pos  # the file shrank meanwhile: claim nothing past pos
@@ -418,6 +484,13 @@ class _FileSync:
                 append_offset(at)
             start = end + 1
 
+    def _hold_alone(self, seq: int, offset: int) -> None:
+        """Before a long line is read: commit what is queued, and wait for it."""
+        if self.events or self.errors:
+            self._commit(seq, offset, offset)  # the long line's batch holds it alone
+        self._collect()  # and no other batch is held beside it
+        self.long_batch = True
+
     def _take(self, seq: int, offset: int, raw: bytes) -> None:
         at = self.run_.parser.take(self.sid, seq, offset, raw, self.events, self.errors)
         if at >= 0:
@@ -429,6 +502,15 @@ class _FileSync:
             self.offsets.append(at)
 
     def _commit(self, seq: int, offset: int, scanned: int) -> None:
+        """Hand the batch up to ``seq`` / ``offset`` to the target, with its watermark.
+
+        A pipelined target (PostgreSQL) commits in the run's worker thread
+        while this thread reads the next batch: the batches still commit one
+        after another, each after the last one's result is known, so a batch
+        whose watermark moved stops the file before the next is sent. The
+        server's work (the COPY, the fsync of the commit) and the parsing of
+        the next lines overlap (docs/performance.md, "Sync into PostgreSQL").
+        """
         mark = self.mark
         if mark.head_len < HEAD_BYTES and offset > mark.head_len:
             mark.head_len = min(HEAD_BYTES, offset)
@@ -436,19 +518,48 @@ class _FileSync:
         mark.seq, mark.byte_offset, mark.scanned_to = seq, offset, max(scanned, offset)
         mark.scan_sha256 = self._scan_hash(offset, scanned) if scanned > offset else None
         self.run_.parser.settle(self.events)
-        inserted = self.target.commit(
-            self.sid, self.stored_seq, self.events, self.errors, mark=mark, offsets=self.offsets
-        )
+        events, errors = self.events, self.errors
+        pool = self.run_.pool
+        if pool is None:
+            inserted = self.target.commit(
+                self.sid, self.stored_seq, events, errors, mark=mark, offsets=self.offsets
+            )
+            self._account(offset, len(events), len(errors), inserted)
+        else:
+            self._collect()
+            future = pool.submit(
+                self.target.commit,
+                self.sid,
+                self.stored_seq,
+                list(events),
+                list(errors),
+                mark=dataclasses.replace(mark),
+                offsets=list(self.offsets),
+            )
+            self.pending = (future, offset, len(events), len(errors))
+            if self.long_batch:
+                self._collect()  # a long line's batch is not held while the next is read
+        self.long_batch = False
         self.stored_seq = seq
         self.dirty = False
+        events.clear()
+        errors.clear()
+        self.offsets.clear()
+        self.batch_seq, self.batch_pos = seq, offset
+
+    def _collect(self) -> None:
+        """Wait for the batch in flight, if any; account for it or raise its error."""
+        if self.pending is not None:
+            future, offset, events, errors = self.pending
+            inserted = future.result()
+            self.pending = None
+            self._account(offset, events, errors, inserted)
+
+    def _account(self, offset: int, events: int, errors: int, inserted: int) -> None:
         report = self.report
         report.bytes_read += offset - self.committed
         self.committed = offset
         report.rows_inserted += inserted
-        report.lines_quarantined += len(self.errors) + len(self.events) - inserted
-        self.events.clear()
-        self.offsets.clear()
-        self.errors.clear()
-        self.batch_seq, self.batch_pos = seq, offset
+        report.lines_quarantined += errors + events - inserted
         if self.run_.progress is not None:
             self.run_.progress(self.sid, report)

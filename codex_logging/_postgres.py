@@ -111,6 +111,10 @@ class PostgresTarget:
         busy_timeout: Seconds to wait for a lock held by another sync.
     """
 
+    #: Batches commit in the engine's worker thread while the next is read:
+    #: the server's COPY and fsync overlap the parsing (``_ingest``).
+    pipelined = True
+
     def __init__(self, url: str, folder: str, busy_timeout: float) -> None:
         self.name = display_url(url)
         self.url = url

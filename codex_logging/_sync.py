@@ -130,6 +130,9 @@ def _refused(exc: BaseException) -> bool:
 class SqliteTarget:
     """The SQLite database as a sync target; connects on first use."""
 
+    #: Its connection stays in the thread that made it.
+    pipelined = False
+
     def __init__(self, path: str, busy_timeout: float) -> None:
         """Remember where; nothing is opened or created yet.
 

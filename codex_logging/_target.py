@@ -58,6 +58,9 @@ class Target(Protocol):
 
     #: For messages: the database path, or the URL without its password.
     name: str
+    #: True if :meth:`commit` may run in a worker thread while the engine reads
+    #: the next batch (one batch in flight at a time, never two at once).
+    pipelined: bool
 
     def settled_files(self, source_id: str) -> Mapping[tuple[str, int, int, int], float]:
         """Return ``(session_id, byte_offset, file_dev, file_ino)`` of settled watermarks.

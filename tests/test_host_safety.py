@@ -47,7 +47,10 @@ def on_alarm(signum, frame):
     fired[0] += 1
     log.warning("from the signal handler", extra={"session_id": f"sig{fired[0] % 97}"})
 signal.signal(signal.SIGALRM, on_alarm)
-signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
+# Every 2 ms: at 1 ms, on a slow machine a handler's own write (a new file)
+# outlasted the interval, the handlers nested a thousand deep and the script
+# died of RecursionError, which says nothing about the writer.
+signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)
 # 100 sessions against 64 cached descriptors: the writer's lock is taken on
 # almost every record, so the signal lands inside it again and again.
 for i in range(20000):

@@ -1,17 +1,33 @@
-"""The sync engine's folder identity (source_id) and its checks of the folder."""
+"""The sync engine: the folder identity (source_id), its checks, a pipelined target."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import stat
+import sys
 import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-from codex_logging._ingest import SOURCE_ID_FILE, source_id
+import pytest
 
-if TYPE_CHECKING:
-    import pytest
+from codex_logging import _ingest
+from codex_logging._errors import DatabaseError
+from codex_logging._ingest import (
+    BATCH_LINES,
+    SOURCE_ID_FILE,
+    SyncReport,
+    Watermark,
+    WatermarkMovedError,
+    _ShortTimeslices,
+    run_sync,
+    source_id,
+)
+from codex_logging._lines import ErrorRow, EventRow, LineParser
 
 
 class TestSourceId:
@@ -63,3 +79,227 @@ class TestFolderChecks:
         (tmp_path / SOURCE_ID_FILE).write_text("")
         info = os.stat(tmp_path)
         assert source_id(str(tmp_path)) == f"dev-{info.st_dev}-ino-{info.st_ino}"
+
+
+class _PipelinedTarget:
+    """An in-memory target whose commits run in the engine's worker thread.
+
+    It logs when each commit starts and ends (and the parser logs each line
+    it takes, see ``log_takes``), checks that two commits never overlap, and
+    can be told to fail the nth commit.
+    """
+
+    pipelined = True
+
+    def __init__(
+        self, log: list[tuple[str, int]], fail_at: int = 0, error: Exception | None = None
+    ):
+        self.name = "memory"
+        self.log = log
+        self.fail_at, self.error = fail_at, error
+        self.marks: dict[str, Watermark] = {}
+        self.rows: list[int] = []
+        self.threads: set[int] = set()
+        self.intervals: set[float] = set()
+        self.calls = 0
+        self._busy = threading.Lock()
+        self.path: Path | None = None  # if set: is this file locked as each commit ends?
+        self.file_locked: list[bool] = []
+
+    def settled_files(self, source_id: str) -> dict[tuple[str, int, int, int], float]:
+        return {}
+
+    def read_watermark(self, session_id: str) -> Watermark | None:
+        return self.marks.get(session_id)
+
+    def commit(
+        self,
+        session_id: str,
+        expected_seq: int,
+        events: Sequence[EventRow],
+        errors: Sequence[ErrorRow],
+        *,
+        mark: Watermark,
+        offsets: Sequence[int],
+    ) -> int:
+        assert self._busy.acquire(blocking=False), "two commits at once"
+        try:
+            self.calls += 1
+            self.threads.add(threading.get_ident())
+            self.intervals.add(sys.getswitchinterval())
+            self.log.append(("commit-start", mark.seq))
+            time.sleep(0.05)  # the reading thread goes on meanwhile
+            if self.calls == self.fail_at:
+                assert self.error is not None
+                raise self.error
+            stored = self.marks.get(session_id, Watermark())
+            assert stored.seq == expected_seq
+            self.rows.extend(row[1] for row in events)
+            self.marks[session_id] = mark
+            self.log.append(("commit-end", mark.seq))
+            if self.path is not None:
+                self.file_locked.append(_is_locked(self.path))
+            return len(events)
+        finally:
+            self._busy.release()
+
+    def close(self) -> None:
+        pass
+
+
+def _is_locked(path: Path) -> bool:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # and with it a lock it took
+    return False
+
+
+def _log_takes(monkeypatch: pytest.MonkeyPatch, log: list[tuple[str, int]]) -> None:
+    take, take_text = LineParser.take, LineParser.take_text
+
+    def logged_take(self: LineParser, sid: str, seq: int, *args: Any) -> int:
+        log.append(("take", seq))
+        return take(self, sid, seq, *args)
+
+    def logged_take_text(self: LineParser, sid: str, seq: int, *args: Any) -> int:
+        log.append(("take", seq))
+        return take_text(self, sid, seq, *args)
+
+    monkeypatch.setattr(LineParser, "take", logged_take)
+    monkeypatch.setattr(LineParser, "take_text", logged_take_text)
+
+
+def _write_session(folder: Path, lines: int, long_at: int = 0, long_bytes: int = 0) -> None:
+    with (folder / "s1.ndjson").open("w") as f:
+        for i in range(1, lines + 1):
+            text = "x" * long_bytes if i == long_at else f"step {i}"
+            f.write(
+                json.dumps({"ts": 1.0 + i, "session_id": "s1", "kind": "message", "message": text})
+            )
+            f.write("\n")
+
+
+class TestPipelinedTarget:
+    """A pipelined target (PostgreSQL's) commits a batch while the next is read."""
+
+    def test_next_batch_read_while_one_commits_never_two_commits_at_once(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Lines of batch 2 are taken before batch 1's commit ends; commits stay in order."""
+        _write_session(tmp_path, 2 * BATCH_LINES + 10)
+        log: list[tuple[str, int]] = []
+        _log_takes(monkeypatch, log)
+        target = _PipelinedTarget(log)
+        seen: list[int] = []
+        before = sys.getswitchinterval()
+        report = run_sync(
+            target,
+            str(tmp_path),
+            busy_timeout=1.0,
+            progress=lambda _sid, r: seen.append(r.rows_inserted),
+        )
+        assert target.rows == list(range(1, 2 * BATCH_LINES + 11))
+        assert report.rows_inserted == 2 * BATCH_LINES + 10
+        assert report.bytes_read == (tmp_path / "s1.ndjson").stat().st_size
+        assert seen == [BATCH_LINES, 2 * BATCH_LINES, 2 * BATCH_LINES + 10]
+        assert threading.get_ident() not in target.threads
+        # Overlap: the reading thread took line 5001 onwards while batch 1 committed.
+        assert log.index(("take", BATCH_LINES + 1)) < log.index(("commit-end", BATCH_LINES))
+        # ... but batch 2 was sent only once batch 1 had committed.
+        assert log.index(("commit-end", BATCH_LINES)) < log.index(("commit-start", 2 * BATCH_LINES))
+        assert [round(i, 9) for i in target.intervals] == [_ShortTimeslices.INTERVAL]
+        assert sys.getswitchinterval() == before
+
+    def test_a_long_lines_batch_is_committed_before_reading_on(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Sync memory ~2x the longest line: no batch is read beside a long line's batch."""
+        # As in a real sync, a long line fills a batch alone: both at 1 MiB.
+        monkeypatch.setattr(_ingest, "LONG_LINE_BYTES", 1 << 20)
+        monkeypatch.setattr(_ingest, "BATCH_BYTES", 1 << 20)
+        _write_session(tmp_path, 40, long_at=20, long_bytes=2 << 20)
+        log: list[tuple[str, int]] = []
+        _log_takes(monkeypatch, log)
+        target = _PipelinedTarget(log)
+        report = run_sync(target, str(tmp_path), busy_timeout=1.0)
+        assert report.rows_inserted == 40
+        assert target.rows == list(range(1, 41))
+        # Lines 1-19 committed before the long line was read, which committed
+        # alone before line 21 was taken.
+        assert log.index(("commit-end", 19)) < log.index(("take", 20))
+        assert log.index(("commit-end", 20)) < log.index(("take", 21))
+
+    def test_a_moved_watermark_stops_the_file_after_the_batch_in_flight(
+        self, tmp_path: Path
+    ) -> None:
+        """The batch read meanwhile is dropped: the report counts what committed only."""
+        _write_session(tmp_path, 3 * BATCH_LINES)
+        target = _PipelinedTarget([], fail_at=2, error=WatermarkMovedError("moved"))
+        report = run_sync(target, str(tmp_path), busy_timeout=1.0)
+        assert target.calls == 2  # batch 3 was never sent
+        assert target.rows == list(range(1, BATCH_LINES + 1))
+        assert report.rows_inserted == BATCH_LINES
+        assert any("another sync moved its watermark" in w for w in report.warnings)
+
+    def test_an_error_in_flight_raises_unlocks_and_restores_the_interval(
+        self, tmp_path: Path
+    ) -> None:
+        """A database error of a batch in flight is raised by the sync, as it was."""
+        _write_session(tmp_path, 2 * BATCH_LINES)
+        before = sys.getswitchinterval()
+        target = _PipelinedTarget([], fail_at=1, error=DatabaseError("server went away"))
+        with pytest.raises(DatabaseError, match="server went away"):
+            run_sync(target, str(tmp_path), busy_timeout=1.0)
+        assert sys.getswitchinterval() == before
+        # The file's lock was released: the next sync takes it at once.
+        target.fail_at = 0
+        report = run_sync(target, str(tmp_path), busy_timeout=0.1)
+        assert report.rows_inserted == 2 * BATCH_LINES
+        assert report.warnings == []
+
+    def test_the_file_stays_locked_until_the_batch_in_flight_ends(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Interrupted while reading batch 2, the sync unlocks only after batch 1 is done."""
+        _write_session(tmp_path, 2 * BATCH_LINES)
+        take = LineParser.take
+
+        def interrupted(self: LineParser, sid: str, seq: int, *args: Any) -> int:
+            if seq == BATCH_LINES + 100:
+                raise KeyboardInterrupt
+            return take(self, sid, seq, *args)
+
+        monkeypatch.setattr(LineParser, "take", interrupted)
+        target = _PipelinedTarget([])
+        target.path = tmp_path / "s1.ndjson"
+        with pytest.raises(KeyboardInterrupt):
+            run_sync(target, str(tmp_path), busy_timeout=1.0)
+        assert target.rows == list(range(1, BATCH_LINES + 1))
+        assert target.file_locked == [True]
+
+    def test_syncs_in_threads_restore_the_interval_when_the_last_ends(self, tmp_path: Path) -> None:
+        """The interval is process-wide: counted, restored when no sync runs any more."""
+        before = sys.getswitchinterval()
+        folders = []
+        for name in ("a", "b", "c"):
+            (tmp_path / name).mkdir()
+            _write_session(tmp_path / name, BATCH_LINES + 1)
+            folders.append(str(tmp_path / name))
+        start = threading.Barrier(3)
+        reports: list[SyncReport] = []
+
+        def sync(folder: str) -> None:
+            start.wait()
+            reports.append(run_sync(_PipelinedTarget([]), folder, busy_timeout=1.0))
+
+        threads = [threading.Thread(target=sync, args=(f,)) for f in folders]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [r.rows_inserted for r in reports] == [BATCH_LINES + 1] * 3
+        assert sys.getswitchinterval() == before
