@@ -161,20 +161,28 @@ def _sync_files(run: _Run, files: list[tuple[str, str, os.stat_result]]) -> None
     # size after the last sync (issue 12: any cut is noticed), so the file must
     # also have been left alone since well before that sync committed.
     settled = target.settled_files(run.source)
+    # The per-file loop of an idle round: local names, the report's counts
+    # kept here and stored before a file is synced (a progress callback sees them).
+    add_session = report.sessions.append
+    files_seen, skipped = report.files, report.files_skipped
+    settle = SETTLE_SECONDS
     for sid, path, info in files:
         synced_at = settled.get((sid, info.st_size, info.st_dev, info.st_ino))
-        unchanged = synced_at is not None and info.st_mtime < synced_at - SETTLE_SECONDS
-        if not unchanged and not _valid(sid):  # a settled id was checked when first synced
+        if synced_at is not None and info.st_mtime < synced_at - settle:
+            files_seen += 1
+            skipped += 1
+            add_session(sid)
             continue
-        report.files += 1
-        report.sessions.append(sid)
-        if unchanged:
-            report.files_skipped += 1
-        else:
-            # A file that looks settled but changed too close to its last sync
-            # is checked in full, and its watermark's time refreshed, so the
-            # next round can skip it.
-            _FileSync(run, sid, path, refresh=synced_at is not None).run()
+        if not _valid(sid):  # a settled id was checked when first synced
+            continue
+        files_seen += 1
+        add_session(sid)
+        report.files, report.files_skipped = files_seen, skipped
+        # A file that looks settled but changed too close to its last sync
+        # is checked in full, and its watermark's time refreshed, so the
+        # next round can skip it.
+        _FileSync(run, sid, path, refresh=synced_at is not None).run()
+    report.files, report.files_skipped = files_seen, skipped
 
 
 def _files(
@@ -213,15 +221,16 @@ def _session_files(folder: str) -> list[tuple[str, str, os.stat_result]]:
     cut = -len(SUFFIX)
     prefix = os.path.join(folder, "")
     found = []
+    add, lstat, regular = found.append, os.stat, stat.S_IFREG
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for name in names:
             try:
-                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                info = lstat(name, dir_fd=fd, follow_symlinks=False)
             except OSError:
                 continue
-            if info.st_mode & _S_IFMT == stat.S_IFREG:
-                found.append((name[:cut], prefix + name, info))
+            if info.st_mode & _S_IFMT == regular:
+                add((name[:cut], prefix + name, info))
     finally:
         os.close(fd)
     return found
