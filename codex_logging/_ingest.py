@@ -220,7 +220,7 @@ def _session_files(folder: str) -> list[tuple[str, str, os.stat_result]]:
     names = sorted(name for name in os.listdir(folder) if name.endswith(SUFFIX))
     cut = -len(SUFFIX)
     prefix = os.path.join(folder, "")
-    found = []
+    found: list[tuple[str, str, os.stat_result]] = []
     add, lstat, regular = found.append, os.stat, stat.S_IFREG
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

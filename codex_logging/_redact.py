@@ -42,6 +42,9 @@ MAX_DEPTH: Final = 64
 #: scanned once. Longer ones would cost more to hash than to scan.
 CLEAN_CACHE_LENGTH: Final = 256
 CLEAN_CACHE_SIZE: Final = 1024
+#: The conversion letter of each ``%`` in a template; ``%(name)s`` gives
+#: ``(`` and ``%ld`` the ``l``, so both count as unknown.
+_CONVERSION: Final = re.compile(r"%[^a-zA-Z%(]*([a-zA-Z%(])")
 
 
 class _SecretKeys(dict[object, bool]):
@@ -100,7 +103,7 @@ class Redactor:
 
     """
 
-    __slots__ = ("_hints", "_plans", "_user", "clean", "secret_keys")
+    __slots__ = ("_hints", "_plans", "_user", "clean", "digit_templates", "secret_keys")
 
     def __init__(
         self,
@@ -124,6 +127,9 @@ class Redactor:
         #: Short texts found clean by :meth:`text` (bounded): a hot path may
         #: test a text here before calling it.
         self.clean: set[str] = set()
+        #: ``%``-templates judged by :meth:`digits_stay_clean` (bounded): the
+        #: handler's hot path looks a template up here first.
+        self.digit_templates: dict[str, bool] = {}
         self._user = [_compile_user(source) for source in _items(extra_patterns)]
         rules: dict[str, tuple[tuple[str, ...], Rule]] = {
             "url": (("://",), redact_url_passwords),
@@ -224,6 +230,35 @@ class Redactor:
         if out is value or out == value:
             return value
         return out
+
+    def digits_stay_clean(self, template: str) -> bool:
+        """Return whether ``template % ints`` is clean for any non-negative ints.
+
+        True when the template holds none of the gates' characters
+        (``GATE_KEYS``), each conversion is one that writes an int as decimal
+        digits (``%d``, ``%i``, ``%u``, ``%s``, ``%r``) and no pattern of the
+        user's could match digits: the formatted text then holds no gate
+        either, so :meth:`scan` would find nothing. The handler skips the scan
+        of ``"processing step %d" % (12,)`` this way (issue 15, bench/). The
+        answer is remembered in ``digit_templates``.
+
+        Args:
+            template: A ``logging`` message template.
+
+        Returns:
+            Whether formatting it with non-negative ints gives a clean text.
+        """
+        stays = (
+            not self._user
+            and len(template) <= CLEAN_CACHE_LENGTH
+            and not any(key in template for key in GATE_KEYS)
+            and all(conversion in "diusr%" for conversion in _CONVERSION.findall(template))
+        )
+        cache = self.digit_templates
+        if len(cache) >= CLEAN_CACHE_SIZE:
+            cache.clear()
+        cache[template] = stays
+        return stays
 
     def _assignments(self, value: str) -> tuple[str, int]:
         return redact_assignments(value, self.secret_keys, self._hints)

@@ -14,6 +14,7 @@ import pytest
 import codex_logging._record
 import codex_logging._sink
 from codex_logging import CodexHandler, session_scope
+from codex_logging._redact import Redactor
 from tests.conftest import read_lines, session_file
 
 
@@ -314,6 +315,78 @@ class TestExtraFields:
 
 
 _CORE = {"ts", "session_id", "kind", "level", "logger", "message", "pid"}
+
+
+class TestFormattedMessages:
+    """A template filled with ints skips the scan only when nothing could hide there."""
+
+    @pytest.mark.parametrize(
+        ("template", "args", "secret"),
+        [
+            # The template holds a gate ("="): the assignment rule must run.
+            ("password=%d", (12345678,), "12345678"),
+            # %c writes any character: A, K, I, A make an AWS key id of the digits.
+            ("%c%c%c%c%d", (65, 75, 73, 65, 1234567890123456), "AKIA1234567890123456"),
+            # A text argument is scanned as always.
+            ("token %s", ("ghp_" + "a" * 36,), "ghp_" + "a" * 36),
+        ],
+    )
+    def test_secrets_still_redacted(
+        self, tmp_path: Path, template: str, args: tuple[object, ...], secret: str
+    ) -> None:
+        logger = logging.getLogger("formatted-secret")
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+        logger.handlers[:] = [CodexHandler(tmp_path, "s")]
+        try:
+            for _ in range(2):  # the second record meets the template's cached verdict
+                logger.info(template, *args)
+                logger.info("step %d", 7)
+        finally:
+            logger.handlers[:] = []
+        lines = read_lines(tmp_path / "s.ndjson")
+        assert [secret in rec["message"] for rec in lines] == [False] * 4
+        assert [rec.get("redacted", 0) > 0 for rec in lines] == [True, False] * 2
+        assert lines[1]["message"] == "step 7"
+
+    def test_a_users_pattern_sees_the_digits(self, tmp_path: Path) -> None:
+        """With redact_patterns, a digits-only message is scanned: the pattern may match digits."""
+        logger = logging.getLogger("formatted-pattern")
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+        logger.handlers[:] = [CodexHandler(tmp_path, "s", redact_patterns=[r"\b\d{6}\b"])]
+        try:
+            logger.info("order %d shipped", 123456)
+            logger.info("order %d shipped", 123456)
+        finally:
+            logger.handlers[:] = []
+        lines = read_lines(tmp_path / "s.ndjson")
+        assert [rec["message"] for rec in lines] == ["order [REDACTED] shipped"] * 2
+
+    def test_which_templates_stay_clean(self) -> None:
+        """Only gate-free templates whose conversions write ints as digits qualify."""
+        redactor = Redactor()
+        verdicts = {
+            template: redactor.digits_stay_clean(template)
+            for template in (
+                "processing step %d",
+                "%5d items in %s%% of %r runs, %i, %u",
+                "step %x",  # hex digits: a-f
+                "step %X",
+                "step %e",
+                "%(step)d",  # a mapping key
+                "step %ld",
+                "key=%d",  # a gate character
+                "user_%d",
+                "x" * 300 + "%d",  # past the cache's length
+            )
+        }
+        assert [t for t, stays in verdicts.items() if stays] == [
+            "processing step %d",
+            "%5d items in %s%% of %r runs, %i, %u",
+        ]
+        assert redactor.digit_templates == verdicts
+        assert not Redactor(extra_patterns=["x"]).digits_stay_clean("processing step %d")
 
 
 class TestRouting:
