@@ -91,7 +91,7 @@ def _load_fast_dumps() -> tuple[Callable[..., bytes] | None, int]:
 
 
 #: ``orjson.dumps`` and its options when the ``fast`` extra is installed.
-_fast_dumps, _FAST_OPTIONS = _load_fast_dumps()
+_fast_dumps, FAST_OPTIONS = _load_fast_dumps()
 
 
 def encode(record: Mapping[str, Any]) -> bytes:
@@ -111,7 +111,7 @@ def encode(record: Mapping[str, Any]) -> bytes:
     fast = _fast_dumps
     if fast is not None:
         try:
-            return fast(record, default=safe_str, option=_FAST_OPTIONS)
+            return fast(record, default=safe_str, option=FAST_OPTIONS)
         except Exception:  # noqa: S110 - orjson is stricter (surrogates, big ints): use json
             pass
     try:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import codex_logging._handler
 import codex_logging._record
 import codex_logging._sink
 from codex_logging import CodexHandler, session_scope
@@ -465,7 +466,8 @@ class TestFailures:
         def exploding(_record: object) -> bytes:
             raise RecursionError
 
-        monkeypatch.setattr(codex_logging._sink, "encode", exploding)
+        monkeypatch.setattr(codex_logging._record, "_fast_dumps", None)
+        monkeypatch.setattr(codex_logging._handler, "encode", exploding)
         with pytest.raises(RecursionError):
             handler.emit(logging.makeLogRecord({"msg": "x"}))
         assert handler.dropped == 0

@@ -174,6 +174,21 @@ class TestConfigureStructlog:
         )
         assert read_lines(session_file("elsewhere"))[0]["message"] == "routed"
 
+    def test_one_processor_for_a_plain_logger_then_a_bridged_one(self, tmp_path: Path) -> None:
+        """After events from a PrintLogger, a stdlib logger reaching a CodexHandler still defers."""
+        processor = CodexProcessor(tmp_path, "mixed")
+        processor(structlog.PrintLogger(io.StringIO()), "info", {"event": "plain"})
+        bridged = logging.getLogger("mixed-bridge")
+        bridged.propagate = False
+        bridged.handlers[:] = [CodexHandler(tmp_path, "mixed")]
+        try:
+            processor(bridged, "info", {"event": "to the handler"})
+            processor(structlog.PrintLogger(io.StringIO()), "info", {"event": "plain again"})
+        finally:
+            bridged.handlers[:] = []
+        lines = read_lines(tmp_path / "mixed.ndjson")
+        assert [r["message"] for r in lines] == ["plain", "plain again"]
+
     def test_stdlib_bridge_writes_each_event_once(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """structlog through stdlib to a root CodexHandler: one record per event, not two."""
         monkeypatch.setenv("CODEX_SESSION_ID", "bridge")
