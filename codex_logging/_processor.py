@@ -30,6 +30,8 @@ _time: Final = time.time
 _scoped: Final = current_session.get
 _modules: Final = sys.modules
 _StdlibLogger: Final = logging.Logger
+#: The keys of an event that __call__ reads besides ``event`` and ``level``.
+_OWN_KEYS: Final = frozenset(("session_id", "logger", "kind", "role", "exception", "exc_info"))
 
 # structlog names that are not stdlib level names (SPEC: warn -> WARNING,
 # exception -> ERROR); the others are upper-cased.
@@ -153,9 +155,19 @@ class CodexProcessor:
                 else:
                     self._other_class = cls
             get = event_dict.get
+            if _OWN_KEYS.isdisjoint(event_dict):
+                # The usual event names none of them: one test, not six gets (bench/).
+                explicit = name = kind = role = exception = exc_info = None
+            else:
+                explicit, name, kind, role = (
+                    get("session_id"),
+                    get("logger"),
+                    get("kind"),
+                    get("role"),
+                )
+                exception, exc_info = get("exception"), get("exc_info")
             # Sink.route inlined for its usual answers: the scope's session or
             # the sink's own (already valid) id.
-            explicit = get("session_id")
             sid = None if explicit is not None else _scoped() or sink.own_id
             if sid is None:
                 sid = sink.route(explicit)
@@ -164,12 +176,9 @@ class CodexProcessor:
             if level.__class__ is not str:
                 level = method_name
             level = LEVEL_NAMES.get(level) or level.upper()
-            name = get("logger")
             if name is None:
                 name = getattr(logger, "name", None)
             counter = [0]
-            kind = get("kind")
-            role = get("role")
             # The usual event names no kind and no role, and a logger name
             # (if any) already found clean: nothing to convert or redact.
             if (
@@ -186,9 +195,6 @@ class CodexProcessor:
                 message = sink.message(message, counter)
             elif redactor is not None and message not in redactor.clean:
                 message = redactor.text(message, counter)
-            # Membership tests cost less than two gets for the usual event without them.
-            exception = get("exception") if "exception" in event_dict else None
-            exc_info = get("exc_info") if "exc_info" in event_dict else None
             record: dict[str, Any] = {
                 "ts": _time(),
                 "session_id": sid,
