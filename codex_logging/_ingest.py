@@ -30,6 +30,7 @@ from codex_logging._target import (
     SOURCE_ID_FILE,
     ForeignSourceError,
     Progress,
+    SettledRow,
     SyncReport,
     Target,
     Watermark,
@@ -46,6 +47,7 @@ __all__ = [
     "SOURCE_ID_FILE",
     "ForeignSourceError",
     "Progress",
+    "SettledRow",
     "SyncReport",
     "Target",
     "Watermark",
@@ -104,16 +106,16 @@ def run_sync(
         SessionsDirError: ``sessions_dir`` is not a folder.
     """
     report = SyncReport()
-    files = _files(sessions_dir, session_id, report)
-    if files is None:
+    names = _file_names(sessions_dir, session_id, report)
+    if names is None:
         return report
     run = _Run(target, source_id(sessions_dir), sessions_dir, report, busy_timeout, progress)
     if run.pool is None:
-        _sync_files(run, files)
+        _sync_files(run, names)
         return report
     try:
         with _TIMESLICES:
-            _sync_files(run, files)
+            _sync_files(run, names)
     finally:
         run.pool.shutdown()
     return report
@@ -154,41 +156,64 @@ class _ShortTimeslices:
 _TIMESLICES: Final = _ShortTimeslices()
 
 
-def _sync_files(run: _Run, files: list[tuple[str, str, os.stat_result]]) -> None:
-    target, report = run.target, run.report
-    # Idle work is O(changed files): an unchanged file is not even opened.
-    # Size and identity alone would miss a file cut and regrown to the same
-    # size after the last sync (issue 12: any cut is noticed), so the file must
-    # also have been left alone since well before that sync committed.
+def _sync_files(run: _Run, names: list[str]) -> None:
+    """Sync the session files ``names`` (in the folder) that changed since their watermark.
+
+    Idle work is O(changed files): an unchanged file is looked at with one
+    ``lstat`` and not even opened. Size and identity alone would miss a file
+    cut and regrown to the same size after the last sync (issue 12: any cut
+    is noticed), so the file must also have been left alone since well before
+    that sync committed. The per-file loop of an idle round: local names, no
+    object made for a skipped file but its ``lstat``; the report's counts are
+    stored before a file is synced (a progress callback sees them).
+    """
+    target, report, folder = run.target, run.report, run.folder
     settled = target.settled_files(run.source)
-    # The per-file loop of an idle round: local names, the report's counts
-    # kept here and stored before a file is synced (a progress callback sees them).
     add_session = report.sessions.append
     files_seen, skipped = report.files, report.files_skipped
-    settle = SETTLE_SECONDS
-    for sid, path, info in files:
-        synced_at = settled.get((sid, info.st_size, info.st_dev, info.st_ino))
-        if synced_at is not None and info.st_mtime < synced_at - settle:
+    settle, regular, lstat = SETTLE_SECONDS, stat.S_IFREG, os.stat
+    cut = -len(SUFFIX)
+    prefix = os.path.join(folder, "")
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in names:
+            try:
+                info = lstat(name, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if info.st_mode & _S_IFMT != regular:
+                continue
+            sid = name[:cut]
+            mark = settled.get(sid)
+            looks_settled = False
+            if (
+                mark is not None
+                and mark[1] == info.st_size
+                and mark[2] == info.st_dev
+                and mark[3] == info.st_ino
+            ):
+                if info.st_mtime < mark[4] - settle:
+                    files_seen += 1
+                    skipped += 1
+                    add_session(sid)
+                    continue
+                looks_settled = True
+            if not _valid(sid):  # a settled id was checked when first synced
+                continue
             files_seen += 1
-            skipped += 1
             add_session(sid)
-            continue
-        if not _valid(sid):  # a settled id was checked when first synced
-            continue
-        files_seen += 1
-        add_session(sid)
-        report.files, report.files_skipped = files_seen, skipped
-        # A file that looks settled but changed too close to its last sync
-        # is checked in full, and its watermark's time refreshed, so the
-        # next round can skip it.
-        _FileSync(run, sid, path, refresh=synced_at is not None).run()
+            report.files, report.files_skipped = files_seen, skipped
+            # A file that looks settled but changed too close to its last
+            # sync is checked in full, and its watermark's time refreshed, so
+            # the next round can skip it.
+            _FileSync(run, sid, prefix + name, refresh=looks_settled).run()
+    finally:
+        os.close(fd)
     report.files, report.files_skipped = files_seen, skipped
 
 
-def _files(
-    folder: str, session_id: str | None, report: SyncReport
-) -> list[tuple[str, str, os.stat_result]] | None:
-    """Return the session files to look at, or None when the folder does not exist."""
+def _file_names(folder: str, session_id: str | None, report: SyncReport) -> list[str] | None:
+    """Return the names of the session files to look at, in order; None: no folder."""
     if session_id is not None:
         validate_session_id(session_id)
     try:
@@ -203,7 +228,9 @@ def _files(
         msg = f"the sessions folder {folder} is not a folder"
         raise SessionsDirError(msg)
     if session_id is None:
-        return _session_files(folder)
+        names = [name for name in os.listdir(folder) if name.endswith(SUFFIX)]
+        names.sort()
+        return names
     path = os.path.join(folder, session_id + SUFFIX)
     try:
         found = os.stat(path, follow_symlinks=False)
@@ -212,28 +239,7 @@ def _files(
     if found is None or not stat.S_ISREG(found.st_mode):
         msg = f"unknown session {session_id}: no file {path}"
         raise UnknownSessionError(msg)
-    return [(session_id, path, found)]
-
-
-def _session_files(folder: str) -> list[tuple[str, str, os.stat_result]]:
-    """Return ``(session_id, path, lstat)`` of the regular session files, in name order."""
-    names = sorted(name for name in os.listdir(folder) if name.endswith(SUFFIX))
-    cut = -len(SUFFIX)
-    prefix = os.path.join(folder, "")
-    found: list[tuple[str, str, os.stat_result]] = []
-    add, lstat, regular = found.append, os.stat, stat.S_IFREG
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for name in names:
-            try:
-                info = lstat(name, dir_fd=fd, follow_symlinks=False)
-            except OSError:
-                continue
-            if info.st_mode & _S_IFMT == regular:
-                add((name[:cut], prefix + name, info))
-    finally:
-        os.close(fd)
-    return found
+    return [session_id + SUFFIX]
 
 
 def _valid(session_id: str) -> bool:

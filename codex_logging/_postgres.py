@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from codex_logging._ingest import (
     Progress,
+    SettledRow,
     SyncReport,
     Watermark,
     WatermarkMovedError,
@@ -149,27 +150,24 @@ class PostgresTarget:
             self._conn = conn
         return self._conn
 
-    def settled_files(self, source_id: str) -> dict[tuple[str, int, int, int], float]:
+    def settled_files(self, source_id: str) -> dict[str, SettledRow]:
         """Return the watermarks of this folder with no pending line (see ``_ingest.Target``).
 
         Args:
             source_id: The sessions folder's id (the one this target keys its rows by).
 
         Returns:
-            ``(session_id, byte_offset, file_dev, file_ino)`` -> ``updated_at``.
+            ``session_id`` -> ``(session_id, byte_offset, file_dev, file_ino, updated_at)``.
         """
         conn = self.conn
         with translated(self.name):
             rows = conn.execute(
-                "SELECT session_id, byte_offset, file_dev, file_ino, updated_at"
-                " FROM session_ingest_watermark"
+                "SELECT session_id, byte_offset, coalesce(file_dev, 0), coalesce(file_ino, 0),"
+                " coalesce(updated_at, 0.0) FROM session_ingest_watermark"
                 " WHERE source_id = %s AND scanned_to <= byte_offset",
                 (source_id,),
             ).fetchall()
-        return {
-            (sid, offset, int(dev or 0), int(ino or 0)): float(at or 0.0)
-            for sid, offset, dev, ino, at in rows
-        }
+        return {row[0]: row for row in rows}
 
     def read_watermark(self, session_id: str) -> Watermark | None:
         """Return the stored watermark of this folder's session, if any."""

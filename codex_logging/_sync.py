@@ -22,6 +22,7 @@ from codex_logging._settings import db_path as resolve_db_path
 from codex_logging._settings import sessions_dir_path
 from codex_logging._target import (
     Progress,
+    SettledRow,
     SyncReport,
     Watermark,
     WatermarkMovedError,
@@ -151,23 +152,23 @@ class SqliteTarget:
             self._conn = connect(self.name, busy_timeout=self.busy_timeout)
         return self._conn
 
-    def settled_files(self, source_id: str) -> dict[tuple[str, int, int, int], float]:
+    def settled_files(self, source_id: str) -> dict[str, SettledRow]:
         """Return the watermarks of folder ``source_id`` with no pending line (see ``Target``).
 
         Args:
             source_id: The sessions folder's id.
 
         Returns:
-            ``(session_id, byte_offset, file_dev, file_ino)`` -> ``updated_at``.
+            ``session_id`` -> ``(session_id, byte_offset, file_dev, file_ino, updated_at)``.
         """
         with translated(self.name, self.busy_timeout):
             rows = self.conn.execute(
-                "SELECT session_id, byte_offset, file_dev, file_ino, updated_at"
-                " FROM session_ingest_watermark"
+                "SELECT session_id, byte_offset, coalesce(file_dev, 0), coalesce(file_ino, 0),"
+                " coalesce(updated_at, 0.0) FROM session_ingest_watermark"
                 " WHERE source_id = ? AND scanned_to <= byte_offset",
                 (source_id,),
             )
-            return {(sid, offset, dev, ino): at or 0.0 for sid, offset, dev, ino, at in rows}
+            return {row[0]: row for row in rows}
 
     def read_watermark(self, session_id: str) -> Watermark | None:
         """Return one session's watermark.

@@ -21,6 +21,11 @@ from codex_logging._settings import ENV_SOURCE_ID
 SOURCE_ID_FILE: Final = ".codex-source-id"
 
 
+#: A settled watermark for the idle check (see :meth:`Target.settled_files`):
+#: ``(session_id, byte_offset, file_dev, file_ino, updated_at)``.
+SettledRow = tuple[str, int, int, int, float]
+
+
 @dataclasses.dataclass
 class Watermark:
     """Where the sync of one session file stands.
@@ -62,14 +67,15 @@ class Target(Protocol):
     #: the next batch (one batch in flight at a time, never two at once).
     pipelined: bool
 
-    def settled_files(self, source_id: str) -> Mapping[tuple[str, int, int, int], float]:
-        """Return ``(session_id, byte_offset, file_dev, file_ino)`` of settled watermarks.
+    def settled_files(self, source_id: str) -> Mapping[str, SettledRow]:
+        """Return the settled watermarks of folder ``source_id``, by session id.
 
-        One query, for the idle check: the watermarks of folder ``source_id``
-        with no pending partial line (``scanned_to <= byte_offset``), each
-        mapped to its ``updated_at`` (when a sync last committed it). A file
-        whose ``(session_id, size, st_dev, st_ino)`` is there, and whose mtime
-        is older than that commit by a margin, is skipped without being opened.
+        One query, for the idle check: the watermarks of the folder with no
+        pending partial line (``scanned_to <= byte_offset``), each as its row
+        ``(session_id, byte_offset, file_dev, file_ino, updated_at)`` (NULLs
+        as 0; ``updated_at`` is when a sync last committed it). A file whose
+        size, ``st_dev`` and ``st_ino`` match its row, and whose mtime is
+        older than that commit by a margin, is skipped without being opened.
         """
 
     def read_watermark(self, session_id: str) -> Watermark | None:

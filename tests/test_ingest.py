@@ -106,7 +106,7 @@ class _PipelinedTarget:
         self.path: Path | None = None  # if set: is this file locked as each commit ends?
         self.file_locked: list[bool] = []
 
-    def settled_files(self, source_id: str) -> dict[tuple[str, int, int, int], float]:
+    def settled_files(self, source_id: str) -> dict[str, tuple[str, int, int, int, float]]:
         return {}
 
     def read_watermark(self, session_id: str) -> Watermark | None:

@@ -23,7 +23,6 @@ from codex_logging import (
     DatabaseError,
     DatabaseLockedError,
     InvalidSessionId,
-    SyncReport,
     UnknownSessionError,
     session_scope,
     sync_to_sqlite,
@@ -792,15 +791,21 @@ class TestFolders:
 
 class TestOpenOnce:
     @pytest.mark.parametrize("swap", ["fifo", "symlink", "directory"])
-    def test_file_swapped_during_a_sync(self, tmp_path: Path, sessions: Path, swap: str) -> None:
-        """A file swapped for a FIFO, symlink or folder mid-sync is skipped with a warning; the next file syncs."""
+    def test_file_swapped_during_a_sync(
+        self, tmp_path: Path, sessions: Path, swap: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A file swapped for a FIFO, symlink or folder once looked at is skipped with a warning; the next file syncs."""
         db = tmp_path / "x.db"
         for name in ("a", "b", "c"):
             write_lines(sessions / f"{name}.ndjson", 2)
         swapped = []
+        real_stat = os.stat
 
-        def swap_b(session_id: str, _report: SyncReport) -> None:
-            if session_id == "a" and not swapped:
+        def stat_then_swap(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+            # The idle check's lstat of b says "regular file"; b is swapped
+            # before the sync opens it.
+            info = real_stat(path, *args, **kwargs)
+            if path == "b.ndjson" and not swapped:
                 b = sessions / "b.ndjson"
                 b.unlink()
                 if swap == "fifo":
@@ -810,13 +815,19 @@ class TestOpenOnce:
                 else:
                     b.mkdir()
                 swapped.append(swap)
+            return info
 
-        report = sync_to_sqlite(db, sessions, progress=swap_b)
+        monkeypatch.setattr(os, "stat", stat_then_swap)
+        report = sync_to_sqlite(db, sessions)
+        monkeypatch.undo()
         assert swapped == [swap]
         assert len(report.warnings) == 1
         assert report.warnings[0].startswith("b: skipped")
         assert {sid for (sid,) in _session_ids(db)} == {"a", "c"}
         assert report.rows_inserted == 4
+        # Swapped before the sync looks at it, it is not a session file at all.
+        report = sync_to_sqlite(db, sessions)
+        assert (report.warnings, report.rows_inserted, report.sessions) == ([], 0, ["a", "c"])
 
 
 def _session_ids(db: Path) -> list[tuple[str]]:
