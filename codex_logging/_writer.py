@@ -16,7 +16,6 @@ import os
 import stat
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Final, Literal, NoReturn
 
@@ -183,7 +182,9 @@ class Writer:
         # signal handler or a finalizer that logs) must not change the cache
         # the interrupted call is halfway through changing (issue 11).
         self._owner: int | None = None
-        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        # Least recently checked first (a dict keeps insertion order; its get
+        # costs less than an OrderedDict's on every write).
+        self._cache: dict[str, _Entry] = {}
         # Retired descriptors a re-entered call could not close safely.
         self._pending_close: list[_Entry] = []
         # (st_dev, st_ino) of files whose last bytes are a fragment of ours, so
@@ -300,7 +301,7 @@ class Writer:
         if entry is not None:
             if self._still_there(path, entry) and self._cache.get(path) is entry:
                 entry.recheck_at = now + RECHECK_SECONDS
-                self._cache.move_to_end(path)
+                self._cache[path] = self._cache.pop(path)  # now the most recent
                 return entry
             self._retire(path, entry)
         fd = open_append(path)
