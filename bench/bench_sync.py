@@ -7,6 +7,7 @@ import json
 import os
 import resource
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -152,6 +153,27 @@ def long_line(folder: Path, mib: int, field: str) -> tuple[int, int, float]:
     return size, rss_kb, elapsed
 
 
+def sqlite_alone(folder: Path, mib: int, field: str) -> float:
+    """Seconds SQLite alone takes to insert the texts a long line's row holds, in WAL mode.
+
+    With the value in ``message``, the row holds it twice (its column and
+    ``data``); in a field, once.
+    """
+    db = folder / f"alone-{field}-{mib}.db"
+    value = "y" * (mib << 20)
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE t (message TEXT, data TEXT)")
+        start = time.perf_counter()
+        with conn:
+            conn.execute(
+                "INSERT INTO t VALUES (?, ?)", (value if field == "message" else "m", value)
+            )
+        elapsed = time.perf_counter() - start
+    db.unlink()
+    return elapsed
+
+
 def baseline_rss() -> int:
     """Peak RSS (KiB) of a process that only imports the package and sqlite3."""
     probe = (
@@ -228,6 +250,12 @@ def extra_rows(folder: Path) -> list[str]:
                 )
             out.append(
                 f"| time per MiB, {LONG_LINE_MB} MiB line / {LONG_LINE_MB // 4} MiB line, `{field}` | {per_mib[1] / per_mib[0]:.2f} | ~1.0 (linear) |"
+            )
+            alone = [
+                sqlite_alone(folder, mib, field) / mib for mib in (LONG_LINE_MB // 4, LONG_LINE_MB)
+            ]
+            out.append(
+                f"| the same, SQLite alone inserting the row's texts (one INSERT, WAL) | {alone[1] / alone[0]:.2f} | what SQLite itself does |"
             )
     return out
 
