@@ -305,20 +305,20 @@ class CodexHandler(logging.Handler):
                             line[written] = value
                         else:
                             sink.add_field(line, key, value, counter, names)
-            # Sink.append inlined: the encoder's fast path and the write
+            # Sink.append inlined (keep the two in step): the encoder's fast path and the write
             # (issue 15: 1.4k instructions a record of ~74k, bench/).
             if counter[0]:
                 line["redacted"] = counter[0]
             if OTEL_TRACE in sys.modules:
                 add_trace_context(line)
             fast = _record._fast_dumps  # noqa: SLF001 - bench/ and tests switch it
-            try:
-                data = (
-                    fast(line, default=safe_str, option=FAST_OPTIONS)
-                    if fast is not None
-                    else encode(line)
-                )
-            except Exception:  # orjson refused it (a surrogate, a big int): encode falls back
+            data = None
+            if fast is not None:
+                try:
+                    data = fast(line, default=safe_str, option=FAST_OPTIONS)
+                except Exception:  # a surrogate, a big int: encode() falls back
+                    data = None
+            if data is None:
                 data = encode(line)
             path = sink.paths.get(sid) or sink.path(sid)
             fsync = sink.fsync

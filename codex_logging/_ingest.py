@@ -15,6 +15,7 @@ builds the SQLite one, ``_postgres`` the PostgreSQL one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import stat
@@ -128,7 +129,7 @@ class _ShortTimeslices:
     server and needs the GIL for a moment, while the reading thread is busy
     parsing: with CPython's default 5 ms switch interval each wake-up waits
     up to 5 ms, and the overlap is lost (PostgreSQL sync 0.75x SQLite's
-    without, ~1x with; docs/performance.md). A process-wide setting, so it
+    without, 0.93-1.04x with in three make bench runs; docs/performance.md). A process-wide setting, so it
     is counted: the first sync to start sets it, the last to end restores it.
     """
 
@@ -138,19 +139,34 @@ class _ShortTimeslices:
         self._lock = threading.Lock()
         self._users = 0
         self._saved = 0.0
+        self._set = 0.0
+        # A child forked mid-sync has no sync running: it gets the old value.
+        os.register_at_fork(after_in_child=self._forked)
 
     def __enter__(self) -> None:
         with self._lock:
             if self._users == 0:
                 self._saved = sys.getswitchinterval()
                 sys.setswitchinterval(min(self._saved, self.INTERVAL))
+                self._set = sys.getswitchinterval()
             self._users += 1
 
     def __exit__(self, *exc_info: object) -> None:
         with self._lock:
             self._users -= 1
             if self._users == 0:
-                sys.setswitchinterval(self._saved)
+                self._restore()
+
+    def _restore(self) -> None:
+        # Only if the program did not set an interval of its own meanwhile.
+        if sys.getswitchinterval() == self._set:
+            sys.setswitchinterval(self._saved)
+
+    def _forked(self) -> None:
+        self._lock = threading.Lock()
+        if self._users:
+            self._users = 0
+            self._restore()
 
 
 _TIMESLICES: Final = _ShortTimeslices()
@@ -289,7 +305,6 @@ class _FileSync:
         self.batch_seq = 0  # seq and offset where the current batch started
         self.batch_pos = 0
         self.dirty = False  # the watermark to store differs from the stored one
-        self.long_batch = False  # the batch holds a line of LONG_LINE_BYTES or more
         # The batch a pipelined target is committing while the next one is read:
         # (its commit, its end offset, its events, its quarantined lines).
         self.pending: tuple[Future[int], int, int, int] | None = None
@@ -333,10 +348,9 @@ class _FileSync:
                 try:
                     self._ingest()
                     self._collect()
-                finally:
-                    # Never release the lock with a batch still in flight.
-                    if self.pending is not None:
-                        wait([self.pending[0]])
+                except BaseException:
+                    self._settle_in_flight()
+                    raise
         except WatermarkMovedError:
             report.warnings.append(
                 f"{self.sid}: stopped, another sync moved its watermark (the file was rotated?)"
@@ -504,7 +518,6 @@ class _FileSync:
         if self.events or self.errors:
             self._commit(seq, offset, offset)  # the long line's batch holds it alone
         self._collect()  # and no other batch is held beside it
-        self.long_batch = True
 
     def _take(self, seq: int, offset: int, raw: bytes) -> None:
         at = self.run_.parser.take(self.sid, seq, offset, raw, self.events, self.errors)
@@ -542,7 +555,9 @@ class _FileSync:
             self._account(offset, len(events), len(errors), inserted)
         else:
             self._collect()
-            future = pool.submit(
+            # The worker gets copies: the lists are cleared and the watermark
+            # moved on for the next batch while it commits.
+            commit = functools.partial(
                 self.target.commit,
                 self.sid,
                 self.stored_seq,
@@ -551,16 +566,42 @@ class _FileSync:
                 mark=dataclasses.replace(mark),
                 offsets=list(self.offsets),
             )
+            try:
+                future = pool.submit(commit)
+            except RuntimeError:
+                # No new thread once the interpreter shuts down (a sync run
+                # from atexit): this batch commits here instead.
+                future = Future()
+                future.set_result(commit())
             self.pending = (future, offset, len(events), len(errors))
-            if self.long_batch:
-                self._collect()  # a long line's batch is not held while the next is read
-        self.long_batch = False
+            if offset - self.batch_pos >= BATCH_BYTES // 2:
+                # A batch of big lines is not held while the next is read:
+                # sync memory stays near the non-pipelined figure (~2x the
+                # longest line); pipelining pays for many short lines.
+                self._collect()
         self.stored_seq = seq
         self.dirty = False
         events.clear()
         errors.clear()
         self.offsets.clear()
         self.batch_seq, self.batch_pos = seq, offset
+
+    def _settle_in_flight(self) -> None:
+        """End the batch in flight before the lock goes: the reading thread failed.
+
+        Interrupted (Ctrl-C), the target is asked to cancel it; either way it
+        is waited for, and accounted for if it committed (its rows are stored).
+        Its own error, if it failed, gives way to the reading thread's.
+        """
+        if self.pending is None:
+            return
+        future, offset, events, errors = self.pending
+        self.pending = None
+        if not future.done():
+            self.target.cancel()
+        wait([future])
+        if future.exception() is None:
+            self._account(offset, events, errors, future.result())
 
     def _collect(self) -> None:
         """Wait for the batch in flight, if any; account for it or raise its error."""

@@ -314,6 +314,17 @@ class PostgresTarget:
             with self.conn.cursor() as cur:
                 cur.executemany(_INSERT_ERROR, [_error_values(self.source, e) for e in errors])
 
+    def cancel(self) -> None:
+        """Ask the server to cancel the statement the worker thread waits on (thread-safe)."""
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            cancel = getattr(conn, "cancel_safe", None) or conn.cancel  # cancel_safe: psycopg 3.2+
+            cancel()
+        except Exception:  # best effort: the engine waits for the commit anyway
+            return
+
     def close(self) -> None:
         """Close the connection, if one was opened; safe twice."""
         if self._conn is not None:

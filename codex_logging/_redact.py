@@ -248,9 +248,10 @@ class Redactor:
         Returns:
             Whether formatting it with non-negative ints gives a clean text.
         """
+        if len(template) > CLEAN_CACHE_LENGTH:
+            return False  # not remembered: the cache holds short texts only
         stays = (
             not self._user
-            and len(template) <= CLEAN_CACHE_LENGTH
             and not any(key in template for key in GATE_KEYS)
             and all(conversion in "diusr%" for conversion in _CONVERSION.findall(template))
         )

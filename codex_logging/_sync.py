@@ -264,6 +264,9 @@ class SqliteTarget:
             conn.execute(_UPSERT_WATERMARK, (session_id, *values, time.time()))
         return len(events)
 
+    def cancel(self) -> None:
+        """Nothing to cancel: this target is not pipelined (see ``Target.cancel``)."""
+
     def close(self) -> None:
         """Close the connection if one was opened."""
         if self._conn is not None:

@@ -104,6 +104,13 @@ class Target(Protocol):
             The number of event rows inserted.
         """
 
+    def cancel(self) -> None:
+        """Ask the database to stop the batch :meth:`commit` runs in another thread.
+
+        Called from the engine's thread when a pipelined sync is interrupted;
+        the commit then fails or ends, and the engine waits for it.
+        """
+
     def close(self) -> None:
         """Release the connection; safe to call when never connected."""
 

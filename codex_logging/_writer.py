@@ -301,7 +301,10 @@ class Writer:
         if entry is not None:
             if self._still_there(path, entry) and self._cache.get(path) is entry:
                 entry.recheck_at = now + RECHECK_SECONDS
-                self._cache[path] = self._cache.pop(path)  # now the most recent
+                try:
+                    del self._cache[path]
+                finally:  # a signal between the two steps must not drop the entry
+                    self._cache[path] = entry  # now the most recent
                 return entry
             self._retire(path, entry)
         fd = open_append(path)

@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -18,6 +19,7 @@ import pytest
 from codex_logging import _ingest
 from codex_logging._errors import DatabaseError
 from codex_logging._ingest import (
+    _TIMESLICES,
     BATCH_LINES,
     SOURCE_ID_FILE,
     SyncReport,
@@ -102,6 +104,7 @@ class _PipelinedTarget:
         self.threads: set[int] = set()
         self.intervals: set[float] = set()
         self.calls = 0
+        self.cancelled = 0
         self._busy = threading.Lock()
         self.path: Path | None = None  # if set: is this file locked as each commit ends?
         self.file_locked: list[bool] = []
@@ -142,6 +145,9 @@ class _PipelinedTarget:
             return len(events)
         finally:
             self._busy.release()
+
+    def cancel(self) -> None:
+        self.cancelled += 1
 
     def close(self) -> None:
         pass
@@ -280,6 +286,59 @@ class TestPipelinedTarget:
             run_sync(target, str(tmp_path), busy_timeout=1.0)
         assert target.rows == list(range(1, BATCH_LINES + 1))
         assert target.file_locked == [True]
+        assert target.cancelled == 1  # asked to stop the commit it was waiting on
+
+    def test_a_read_error_still_accounts_for_the_batch_in_flight(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The file fails to read while batch 1 commits: batch 1 is stored, and reported."""
+        _write_session(tmp_path, 2 * BATCH_LINES)
+        take = LineParser.take
+
+        def failing(self: LineParser, sid: str, seq: int, *args: Any) -> int:
+            if seq == BATCH_LINES + 100:
+                raise OSError(5, "Input/output error")
+            return take(self, sid, seq, *args)
+
+        monkeypatch.setattr(LineParser, "take", failing)
+        target = _PipelinedTarget([])
+        seen: list[int] = []
+        report = run_sync(
+            target,
+            str(tmp_path),
+            busy_timeout=1.0,
+            progress=lambda _s, r: seen.append(r.rows_inserted),
+        )
+        assert target.rows == list(range(1, BATCH_LINES + 1))
+        assert (report.rows_inserted, seen) == (BATCH_LINES, [BATCH_LINES])
+        assert report.warnings == [
+            "s1: skipped, cannot read " + str(tmp_path / "s1.ndjson") + ": Input/output error"
+        ]
+
+    def test_a_sync_run_at_exit_commits_without_the_worker(self, tmp_path: Path) -> None:
+        """From atexit no thread can start: the batches commit in the syncing thread."""
+        _write_session(tmp_path, BATCH_LINES + 10)
+        script = (
+            "import atexit, threading\n"
+            "from codex_logging._ingest import run_sync\n"
+            "from tests.test_ingest import _PipelinedTarget\n"
+            "def at_exit():\n"
+            "    target = _PipelinedTarget([])\n"
+            f"    report = run_sync(target, {str(tmp_path)!r}, busy_timeout=1.0)\n"
+            "    print(report.rows_inserted, len(target.rows), threading.get_ident() in target.threads)\n"
+            "atexit.register(at_exit)\n"
+        )
+        root = Path(__file__).resolve().parent.parent
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONPATH": str(root)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == [str(BATCH_LINES + 10)] * 2 + ["True"]
 
     def test_syncs_in_threads_restore_the_interval_when_the_last_ends(self, tmp_path: Path) -> None:
         """The interval is process-wide: counted, restored when no sync runs any more."""
@@ -303,3 +362,32 @@ class TestPipelinedTarget:
             t.join()
         assert [r.rows_inserted for r in reports] == [BATCH_LINES + 1] * 3
         assert sys.getswitchinterval() == before
+
+
+class TestShortTimeslices:
+    def test_a_programs_own_interval_is_kept(self) -> None:
+        """Set by the program while a sync ran, the interval is not put back over it."""
+        before = sys.getswitchinterval()
+        slices = _ShortTimeslices()
+        try:
+            with slices:
+                sys.setswitchinterval(0.01)
+            assert sys.getswitchinterval() == pytest.approx(0.01)
+        finally:
+            sys.setswitchinterval(before)
+
+    def test_a_child_forked_mid_sync_gets_the_old_interval(self) -> None:
+        before = sys.getswitchinterval()
+        with _TIMESLICES:
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                os.write(write, repr(sys.getswitchinterval()).encode())
+                os._exit(0)
+            os.close(write)
+            got = float(os.read(read, 100))
+            os.close(read)
+            os.waitpid(pid, 0)
+            assert sys.getswitchinterval() == pytest.approx(_ShortTimeslices.INTERVAL)
+        assert got == pytest.approx(before)
+        assert sys.getswitchinterval() == pytest.approx(before)
