@@ -129,8 +129,9 @@ class _ShortTimeslices:
     server and needs the GIL for a moment, while the reading thread is busy
     parsing: with CPython's default 5 ms switch interval each wake-up waits
     up to 5 ms, and the overlap is lost (PostgreSQL sync 0.75x SQLite's
-    without, 0.93-1.04x with in three make bench runs; docs/performance.md). A process-wide setting, so it
-    is counted: the first sync to start sets it, the last to end restores it.
+    without, 0.93-1.04x with, in four make bench runs; docs/performance.md).
+    A process-wide setting, so it is counted: the first sync to start sets
+    it, the last to end restores it.
     """
 
     INTERVAL: Final = 0.0002
