@@ -235,6 +235,36 @@ class TestSameAsSqlite:
                 sync_to_postgres(pg_url, sessions, busy_timeout=0.2)
         assert sync_to_postgres(pg_url, sessions).rows_inserted == 1
 
+    def test_interrupted_while_a_batch_waits_on_the_server(
+        self, pg_url: str, sessions: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Ctrl-C while batch 1 waits on a lock: the server cancels it at once, nothing is stored."""
+        from codex_logging._ingest import BATCH_LINES
+        from codex_logging._lines import LineParser
+
+        write_lines(sessions / "s.ndjson", 2)
+        sync_to_postgres(pg_url, sessions)
+        write_lines(sessions / "s.ndjson", 2 * BATCH_LINES, start=2)
+        take = LineParser.take
+
+        def interrupted(self: LineParser, sid: str, seq: int, *args: Any) -> int:
+            if seq == BATCH_LINES + 200:  # reading batch 2, batch 1 in flight
+                time.sleep(0.3)  # batch 1 is waiting on the blocker's lock by now
+                raise KeyboardInterrupt
+            return take(self, sid, seq, *args)
+
+        monkeypatch.setattr(LineParser, "take", interrupted)
+        with psycopg.connect(pg_url) as blocker:
+            blocker.execute("SELECT 1 FROM session_ingest_watermark FOR UPDATE")
+            start = time.monotonic()
+            with pytest.raises(KeyboardInterrupt):
+                sync_to_postgres(pg_url, sessions, busy_timeout=30)
+            waited = time.monotonic() - start
+        assert waited < 10, waited  # not the 30 s lock timeout: the statement was cancelled
+        monkeypatch.undo()
+        assert len(pg_events(pg_url)) == 2
+        assert sync_to_postgres(pg_url, sessions).rows_inserted == 2 * BATCH_LINES
+
     def test_role_that_may_not_create_tables(self, pg_url: str, sessions: Path) -> None:
         """A role without CREATE on the schema gets one clear DatabaseError on the first sync."""
         role = f"nocreate_{os.getpid()}"
