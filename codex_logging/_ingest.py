@@ -191,11 +191,17 @@ def _sync_files(run: _Run, names: list[str]) -> None:
     settle, regular, lstat = SETTLE_SECONDS, stat.S_IFREG, os.stat
     cut = -len(SUFFIX)
     prefix = os.path.join(folder, "")
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    # Names are looked up in the folder's descriptor (no path walk per file);
+    # a folder that can be searched but not read (one session synced) goes by path.
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        base = ""
+    except OSError:
+        fd, base = None, prefix
     try:
         for name in names:
             try:
-                info = lstat(name, dir_fd=fd, follow_symlinks=False)
+                info = lstat(base + name, dir_fd=fd, follow_symlinks=False)
             except OSError:
                 continue
             if info.st_mode & _S_IFMT != regular:
@@ -225,7 +231,8 @@ def _sync_files(run: _Run, names: list[str]) -> None:
             # the next round can skip it.
             _FileSync(run, sid, prefix + name, refresh=looks_settled).run()
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
     report.files, report.files_skipped = files_seen, skipped
 
 

@@ -829,6 +829,23 @@ class TestOpenOnce:
         report = sync_to_sqlite(db, sessions)
         assert (report.warnings, report.rows_inserted, report.sessions) == ([], 0, ["a", "c"])
 
+    def test_one_session_in_a_folder_that_cannot_be_listed(
+        self, tmp_path: Path, sessions: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A folder that can be searched but not read (mode 0o100) still syncs a named session."""
+        write_lines(sessions / "a.ndjson", 2)
+        real_open = os.open
+
+        def no_read(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+            if flags & os.O_DIRECTORY:  # what a folder without read permission answers
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", no_read)
+        report = sync_to_sqlite(tmp_path / "x.db", sessions, session_id="a")
+        monkeypatch.undo()
+        assert (report.rows_inserted, report.warnings) == (2, [])
+
 
 def _session_ids(db: Path) -> list[tuple[str]]:
     with db_connection(db) as conn:
