@@ -356,8 +356,10 @@ class _FileSync:
                 try:
                     self._ingest()
                     self._collect()
-                except BaseException:
-                    self._settle_in_flight()
+                except BaseException as exc:
+                    # Interrupted (Ctrl-C, SystemExit): the batch in flight is
+                    # cancelled; after an error it may still commit.
+                    self._settle_in_flight(cancel=not isinstance(exc, Exception))
                     raise
         except WatermarkMovedError:
             report.warnings.append(
@@ -594,18 +596,18 @@ class _FileSync:
         self.offsets.clear()
         self.batch_seq, self.batch_pos = seq, offset
 
-    def _settle_in_flight(self) -> None:
+    def _settle_in_flight(self, *, cancel: bool) -> None:
         """End the batch in flight before the lock goes: the reading thread failed.
 
-        Interrupted (Ctrl-C), the target is asked to cancel it; either way it
-        is waited for, and accounted for if it committed (its rows are stored).
-        Its own error, if it failed, gives way to the reading thread's.
+        With ``cancel`` (interrupted) the target is asked to cancel it; either
+        way it is waited for, and accounted for if it committed (its rows are
+        stored). Its own error, if it failed, gives way to the reading thread's.
         """
         if self.pending is None:
             return
         future, offset, events, errors = self.pending
         self.pending = None
-        if not future.done():
+        if cancel and not future.done():
             self.target.cancel()
         wait([future])
         if future.exception() is None:
