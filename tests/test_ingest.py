@@ -179,6 +179,18 @@ def _log_takes(monkeypatch: pytest.MonkeyPatch, log: list[tuple[str, int]]) -> N
     monkeypatch.setattr(LineParser, "take_text", logged_take_text)
 
 
+def _fail_take_at(monkeypatch: pytest.MonkeyPatch, at: int, error: BaseException) -> None:
+    # The reading thread fails on line ``at`` (batch 2 when at > BATCH_LINES).
+    take = LineParser.take
+
+    def failing(self: LineParser, sid: str, seq: int, *args: Any) -> int:
+        if seq == at:
+            raise error
+        return take(self, sid, seq, *args)
+
+    monkeypatch.setattr(LineParser, "take", failing)
+
+
 def _write_session(folder: Path, lines: int, long_at: int = 0, long_bytes: int = 0) -> None:
     with (folder / "s1.ndjson").open("w") as f:
         for i in range(1, lines + 1):
@@ -272,14 +284,7 @@ class TestPipelinedTarget:
     ) -> None:
         """Interrupted while reading batch 2, the sync unlocks only after batch 1 is done."""
         _write_session(tmp_path, 2 * BATCH_LINES)
-        take = LineParser.take
-
-        def interrupted(self: LineParser, sid: str, seq: int, *args: Any) -> int:
-            if seq == BATCH_LINES + 100:
-                raise KeyboardInterrupt
-            return take(self, sid, seq, *args)
-
-        monkeypatch.setattr(LineParser, "take", interrupted)
+        _fail_take_at(monkeypatch, BATCH_LINES + 100, KeyboardInterrupt())
         target = _PipelinedTarget([])
         target.path = tmp_path / "s1.ndjson"
         with pytest.raises(KeyboardInterrupt):
@@ -293,14 +298,7 @@ class TestPipelinedTarget:
     ) -> None:
         """The file fails to read while batch 1 commits: batch 1 is stored, and reported."""
         _write_session(tmp_path, 2 * BATCH_LINES)
-        take = LineParser.take
-
-        def failing(self: LineParser, sid: str, seq: int, *args: Any) -> int:
-            if seq == BATCH_LINES + 100:
-                raise OSError(5, "Input/output error")
-            return take(self, sid, seq, *args)
-
-        monkeypatch.setattr(LineParser, "take", failing)
+        _fail_take_at(monkeypatch, BATCH_LINES + 100, OSError(5, "Input/output error"))
         target = _PipelinedTarget([])
         seen: list[int] = []
         report = run_sync(
