@@ -306,7 +306,7 @@ class CodexHandler(logging.Handler):
                         else:
                             sink.add_field(line, key, value, counter, names)
             # Sink.append inlined (keep the two in step): the encoder's fast path and the write
-            # (issue 15: 1.4k instructions a record of ~74k, bench/).
+            # (issue 15: 0.7k instructions a record of ~73k, counted; docs/performance.md).
             if counter[0]:
                 line["redacted"] = counter[0]
             if OTEL_TRACE in sys.modules:

@@ -236,7 +236,7 @@ class CodexProcessor:
                     else:
                         sink.add_field(record, key, value, counter, names)
             # Sink.append inlined (keep the two in step): the encoder's fast path and the write
-            # (issue 15: 1.4k instructions an event of ~54k, bench/).
+            # (issue 15: 1.1k instructions an event of ~53k, counted; docs/performance.md).
             if counter[0]:
                 record["redacted"] = counter[0]
             if OTEL_TRACE in sys.modules:
