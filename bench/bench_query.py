@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import codex_logging._read as read_module
-from codex_logging._db import MIGRATIONS, atomic, connect, rebuild_summary
+import codex_logging._sqlite.read as read_module
+from codex_logging._sqlite.db import MIGRATIONS, atomic, connect, rebuild_summary
 from codex_logging.query_logs import query, sessions
 
 EVENTS = int(os.environ.get("BENCH_QUERY_EVENTS", "1000000"))
@@ -29,7 +29,7 @@ SESSIONS = 1000
 #: Issue 15: ``sessions`` answers in < 100 ms at 5,000,000 events and 10,000 sessions.
 SUMMARY_EVENTS = int(os.environ.get("BENCH_SUMMARY_EVENTS", str(EVENTS * 5)))
 SUMMARY_SESSIONS = 10_000
-CLI = "import sys; from codex_logging._cli import main; sys.exit(main(sys.argv[1:]))"
+CLI = "import sys; from codex_logging._cli.main import main; sys.exit(main(sys.argv[1:]))"
 
 
 def build(db: Path, events: int = EVENTS, sessions: int = SESSIONS) -> float:

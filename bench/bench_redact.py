@@ -6,8 +6,8 @@ import os
 import time
 from collections.abc import Callable
 
-from codex_logging._redact import Redactor
-from codex_logging._secrets import RULES
+from codex_logging._redaction.redactor import Redactor
+from codex_logging._redaction.secrets import RULES
 
 REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
 SIZES = (64 * 1024, 256 * 1024, 1024 * 1024)

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from codex_logging import sync_to_sqlite
-from codex_logging._db import atomic, connect
 from codex_logging._record import encode
+from codex_logging._sqlite.db import atomic, connect
 
 LINES = int(os.environ.get("BENCH_SYNC_LINES", "500000"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))

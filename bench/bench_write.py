@@ -18,7 +18,7 @@ import structlog
 
 import codex_logging._record as codex_record
 from codex_logging import CodexProcessor
-from codex_logging._writer import WRITER
+from codex_logging._write.writer import WRITER
 
 N = int(os.environ.get("BENCH_RECORDS", "40000"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))

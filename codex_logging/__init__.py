@@ -32,15 +32,15 @@ from codex_logging._errors import (
     UnsafePathError,
     WriteError,
 )
-from codex_logging._handler import CodexHandler
-from codex_logging._processor import CodexProcessor
-from codex_logging._scope import session_scope
-from codex_logging._session import get_session_id
-from codex_logging._structlog_setup import configure_structlog
+from codex_logging._write.handler import CodexHandler
+from codex_logging._write.processor import CodexProcessor
+from codex_logging._write.scope import session_scope
+from codex_logging._write.session import get_session_id
+from codex_logging._write.structlog_setup import configure_structlog
 
 if TYPE_CHECKING:
-    from codex_logging._postgres import sync_to_postgres
-    from codex_logging._sync import SyncReport, sync_to_sqlite
+    from codex_logging._postgres.sync import sync_to_postgres
+    from codex_logging._sqlite.sync import SyncReport, sync_to_sqlite
 
 __version__ = "0.1.0"
 
@@ -69,9 +69,9 @@ __all__ = [
 # The mirror side loads on first use: a hook script that only logs does not
 # pay for the sync, SQLite and PostgreSQL code on every start (PEP 562).
 _LAZY = {
-    "SyncReport": "codex_logging._sync",
-    "sync_to_sqlite": "codex_logging._sync",
-    "sync_to_postgres": "codex_logging._postgres",
+    "SyncReport": "codex_logging._sqlite.sync",
+    "sync_to_sqlite": "codex_logging._sqlite.sync",
+    "sync_to_postgres": "codex_logging._postgres.sync",
 }
 
 

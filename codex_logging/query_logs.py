@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from codex_logging._cli import query_main
-from codex_logging._read import follow, query, sessions
+from codex_logging._cli.main import query_main
+from codex_logging._sqlite.read import follow, query, sessions
 
 main = query_main
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import structlog
 
-from codex_logging._writer import WRITER
+from codex_logging._write.writer import WRITER
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from codex_logging import sync_to_sqlite
-from codex_logging._cli import import_main, main, query_main
+from codex_logging._cli.main import import_main, main, query_main
 from tests.conftest import db_connection
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -63,7 +63,7 @@ def test_every_subcommand_has_help_with_an_example_and_is_in_cli_docs(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Each codex-logs subcommand has help ending in an example and a section in docs/cli.md."""
-    from codex_logging._cli import import_main, main, query_main
+    from codex_logging._cli.main import import_main, main, query_main
 
     with pytest.raises(SystemExit):
         main(["--help"])

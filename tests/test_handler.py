@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-import codex_logging._handler
 import codex_logging._record
-import codex_logging._sink
+import codex_logging._write.handler
+import codex_logging._write.sink
 from codex_logging import CodexHandler, session_scope
-from codex_logging._redact import Redactor
+from codex_logging._redaction.redactor import Redactor
 from tests.conftest import read_lines, session_file
 
 
@@ -476,7 +476,7 @@ class TestFailures:
             raise RecursionError
 
         monkeypatch.setattr(codex_logging._record, "_fast_dumps", None)
-        monkeypatch.setattr(codex_logging._handler, "encode", exploding)
+        monkeypatch.setattr(codex_logging._write.handler, "encode", exploding)
         with pytest.raises(RecursionError):
             handler.emit(logging.makeLogRecord({"msg": "x"}))
         assert handler.dropped == 0

@@ -103,7 +103,7 @@ class TestReentrancy:
 
     def test_write_reentered_inside_the_writers_lock(self, tmp_path: Path) -> None:
         """What a finalizer or signal handler meets: a write on the thread inside the lock finishes."""
-        from codex_logging._writer import WRITER
+        from codex_logging._write.writer import WRITER
 
         handler = CodexHandler(tmp_path, "r")
         done = threading.Event()

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from codex_logging import _ingest
 from codex_logging._errors import DatabaseError
-from codex_logging._ingest import (
+from codex_logging._mirror import engine as _ingest
+from codex_logging._mirror.engine import (
     _TIMESLICES,
     BATCH_LINES,
     SOURCE_ID_FILE,
@@ -29,7 +29,7 @@ from codex_logging._ingest import (
     run_sync,
     source_id,
 )
-from codex_logging._lines import ErrorRow, EventRow, LineParser
+from codex_logging._mirror.lines import ErrorRow, EventRow, LineParser
 
 
 class TestSourceId:
@@ -319,7 +319,7 @@ class TestPipelinedTarget:
         _write_session(tmp_path, BATCH_LINES + 10)
         script = (
             "import atexit, threading\n"
-            "from codex_logging._ingest import run_sync\n"
+            "from codex_logging._mirror.engine import run_sync\n"
             "from tests.test_ingest import _PipelinedTarget\n"
             "def at_exit():\n"
             "    target = _PipelinedTarget([])\n"

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from codex_logging._lines import ErrorRow, EventRow, LineParser, glued_record
+from codex_logging._mirror.lines import ErrorRow, EventRow, LineParser, glued_record
 
 RECORD = b'{"message": "glued"}'
 

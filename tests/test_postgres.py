@@ -19,10 +19,10 @@ import pytest
 
 from codex_logging import UnknownSessionError, sync_to_postgres, sync_to_sqlite
 from codex_logging._errors import DatabaseError, DatabaseLockedError
-from codex_logging._ingest import Watermark, WatermarkMovedError
-from codex_logging._pg_db import SCHEMA_VERSION, connect, display_url, migrate
-from codex_logging._pg_read import query_postgres, sessions_postgres
-from codex_logging._postgres import PostgresTarget
+from codex_logging._mirror.engine import Watermark, WatermarkMovedError
+from codex_logging._postgres.db import SCHEMA_VERSION, connect, display_url, migrate
+from codex_logging._postgres.read import query_postgres, sessions_postgres
+from codex_logging._postgres.sync import PostgresTarget
 from tests.checks import assert_exactly_once
 from tests.conftest import db_connection
 
@@ -239,8 +239,8 @@ class TestSameAsSqlite:
         self, pg_url: str, sessions: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Ctrl-C while batch 1 waits on a lock: the server cancels it at once, nothing is stored."""
-        from codex_logging._ingest import BATCH_LINES
-        from codex_logging._lines import LineParser
+        from codex_logging._mirror.engine import BATCH_LINES
+        from codex_logging._mirror.lines import LineParser
 
         write_lines(sessions / "s.ndjson", 2)
         sync_to_postgres(pg_url, sessions)
@@ -816,7 +816,7 @@ class TestReads:
         self, command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """A URL libpq cannot parse is one stderr line and exit 2 from every command, no traceback."""
-        from codex_logging._cli import main
+        from codex_logging._cli.main import main
 
         (tmp_path / "s").mkdir(mode=0o700)
         write_lines(tmp_path / "s" / "x.ndjson", 1)
@@ -941,7 +941,7 @@ class TestCommandLine:
     ) -> None:
         """codex-logs sync / query / sessions --db postgresql://... work as with a SQLite path."""
         from codex_logging import CodexHandler, session_scope
-        from codex_logging._cli import main
+        from codex_logging._cli.main import main
 
         handler = CodexHandler(tmp_path / "s")
         logging.getLogger().addHandler(handler)
@@ -967,7 +967,7 @@ class TestCommandLine:
         capsys: pytest.CaptureFixture[str],
     ) -> None:
         """CODEX_LOG_DB_PATH may hold the URL: sync, query and prune use it."""
-        from codex_logging._cli import main
+        from codex_logging._cli.main import main
 
         monkeypatch.setenv("CODEX_LOG_DB_PATH", pg_url)
         (tmp_path / "s").mkdir(mode=0o700)

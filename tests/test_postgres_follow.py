@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from codex_logging import sync_to_postgres
-from codex_logging._pg_read import Where, follow_postgres
+from codex_logging._postgres.read import Where, follow_postgres
 from tests.checks import assert_exactly_once
 
 psycopg = pytest.importorskip("psycopg") if not os.environ.get("CI") else __import__("psycopg")

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from codex_logging import sync_to_postgres
-from codex_logging._cli import main
+from codex_logging._cli.main import main
 from codex_logging._errors import DatabaseNotFoundError
-from codex_logging._prune import prune
+from codex_logging._mirror.prune import prune
 from tests.test_prune import DAY, old_session
 
 psycopg = pytest.importorskip("psycopg") if not os.environ.get("CI") else __import__("psycopg")

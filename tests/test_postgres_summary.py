@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from codex_logging import sync_to_postgres
-from codex_logging._pg_db import SCHEMA_VERSION
+from codex_logging._postgres.db import SCHEMA_VERSION
 from tests.test_postgres_prune import rows
 
 psycopg = pytest.importorskip("psycopg") if not os.environ.get("CI") else __import__("psycopg")

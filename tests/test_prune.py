@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from codex_logging import sync_to_sqlite
-from codex_logging._cli import main
-from codex_logging._prune import prune
+from codex_logging._cli.main import main
+from codex_logging._mirror.prune import prune
 from codex_logging.query_logs import sessions
 from tests.conftest import db_connection
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from codex_logging import DatabaseError, sync_to_sqlite
-from codex_logging._db import SCHEMA_VERSION, atomic, connect, rebuild_summary
 from codex_logging._errors import InvalidFilterError
-from codex_logging._filters import parse_age, parse_time
+from codex_logging._mirror.filters import parse_age, parse_time
+from codex_logging._sqlite.db import SCHEMA_VERSION, atomic, connect, rebuild_summary
 from codex_logging.query_logs import follow, query, sessions
 from tests.conftest import db_connection
 
@@ -220,7 +220,7 @@ class TestViews:
 
     def test_migration_upgrades_a_version_1_database(self, tmp_path: Path) -> None:
         """A database made by the first schema gains the views and indexes, rows untouched."""
-        from codex_logging._db import MIGRATIONS
+        from codex_logging._sqlite.db import MIGRATIONS
 
         db = tmp_path / "old.db"
         with db_connection(db) as conn:
@@ -250,7 +250,7 @@ class TestIndexes:
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """query --tail, --kind across sessions, --session-id --kind end and sessions never scan the table."""
-        import codex_logging._read as read_module
+        import codex_logging._sqlite.read as read_module
 
         db = tmp_path / "big.db"
         with contextlib.closing(connect(str(db))) as conn:

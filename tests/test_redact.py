@@ -19,8 +19,8 @@ from codex_logging import (
     session_scope,
     sync_to_sqlite,
 )
-from codex_logging._redact import CLEAN_CACHE_LENGTH, CLEAN_CACHE_SIZE, Redactor
-from codex_logging._secrets import (
+from codex_logging._redaction.redactor import CLEAN_CACHE_LENGTH, CLEAN_CACHE_SIZE, Redactor
+from codex_logging._redaction.secrets import (
     GATE_BITS,
     GATES,
     NAME_HINTS,
@@ -447,8 +447,8 @@ ADVERSARIAL = {
 }  # fmt: skip
 ADVERSARIAL_CHILD = """
 import ast, re, sys
-from codex_logging._redact import Redactor
-from codex_logging._secrets import RULES, redact_url_passwords
+from codex_logging._redaction.redactor import Redactor
+from codex_logging._redaction.secrets import RULES, redact_url_passwords
 name, prefixes = sys.argv[1], ast.literal_eval(sys.argv[2])
 literals = {n: lits for n, lits, _ in RULES} | {"url": ("://",), "assignment": ("=", ":")}
 sources = {n: source for n, _, source in RULES}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from codex_logging import CodexHandler, InvalidSessionId, session_scope
-from codex_logging._session import current_session
+from codex_logging._write.session import current_session
 from tests.conftest import read_lines, session_file
 
 

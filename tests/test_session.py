@@ -107,7 +107,7 @@ class TestImport:
             "with session_scope('imports'):\n"
             "    logging.getLogger('hook').warning('ran')\n"
             "heavy = ('portalocker', 'structlog', 'psycopg', 'logging.handlers',\n"
-            "         'codex_logging._sync', 'codex_logging._ingest', 'codex_logging._postgres')\n"
+            "         'codex_logging._sqlite.sync', 'codex_logging._mirror.engine', 'codex_logging._postgres.sync')\n"
             "print(sorted(m for m in heavy if m in sys.modules))\n"
             "from codex_logging import sync_to_sqlite, sync_to_postgres, SyncReport\n"
             "print(sync_to_sqlite.__module__, sync_to_postgres.__module__, SyncReport.__name__)\n"
@@ -115,4 +115,6 @@ class TestImport:
         out = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
         )
-        assert out.stdout == "[]\ncodex_logging._sync codex_logging._postgres SyncReport\n"
+        assert (
+            out.stdout == "[]\ncodex_logging._sqlite.sync codex_logging._postgres.sync SyncReport\n"
+        )

@@ -17,7 +17,7 @@ import pytest
 import structlog
 
 from codex_logging import CodexHandler, CodexProcessor, configure_structlog, session_scope
-from codex_logging._sink import Sink
+from codex_logging._write.sink import Sink
 from tests.conftest import read_lines
 
 TOKEN = "ghp_" + "A" * 36  # a GitHub token shape

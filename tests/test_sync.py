@@ -27,9 +27,9 @@ from codex_logging import (
     session_scope,
     sync_to_sqlite,
 )
-from codex_logging._db import SCHEMA_VERSION, atomic, connect
 from codex_logging._errors import SessionsDirError
-from codex_logging._ingest import LONG_LINE_BYTES
+from codex_logging._mirror.engine import LONG_LINE_BYTES
+from codex_logging._sqlite.db import SCHEMA_VERSION, atomic, connect
 from tests.checks import assert_exactly_once, expected_numbered
 from tests.conftest import db_connection
 from tests.writers import run_load_with_sync_loops
@@ -74,7 +74,7 @@ def write_lines(path: Path, count: int, start: int = 0) -> None:
 
 def summary_and_recomputation(db: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """Return the ``sessions`` view (from the summary) and the view of migration 2 over the rows."""
-    from codex_logging._db import MIGRATIONS
+    from codex_logging._sqlite.db import MIGRATIONS
 
     (old_view,) = [s for s in MIGRATIONS[1][1] if s.startswith("CREATE VIEW sessions")]
     with db_connection(db) as conn:
@@ -506,7 +506,7 @@ class TestSummary:
         self, tmp_path: Path, sessions: Path, seed: int
     ) -> None:
         """Random lines synced in rounds, files cut and rewritten: the summary-based view equals migration 2's aggregate view and a rebuild."""
-        from codex_logging._db import rebuild_summary
+        from codex_logging._sqlite.db import rebuild_summary
 
         rng = random.Random(seed)
         db = tmp_path / "x.db"
@@ -568,7 +568,7 @@ class TestSummary:
 
     def test_migration_builds_the_summary_of_existing_rows(self, tmp_path: Path) -> None:
         """A version-3 database with rows gains a summary equal to the aggregate over them."""
-        from codex_logging._db import MIGRATIONS
+        from codex_logging._sqlite.db import MIGRATIONS
 
         db = tmp_path / "old.db"
         rng = random.Random(7)
@@ -598,7 +598,7 @@ class TestCompareAndSet:
         self, tmp_path: Path, sessions: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """If another sync moved the watermark meanwhile, this sync's batch is not written twice."""
-        from codex_logging._sync import SqliteTarget
+        from codex_logging._sqlite.sync import SqliteTarget
 
         db = tmp_path / "x.db"
         write_lines(sessions / "s.ndjson", 3)
@@ -1174,7 +1174,8 @@ class TestLongLines:
         line = self.write(sessions / "s.ndjson", "message", "y" * self.LONG)
         child = (
             "import sys, time\n"
-            "from codex_logging import _sync, sync_to_sqlite\n"
+            "from codex_logging import sync_to_sqlite\n"
+            "from codex_logging._sqlite import sync as _sync\n"
             "insert = _sync._insert_handed_off\n"
             "def stalled(*args):\n"
             "    done = insert(*args)\n"

@@ -263,7 +263,7 @@ class TestFaults:
         """ENOSPC from the disk: the app goes on, handleError reports, later records land once."""
         import errno
 
-        from codex_logging._writer import WRITER
+        from codex_logging._write.writer import WRITER
 
         handler = CodexHandler(tmp_path, "full")
         errors: list[str] = []

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from codex_logging import CodexHandler, WriteError
-from codex_logging._writer import MAX_OPEN, RECHECK_SECONDS, WRITER, Writer, open_append
+from codex_logging._write.writer import MAX_OPEN, RECHECK_SECONDS, WRITER, Writer, open_append
 from tests.checks import assert_exactly_once, expected_numbered, numbered_messages
 from tests.conftest import read_lines
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from codex_logging._errors import DatabaseError, InvalidFilterError
-from codex_logging._schema import EVENT_COLUMNS, KINDS, LEVEL_ALIASES, LEVELS
+from codex_logging._mirror.schema import EVENT_COLUMNS, KINDS, LEVEL_ALIASES, LEVELS
 from codex_logging._settings import validate_session_id
 
 #: Seconds per unit of an age such as ``10m`` or ``3d``.

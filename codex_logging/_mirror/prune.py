@@ -7,7 +7,7 @@ and nothing was written to it since the cutoff. The check and the deletion run
 under the same ``portalocker`` lock on ``<SESSION_ID>.ndjson`` that the sync
 takes, so a sync never reads a file halfway through its removal (issue 13).
 
-The mirror is SQLite here, or PostgreSQL (:mod:`codex_logging._pg_prune`):
+The mirror is SQLite here, or PostgreSQL (:mod:`codex_logging._postgres.prune`):
 only the few reads and the delete of :class:`Mirror` differ.
 """
 
@@ -21,7 +21,6 @@ import sqlite3
 import time
 from typing import Final, Protocol
 
-from codex_logging._db import BUSY_TIMEOUT, atomic, connect, connect_readonly
 from codex_logging._errors import (
     DatabaseError,
     DatabaseNotFoundError,
@@ -37,6 +36,7 @@ from codex_logging._settings import (
     validate_session_id,
 )
 from codex_logging._settings import db_path as resolve_db_path
+from codex_logging._sqlite.db import BUSY_TIMEOUT, atomic, connect, connect_readonly
 
 #: A file written to in the last seconds may still have a writer holding it
 #: open, whatever the cutoff: such a file is kept.
@@ -192,7 +192,7 @@ def _open(
     url = given or os.environ.get(ENV_DB_PATH)
     folder = sessions_dir_path(sessions_dir)
     if is_postgres_url(url):
-        from codex_logging._pg_prune import PostgresMirror  # noqa: PLC0415 - psycopg only here
+        from codex_logging._postgres.prune import PostgresMirror  # noqa: PLC0415 - psycopg only here
 
         _check_folder(folder)
         return PostgresMirror(url, folder, read_only=dry_run, busy_timeout=busy_timeout), folder  # type: ignore[arg-type]  # a URL

@@ -15,12 +15,9 @@ from collections.abc import Sequence
 from operator import itemgetter
 from typing import Final
 
-from codex_logging._db import BUSY_TIMEOUT, atomic, connect, translated
-from codex_logging._ingest import LONG_LINE_BYTES, run_sync
-from codex_logging._lines import ErrorRow, EventRow
-from codex_logging._settings import db_path as resolve_db_path
-from codex_logging._settings import sessions_dir_path
-from codex_logging._target import (
+from codex_logging._mirror.engine import LONG_LINE_BYTES, run_sync
+from codex_logging._mirror.lines import ErrorRow, EventRow
+from codex_logging._mirror.target import (
     Progress,
     SettledRow,
     SyncReport,
@@ -29,6 +26,9 @@ from codex_logging._target import (
     rejected_error,
     rejected_event,
 )
+from codex_logging._settings import db_path as resolve_db_path
+from codex_logging._settings import sessions_dir_path
+from codex_logging._sqlite.db import BUSY_TIMEOUT, atomic, connect, translated
 
 __all__ = ["Progress", "SyncReport", "sync_to_sqlite"]
 

@@ -19,9 +19,9 @@ from codex_logging._record import (
     exception_text,
     safe_str,
 )
-from codex_logging._session import SCOPE_ATTRIBUTE, current_session
-from codex_logging._sink import SKIP, Sink
-from codex_logging._writer import PROCESS, WRITER, FsyncPolicy
+from codex_logging._write.session import SCOPE_ATTRIBUTE, current_session
+from codex_logging._write.sink import SKIP, Sink
+from codex_logging._write.writer import PROCESS, WRITER, FsyncPolicy
 
 _modules: Final = sys.modules  # bound once: looked up per record
 _scoped: Final = current_session.get

@@ -14,12 +14,13 @@ import sys
 import time
 from collections.abc import Iterator
 
-from codex_logging import _filters, _read
+from codex_logging._cli.output import Progress, escape, print_events, session_line, to_json
 from codex_logging._errors import DatabaseError, DatabaseNotFoundError
-from codex_logging._output import Progress, escape, print_events, session_line, to_json
-from codex_logging._prune import prune
+from codex_logging._mirror import filters as _filters
+from codex_logging._mirror.prune import prune
 from codex_logging._settings import ENV_DB_PATH, db_path, is_postgres_url, project_paths
-from codex_logging._sync import SyncReport, sync_to_sqlite
+from codex_logging._sqlite import read as _read
+from codex_logging._sqlite.sync import SyncReport, sync_to_sqlite
 
 
 def postgres_url(args: argparse.Namespace) -> str | None:
@@ -50,7 +51,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     }
     url = postgres_url(args)
     if url is not None:
-        from codex_logging._pg_read import (  # noqa: PLC0415 - psycopg only here
+        from codex_logging._postgres.read import (  # noqa: PLC0415 - psycopg only here
             Where,
             follow_postgres,
             query_where,
@@ -80,7 +81,7 @@ def sync_round(args: argparse.Namespace, shown: set[str] | None = None) -> SyncR
     database, folder, _found = project_paths(None if url else args.db, args.sessions_dir)
     try:
         if url is not None:
-            from codex_logging._postgres import sync_to_postgres  # noqa: PLC0415 - psycopg only here
+            from codex_logging._postgres.sync import sync_to_postgres  # noqa: PLC0415 - psycopg only here
 
             report = sync_to_postgres(url, folder, session_id=args.session_id, progress=progress)
         else:
@@ -156,7 +157,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def cmd_sessions(args: argparse.Namespace) -> int:
     url = postgres_url(args)
     if url is not None:
-        from codex_logging._pg_read import sessions_postgres  # noqa: PLC0415 - psycopg only here
+        from codex_logging._postgres.read import sessions_postgres  # noqa: PLC0415 - psycopg only here
 
         rows = sessions_postgres(url, args.session_id)
     else:

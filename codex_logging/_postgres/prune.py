@@ -13,7 +13,9 @@ from __future__ import annotations
 from typing import Any, Final
 
 from codex_logging._errors import DatabaseNotFoundError
-from codex_logging._pg_db import (
+from codex_logging._mirror.prune import Mark
+from codex_logging._mirror.target import existing_source_id
+from codex_logging._postgres.db import (
     BUSY_TIMEOUT,
     connect,
     display_url,
@@ -21,8 +23,6 @@ from codex_logging._pg_db import (
     transaction,
     translated,
 )
-from codex_logging._prune import Mark
-from codex_logging._target import existing_source_id
 
 #: A source id no folder has: a folder never synced into PostgreSQL matches nothing.
 _NO_SOURCE: Final = ""

@@ -34,15 +34,15 @@ from codex_logging._record import (
     normalize,
     safe_str,
 )
-from codex_logging._redact import REDACTED, Redactor
-from codex_logging._session import current_session, get_session_id
+from codex_logging._redaction.redactor import REDACTED, Redactor
 from codex_logging._settings import (
     ENV_SESSION_ID,
     ENV_SESSIONS_DIR,
     sessions_dir_path,
     validate_session_id,
 )
-from codex_logging._writer import WRITER, FsyncPolicy, check_fsync
+from codex_logging._write.session import current_session, get_session_id
+from codex_logging._write.writer import WRITER, FsyncPolicy, check_fsync
 
 #: Distinct failure causes reported per sink; past this, failures are only counted.
 MAX_REPORTED: Final = 32

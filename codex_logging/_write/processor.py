@@ -10,7 +10,6 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any, Final
 
 from codex_logging import _record
-from codex_logging._handler import CodexHandler
 from codex_logging._record import (
     FAST_OPTIONS,
     OTEL_TRACE,
@@ -20,10 +19,11 @@ from codex_logging._record import (
     exception_text,
     safe_str,
 )
-from codex_logging._redact import Redactor
-from codex_logging._session import current_session
-from codex_logging._sink import SKIP, Sink
-from codex_logging._writer import PROCESS, WRITER, FsyncPolicy
+from codex_logging._redaction.redactor import Redactor
+from codex_logging._write.handler import CodexHandler
+from codex_logging._write.session import current_session
+from codex_logging._write.sink import SKIP, Sink
+from codex_logging._write.writer import PROCESS, WRITER, FsyncPolicy
 
 # Bound once: a module attribute lookup shows on the per-event path.
 _time: Final = time.time

@@ -16,10 +16,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NoReturn
 
-from codex_logging import _filters
-from codex_logging._commands import cmd_prune, cmd_query, cmd_sessions, cmd_sync
+from codex_logging._cli.commands import cmd_prune, cmd_query, cmd_sessions, cmd_sync
+from codex_logging._cli.output import escape
 from codex_logging._errors import CodexLoggingError
-from codex_logging._output import escape
+from codex_logging._mirror import filters as _filters
 from codex_logging._settings import (
     validate_session_id,
 )

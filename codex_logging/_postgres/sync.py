@@ -30,7 +30,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final
 
-from codex_logging._ingest import (
+from codex_logging._mirror.engine import (
     Progress,
     SettledRow,
     SyncReport,
@@ -41,8 +41,8 @@ from codex_logging._ingest import (
     run_sync,
     source_id,
 )
-from codex_logging._lines import ErrorRow, EventRow
-from codex_logging._pg_db import (
+from codex_logging._mirror.lines import ErrorRow, EventRow
+from codex_logging._postgres.db import (
     BUSY_TIMEOUT,
     SUMMARY_PIDS,
     SUMMARY_ROWS,

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, Final
 
-from codex_logging._redact import Redactor
+from codex_logging._redaction.redactor import Redactor
 
 #: ``(session_id, seq, ts, kind, level, logger, role, message, data)``
 EventRow = tuple[str, int, float | None, str, str | None, str | None, str | None, str | None, str]

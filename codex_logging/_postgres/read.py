@@ -13,8 +13,14 @@ from contextlib import contextmanager
 from typing import Any, Final, NamedTuple
 
 from codex_logging._errors import DatabaseError, UnknownSessionError
-from codex_logging._pg_db import connect, display_url, import_psycopg, table_exists, translated
-from codex_logging._schema import EVENT_COLUMNS, SESSION_COLUMNS
+from codex_logging._mirror.schema import EVENT_COLUMNS, SESSION_COLUMNS
+from codex_logging._postgres.db import (
+    connect,
+    display_url,
+    import_psycopg,
+    table_exists,
+    translated,
+)
 
 _QUERY_COLUMNS: Final = ", ".join(EVENT_COLUMNS)
 

@@ -1,6 +1,6 @@
 """What counts as a secret: key names, credential shapes, and their quick checks.
 
-The :class:`~codex_logging._redact.Redactor` applies these; this module only
+The :class:`~codex_logging._redaction.redactor.Redactor` applies these; this module only
 says what to look for and where (SPEC "Redaction"). Every built-in rule runs in
 time linear in the string's length. Each regular expression starts with a
 literal that must not follow a character of its own body (a look-behind), so a

@@ -9,9 +9,9 @@ import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any, Final
 
-from codex_logging._processor import LEVEL_NAMES, CodexProcessor
-from codex_logging._redact import Redactor
-from codex_logging._writer import FsyncPolicy
+from codex_logging._redaction.redactor import Redactor
+from codex_logging._write.processor import LEVEL_NAMES, CodexProcessor
+from codex_logging._write.writer import FsyncPolicy
 
 _LEVEL_NUMBERS: Final = {
     "DEBUG": logging.DEBUG,

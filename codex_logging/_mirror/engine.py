@@ -25,9 +25,8 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Final
 
 from codex_logging._errors import CodexLoggingError, SessionsDirError, UnknownSessionError
-from codex_logging._lines import ErrorRow, EventRow, LineParser
-from codex_logging._settings import SUFFIX, validate_session_id
-from codex_logging._target import (
+from codex_logging._mirror.lines import ErrorRow, EventRow, LineParser
+from codex_logging._mirror.target import (
     SOURCE_ID_FILE,
     ForeignSourceError,
     Progress,
@@ -40,6 +39,7 @@ from codex_logging._target import (
     rejected_event,
     source_id,
 )
+from codex_logging._settings import SUFFIX, validate_session_id
 
 # Re-exported: the targets and the public API import them from the engine.
 __all__ = [

@@ -8,7 +8,7 @@ Two rules, applied at any depth of dicts and lists:
   becomes ``"[REDACTED]"``; so does the value after a secret name in text
   (``access_token=...``, ``"password": "..."``).
 
-What counts as a secret (names, shapes, gates) is :mod:`codex_logging._secrets`;
+What counts as a secret (names, shapes, gates) is :mod:`codex_logging._redaction.secrets`;
 this module applies it, with its caches.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from codex_logging._record import key_text
-from codex_logging._secrets import (
+from codex_logging._redaction.secrets import (
     GATE_BITS,
     GATE_KEYS,
     GATES,

@@ -25,15 +25,15 @@ from types import TracebackType
 from typing import Any, Final, NamedTuple, ParamSpec, TypeVar
 
 from codex_logging._record import safe_str
-from codex_logging._session import current_session, stamp_records
 from codex_logging._settings import (
     ENV_SESSION_ID,
     ENV_SESSIONS_DIR,
     sessions_dir_path,
     validate_session_id,
 )
-from codex_logging._sink import Sink
-from codex_logging._writer import PROCESS
+from codex_logging._write.session import current_session, stamp_records
+from codex_logging._write.sink import Sink
+from codex_logging._write.writer import PROCESS
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Final
 
-from codex_logging._db import connect_readonly, table_names
 from codex_logging._errors import DatabaseError, UnknownSessionError
-from codex_logging._filters import EVENTS, LOGS, Filters, Source, build
-from codex_logging._schema import SESSION_COLUMNS
+from codex_logging._mirror.filters import EVENTS, LOGS, Filters, Source, build
+from codex_logging._mirror.schema import SESSION_COLUMNS
 from codex_logging._settings import db_path, validate_session_id
+from codex_logging._sqlite.db import connect_readonly, table_names
 
 #: Events a single ``follow`` poll returns at most.
 _FOLLOW_BATCH: Final = 1000

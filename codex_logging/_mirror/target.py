@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Protocol
 
-from codex_logging._lines import ErrorRow, EventRow
+from codex_logging._mirror.lines import ErrorRow, EventRow
 from codex_logging._settings import ENV_SOURCE_ID
 
 #: The file, inside a sessions folder, that holds the folder's id.

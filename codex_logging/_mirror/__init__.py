@@ -1,0 +1,1 @@
+"""The backend-neutral mirror engine: line parsing, the target contracts, filters, retiring."""

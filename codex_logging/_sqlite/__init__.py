@@ -1,0 +1,1 @@
+"""The SQLite mirror: database, sync target, reads and pruning."""

@@ -1,0 +1,1 @@
+"""The write side: everything a program that only logs loads (see ARCHITECTURE.md)."""
