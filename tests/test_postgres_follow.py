@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 
 from codex_logging import sync_to_postgres
-from codex_logging._postgres.read import Where, follow_postgres
+from codex_logging._mirror.filters import Filters
+from codex_logging._postgres.read import follow_postgres
 from tests.checks import assert_exactly_once
 
 psycopg = pytest.importorskip("psycopg") if not os.environ.get("CI") else __import__("psycopg")
 
 BIN = Path(sys.executable).parent
-ALL = Where(None, None, None, None, None, None, None)
+ALL = Filters()
 
 #: A syncing "machine": syncs its folder into the database until told to stop.
 SYNCER = """
@@ -116,7 +117,7 @@ class TestFollowPostgres:
         folder.mkdir(mode=0o700)
         append(folder / "s1.ndjson", ["keep one", "drop one", "keep two"])
         sync_to_postgres(pg_url, folder)
-        keep = Where(None, None, None, None, "KEEP", None, None)
+        keep = Filters(grep="KEEP")
         stream = follow_postgres(pg_url, keep, tail=1, interval=0.01)
         assert [e["message"] for e in next(stream)] == ["keep two"]
         assert next(stream) == []

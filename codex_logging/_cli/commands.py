@@ -52,13 +52,11 @@ def cmd_query(args: argparse.Namespace) -> int:
     url = postgres_url(args)
     if url is not None:
         from codex_logging._postgres.read import (  # noqa: PLC0415 - psycopg only here
-            Where,
             follow_postgres,
             query_where,
         )
 
-        f = _filters.build(session_id=args.session_id, kind=args.kind, **options)
-        where = Where(f.session_id, f.kind, f.levels, f.role, f.grep, f.since, f.until)
+        where = _filters.build(session_id=args.session_id, kind=args.kind, **options)
         if not args.follow:
             print_events(query_where(url, where, args.tail), args.json, sys.stdout)
             return 0

@@ -1,8 +1,9 @@
-"""What a query asks for: session, kind, times, level, text, role; checked and turned into SQL.
+"""What a query asks for: session, kind, times, level, text, role; checked, without SQL.
 
 The command line checks each flag with these functions, so an unknown kind or
-level is one line and exit 2 (issue 13); the read module builds its WHERE
-clause from :class:`Filters`.
+level is one line and exit 2 (docs/cli.md). :class:`Filters` is the one filter
+type of every backend: each turns it into its own SQL (``_sqlite/read.py``,
+``_postgres/read.py``).
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import dataclasses
 import re
 import time
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
-from codex_logging._errors import DatabaseError, InvalidFilterError
-from codex_logging._mirror.schema import EVENT_COLUMNS, KINDS, LEVEL_ALIASES, LEVELS
+from codex_logging._errors import InvalidFilterError
+from codex_logging._mirror.schema import KINDS, LEVEL_ALIASES, LEVELS
 from codex_logging._settings import validate_session_id
 
 #: Seconds per unit of an age such as ``10m`` or ``3d``.
@@ -116,31 +117,8 @@ def level_names(minimum: str) -> tuple[str, ...]:
 
 
 @dataclasses.dataclass(frozen=True)
-class Source:
-    """Where events are read from: the mirror's table or the older ``logs``."""
-
-    table: str
-    session: str
-    order: str
-    columns: str
-    legacy: bool
-
-
-EVENTS: Final = Source(
-    "session_events", "session_id", "seq", ", ".join(EVENT_COLUMNS), legacy=False
-)
-LOGS: Final = Source(
-    "logs",
-    "session",
-    "rowid",
-    "session AS session_id, rowid AS seq, ts, kind, message",
-    legacy=True,
-)
-
-
-@dataclasses.dataclass(frozen=True)
 class Filters:
-    """The checked filters of one query."""
+    """The checked filters of one query, for any backend."""
 
     session_id: str | None = None
     kind: str | None = None
@@ -149,44 +127,6 @@ class Filters:
     levels: tuple[str, ...] | None = None
     grep: str | None = None
     role: str | None = None
-
-    def where(self, source: Source) -> tuple[list[str], list[Any]]:
-        """Return the WHERE terms and their parameters for ``source``."""
-        where: list[str] = []
-        params: list[Any] = []
-        lacking = (self.levels, self.role, self.since, self.until)
-        if source.legacy and any(value is not None for value in lacking):
-            msg = (
-                "--level, --role, --since and --until need the session_events table;"
-                " this database has only the older logs table"
-            )
-            raise DatabaseError(msg)
-        if self.session_id is not None:
-            where.append(f"{source.session} = ?")
-            params.append(self.session_id)
-        if self.kind is not None:
-            where.append("kind = ?")
-            params.append(self.kind)
-            if self.kind != "message" and not source.legacy:
-                # Word for word the condition of the partial indexes on the
-                # rare start/end rows, so SQLite may answer from them.
-                where.append("kind <> 'message'")
-        if self.levels:
-            where.append(f"level IN ({', '.join('?' * len(self.levels))})")
-            params.extend(self.levels)
-        if self.role is not None:
-            where.append("role = ?")
-            params.append(self.role)
-        if self.grep is not None:
-            where.append("codex_contains(message, ?)")
-            params.append(self.grep.casefold())
-        if self.since is not None:
-            where.append("ts >= ?")
-            params.append(self.since)
-        if self.until is not None:
-            where.append("ts < ?")
-            params.append(self.until)
-        return where, params
 
 
 def build(

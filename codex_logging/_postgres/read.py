@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from codex_logging._errors import DatabaseError, UnknownSessionError
+from codex_logging._mirror.filters import Filters
 from codex_logging._mirror.schema import EVENT_COLUMNS, SESSION_COLUMNS
 from codex_logging._postgres.db import (
     connect,
@@ -77,10 +78,12 @@ def query_postgres(
         DatabaseError: The database cannot be read or has no mirror tables.
         UnknownSessionError: The session has no events.
     """
-    return query_where(url, Where(session_id, kind, levels, role, grep, since, until), tail)
+    levels = None if levels is None else tuple(levels)
+    where = Filters(session_id, kind, since, until, levels, grep, role)
+    return query_where(url, where, tail)
 
 
-def query_where(url: str, where: Where, tail: int = 20) -> list[dict[str, Any]]:
+def query_where(url: str, where: Filters, tail: int = 20) -> list[dict[str, Any]]:
     """Return the latest ``tail`` events matching ``where``, oldest first.
 
     Args:
@@ -95,34 +98,24 @@ def query_where(url: str, where: Where, tail: int = 20) -> list[dict[str, Any]]:
         return _tail(cur, url, where, tail)
 
 
-class Where(NamedTuple):
-    """The filters of one query, as SQL on ``session_events`` (values as ``%s``)."""
-
-    session_id: str | None
-    kind: str | None
-    levels: Sequence[str] | None
-    role: str | None
-    grep: str | None
-    since: float | None
-    until: float | None
-
-    def sql(self, table: str = "session_events") -> tuple[list[str], list[Any]]:
-        """Return the ``WHERE`` clauses and their parameters."""
-        filters = (
-            (f"{table}.session_id = %s", self.session_id),
-            (f"{table}.kind = %s", self.kind),
-            (f"{table}.level = ANY(%s)", None if self.levels is None else list(self.levels)),
-            (f"{table}.role = %s", self.role),
-            (f"strpos(lower({table}.message), lower(%s)) > 0", self.grep),
-            (f"{table}.ts >= %s", self.since),
-            (f"{table}.ts < %s", self.until),
-        )
-        where = [clause for clause, value in filters if value is not None]
-        return where, [value for _clause, value in filters if value is not None]
+def postgres_where(filters: Filters, table: str = "session_events") -> tuple[list[str], list[Any]]:
+    """Return the ``WHERE`` terms of ``filters`` and their parameters (``%s``)."""
+    levels = None if filters.levels is None else list(filters.levels)
+    terms = (
+        (f"{table}.session_id = %s", filters.session_id),
+        (f"{table}.kind = %s", filters.kind),
+        (f"{table}.level = ANY(%s)", levels),
+        (f"{table}.role = %s", filters.role),
+        (f"strpos(lower({table}.message), lower(%s)) > 0", filters.grep),
+        (f"{table}.ts >= %s", filters.since),
+        (f"{table}.ts < %s", filters.until),
+    )
+    where = [clause for clause, value in terms if value is not None]
+    return where, [value for _clause, value in terms if value is not None]
 
 
-def _tail(cur: Any, url: str, where: Where, tail: int) -> list[dict[str, Any]]:
-    clauses, params = where.sql()
+def _tail(cur: Any, url: str, where: Filters, tail: int) -> list[dict[str, Any]]:
+    clauses, params = postgres_where(where)
     sql = f"SELECT {_QUERY_COLUMNS} FROM session_events"  # noqa: S608 - constants, values as %s
     if clauses:
         sql += " WHERE " + " AND ".join(clauses)
@@ -166,7 +159,7 @@ def sessions_postgres(url: str, session_id: str | None = None) -> list[dict[str,
 
 
 def follow_postgres(
-    url: str, where: Where, tail: int = 20, *, interval: float = 0.5
+    url: str, where: Filters, tail: int = 20, *, interval: float = 0.5
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield the latest ``tail`` events, then each poll's new ones, like ``tail -f``.
 
@@ -233,11 +226,11 @@ def _marks(cur: Any, session_id: str | None) -> dict[tuple[str, str], int]:
 
 
 def _between(
-    cur: Any, where: Where, moved: Sequence[tuple[tuple[str, str], int, int]]
+    cur: Any, where: Filters, moved: Sequence[tuple[tuple[str, str], int, int]]
 ) -> list[dict[str, Any]]:
     # The rows above the last shown seq, up to the watermark, of each moved
     # (source, session), through the primary key.
-    clauses, params = where.sql()
+    clauses, params = postgres_where(where)
     sql = (
         f"SELECT {_QUERY_COLUMNS} FROM session_events"  # noqa: S608 - constants, values as %s
         " JOIN unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[])"

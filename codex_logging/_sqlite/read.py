@@ -9,6 +9,7 @@ read too (SPEC "Command line"). The command line and ``query_logs`` call these.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -16,10 +17,34 @@ from datetime import datetime
 from typing import Any, Final
 
 from codex_logging._errors import DatabaseError, UnknownSessionError
-from codex_logging._mirror.filters import EVENTS, LOGS, Filters, Source, build
-from codex_logging._mirror.schema import SESSION_COLUMNS
+from codex_logging._mirror.filters import Filters, build
+from codex_logging._mirror.schema import EVENT_COLUMNS, SESSION_COLUMNS
 from codex_logging._settings import db_path, validate_session_id
 from codex_logging._sqlite.db import connect_readonly, table_names
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where events are read from: the mirror's table or the older ``logs``."""
+
+    table: str
+    session: str
+    order: str
+    columns: str
+    legacy: bool
+
+
+EVENTS: Final = Source(
+    "session_events", "session_id", "seq", ", ".join(EVENT_COLUMNS), legacy=False
+)
+LOGS: Final = Source(
+    "logs",
+    "session",
+    "rowid",
+    "session AS session_id, rowid AS seq, ts, kind, message",
+    legacy=True,
+)
+
 
 #: Events a single ``follow`` poll returns at most.
 _FOLLOW_BATCH: Final = 1000
@@ -49,6 +74,45 @@ def _source(conn: sqlite3.Connection, path: str) -> Source:
     raise DatabaseError(msg)
 
 
+def sqlite_where(filters: Filters, source: Source) -> tuple[list[str], list[Any]]:
+    """Return the WHERE terms of ``filters`` and their parameters (``?``) for ``source``."""
+    where: list[str] = []
+    params: list[Any] = []
+    lacking = (filters.levels, filters.role, filters.since, filters.until)
+    if source.legacy and any(value is not None for value in lacking):
+        msg = (
+            "--level, --role, --since and --until need the session_events table;"
+            " this database has only the older logs table"
+        )
+        raise DatabaseError(msg)
+    if filters.session_id is not None:
+        where.append(f"{source.session} = ?")
+        params.append(filters.session_id)
+    if filters.kind is not None:
+        where.append("kind = ?")
+        params.append(filters.kind)
+        if filters.kind != "message" and not source.legacy:
+            # Word for word the condition of the partial indexes on the
+            # rare start/end rows, so SQLite may answer from them.
+            where.append("kind <> 'message'")
+    if filters.levels:
+        where.append(f"level IN ({', '.join('?' * len(filters.levels))})")
+        params.extend(filters.levels)
+    if filters.role is not None:
+        where.append("role = ?")
+        params.append(filters.role)
+    if filters.grep is not None:
+        where.append("codex_contains(message, ?)")
+        params.append(filters.grep.casefold())
+    if filters.since is not None:
+        where.append("ts >= ?")
+        params.append(filters.since)
+    if filters.until is not None:
+        where.append("ts < ?")
+        params.append(filters.until)
+    return where, params
+
+
 class _Reader:
     """One read-only connection and the filters of one query."""
 
@@ -56,7 +120,7 @@ class _Reader:
         self.path, self.conn = _open(database)
         try:
             self.source = _source(self.conn, self.path)
-            self.where, self.params = filters.where(self.source)
+            self.where, self.params = sqlite_where(filters, self.source)
         except BaseException:
             self.conn.close()
             raise
