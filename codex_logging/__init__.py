@@ -39,8 +39,9 @@ from codex_logging._write.session import get_session_id
 from codex_logging._write.structlog_setup import configure_structlog
 
 if TYPE_CHECKING:
+    from codex_logging._mirror.target import SyncReport
     from codex_logging._postgres.sync import sync_to_postgres
-    from codex_logging._sqlite.sync import SyncReport, sync_to_sqlite
+    from codex_logging._sqlite.sync import sync_to_sqlite
 
 __version__ = "0.1.0"
 
@@ -69,7 +70,7 @@ __all__ = [
 # The mirror side loads on first use: a hook script that only logs does not
 # pay for the sync, SQLite and PostgreSQL code on every start (PEP 562).
 _LAZY = {
-    "SyncReport": "codex_logging._sqlite.sync",
+    "SyncReport": "codex_logging._mirror.target",
     "sync_to_sqlite": "codex_logging._sqlite.sync",
     "sync_to_postgres": "codex_logging._postgres.sync",
 }

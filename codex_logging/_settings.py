@@ -33,6 +33,9 @@ SUFFIX: Final = ".ndjson"
 # Spelled out instead of \w so that unicode look-alikes never pass.
 _ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 
+#: Entries of each bounded cache of names a program may make up at run time
+#: (session ids, paths, field names, clean texts): past this, no more are kept.
+CACHE_SIZE: Final = 4096
 _valid_ids: set[str] = set()
 
 
@@ -62,9 +65,18 @@ def validate_session_id(value: object) -> str:
         )
         msg = f"invalid session id {shown}: {rule}"
         raise InvalidSessionId(msg)
-    if len(_valid_ids) < 4096:  # bounded: a program may mint ids forever
+    if len(_valid_ids) < CACHE_SIZE:  # bounded: a program may mint ids forever
         _valid_ids.add(value)
     return value
+
+
+def is_valid_session_id(value: object) -> bool:
+    """Return whether ``value`` is a valid session id (see :func:`validate_session_id`)."""
+    try:
+        validate_session_id(value)
+    except InvalidSessionId:
+        return False
+    return True
 
 
 def sessions_dir_path(value: str | os.PathLike[str] | None = None) -> str:

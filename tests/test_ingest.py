@@ -18,18 +18,15 @@ import pytest
 
 from codex_logging._errors import DatabaseError
 from codex_logging._mirror import engine as _ingest
-from codex_logging._mirror.engine import (
-    _TIMESLICES,
-    BATCH_LINES,
+from codex_logging._mirror.engine import _TIMESLICES, BATCH_LINES, _ShortTimeslices, run_sync
+from codex_logging._mirror.lines import ErrorRow, EventRow, LineParser
+from codex_logging._mirror.target import (
     SOURCE_ID_FILE,
     SyncReport,
     Watermark,
     WatermarkMovedError,
-    _ShortTimeslices,
-    run_sync,
     source_id,
 )
-from codex_logging._mirror.lines import ErrorRow, EventRow, LineParser
 
 
 class TestSourceId:

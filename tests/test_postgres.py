@@ -19,7 +19,7 @@ import pytest
 
 from codex_logging import UnknownSessionError, sync_to_postgres, sync_to_sqlite
 from codex_logging._errors import DatabaseError, DatabaseLockedError
-from codex_logging._mirror.engine import Watermark, WatermarkMovedError
+from codex_logging._mirror.target import Watermark, WatermarkMovedError
 from codex_logging._postgres.db import SCHEMA_VERSION, connect, display_url, migrate
 from codex_logging._postgres.read import query_postgres, sessions_postgres
 from codex_logging._postgres.sync import PostgresTarget

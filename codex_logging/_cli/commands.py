@@ -18,9 +18,10 @@ from codex_logging._cli.output import Progress, escape, print_events, session_li
 from codex_logging._errors import DatabaseError, DatabaseNotFoundError
 from codex_logging._mirror import filters as _filters
 from codex_logging._mirror.prune import prune
+from codex_logging._mirror.target import SyncReport
 from codex_logging._settings import ENV_DB_PATH, db_path, is_postgres_url, project_paths
 from codex_logging._sqlite import read as _read
-from codex_logging._sqlite.sync import SyncReport, sync_to_sqlite
+from codex_logging._sqlite.sync import sync_to_sqlite
 
 
 def postgres_url(args: argparse.Namespace) -> str | None:

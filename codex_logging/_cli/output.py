@@ -14,7 +14,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Final, TextIO
 
-from codex_logging._sqlite.sync import SyncReport
+from codex_logging._mirror.target import SyncReport
 
 #: C0 controls but tab and newline, DEL and C1: what could move the cursor,
 #: ring the bell or retitle the window. Tab only moves right: it stays.

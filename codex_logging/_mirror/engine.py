@@ -27,37 +27,15 @@ from typing import Final
 from codex_logging._errors import CodexLoggingError, SessionsDirError, UnknownSessionError
 from codex_logging._mirror.lines import ErrorRow, EventRow, LineParser
 from codex_logging._mirror.target import (
-    SOURCE_ID_FILE,
     ForeignSourceError,
     Progress,
-    SettledRow,
     SyncReport,
     Target,
     Watermark,
     WatermarkMovedError,
-    rejected_error,
-    rejected_event,
     source_id,
 )
-from codex_logging._settings import SUFFIX, validate_session_id
-
-# Re-exported: the targets and the public API import them from the engine.
-__all__ = [
-    "BATCH_BYTES",
-    "BATCH_LINES",
-    "SOURCE_ID_FILE",
-    "ForeignSourceError",
-    "Progress",
-    "SettledRow",
-    "SyncReport",
-    "Target",
-    "Watermark",
-    "WatermarkMovedError",
-    "rejected_error",
-    "rejected_event",
-    "run_sync",
-    "source_id",
-]
+from codex_logging._settings import SUFFIX, is_valid_session_id, validate_session_id
 
 #: Lines per transaction: large enough to be fast, small enough that a crash
 #: loses at most one uncommitted batch of work.
@@ -221,7 +199,7 @@ def _sync_files(run: _Run, names: list[str]) -> None:
                     add_session(sid)
                     continue
                 looks_settled = True
-            if not _valid(sid):  # a settled id was checked when first synced
+            if not is_valid_session_id(sid):  # a settled id was checked when first synced
                 continue
             files_seen += 1
             add_session(sid)
@@ -264,14 +242,6 @@ def _file_names(folder: str, session_id: str | None, report: SyncReport) -> list
         msg = f"unknown session {session_id}: no file {path}"
         raise UnknownSessionError(msg)
     return [session_id + SUFFIX]
-
-
-def _valid(session_id: str) -> bool:
-    try:
-        validate_session_id(session_id)
-    except ValueError:
-        return False
-    return True
 
 
 @dataclasses.dataclass

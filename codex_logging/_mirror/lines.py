@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Any, Final
 
 from codex_logging._redaction.redactor import Redactor
+from codex_logging._settings import CACHE_SIZE
 
 #: ``(session_id, seq, ts, kind, level, logger, role, message, data)``
 EventRow = tuple[str, int, float | None, str, str | None, str | None, str | None, str | None, str]
@@ -73,7 +74,7 @@ class _KeyVerdicts(dict[str, bool]):
         counter = [0]
         self._redactor.mapping({key: None}, counter)
         secret = counter[0] > 0
-        if len(self) < 4096:  # bounded: foreign files may hold any keys
+        if len(self) < CACHE_SIZE:  # bounded: foreign files may hold any keys
             self[key] = secret
         return secret
 
@@ -300,7 +301,7 @@ class LineParser:
         for key in obj:
             if self._secret_key[key]:
                 return False
-            if len(self._clean_keys) < 4096:  # bounded: foreign keys may be endless
+            if len(self._clean_keys) < CACHE_SIZE:  # bounded: foreign keys may be endless
                 self._clean_keys.add(key)
         return True
 

@@ -30,7 +30,9 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final
 
-from codex_logging._mirror.engine import (
+from codex_logging._mirror.engine import run_sync
+from codex_logging._mirror.lines import ErrorRow, EventRow
+from codex_logging._mirror.target import (
     Progress,
     SettledRow,
     SyncReport,
@@ -38,10 +40,8 @@ from codex_logging._mirror.engine import (
     WatermarkMovedError,
     rejected_error,
     rejected_event,
-    run_sync,
     source_id,
 )
-from codex_logging._mirror.lines import ErrorRow, EventRow
 from codex_logging._postgres.db import (
     BUSY_TIMEOUT,
     SUMMARY_PIDS,

@@ -32,6 +32,7 @@ from codex_logging._redaction.secrets import (
     redact_assignments,
     redact_url_passwords,
 )
+from codex_logging._settings import CACHE_SIZE
 
 __all__ = ["REDACTED", "Redactor"]
 
@@ -64,7 +65,7 @@ class _SecretKeys(dict[object, bool]):
         # written under, as the record's field names are.
         normal = norm(key if isinstance(key, str) else key_text(key))
         found = normal in self._extra or key_is_secret(normal)
-        if len(self) < 4096:  # bounded: keys may be made up at run time
+        if len(self) < CACHE_SIZE:  # bounded: keys may be made up at run time
             self[key] = found
         return found
 

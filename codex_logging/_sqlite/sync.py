@@ -30,8 +30,6 @@ from codex_logging._settings import db_path as resolve_db_path
 from codex_logging._settings import sessions_dir_path
 from codex_logging._sqlite.db import BUSY_TIMEOUT, atomic, connect, translated
 
-__all__ = ["Progress", "SyncReport", "sync_to_sqlite"]
-
 _INSERT_EVENT: Final = (
     "INSERT INTO session_events (session_id, seq, ts, kind, level, logger, role, message, data)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"

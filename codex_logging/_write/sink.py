@@ -36,8 +36,10 @@ from codex_logging._record import (
 )
 from codex_logging._redaction.redactor import REDACTED, Redactor
 from codex_logging._settings import (
+    CACHE_SIZE,
     ENV_SESSION_ID,
     ENV_SESSIONS_DIR,
+    is_valid_session_id,
     sessions_dir_path,
     validate_session_id,
 )
@@ -46,9 +48,6 @@ from codex_logging._write.writer import WRITER, FsyncPolicy, check_fsync
 
 #: Distinct failure causes reported per sink; past this, failures are only counted.
 MAX_REPORTED: Final = 32
-#: Entries of each per-sink cache (paths, clean field names, clean short
-#: texts); bounded because a program may make names up at run time.
-CACHE_SIZE: Final = 4096
 #: Texts up to this length that held no secret are remembered per sink.
 CLEAN_TEXT_LENGTH: Final = 128
 
@@ -120,7 +119,7 @@ class Sink:
         # Caches read by the hot paths (CodexHandler.emit, CodexProcessor.__call__):
         #: The own session id when it is valid; an invalid one is left to
         #: :meth:`route`, which reports it at each record.
-        self.own_id = session_id if _valid(session_id) else None
+        self.own_id = session_id if is_valid_session_id(session_id) else None
         #: Session id -> its file.
         self.paths: dict[str, str] = {}
         #: One field-name cache (:data:`FieldNames`) per set of mapped names.
@@ -141,7 +140,7 @@ class Sink:
         found = self.paths.get(session_id)
         if found is None:
             found = os.path.join(self.sessions_dir, session_id + ".ndjson")
-            if len(self.paths) < 4096:  # bounded: a program may mint ids forever
+            if len(self.paths) < CACHE_SIZE:  # bounded: a program may mint ids forever
                 self.paths[session_id] = found
         return found
 
@@ -431,14 +430,6 @@ class Sink:
             stream.flush()
         except Exception:  # noqa: S110 - a closed stderr must not raise into the application
             pass
-
-
-def _valid(session_id: str | None) -> bool:
-    try:
-        validate_session_id(session_id)
-    except InvalidSessionId:
-        return False
-    return True
 
 
 def _hint(error: BaseException | None) -> str:
