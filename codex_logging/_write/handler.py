@@ -9,21 +9,14 @@ from collections.abc import Iterable
 from itertools import islice
 from typing import Any, Final
 
-from codex_logging import _record
 from codex_logging._record import (
-    FAST_OPTIONS,
-    OTEL_TRACE,
     SCALARS,
-    add_trace_context,
-    encode,
     exception_text,
-    safe_str,
 )
 from codex_logging._write.session import SCOPE_ATTRIBUTE, current_session
 from codex_logging._write.sink import SKIP, Sink
 from codex_logging._write.writer import PROCESS, WRITER, FsyncPolicy
 
-_modules: Final = sys.modules  # bound once: looked up per record
 _scoped: Final = current_session.get
 _LogRecord: Final = logging.LogRecord
 #: logging's own LogRecord.getMessage, inlined in emit for records that use
@@ -305,27 +298,7 @@ class CodexHandler(logging.Handler):
                             line[written] = value
                         else:
                             sink.add_field(line, key, value, counter, names)
-            # Sink.append inlined (keep the two in step): the encoder's fast path and the write
-            # (issue 15: 0.7k instructions a record of ~73k, counted; docs/performance.md).
-            if counter[0]:
-                line["redacted"] = counter[0]
-            if OTEL_TRACE in sys.modules:
-                add_trace_context(line)
-            fast = _record._fast_dumps  # noqa: SLF001 - bench/ and tests switch it
-            data = None
-            if fast is not None:
-                try:
-                    data = fast(line, default=safe_str, option=FAST_OPTIONS)
-                except Exception:  # a surrogate, a big int: encode() falls back
-                    data = None
-            if data is None:
-                data = encode(line)
-            path = sink.paths.get(sid) or sink.path(sid)
-            fsync = sink.fsync
-            if fsync == "never":
-                WRITER.write(path, data)
-            else:
-                WRITER.write(path, data, sync=fsync == "always" or kind == "end")
+            sink.append(line, sid, kind, counter[0])
         except RecursionError:  # as logging's own handlers do
             raise
         except Exception:

@@ -9,26 +9,19 @@ import time
 from collections.abc import Iterable, MutableMapping
 from typing import Any, Final
 
-from codex_logging import _record
 from codex_logging._record import (
-    FAST_OPTIONS,
-    OTEL_TRACE,
     SCALARS,
-    add_trace_context,
-    encode,
     exception_text,
-    safe_str,
 )
 from codex_logging._redaction.redactor import Redactor
 from codex_logging._write.handler import CodexHandler
 from codex_logging._write.session import current_session
 from codex_logging._write.sink import SKIP, Sink
-from codex_logging._write.writer import PROCESS, WRITER, FsyncPolicy
+from codex_logging._write.writer import PROCESS, FsyncPolicy
 
 # Bound once: a module attribute lookup shows on the per-event path.
 _time: Final = time.time
 _scoped: Final = current_session.get
-_modules: Final = sys.modules
 _StdlibLogger: Final = logging.Logger
 #: The keys of an event that __call__ reads besides ``event`` and ``level``.
 _OWN_KEYS: Final = frozenset(("session_id", "logger", "kind", "role", "exception", "exc_info"))
@@ -235,27 +228,7 @@ class CodexProcessor:
                         record[written] = value
                     else:
                         sink.add_field(record, key, value, counter, names)
-            # Sink.append inlined (keep the two in step): the encoder's fast path and the write
-            # (issue 15: 1.1k instructions an event of ~53k, counted; docs/performance.md).
-            if counter[0]:
-                record["redacted"] = counter[0]
-            if OTEL_TRACE in sys.modules:
-                add_trace_context(record)
-            fast = _record._fast_dumps  # noqa: SLF001 - bench/ and tests switch it
-            data = None
-            if fast is not None:
-                try:
-                    data = fast(record, default=safe_str, option=FAST_OPTIONS)
-                except Exception:  # a surrogate, a big int: encode() falls back
-                    data = None
-            if data is None:
-                data = encode(record)
-            path = sink.paths.get(sid) or sink.path(sid)
-            fsync = sink.fsync
-            if fsync == "never":
-                WRITER.write(path, data)
-            else:
-                WRITER.write(path, data, sync=fsync == "always" or kind == "end")
+            sink.append(record, sid, kind, counter[0])
         except Exception as error:
             sink.report(error)
         return event_dict

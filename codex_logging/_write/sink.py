@@ -363,8 +363,8 @@ class Sink:
             OSError: The file cannot be written.
 
         """
-        # CodexHandler.emit and CodexProcessor.__call__ hold inlined copies
-        # of this method (issue 15): a change here goes there too.
+        # The one encode-and-write tail of every entry point (the handler, the
+        # processor, the scope): docs/performance.md gives what it costs.
         if redacted:
             record["redacted"] = redacted
         if OTEL_TRACE in sys.modules:  # only a program that uses OpenTelemetry pays for it
