@@ -28,6 +28,9 @@ ENV_ALLOW_SHARED: Final = "CODEX_ALLOW_SHARED"
 DEFAULT_DB_PATH: Final = os.path.join(".codex", "session_logs.db")
 DEFAULT_SESSIONS_DIR: Final = os.path.join(".codex", "sessions")
 SUFFIX: Final = ".ndjson"
+#: Default wait, in seconds, for a database or a session file locked by another
+#: writer (docs/mirror.md, "A busy database").
+BUSY_TIMEOUT: Final = 10.0
 
 # SPEC: 1 to 128 characters of A-Z a-z 0-9 _ . -, not starting with "." or "-".
 # Spelled out instead of \w so that unicode look-alikes never pass.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -12,10 +13,18 @@ import pytest
 from codex_logging import sync_to_postgres
 from codex_logging._cli.main import main
 from codex_logging._errors import DatabaseNotFoundError
-from codex_logging._mirror.prune import prune
+from codex_logging._mirror import prune as _prune
+from codex_logging._postgres.prune import PostgresMirror
 from tests.test_prune import DAY, old_session
 
 psycopg = pytest.importorskip("psycopg") if not os.environ.get("CI") else __import__("psycopg")
+
+
+def prune(url: str, folder: Path, **options: Any) -> _prune.PruneReport:
+    """Prune ``folder`` against the PostgreSQL mirror at ``url``, as ``codex-logs prune`` does."""
+    mirror = PostgresMirror(url, str(folder), read_only=options.get("dry_run", False))
+    with contextlib.closing(mirror):
+        return _prune.prune(mirror, str(folder), **options)
 
 
 def rows(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -10,12 +10,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from codex_logging import sync_to_sqlite
 from codex_logging._cli.main import main
-from codex_logging._mirror.prune import prune
+from codex_logging._mirror import prune as _prune
+from codex_logging._sqlite.prune import SqliteMirror
 from codex_logging.query_logs import sessions
 from tests.conftest import db_connection
 
@@ -28,6 +30,15 @@ with portalocker.Lock(sys.argv[1], mode="rb", flags=portalocker.LockFlags.EXCLUS
     print("locked", flush=True)
     sys.stdin.read()
 """
+
+
+def prune(
+    db: str | os.PathLike[str], folder: str | os.PathLike[str], **options: Any
+) -> _prune.PruneReport:
+    """Prune ``folder`` against the SQLite mirror ``db``, as ``codex-logs prune`` does."""
+    mirror = SqliteMirror(os.fspath(db), read_only=options.get("dry_run", False))
+    with contextlib.closing(mirror):
+        return _prune.prune(mirror, os.fspath(folder), **options)
 
 
 def old_session(folder: Path, sid: str, *, days: float = 10, lines: int = 2) -> Path:

@@ -1,7 +1,8 @@
 """What each ``codex-logs`` command does, once its arguments are parsed (``_cli``).
 
-The work is done by the functions users call (``_read``, ``_sync``,
-``_postgres``, ``_prune``); these pick the database and print the results.
+The work is done by the functions users call (``_sqlite``, ``_postgres``,
+``_mirror.prune``); these pick the database and print the results. This is the
+one place a ``postgresql://`` URL or a path picks the database.
 """
 
 from __future__ import annotations
@@ -17,10 +18,17 @@ from collections.abc import Iterator
 from codex_logging._cli.output import Progress, escape, print_events, session_line, to_json
 from codex_logging._errors import DatabaseError, DatabaseNotFoundError
 from codex_logging._mirror import filters as _filters
-from codex_logging._mirror.prune import prune
+from codex_logging._mirror.prune import Mirror, prune
 from codex_logging._mirror.target import SyncReport
-from codex_logging._settings import ENV_DB_PATH, db_path, is_postgres_url, project_paths
+from codex_logging._settings import (
+    ENV_DB_PATH,
+    db_path,
+    is_postgres_url,
+    project_paths,
+    sessions_dir_path,
+)
 from codex_logging._sqlite import read as _read
+from codex_logging._sqlite.prune import SqliteMirror
 from codex_logging._sqlite.sync import sync_to_sqlite
 
 
@@ -171,17 +179,45 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     return 0
 
 
+def open_mirror(url: str | None, args: argparse.Namespace, folder: str) -> Mirror:
+    """Open the database prune works on: PostgreSQL at ``url``, else the SQLite file.
+
+    Raises:
+        DatabaseNotFoundError: There is no database or no sessions folder.
+        DatabaseError: The database cannot be used.
+    """
+    if url is not None:
+        from codex_logging._postgres.prune import PostgresMirror  # noqa: PLC0415 - psycopg only here
+
+        _check_folder(folder)
+        return PostgresMirror(url, folder, read_only=args.dry_run)
+    mirror = SqliteMirror(sqlite_db(args), read_only=args.dry_run)
+    try:
+        _check_folder(folder)
+    except BaseException:
+        mirror.close()
+        raise
+    return mirror
+
+
+def _check_folder(folder: str) -> None:
+    if not os.path.isdir(folder):
+        msg = f"no sessions folder at {folder}"
+        raise DatabaseNotFoundError(msg)
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
-    database = postgres_url(args) or sqlite_db(args)
-    _path, folder, _found = project_paths(args.db, args.sessions_dir)
-    report = prune(
-        database,
-        folder,
-        older_than=args.older_than,
-        rows=args.rows,
-        dry_run=args.dry_run,
-        session_id=args.session_id,
-    )
+    _path, given, _found = project_paths(args.db, args.sessions_dir)
+    folder = sessions_dir_path(given)
+    with contextlib.closing(open_mirror(postgres_url(args), args, folder)) as mirror:
+        report = prune(
+            mirror,
+            folder,
+            older_than=args.older_than,
+            rows=args.rows,
+            dry_run=args.dry_run,
+            session_id=args.session_id,
+        )
     if args.json:
         fields = {
             "dry_run": report.dry_run,

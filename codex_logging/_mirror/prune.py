@@ -5,45 +5,29 @@ file goes only when every byte of it is in the mirror (the watermark's byte
 offset is the file's size, and the file is the one the watermark describes)
 and nothing was written to it since the cutoff. The check and the deletion run
 under the same ``portalocker`` lock on ``<SESSION_ID>.ndjson`` that the sync
-takes, so a sync never reads a file halfway through its removal (issue 13).
+takes, so a sync never reads a file halfway through its removal
+(docs/mirror.md, "Retiring old sessions").
 
-The mirror is SQLite here, or PostgreSQL (:mod:`codex_logging._postgres.prune`):
-only the few reads and the delete of :class:`Mirror` differ.
+This is the rule alone: the database is a :class:`Mirror`, which
+:mod:`codex_logging._sqlite.prune` and :mod:`codex_logging._postgres.prune`
+implement, and the command line picks one (``_cli.commands``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import os
-import sqlite3
 import time
 from typing import Final, Protocol
 
-from codex_logging._errors import (
-    DatabaseError,
-    DatabaseNotFoundError,
-    InvalidFilterError,
-    InvalidSessionId,
-    UnknownSessionError,
-)
-from codex_logging._settings import (
-    ENV_DB_PATH,
-    SUFFIX,
-    is_postgres_url,
-    sessions_dir_path,
-    validate_session_id,
-)
-from codex_logging._settings import db_path as resolve_db_path
-from codex_logging._sqlite.db import BUSY_TIMEOUT, atomic, connect, connect_readonly
+from codex_logging._errors import InvalidFilterError, UnknownSessionError
+from codex_logging._mirror.target import Mark
+from codex_logging._settings import BUSY_TIMEOUT, SUFFIX, is_valid_session_id
 
 #: A file written to in the last seconds may still have a writer holding it
 #: open, whatever the cutoff: such a file is kept.
 QUIET_SECONDS: Final = 2.0
-
-#: ``(byte_offset, head_len, head_sha256, file_dev, file_ino)`` of a watermark.
-Mark = tuple[int, int, "str | None", "int | None", "int | None"]
 
 
 class Mirror(Protocol):
@@ -71,27 +55,6 @@ class Mirror(Protocol):
         """Close the connection."""
 
 
-#: Where a session has rows: all of them go with ``rows=True``.
-_TABLES: Final = (
-    "session_events",
-    "session_ingest_errors",
-    "session_ingest_watermark",
-    "session_summary",
-    "session_summary_pids",
-)
-
-#: Sessions with an ``end`` record, when their last end and last event were.
-_CANDIDATES: Final = """
-    SELECT e.session_id, MAX(e.ts) AS end_ts,
-        (SELECT MAX(f.ts) FROM session_events f WHERE f.session_id = e.session_id) AS last_ts
-    FROM session_events e
-    WHERE e.kind <> 'message' AND e.kind = 'end'
-    GROUP BY e.session_id
-    HAVING MAX(e.ts) IS NOT NULL
-    ORDER BY e.session_id
-"""
-
-
 @dataclasses.dataclass
 class PruneReport:
     """What one :func:`prune` call did, or would do with ``dry_run``.
@@ -114,8 +77,8 @@ class PruneReport:
 
 
 def prune(
-    db_path: str | os.PathLike[str] | None = None,
-    sessions_dir: str | os.PathLike[str] | None = None,
+    mirror: Mirror,
+    folder: str,
     *,
     older_than: float,
     rows: bool = False,
@@ -127,14 +90,12 @@ def prune(
 
     By default only their NDJSON files are deleted, and only files whose every
     byte is in the mirror: the rows stay. ``rows=True`` also deletes their rows,
-    quarantined lines and watermarks, then runs ``VACUUM``. A file not fully
-    synced, replaced since its sync, or written to since the cutoff is kept.
+    quarantined lines and watermarks, then gives the space back. A file not
+    fully synced, replaced since its sync, or written to since the cutoff is kept.
 
     Args:
-        db_path: The database; by default ``CODEX_LOG_DB_PATH`` or
-            ``.codex/session_logs.db``. Never created.
-        sessions_dir: The folder of session files; by default
-            ``CODEX_SESSIONS_DIR`` or ``.codex/sessions``.
+        mirror: The database, opened read-only for ``dry_run``; the caller closes it.
+        folder: The folder of session files.
         older_than: Seconds: sessions whose last ``end`` is older are retired.
         rows: Also delete the sessions' rows and watermarks.
         dry_run: Report what would go, delete nothing.
@@ -146,113 +107,36 @@ def prune(
 
     Raises:
         InvalidFilterError: ``older_than`` is not a positive number.
-        DatabaseNotFoundError: There is no database or no sessions folder.
         UnknownSessionError: ``session_id`` has no events.
         DatabaseError: The database cannot be used.
     """
     if not older_than > 0:
         msg = f"older_than must be a positive number of seconds, not {older_than!r}"
         raise InvalidFilterError(msg)
-    mirror, folder = _open(db_path, sessions_dir, dry_run=dry_run, busy_timeout=busy_timeout)
     now = time.time()
     report = PruneReport(cutoff=now - older_than, dry_run=dry_run)
-    with contextlib.closing(mirror):
-        candidates = mirror.candidates()
-        if session_id is not None:
-            if not mirror.has_session(session_id):
-                msg = f"unknown session {session_id} in {mirror.name}"
-                raise UnknownSessionError(msg)
-            candidates = [row for row in candidates if row[0] == session_id]
-        retire = _Retire(mirror, report, rows=rows, busy_timeout=busy_timeout)
-        fresh = min(report.cutoff, now - QUIET_SECONDS)
-        for sid, end_ts, last_ts in candidates:
-            if end_ts >= report.cutoff:
-                continue
-            if not _valid(sid):
-                # Never a path built from a name the sync would not have made.
-                report.kept.append((sid, "not a valid session id"))
-                continue
-            if last_ts >= report.cutoff:
-                report.kept.append((sid, "it has events after the cutoff"))
-                continue
-            retire.session(sid, os.path.join(folder, sid + SUFFIX), fresh)
-        if report.rows_deleted and not dry_run:
-            mirror.finish()
+    candidates = mirror.candidates()
+    if session_id is not None:
+        if not mirror.has_session(session_id):
+            msg = f"unknown session {session_id} in {mirror.name}"
+            raise UnknownSessionError(msg)
+        candidates = [row for row in candidates if row[0] == session_id]
+    retire = _Retire(mirror, report, rows=rows, busy_timeout=busy_timeout)
+    fresh = min(report.cutoff, now - QUIET_SECONDS)
+    for sid, end_ts, last_ts in candidates:
+        if end_ts >= report.cutoff:
+            continue
+        if not is_valid_session_id(sid):
+            # Never a path built from a name the sync would not have made.
+            report.kept.append((sid, "not a valid session id"))
+            continue
+        if last_ts >= report.cutoff:
+            report.kept.append((sid, "it has events after the cutoff"))
+            continue
+        retire.session(sid, os.path.join(folder, sid + SUFFIX), fresh)
+    if report.rows_deleted and not dry_run:
+        mirror.finish()
     return report
-
-
-def _open(
-    db_path: str | os.PathLike[str] | None,
-    sessions_dir: str | os.PathLike[str] | None,
-    *,
-    dry_run: bool,
-    busy_timeout: float,
-) -> tuple[Mirror, str]:
-    given = os.fspath(db_path) if db_path is not None else None
-    url = given or os.environ.get(ENV_DB_PATH)
-    folder = sessions_dir_path(sessions_dir)
-    if is_postgres_url(url):
-        from codex_logging._postgres.prune import PostgresMirror  # noqa: PLC0415 - psycopg only here
-
-        _check_folder(folder)
-        return PostgresMirror(url, folder, read_only=dry_run, busy_timeout=busy_timeout), folder  # type: ignore[arg-type]  # a URL
-    database = resolve_db_path(given)
-    if not os.path.isfile(database):
-        msg = f"no database at {database} (run 'codex-logs sync' first)"
-        raise DatabaseNotFoundError(msg)
-    _check_folder(folder)
-    return _SqliteMirror(database, read_only=dry_run, busy_timeout=busy_timeout), folder
-
-
-def _check_folder(folder: str) -> None:
-    if not os.path.isdir(folder):
-        msg = f"no sessions folder at {folder}"
-        raise DatabaseNotFoundError(msg)
-
-
-class _SqliteMirror:
-    """:class:`Mirror` over a SQLite database."""
-
-    def __init__(self, database: str, *, read_only: bool, busy_timeout: float) -> None:
-        self.name = database
-        self.busy_timeout = busy_timeout
-        self.conn = (connect_readonly if read_only else connect)(database)
-
-    def candidates(self) -> list[tuple[str, float, float]]:
-        return list(self.conn.execute(_CANDIDATES).fetchall())
-
-    def has_session(self, session_id: str) -> bool:
-        found = self.conn.execute(
-            "SELECT 1 FROM session_events WHERE session_id = ? LIMIT 1", (session_id,)
-        ).fetchone()
-        return found is not None
-
-    def watermark(self, session_id: str) -> Mark | None:
-        found = self.conn.execute(
-            "SELECT byte_offset, head_len, head_sha256, file_dev, file_ino"
-            " FROM session_ingest_watermark WHERE session_id = ?",
-            (session_id,),
-        ).fetchone()
-        return None if found is None else tuple(found)
-
-    def delete_rows(self, session_id: str) -> int:
-        with atomic(self.conn, self.name, self.busy_timeout):
-            cursor = self.conn.execute(
-                "DELETE FROM session_events WHERE session_id = ?", (session_id,)
-            )
-            for table in _TABLES[1:]:
-                self.conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))  # noqa: S608
-        return cursor.rowcount
-
-    def finish(self) -> None:
-        try:
-            self.conn.execute("VACUUM")
-        except sqlite3.Error as exc:
-            msg = f"pruned, but cannot VACUUM {self.name}: {exc}"
-            raise DatabaseError(msg) from exc
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 class _Retire:
@@ -322,14 +206,6 @@ class _Retire:
             report.files_deleted += 1
         if self.rows:
             report.rows_deleted += self.mirror.delete_rows(sid)
-
-
-def _valid(sid: str) -> bool:
-    try:
-        validate_session_id(sid)
-    except InvalidSessionId:
-        return False
-    return True
 
 
 def _identity(path: str) -> tuple[int, int]:

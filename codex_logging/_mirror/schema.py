@@ -21,6 +21,16 @@ EVENT_COLUMNS: Final = (
     "data",
 )
 
+#: The tables that hold a session's rows, in both databases; prune's ``--rows``
+#: deletes a session from each of them.
+TABLES: Final = (
+    "session_events",
+    "session_ingest_errors",
+    "session_ingest_watermark",
+    "session_summary",
+    "session_summary_pids",
+)
+
 #: The columns of the ``sessions`` view the read commands show, in their order
 #: (the SQLite and the PostgreSQL views both have them).
 SESSION_COLUMNS: Final = (

@@ -26,6 +26,11 @@ SOURCE_ID_FILE: Final = ".codex-source-id"
 SettledRow = tuple[str, int, int, int, float]
 
 
+#: What prune compares with a session file: ``(byte_offset, head_len,
+#: head_sha256, file_dev, file_ino)`` of its :class:`Watermark`.
+Mark = tuple[int, int, "str | None", "int | None", "int | None"]
+
+
 @dataclasses.dataclass
 class Watermark:
     """Where the sync of one session file stands.

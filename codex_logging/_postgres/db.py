@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from codex_logging._errors import DatabaseError, DatabaseLockedError, PostgresNotInstalledError
+from codex_logging._settings import BUSY_TIMEOUT as BUSY_TIMEOUT  # noqa: PLC0414 - re-exported
 
 if TYPE_CHECKING:
     import psycopg
 
-#: Default wait for a row or table lock held by another sync (as SQLite's).
-BUSY_TIMEOUT: Final = 10.0
 #: The key of the advisory lock migrations hold ("codexlog" in ASCII).
 _MIGRATION_LOCK: Final = 0x636F6465786C6F67
 

@@ -1,4 +1,4 @@
-"""``prune`` against a PostgreSQL mirror: the reads and the delete of ``_prune.Mirror``.
+"""``prune`` against a PostgreSQL mirror: the reads and the delete of ``_mirror.prune.Mirror``.
 
 Many sessions folders (machines) sync into one PostgreSQL database, each under
 its own ``source_id``. A prune runs on one machine, next to one folder: it
@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any, Final
 
 from codex_logging._errors import DatabaseNotFoundError
-from codex_logging._mirror.prune import Mark
-from codex_logging._mirror.target import existing_source_id
+from codex_logging._mirror.schema import TABLES
+from codex_logging._mirror.target import Mark, existing_source_id
 from codex_logging._postgres.db import (
     BUSY_TIMEOUT,
     connect,
@@ -35,13 +35,6 @@ _CANDIDATES: Final = """
     HAVING max(ts) FILTER (WHERE kind = 'end') IS NOT NULL
     ORDER BY session_id
 """
-_TABLES: Final = (
-    "session_events",
-    "session_ingest_errors",
-    "session_ingest_watermark",
-    "session_summary",
-    "session_summary_pids",
-)
 
 
 class PostgresMirror:
@@ -113,7 +106,7 @@ class PostgresMirror:
         """Delete this folder's rows, quarantined lines, watermark and summary of the session."""
         with translated(self.name), transaction(self.conn, self.busy_timeout):
             deleted = 0
-            for table in _TABLES:
+            for table in TABLES:
                 cursor = self.conn.execute(
                     f"DELETE FROM {table} WHERE source_id = %s AND session_id = %s",  # noqa: S608 - constants
                     (self.source, session_id),

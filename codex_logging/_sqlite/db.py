@@ -16,10 +16,8 @@ from codex_logging._errors import (
     DatabaseNotFoundError,
     UnsafePathError,
 )
+from codex_logging._settings import BUSY_TIMEOUT as BUSY_TIMEOUT  # noqa: PLC0414 - re-exported
 from codex_logging._settings import check_private, make_dirs
-
-#: Default wait for a database locked by another writer (SPEC: at least 10 s).
-BUSY_TIMEOUT: Final = 10.0
 
 #: Builds ``session_summary`` (and its pids) from ``session_events``: migration 4
 #: runs it once, :func:`rebuild_summary` again. Each column is what the
