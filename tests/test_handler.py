@@ -476,7 +476,7 @@ class TestFailures:
             raise RecursionError
 
         monkeypatch.setattr(codex_logging._record, "_fast_dumps", None)
-        monkeypatch.setattr(codex_logging._write.handler, "encode", exploding)
+        monkeypatch.setattr(codex_logging._write.sink, "encode", exploding)
         with pytest.raises(RecursionError):
             handler.emit(logging.makeLogRecord({"msg": "x"}))
         assert handler.dropped == 0
