@@ -12,6 +12,7 @@ import errno
 import os
 import re
 import stat
+import sys
 from typing import Final
 
 from codex_logging._errors import InvalidSessionId, UnsafePathError
@@ -25,12 +26,12 @@ ENV_SOURCE_ID: Final = "CODEX_SOURCE_ID"
 #: deliberate shared set-up); by default they are refused, as OpenSSH's
 #: StrictModes refuses them.
 ENV_ALLOW_SHARED: Final = "CODEX_ALLOW_SHARED"
-DEFAULT_DB_PATH: Final = os.path.join(".codex", "session_logs.db")
-DEFAULT_SESSIONS_DIR: Final = os.path.join(".codex", "sessions")
 SUFFIX: Final = ".ndjson"
 #: Default wait, in seconds, for a database or a session file locked by another
 #: writer (docs/mirror.md, "A busy database").
 BUSY_TIMEOUT: Final = 10.0
+#: The folder looked for upward, as git looks for ``.git``, by writers and commands alike.
+PROJECT_DIR: Final = ".codex"
 
 # SPEC: 1 to 128 characters of A-Z a-z 0-9 _ . -, not starting with "." or "-".
 # Spelled out instead of \w so that unicode look-alikes never pass.
@@ -83,36 +84,41 @@ def is_valid_session_id(value: object) -> bool:
 
 
 def sessions_dir_path(value: str | os.PathLike[str] | None = None) -> str:
-    """Return the absolute sessions folder: ``value``, the environment, or the default.
+    """Return the absolute sessions folder: ``value``, the environment, or the project's.
 
     Args:
         value: An explicit folder, relative to the working directory.
 
     Returns:
-        An absolute path, fixed now so that a later ``chdir`` changes nothing.
+        An absolute path, fixed now so that a later ``chdir`` changes nothing:
+        ``value``, else ``CODEX_SESSIONS_DIR``, else ``sessions`` in
+        :func:`project_codex_dir` (docs/configuration.md, "Which folder").
 
     """
-    return _absolute(value, ENV_SESSIONS_DIR, DEFAULT_SESSIONS_DIR)
+    return _absolute(value, ENV_SESSIONS_DIR, "sessions")
 
 
 def db_path(value: str | os.PathLike[str] | None = None) -> str:
-    """Return the absolute database path: ``value``, the environment, or the default.
+    """Return the absolute database path: ``value``, the environment, or the project's.
 
     Args:
         value: An explicit path, relative to the working directory.
 
     Returns:
-        An absolute path.
+        An absolute path: ``value``, else ``CODEX_LOG_DB_PATH``, else
+        ``session_logs.db`` in :func:`project_codex_dir`.
 
     """
-    return _absolute(value, ENV_DB_PATH, DEFAULT_DB_PATH)
+    return _absolute(value, ENV_DB_PATH, "session_logs.db")
 
 
-def _absolute(value: str | os.PathLike[str] | None, env: str, default: str) -> str:
+def _absolute(value: str | os.PathLike[str] | None, env: str, name: str) -> str:
     # Explicit value, else the variable (set but empty counts as unset), else
-    # the default; made absolute against the working directory now.
-    chosen = value if value is not None else os.environ.get(env) or default
-    return os.path.abspath(os.fspath(chosen))
+    # the project's .codex/; made absolute against the working directory now.
+    chosen = value if value is not None else os.environ.get(env)
+    if chosen:
+        return os.path.abspath(os.fspath(chosen))
+    return os.path.join(project_codex_dir(), name)
 
 
 def make_dirs(path: str) -> None:
@@ -144,7 +150,7 @@ def shared_allowed() -> bool:
 
 
 def check_private(path: str, info: os.stat_result) -> None:
-    """Refuse a folder or file that another user owns or may write.
+    """Refuse a folder or file that another user owns or may write; repair our own folders.
 
     Records are kept for a long time and hold what programs log: a folder or
     file planted by someone else (``0777`` in a shared working directory) would
@@ -152,31 +158,82 @@ def check_private(path: str, info: os.stat_result) -> None:
     refused unless ``CODEX_ALLOW_SHARED=1`` says the sharing is deliberate.
     A folder with the sticky bit (``/tmp``) may be group/other writable.
 
+    A ``.codex`` folder, or a folder directly inside one (``sessions``), that
+    the running user owns but group or other may write (made by ``mkdir``
+    under umask ``002``) is tightened to ``0700`` instead, said once on
+    stderr (docs/configuration.md, "Environment").
+
     Args:
         path: The path, for the message.
-        info: Its ``stat`` (or ``fstat``) result.
+        info: Its ``stat`` (or ``fstat``, or ``lstat``) result.
 
     Raises:
-        UnsafePathError: Owned by another user, or writable by group or other.
+        UnsafePathError: A symlink, owned by another user, or writable by
+            group or other (and not one of our folders that could be repaired).
 
     """
     if shared_allowed():
         return
     uid = os.geteuid()
+    if stat.S_ISLNK(info.st_mode):
+        msg = (
+            f"refusing {path}: it is a symlink; replace it with a folder of its own,"
+            f" or name the real folder in {ENV_SESSIONS_DIR} / {ENV_DB_PATH}"
+        )
+        raise UnsafePathError(errno.ELOOP, msg)
     writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
     if stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX:
         writable = 0
-    if info.st_uid not in (uid, 0) or writable:
-        problem = (
-            f"owned by uid {info.st_uid}, not {uid}"
-            if info.st_uid not in (uid, 0)
-            else f"writable by group or other (mode {stat.S_IMODE(info.st_mode):04o})"
-        )
+    if info.st_uid not in (uid, 0):
         msg = (
-            f"refusing {path}: {problem}; fix its owner or mode,"
+            f"refusing {path}: owned by uid {info.st_uid}, not {uid}; use a folder of your own"
+            f" (remove it, or set {ENV_SESSIONS_DIR} / {ENV_DB_PATH}),"
             f" or set {ENV_ALLOW_SHARED}=1 for a deliberately shared folder"
         )
         raise UnsafePathError(errno.EPERM, msg)
+    if writable and not (info.st_uid == uid and _repair(path, info)):
+        mode = stat.S_IMODE(info.st_mode)
+        msg = (
+            f"refusing {path}: writable by group or other (mode {mode:04o});"
+            f" run chmod go-w {path}, or set {ENV_ALLOW_SHARED}=1 for a deliberately shared folder"
+        )
+        raise UnsafePathError(errno.EPERM, msg)
+
+
+#: Folders this process tightened, each said once on stderr.
+_repaired: set[str] = set()
+
+
+def _repair(path: str, info: os.stat_result) -> bool:
+    """Tighten one of our own folders to ``0700``; False when it is not one or cannot be."""
+    if not stat.S_ISDIR(info.st_mode):
+        return False
+    parent = os.path.dirname(path)
+    if PROJECT_DIR not in (os.path.basename(path), os.path.basename(parent)):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        now = os.fstat(fd)
+        if (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino) or now.st_uid != os.geteuid():
+            return False  # swapped since it was looked at: refuse rather than guess
+        os.fchmod(fd, 0o700)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    if path not in _repaired and len(_repaired) < 64:
+        _repaired.add(path)
+        mode = stat.S_IMODE(info.st_mode)
+        with contextlib.suppress(Exception):  # a closed stderr changes nothing
+            sys.stderr.write(
+                f"codex_logging: {path} was writable by group or other"
+                f" (mode {mode:04o}); tightened it to 0700\n"
+            )
+            sys.stderr.flush()
+    return True
 
 
 def is_postgres_url(value: object) -> bool:
@@ -192,35 +249,66 @@ def is_postgres_url(value: object) -> bool:
     return isinstance(value, str) and value.startswith(("postgresql://", "postgres://"))
 
 
-#: The folder the CLI looks for upward, as git looks for ``.git`` (issue 13).
-PROJECT_DIR: Final = ".codex"
-
-
 def find_project_dir(start: str | None = None) -> str | None:
     """Return the nearest ``.codex`` folder in ``start`` or its parents that holds logs.
 
     A ``.codex`` folder counts only when it holds a ``sessions`` folder or a
-    ``session_logs.db``: Codex itself keeps its settings in ``~/.codex``, which
-    must not capture every folder under the home directory.
+    ``session_logs.db``. The search stops at a folder that has ``.git`` (after
+    looking in it: that is the project's root) and at the home directory,
+    whose own ``.codex`` is never taken: OpenAI's Codex CLI keeps its settings
+    and ``sessions/`` there, and it must not capture every folder under the
+    home directory (docs/configuration.md, "Which folder").
 
     Args:
         start: Where to begin; the working directory by default.
 
     Returns:
-        The folder's absolute path, or None when no folder up to the root has one.
+        The folder's absolute path, or None when the search found none.
 
     """
-    current = os.path.abspath(start if start is not None else os.getcwd())
+    current = os.path.realpath(start if start is not None else os.getcwd())
+    home = _home()
     while True:
+        if current == home:
+            return None
         candidate = os.path.join(current, PROJECT_DIR)
         if os.path.isdir(os.path.join(candidate, "sessions")) or os.path.isfile(
             os.path.join(candidate, "session_logs.db")
         ):
             return candidate
         parent = os.path.dirname(current)
-        if parent == current:
+        if parent == current or os.path.lexists(os.path.join(current, ".git")):
             return None
         current = parent
+
+
+def project_codex_dir(start: str | None = None) -> str:
+    """Return the project's ``.codex`` folder: :func:`find_project_dir`'s, else ``./.codex``.
+
+    The one rule by which the handler, the processor, ``session_scope`` and
+    every command find the folder when neither an argument nor an
+    environment variable names it.
+
+    Args:
+        start: Where to begin; the working directory by default.
+
+    Returns:
+        An absolute path (it may not exist yet).
+
+    """
+    found = find_project_dir(start)
+    if found is not None:
+        return found
+    return os.path.join(os.path.abspath(start if start is not None else os.getcwd()), PROJECT_DIR)
+
+
+def _home() -> str | None:
+    # The home directory as the working directory would spell it (a symlinked
+    # $HOME resolved); None when there is none to find.
+    home = os.path.expanduser("~")
+    if home == "~" or not os.path.isabs(home):
+        return None
+    return os.path.realpath(home)
 
 
 def project_paths(

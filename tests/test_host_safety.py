@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -146,21 +147,70 @@ class TestWarningsAsErrors:
 
 
 class TestSharedFolders:
-    def test_group_writable_folder_is_refused(
+    def test_folder_owned_by_another_user_is_refused(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """A sessions folder pre-created 0777 by someone else is refused, with one line saying why."""
+        """A sessions folder made 0777 by another user is refused, with one line saying why."""
+        if os.geteuid() != 0:
+            pytest.skip("only root can give a folder to another user")
         folder = tmp_path / ".codex" / "sessions"
         folder.mkdir(parents=True, mode=0o700)
         folder.chmod(0o777)
+        os.chown(folder, 65534, 65534)
         handler = CodexHandler(folder, "s")
         handler.handle(logging.makeLogRecord({"msg": "secret work"}))
         handler.handle(logging.makeLogRecord({"msg": "more"}))
         assert list(folder.iterdir()) == []
         (line,) = capsys.readouterr().err.splitlines()
-        assert f"refusing {folder}: writable by group or other (mode 0777)" in line
+        assert f"refusing {folder}: owned by uid 65534, not 0; use a folder of your own" in line
         assert "CODEX_ALLOW_SHARED=1" in line
         assert handler.dropped == 2
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o777
+
+    def test_our_own_shared_folders_are_tightened(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A .codex and sessions folder of ours left 0775 / 0777 are made 0700, said once, and used."""
+        codex = tmp_path / ".codex"
+        (codex / "sessions").mkdir(parents=True)
+        codex.chmod(0o775)
+        (codex / "sessions").chmod(0o777)
+        handler = CodexHandler(codex / "sessions", "s")
+        for n in range(3):
+            handler.handle(logging.makeLogRecord({"msg": f"kept {n}"}))
+        assert [r["message"] for r in read_lines(codex / "sessions" / "s.ndjson")] == [
+            "kept 0",
+            "kept 1",
+            "kept 2",
+        ]
+        assert (handler.dropped, stat.S_IMODE(codex.stat().st_mode)) == (0, 0o700)
+        assert stat.S_IMODE((codex / "sessions").stat().st_mode) == 0o700
+        said = "was writable by group or other (mode {}); tightened it to 0700"
+        assert sorted(capsys.readouterr().err.splitlines()) == [
+            f"codex_logging: {codex} {said.format('0775')}",
+            f"codex_logging: {codex / 'sessions'} {said.format('0777')}",
+        ]
+
+    def test_other_folders_of_ours_are_refused_not_changed(self, tmp_path: Path) -> None:
+        """A group-writable folder named by the program, not .codex's, is refused and left as it is."""
+        folder = tmp_path / "team"
+        folder.mkdir()
+        folder.chmod(0o775)
+        handler = CodexHandler(folder, "s")
+        handler.handle(logging.makeLogRecord({"msg": "x"}))
+        assert (handler.dropped, stat.S_IMODE(folder.stat().st_mode)) == (1, 0o775)
+
+    def test_symlinked_codex_folder_is_refused(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A .codex that is a symlink is refused with one line naming it and the fix."""
+        (tmp_path / "elsewhere" / "sessions").mkdir(parents=True, mode=0o700)
+        (tmp_path / ".codex").symlink_to(tmp_path / "elsewhere")
+        handler = CodexHandler(tmp_path / ".codex" / "sessions", "s")
+        handler.handle(logging.makeLogRecord({"msg": "x"}))
+        (line,) = capsys.readouterr().err.splitlines()
+        assert f"refusing {tmp_path / '.codex'}: it is a symlink; replace it with a folder" in line
+        assert (handler.dropped, list((tmp_path / "elsewhere" / "sessions").iterdir())) == (1, [])
 
     def test_sessions_path_that_is_a_file_says_so(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -174,17 +224,23 @@ class TestSharedFolders:
         assert "symlink" not in line
 
     def test_parent_codex_folder_is_checked(self, tmp_path: Path) -> None:
-        """A world-writable .codex above the sessions folder is refused too."""
+        """A world-writable .codex of another user above the sessions folder is refused too."""
+        if os.geteuid() != 0:
+            pytest.skip("only root can give a folder to another user")
         (tmp_path / ".codex" / "sessions").mkdir(parents=True, mode=0o700)
         (tmp_path / ".codex").chmod(0o777)
+        os.chown(tmp_path / ".codex", 65534, 65534)
         handler = CodexHandler(tmp_path / ".codex" / "sessions", "s")
         handler.handle(logging.makeLogRecord({"msg": "x"}))
         assert handler.dropped == 1
 
     def test_nothing_is_made_inside_a_shared_codex_folder(self, tmp_path: Path) -> None:
-        """A world-writable .codex is refused before a sessions folder is made inside it."""
+        """Another user's world-writable .codex is refused before a sessions folder is made inside it."""
+        if os.geteuid() != 0:
+            pytest.skip("only root can give a folder to another user")
         (tmp_path / ".codex").mkdir(mode=0o700)
         (tmp_path / ".codex").chmod(0o777)
+        os.chown(tmp_path / ".codex", 65534, 65534)
         handler = CodexHandler(tmp_path / ".codex" / "sessions", "s")
         handler.handle(logging.makeLogRecord({"msg": "x"}))
         assert (list((tmp_path / ".codex").iterdir()), handler.dropped) == ([], 1)

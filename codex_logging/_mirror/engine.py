@@ -35,7 +35,13 @@ from codex_logging._mirror.target import (
     WatermarkMovedError,
     source_id,
 )
-from codex_logging._settings import SUFFIX, is_valid_session_id, validate_session_id
+from codex_logging._settings import (
+    PROJECT_DIR,
+    SUFFIX,
+    check_private,
+    is_valid_session_id,
+    validate_session_id,
+)
 
 #: Lines per transaction: large enough to be fast, small enough that a crash
 #: loses at most one uncommitted batch of work.
@@ -218,6 +224,7 @@ def _file_names(folder: str, session_id: str | None, report: SyncReport) -> list
     """Return the names of the session files to look at, in order; None: no folder."""
     if session_id is not None:
         validate_session_id(session_id)
+    _refuse_what_writers_refuse(folder)
     try:
         info = os.stat(folder)
     except FileNotFoundError:
@@ -242,6 +249,23 @@ def _file_names(folder: str, session_id: str | None, report: SyncReport) -> list
         msg = f"unknown session {session_id}: no file {path}"
         raise UnknownSessionError(msg)
     return [session_id + SUFFIX]
+
+
+def _refuse_what_writers_refuse(folder: str) -> None:
+    """Raise for a sessions folder (or the ``.codex`` above it) that writers refuse.
+
+    A symlink there, or a ``.codex`` owned by another user, makes every writer
+    drop its records: a sync that said only "no sessions folder (yet)" would
+    hide why nothing arrives (docs/mirror.md).
+    """
+    parent = os.path.dirname(folder)
+    for path in (parent, folder) if os.path.basename(parent) == PROJECT_DIR else (folder,):
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(info.st_mode) or path == parent:
+            check_private(path, info)
 
 
 @dataclasses.dataclass
