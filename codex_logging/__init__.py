@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from codex_logging._mirror.target import SyncReport
     from codex_logging._postgres.sync import sync_to_postgres
     from codex_logging._sqlite.sync import sync_to_sqlite
+    from codex_logging._write.loguru_sink import LoguruSink, loguru_sink
 
 __version__ = "0.1.0"
 
@@ -54,6 +55,7 @@ __all__ = [
     "DatabaseNotFoundError",
     "InvalidFilterError",
     "InvalidSessionId",
+    "LoguruSink",
     "PostgresNotInstalledError",
     "SessionsDirError",
     "SyncReport",
@@ -62,6 +64,7 @@ __all__ = [
     "WriteError",
     "configure_structlog",
     "get_session_id",
+    "loguru_sink",
     "session_scope",
     "sync_to_postgres",
     "sync_to_sqlite",
@@ -70,6 +73,8 @@ __all__ = [
 # The mirror side loads on first use: a hook script that only logs does not
 # pay for the sync, SQLite and PostgreSQL code on every start (PEP 562).
 _LAZY = {
+    "LoguruSink": "codex_logging._write.loguru_sink",
+    "loguru_sink": "codex_logging._write.loguru_sink",
     "SyncReport": "codex_logging._mirror.target",
     "sync_to_sqlite": "codex_logging._sqlite.sync",
     "sync_to_postgres": "codex_logging._postgres.sync",

@@ -9,7 +9,9 @@ then redact, then encode"; SPEC "The NDJSON record").
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
+import linecache
 import os
 import sys
 import traceback
@@ -21,8 +23,23 @@ from typing import Any, Final
 #: Fields the library sets; an ``extra`` key with one of these names is kept
 #: under ``extra.<name>`` instead of replacing it.
 CORE_FIELDS: Final = frozenset(
-    {"ts", "session_id", "kind", "level", "logger", "message", "pid", "role", "exc", "redacted"}
+    {
+        "ts",
+        "session_id",
+        "kind",
+        "level",
+        "levelno",
+        "logger",
+        "message",
+        "pid",
+        "role",
+        "exc",
+        "redacted",
+    }
 )
+#: Level names whose number every reader knows; a record at any other level
+#: also carries its number as ``levelno`` (docs/record-format.md).
+STANDARD_LEVELS: Final = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
 
 
 def safe_str(value: object) -> str:
@@ -196,6 +213,9 @@ def _contents(value: Any) -> dict[Any, Any] | list[Any] | tuple[Any, ...] | None
         # A dataclass instance: dataclasses is imported already if one exists.
         fields = sys.modules["dataclasses"].fields
         return _read(lambda: {f.name: getattr(value, f.name) for f in fields(value)}, value)
+    if callable(getattr(type(value), "model_dump", None)) and not isinstance(value, type):
+        # A pydantic model (v2), or anything with its protocol: its fields.
+        return _read(lambda: dict(value.model_dump()), value)
     return None
 
 
@@ -208,17 +228,42 @@ def finite(value: float) -> float | str:
     return value if value - value == 0.0 else safe_str(value)
 
 
-def _leaf(value: Any) -> Any:
+def _leaf(value: Any) -> Any:  # noqa: PLR0911 - a return per kind
+    if isinstance(value, enum.Enum):
+        # Its value, as JSON would hold it (Color.RED -> "red", Size.L -> 3).
+        return normalize(_read_value(value))
     if isinstance(value, float):
         return finite(float(value))
-    for base in (str, bool, int):  # subclasses (enums) as their JSON base
+    for base in (str, bool, int):  # subclasses as their JSON base
         if isinstance(value, base):
             return base(value)
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).decode("utf-8", "backslashreplace")
     if isinstance(value, os.PathLike):
         return _fspath(value)
-    return safe_str(value)
+    iso = _isoformat(value)
+    if iso is not None:
+        return iso
+    return safe_str(value)  # UUID, Decimal, exceptions, objects
+
+
+def _read_value(member: enum.Enum) -> Any:
+    try:
+        return member.value
+    except Exception:
+        return safe_str(member)
+
+
+def _isoformat(value: object) -> str | None:
+    # datetime, date and time in ISO 8601 with a "T" (str() puts a space).
+    # Looked up in sys.modules: a datetime exists only if the module is loaded.
+    module = sys.modules.get("datetime")
+    if module is None or not isinstance(value, module.date | module.time):
+        return None
+    try:
+        return str(value.isoformat())
+    except Exception:
+        return None
 
 
 def _fspath(value: os.PathLike[Any]) -> str:
@@ -244,31 +289,183 @@ def key_text(key: object) -> str:
         return "true" if key else "false"
     if isinstance(key, bytes):
         return key.decode("utf-8", "backslashreplace")
-    return safe_str(key)
+    if isinstance(key, enum.Enum):
+        return key_text(_read_value(key))
+    return _isoformat(key) or safe_str(key)
 
 
 def exception_text(rendered: object, exc_info: object) -> str | None:
     """Return a traceback from structlog's ``exception`` / ``exc_info`` event keys.
 
     Args:
-        rendered: ``exception``: a traceback string when ``format_exc_info`` ran.
+        rendered: ``exception``: a traceback string when ``format_exc_info``
+            ran, an exception, or structlog's ``dict_tracebacks`` form.
         exc_info: ``exc_info``: ``True``, an exception, or a ``sys.exc_info()`` tuple.
 
     Returns:
         The formatted traceback, or ``None`` when there is none.
 
     """
-    if isinstance(rendered, str):
-        return rendered  # format_exc_info already ran
-    if exc_info is None or exc_info is False:
-        return None
-    if exc_info is True:
-        exc_info = sys.exc_info()
-    if isinstance(exc_info, BaseException):
-        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
-    if isinstance(exc_info, tuple) and len(exc_info) == 3 and exc_info[0] is not None:
+    return exception_parts(rendered, exc_info)[0]
+
+
+#: How structlog's StackInfoRenderer (and logging) starts a rendered stack.
+STACK_HEADER: Final = "Stack (most recent call last):"
+
+
+def exception_parts(
+    exception: object, exc_info: object, stack: object = None, stack_info: object = None
+) -> tuple[str | None, Any]:
+    """Return the text for ``exc`` and the structured form for ``exception``.
+
+    Every form an event can carry an exception in gives the text: the
+    traceback ``format_exc_info`` rendered, an exception or ``exc_info``
+    (``True``, an exception, a ``sys.exc_info()`` tuple) not rendered by any
+    processor, and the list of dicts ``dict_tracebacks`` built, rendered back
+    into Python's traceback layout. That list is also returned as the
+    structured form, as is any other non-text ``exception`` value the program
+    built. A stack (``stack_info=True`` with or without structlog's
+    ``StackInfoRenderer``) follows the traceback, as logging writes it.
+
+    Args:
+        exception: The event's ``exception`` value, or ``None``.
+        exc_info: The event's ``exc_info`` value, or ``None``.
+        stack: The event's ``stack`` value: taken only when it is a rendered
+            stack (text starting ``Stack (most recent call last):``).
+        stack_info: The event's ``stack_info``: ``True`` renders the caller's stack.
+
+    Returns:
+        ``(text, structured)``, each ``None`` when there is none.
+
+    """
+    text: str | None = None
+    structured: Any = None
+    if isinstance(exception, str):
+        text = exception  # format_exc_info already ran
+    elif isinstance(exception, BaseException):
+        text = _format_exc_info((type(exception), exception, exception.__traceback__))
+    elif exception is not None:
+        structured = exception
+        text = render_exception_dicts(exception)
+    if text is None and exc_info is not None and exc_info is not False:
+        if exc_info is True:
+            exc_info = sys.exc_info()
+        elif isinstance(exc_info, BaseException):
+            exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+        if isinstance(exc_info, tuple) and len(exc_info) == 3 and exc_info[0] is not None:
+            text = _format_exc_info(exc_info)
+    rendered = stack if isinstance(stack, str) and stack.startswith(STACK_HEADER) else None
+    if rendered is None and stack_info is True:
+        rendered = caller_stack()
+    if rendered is not None:
+        text = f"{text}\n{rendered}" if text else rendered
+    return text, structured
+
+
+def _format_exc_info(exc_info: Any) -> str | None:
+    try:
         return "".join(traceback.format_exception(*exc_info)).rstrip("\n")
-    return None
+    except Exception:  # a hostile exception still leaves a record
+        return safe_str(exc_info[1])
+
+
+#: Modules whose frames are the logging machinery, not the program.
+_MACHINERY: Final = ("logging", "structlog", "codex_logging", "loguru")
+
+
+def caller_stack() -> str:
+    """Return the stack of the code that logged, as logging's ``stack_info`` renders it."""
+    frame = sys._getframe(1)  # noqa: SLF001 - the stack is the point
+    while frame.f_back is not None:
+        module = frame.f_globals.get("__name__", "")
+        if not isinstance(module, str) or module.split(".", 1)[0] not in _MACHINERY:
+            break
+        frame = frame.f_back
+    lines = "".join(traceback.format_stack(frame)).rstrip("\n")
+    return f"{STACK_HEADER}\n{lines}"
+
+
+def render_exception_dicts(stacks: object) -> str | None:
+    """Return Python's traceback text for structlog's ``dict_tracebacks`` form.
+
+    Args:
+        stacks: The list ``ExceptionDictTransformer`` returns: one dict per
+            exception of the chain, the raised one first, each with
+            ``exc_type``, ``exc_value``, ``frames`` and ``is_cause`` (and
+            ``exc_notes``, ``syntax_error``, ``is_group``, ``exceptions``).
+
+    Returns:
+        The text, oldest exception first as Python prints it; ``None`` when
+        ``stacks`` is not that form.
+
+    """
+    if not _is_trace(stacks):
+        return None
+    try:
+        return "\n".join(_render_trace(stacks, "")).rstrip("\n")  # type: ignore[arg-type]
+    except Exception:  # a malformed dict: the structured form is still kept
+        return None
+
+
+def _is_trace(stacks: object) -> bool:
+    return (
+        isinstance(stacks, list)
+        and bool(stacks)
+        and all(isinstance(s, dict) and "exc_type" in s and "frames" in s for s in stacks)
+    )
+
+
+_CAUSE: Final = "The above exception was the direct cause of the following exception:"
+_CONTEXT: Final = "During handling of the above exception, another exception occurred:"
+
+
+def _render_trace(stacks: list[dict[str, Any]], indent: str) -> list[str]:
+    lines: list[str] = []
+    # structlog lists the raised exception first, then its cause or context.
+    for position in range(len(stacks) - 1, -1, -1):
+        stack = stacks[position]
+        lines.extend(_render_stack(stack, indent))
+        if position:
+            link = _CAUSE if stacks[position].get("is_cause") else _CONTEXT
+            lines.extend(["", indent + link, ""])
+    return lines
+
+
+def _render_stack(stack: dict[str, Any], indent: str) -> list[str]:
+    group = bool(stack.get("is_group"))
+    frames = stack.get("frames") or []
+    lines: list[str] = []
+    if frames:
+        title = "Exception Group Traceback" if group else "Traceback"
+        lines.append(f"{indent}{title} (most recent call last):")
+    for frame in frames:
+        filename, lineno = frame.get("filename"), frame.get("lineno")
+        lines.append(f'{indent}  File "{filename}", line {lineno}, in {frame.get("name")}')
+        source = (
+            linecache.getline(filename, lineno).strip()
+            if isinstance(filename, str) and isinstance(lineno, int)
+            else ""
+        )
+        if source:
+            lines.append(f"{indent}    {source}")
+    syntax = stack.get("syntax_error")
+    if isinstance(syntax, dict):
+        lines.append(f'{indent}  File "{syntax.get("filename")}", line {syntax.get("lineno")}')
+        lines.append(f"{indent}    {str(syntax.get('line') or '').strip()}")
+    value = stack.get("exc_value")
+    lines.append(
+        f"{indent}{stack.get('exc_type')}: {value}" if value else f"{indent}{stack.get('exc_type')}"
+    )
+    lines.extend(f"{indent}{note}" for note in stack.get("exc_notes") or ())
+    if group:
+        members = stack.get("exceptions") or []
+        for number, member in enumerate(members, 1):
+            lines.append(f"{indent}+---------------- {number} ----------------")
+            if _is_trace(member):
+                lines.extend(_render_trace(member, indent + "    "))
+        if members:
+            lines.append(f"{indent}+------------------------------------")
+    return lines
 
 
 #: Checked in ``sys.modules`` only: a hook script that never imports

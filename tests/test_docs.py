@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -89,3 +90,77 @@ def test_every_subcommand_has_help_with_an_example_and_is_in_cli_docs(
 def _last_paragraph(text: str) -> str:
     """The help's last paragraph with argparse's line wrapping undone."""
     return " ".join(text.strip().split("\n\n")[-1].split())
+
+
+def _section_code(page: str, heading: str) -> str:
+    """The Python blocks of one second-level section of a docs page, in order."""
+    text = (ROOT / "docs" / page).read_text()
+    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return "\n".join(re.findall(r"```python\n(.*?)```", section, re.DOTALL))
+
+
+#: Each host's section of docs/configuration.md -> (session, what its records say).
+HOST_SECTIONS = {
+    "`CodexHandler` (stdlib `logging`)": (
+        "run-42",
+        [
+            {"message": "step 1 of 3", "role": "tool", "tokens": 812},
+            {"message": "a level of the program's own", "level": "Level 25", "levelno": 25},
+            {"message": "step failed", "level": "ERROR"},
+        ],
+    ),
+    "structlog": (
+        "docs",
+        [
+            {"message": "step B", "role": "assistant", "tokens": 812},
+            {"message": "step failed", "level": "ERROR"},
+        ],
+    ),
+    "loguru": (
+        "docs",
+        [
+            {"message": "step B", "level": "SUCCESS", "levelno": 25, "role": "tool"},
+            {"message": "step failed", "level": "ERROR"},
+            {"message": "order placed", "customer_ref": "[REDACTED]"},
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("heading", list(HOST_SECTIONS))
+def test_each_host_section_of_the_configuration_page_runs(tmp_path: Path, heading: str) -> None:
+    """The snippets of each host's section run as a program and write what the page says."""
+    if heading == "loguru":
+        pytest.importorskip("loguru")
+    session, expected = HOST_SECTIONS[heading]
+    (tmp_path / "example.py").write_text(_section_code("configuration.md", heading))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_")}
+    env["CODEX_SESSION_ID"] = "docs"
+    env["CODEX_SESSIONS_DIR"] = str(tmp_path / ".codex" / "sessions")
+    env["CODEX_LOG_DB_PATH"] = str(tmp_path / ".codex" / "session_logs.db")
+    done = subprocess.run(
+        [sys.executable, "example.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "codex_logging:" not in done.stderr
+    subprocess.run([str(BIN / "codex-logs"), "sync"], cwd=tmp_path, env=env, check=True, timeout=60)
+    out = subprocess.run(
+        [str(BIN / "codex-logs"), "query", "--json", "--session-id", session, "--kind", "message"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    written = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(written) == len(expected)
+    for record, fields in zip(written, expected, strict=True):
+        assert {key: record.get(key) for key in fields} == fields
+    failed = next(r for r in written if r["message"] == "step failed")
+    assert failed["exc"].endswith("ZeroDivisionError: division by zero")

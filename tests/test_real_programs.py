@@ -211,3 +211,614 @@ class TestFoldersOfOursAreRepaired:
         (line,) = synced.stderr.splitlines()
         assert line.startswith(f"codex-logs sync: error: refusing {codex}: ")
         assert "no sessions folder" not in synced.stderr
+
+
+# ---------------------------------------------------------------------------
+# What a record holds: every exception form, levels of any kind, structlog's
+# logger factories and recipes, loguru, and values as JSON users expect.
+# ---------------------------------------------------------------------------
+
+
+def _env(tmp_path: Path, session: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_")}
+    env["CODEX_SESSION_ID"] = session
+    env["CODEX_SESSIONS_DIR"] = str(tmp_path / ".codex" / "sessions")
+    env["CODEX_LOG_DB_PATH"] = str(tmp_path / ".codex" / "session_logs.db")
+    return env
+
+
+def run_program(
+    tmp_path: Path, code: str, session: str = "real"
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` as a program in ``tmp_path``, with ``session`` as CODEX_SESSION_ID."""
+    (tmp_path / "program.py").write_text(textwrap.dedent(code))
+    return subprocess.run(
+        [sys.executable, "program.py"],
+        cwd=tmp_path,
+        env=_env(tmp_path, session),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
+def codex_logs_in(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``codex-logs`` command in ``tmp_path``, with its folder and database."""
+    return codex_logs(*args, cwd=tmp_path, env=_env(tmp_path, "unused"))
+
+
+def records(tmp_path: Path, session: str = "real", *, exact: bool = True) -> list[dict[str, Any]]:
+    """Return the session's records, checked against its rows in the synced mirror.
+
+    ``exact=False`` compares only the columns: the sync redacts what a writer
+    with ``redact=False`` kept.
+    """
+    lines = read_lines(tmp_path / ".codex" / "sessions" / f"{session}.ndjson")
+    synced = codex_logs_in(tmp_path, "sync")
+    assert synced.returncode == 0, synced.stderr
+    with db_connection(tmp_path / ".codex" / "session_logs.db") as conn:
+        rows = conn.execute(
+            "SELECT kind, level, logger, role, message, data FROM session_events"
+            " WHERE session_id = ? ORDER BY seq",
+            (session,),
+        ).fetchall()
+    if exact:
+        assert [json.loads(row[-1]) for row in rows] == lines
+    for row, line in zip(rows, lines, strict=True):
+        assert row[:5] == tuple(line.get(k) for k in ("kind", "level", "logger", "role", "message"))
+    return lines
+
+
+def messages(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [line for line in lines if line["kind"] == "message"]
+
+
+#: Raises RuntimeError("boom") from a ValueError: a chained cause.
+FAIL = """
+import logging, sys
+import structlog
+from codex_logging import CodexHandler, CodexProcessor, configure_structlog
+
+def parse():
+    return int("not a number")
+
+def fail():
+    try:
+        parse()
+    except ValueError as error:
+        raise RuntimeError("boom") from error
+"""
+
+#: structlog with a hand-built chain; {chain} is filled in per test.
+STRUCTLOG_CHAIN = (
+    FAIL
+    + """
+structlog.configure(
+    processors=[structlog.processors.add_log_level, {chain}],
+    logger_factory=structlog.ReturnLoggerFactory(),
+)
+log = structlog.get_logger()
+try:
+    fail()
+except RuntimeError:
+    log.{call}
+"""
+)
+
+#: structlog's stdlib recipe with only a CodexHandler on the logging side.
+STDLIB_RECIPE = (
+    FAIL
+    + """
+logging.getLogger().addHandler(CodexHandler())
+logging.getLogger().setLevel(logging.INFO)
+structlog.configure(
+    processors=[
+        structlog.stdlib.add_log_level,
+        {chain}
+        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+    ],
+    logger_factory=structlog.stdlib.LoggerFactory(),
+    wrapper_class=structlog.stdlib.BoundLogger,
+)
+try:
+    fail()
+except RuntimeError:
+    structlog.get_logger("svc").exception("failed")
+"""
+)
+
+EXCEPTION_FORMS = {
+    "configure_structlog (format_exc_info)": (
+        FAIL
+        + """
+configure_structlog(logger_factory=structlog.ReturnLoggerFactory())
+try:
+    fail()
+except RuntimeError:
+    structlog.get_logger("svc").exception("failed")
+""",
+        False,
+    ),
+    "format_exc_info before the processor": (
+        STRUCTLOG_CHAIN.format(
+            chain="structlog.processors.format_exc_info, CodexProcessor()",
+            call='exception("failed")',
+        ),
+        False,
+    ),
+    "dict_tracebacks before the processor": (
+        STRUCTLOG_CHAIN.format(
+            chain="structlog.processors.dict_tracebacks, CodexProcessor(),"
+            " structlog.processors.JSONRenderer()",
+            call='exception("failed")',
+        ),
+        True,
+    ),
+    "ExceptionDictTransformer without locals": (
+        STRUCTLOG_CHAIN.format(
+            chain="structlog.processors.ExceptionRenderer("
+            "structlog.tracebacks.ExceptionDictTransformer(show_locals=False)), CodexProcessor()",
+            call='exception("failed")',
+        ),
+        True,
+    ),
+    "ExceptionPrettyPrinter after the processor": (
+        STRUCTLOG_CHAIN.format(
+            chain="CodexProcessor(), structlog.processors.ExceptionPrettyPrinter()",
+            call='exception("failed")',
+        ),
+        False,
+    ),
+    "exc_info=True and no exception processor": (
+        STRUCTLOG_CHAIN.format(chain="CodexProcessor()", call='error("failed", exc_info=True)'),
+        False,
+    ),
+    "an exception object as exc_info, outside the except block": (
+        FAIL
+        + """
+structlog.configure(processors=[structlog.processors.add_log_level, CodexProcessor()],
+                    logger_factory=structlog.ReturnLoggerFactory())
+try:
+    fail()
+except RuntimeError as error:
+    caught = error
+structlog.get_logger().error("failed", exc_info=caught)
+""",
+        False,
+    ),
+    "stdlib logger.exception": (
+        FAIL
+        + """
+logging.getLogger().addHandler(CodexHandler())
+try:
+    fail()
+except RuntimeError:
+    logging.getLogger("svc").exception("failed")
+""",
+        False,
+    ),
+    "stdlib recipe, format_exc_info": (
+        STDLIB_RECIPE.format(chain="structlog.processors.format_exc_info,"),
+        False,
+    ),
+    "stdlib recipe, dict_tracebacks": (
+        STDLIB_RECIPE.format(chain="structlog.processors.dict_tracebacks,"),
+        True,
+    ),
+    "stdlib recipe, no exception processor": (STDLIB_RECIPE.format(chain=""), False),
+}
+
+
+class TestEveryExceptionFormIsKept:
+    @pytest.mark.parametrize(
+        ("code", "structured"), EXCEPTION_FORMS.values(), ids=list(EXCEPTION_FORMS)
+    )
+    def test_traceback_in_exc_and_structured_form_under_exception(
+        self, tmp_path: Path, code: str, structured: bool
+    ) -> None:
+        """The chained traceback is the text in exc, once; dict_tracebacks' form stays under exception."""
+        done = run_program(tmp_path, code)
+        (line,) = messages(records(tmp_path))
+        assert line["message"] == "failed"
+        assert line["level"] == "ERROR"
+        exc = line["exc"]
+        assert exc.startswith("Traceback (most recent call last):\n")
+        assert 'in parse\n    return int("not a number")\n' in exc
+        assert "ValueError: invalid literal for int() with base 10: 'not a number'" in exc
+        assert "\n\nThe above exception was the direct cause of the following exception:\n\n" in exc
+        assert exc.index("ValueError") < exc.index("RuntimeError: boom")
+        assert exc.endswith("RuntimeError: boom")
+        assert "exc_info" not in line
+        assert "Traceback" not in json.dumps({k: v for k, v in line.items() if k != "exc"})
+        if structured:
+            outer, cause = line["exception"]
+            assert (outer["exc_type"], outer["exc_value"]) == ("RuntimeError", "boom")
+            assert (cause["exc_type"], cause["is_cause"]) == ("ValueError", True)
+            assert cause["frames"][-1]["name"] == "parse"
+        else:
+            assert "exception" not in line
+        assert "Traceback" not in done.stderr
+
+    def test_pretty_printer_still_prints(self, tmp_path: Path) -> None:
+        """ExceptionPrettyPrinter after CodexProcessor prints the traceback and the record keeps it."""
+        code, _ = EXCEPTION_FORMS["ExceptionPrettyPrinter after the processor"]
+        done = run_program(tmp_path, code)
+        assert done.stdout.rstrip("\n").endswith("RuntimeError: boom")
+        (line,) = messages(records(tmp_path))
+        assert line["exc"].endswith("RuntimeError: boom")
+
+    @pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups are 3.11+")
+    @pytest.mark.parametrize("form", ["stdlib", "dict_tracebacks", "format_exc_info"])
+    def test_exception_group(self, tmp_path: Path, form: str) -> None:
+        """An exception group keeps every member exception in exc (and under exception as dicts)."""
+        chains = {
+            "dict_tracebacks": "structlog.processors.dict_tracebacks, CodexProcessor()",
+            "format_exc_info": "structlog.processors.format_exc_info, CodexProcessor()",
+        }
+        code = """
+            import logging, structlog
+            from codex_logging import CodexHandler, CodexProcessor
+            logging.getLogger().addHandler(CodexHandler())
+            structlog.configure(processors=[structlog.processors.add_log_level, CHAIN],
+                                logger_factory=structlog.ReturnLoggerFactory())
+            def many():
+                raise ExceptionGroup("many", [ValueError("first"), TypeError("second")])
+            try:
+                many()
+            except ExceptionGroup:
+                if FORM == "stdlib":
+                    logging.getLogger("svc").exception("failed")
+                else:
+                    structlog.get_logger().exception("failed")
+            """
+        code = code.replace("CHAIN", chains.get(form, "CodexProcessor()")).replace(
+            "FORM", repr(form)
+        )
+        run_program(tmp_path, code)
+        (line,) = messages(records(tmp_path))
+        exc = line["exc"]
+        assert "ExceptionGroup: many (2 sub-exceptions)" in exc
+        assert "ValueError: first" in exc
+        assert "TypeError: second" in exc
+        assert "in many" in exc
+        if form == "dict_tracebacks":
+            (group,) = line["exception"]
+            assert group["is_group"] is True
+            assert [m[0]["exc_type"] for m in group["exceptions"]] == ["ValueError", "TypeError"]
+        else:
+            assert "exception" not in line
+
+    @pytest.mark.parametrize(
+        "form",
+        [
+            "stdlib",
+            "structlog StackInfoRenderer",
+            "structlog stack_info=True, no renderer",
+            "stdlib recipe",
+        ],
+    )
+    def test_stack_info(self, tmp_path: Path, form: str) -> None:
+        """stack_info=True writes the caller's stack in exc, as logging renders it, and no stack field."""
+        code = f"""
+            import logging, structlog
+            from codex_logging import CodexHandler, CodexProcessor
+            FORM = {form!r}
+            if FORM in ("stdlib", "stdlib recipe"):
+                logging.getLogger().addHandler(CodexHandler())
+                logging.getLogger().setLevel(logging.INFO)
+            if FORM == "stdlib recipe":
+                structlog.configure(
+                    processors=[structlog.stdlib.add_log_level,
+                                structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+                    logger_factory=structlog.stdlib.LoggerFactory(),
+                    wrapper_class=structlog.stdlib.BoundLogger)
+            elif FORM == "structlog StackInfoRenderer":
+                structlog.configure(processors=[structlog.processors.add_log_level,
+                                                structlog.processors.StackInfoRenderer(),
+                                                CodexProcessor()],
+                                    logger_factory=structlog.ReturnLoggerFactory())
+            else:
+                structlog.configure(processors=[structlog.processors.add_log_level,
+                                                CodexProcessor()],
+                                    logger_factory=structlog.ReturnLoggerFactory())
+            def where_it_was_called():
+                if FORM == "stdlib":
+                    logging.getLogger("svc").info("here", stack_info=True)
+                else:
+                    structlog.get_logger("svc").info("here", stack_info=True)
+            where_it_was_called()
+            """
+        run_program(tmp_path, code)
+        (line,) = messages(records(tmp_path))
+        assert line["message"] == "here"
+        exc = line["exc"]
+        assert exc.startswith("Stack (most recent call last):\n")
+        assert "in where_it_was_called\n" in exc
+        assert exc.rstrip().endswith('info("here", stack_info=True)')
+        assert "stack" not in line
+        assert "stack_info" not in line
+
+
+class TestStructlogHosts:
+    def test_logger_name_survives_a_return_logger_factory(self, tmp_path: Path) -> None:
+        """configure_structlog(logger_factory=ReturnLoggerFactory()) still records get_logger's name."""
+        run_program(
+            tmp_path,
+            """
+            import structlog
+            from codex_logging import configure_structlog
+            configure_structlog(logger_factory=structlog.ReturnLoggerFactory())
+            structlog.get_logger("svc").info("one")
+            structlog.get_logger("other").bind(x=1).warning("two")
+            structlog.get_logger().info("three")
+            """,
+        )
+        lines = messages(records(tmp_path))
+        assert [(r.get("logger"), r["message"]) for r in lines] == [
+            ("svc", "one"),
+            ("other", "two"),
+            (None, "three"),
+        ]
+
+    def test_extra_adder_recipe_shows_no_private_attribute(self, tmp_path: Path) -> None:
+        """structlog's stdlib recipe with ExtraAdder on a console handler prints nothing of ours."""
+        done = run_program(
+            tmp_path,
+            """
+            import logging, sys, structlog
+            from codex_logging import CodexHandler, session_scope
+            console = logging.StreamHandler(sys.stdout)
+            console.setFormatter(structlog.stdlib.ProcessorFormatter(
+                foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.ExtraAdder()],
+                processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                            structlog.processors.JSONRenderer()],
+            ))
+            root = logging.getLogger()
+            root.addHandler(console)
+            root.addHandler(CodexHandler())
+            root.setLevel(logging.INFO)
+            structlog.configure(
+                processors=[structlog.stdlib.add_log_level,
+                            structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+                logger_factory=structlog.stdlib.LoggerFactory(),
+                wrapper_class=structlog.stdlib.BoundLogger)
+            with session_scope("job"):
+                logging.getLogger("app").info("plain", extra={"user": "ann"})
+                structlog.get_logger("svc").info("structured", n=1)
+            """,
+        )
+        printed = [json.loads(line) for line in done.stdout.splitlines()]
+        assert [p["event"] for p in printed] == ["plain", "structured"]
+        assert printed[0]["user"] == "ann"
+        assert not [key for p in printed for key in p if "codex" in key]
+        lines = messages(records(tmp_path, "job"))
+        assert [(r["message"], r.get("user"), r.get("n")) for r in lines] == [
+            ("plain", "ann", None),
+            ("structured", None, 1),
+        ]
+
+    def test_processor_session_survives_a_copying_processor(self, tmp_path: Path) -> None:
+        """CodexProcessor(session_id="a") then a copying processor, in the stdlib recipe: once, under a."""
+        run_program(
+            tmp_path,
+            """
+            import logging, structlog
+            from codex_logging import CodexHandler, CodexProcessor
+            logging.getLogger().addHandler(CodexHandler())
+            logging.getLogger().setLevel(logging.INFO)
+            structlog.configure(
+                processors=[structlog.stdlib.add_log_level,
+                            CodexProcessor(session_id="a"),
+                            lambda _l, _m, e: {**e, "x": 1},
+                            structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+                logger_factory=structlog.stdlib.LoggerFactory(),
+                wrapper_class=structlog.stdlib.BoundLogger)
+            structlog.get_logger("svc").info("hello")
+            logging.getLogger("plain").info("not structlog")
+            structlog.get_logger("svc").info("named", session_id="b")
+            """,
+        )
+        assert [(r["message"], r["x"]) for r in records(tmp_path, "a")] == [("hello", 1)]
+        assert [r["message"] for r in records(tmp_path, "real")] == ["not structlog"]
+        assert [r["message"] for r in records(tmp_path, "b")] == ["named"]
+
+
+LOGURU = """
+import sys
+from loguru import logger
+import codex_logging
+from codex_logging import session_scope
+logger.remove()
+logger.add(sys.stderr, format="{time} | {level: <8} | {name}:{function}:{line} - {message}")
+logger.add(codex_logging.loguru_sink, level="TRACE")
+"""
+
+
+class TestLoguru:
+    @pytest.fixture(autouse=True)
+    def _loguru(self) -> None:
+        pytest.importorskip("loguru")
+
+    def test_same_record_shape_as_the_handler(self, tmp_path: Path) -> None:
+        """Message without loguru's format, extra flattened, exception once, levels by name and number."""
+        done = run_program(
+            tmp_path,
+            LOGURU
+            + """
+def parse():
+    return int("x")
+logger.bind(role="tool", tokens=812).success("step {}", "B")
+logger.trace("tracing {n}", n=3)
+logger.info("plain")
+try:
+    parse()
+except ValueError:
+    logger.exception("failed")
+logger.bind(kind="message", password="hunter2").warning("auth Bearer abcdefghijklmnop12345")
+logger.level("NOTICE", no=25)
+logger.log("NOTICE", "custom")
+""",
+        )
+        assert "| SUCCESS  | __main__:<module>" in done.stderr  # loguru's own format, elsewhere
+        lines = records(tmp_path)
+        assert [(r["level"], r.get("levelno"), r["logger"], r["message"]) for r in lines] == [
+            ("SUCCESS", 25, "__main__", "step B"),
+            ("TRACE", 5, "__main__", "tracing 3"),
+            ("INFO", None, "__main__", "plain"),
+            ("ERROR", None, "__main__", "failed"),
+            ("WARNING", None, "__main__", "auth Bearer [REDACTED]"),
+            ("NOTICE", 25, "__main__", "custom"),
+        ]
+        assert (lines[0]["role"], lines[0]["tokens"]) == ("tool", 812)
+        assert lines[1]["n"] == 3
+        assert not [r for r in lines if "extra" in r]
+        assert set(lines[2]) == {"ts", "session_id", "kind", "level", "logger", "message", "pid"}
+        assert lines[3]["exc"].startswith("Traceback (most recent call last):\n")
+        assert lines[3]["exc"].endswith("ValueError: invalid literal for int() with base 10: 'x'")
+        assert 'in parse\n    return int("x")' in lines[3]["exc"]
+        assert (lines[4]["password"], lines[4]["redacted"]) == ("[REDACTED]", 2)
+        assert all(r["session_id"] == "real" and r["kind"] == "message" for r in lines)
+
+    def test_sessions_routed_as_the_handler_routes_them(self, tmp_path: Path) -> None:
+        """A bound session_id wins, then the session_scope, then the sink's own id, then the environment."""
+        run_program(
+            tmp_path,
+            LOGURU
+            + """
+logger.info("environment")
+logger.bind(session_id="bound").info("bound")
+with session_scope("scoped"):
+    logger.info("in the scope")
+logger.remove()
+logger.add(codex_logging.LoguruSink(session_id="own", fsync="end"))
+logger.info("own")
+with session_scope("scoped2"):
+    logger.info("scope over own")
+""",
+        )
+        assert [r["message"] for r in records(tmp_path, "real")] == ["environment"]
+        assert [r["message"] for r in records(tmp_path, "bound")] == ["bound"]
+        assert [r["message"] for r in messages(records(tmp_path, "scoped"))] == ["in the scope"]
+        assert [r["message"] for r in records(tmp_path, "own")] == ["own"]
+        assert [r["message"] for r in messages(records(tmp_path, "scoped2"))] == ["scope over own"]
+
+    def test_redact_off_and_a_bad_session_never_raise(self, tmp_path: Path) -> None:
+        """LoguruSink(redact=False) keeps secrets; an invalid bound id is one stderr line, not an error."""
+        done = run_program(
+            tmp_path,
+            LOGURU
+            + """
+logger.remove()
+sink = codex_logging.LoguruSink(redact=False)
+logger.add(sink)
+logger.bind(password="hunter2").info("kept")
+logger.bind(session_id="../x").info("dropped")
+logger.bind(session_id="../x").info("dropped again")
+print(sink.dropped)
+""",
+        )
+        assert done.stdout == "2\n"
+        assert done.stderr.count("codex_logging: dropped a record") == 1
+        (line,) = records(tmp_path, exact=False)
+        assert (line["message"], line["password"]) == ("kept", "hunter2")
+
+
+VALUES = """
+import dataclasses, datetime, decimal, enum, pathlib, uuid
+
+class Color(enum.Enum):
+    RED = "red"
+
+class Size(enum.IntEnum):
+    L = 3
+
+class Pair(enum.Enum):
+    AB = ("a", "b")
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    api_key: str
+
+class Model:  # what a pydantic (v2) model offers
+    def __init__(self, **fields):
+        self.fields = fields
+    def model_dump(self):
+        return dict(self.fields)
+
+UTC = datetime.timezone.utc
+VALUES = dict(
+    when=datetime.datetime(2026, 1, 2, 3, 4, 5, 600000, tzinfo=UTC),
+    naive=datetime.datetime(2026, 1, 2, 3, 4, 5),
+    day=datetime.date(2026, 1, 2),
+    clock=datetime.time(3, 4, 5),
+    color=Color.RED,
+    size=Size.L,
+    pair=Pair.AB,
+    id=uuid.UUID(int=1),
+    price=decimal.Decimal("1.10"),
+    path=pathlib.PurePosixPath("/srv/app"),
+    point=Point(1, "k-123"),
+    model=Model(name="ann", token="t-1", at=datetime.date(2026, 1, 2)),
+    nested={Color.RED: [datetime.date(2026, 1, 2)]},
+)
+"""
+
+EXPECTED_VALUES = {
+    "when": "2026-01-02T03:04:05.600000+00:00",
+    "naive": "2026-01-02T03:04:05",
+    "day": "2026-01-02",
+    "clock": "03:04:05",
+    "color": "red",
+    "size": 3,
+    "pair": ["a", "b"],
+    "id": "00000000-0000-0000-0000-000000000001",
+    "price": "1.10",
+    "path": "/srv/app",
+    "point": {"x": 1, "api_key": "[REDACTED]"},
+    "model": {"name": "ann", "token": "[REDACTED]", "at": "2026-01-02"},
+    "nested": {"red": ["2026-01-02"]},
+}
+
+
+class TestValues:
+    @pytest.mark.parametrize("host", ["stdlib", "structlog", "loguru"])
+    def test_values_as_json_users_expect(self, tmp_path: Path, host: str) -> None:
+        """Dates in ISO 8601 with T, enums as values, UUID/Decimal/Path as text, models as objects."""
+        if host == "loguru":
+            pytest.importorskip("loguru")
+        calls = {
+            "stdlib": "import logging\nfrom codex_logging import CodexHandler\n"
+            "logging.getLogger().addHandler(CodexHandler())\n"
+            "logging.getLogger('app').warning('values', extra=VALUES)\n",
+            "structlog": "import structlog\nfrom codex_logging import configure_structlog\n"
+            "configure_structlog(logger_factory=structlog.ReturnLoggerFactory())\n"
+            "structlog.get_logger('app').warning('values', **VALUES)\n",
+            "loguru": "from loguru import logger\nimport codex_logging\nlogger.remove()\n"
+            "logger.add(codex_logging.loguru_sink)\n"
+            "logger.bind(**VALUES).warning('values')\n",
+        }
+        run_program(tmp_path, VALUES + calls[host])
+        (line,) = records(tmp_path)
+        assert {key: line[key] for key in EXPECTED_VALUES} == EXPECTED_VALUES
+        assert line["redacted"] == 2
+
+    def test_query_json_prints_the_record_and_seq_only(self, tmp_path: Path) -> None:
+        """codex-logs query --json prints each record's own fields plus seq, inventing none."""
+        run_program(
+            tmp_path,
+            """
+            import logging
+            from codex_logging import CodexHandler, session_scope
+            logging.getLogger().addHandler(CodexHandler())
+            with session_scope("real"):
+                logging.getLogger("app").warning("step", extra={"n": 1})
+            """,
+        )
+        lines = records(tmp_path)
+        out = codex_logs_in(tmp_path, "query", "--json", "--session-id", "real")
+        assert out.returncode == 0, out.stderr
+        printed = [json.loads(line) for line in out.stdout.splitlines()]
+        assert printed == [{**line, "seq": seq} for seq, line in enumerate(lines, 1)]
+        assert "role" not in printed[1]

@@ -46,6 +46,8 @@ def local_time(ts: object) -> str:
 
 
 def _record(event: dict[str, Any]) -> dict[str, Any]:
+    # The record's own fields plus seq: a column the record has no value for
+    # (no logger, no role) is left out, never printed as null.
     data = event.pop("data", None)
     merged: dict[str, Any] = {}
     if isinstance(data, str):
@@ -53,8 +55,10 @@ def _record(event: dict[str, Any]) -> dict[str, Any]:
             loaded = json.loads(data)
             if isinstance(loaded, dict):
                 merged.update(loaded)
+    if not merged:  # the older logs table: its columns are the record
+        return event
     # The normalised columns win: ts in seconds, kind always set.
-    merged.update({k: v for k, v in event.items() if v is not None or k not in merged})
+    merged.update({k: v for k, v in event.items() if v is not None})
     return merged
 
 

@@ -11,9 +11,11 @@ from typing import Any, Final
 
 from codex_logging._record import (
     SCALARS,
-    exception_text,
+    STACK_HEADER,
+    STANDARD_LEVELS,
+    exception_parts,
 )
-from codex_logging._write.session import SCOPE_ATTRIBUTE, current_session
+from codex_logging._write.session import _stamps, current_session, deferred, stamped_session
 from codex_logging._write.sink import SKIP, Sink
 from codex_logging._write.writer import PROCESS, WRITER, FsyncPolicy
 
@@ -44,8 +46,6 @@ _RECORD_ATTRS: Final = frozenset(
         # Set by configure_structlog(to_stdlib=True): the event dict, kept
         # across a QueueHandler, whose prepare() replaces msg with text.
         "_codex_event",
-        # Set by the record factory session_scope installs: the scope's session.
-        SCOPE_ATTRIBUTE,
     }
 )
 #: Record attributes never written as extra fields: LogRecord's own, and the
@@ -66,6 +66,8 @@ _STRUCTLOG_MAPPED: Final = frozenset(
         "positional_args",
     }
 )
+#: The same, when the event's ``stack`` is StackInfoRenderer's text (written in ``exc``).
+_STRUCTLOG_MAPPED_STACK: Final = _STRUCTLOG_MAPPED | {"stack"}
 
 
 _TRACEBACK: Final = "\nTraceback (most recent call last):\n"
@@ -193,7 +195,11 @@ class CodexHandler(logging.Handler):
             # Sink.route inlined for its usual answers: the scope's session
             # (where the record was made, else here) or the sink's own id.
             explicit = get("session_id")
-            sid = None if explicit is not None else get(SCOPE_ATTRIBUTE) or _scoped() or sink.own_id
+            sid = (
+                None
+                if explicit is not None
+                else (_stamps and stamped_session(record)) or _scoped() or sink.own_id
+            )
             if sid is None:
                 sid = sink.route(explicit)
             record_class = record.__class__
@@ -251,12 +257,15 @@ class CodexHandler(logging.Handler):
                         message = redactor.scan(message, counter)
                 if exc is not None:
                     exc = redactor.text(exc, counter)
+            level = fields["levelname"]
             line: dict[str, Any] = {
                 "ts": fields["created"],
                 "session_id": sid,
                 "kind": kind,
-                "level": fields["levelname"],
+                "level": level,
             }
+            if level not in STANDARD_LEVELS:  # loguru's SUCCESS, a "Level 25"
+                line["levelno"] = fields["levelno"]
             if name is not None:
                 line["logger"] = name
             line["message"] = message
@@ -308,9 +317,18 @@ class CodexHandler(logging.Handler):
         # structlog's stdlib recipe (ProcessorFormatter.wrap_for_formatter): the
         # event dict is the message; its keys become fields (SPEC Additions).
         get = event.get
+        # A CodexProcessor with its own session that left this event to the
+        # handler (in this thread, for this very event, even copied since).
+        left = getattr(deferred, "value", None)
+        if left is not None:
+            deferred.value = None
+            if left[1] is not get("event"):
+                left = None
         session = get("session_id")
         if session is None:  # the scope where the record was made, if it was stamped
-            session = record.__dict__.get(SCOPE_ATTRIBUTE)
+            session = stamped_session(record)
+        if session is None and left is not None and current_session.get() is None:
+            session = left[0]  # the processor's own id, where its own write would go
         message = get("event")
         args = get("positional_args")
         if args and isinstance(message, str):  # the chain had no PositionalArgumentsFormatter
@@ -318,10 +336,11 @@ class CodexHandler(logging.Handler):
                 message = message % args
             except (TypeError, ValueError, KeyError):
                 message = f"{message} {args!r}"
-        exc = exception_text(get("exception"), get("exc_info"))
-        stack = get("stack_info")
-        if isinstance(stack, str):
-            exc = f"{exc}\n{stack}" if exc else stack
+        stack = get("stack")
+        exc, structured = exception_parts(
+            get("exception"), get("exc_info"), stack, get("stack_info")
+        )
+        taken = isinstance(stack, str) and stack.startswith(STACK_HEADER)
         name = get("logger")
         self.sink.write(
             record.created,
@@ -334,7 +353,9 @@ class CodexHandler(logging.Handler):
             get("role"),
             exc if exc is not None else self._record_exception(record),
             event.items(),
-            _STRUCTLOG_MAPPED,
+            _STRUCTLOG_MAPPED_STACK if taken else _STRUCTLOG_MAPPED,
+            levelno=record.levelno,
+            exception=structured,
         )
 
     def _record_exception(self, record: logging.LogRecord) -> str | None:

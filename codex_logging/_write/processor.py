@@ -11,11 +11,13 @@ from typing import Any, Final
 
 from codex_logging._record import (
     SCALARS,
-    exception_text,
+    STACK_HEADER,
+    STANDARD_LEVELS,
+    exception_parts,
 )
 from codex_logging._redaction.redactor import Redactor
 from codex_logging._write.handler import CodexHandler
-from codex_logging._write.session import current_session
+from codex_logging._write.session import current_session, deferred
 from codex_logging._write.sink import SKIP, Sink
 from codex_logging._write.writer import PROCESS, FsyncPolicy
 
@@ -24,7 +26,9 @@ _time: Final = time.time
 _scoped: Final = current_session.get
 _StdlibLogger: Final = logging.Logger
 #: The keys of an event that __call__ reads besides ``event`` and ``level``.
-_OWN_KEYS: Final = frozenset(("session_id", "logger", "kind", "role", "exception", "exc_info"))
+_OWN_KEYS: Final = frozenset(
+    ("session_id", "logger", "kind", "role", "exception", "exc_info", "stack", "stack_info")
+)
 
 # structlog names that are not stdlib level names (SPEC: warn -> WARNING,
 # exception -> ERROR); the others are upper-cased.
@@ -42,7 +46,17 @@ LEVEL_NAMES: Final = {
 }
 #: Event-dict keys that become record fields rather than extra fields.
 _MAPPED: Final = frozenset(
-    {"event", "level", "logger", "session_id", "kind", "role", "exc_info", "exception"}
+    {
+        "event",
+        "level",
+        "logger",
+        "session_id",
+        "kind",
+        "role",
+        "exc_info",
+        "exception",
+        "stack_info",
+    }
 )
 
 
@@ -144,13 +158,17 @@ class CodexProcessor:
             if cls is not self._other_class:
                 if isinstance(logger, _StdlibLogger):
                     if _reaches_codex_handler(logger):
-                        return event_dict  # the handler writes it
+                        if sink.own_id is not None:
+                            # The handler writes it, under this processor's
+                            # session unless the event or a scope names one.
+                            deferred.value = (sink.own_id, event_dict.get("event"))
+                        return event_dict
                 else:
                     self._other_class = cls
             get = event_dict.get
             if _OWN_KEYS.isdisjoint(event_dict):
-                # The usual event names none of them: one test, not six gets (bench/).
-                explicit = name = kind = role = exception = exc_info = None
+                # The usual event names none of them: one test, not eight gets (bench/).
+                explicit = name = kind = role = exception = exc_info = stack = stack_info = None
             else:
                 explicit, name, kind, role = (
                     get("session_id"),
@@ -159,6 +177,7 @@ class CodexProcessor:
                     get("role"),
                 )
                 exception, exc_info = get("exception"), get("exc_info")
+                stack, stack_info = get("stack"), get("stack_info")
             # Sink.route inlined for its usual answers: the scope's session or
             # the sink's own (already valid) id.
             sid = None if explicit is not None else _scoped() or sink.own_id
@@ -194,16 +213,27 @@ class CodexProcessor:
                 "kind": kind,
                 "level": level,
             }
+            if level not in STANDARD_LEVELS:
+                levelno = level_number(level, get("level_number"))
+                if levelno is not None:
+                    record["levelno"] = levelno
             if name is not None:
                 record["logger"] = name
             record["message"] = message
             record["pid"] = PROCESS.pid
             if role is not None:
                 record["role"] = role
-            if exception is not None or exc_info is not None:
-                exc = exception_text(exception, exc_info)
+            if (
+                exception is not None
+                or exc_info is not None
+                or stack is not None
+                or stack_info is not None
+            ):
+                exc, structured = exception_parts(exception, exc_info, stack, stack_info)
                 if exc is not None:
                     record["exc"] = exc if redactor is None else redactor.text(exc, counter)
+                if structured is not None:  # dict_tracebacks' form, or the program's own
+                    record["exception"] = sink.structured(structured, counter)
             # Sink.add_fields inlined: the usual field is a name seen before
             # with text or a JSON scalar; any other goes through add_field.
             # structlog puts "event" and "level" after the event's own keys:
@@ -228,10 +258,34 @@ class CodexProcessor:
                         record[written] = value
                     else:
                         sink.add_field(record, key, value, counter, names)
+            if stack is not None and stack.__class__ is str and stack.startswith(STACK_HEADER):
+                record.pop("stack", None)  # StackInfoRenderer's text: it is in exc
             sink.append(record, sid, kind, counter[0])
         except Exception as error:
             sink.report(error)
         return event_dict
+
+
+def level_number(name: str, given: object = None) -> int | None:
+    """Return the number of a level that is not one of the standard five.
+
+    Args:
+        name: The level name, upper case.
+        given: A number the event carries (structlog's ``add_log_level_number``).
+
+    Returns:
+        ``given`` when it is an int, else the number ``logging.addLevelName``
+        registered for ``name`` (``Level 25`` -> 25), else ``None``.
+
+    """
+    if isinstance(given, int) and not isinstance(given, bool):
+        return given
+    number = logging.getLevelName(name)
+    if isinstance(number, int):
+        return number
+    if name.startswith("LEVEL ") and name[6:].isdigit():
+        return int(name[6:])
+    return None
 
 
 def _reaches_codex_handler(logger: logging.Logger) -> bool:

@@ -8,8 +8,10 @@ session"); the sink does that routing, with these two as its last steps.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 import uuid
 from contextvars import ContextVar
 from typing import Any, Final
@@ -18,11 +20,30 @@ from codex_logging._settings import ENV_SESSION_ID, validate_session_id
 
 #: The session of the innermost active session_scope in this thread / task.
 current_session: ContextVar[str | None] = ContextVar("codex_session_id", default=None)
-#: The LogRecord attribute that carries the scope's session from the thread
-#: that logged to the thread that writes (a QueueListener's): see
-#: :func:`stamp_records`.
-SCOPE_ATTRIBUTE: Final = "_codex_session"
 _stamping: list[bool] = []
+#: Records made inside a scope -> ``(record.created, session)``, keyed by the
+#: identity of the record's ``created`` float: a copy of the record
+#: (``QueueHandler.prepare``) shares that float, and nothing is added to the
+#: record itself, where formatters that show every attribute (structlog's
+#: ``ExtraAdder``, JSON formatters) would print it. See :func:`stamp_records`.
+_stamps: dict[int, tuple[object, str]] = {}
+#: Stamps kept at most: a record still queued behind this many newer ones is
+#: written where the writing thread's scope says.
+STAMPS_KEPT: Final = 16384
+#: Per thread: the own session of a CodexProcessor that left its event to a
+#: CodexHandler, with the event's ``event`` value it was left for.
+deferred = threading.local()
+
+
+def stamped_session(record: logging.LogRecord) -> str | None:
+    """Return the session_scope that was current where ``record`` was made, if stamped."""
+    if not _stamps:
+        return None
+    created = record.__dict__.get("created")
+    entry = _stamps.get(id(created))
+    if entry is not None and entry[0] is created:
+        return entry[1]
+    return None
 
 
 def stamp_records() -> None:
@@ -39,12 +60,18 @@ def stamp_records() -> None:
     _stamping.append(True)
     previous = logging.getLogRecordFactory()
     scoped = current_session.get
+    stamps = _stamps
 
     def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
         session = scoped()
         if session is not None:
-            setattr(record, SCOPE_ATTRIBUTE, session)
+            created = record.__dict__.get("created")
+            if len(stamps) >= STAMPS_KEPT:
+                # The oldest goes; another thread may be adding one meanwhile.
+                with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                    del stamps[next(iter(stamps))]
+            stamps[id(created)] = (created, session)
         return record
 
     logging.setLogRecordFactory(make_record)

@@ -28,6 +28,7 @@ from codex_logging._errors import InvalidSessionId, UnsafePathError
 from codex_logging._record import (
     CORE_FIELDS,
     OTEL_TRACE,
+    STANDARD_LEVELS,
     add_trace_context,
     encode,
     key_text,
@@ -157,6 +158,9 @@ class Sink:
         exc: str | None,
         extra: Iterable[tuple[Any, Any]],
         skip: AbstractSet[str],
+        *,
+        levelno: int | None = None,
+        exception: object = None,
     ) -> None:
         """Route, normalise, redact, encode and append one record.
 
@@ -178,6 +182,10 @@ class Sink:
             exc: Optional formatted traceback.
             extra: Further fields as ``(name, value)`` pairs.
             skip: Names in ``extra`` already mapped to record fields.
+            levelno: The level's number, written when ``level`` is not one
+                of the standard five names.
+            exception: A structured exception the program built (structlog's
+                ``dict_tracebacks``), written under ``exception``.
 
         Raises:
             InvalidSessionId: The routed session id is invalid.
@@ -189,6 +197,8 @@ class Sink:
         kind, role, logger = self.texts(kind, role, logger, counter)
         message = self.message(message, counter)
         record: dict[str, Any] = {"ts": ts, "session_id": sid, "kind": kind, "level": level}
+        if levelno is not None and level not in STANDARD_LEVELS:
+            record["levelno"] = levelno
         if logger is not None:
             record["logger"] = logger
         record["message"] = message
@@ -197,6 +207,8 @@ class Sink:
             record["role"] = role
         if exc is not None:
             record["exc"] = exc if self.redactor is None else self.redactor.text(exc, counter)
+        if exception is not None:
+            record["exception"] = self.structured(exception, counter)
         self.add_fields(record, extra, skip, counter)
         self.append(record, sid, kind, counter[0])
 
@@ -274,6 +286,20 @@ class Sink:
         if self.redactor is None:
             return message
         return self.redactor.text(message, counter)
+
+    def structured(self, value: object, counter: list[int]) -> Any:
+        """Return a structured value (an exception's dict form) normalised and redacted.
+
+        Args:
+            value: Anything.
+            counter: A one-item list counting replacements.
+
+        Returns:
+            JSON data.
+
+        """
+        data = normalize(value)
+        return data if self.redactor is None else self.redactor.value(data, counter)
 
     def field_names(self, skip: AbstractSet[str]) -> FieldNames:
         """Return the field-name cache for records whose names in ``skip`` are mapped.

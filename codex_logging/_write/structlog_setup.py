@@ -140,6 +140,8 @@ def configure_structlog(
         settings["wrapper_class"] = _bound_logger_class(min_level)
     settings["processors"] = chain
     settings.update(structlog_kw)
+    if "logger_factory" in structlog_kw:
+        settings["logger_factory"] = _keep_names(structlog_kw["logger_factory"])
     structlog.configure(**settings)
     return processor
 
@@ -153,6 +155,39 @@ def _wrap_for_formatter(logger: Any, name: str, event_dict: Any) -> Any:
     args, kwargs = structlog.stdlib.ProcessorFormatter.wrap_for_formatter(logger, name, event_dict)
     kwargs["extra"]["_codex_event"] = event_dict
     return args, kwargs
+
+
+class _Named:
+    """A logger a factory made, carrying the name given to ``get_logger``.
+
+    ``structlog.ReturnLoggerFactory`` (a quiet console) and other factories
+    make loggers without a ``name``, or one logger for every name: the
+    processor reads the name here. Every other attribute is the logger's own.
+    """
+
+    __slots__ = ("_logger", "name")
+
+    def __init__(self, logger: Any, name: str) -> None:
+        self._logger = logger
+        self.name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._logger, attribute)
+
+    def __repr__(self) -> str:
+        return f"<{self._logger!r} named {self.name!r}>"
+
+
+def _keep_names(factory: Any) -> Any:
+    # The program's factory, its loggers named after get_logger's first
+    # argument when they have no name of their own.
+    def named_factory(*args: Any) -> Any:
+        logger = factory(*args)
+        if args and isinstance(args[0], str) and getattr(logger, "name", None) is None:
+            return _Named(logger, args[0])
+        return logger
+
+    return named_factory
 
 
 def _named_print_logger_factory(file: Any) -> Any:

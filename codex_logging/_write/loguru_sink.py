@@ -1,0 +1,140 @@
+"""A loguru sink that writes the same records as :class:`CodexHandler`.
+
+``logger.add(codex_logging.loguru_sink)`` (or ``logger.add(LoguruSink(...))``
+for settings) writes each loguru record to its session: the message without
+loguru's format, the values bound with ``bind()`` or passed as keywords as
+fields, the exception once in ``exc``, the level by name (and number when it
+is not one of the standard five), routed and redacted as the handler does
+(docs/configuration.md "loguru"). loguru itself is never imported here.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from typing import Any, Final
+
+from codex_logging._record import exception_parts
+from codex_logging._write.sink import Sink
+from codex_logging._write.writer import FsyncPolicy
+
+#: ``extra`` keys that become record fields rather than extra fields.
+_MAPPED: Final = frozenset({"session_id", "kind", "role"})
+
+
+class LoguruSink:
+    """A loguru sink: ``logger.add(LoguruSink(fsync="end"))``.
+
+    It never raises into the program: a record it cannot write is counted in
+    :attr:`dropped` and reported once per cause on stderr, as the handler does.
+
+    Example::
+
+        from loguru import logger
+        from codex_logging import LoguruSink
+
+        logger.add(LoguruSink(fsync="end"), level="TRACE")
+        logger.bind(role="tool", tokens=812).success("step B")
+
+    Args:
+        sessions_dir: The folder of session files; by default
+            ``CODEX_SESSIONS_DIR`` or ``.codex/sessions``, made absolute now.
+        session_id: The session for records that name none and run outside a
+            ``session_scope``; by default ``CODEX_SESSION_ID`` at each record.
+        fsync: ``"never"``, ``"end"`` or ``"always"``.
+        redact: Replace secrets before writing (on by default).
+        redact_keys: More key names whose values are secret.
+        redact_patterns: More regular expressions whose matches are secret.
+
+    Raises:
+        ValueError: For an unknown ``fsync`` policy or an invalid pattern.
+
+    """
+
+    __slots__ = ("sink",)
+
+    def __init__(
+        self,
+        sessions_dir: str | os.PathLike[str] | None = None,
+        session_id: str | None = None,
+        *,
+        fsync: FsyncPolicy = "never",
+        redact: bool = True,
+        redact_keys: Iterable[str] = (),
+        redact_patterns: Iterable[str] = (),
+    ) -> None:
+        """Fix the folder and the settings now."""
+        self.sink = Sink(
+            sessions_dir,
+            session_id,
+            fsync=fsync,
+            redact=redact,
+            redact_keys=redact_keys,
+            redact_patterns=redact_patterns,
+        )
+
+    @property
+    def sessions_dir(self) -> str:
+        """The absolute folder this sink writes to."""
+        return self.sink.sessions_dir
+
+    @property
+    def dropped(self) -> int:
+        """Records that could not be written since the sink was made."""
+        return self.sink.dropped
+
+    def __call__(self, message: Any) -> None:
+        """Write the record of one loguru message (loguru calls this)."""
+        try:
+            record = message.record
+            extra = record["extra"]
+            get = extra.get
+            exc = None
+            exception = record["exception"]
+            if exception is not None and exception[0] is not None:
+                exc = exception_parts(None, tuple(exception))[0]
+            level = record["level"]
+            process = record["process"]
+            self.sink.write(
+                record["time"].timestamp(),
+                get("session_id"),
+                get("kind"),
+                level.name,
+                record["name"],
+                record["message"],
+                process.id if process is not None else os.getpid(),
+                get("role"),
+                exc,
+                extra.items(),
+                _MAPPED,
+                levelno=level.no,
+            )
+        except Exception as error:
+            self.sink.report(error)
+
+    def __repr__(self) -> str:
+        """Show the folder."""
+        return f"<{type(self).__name__} {self.sessions_dir}>"
+
+
+_default: list[LoguruSink] = []
+_default_lock = threading.Lock()
+
+
+def loguru_sink(message: Any) -> None:
+    """Write one loguru message with the default settings: ``logger.add(loguru_sink)``.
+
+    Its folder is settled at the first record (``CODEX_SESSIONS_DIR`` or
+    ``.codex/sessions``); use :class:`LoguruSink` to choose the folder, fsync
+    or redaction.
+
+    Args:
+        message: The message loguru hands to a sink.
+
+    """
+    if not _default:
+        with _default_lock:
+            if not _default:
+                _default.append(LoguruSink())
+    _default[0](message)
