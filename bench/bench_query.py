@@ -5,7 +5,7 @@ the partial indexes hold what they hold in real use. Beside the wall times, the
 query plans SQLite chose for the exact SQL the read module ran: no step may scan
 the table itself (``sessions`` scans ``session_summary``, one row per session:
 the answer). A second table: ``sessions`` at 5,000,000 events across 10,000
-sessions, from the summary and from the aggregate view it replaced (issue 15).
+sessions, from the summary and from the aggregate view it replaced.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from codex_logging.query_logs import query, sessions
 
 EVENTS = int(os.environ.get("BENCH_QUERY_EVENTS", "1000000"))
 SESSIONS = 1000
-#: Issue 15: ``sessions`` answers in < 100 ms at 5,000,000 events and 10,000 sessions.
+#: Target: ``sessions`` answers in < 100 ms at 5,000,000 events and 10,000 sessions.
 SUMMARY_EVENTS = int(os.environ.get("BENCH_SUMMARY_EVENTS", str(EVENTS * 5)))
 SUMMARY_SESSIONS = 10_000
 CLI = "import sys; from codex_logging._cli.main import main; sys.exit(main(sys.argv[1:]))"

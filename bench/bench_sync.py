@@ -22,11 +22,11 @@ from codex_logging._sqlite.db import atomic, connect
 LINES = int(os.environ.get("BENCH_SYNC_LINES", "500000"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 BIG_MB = int(os.environ.get("BENCH_BIG_MB", "1024"))
-#: Issue 15: one idle round over this many unchanged files (target < 50 ms).
+#: Target: one idle round over this many unchanged files (target < 50 ms).
 IDLE_FILES = int(os.environ.get("BENCH_IDLE_FILES", "10000"))
-#: Issue 12: peak memory syncing this many records of 1 MiB (0 skips it).
+#: Peak memory syncing this many records of 1 MiB (0 skips it).
 LARGE_RECORDS = int(os.environ.get("BENCH_LARGE_RECORDS", "2000"))
-#: Issue 12: one line of this many MiB, and one a quarter as long (0 skips them).
+#: One line of this many MiB, and one a quarter as long (0 skips them).
 LONG_LINE_MB = int(os.environ.get("BENCH_LONG_LINE_MB", "200"))
 
 
@@ -225,7 +225,7 @@ def main() -> str:
 
 
 def extra_rows(folder: Path) -> list[str]:
-    """The idle, large-record and long-line figures (issues 12 and 15)."""
+    """The idle, large-record and long-line figures (docs/performance.md)."""
     out = ["", "| sync case | figure | target |", "| --- | ---: | --- |"]
     if IDLE_FILES:
         low, mid = idle_rounds(folder)

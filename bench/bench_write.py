@@ -175,7 +175,7 @@ def structlog_orjson(path: Path) -> Callable[[int], None]:
 
 
 def structlog_orjson_same_fields(path: Path) -> Callable[[int], None]:
-    """structlog's orjson chain writing the fields a Codex record has (issue 15's peer)."""
+    """structlog's orjson chain writing the fields a Codex record has (the processor's peer)."""
     import orjson
 
     f = path.open("ab")
@@ -274,7 +274,7 @@ def main() -> list[tuple[str, list[float]]]:
     Every case keeps its writer and file for a repeat, and the cases take
     turns of CHUNK records (the order rotating each turn), so the ratio of
     two cases is taken over turns a few milliseconds apart, where a noisy
-    neighbour or a slower second weighs on both alike (issue 15 measured
+    neighbour or a slower second weighs on both alike (measured
     that way). A case's rates are one per turn.
     """
     fast = codex_record._fast_dumps

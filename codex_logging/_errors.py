@@ -23,7 +23,7 @@ class CodexLoggingError(Exception):
     """Base class of every error this package raises."""
 
 
-class InvalidSessionId(CodexLoggingError, ValueError):  # noqa: N818 - name fixed by the SPEC
+class InvalidSessionId(CodexLoggingError, ValueError):  # noqa: N818 - a public name, kept
     """A session id is not 1 to 128 characters of ``A-Z a-z 0-9 _ . -``."""
 
 

@@ -2,8 +2,8 @@
 
 The sink builds every record (handler, processor, ``session_scope``): it
 normalises values with :func:`normalize`, then redacts, then encodes with
-:func:`encode`, so nothing becomes text after redaction (STYLE "Normalise,
-then redact, then encode"; SPEC "The NDJSON record").
+:func:`encode`, so nothing becomes text after redaction (ARCHITECTURE.md,
+"Invariants"; docs/record-format.md).
 """
 
 from __future__ import annotations
@@ -222,7 +222,7 @@ def _contents(value: Any) -> dict[Any, Any] | list[Any] | tuple[Any, ...] | None
 def finite(value: float) -> float | str:
     """Return a float JSON can hold as it is; NaN and infinities as ``str()``.
 
-    The SPEC writes values JSON cannot hold as ``str()``: the json encoder
+    Values JSON cannot hold are written as ``str()`` (docs/record-format.md): the json encoder
     refuses them and orjson would write ``null``, so both are told the same.
     """
     return value if value - value == 0.0 else safe_str(value)
@@ -469,7 +469,7 @@ def _render_stack(stack: dict[str, Any], indent: str) -> list[str]:
 
 
 #: Checked in ``sys.modules`` only: a hook script that never imports
-#: OpenTelemetry pays one dict lookup per record (issue 14).
+#: OpenTelemetry pays one dict lookup per record (docs/configuration.md, "OpenTelemetry").
 OTEL_TRACE: Final = "opentelemetry.trace"
 
 

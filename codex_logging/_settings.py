@@ -1,8 +1,8 @@
 """Settings under both halves: environment names, defaults, paths, the id check.
 
 The write side (handler, processor, scope) and the mirror side (sync, database,
-command line) each import this module and never each other (STYLE "Two towers
-over one floor").
+command line) each import this module and never each other (ARCHITECTURE.md,
+"What must never import what").
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from codex_logging._errors import InvalidSessionId, UnsafePathError
 ENV_SESSION_ID: Final = "CODEX_SESSION_ID"
 ENV_DB_PATH: Final = "CODEX_LOG_DB_PATH"
 ENV_SESSIONS_DIR: Final = "CODEX_SESSIONS_DIR"
-#: Overrides the id of a sessions folder that mirrors record (SPEC Additions).
+#: Overrides the id of a sessions folder that mirrors record (docs/scale-out.md).
 ENV_SOURCE_ID: Final = "CODEX_SOURCE_ID"
 #: ``1`` accepts folders and files that other users own or may write (a
 #: deliberate shared set-up); by default they are refused, as OpenSSH's
@@ -33,7 +33,8 @@ BUSY_TIMEOUT: Final = 10.0
 #: The folder looked for upward, as git looks for ``.git``, by writers and commands alike.
 PROJECT_DIR: Final = ".codex"
 
-# SPEC: 1 to 128 characters of A-Z a-z 0-9 _ . -, not starting with "." or "-".
+# 1 to 128 characters of A-Z a-z 0-9 _ . -, not starting with "." or "-"
+# (docs/configuration.md, "Which session a record goes to").
 # Spelled out instead of \w so that unicode look-alikes never pass.
 _ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 
@@ -125,7 +126,7 @@ def make_dirs(path: str) -> None:
     """Create ``path`` and its missing parents with mode ``0700``.
 
     ``os.makedirs`` applies its mode to the last folder only; every folder this
-    library creates is ``0700`` (SPEC).
+    library creates is ``0700`` (docs/production.md, "Permissions").
 
     Args:
         path: An absolute folder path.
@@ -319,7 +320,7 @@ def project_paths(
     A value given explicitly or by its environment variable stays as it is
     (None for the environment's, which the library reads itself); one given
     by neither comes from :func:`find_project_dir`, as git finds ``.git``
-    (SPEC Additions, "Command line").
+    (docs/cli.md).
 
     Args:
         db: ``--db``, or None.

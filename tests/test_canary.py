@@ -1,4 +1,4 @@
-"""The held canary corpus of issue 11: no secret reaches the file, the database or the console.
+"""The held canary corpus: no secret reaches the file, the database or the console.
 
 Every case goes through the public API only (``CodexHandler``,
 ``CodexProcessor``, ``configure_structlog``, ``session_scope(meta=...)``) and is

@@ -425,7 +425,7 @@ class TestEscapingProperty:
             c for c in text if (ord(c) < 0x20 and c not in "\n\t") or 0x7F <= ord(c) <= 0x9F
         ]
         assert not [c for c in as_json.replace("\n", "") if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F]
-        # Split on "\n" only, as the SPEC asks of readers: U+2028 may stand unescaped.
+        # Split on "\n" only, as docs/record-format.md asks of readers: U+2028 may stand unescaped.
         assert [json.loads(line)["message"] for line in as_json.split("\n")[:-1]] == [
             t.encode("utf-8", "surrogatepass").decode("utf-8", "replace") for t in texts
         ]

@@ -33,7 +33,7 @@ def dict_config(**handler_keys: object) -> None:
 
 class TestFields:
     def test_every_field_from_dictconfig(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """A record from dictConfig carries every SPEC field with exact values."""
+        """A record from dictConfig carries every record field with exact values."""
         monkeypatch.setenv("CODEX_SESSION_ID", "s1")
         dict_config()
         before = time.time()

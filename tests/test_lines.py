@@ -24,7 +24,7 @@ class TestGluedRecord:
     @pytest.mark.parametrize(
         "fragment",
         [
-            b'{"a": ' * 40,  # more than 16 openers (issue 12 case 6)
+            b'{"a": ' * 40,  # more than 16 openers
             b'{"x": "a string with } and ] and \\" inside',
             b'{"x": "ends in a backslash \\\\", "y": {"z": [',
             b"\xff\xfe binary",

@@ -78,7 +78,7 @@ class TestEncode:
 
 class TestBuild:
     def test_field_order_and_defaults(self, tmp_path: Path) -> None:
-        """Core fields come first in SPEC order; kind defaults to message; None message is empty."""
+        """Core fields come first in the documented order; kind defaults to message; None message is empty."""
         CodexProcessor(tmp_path, "s").sink.write(
             1.0,
             None,

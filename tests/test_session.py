@@ -38,7 +38,7 @@ HOSTILE_IDS = [
 class TestValidate:
     @pytest.mark.parametrize("value", HOSTILE_IDS)
     def test_hostile_ids_are_refused(self, value: str) -> None:
-        """Every id outside the SPEC's alphabet or length raises InvalidSessionId."""
+        """Every id outside the documented alphabet or length raises InvalidSessionId."""
         with pytest.raises(InvalidSessionId):
             validate_session_id(value)
 

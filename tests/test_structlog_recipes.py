@@ -203,7 +203,7 @@ class TestConfigureStructlog:
 
     @pytest.mark.parametrize("to_stdlib", [False, True])
     def test_logger_name_and_levels(self, sid: str, to_stdlib: bool) -> None:
-        """get_logger("svc") records logger "svc"; warn, exception and log(level) map to SPEC levels."""
+        """get_logger("svc") records logger "svc"; warn, exception and log(level) map to the record's levels."""
         configure_structlog(to_stdlib=to_stdlib)
         if to_stdlib:
             logging.getLogger().addHandler(CodexHandler())

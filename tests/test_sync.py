@@ -1084,7 +1084,7 @@ class TestMoreCuts:
 
 
 class TestLongLines:
-    """Issue 15: a line of LONG_LINE_BYTES or more is synced alone, held as text only."""
+    """A line of LONG_LINE_BYTES or more is synced alone, held as text only."""
 
     LONG = LONG_LINE_BYTES + 4096
 

@@ -1,4 +1,4 @@
-"""Hostile and unusual session files: every line ends in exactly one place (issue 12)."""
+"""Hostile and unusual session files: every line ends in exactly one place (docs/mirror.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What each ``codex-logs`` command does, once its arguments are parsed (``_cli``).
+"""What each ``codex-logs`` command does, once its arguments are parsed (``main.py``).
 
 The work is done by the functions users call (``_sqlite``, ``_postgres``,
 ``_mirror.prune``); these pick the database and print the results. This is the
@@ -127,7 +127,7 @@ def _interrupt_as_flag(flag: list[bool]) -> Iterator[None]:
 def _watch_round(args: argparse.Namespace, shown: set[str], failing: list[str]) -> None:
     # A database that fails after the first round (a PostgreSQL server
     # restarting, a lock held too long) does not end --watch: the round is
-    # retried, and each cause is said once (SPEC Additions), until one succeeds.
+    # retried, and each cause is said once (docs/cli.md), until one succeeds.
     try:
         sync_round(args, shown)
     except DatabaseError as exc:

@@ -1,10 +1,10 @@
 """The command line: ``codex-logs``, ``query_logs`` and ``codex-import-ndjson``.
 
-This module parses the arguments; what each command does is in ``_commands``,
-and the work in the functions users call (``_read``, ``_sync``, ``_prune``).
-Every error a user can cause is one line on stderr and exit status 2 (SPEC
-"Command line"). Nothing from a record reaches the terminal raw: control
-characters are escaped (SPEC Additions).
+This module parses the arguments; what each command does is in
+``commands.py``, and the work in the functions users call (``_sqlite/``,
+``_postgres/``, ``_mirror/prune.py``). Every error a user can cause is one
+line on stderr and exit status 2, and nothing from a record reaches the
+terminal raw: control characters are escaped (docs/cli.md).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def _run(prog: str, action: Callable[[], int]) -> int:
 
 
 def _query_options() -> _Parser:
-    # Shared by query_logs and codex-logs query, defined once (STYLE).
+    # Shared by query_logs and codex-logs query, defined once.
     parent = _Parser(add_help=False)
     parent.add_argument("--db", help=_DB_HELP)
     parent.add_argument("--session-id", type=_session_id, help="only this session (default: all)")
@@ -151,7 +151,7 @@ def query_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _add_sync_options(parser: argparse.ArgumentParser, *, importer: bool) -> None:
-    # codex-import-ndjson keeps its older contract: --session ID | --all (SPEC).
+    # codex-import-ndjson keeps its older contract: --session ID | --all (docs/cli.md).
     which = parser.add_mutually_exclusive_group(required=importer)
     which.add_argument("--session-id", type=_session_id, metavar="ID", help="only this session")
     which.add_argument("--session", type=_session_id, dest="session_id", help=argparse.SUPPRESS)

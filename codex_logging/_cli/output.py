@@ -1,8 +1,8 @@
 """How records look on a terminal and in ``--json``: nothing from a record is printed raw.
 
 Control characters a logged message could carry (ESC, BEL, CR, DEL, C1) are
-escaped, so a message cannot move the cursor or retitle the window (SPEC
-Additions). A newline inside a message starts an indented continuation line.
+escaped, so a message cannot move the cursor or retitle the window
+(docs/cli.md). A newline inside a message starts an indented continuation line.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def print_events(events: list[dict[str, Any]], as_json: bool, out: TextIO) -> No
 def session_line(row: dict[str, Any]) -> str:
     """Return one text line for a row of the ``sessions`` view.
 
-    The first five fields are the SPEC's (id, start, end, status, events); the
+    The first five fields are the contract's (id, start, end, status, events: docs/cli.md); the
     counts follow as ``name=value``.
     """
     duration = "-" if row["duration_s"] is None else f"{row['duration_s']:g}s"

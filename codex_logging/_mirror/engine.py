@@ -6,10 +6,10 @@ the descriptor is a regular file, lock that same descriptor (``portalocker``,
 flock), read the watermark under the lock, check that nothing cut the file
 before it, and hand complete lines to the target in batches closed by a line
 count and a byte budget, each batch in one transaction with the watermark
-(SPEC "SQLite mirror"). Writers never take the lock, so they are never blocked.
+(docs/mirror.md, "Sync"). Writers never take the lock, so they are never blocked.
 
-The database is reached only through a :class:`Target` (``_target``): ``_sync``
-builds the SQLite one, ``_postgres`` the PostgreSQL one.
+The database is reached only through a :class:`Target` (``_mirror/target.py``):
+``_sqlite/sync.py`` builds the SQLite one, ``_postgres/sync.py`` the PostgreSQL one.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ from codex_logging._settings import (
 BATCH_LINES: Final = 5000
 #: Bytes of lines per transaction: keeps memory flat when records are large.
 BATCH_BYTES: Final = 8 << 20
-#: A line this long goes in a batch of its own, held as text only (issue 15:
-#: sync memory ~2x the longest line, see docs/performance.md "Sync memory").
+#: A line this long goes in a batch of its own, held as text only (sync
+#: memory ~2x the longest line, see docs/performance.md "Sync memory").
 LONG_LINE_BYTES: Final = BATCH_BYTES
 CHUNK_BYTES: Final = 1 << 20
 #: Bytes at the start of a file remembered to notice a replaced file.
@@ -162,7 +162,7 @@ def _sync_files(run: _Run, names: list[str]) -> None:
 
     Idle work is O(changed files): an unchanged file is looked at with one
     ``lstat`` and not even opened. Size and identity alone would miss a file
-    cut and regrown to the same size after the last sync (issue 12: any cut
+    cut and regrown to the same size after the last sync (docs/mirror.md: any cut
     is noticed), so the file must also have been left alone since well before
     that sync committed. The per-file loop of an idle round: local names, no
     object made for a skipped file but its ``lstat``; the report's counts are
@@ -373,7 +373,7 @@ class _FileSync:
             )
 
     def _ingest(self) -> None:
-        # The watermark is read under the file lock (SPEC): no other sync can
+        # The watermark is read under the file lock (docs/mirror.md): no other sync can
         # move it until this one is done with the file.
         stored = self.target.read_watermark(self.sid) or Watermark()
         source, folder = self.run_.source, self.run_.folder

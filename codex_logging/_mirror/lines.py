@@ -1,10 +1,10 @@
 """One line of a session file into an event row or a quarantined line.
 
-No database: the sync engine (``_ingest``) calls :meth:`LineParser.take` for
+No database: the sync engine (``_mirror/engine.py``) calls :meth:`LineParser.take` for
 each complete line, :meth:`LineParser.settle` before it hands a batch of rows
 to a target (the credential-shape check of plain lines is done there, once
 per batch), and :meth:`LineParser.begin` at each new file.
-Whatever a line holds, it ends in exactly one place (SPEC "SQLite mirror"):
+Whatever a line holds, it ends in exactly one place (docs/mirror.md, "Guarantees"):
 a row of ``session_events``, or a row of ``session_ingest_errors`` with the
 reason; a torn fragment glued to a whole record gives one of each.
 
@@ -141,7 +141,7 @@ class LineParser:
                 return -1
             # A writer died mid-record and another appended after it: the torn
             # fragment is quarantined and the record glued to it is taken as the
-            # event, both under this line's seq (SPEC: seq is the line number).
+            # event, both under this line's seq (docs/mirror.md: seq is the line number).
             cut, obj = glued
             errors.append((session_id, seq, offset, TORN, self.quarantined(raw[:cut])))
             raw = raw[cut:]
@@ -165,8 +165,8 @@ class LineParser:
         """:meth:`take` for a long line that the caller holds only as ASCII text.
 
         The row's ``data`` is that same ``str``, so the line is held once, plus
-        its parsed object while the row is built (issue 15: sync memory ~2x the
-        longest line). A line that is not a JSON object goes the way of
+        its parsed object while the row is built (sync memory ~2x the longest
+        line: docs/performance.md, "Sync memory"). A line that is not a JSON object goes the way of
         :meth:`take`.
 
         Args:

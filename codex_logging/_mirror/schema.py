@@ -1,14 +1,14 @@
 """The mirror's shared vocabulary: the event and session columns, the kinds, the levels.
 
 The sync writes ``session_events`` and the read side selects from it; both take
-the column list from here, so a column is added in one place (issue 13).
+the column list from here, so a column is added in one place.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-#: The columns of ``session_events``, in table order (SPEC "SQLite mirror").
+#: The columns of ``session_events``, in table order (docs/mirror.md, "Schema").
 EVENT_COLUMNS: Final = (
     "session_id",
     "seq",
@@ -48,7 +48,7 @@ SESSION_COLUMNS: Final = (
     "end_ts",
 )
 
-#: The kinds a record can have (SPEC "The NDJSON record").
+#: The kinds a record can have (docs/record-format.md).
 KINDS: Final = ("start", "message", "end")
 
 #: Level names and their numbers, as the stdlib ``logging`` module has them.

@@ -2,8 +2,9 @@
 
 The watermark, the target's methods, the report, and the id of a sessions folder.
 
-The engine (``_ingest``) reads files and talks to a database only through a
-:class:`Target`: ``_sync`` implements it for SQLite, ``_postgres`` for PostgreSQL.
+The engine (``_mirror/engine.py``) reads files and talks to a database only through a
+:class:`Target`: ``_sqlite/sync.py`` implements it for SQLite, ``_postgres/sync.py``
+for PostgreSQL.
 """
 
 from __future__ import annotations

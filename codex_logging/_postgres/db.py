@@ -1,4 +1,4 @@
-"""PostgreSQL: connecting, the schema and its migrations (as ``_db`` is for SQLite).
+"""PostgreSQL: connecting, the schema and its migrations (as ``_sqlite/db.py`` is for SQLite).
 
 psycopg is imported on first use only: a hook script that only logs never pays
 for it, and without it the error names the extra to install.
@@ -128,7 +128,7 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
                 updated_at double precision,
                 PRIMARY KEY (source_id, session_id)
             )""",
-            # A torn fragment and the record glued to it share a seq (SPEC:
+            # A torn fragment and the record glued to it share a seq (docs/mirror.md:
             # seq is the line number), so the offset is part of the key.
             """CREATE TABLE IF NOT EXISTS session_ingest_errors (
                 source_id text NOT NULL,
@@ -151,7 +151,7 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
                     ELSE line::json
                 END
             $$""",
-            # The same columns as the SQLite views (issue 13), plus the source
+            # The same columns as the SQLite views, plus the source
             # and its host; ISO-8601 UTC times.
             EVENTS_VIEW.format(trace=""),
             # One row per session id, merging every source (a CI matrix sharing
@@ -197,7 +197,7 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
         ),
     ),
     (
-        # As the SQLite mirror's migration 4 (issue 15): `sessions` reads one
+        # As the SQLite mirror's migration 4: `sessions` reads one
         # row per (source, session), kept in each batch's transaction
         # (_postgres.PostgresTarget._summarise), instead of every event.
         "keep a per-session summary",
@@ -265,7 +265,7 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
         ),
     ),
     (
-        # Issue 14: records carry the OpenTelemetry trace context; the view
+        # Records carry the OpenTelemetry trace context; the view
         # shows it as columns, at the end (CREATE OR REPLACE keeps the rest).
         "the trace context as columns of events",
         (EVENTS_VIEW.format(trace=_TRACE_COLUMNS),),

@@ -1,6 +1,6 @@
 """PostgreSQL: the mirror many machines share (``sync_to_postgres``).
 
-``sync_to_postgres`` runs the same engine as ``sync_to_sqlite`` (``_ingest``)
+``sync_to_postgres`` runs the same engine as ``sync_to_sqlite`` (``_mirror/engine.py``)
 over a :class:`PostgresTarget`. Rows are keyed by ``(source_id, session_id,
 seq)``: ``source_id`` names one sessions folder, so a CI matrix sharing one
 ``CODEX_SESSION_ID`` on many hosts lands side by side, each file exactly once.
@@ -8,7 +8,8 @@ seq)``: ``source_id`` names one sessions folder, so a CI matrix sharing one
 Each batch is one transaction: a compare-and-set on the watermark of
 ``(source_id, session_id)`` first, then the rows by ``COPY``. A sync that lost a
 race finds the watermark moved, rolls back and says so. The connection, the
-schema and its migrations live in ``_pg_db``; the reads of the CLI in ``_pg_read``.
+schema and its migrations live in ``_postgres/db.py``; the reads of the CLI in
+``_postgres/read.py``.
 
 NUL cannot be stored in PostgreSQL text. A record's ``\\u0000`` escape becomes
 U+FFFD in the ``kind``/``level``/``logger``/``role``/``message`` columns while
@@ -102,7 +103,7 @@ def _error_values(source: str, row: ErrorRow) -> tuple[object, ...]:
 
 
 class PostgresTarget:
-    """The engine's database target for PostgreSQL (see ``_ingest.Target``).
+    """The engine's database target for PostgreSQL (see ``_mirror/target.py``).
 
     It connects on first use, so a sync of a missing folder touches no server.
 
@@ -113,7 +114,7 @@ class PostgresTarget:
     """
 
     #: Batches commit in the engine's worker thread while the next is read:
-    #: the server's COPY and fsync overlap the parsing (``_ingest``).
+    #: the server's COPY and fsync overlap the parsing (``_mirror/engine.py``).
     pipelined = True
 
     def __init__(self, url: str, folder: str, busy_timeout: float) -> None:
@@ -151,7 +152,7 @@ class PostgresTarget:
         return self._conn
 
     def settled_files(self, source_id: str) -> dict[str, SettledRow]:
-        """Return the watermarks of this folder with no pending line (see ``_ingest.Target``).
+        """Return the watermarks of this folder with no pending line (see ``_mirror/target.py``).
 
         Args:
             source_id: The sessions folder's id (the one this target keys its rows by).

@@ -1,4 +1,4 @@
-"""Redaction of secrets before a record is serialised (SPEC "Redaction").
+"""Redaction of secrets before a record is serialised (docs/redaction.md).
 
 Two rules, applied at any depth of dicts and lists:
 
@@ -240,7 +240,7 @@ class Redactor:
         digits (``%d``, ``%i``, ``%u``, ``%s``, ``%r``) and no pattern of the
         user's could match digits: the formatted text then holds no gate
         either, so :meth:`scan` would find nothing. The handler skips the scan
-        of ``"processing step %d" % (12,)`` this way (issue 15, bench/). The
+        of ``"processing step %d" % (12,)`` this way (docs/performance.md). The
         answer is remembered in ``digit_templates``.
 
         Args:

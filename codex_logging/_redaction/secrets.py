@@ -1,7 +1,7 @@
 """What counts as a secret: key names, credential shapes, and their quick checks.
 
 The :class:`~codex_logging._redaction.redactor.Redactor` applies these; this module only
-says what to look for and where (SPEC "Redaction"). Every built-in rule runs in
+says what to look for and where (docs/redaction.md). Every built-in rule runs in
 time linear in the string's length. Each regular expression starts with a
 literal that must not follow a character of its own body (a look-behind), so a
 run of repeated prefixes is tried from one place only, and none has two

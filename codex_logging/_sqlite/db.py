@@ -106,7 +106,7 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
         ),
     ),
     (
-        # Issue 13: a schema a person can explore in sqlite3, Datasette and
+        # A schema a person can explore in sqlite3, Datasette and
         # sqlite-utils. Partial indexes hold only the rare rows (start/end,
         # warnings and errors), so the sync pays almost nothing for them. Their
         # conditions avoid IN (...): SQLite would build a temporary table for
@@ -200,7 +200,7 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     (
         "record each watermark's sessions folder and how far its file was scanned",
         (
-            # The folder a session's rows came from (issue 12: one database,
+            # The folder a session's rows came from (docs/mirror.md: one database,
             # two folders); its path only for messages.
             "ALTER TABLE session_ingest_watermark ADD COLUMN source_id TEXT",
             "ALTER TABLE session_ingest_watermark ADD COLUMN source_dir TEXT",
@@ -213,7 +213,7 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
         ),
     ),
     (
-        # Issue 15: `sessions` reads one row per session, not the history. The
+        # `sessions` reads one row per session, not the history. The
         # sync adds each batch to its session's row in the batch's own
         # transaction (SqliteTarget.commit); this builds the rows of a database
         # that already has events. Each column is what the view before this
@@ -266,7 +266,7 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
         ),
     ),
     (
-        # Issue 14: records carry the OpenTelemetry trace context; the view
+        # Records carry the OpenTelemetry trace context; the view
         # shows it as columns, after the others.
         "the trace context as columns of events",
         (
@@ -296,12 +296,12 @@ SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 def _create_private(path: str) -> None:
     # SQLite creates -wal and -shm with the mode of the database file, so a
-    # 0600 database keeps its journal files 0600 too (SPEC).
+    # 0600 database keeps its journal files 0600 too (docs/production.md, "Permissions").
     folder = os.path.dirname(path)
     make_dirs(folder)
     # The mirror holds every record: a database, journal or folder that
     # another user owns or may write is refused, as the session files are
-    # (issue 11; CODEX_ALLOW_SHARED=1 opts out).
+    # (docs/production.md; CODEX_ALLOW_SHARED=1 opts out).
     check_private(folder, os.stat(folder))
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:

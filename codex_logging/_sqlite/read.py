@@ -3,7 +3,7 @@
 ``query`` returns the latest events, ``follow`` the ones that land after them,
 ``sessions`` one summary per session. A database that has only the older
 ``logs(ts, session, kind, message)`` table that hand-written scripts create is
-read too (SPEC "Command line"). The command line and ``query_logs`` call these.
+read too (docs/cli.md). The command line and ``query_logs`` call these.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""sync_to_sqlite: the SQLite target of the sync engine (``_ingest``).
+"""sync_to_sqlite: the SQLite target of the sync engine (``_mirror/engine.py``).
 
 The engine reads the files; this module only writes: each batch of rows with
-its watermark in one ``BEGIN IMMEDIATE`` transaction (SPEC "SQLite mirror").
+its watermark in one ``BEGIN IMMEDIATE`` transaction (docs/mirror.md, "Sync").
 """
 
 from __future__ import annotations
@@ -292,7 +292,7 @@ class _Handoff:
     ``sqlite3`` binds a ``str`` with ``SQLITE_TRANSIENT`` (SQLite keeps a copy
     of its own) and asks ``__conform__`` of any other object for the value, which
     it releases right after binding it. So while the INSERT builds its record,
-    the text is held by SQLite alone, not also by Python (issue 15; see
+    the text is held by SQLite alone, not also by Python (see
     docs/performance.md "Sync memory"). Bound once only: a second bind is NULL.
     """
 

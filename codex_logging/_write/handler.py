@@ -178,7 +178,7 @@ class CodexHandler(logging.Handler):
         encode, append), reading the record straight into them: the usual
         kind, role and logger name and the message are checked here, the rest
         goes through the sink's helpers. Building the eleven arguments of
-        ``Sink.write`` instead was measurably slower (issue 15, ``make bench``).
+        ``Sink.write`` instead was measurably slower (docs/performance.md, ``make bench``).
         """
         sink = self.sink
         try:
@@ -315,7 +315,7 @@ class CodexHandler(logging.Handler):
 
     def _emit_structlog(self, record: logging.LogRecord, event: dict[str, Any]) -> None:
         # structlog's stdlib recipe (ProcessorFormatter.wrap_for_formatter): the
-        # event dict is the message; its keys become fields (SPEC Additions).
+        # event dict is the message; its keys become fields (docs/configuration.md, "structlog").
         get = event.get
         # A CodexProcessor with its own session that left this event to the
         # handler (in this thread, for this very event, even copied since).
@@ -371,7 +371,7 @@ class CodexHandler(logging.Handler):
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802, ARG002 - logging's
         """Count the dropped record and say why on stderr once per cause.
 
-        Never a traceback per record (SPEC Additions); silent, but still
+        Never a traceback per record (docs/guarantees.md); silent, but still
         counted, when ``logging.raiseExceptions`` is false, as in production.
 
         Args:

@@ -30,7 +30,7 @@ _OWN_KEYS: Final = frozenset(
     ("session_id", "logger", "kind", "role", "exception", "exc_info", "stack", "stack_info")
 )
 
-# structlog names that are not stdlib level names (SPEC: warn -> WARNING,
+# structlog names that are not stdlib level names (docs/record-format.md: warn -> WARNING,
 # exception -> ERROR); the others are upper-cased.
 _LEVEL_ALIASES: Final = {
     "warn": "WARNING",
@@ -150,7 +150,7 @@ class CodexProcessor:
         encode, append), reading the event straight into them: the usual
         kind, role and logger name and the message are checked here, the rest
         goes through the sink's helpers. Building the eleven arguments of
-        ``Sink.write`` instead was measurably slower (issue 15, ``make bench``).
+        ``Sink.write`` instead was measurably slower (docs/performance.md, ``make bench``).
         """
         sink = self.sink
         try:

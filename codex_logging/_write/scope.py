@@ -5,7 +5,7 @@ with the messages, redacted the same way, and falls back to the environment's
 folder when there is none. While any scope is open, ``CODEX_SESSION_ID`` and
 ``CODEX_SESSIONS_DIR`` (absolute) are exported for child processes; once every
 overlapping scope has exited, in any order, both are exactly as they were
-before the first (SPEC Additions).
+before the first (docs/configuration.md, "session_scope").
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def _sinks() -> list[Sink]:
     return [fallback]
 
 
-class session_scope:  # noqa: N801 - a context manager named like contextlib's, fixed by the SPEC
+class session_scope:  # noqa: N801 - a context manager named like contextlib's
     """Write one ``start`` and one ``end`` record around a block or a function.
 
     On entry the session is resolved and validated, made current for this thread
@@ -162,7 +162,7 @@ class session_scope:  # noqa: N801 - a context manager named like contextlib's, 
         self._requested = None if session_id is None else validate_session_id(session_id)
         self._meta = dict(meta) if meta else {}
         # Per thread / task: one instance entered from several at once keeps
-        # each entry's state apart (issue 11).
+        # each entry's state apart (docs/guarantees.md).
         self._entries: ContextVar[tuple[_Entry, ...]] = ContextVar(
             "codex_scope_entries", default=()
         )
@@ -256,7 +256,7 @@ class session_scope:  # noqa: N801 - a context manager named like contextlib's, 
 
 
 def _succeeded(exc: BaseException | None) -> bool:
-    # sys.exit(0) and sys.exit() end a program successfully (SPEC Additions).
+    # sys.exit(0) and sys.exit() end a program successfully (docs/configuration.md).
     return exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None))
 
 
@@ -286,7 +286,7 @@ def _write(
                 frozenset(),
             )
         except Exception as error:
-            # SPEC: a failure to write never raises into the application.
+            # A failure to write never raises into the application (docs/guarantees.md).
             sink.report(error)
 
 
@@ -297,7 +297,7 @@ def configured_sinks() -> list[Sink]:
     ``QueueHandler``'s listener, when dictConfig made one), then the
     processors in structlog's configured chain (looked at only if structlog is
     imported); the first sink of each folder, so a scope writes its start and
-    end records once per folder (SPEC Additions).
+    end records once per folder (docs/configuration.md, "session_scope").
 
     Returns:
         At most one sink per folder; empty when nothing is configured.

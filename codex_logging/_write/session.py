@@ -2,8 +2,8 @@
 
 A session id ties records from many processes together. A record's session
 comes, first match wins, from the record, the current :func:`session_scope`,
-the handler's own setting, ``CODEX_SESSION_ID``, or a fresh uuid4 (SPEC "Which
-session"); the sink does that routing, with these two as its last steps.
+the handler's own setting, ``CODEX_SESSION_ID``, or a fresh uuid4 (docs/configuration.md,
+"Which session a record goes to"); the sink does that routing, with these two as its last steps.
 """
 
 from __future__ import annotations

@@ -4,12 +4,12 @@ A sink owns where a session is written and how: the folder, the fsync policy,
 the redactor, the default session id, its caches, and how a failure is
 reported. Every record takes the same steps, in this order: route the
 session, normalise every value into JSON data, redact, encode, append
-(STYLE "One concept, one owner"). :meth:`Sink.write` takes them for
+(ARCHITECTURE.md, "Invariants"). :meth:`Sink.write` takes them for
 :func:`session_scope` and structlog's stdlib recipe; ``CodexHandler.emit`` and
 ``CodexProcessor.__call__`` read their record or event straight into the same
 steps, on the helpers here (:meth:`Sink.route`, :meth:`Sink.texts`,
 :meth:`Sink.add_fields`, :meth:`Sink.append`), which costs less than building
-the arguments of :meth:`Sink.write` (issue 15).
+the arguments of :meth:`Sink.write` (docs/performance.md).
 ``tests/test_sink.py::TestOneRecordWhateverThePath`` holds the three to the
 same lines.
 """
@@ -113,8 +113,8 @@ class Sink:
         self.session_id = session_id
         self.fsync = check_fsync(fsync)
         self.redactor = Redactor(redact_keys, redact_patterns) if redact else None
-        #: Records that could not be written (SPEC Additions: a count the
-        #: program can read).
+        #: Records that could not be written (a count the program can
+        #: read: docs/guarantees.md, "Writing").
         self.dropped = 0
         self._reported: set[tuple[str, str]] = set()
         # Caches read by the hot paths (CodexHandler.emit, CodexProcessor.__call__):
@@ -164,11 +164,11 @@ class Sink:
     ) -> None:
         """Route, normalise, redact, encode and append one record.
 
-        The record's fields come in the SPEC's order; names of core fields in
+        The record's fields come in docs/record-format.md's order; names of core fields in
         ``extra`` are kept as ``extra.<name>``. ``session_scope`` and records
         from structlog's stdlib recipe come here; ``CodexHandler.emit`` and
         ``CodexProcessor.__call__`` take the same steps on the same helpers
-        (issue 15: one hot function per entry point).
+        (one hot function per entry point: docs/performance.md).
 
         Args:
             ts: Unix seconds.
@@ -213,7 +213,9 @@ class Sink:
         self.append(record, sid, kind, counter[0])
 
     def route(self, explicit: object) -> str:
-        """Return the session of a record (SPEC "Which session", first match wins).
+        """Return the session of a record; the first match wins.
+
+        The order is docs/configuration.md's "Which session a record goes to".
 
         Args:
             explicit: The session named on the record, or ``None``.
@@ -459,7 +461,7 @@ class Sink:
 
 
 def _hint(error: BaseException | None) -> str:
-    # SPEC Additions: say what is wrong and what to set.
+    # Say what is wrong and what to set (docs/guarantees.md, "Writing").
     if isinstance(error, InvalidSessionId):
         return f" (set {ENV_SESSION_ID}, or session_id=, to a valid id)"
     if isinstance(error, UnsafePathError):

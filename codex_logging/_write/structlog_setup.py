@@ -211,7 +211,7 @@ def _bound_logger_class(min_level: int) -> type:
     """Return a structlog bound logger that filters below ``min_level`` and formats ``%`` args.
 
     Like structlog's filtering bound logger, but the event is optional
-    (SPEC: ``structlog.get_logger().info(kind="message")``).
+    (``structlog.get_logger().info(kind="message")``: docs/configuration.md).
     """
     import structlog  # noqa: PLC0415 - only configure_structlog needs structlog
 

@@ -1,11 +1,11 @@
 """The one append-only writer under the sink.
 
 A record is one ``os.write`` of one whole line on an ``O_APPEND`` descriptor,
-so lines from many threads and processes never interleave or tear (SPEC "The
-NDJSON record"). Descriptors are cached per path; a re-entrant lock guards
+so lines from many threads and processes never interleave or tear (docs/record-format.md,
+"How a line is written"). Descriptors are cached per path; a re-entrant lock guards
 opening, rechecking and closing them, never the write itself, so a signal
 handler or a finalizer that logs while this thread holds it goes on instead
-of hanging (issue 11).
+of hanging (docs/guarantees.md, "Writing").
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ FsyncPolicy = Literal["never", "end", "always"]
 FSYNC_POLICIES: Final = ("never", "end", "always")
 
 #: How long a cached descriptor is trusted before its path is checked again.
-#: The SPEC asks that records written a second or more after the file was
+#: Records written a second or more after the file was
 #: removed or replaced land in a new file; half a second leaves margin.
 RECHECK_SECONDS: Final = 0.5
 #: Open descriptors kept at once, for programs that log to many sessions.
@@ -180,7 +180,7 @@ class Writer:
         self._lock = threading.RLock()
         # The thread inside the lock: a call re-entered on that thread (a
         # signal handler or a finalizer that logs) must not change the cache
-        # the interrupted call is halfway through changing (issue 11).
+        # the interrupted call is halfway through changing (docs/guarantees.md).
         self._owner: int | None = None
         # Least recently checked first (a dict keeps insertion order; its get
         # costs less than an OrderedDict's on every write).
