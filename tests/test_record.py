@@ -80,17 +80,7 @@ class TestBuild:
     def test_field_order_and_defaults(self, tmp_path: Path) -> None:
         """Core fields come first in the documented order; kind defaults to message; None message is empty."""
         CodexProcessor(tmp_path, "s").sink.write(
-            1.0,
-            None,
-            None,
-            "INFO",
-            None,
-            None,
-            7,
-            None,
-            None,
-            {"b": 1, "kind": "x"}.items(),
-            frozenset(),
+            None, ts=1.0, level="INFO", pid=7, extra={"b": 1, "kind": "x"}.items()
         )
         (rec,) = read_lines(tmp_path / "s.ndjson")
         assert list(rec) == [

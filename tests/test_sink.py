@@ -182,9 +182,16 @@ class TestOneRecordWhateverThePath:
             event = {"event": case["message"], "level": "warning", **case["fields"], **marks}
             processor(structlog_logger, "warning", event)
             sink.write(
-                1.0, case.get("session_id"), case.get("kind"), "WARNING", name,
-                case["message"], 1, case.get("role"), None, case["fields"].items(), frozenset(),
-            )  # fmt: skip
+                case["message"],
+                ts=1.0,
+                level="WARNING",
+                pid=1,
+                session=case.get("session_id"),
+                kind=case.get("kind"),
+                logger=name,
+                role=case.get("role"),
+                extra=case["fields"].items(),
+            )
         for sid in ("s", "named"):
             written = {
                 path: [

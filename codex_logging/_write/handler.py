@@ -343,17 +343,17 @@ class CodexHandler(logging.Handler):
         taken = isinstance(stack, str) and stack.startswith(STACK_HEADER)
         name = get("logger")
         self.sink.write(
-            record.created,
-            session,
-            get("kind"),
-            record.levelname,
-            record.name if name is None else name,
             message,
-            record.process if record.process is not None else PROCESS.pid,
-            get("role"),
-            exc if exc is not None else self._record_exception(record),
-            event.items(),
-            _STRUCTLOG_MAPPED_STACK if taken else _STRUCTLOG_MAPPED,
+            ts=record.created,
+            level=record.levelname,
+            pid=record.process if record.process is not None else PROCESS.pid,
+            session=session,
+            kind=get("kind"),
+            logger=record.name if name is None else name,
+            role=get("role"),
+            exc=exc if exc is not None else self._record_exception(record),
+            extra=event.items(),
+            skip=_STRUCTLOG_MAPPED_STACK if taken else _STRUCTLOG_MAPPED,
             levelno=record.levelno,
             exception=structured,
         )

@@ -97,17 +97,17 @@ class LoguruSink:
             level = record["level"]
             process = record["process"]
             self.sink.write(
-                record["time"].timestamp(),
-                get("session_id"),
-                get("kind"),
-                level.name,
-                record["name"],
                 record["message"],
-                process.id if process is not None else os.getpid(),
-                get("role"),
-                exc,
-                extra.items(),
-                _MAPPED,
+                ts=record["time"].timestamp(),
+                level=level.name,
+                pid=process.id if process is not None else os.getpid(),
+                session=get("session_id"),
+                kind=get("kind"),
+                logger=record["name"],
+                role=get("role"),
+                exc=exc,
+                extra=extra.items(),
+                skip=_MAPPED,
                 levelno=level.no,
             )
         except Exception as error:

@@ -273,17 +273,15 @@ def _write(
     for sink in sinks:
         try:
             sink.write(
-                time.time(),
-                sid,
-                kind,
-                level,
-                "codex_logging",
                 f"session {kind}",
-                PROCESS.pid,
-                None,
-                exc,
-                fields,
-                frozenset(),
+                ts=time.time(),
+                level=level,
+                pid=PROCESS.pid,
+                session=sid,
+                kind=kind,
+                logger="codex_logging",
+                exc=exc,
+                extra=fields,
             )
         except Exception as error:
             # A failure to write never raises into the application (docs/guarantees.md).

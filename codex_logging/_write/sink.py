@@ -145,20 +145,20 @@ class Sink:
                 self.paths[session_id] = found
         return found
 
-    def write(  # noqa: PLR0917 - one argument per record field
+    def write(
         self,
-        ts: float,
-        explicit_session: object,
-        kind: object,
-        level: str,
-        logger: object,
         message: object,
-        pid: int,
-        role: object,
-        exc: str | None,
-        extra: Iterable[tuple[Any, Any]],
-        skip: AbstractSet[str],
         *,
+        ts: float,
+        level: str,
+        pid: int,
+        session: object = None,
+        kind: object = None,
+        logger: object = None,
+        role: object = None,
+        exc: str | None = None,
+        extra: Iterable[tuple[Any, Any]] = (),
+        skip: AbstractSet[str] = frozenset(),
         levelno: int | None = None,
         exception: object = None,
     ) -> None:
@@ -171,13 +171,13 @@ class Sink:
         (one hot function per entry point: docs/performance.md).
 
         Args:
-            ts: Unix seconds.
-            explicit_session: The session named on the record, or ``None``.
-            kind: ``start``, ``message``, ``end``; ``None`` means ``message``.
-            level: The level name, upper case.
-            logger: The logger name, or ``None``.
             message: The message.
+            ts: Unix seconds.
+            level: The level name, upper case.
             pid: The writing process.
+            session: The session named on the record, or ``None``.
+            kind: ``start``, ``message``, ``end``; ``None`` means ``message``.
+            logger: The logger name, or ``None``.
             role: Optional role.
             exc: Optional formatted traceback.
             extra: Further fields as ``(name, value)`` pairs.
@@ -192,7 +192,7 @@ class Sink:
             OSError: The file cannot be written (WriteError, UnsafePathError...).
 
         """
-        sid = self.route(explicit_session)
+        sid = self.route(session)
         counter = [0]
         kind, role, logger = self.texts(kind, role, logger, counter)
         message = self.message(message, counter)
