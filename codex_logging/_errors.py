@@ -14,9 +14,16 @@ caller would already catch::
     ├── InvalidFilterError (ValueError)
     ├── SessionsDirError (NotADirectoryError)
     └── PostgresNotInstalledError (ImportError)
+
+Every message that names a database URL or quotes a database driver passes
+through :func:`hide_secrets` first, in the API and on the command line.
 """
 
 from __future__ import annotations
+
+import re
+from typing import Final
+from urllib.parse import unquote
 
 
 class CodexLoggingError(Exception):
@@ -69,3 +76,212 @@ class SessionsDirError(CodexLoggingError, NotADirectoryError):
 
 class PostgresNotInstalledError(CodexLoggingError, ImportError):
     """PostgreSQL was asked for but psycopg (``codex-logging[postgres]``) is not installed."""
+
+
+# -- messages ---------------------------------------------------------------
+
+#: libpq connection parameters whose value logs in: those its
+#: ``PQconndefaults()`` marks ``*`` (shown as a password), and the SCRAM keys
+#: it marks ``D``, which authenticate as well as a password does. ``passfile``
+#: only names a file: it is shown.
+SECRET_PARAMETERS: Final = frozenset(
+    {"password", "sslpassword", "oauth_client_secret", "scram_client_key", "scram_server_key"}
+)
+#: What stands in a message for a hidden value.
+HIDDEN: Final = "***"
+
+_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+#: A query parameter's name, in a URL's query: ``?`` or ``&`` then ``name=``.
+_PARAMETER: Final = re.compile(r"[?&]([\w.%-]*)=")
+#: The user of a URL's userinfo and its ``:``; and a port after a host's ``:``.
+_USER: Final = re.compile(r"[^:/?#\[\]@\s]*:")
+_PORT: Final = re.compile(r"[0-9]*(?:[/,?#]|$)")
+_SPACE: Final = re.compile(r"\s")
+#: ``name = value`` of a libpq connection string (keywords in any case).
+_ASSIGNMENT: Final = re.compile(
+    r"(?<![\w%.-])(" + "|".join(sorted(SECRET_PARAMETERS)) + r")\s*=\s*", re.IGNORECASE
+)
+#: Where libpq cuts a malformed URL or connection string: a piece of a
+#: password between these may be quoted alone (as a host, a port, a name).
+_CUTS: Final = re.compile(r"[\s@/?#&=:,;'\"\\\[\]]+")
+#: A piece shorter than this is hidden only where it stands alone, not
+#: inside every word of the message that happens to contain it.
+_SHORT: Final = 4
+
+
+def hide_secrets(text: str, *sources: str | None) -> str:
+    """Return ``text`` with every password it may carry replaced by ``***``.
+
+    Every message that names a database URL or quotes a database driver goes
+    through here. Hidden are: the password of a URL's userinfo (from the first
+    ``:`` after the user to the *last* ``@``, so an unencoded ``@``, ``/``,
+    ``?`` or ``#`` in it stays hidden), the value of a secret query parameter
+    (:data:`SECRET_PARAMETERS`: ``?password=``, ``&sslpassword=``, ...), and
+    the value of such a ``key=value`` in a libpq connection string (quoted or
+    not, closed or not). Then each of those values found, percent-decoded or
+    not, and each piece of it between the characters where libpq cuts a
+    malformed URL, is hidden wherever else it stands in ``text``: a driver's
+    parse error quotes the password it choked on (``invalid percent-encoded
+    token: "..."``), or a piece of it as a host name. When in doubt, more is
+    hidden, never less.
+
+    Args:
+        text: The message.
+        sources: The URLs or connection strings the message may quote (the
+            ``--db`` value, ``CODEX_LOG_DB_PATH``): their secrets are found
+            from the whole value, even where the message quotes them cut.
+
+    Returns:
+        The message with the secrets replaced.
+    """
+    secrets: set[str] = set()
+    spans: list[tuple[int, int]] = []
+    for source in sources:
+        if not source:
+            continue
+        found = _secret_spans(source, whole=True)
+        secrets.update(source[start:end] for start, end in found)
+        at = text.find(source)
+        while at >= 0 and found:
+            spans += [(at + start, at + end) for start, end in found]
+            at = text.find(source, at + len(source))
+    found = _secret_spans(text, whole=False)
+    secrets.update(text[start:end] for start, end in found)
+    spans += found
+    pieces = _pieces(secrets)
+    if pieces:
+        spans += [m.span() for m in _quoted(pieces).finditer(text) if m.end() > m.start()]
+    if not spans:
+        return text
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    parts: list[str] = []
+    done = 0
+    for start, end in merged:
+        parts += (text[done:start], HIDDEN)
+        done = end
+    parts.append(text[done:])
+    return "".join(parts)
+
+
+def _quoted(pieces: list[str]) -> re.Pattern[str]:
+    """Return a pattern of the pieces: a short one only where no letter or digit touches it."""
+    long = [re.escape(piece) for piece in pieces if len(piece) >= _SHORT]
+    short = [re.escape(piece) for piece in pieces if len(piece) < _SHORT]
+    if short:
+        long.append(rf"(?<![^\W_])(?:{'|'.join(short)})(?![^\W_])")
+    return re.compile("|".join(long))
+
+
+def _pieces(secrets: set[str]) -> list[str]:
+    """Return each secret, decoded too, and its pieces between libpq's cuts, longest first."""
+    pieces: set[str] = set()
+    for secret in secrets:
+        if secret == HIDDEN:
+            continue
+        for form in {secret, unquote(secret), unquote(secret, "latin-1")}:
+            pieces.add(form)
+            pieces.update(_CUTS.split(form))
+    pieces.discard("")
+    pieces.discard(HIDDEN)
+    return sorted(pieces, key=len, reverse=True)
+
+
+def _secret_spans(text: str, *, whole: bool) -> list[tuple[int, int]]:
+    """Return where the secrets of ``text`` stand, as ``(start, end)`` pairs.
+
+    ``whole``: ``text`` is one URL or connection string; else a message, in
+    which a URL ends at the first whitespace.
+    """
+    spans: list[tuple[int, int]] = []
+    outside: list[tuple[int, int]] = []  # what no URL covers
+    done = 0
+    for match in _SCHEME.finditer(text):
+        if match.start() < done:
+            continue  # a URL inside another's query
+        end = len(text) if whole else _token_end(text, match.end())
+        outside.append((done, match.start()))
+        spans += _url_spans(text, match.end(), end)
+        done = end
+    outside.append((done, len(text)))
+    for start, end in outside:
+        spans += _assignment_spans(text, start, end)
+    return spans
+
+
+def _token_end(text: str, start: int) -> int:
+    """Return where the URL starting at ``start`` of a message ends: at whitespace.
+
+    Unless its userinfo has a password and no ``@`` yet: the password holds a
+    space, and runs to the next ``@`` on the line.
+    """
+    end = _SPACE.search(text, start)
+    if end is None:
+        return len(text)
+    user = _USER.match(text, start, end.start())
+    if (
+        user is not None
+        and text.find("@", start, end.start()) < 0
+        and not _PORT.match(text, user.end(), end.start())
+    ):
+        newline = text.find("\n", start)
+        at = text.find("@", end.start(), len(text) if newline < 0 else newline)
+        if at >= 0:
+            return _token_end(text, at)
+    return end.start()
+
+
+def _url_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Return where the URL in ``text[start:end]`` (after ``scheme://``) holds secrets."""
+    spans: list[tuple[int, int]] = []
+    names = list(_PARAMETER.finditer(text, start, end))
+    user = _USER.match(text, start, end)
+    if user is not None:
+        # The password ends at the last "@" before the query ("?name="), else
+        # at the last "@" of all: it may hold "@", "/", "?" and "#" unencoded.
+        at = text.rfind("@", user.end(), names[0].start()) if names else -1
+        if at < 0:
+            at = text.rfind("@", user.end(), end)
+        if at < 0 and not _PORT.match(text, user.end(), end):
+            # No "@" at all: "user:password" without a host, not "host:port".
+            at = min(
+                (i for i in (text.find(c, user.end(), end) for c in "/?") if i >= 0), default=end
+            )
+        if at > user.end():
+            spans.append((user.end(), at))
+    # Every secret parameter of the query, even one the password swallowed.
+    for index, name in enumerate(names):
+        if unquote(name[1]).strip().lower() not in SECRET_PARAMETERS:
+            continue
+        # The value runs to the next "&name=": an unencoded "&" in it stays hidden.
+        stop = names[index + 1].start() if index + 1 < len(names) else end
+        if stop > name.end():
+            spans.append((name.end(), stop))
+    return spans
+
+
+def _assignment_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Return where the values of secret ``key=value`` pairs in ``text[start:end]`` stand."""
+    spans: list[tuple[int, int]] = []
+    for match in _ASSIGNMENT.finditer(text, start, end):
+        value = position = match.end()
+        quoted = position < end and text[position] == "'"
+        if quoted:
+            position += 1
+        while position < end:
+            char = text[position]
+            if char == "\\":
+                position += 2
+                continue
+            if (quoted and char == "'") or (not quoted and char.isspace()):
+                position += quoted
+                break
+            position += 1
+        position = min(position, end)
+        if position > value:
+            spans.append((value, position))
+    return spans

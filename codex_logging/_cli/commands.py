@@ -15,7 +15,14 @@ import sys
 import time
 from collections.abc import Iterator
 
-from codex_logging._cli.output import Progress, escape, print_events, session_line, to_json
+from codex_logging._cli.output import (
+    Progress,
+    escape,
+    one_line,
+    print_events,
+    session_line,
+    to_json,
+)
 from codex_logging._errors import DatabaseError, DatabaseNotFoundError
 from codex_logging._mirror import filters as _filters
 from codex_logging._mirror.prune import Mirror, prune
@@ -30,6 +37,11 @@ from codex_logging._settings import (
 from codex_logging._sqlite import read as _read
 from codex_logging._sqlite.prune import SqliteMirror
 from codex_logging._sqlite.sync import sync_to_sqlite
+
+
+def db_sources(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """Return ``--db`` and ``CODEX_LOG_DB_PATH``: what an error may quote, password and all."""
+    return getattr(args, "db", None), os.environ.get(ENV_DB_PATH)
 
 
 def postgres_url(args: argparse.Namespace) -> str | None:
@@ -103,7 +115,7 @@ def sync_round(args: argparse.Namespace, shown: set[str] | None = None) -> SyncR
             if warning in shown:
                 continue
             shown.add(warning)
-        print(f"warning: {escape(warning)}", file=sys.stderr)
+        print(f"warning: {one_line(warning, *db_sources(args))}", file=sys.stderr)
     print(
         f"synced {report.files} file{'s' if report.files != 1 else ''}:"
         f" {report.rows_inserted} rows inserted, {report.lines_quarantined} lines quarantined",
@@ -131,10 +143,10 @@ def _watch_round(args: argparse.Namespace, shown: set[str], failing: list[str]) 
     try:
         sync_round(args, shown)
     except DatabaseError as exc:
-        text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+        text = one_line(str(exc), *db_sources(args))
         if text not in failing:
             failing.append(text)
-            print(f"warning: {escape(text)} (trying again each round)", file=sys.stderr, flush=True)
+            print(f"warning: {text} (trying again each round)", file=sys.stderr, flush=True)
         return
     if failing:
         failing.clear()

@@ -16,8 +16,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NoReturn
 
-from codex_logging._cli.commands import cmd_prune, cmd_query, cmd_sessions, cmd_sync
-from codex_logging._cli.output import escape
+from codex_logging._cli.commands import cmd_prune, cmd_query, cmd_sessions, cmd_sync, db_sources
+from codex_logging._cli.output import one_line
 from codex_logging._errors import CodexLoggingError
 from codex_logging._mirror import filters as _filters
 from codex_logging._settings import (
@@ -64,13 +64,13 @@ def _positive(kind: type[int | float], what: str) -> Callable[[str], Any]:
 _session_id = _checked(validate_session_id)
 
 
-def _run(prog: str, action: Callable[[], int]) -> int:
+def _run(prog: str, action: Callable[[], int], args: argparse.Namespace) -> int:
     try:
         return action()
     except CodexLoggingError as exc:
-        # One line, whatever the message: a driver's error may span several.
-        text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
-        print(f"{prog}: error: {escape(text)}", file=sys.stderr)
+        # One line, whatever the message: a driver's error may span several;
+        # and no password, whatever shape the URL has (docs/production.md).
+        print(f"{prog}: error: {one_line(str(exc), *db_sources(args))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 0  # Ctrl-C ends --follow: a normal way out
@@ -144,7 +144,7 @@ def query_main(argv: Sequence[str] | None = None) -> int:
         epilog="example: python -m codex_logging.query_logs --session-id run-42 --tail 50 --json",
     )
     args = parser.parse_args(argv)
-    return _run(parser.prog, lambda: cmd_query(args))
+    return _run(parser.prog, lambda: cmd_query(args), args)
 
 
 # -- sync -------------------------------------------------------------------
@@ -258,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         names = ", ".join(commands.choices)
         parser.error(f"unrecognized option {argv[0]} before COMMAND (one of {names})")
     args = parser.parse_args(argv)
-    return _run(f"codex-logs {args.command}", lambda: int(args.run(args)))
+    return _run(f"codex-logs {args.command}", lambda: int(args.run(args)), args)
 
 
 def import_main(argv: Sequence[str] | None = None) -> int:
@@ -281,4 +281,4 @@ def import_main(argv: Sequence[str] | None = None) -> int:
     _add_sync_options(parser, importer=True)
     args = parser.parse_args(argv)
     args.watch = None
-    return _run(parser.prog, lambda: cmd_sync(args))
+    return _run(parser.prog, lambda: cmd_sync(args), args)

@@ -14,6 +14,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Final, TextIO
 
+from codex_logging._errors import hide_secrets
 from codex_logging._mirror.target import SyncReport
 
 #: C0 controls but tab and newline, DEL and C1: what could move the cursor,
@@ -28,6 +29,18 @@ def escape(text: str) -> str:
     """Return ``text`` with its control characters escaped and continuation lines indented."""
     escaped = _CONTROLS.sub(lambda m: _NAMED.get(m[0], f"\\x{ord(m[0]):02x}"), text)
     return escaped.replace("\n", "\n    ")
+
+
+def one_line(text: str, *sources: str | None) -> str:
+    """Return an error or warning as one escaped line, its passwords hidden.
+
+    Args:
+        text: The message; a driver's may span several lines.
+        sources: The URLs or connection strings it may quote (see
+            :func:`~codex_logging._errors.hide_secrets`).
+    """
+    text = hide_secrets(text, *sources)
+    return escape(" ".join(part.strip() for part in text.splitlines() if part.strip()))
 
 
 def to_json(value: object) -> str:

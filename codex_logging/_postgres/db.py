@@ -9,9 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
-from codex_logging._errors import DatabaseError, DatabaseLockedError, PostgresNotInstalledError
+from codex_logging._errors import (
+    DatabaseError,
+    DatabaseLockedError,
+    PostgresNotInstalledError,
+    hide_secrets,
+)
 from codex_logging._settings import BUSY_TIMEOUT as BUSY_TIMEOUT  # noqa: PLC0414 - re-exported
 
 if TYPE_CHECKING:
@@ -289,29 +293,15 @@ def import_psycopg() -> Any:
 
 
 def display_url(url: str) -> str:
-    """Return ``url`` without its password, for messages.
+    """Return ``url`` without its passwords, for messages (:func:`hide_secrets`).
 
     Args:
-        url: A ``postgresql://`` URL.
+        url: A ``postgresql://`` URL, well formed or not.
 
     Returns:
-        The URL with any password replaced by ``***``.
+        The URL with every password replaced by ``***``.
     """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        # A URL urllib cannot split (an unclosed "[" of an IPv6 host): hide
-        # what stands between the user and the last "@"; libpq says what is wrong.
-        scheme, sep, rest = url.partition("://")
-        userinfo, at, host = rest.rpartition("@")
-        if ":" not in userinfo:
-            return url
-        return f"{scheme}{sep}{userinfo.partition(':')[0]}:***{at}{host}"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")
-    user = netloc[0].partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+    return hide_secrets(url, url)
 
 
 @contextmanager
@@ -321,10 +311,10 @@ def translated(name: str) -> Iterator[None]:
     try:
         yield
     except psycopg.errors.LockNotAvailable as exc:
-        msg = f"database {name} stayed locked by another sync: {exc}"
+        msg = hide_secrets(f"database {name} stayed locked by another sync: {exc}")
         raise DatabaseLockedError(msg) from exc
     except psycopg.Error as exc:
-        msg = f"cannot use database {name}: {str(exc).strip()}"
+        msg = hide_secrets(f"cannot use database {name}: {str(exc).strip()}")
         raise DatabaseError(msg) from exc
 
 
@@ -349,7 +339,7 @@ def connect(url: str, *, busy_timeout: float = BUSY_TIMEOUT, read_only: bool = F
         DatabaseError: The server cannot be reached or refuses the login.
     """
     psycopg = import_psycopg()
-    name = display_url(url)
+    failure: str | None = None
     try:
         conn = psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(busy_timeout)))
         # psycopg prepares a statement run five times on the server; behind a
@@ -357,9 +347,12 @@ def connect(url: str, *, busy_timeout: float = BUSY_TIMEOUT, read_only: bool = F
         # server connection that does not have it.
         conn.prepare_threshold = None
     except psycopg.Error as exc:
-        # libpq quotes a URL it cannot parse whole, password and all.
-        msg = f"cannot use database {name}: {str(exc).strip().replace(url, name)}"
-        raise DatabaseError(msg) from exc
+        # libpq quotes what it cannot parse, a password or a piece of one: the
+        # message is cleaned, and the driver's error is left out of the chain
+        # (a traceback would print it).
+        failure = hide_secrets(f"cannot use database {url}: {str(exc).strip()}", url)
+    if failure is not None:
+        raise DatabaseError(failure)
     conn.read_only = read_only
     return conn
 
