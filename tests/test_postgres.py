@@ -18,11 +18,13 @@ from typing import Any
 import pytest
 
 from codex_logging import UnknownSessionError, sync_to_postgres, sync_to_sqlite
-from codex_logging._errors import DatabaseError, DatabaseLockedError
+from codex_logging._errors import DatabaseError, DatabaseLockedError, InvalidFilterError
+from codex_logging._mirror.filters import Filters, build
 from codex_logging._mirror.target import Watermark, WatermarkMovedError
 from codex_logging._postgres.db import SCHEMA_VERSION, connect, display_url, migrate
-from codex_logging._postgres.read import query_postgres, sessions_postgres
+from codex_logging._postgres.read import query_postgres, query_where, sessions_postgres
 from codex_logging._postgres.sync import PostgresTarget
+from codex_logging._sqlite.read import query as sqlite_query
 from tests.checks import assert_exactly_once
 from tests.conftest import db_connection
 
@@ -642,6 +644,12 @@ class TestCrashesAndRaces:
         ]
 
 
+def build_filters(level: str) -> Filters:
+    return build(
+        session_id=None, kind=None, since=None, until=None, level=level, grep=None, role=None
+    )
+
+
 class TestReads:
     def test_query_filters_and_sessions(self, pg_url: str, sessions: Path) -> None:
         """query_postgres filters as the SQLite query does; sessions shows status error from any end."""
@@ -732,6 +740,41 @@ class TestReads:
             query_postgres(pg_url, "nope")
         with pytest.raises(UnknownSessionError, match="unknown session nope"):
             sessions_postgres(pg_url, "nope")
+
+    def test_level_filter_by_number_and_held_names_as_sqlite(
+        self, pg_url: str, sessions: Path, tmp_path: Path
+    ) -> None:
+        """--level: the same events from PostgreSQL as from SQLite, by levelno or standard name."""
+        records = [
+            {"ts": 1.0, "level": "TRACE", "levelno": 5, "message": "trace"},
+            {"ts": 2.0, "level": "DEBUG", "message": "debug"},
+            {"ts": 3.0, "level": "info", "message": "older hook's lower case"},
+            {"ts": 4.0, "level": "SUCCESS", "levelno": 25, "message": "success"},
+            {"ts": 5.0, "level": "Level 25", "levelno": 25, "message": "level 25"},
+            {"ts": 6.0, "level": "NOTICE", "message": 'no number, "levelno":99 in text'},
+            {"ts": 7.0, "level": "WARN", "message": "warn", "cfg": {"levelno": 1}},
+            {"ts": 8.0, "level": "ERROR", "message": "error"},
+        ]
+        (sessions / "s.ndjson").write_text("".join(json.dumps(r) + "\n" for r in records))
+        sync_to_postgres(pg_url, sessions)
+        db = tmp_path / "mirror.db"
+        sync_to_sqlite(db, sessions)
+
+        def both(level: str) -> list[str]:
+            found = [e["message"] for e in query_where(pg_url, build_filters(level))]
+            assert found == [e["message"] for e in sqlite_query(str(db), level=level)]
+            return found
+
+        assert both("trace") == [r["message"] for r in records if r["level"] != "NOTICE"]
+        assert both("debug")[0] == "debug"
+        assert both("success") == ["success", "level 25", "warn", "error"]
+        assert both("level 25") == ["success", "level 25", "warn", "error"]
+        assert both("21") == ["success", "level 25", "warn", "error"]
+        assert both("warning") == ["warn", "error"]
+        with pytest.raises(InvalidFilterError, match="unknown level 'notice': choose from"):
+            query_where(pg_url, build_filters("notice"))
+        with pytest.raises(InvalidFilterError, match="unknown level 'notice': choose from"):
+            sqlite_query(str(db), level="notice")
 
     def test_views_survive_lines_json_cannot_read(self, pg_url: str, sessions: Path) -> None:
         """An end record holding \\u0000, a lone surrogate escape or NaN leaves its view fields NULL, never an error."""

@@ -822,3 +822,80 @@ class TestValues:
         printed = [json.loads(line) for line in out.stdout.splitlines()]
         assert printed == [{**line, "seq": seq} for seq, line in enumerate(lines, 1)]
         assert "role" not in printed[1]
+
+
+LEVELS_PROGRAM = """
+import logging
+import structlog
+from loguru import logger
+import codex_logging
+from codex_logging import CodexHandler, CodexProcessor
+
+logging.addLevelName(5, "TRACE")
+root = logging.getLogger()
+root.addHandler(CodexHandler())
+root.setLevel(1)
+log = logging.getLogger("std")
+log.log(5, "std trace")
+log.debug("std debug")
+log.log(25, "std level 25")
+log.warning("std warning")
+logger.remove()
+logger.add(codex_logging.loguru_sink, level="TRACE")
+logger.trace("loguru trace")
+logger.info("loguru info")
+logger.success("loguru success")
+logger.error("loguru error")
+structlog.configure(
+    processors=[structlog.processors.add_log_level, CodexProcessor()],
+    logger_factory=structlog.ReturnLoggerFactory())
+structlog.get_logger().info("structlog info")
+"""
+
+
+class TestLevels:
+    @pytest.fixture(autouse=True)
+    def _loguru(self) -> None:
+        pytest.importorskip("loguru")
+
+    def test_any_level_by_name_and_number(self, tmp_path: Path) -> None:
+        """levelno is written for other levels; --level filters by number and takes held names."""
+        run_program(tmp_path, LEVELS_PROGRAM)
+        lines = records(tmp_path)
+        assert [(r["message"], r["level"], r.get("levelno")) for r in lines] == [
+            ("std trace", "TRACE", 5),
+            ("std debug", "DEBUG", None),
+            ("std level 25", "Level 25", 25),
+            ("std warning", "WARNING", None),
+            ("loguru trace", "TRACE", 5),
+            ("loguru info", "INFO", None),
+            ("loguru success", "SUCCESS", 25),
+            ("loguru error", "ERROR", None),
+            ("structlog info", "INFO", None),
+        ]
+
+        def query(level: str) -> list[str]:
+            out = codex_logs_in(tmp_path, "query", "--json", "--tail", "50", "--level", level)
+            assert out.returncode == 0, out.stderr
+            return [json.loads(line)["message"] for line in out.stdout.splitlines()]
+
+        everything = [r["message"] for r in lines]
+        assert query("trace") == everything
+        assert query("1") == everything
+        assert query("debug") == [m for m in everything if "trace" not in m]
+        at_25 = ["std level 25", "std warning", "loguru success", "loguru error"]
+        assert query("success") == at_25
+        assert query("SUCCESS") == at_25
+        assert query("level 25") == at_25
+        assert query("Level 25") == at_25
+        assert query("25") == at_25
+        assert query("26") == ["std warning", "loguru error"]
+        assert query("warn") == ["std warning", "loguru error"]
+        assert query("critical") == []
+        bad = codex_logs_in(tmp_path, "query", "--level", "loud")
+        assert bad.returncode == 2
+        assert bad.stderr.endswith(
+            "unknown level 'loud': choose from critical, debug, error, info, level 25,"
+            " success, trace, warning, or a number\n"
+        )
+        assert len(bad.stderr.splitlines()) == 1

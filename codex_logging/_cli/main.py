@@ -106,7 +106,10 @@ def _query_options() -> _Parser:
         "--level",
         type=_checked(_filters.check_level),
         metavar="LEVEL",
-        help="only events at this level or above: debug, info, warning, error, critical",
+        help=(
+            "only events at this level or above: debug, info, warning, error, critical,"
+            " a level name the mirror holds (success, trace, 'level 25') or a number"
+        ),
     )
     when = _checked(_filters.parse_time)
     parent.add_argument(

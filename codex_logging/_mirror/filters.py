@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Final
 
@@ -85,35 +86,102 @@ def check_kind(kind: str) -> str:
     return kind
 
 
-def check_level(level: str) -> str:
-    """Return the standard name of ``level``, given in any case or as an alias.
+#: ``Level 25``: the name stdlib logging gives a level it has no name for.
+_NUMBERED: Final = re.compile(r"level\s*(\d{1,9})", re.IGNORECASE)
+#: A level name a record can carry: loguru's and logging's own names included.
+_LEVEL_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_ .-]{0,63}")
+
+
+def check_level(level: str | int) -> int | str:
+    """Return the level number ``level`` stands for, or its name to look up in the mirror.
+
+    A number (``25``), ``Level 25``, a standard name in any case or an alias
+    (``warn``) is a number at once; any other name (``success``, ``trace``)
+    is returned upper-cased, to be found among the levels the mirror holds
+    (:func:`resolve_level`).
 
     Raises:
-        InvalidFilterError: An unknown level.
+        InvalidFilterError: Text that is no level name nor number.
     """
-    name = LEVEL_ALIASES.get(level.upper(), level.upper())
-    if name not in LEVELS:
-        msg = f"unknown level {level!r}: choose from {', '.join(LEVELS)}"
+    if isinstance(level, int):
+        return level
+    text = level.strip()
+    if text.isdigit() and len(text) <= 9:
+        return int(text)
+    numbered = _NUMBERED.fullmatch(text)
+    if numbered:
+        return int(numbered[1])
+    name = LEVEL_ALIASES.get(text.upper(), text.upper())
+    if name in LEVELS:
+        return LEVELS[name]
+    if not _LEVEL_NAME.fullmatch(text):
+        msg = (
+            f"unknown level {level!r}: use a level name (debug, info, warning, error,"
+            " critical, or one the mirror holds) or a number"
+        )
         raise InvalidFilterError(msg)
     return name
 
 
-def level_names(minimum: str) -> tuple[str, ...]:
-    """Return the stored level names at or above ``minimum``, aliases included.
+def level_number(level: object, levelno: object) -> int | None:
+    """Return a stored record's level number: its ``levelno``, else its standard name's.
 
     Args:
-        minimum: A level name, any case: ``debug``, ``INFO``, ``warning``, ``warn``, ...
+        level: The record's ``level`` column.
+        levelno: Its ``levelno`` field, if any.
 
     Returns:
-        The names a record at that level or above is stored with.
-
-    Raises:
-        InvalidFilterError: An unknown level.
+        The number, or ``None`` for a level that has none.
     """
-    name = check_level(minimum)
-    names = [n for n, number in LEVELS.items() if number >= LEVELS[name]]
+    if isinstance(levelno, int) and not isinstance(levelno, bool):
+        return levelno
+    if isinstance(level, str):
+        name = level.upper()
+        return LEVELS.get(LEVEL_ALIASES.get(name, name))
+    return None
+
+
+def standard_names(minimum: int | None = None) -> tuple[str, ...]:
+    """Return the standard level names and aliases, or those at or above ``minimum``.
+
+    Args:
+        minimum: A level number; ``None`` for every standard name.
+
+    Returns:
+        The names as stored (``WARNING`` and ``WARN``, ...).
+    """
+    names = [n for n, number in LEVELS.items() if minimum is None or number >= minimum]
     names += [alias for alias, n in LEVEL_ALIASES.items() if n in names]
     return tuple(names)
+
+
+def resolve_level(
+    filters: Filters,
+    lookup: Callable[[str], int | None],
+    held: Callable[[], Iterable[str]],
+) -> Filters:
+    """Return ``filters`` with a level name turned into its number, as the mirror holds it.
+
+    Args:
+        filters: The checked filters.
+        lookup: The number the mirror holds for a level name (upper case), or ``None``.
+        held: The level names the mirror holds, for the error message.
+
+    Returns:
+        The filters with ``min_level`` a number (or none).
+
+    Raises:
+        InvalidFilterError: A name the mirror holds no number for.
+    """
+    name = filters.min_level
+    if not isinstance(name, str):
+        return filters
+    number = lookup(name)
+    if number is None:
+        names = sorted({str(n).lower() for n in held() if n} | {n.lower() for n in LEVELS})
+        msg = f"unknown level {name.lower()!r}: choose from {', '.join(names)}, or a number"
+        raise InvalidFilterError(msg)
+    return dataclasses.replace(filters, min_level=number)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +195,9 @@ class Filters:
     levels: tuple[str, ...] | None = None
     grep: str | None = None
     role: str | None = None
+    #: Events at this level number or above (a record's ``levelno``, else its
+    #: standard name's number); a name until :func:`resolve_level` looks it up.
+    min_level: int | str | None = None
 
 
 def build(
@@ -135,7 +206,7 @@ def build(
     kind: str | None,
     since: float | str | datetime | None,
     until: float | str | datetime | None,
-    level: str | None,
+    level: str | int | None,
     grep: str | None,
     role: str | None,
 ) -> Filters:
@@ -146,7 +217,7 @@ def build(
         kind=None if kind is None else check_kind(kind),
         since=None if since is None else parse_time(since, now),
         until=None if until is None else parse_time(until, now),
-        levels=None if level is None else level_names(level),
         grep=grep,
         role=role,
+        min_level=None if level is None else check_level(level),
     )

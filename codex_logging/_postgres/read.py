@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from typing import Any, Final
 
 from codex_logging._errors import DatabaseError, UnknownSessionError
-from codex_logging._mirror.filters import Filters
-from codex_logging._mirror.schema import EVENT_COLUMNS, SESSION_COLUMNS
+from codex_logging._mirror.filters import Filters, resolve_level, standard_names
+from codex_logging._mirror.schema import EVENT_COLUMNS, LEVEL_ALIASES, LEVELS, SESSION_COLUMNS
 from codex_logging._postgres.db import (
     connect,
     display_url,
@@ -95,11 +95,47 @@ def query_where(url: str, where: Filters, tail: int = 20) -> list[dict[str, Any]
         One dict per event.
     """
     with _reader(url) as conn, conn.cursor(row_factory=import_psycopg().rows.dict_row) as cur:
-        return _tail(cur, url, where, tail)
+        return _tail(cur, url, _resolve_level(cur, where), tail)
+
+
+def _levelno_sql(table: str) -> str:
+    # A record's levelno read from its line: the key as the writers put it,
+    # unquoted (a quote inside a text value is escaped, so only a key matches).
+    return f"substring({table}.data from '\"levelno\": ?(-?[0-9]{{1,9}})[,}}]')::integer"
+
+
+def _standard_sql(table: str) -> str:
+    # A standard level name's number, in any case.
+    whens = "".join(
+        f" WHEN '{name}' THEN {LEVELS[LEVEL_ALIASES.get(name, name)]}" for name in standard_names()
+    )
+    return f"CASE upper({table}.level){whens} END"
+
+
+def _resolve_level(cur: Any, filters: Filters) -> Filters:
+    # A level name that is not standard (--level success): the number the
+    # mirror holds for it, looked up once.
+    def lookup(name: str) -> int | None:
+        sql = (
+            f"SELECT {_levelno_sql('session_events')} AS levelno"  # noqa: S608 - constants
+            " FROM session_events WHERE upper(level) = %s AND strpos(data, '\"levelno\"') > 0"
+            " LIMIT 1"
+        )
+        row = cur.execute(sql, (name,)).fetchone()
+        return None if row is None else row["levelno"]
+
+    def held() -> list[str]:
+        rows = cur.execute("SELECT DISTINCT level FROM session_events").fetchall()
+        return [row["level"] for row in rows]
+
+    return resolve_level(filters, lookup, held)
 
 
 def postgres_where(filters: Filters, table: str = "session_events") -> tuple[list[str], list[Any]]:
-    """Return the ``WHERE`` terms of ``filters`` and their parameters (``%s``)."""
+    """Return the ``WHERE`` terms of ``filters`` and their parameters (``%s``).
+
+    A level name in ``filters.min_level`` must have been resolved to its number.
+    """
     levels = None if filters.levels is None else list(filters.levels)
     terms = (
         (f"{table}.session_id = %s", filters.session_id),
@@ -111,7 +147,17 @@ def postgres_where(filters: Filters, table: str = "session_events") -> tuple[lis
         (f"{table}.ts < %s", filters.until),
     )
     where = [clause for clause, value in terms if value is not None]
-    return where, [value for _clause, value in terms if value is not None]
+    params = [value for _clause, value in terms if value is not None]
+    if filters.min_level is not None:
+        # A standard name is answered from the column; any other level (a
+        # loguru SUCCESS, a "Level 25") by the levelno its record carries.
+        where.append(
+            f"({table}.level = ANY(%s) OR (NOT ({table}.level = ANY(%s)) AND"
+            f" coalesce({_levelno_sql(table)}, {_standard_sql(table)}) >= %s))"
+        )
+        minimum = int(filters.min_level)
+        params += [list(standard_names(minimum)), list(standard_names()), minimum]
+    return where, params
 
 
 def _tail(cur: Any, url: str, where: Filters, tail: int) -> list[dict[str, Any]]:
@@ -196,6 +242,7 @@ def follow_postgres(
                         f"{name} has no session_events table (run 'codex-logs sync --db URL' first)"
                     )
                     raise DatabaseError(msg)
+                where = _resolve_level(cur, where)
                 events = _tail(cur, url, where, tail)
                 shown = _marks(cur, where.session_id)
             yield events

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -17,7 +18,13 @@ from datetime import datetime
 from typing import Any, Final
 
 from codex_logging._errors import DatabaseError, UnknownSessionError
-from codex_logging._mirror.filters import Filters, build
+from codex_logging._mirror.filters import (
+    Filters,
+    build,
+    level_number,
+    resolve_level,
+    standard_names,
+)
 from codex_logging._mirror.schema import EVENT_COLUMNS, SESSION_COLUMNS
 from codex_logging._settings import db_path, validate_session_id
 from codex_logging._sqlite.db import connect_readonly, table_names
@@ -55,13 +62,47 @@ def _contains(message: object, needle: str) -> bool:
     return isinstance(message, str) and needle in message.casefold()
 
 
+def _levelno(level: object, data: object) -> int | None:
+    # A record's level number: its levelno field, else its standard name's.
+    # Called only for rows whose level is not a standard name (sqlite_where).
+    levelno = None
+    if isinstance(data, str) and '"levelno"' in data:
+        try:
+            record = json.loads(data)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            levelno = record.get("levelno")
+    return level_number(level, levelno)
+
+
 def _open(database: str | None) -> tuple[str, sqlite3.Connection]:
     path = db_path(database)
     conn = connect_readonly(path)
     conn.isolation_level = None  # explicit BEGIN: one snapshot for tail and follow
     conn.row_factory = sqlite3.Row
     conn.create_function("codex_contains", 2, _contains, deterministic=True)
+    conn.create_function("codex_levelno", 2, _levelno, deterministic=True)
     return path, conn
+
+
+def _resolve_level(conn: sqlite3.Connection, filters: Filters) -> Filters:
+    # A level name that is not standard (--level success): the number the
+    # mirror holds for it, looked up once.
+    def lookup(name: str) -> int | None:
+        rows = conn.execute(
+            "SELECT level, data FROM session_events"
+            " WHERE upper(level) = ? AND instr(data, '\"levelno\"') > 0 LIMIT 1",
+            (name,),
+        )
+        for level, data in rows:
+            return _levelno(level, data)
+        return None
+
+    def held() -> list[str]:
+        return [row[0] for row in conn.execute("SELECT DISTINCT level FROM session_events")]
+
+    return resolve_level(filters, lookup, held)
 
 
 def _source(conn: sqlite3.Connection, path: str) -> Source:
@@ -74,11 +115,30 @@ def _source(conn: sqlite3.Connection, path: str) -> Source:
     raise DatabaseError(msg)
 
 
+def _level_terms(filters: Filters) -> tuple[list[str], list[Any]]:
+    # --level: a standard name is answered from the column; any other level
+    # (a loguru SUCCESS, a "Level 25") by the levelno its record carries.
+    terms: list[str] = []
+    params: list[Any] = []
+    if filters.levels:
+        terms.append(f"level IN ({', '.join('?' * len(filters.levels))})")
+        params.extend(filters.levels)
+    if filters.min_level is not None:
+        minimum = int(filters.min_level)
+        at_or_above, every = standard_names(minimum), standard_names()
+        terms.append(
+            f"(level IN ({', '.join('?' * len(at_or_above))}) OR (level NOT IN"
+            f" ({', '.join('?' * len(every))}) AND codex_levelno(level, data) >= ?))"
+        )
+        params.extend((*at_or_above, *every, minimum))
+    return terms, params
+
+
 def sqlite_where(filters: Filters, source: Source) -> tuple[list[str], list[Any]]:
     """Return the WHERE terms of ``filters`` and their parameters (``?``) for ``source``."""
     where: list[str] = []
     params: list[Any] = []
-    lacking = (filters.levels, filters.role, filters.since, filters.until)
+    lacking = (filters.levels, filters.min_level, filters.role, filters.since, filters.until)
     if source.legacy and any(value is not None for value in lacking):
         msg = (
             "--level, --role, --since and --until need the session_events table;"
@@ -95,9 +155,9 @@ def sqlite_where(filters: Filters, source: Source) -> tuple[list[str], list[Any]
             # Word for word the condition of the partial indexes on the
             # rare start/end rows, so SQLite may answer from them.
             where.append("kind <> 'message'")
-    if filters.levels:
-        where.append(f"level IN ({', '.join('?' * len(filters.levels))})")
-        params.extend(filters.levels)
+    terms, values = _level_terms(filters)
+    where.extend(terms)
+    params.extend(values)
     if filters.role is not None:
         where.append("role = ?")
         params.append(filters.role)
@@ -120,6 +180,8 @@ class _Reader:
         self.path, self.conn = _open(database)
         try:
             self.source = _source(self.conn, self.path)
+            if not self.source.legacy:
+                filters = _resolve_level(self.conn, filters)
             self.where, self.params = sqlite_where(filters, self.source)
         except BaseException:
             self.conn.close()
@@ -193,7 +255,7 @@ def query(
     *,
     since: float | str | datetime | None = None,
     until: float | str | datetime | None = None,
-    level: str | None = None,
+    level: str | int | None = None,
     grep: str | None = None,
     role: str | None = None,
 ) -> list[dict[str, Any]]:
@@ -216,7 +278,9 @@ def query(
             an ISO time, or an age such as ``10m`` (that long ago).
         until: Only events before this moment, in the same forms.
         level: Only events at this level or above (``warning``: warnings,
-            errors and critical).
+            errors and critical): a standard name, a level name the mirror
+            holds (``success``), ``Level 25``, or a number. A record's number
+            is its ``levelno``, else its standard name's.
         grep: Only events whose message holds this text, ignoring case.
         role: Only events with this role.
 
@@ -253,7 +317,7 @@ def follow(
     interval: float = 0.5,
     since: float | str | datetime | None = None,
     until: float | str | datetime | None = None,
-    level: str | None = None,
+    level: str | int | None = None,
     grep: str | None = None,
     role: str | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
