@@ -126,6 +126,27 @@ class TestTake:
         assert errors == []
         assert events[0][8] == data
 
+    @pytest.mark.parametrize(
+        ("raw", "data"),
+        [
+            (b'{"detail":"password=hunter2"}', '{"detail": "password=[REDACTED]"}'),
+            (b'{"url":"/cb?code=1&access_token=CANARYat"}', '{"url": "/cb?code=1&access_token=[REDACTED]"}'),
+            (b'{"m":"x","cfg":"\'password\': \'CANARYq\'"}', '{"m": "x", "cfg": "\'password\': \'[REDACTED]\'"}'),
+            (b'{"message":"ok","env":"DB_PASS=CANARYenv host=db"}', '{"message": "ok", "env": "DB_PASS=[REDACTED] host=db"}'),
+        ],
+    )  # fmt: skip
+    def test_every_rule_runs_on_every_string_field(self, raw: bytes, data: str) -> None:
+        """A flat foreign line's fields other than message lose a secret name's value too."""
+        parser = LineParser()
+        events: list[EventRow] = []
+        errors: list[ErrorRow] = []
+        for i in range(50):  # among clean lines, checked as one batch
+            line = raw if i == 20 else b'{"message":"step %d","detail":"n=%d"}' % (i, i)
+            parser.take("s", i + 1, 0, line, events, errors)
+        parser.settle(events)
+        assert errors == []
+        assert [e[8] for e in events if "REDACTED" in e[8]] == [data]
+
     def test_quarantined_bytes_keep_what_is_not_secret(self) -> None:
         """Quarantined non-UTF-8 bytes are kept exactly, except a credential shape."""
         parser = LineParser()

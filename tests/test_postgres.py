@@ -128,6 +128,22 @@ class TestSameAsSqlite:
         ):
             assert lines[seq - 1].endswith(line)
 
+    def test_foreign_fields_are_redacted_as_in_sqlite(
+        self, pg_url: str, tmp_path: Path, sessions: Path
+    ) -> None:
+        """A secret name's value in a field other than message is redacted in PostgreSQL too."""
+        line = {
+            "ts": 1.0,
+            "message": "cb",
+            "detail": "password=CANARYpw",
+            "url": "/cb?access_token=CANARYat",
+        }
+        (sessions / "f.ndjson").write_text(json.dumps(line) + "\n")
+        sync_to_postgres(pg_url, sessions)
+        ((data,),) = pg_rows(pg_url, "SELECT data FROM session_events")
+        assert "CANARY" not in data
+        assert json.loads(data)["detail"] == "password=[REDACTED]"
+
     def test_second_sync_inserts_nothing(self, pg_url: str, sessions: Path) -> None:
         """Syncing again inserts nothing; appended lines are taken incrementally."""
         write_lines(sessions / "s.ndjson", 7000)

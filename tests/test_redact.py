@@ -19,7 +19,12 @@ from codex_logging import (
     session_scope,
     sync_to_sqlite,
 )
-from codex_logging._redaction.redactor import CLEAN_CACHE_LENGTH, CLEAN_CACHE_SIZE, Redactor
+from codex_logging._redaction.redactor import (
+    CLEAN_CACHE_LENGTH,
+    CLEAN_CACHE_SIZE,
+    Redactor,
+    _unique,
+)
 from codex_logging._redaction.secrets import (
     GATE_BITS,
     GATES,
@@ -500,6 +505,84 @@ class TestHostileInput:
         assert [
             m.start() for m in re.finditer(new.pattern[: new.pattern.index("eyJ") + 3], text)
         ] == [0]
+
+
+KEY_BOMB_CHILD = """
+import json, logging, sys, time
+from pathlib import Path
+from codex_logging import CodexHandler, CodexProcessor, sync_to_sqlite
+folder, path = Path(sys.argv[1]), sys.argv[2]
+# About 1 MiB of keys that all redact to the same text (a token -> owner map).
+bomb = {f"sk-{i:024d}abcdefghijklmnop": "o" for i in range(2**20 // 48)}
+logger = logging.getLogger("bomb")
+logger.propagate = False
+logger.setLevel(logging.INFO)
+logger.addHandler(CodexHandler(folder, "bomb"))
+start = time.perf_counter()
+logger.info("owners", extra={"owners": bomb})
+print("handler", round(time.perf_counter() - start, 2), flush=True)
+start = time.perf_counter()
+CodexProcessor(folder, "bomb")(None, "info", {"event": "owners", "owners": bomb})
+print("processor", round(time.perf_counter() - start, 2), flush=True)
+line = {"ts": 1.0, "session_id": "foreign", "kind": "message", "message": "m", "owners": bomb}
+(folder / "foreign.ndjson").write_text(json.dumps(line) + "\\n")
+start = time.perf_counter()
+sync_to_sqlite(path, folder)
+print("sync", round(time.perf_counter() - start, 2), flush=True)
+"""
+
+
+class TestKeyBombs:
+    def test_keys_that_redact_alike_are_probed_linearly(self) -> None:
+        """n keys redacting to one text get #2..#n with O(n) membership tests, not O(n^2)."""
+
+        class Counting(dict[str, int]):
+            probes = 0
+
+            def __contains__(self, key: object) -> bool:
+                Counting.probes += 1
+                return super().__contains__(key)
+
+        original = Counting({f"AKIA{i:016d}": i for i in range(3000)})
+        original["[REDACTED]#5"] = -1  # a key already holding a suffix is skipped, kept
+        out, suffixes = Counting(), {}
+        for key, item in original.items():
+            name = "[REDACTED]" if key.startswith("AKIA") else key
+            if name != key:
+                name = _unique(name, out, original, suffixes)
+            out[name] = item
+        assert Counting.probes <= 3 * len(original)
+        assert out["[REDACTED]"] == 0
+        assert out["[REDACTED]#2"] == 1
+        assert out["[REDACTED]#5"] == -1
+        assert out["[REDACTED]#6"] == 4
+        assert len(out) == 3001
+        counter = [0]
+        assert Redactor().mapping(original, counter) == out
+        assert counter == [3000]
+
+    def test_a_megabyte_of_such_keys_through_handler_processor_and_sync(
+        self, tmp_path: Path
+    ) -> None:
+        """1 MiB of token keys in one record is written and mirrored in a child that O(n^2) would hang."""
+        # Probing #2, #3, ... from 2 for each key took 33 s for 1 MiB of keys
+        # and over a minute for sk- keys, per path; linear takes about a second.
+        folder = tmp_path / "s"
+        done = subprocess.run(
+            [sys.executable, "-c", KEY_BOMB_CHILD, str(folder), str(tmp_path / "m.db")],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert (done.returncode, done.stderr) == (0, "")
+        assert [line.split()[0] for line in done.stdout.splitlines()] == [
+            "handler", "processor", "sync",
+        ]  # fmt: skip
+        raw = (folder / "bomb.ndjson").read_bytes()
+        assert b"sk-0000" not in raw
+        records = read_lines(folder / "bomb.ndjson")
+        assert [len(r["owners"]) for r in records] == [2**20 // 48] * 2
+        with db_connection(tmp_path / "m.db") as conn:
+            dump = "\n".join(conn.iterdump())
+        assert "sk-0000" not in dump
 
 
 class TestUrlAndKeyEdges:

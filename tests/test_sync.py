@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import signal
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 from codex_logging import (
+    CodexHandler,
     DatabaseError,
     DatabaseLockedError,
     InvalidSessionId,
@@ -882,6 +884,28 @@ class TestMirrorRedaction:
             "n": {"password": "[REDACTED]"},
         }
         assert raws == ["not json Bearer [REDACTED]", b"\xff not utf-8 Bearer [REDACTED]"]
+
+    def test_fields_of_lines_written_unredacted_are_redacted(
+        self, tmp_path: Path, sessions: Path
+    ) -> None:
+        """A secret name's value in any string field (not only message) never reaches the mirror."""
+        handler = CodexHandler(sessions, "raw", redact=False)
+        logger = logging.getLogger("raw-fields")
+        logger.addHandler(handler)
+        try:
+            logger.warning(
+                "callback",
+                extra={"detail": "password=CANARYpw", "url": "/cb?access_token=CANARYat"},
+            )
+        finally:
+            logger.removeHandler(handler)
+        assert b"CANARYpw" in (sessions / "raw.ndjson").read_bytes()  # written as given
+        sync_to_sqlite(tmp_path / "x.db", sessions)
+        with db_connection(tmp_path / "x.db") as conn:
+            (data,) = conn.execute("SELECT data FROM session_events").fetchone()
+        assert "CANARY" not in data
+        assert json.loads(data)["detail"] == "password=[REDACTED]"
+        assert json.loads(data)["url"] == "/cb?access_token=[REDACTED]"
 
 
 def _proc_read_bytes() -> int:

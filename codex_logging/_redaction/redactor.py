@@ -104,27 +104,39 @@ class Redactor:
 
     """
 
-    __slots__ = ("_hints", "_plans", "_user", "clean", "digit_templates", "secret_keys")
+    __slots__ = (
+        "_hints",
+        "_json_keys",
+        "_plans",
+        "_user",
+        "clean",
+        "digit_templates",
+        "secret_keys",
+    )
 
     def __init__(
         self,
         extra_keys: Iterable[str] | str = (),
         extra_patterns: Iterable[str] | str = (),
         *,
-        assignments: bool = True,
+        flat_json: bool = False,
     ) -> None:
         """Compile the key set and one expression per rule.
 
-        ``assignments=False`` leaves out the rule for a secret name's value in
-        text (``password=...``, ``"token": "..."``): the mirror's quick check
-        over whole JSON lines, whose keys the key rules already cover, would
-        otherwise look at every ``":`` of every line.
+        ``flat_json=True`` is for texts that are flat JSON objects written
+        without escapes (the mirror's check over a batch of lines), whose keys
+        the key rules judge already: the rule for a secret name's value in
+        text then skips ``"name":`` (every ``":`` there ends a key; looking at
+        each would double the sync's cost) and still reads ``name=value`` and
+        ``'name': value`` inside the string values, so every rule reaches
+        every string field.
         """
         #: ``secret_keys[key]`` is whether values under ``key`` are secret.
         extra = frozenset(norm(k) for k in _items(extra_keys))
         self.secret_keys = _SecretKeys(extra)
         # Configured names can be any word: then every assignment is looked at.
         self._hints = () if extra else NAME_HINTS
+        self._json_keys = not flat_json
         #: Short texts found clean by :meth:`text` (bounded): a hot path may
         #: test a text here before calling it.
         self.clean: set[str] = set()
@@ -134,9 +146,8 @@ class Redactor:
         self._user = [_compile_user(source) for source in _items(extra_patterns)]
         rules: dict[str, tuple[tuple[str, ...], Rule]] = {
             "url": (("://",), redact_url_passwords),
+            "assignment": (("=", '":', "':") if not flat_json else ("=", "':"), self._assignments),
         }
-        if assignments:
-            rules["assignment"] = (("=", '":', "':"), self._assignments)
         for name, literals, source in RULES:
             pattern = re.compile(source, re.DOTALL)
             template = ("\\g<keep>" if "(?P<keep>" in source else "") + REDACTED
@@ -263,7 +274,7 @@ class Redactor:
         return stays
 
     def _assignments(self, value: str) -> tuple[str, int]:
-        return redact_assignments(value, self.secret_keys, self._hints)
+        return redact_assignments(value, self.secret_keys, self._hints, self._json_keys)
 
     def value(self, value: Any, counter: list[int], _seen: frozenset[int] = frozenset()) -> Any:
         """Return a redacted copy of ``value`` (strings, mappings and sequences).
@@ -311,7 +322,9 @@ class Redactor:
         """Return a redacted copy of a mapping; its keys are scanned too.
 
         A key holding a secret is replaced by its redacted text; should that
-        collide with another key, ``#2``, ``#3``... is appended.
+        collide with another key, ``#2``, ``#3``... is appended. The next
+        number to try is remembered per redacted text, so ``n`` keys that
+        redact alike cost ``O(n)``, not one probe per earlier key.
 
         Args:
             value: The mapping.
@@ -323,12 +336,15 @@ class Redactor:
         """
         out: dict[Any, Any] = {}
         clean = self.clean  # most keys were seen before: skip the call
+        suffixes: dict[str, int] | None = None  # the next #n to try, per redacted text
         for key, item in value.items():
             name = key
             if key.__class__ is str and key not in clean:
                 name = self.text(key, counter)
                 if name is not key:
-                    name = _unique(name, out, value)
+                    if suffixes is None:
+                        suffixes = {}
+                    name = _unique(name, out, value, suffixes)
             if self.secret_keys[key]:
                 counter[0] += 1
                 out[name] = REDACTED
@@ -344,10 +360,19 @@ def _bind(pattern: re.Pattern[str], template: str) -> Callable[[str], tuple[str,
     return rule
 
 
-def _unique(name: str, out: Mapping[Any, Any], original: Mapping[Any, Any]) -> str:
+def _unique(
+    name: str, out: Mapping[Any, Any], original: Mapping[Any, Any], suffixes: dict[str, int]
+) -> str:
+    """Return ``name``, or ``name#n`` with the first ``n`` from 2 that is free.
+
+    ``suffixes[name]`` is where the last search for ``name`` stopped: every
+    ``n`` below it is taken already, so each ``name#n`` is probed at most
+    once per mapping (linear in its keys, however many redact alike).
+    """
     if name not in out and name not in original:
         return name
-    n = 2
+    n = suffixes.get(name, 2)
     while f"{name}#{n}" in out or f"{name}#{n}" in original:
         n += 1
+    suffixes[name] = n + 1
     return f"{name}#{n}"

@@ -221,8 +221,11 @@ _QUOTED = {'"': re.compile(r'(?:[^"\\\n]|\\.)*"'), "'": re.compile(r"(?:[^'\\\n]
 _BARE_VALUE = re.compile(r"[^\s&#;,'\"}\]]+")
 
 
-def _assignment_marks(value: str) -> list[tuple[int, int, str | None]]:
-    """Return ``(mark, value start, quote)`` for each ``=`` (not ``==``), ``":`` and ``':``."""
+def _assignment_marks(value: str, json_keys: bool = True) -> list[tuple[int, int, str | None]]:
+    """Return ``(mark, value start, quote)`` for each ``=`` (not ``==``), ``":`` and ``':``.
+
+    ``json_keys=False`` leaves out ``":``.
+    """
     marks: list[tuple[int, int, str | None]] = []
     find = value.find
     mark = find("=")
@@ -230,7 +233,7 @@ def _assignment_marks(value: str) -> list[tuple[int, int, str | None]]:
         if value[mark + 1 : mark + 2] != "=":
             marks.append((mark, mark + 1, None))
         mark = find("=", mark + 2 if value[mark + 1 : mark + 2] == "=" else mark + 1)
-    for quote in ('"', "'"):
+    for quote in ('"', "'") if json_keys else ("'",):
         mark = find(quote + ":")
         while mark >= 0:
             after = mark + 2
@@ -299,7 +302,10 @@ def redact_url_passwords(value: str) -> tuple[str, int]:
 
 
 def redact_assignments(
-    value: str, secret_keys: Mapping[object, bool], hints: tuple[str, ...]
+    value: str,
+    secret_keys: Mapping[object, bool],
+    hints: tuple[str, ...],
+    json_keys: bool = True,
 ) -> tuple[str, int]:
     """Replace the value of every ``secret_name=value`` and ``"secret_name": "value"``.
 
@@ -307,6 +313,8 @@ def redact_assignments(
         value: Any string.
         secret_keys: ``secret_keys[name]`` is whether ``name`` is secret.
         hints: Words every secret name holds (empty: look at every assignment).
+        json_keys: Whether to read ``"name": value`` too (False: only
+            ``name=value`` and ``'name': value``).
 
     Returns:
         The text and the number of values replaced.
@@ -316,7 +324,7 @@ def redact_assignments(
     done = 0
     if hints and not any(hint in value.lower() for hint in hints):
         return value, 0
-    marks = _assignment_marks(value)
+    marks = _assignment_marks(value, json_keys)
     if not marks:
         return value, 0
     reverse = value[::-1]
