@@ -156,9 +156,9 @@ class TestErrors:
             (("query_logs", "--db", "{missing}"), "no database"),
             (("codex-logs", "query", "--db", "{db}", "--session-id", "nope"), "unknown session"),
             (("codex-logs", "query", "--db", "{db}", "--session-id", "../x"), "invalid session id"),
-            (("codex-logs", "query", "--db", "{db}", "--tail", "-1"), "positive whole number"),
+            (("codex-logs", "query", "--db", "{db}", "--tail", "-1"), "a whole number from 1 to"),
             (("codex-logs", "query", "--bogus"), "unrecognized arguments"),
-            (("codex-logs", "sync", "--watch", "soon"), "positive number of seconds"),
+            (("codex-logs", "sync", "--watch", "soon"), "a number of seconds from"),
             (
                 (
                     "codex-logs",
@@ -242,6 +242,95 @@ class TestErrors:
         out, err = proc.communicate(timeout=60)
         assert len(out.splitlines()) == 1
         assert err == ""
+
+
+HUGE = str(2**63)
+DIGITS = "9" * 400
+
+
+class TestNumericFlags:
+    @pytest.mark.parametrize(
+        ("args", "flag"),
+        [
+            (["query", "--tail", HUGE], "--tail"),
+            (["query", "--tail", "99999999999999999999999"], "--tail"),
+            (["query", "--tail", "0"], "--tail"),
+            (["query", "--tail", "-5"], "--tail"),
+            (["query", "--tail", "1e3"], "--tail"),
+            (["query", "--tail", "2.5"], "--tail"),
+            (["query", "--since", "99999999999w"], "--since"),
+            (["query", "--since", DIGITS + "d"], "--since"),
+            (["query", "--until", "36526d"], "--until"),
+            (["query", "--until", "1e300w"], "--until"),
+            (["sync", "--watch", "0"], "--watch"),
+            (["sync", "--watch", "0.001"], "--watch"),
+            (["sync", "--watch", "-1"], "--watch"),
+            (["sync", "--watch", "nan"], "--watch"),
+            (["sync", "--watch", "inf"], "--watch"),
+            (["sync", "--watch", "1e308"], "--watch"),
+            (["sync", "--watch", "86401"], "--watch"),
+            (["sync", "--watch", DIGITS], "--watch"),
+            (["prune", "--older-than", "99999999999999w"], "--older-than"),
+            (["prune", "--older-than", DIGITS + "s"], "--older-than"),
+            (["prune", "--older-than=-1d"], "--older-than"),
+        ],
+    )
+    def test_out_of_range_is_one_line_naming_the_flag(
+        self, db: Path, args: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A number out of its flag's range: one stderr line naming command and flag, exit 2."""
+        with pytest.raises(SystemExit) as info:
+            main([*args, "--db", str(db)])
+        assert info.value.code == 2
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith(f"codex-logs {args[0]}: error: argument {flag}: ")
+
+    def test_query_logs_checks_tail_too(self, db: Path) -> None:
+        """python -m codex_logging.query_logs: the same check, no OverflowError traceback."""
+        out = run("query_logs", "--db", str(db), "--tail", HUGE)
+        assert out.returncode == 2
+        assert out.stderr == (
+            "python -m codex_logging.query_logs: error: argument --tail: expected a whole"
+            f" number from 1 to {2**63 - 1}, got '{HUGE}'\n"
+        )
+
+    def test_the_limits_themselves_are_taken(
+        self, db: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--tail 2**63-1, --since 36525d and --until 0s work; every event is shown."""
+        assert main(["query", "--db", str(db), "--tail", str(2**63 - 1), "--since", "36525d"]) == 0
+        assert len(capsys.readouterr().out.splitlines()) == 9 + 3  # b's messages have two lines
+        assert main(["query", "--db", str(db), "--tail", "1", "--until", "0s"]) == 0
+        assert len(capsys.readouterr().out.splitlines()) == 2
+
+    def test_tail_limits_on_postgresql(self, pg_url: str, db: Path) -> None:
+        """On PostgreSQL too: --tail 2**63-1 shows every event; 2**63 is one line, exit 2."""
+        from codex_logging import InvalidFilterError, sync_to_postgres
+        from codex_logging._postgres.read import query_postgres
+
+        sync_to_postgres(pg_url, db.parent / "sessions")
+        out = run("codex-logs", "query", "--db", pg_url, "--tail", str(2**63 - 1), "--json")
+        assert (out.returncode, len(out.stdout.splitlines())) == (0, 9), out.stderr
+        out = run("codex-logs", "query", "--db", pg_url, "--tail", HUGE)
+        assert (out.returncode, len(out.stderr.splitlines())) == (2, 1)
+        with pytest.raises(InvalidFilterError, match="tail must be a whole number"):
+            query_postgres(pg_url, tail=2**63)
+
+    def test_prune_older_than_0s(self, tmp_path: Path) -> None:
+        """`prune --older-than 0s` is taken and retires every session that has ended."""
+        folder = tmp_path / "s"
+        folder.mkdir()
+        path = folder / "done.ndjson"
+        path.write_text(json.dumps({"ts": time.time() - 60, "kind": "end", "status": "ok"}) + "\n")
+        os.utime(path, (time.time() - 60, time.time() - 60))
+        sync_to_sqlite(tmp_path / "x.db", folder)
+        out = run(
+            "codex-logs", "prune", "--older-than", "0s",
+            "--db", str(tmp_path / "x.db"), "--sessions-dir", str(folder),
+        )  # fmt: skip
+        assert (out.returncode, out.stderr) == (0, "")
+        assert out.stdout.splitlines()[-1] == "retired 1 session: 1 files and 0 rows deleted"
+        assert not path.exists()
 
 
 class TestSync:

@@ -214,9 +214,23 @@ class TestPrune:
         report = prune(db, folder, older_than=DAY)
         assert (report.retired, report.kept) == ([], [("../victim", "not a valid session id")])
         assert victim.read_text() == "keep me\n"
-        for age in (0, -DAY):
-            with pytest.raises(ValueError, match="older_than must be a positive number"):
+        for age in (-DAY, -0.001, float("nan"), float("inf"), 36526 * DAY):
+            with pytest.raises(ValueError, match="older_than must be 0 to 3155760000 seconds"):
                 prune(db, folder, older_than=age)
+
+    def test_older_than_zero_retires_everything_that_ended(self, tmp_path: Path) -> None:
+        """older_than=0 (`--older-than 0s`) retires every ended session; one still running stays."""
+        folder = tmp_path / ".codex" / "sessions"
+        old_session(folder, "ended", days=0.001)  # ended 86 s ago
+        running = folder / "running.ndjson"
+        running.write_text(json.dumps({"ts": time.time() - 100, "kind": "start"}) + "\n")
+        os.utime(running, (time.time() - 100, time.time() - 100))
+        db = tmp_path / ".codex" / "session_logs.db"
+        sync_to_sqlite(db, folder)
+        assert prune(db, folder, older_than=DAY).retired == []
+        report = prune(db, folder, older_than=0)
+        assert (report.retired, report.files_deleted) == (["ended"], 1)
+        assert sorted(p.name for p in folder.glob("*.ndjson")) == ["running.ndjson"]
 
 
 class TestConcurrentSync:
@@ -317,6 +331,9 @@ class TestCli:
         ("args", "needle"),
         [
             (["--older-than", "soon"], "invalid age 'soon'"),
+            (["--older-than=-1s"], "invalid age '-1s'"),
+            (["--older-than", "36526d"], "invalid age '36526d': at most 36525d (100 years)"),
+            (["--older-than", "9" * 400 + "w"], "at most 36525d (100 years)"),
             (["--older-than", "1d", "--session-id", "nope"], "unknown session nope"),
             (["--older-than", "1d", "--db", "{missing}"], "no database at"),
             (["--older-than", "1d", "--sessions-dir", "{missing}"], "no sessions folder at"),

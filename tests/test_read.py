@@ -104,11 +104,31 @@ class TestQuery:
         with pytest.raises(InvalidFilterError, match=needle):
             query(str(mirror), **kwargs)  # type: ignore[arg-type]
 
-    @pytest.mark.parametrize("age", ["0m", "-1h", "5", "10 parsecs", ""])
+    @pytest.mark.parametrize(
+        "age", ["-1h", "5", "10 parsecs", "", "1e3s", "36526d", "99999999999w", "9" * 400 + "s"]
+    )
     def test_bad_ages(self, age: str) -> None:
-        """An age needs a positive number and a unit."""
+        """An age needs a number and a unit, and is at most 100 years (400 digits are not inf)."""
         with pytest.raises(ValueError, match="invalid age"):
             parse_age(age)
+
+    def test_ages_from_zero_to_a_hundred_years(self) -> None:
+        """0s is now; 36525d, 100 years, is the longest age."""
+        assert parse_age("0s") == 0.0
+        assert parse_age("0m") == 0.0
+        assert parse_age("36525d") == 36525 * 86400.0
+
+    @pytest.mark.parametrize("tail", [0, -1, 2**63, 10**30, 1.5, True, "5"])
+    def test_tail_out_of_range(self, mirror: Path, tail: object) -> None:
+        """A tail below 1, above 2**63-1 or not a whole number is an InvalidFilterError, not an OverflowError."""
+        with pytest.raises(InvalidFilterError, match="tail must be a whole number from 1 to"):
+            query(str(mirror), tail=tail)  # type: ignore[arg-type]
+        with pytest.raises(InvalidFilterError, match="tail must be a whole number from 1 to"):
+            next(follow(str(mirror), tail=tail))  # type: ignore[arg-type]
+
+    def test_the_largest_tail(self, mirror: Path) -> None:
+        """A tail of 2**63-1 returns every event."""
+        assert query(str(mirror), tail=2**63 - 1) == query(str(mirror), tail=10**6)
 
     def test_legacy_table_refuses_fields_it_lacks(self, tmp_path: Path) -> None:
         """The older logs table has no level or role: asking for them is a clear DatabaseError."""

@@ -25,6 +25,9 @@ from codex_logging._settings import (
 )
 
 EXIT_USAGE: Final = 2
+#: ``sync --watch`` seconds: shorter only spins the CPU; a longer period is cron's job.
+WATCH_MIN: Final = 0.01
+WATCH_MAX: Final = 86400
 _DB_HELP: Final = "the database (default: $CODEX_LOG_DB_PATH, else the nearest .codex/)"
 _DIR_HELP: Final = "the NDJSON folder (default: $CODEX_SESSIONS_DIR, else the nearest .codex/)"
 
@@ -47,13 +50,15 @@ def _checked(check: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert
 
 
-def _positive(kind: type[int | float], what: str) -> Callable[[str], Any]:
+def _number(kind: type[int | float], low: float, high: float, what: str) -> Callable[[str], Any]:
+    """Return a flag's converter: a ``kind`` from ``low`` to ``high``, else one line and exit 2."""
+
     def convert(text: str) -> int | float:
         try:
             value = kind(text)
-        except ValueError:
-            value = 0
-        if not value > 0 or value == float("inf"):
+        except (ValueError, OverflowError):
+            value = None
+        if value is None or not low <= value <= high:  # also NaN and infinities
             msg = f"expected {what}, got {text!r}"
             raise argparse.ArgumentTypeError(msg)
         return value
@@ -92,7 +97,7 @@ def _query_options() -> _Parser:
     parent.add_argument("--session-id", type=_session_id, help="only this session (default: all)")
     parent.add_argument(
         "--tail",
-        type=_positive(int, "a positive whole number"),
+        type=_number(int, 1, _filters.MAX_TAIL, f"a whole number from 1 to {_filters.MAX_TAIL}"),
         default=20,
         metavar="N",
         help="the latest N events (default 20)",
@@ -168,7 +173,9 @@ def _add_sync_options(parser: argparse.ArgumentParser, *, importer: bool) -> Non
     if not importer:
         parser.add_argument(
             "--watch",
-            type=_positive(float, "a positive number of seconds"),
+            type=_number(
+                float, WATCH_MIN, WATCH_MAX, f"a number of seconds from {WATCH_MIN} to {WATCH_MAX}"
+            ),
             metavar="SECONDS",
             help="sync again every SECONDS until Ctrl-C",
         )

@@ -22,6 +22,11 @@ from codex_logging._settings import validate_session_id
 #: Seconds per unit of an age such as ``10m`` or ``3d``.
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _AGE: Final = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+#: The longest age taken (100 years, in days as the message says it): older
+#: than that reaches back before any session, and a longer one overflows.
+MAX_AGE_DAYS: Final = 36525
+#: The most events a query returns: SQLite's and PostgreSQL's largest integer.
+MAX_TAIL: Final = 2**63 - 1
 
 
 def parse_age(text: str) -> float:
@@ -31,17 +36,32 @@ def parse_age(text: str) -> float:
         text: The age.
 
     Returns:
-        Seconds, more than zero.
+        Seconds, from 0 (``0s``: now) to :data:`MAX_AGE_DAYS` days.
 
     Raises:
-        InvalidFilterError: It is not a positive number and a unit.
+        InvalidFilterError: It is not a number and a unit, or is longer than that.
     """
     match = _AGE.fullmatch(text.strip())
-    seconds = float(match[1]) * _UNITS[match[2]] if match else 0.0
-    if not seconds > 0:
+    if match is None:
         msg = f"invalid age {text!r}: use a number and a unit, s m h d or w (10m, 2h, 3d)"
         raise InvalidFilterError(msg)
+    seconds = float(match[1]) * _UNITS[match[2]]
+    if not seconds <= MAX_AGE_DAYS * _UNITS["d"]:  # also inf, from 400 digits
+        msg = f"invalid age {text!r}: at most {MAX_AGE_DAYS}d (100 years)"
+        raise InvalidFilterError(msg)
     return seconds
+
+
+def check_tail(tail: int) -> int:
+    """Return ``tail``, how many events a query returns, if it is 1 to :data:`MAX_TAIL`.
+
+    Raises:
+        InvalidFilterError: Another number, or not a whole number.
+    """
+    if isinstance(tail, bool) or not isinstance(tail, int) or not 1 <= tail <= MAX_TAIL:
+        msg = f"tail must be a whole number from 1 to {MAX_TAIL}, not {tail!r}"
+        raise InvalidFilterError(msg)
+    return tail
 
 
 def parse_time(value: float | str | datetime, now: float | None = None) -> float:
@@ -67,11 +87,10 @@ def parse_time(value: float | str | datetime, now: float | None = None) -> float
     if _AGE.fullmatch(value.strip()):
         return (time.time() if now is None else now) - parse_age(value)
     try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+        return datetime.fromisoformat(value.strip().replace("Z", "+00:00")).timestamp()
+    except (ValueError, OverflowError):  # not ISO; a year the platform's clock cannot hold
         msg = f"invalid time {value!r}: use an ISO time (2026-11-24T10:00:00Z) or an age (2h)"
         raise InvalidFilterError(msg) from None
-    return moment.timestamp()
 
 
 def check_kind(kind: str) -> str:

@@ -22,6 +22,7 @@ import time
 from typing import Final, Protocol
 
 from codex_logging._errors import InvalidFilterError, UnknownSessionError
+from codex_logging._mirror.filters import MAX_AGE_DAYS
 from codex_logging._mirror.target import Mark
 from codex_logging._settings import BUSY_TIMEOUT, SUFFIX, is_valid_session_id
 
@@ -96,7 +97,8 @@ def prune(
     Args:
         mirror: The database, opened read-only for ``dry_run``; the caller closes it.
         folder: The folder of session files.
-        older_than: Seconds: sessions whose last ``end`` is older are retired.
+        older_than: Seconds: sessions whose last ``end`` is older are retired;
+            0 retires every session that has ended.
         rows: Also delete the sessions' rows and watermarks.
         dry_run: Report what would go, delete nothing.
         session_id: Only this session.
@@ -106,12 +108,15 @@ def prune(
         A :class:`PruneReport`.
 
     Raises:
-        InvalidFilterError: ``older_than`` is not a positive number.
+        InvalidFilterError: ``older_than`` is negative or over 100 years.
         UnknownSessionError: ``session_id`` has no events.
         DatabaseError: The database cannot be used.
     """
-    if not older_than > 0:
-        msg = f"older_than must be a positive number of seconds, not {older_than!r}"
+    if not 0 <= older_than <= MAX_AGE_DAYS * 86400:  # also NaN
+        msg = (
+            f"older_than must be 0 to {MAX_AGE_DAYS * 86400} seconds ({MAX_AGE_DAYS} days),"
+            f" not {older_than!r}"
+        )
         raise InvalidFilterError(msg)
     now = time.time()
     report = PruneReport(cutoff=now - older_than, dry_run=dry_run)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any, Final
 
 from codex_logging._errors import DatabaseError, UnknownSessionError
-from codex_logging._mirror.filters import Filters, resolve_level, standard_names
+from codex_logging._mirror.filters import Filters, check_tail, resolve_level, standard_names
 from codex_logging._mirror.schema import EVENT_COLUMNS, LEVEL_ALIASES, LEVELS, SESSION_COLUMNS
 from codex_logging._postgres.db import (
     connect,
@@ -94,6 +94,7 @@ def query_where(url: str, where: Filters, tail: int = 20) -> list[dict[str, Any]
     Returns:
         One dict per event.
     """
+    check_tail(tail)
     with _reader(url) as conn, conn.cursor(row_factory=import_psycopg().rows.dict_row) as cur:
         return _tail(cur, url, _resolve_level(cur, where), tail)
 
@@ -230,6 +231,7 @@ def follow_postgres(
         DatabaseError: The database cannot be read or has no mirror tables.
         UnknownSessionError: The session has no events.
     """
+    check_tail(tail)
     name = display_url(url)
     psycopg = import_psycopg()
     conn = connect(url, read_only=True)

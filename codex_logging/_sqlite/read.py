@@ -21,6 +21,7 @@ from codex_logging._errors import DatabaseError, UnknownSessionError
 from codex_logging._mirror.filters import (
     Filters,
     build,
+    check_tail,
     level_number,
     resolve_level,
     standard_names,
@@ -291,7 +292,7 @@ def query(
     Raises:
         DatabaseNotFoundError: There is no database.
         UnknownSessionError: The session has no events.
-        InvalidFilterError: An unknown kind or level, or a bad time.
+        InvalidFilterError: An unknown kind or level, a bad time, a ``tail`` not 1 to 2**63-1.
         DatabaseError: The database has neither table.
     """
     filters = build(
@@ -303,6 +304,7 @@ def query(
         grep=grep,
         role=role,
     )
+    check_tail(tail)
     reader = _Reader(database, filters)
     with contextlib.closing(reader):
         return reader.tail(tail)[1]
@@ -345,7 +347,7 @@ def follow(
     Raises:
         DatabaseNotFoundError: There is no database.
         UnknownSessionError: The session has no events.
-        InvalidFilterError: An unknown kind or level, or a bad time.
+        InvalidFilterError: An unknown kind or level, a bad time, a ``tail`` not 1 to 2**63-1.
         DatabaseError: The database has neither table.
     """
     filters = build(
@@ -357,6 +359,7 @@ def follow(
         grep=grep,
         role=role,
     )
+    check_tail(tail)
     reader = _Reader(database, filters)
     with contextlib.closing(reader):
         last, events = reader.tail(tail)
