@@ -140,6 +140,7 @@ class CodexHandler(logging.Handler):
             redact_keys=redact_keys,
             redact_patterns=redact_patterns,
         )
+        self.sink.logging_handler = True
         super().__init__(level)
         self._names = self.sink.field_names(_NOT_EXTRA)
         self._format_exception = logging.Formatter().formatException
@@ -388,7 +389,9 @@ class CodexHandler(logging.Handler):
         handler does if it is used again.
         """
         try:
-            WRITER.close_all(self.sink.sessions_dir)
+            lost = WRITER.close_all(self.sink.sessions_dir)
+            if lost:  # records written to a removed file since the last check
+                self.sink.lost(lost)
         finally:
             super().close()
 

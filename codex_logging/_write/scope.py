@@ -24,6 +24,7 @@ from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, Final, NamedTuple, ParamSpec, TypeVar
 
+from codex_logging._errors import InvalidSessionId
 from codex_logging._record import safe_str
 from codex_logging._settings import (
     ENV_SESSION_ID,
@@ -39,6 +40,14 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _EXPORTED: Final = (ENV_SESSION_ID, ENV_SESSIONS_DIR)
+#: The ``start`` record's field holding an inherited ``CODEX_SESSION_ID`` that
+#: was invalid, when the scope ran under a fresh id instead.
+REJECTED_FIELD: Final = "rejected_session_id"
+#: At most this much of a rejected id is written.
+REJECTED_LENGTH: Final = 256
+#: Rejected values reported on stderr, once each; bounded.
+_rejected: set[str] = set()
+_MAX_REJECTED: Final = 16
 
 
 class _Entry(NamedTuple):
@@ -150,8 +159,12 @@ class session_scope:  # noqa: N801 - a context manager named like contextlib's
             ``CODEX_SESSION_ID`` as the program set it, then a new uuid4.
         meta: Fields added to the ``start`` record (redacted like any record).
 
+    An invalid inherited ``CODEX_SESSION_ID`` never stops the program: the
+    scope says so once on stderr and runs under a fresh id, and its ``start``
+    record keeps the rejected value in ``rejected_session_id``.
+
     Raises:
-        InvalidSessionId: If ``session_id`` (or the environment's) is invalid.
+        InvalidSessionId: If ``session_id`` is invalid.
 
     """
 
@@ -167,26 +180,36 @@ class session_scope:  # noqa: N801 - a context manager named like contextlib's
             "codex_scope_entries", default=()
         )
 
-    def _resolve(self) -> str:
+    def _resolve(self) -> tuple[str, str | None]:
+        # The session, and the inherited CODEX_SESSION_ID it stands in for
+        # when that one is invalid (the program's work must still run).
         if self._requested is not None:
-            return self._requested
+            return self._requested, None
         enclosing = current_session.get()
         if enclosing is not None:
-            return enclosing
+            return enclosing, None
         joined = _ENVIRONMENT.user_session()
         if joined is not None:
-            return validate_session_id(joined)
-        return str(uuid.uuid4())
+            try:
+                return validate_session_id(joined), None
+            except InvalidSessionId as error:
+                fresh = str(uuid.uuid4())
+                _say_rejected(joined, fresh, error)
+                return fresh, joined
+        return str(uuid.uuid4()), None
 
     def __enter__(self) -> str:
         """Start the session and return its id."""
-        sid = self._resolve()
+        sid, rejected = self._resolve()
         sinks = _sinks()
         token = current_session.set(sid)
         entry = _Entry(sid, sinks[0].sessions_dir, token, time.monotonic(), sinks)
         self._entries.set((*self._entries.get(), entry))
         _ENVIRONMENT.enter(entry)
-        _write(sinks, sid, "start", "INFO", self._meta.items())
+        fields: Iterable[tuple[str, Any]] = self._meta.items()
+        if rejected is not None:
+            fields = [*fields, (REJECTED_FIELD, rejected[:REJECTED_LENGTH])]
+        _write(sinks, sid, "start", "INFO", fields)
         return sid
 
     def __exit__(
@@ -253,6 +276,24 @@ class session_scope:  # noqa: N801 - a context manager named like contextlib's
                 return func(*args, **kwargs)
 
         return run
+
+
+def _say_rejected(value: str, fresh: str, error: InvalidSessionId) -> None:
+    # Once per process and rejected value, on stderr (never a warning, which
+    # -W error would raise into the program).
+    if value in _rejected or len(_rejected) >= _MAX_REJECTED:
+        return
+    _rejected.add(value)
+    line = (
+        f"codex_logging: {ENV_SESSION_ID} is not used: {error}; session_scope() runs as"
+        f" session {fresh} instead (its start record keeps the rejected id in"
+        f" {REJECTED_FIELD}); set {ENV_SESSION_ID} to a valid id\n"
+    )
+    try:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    except Exception:  # noqa: S110 - a closed stderr must not raise into the application
+        pass
 
 
 def _succeeded(exc: BaseException | None) -> bool:

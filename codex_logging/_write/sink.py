@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import enum
 import errno
+import logging
 import os
 import sys
 from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from typing import Any, Final
 
-from codex_logging._errors import InvalidSessionId, UnsafePathError
+from codex_logging._errors import InvalidSessionId, UnsafePathError, WriteError
 from codex_logging._record import (
     CORE_FIELDS,
     OTEL_TRACE,
@@ -47,8 +48,22 @@ from codex_logging._settings import (
 from codex_logging._write.session import current_session, get_session_id
 from codex_logging._write.writer import WRITER, FsyncPolicy, check_fsync
 
-#: Distinct failure causes reported per sink; past this, failures are only counted.
-MAX_REPORTED: Final = 32
+#: Distinct failure causes reported per process; past this, failures are only counted.
+MAX_REPORTED: Final = 64
+#: Kinds of failure by errno: one stderr line for each kind, whichever file or
+#: byte count the message names (EMFILE for 50 session files is one cause).
+_ERRNO_KINDS: Final = {
+    errno.EMFILE: "out of descriptors",
+    errno.ENFILE: "out of descriptors",
+    errno.ENOSPC: "out of space",
+    errno.EDQUOT: "out of space",
+    errno.EFBIG: "out of space",
+    errno.EACCES: "permission",
+    errno.EPERM: "permission",
+    errno.EROFS: "permission",
+}
+#: (cause, sessions folder) pairs this process has reported on stderr.
+_REPORTED: set[tuple[tuple[str, str], str]] = set()
 #: Texts up to this length that held no secret are remembered per sink.
 CLEAN_TEXT_LENGTH: Final = 128
 
@@ -86,10 +101,10 @@ class Sink:
     __slots__ = (
         "__weakref__",
         "_field_names",
-        "_reported",
         "clean_texts",
         "dropped",
         "fsync",
+        "logging_handler",
         "own_id",
         "paths",
         "redactor",
@@ -116,7 +131,9 @@ class Sink:
         #: Records that could not be written (a count the program can
         #: read: docs/guarantees.md, "Writing").
         self.dropped = 0
-        self._reported: set[tuple[str, str]] = set()
+        #: A ``CodexHandler``'s sink: like ``handleError``, it reports on
+        #: stderr only while ``logging.raiseExceptions`` is true.
+        self.logging_handler = False
         # Caches read by the hot paths (CodexHandler.emit, CodexProcessor.__call__):
         #: The own session id when it is valid; an invalid one is left to
         #: :meth:`route`, which reports it at each record.
@@ -401,9 +418,11 @@ class Sink:
         path = self.paths.get(sid) or self.path(sid)
         fsync = self.fsync
         if fsync == "never":
-            WRITER.write(path, line)
+            lost = WRITER.write(path, line)
         else:
-            WRITER.write(path, line, sync=fsync == "always" or kind == "end")
+            lost = WRITER.write(path, line, sync=fsync == "always" or kind == "end")
+        if lost:
+            self.lost(lost)
 
     def _text(self, value: str, counter: list[int]) -> str:
         # A logger name, kind or role: redacted, and remembered when clean.
@@ -430,34 +449,64 @@ class Sink:
             names[key] = name
         return name
 
-    def report(self, error: BaseException | None, *, loud: bool = True) -> None:
-        """Count a dropped record; say why on stderr once per cause.
+    def report(self, error: BaseException | None, *, loud: bool = True, count: int = 1) -> None:
+        """Count dropped records; say why on stderr once per cause.
 
-        Never raises and never goes through ``warnings`` (which ``-W error``
-        would turn into an exception in the application).
+        A cause is a kind of failure in this sink's folder: running out of
+        descriptors, of space, a permission, an unsafe path, or an error's
+        own text when it has no ``errno`` (an invalid id). Reported once per
+        process, whichever file or byte count the message names. Never
+        raises and never goes through ``warnings`` (which ``-W error`` would
+        turn into an exception in the application).
 
         Args:
             error: What went wrong.
             loud: Print the first report of a cause (``False`` only counts).
+            count: How many records it cost.
 
         """
-        self.dropped += 1
-        cause = (type(error).__name__, safe_str(error)[:300])
-        if cause in self._reported or len(self._reported) >= MAX_REPORTED:
+        self.dropped += count
+        key = (_cause(error), self.sessions_dir)
+        if key in _REPORTED or len(_REPORTED) >= MAX_REPORTED:
             return
-        self._reported.add(cause)
+        _REPORTED.add(key)
         stream = sys.stderr
         if not loud or stream is None:
             return
+        what = "a record" if count == 1 else f"{count} records"
         line = (
-            f"codex_logging: dropped a record for {self.sessions_dir}: {cause[1]}{_hint(error)};"
-            " later records failing the same way are only counted (.dropped)\n"
+            f"codex_logging: dropped {what} for {self.sessions_dir}: {safe_str(error)[:300]}"
+            f"{_hint(error)}; later records failing the same way are only counted (.dropped)\n"
         )
         try:
             stream.write(line)
             stream.flush()
         except Exception:  # noqa: S110 - a closed stderr must not raise into the application
             pass
+
+    def lost(self, count: int) -> None:
+        """Count records the writer found written to a removed file, and say so once.
+
+        Args:
+            count: How many records (``Writer.write``'s or ``Writer.close_all``'s answer).
+
+        """
+        msg = (
+            "written to a session file after it or its folder was removed, before the"
+            " writer noticed and opened the path again (within a second)"
+        )
+        loud = logging.raiseExceptions if self.logging_handler else True
+        self.report(WriteError(errno.ENOENT, msg), loud=loud, count=count)
+
+
+def _cause(error: BaseException | None) -> tuple[str, str]:
+    # The kind of failure a report is about (see Sink.report).
+    if isinstance(error, UnsafePathError):
+        return ("unsafe path", "")
+    number = getattr(error, "errno", None) if isinstance(error, OSError) else None
+    if number is not None:
+        return ("errno", _ERRNO_KINDS.get(number, str(number)))
+    return (type(error).__name__, safe_str(error)[:300])
 
 
 def _hint(error: BaseException | None) -> str:

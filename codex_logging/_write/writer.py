@@ -29,8 +29,12 @@ FSYNC_POLICIES: Final = ("never", "end", "always")
 #: Records written a second or more after the file was
 #: removed or replaced land in a new file; half a second leaves margin.
 RECHECK_SECONDS: Final = 0.5
-#: Open descriptors kept at once, for programs that log to many sessions.
+#: Open descriptors kept at once, for programs that log to many sessions
+#: (fewer once the process has run out of descriptors).
 MAX_OPEN: Final = 64
+#: Tries to open a file (or to write a record again after its file was
+#: removed under it) before the record is given up.
+_ATTEMPTS: Final = 3
 
 _FILE_FLAGS: Final = (
     os.O_WRONLY
@@ -151,7 +155,18 @@ PROCESS: Final = _Process()
 class _Entry:
     """One cached descriptor, with the identity it was opened on."""
 
-    __slots__ = ("closed", "dev", "fd", "fragment", "inflight", "ino", "recheck_at", "retired")
+    __slots__ = (
+        "checked",
+        "closed",
+        "dev",
+        "fd",
+        "fragment",
+        "inflight",
+        "ino",
+        "recheck_at",
+        "retired",
+        "writes",
+    )
 
     def __init__(self, fd: int) -> None:
         info = os.fstat(fd)
@@ -170,6 +185,11 @@ class _Entry:
         # one a live writer is appending to; the sync splits such a glued
         # line instead.)
         self.fragment = False
+        # Records written on it, and how many of those were written before
+        # the path was last seen naming it: if the file turns out removed,
+        # the rest went to a file nobody can open again.
+        self.writes = 0
+        self.checked = 0
 
 
 class Writer:
@@ -185,19 +205,32 @@ class Writer:
         # Least recently checked first (a dict keeps insertion order; its get
         # costs less than an OrderedDict's on every write).
         self._cache: dict[str, _Entry] = {}
+        # How many descriptors the cache keeps: MAX_OPEN, lowered for good
+        # once the process ran out of descriptors (RLIMIT_NOFILE), so the
+        # cache leaves the program the rest.
+        self._max_open = MAX_OPEN
         # Retired descriptors a re-entered call could not close safely.
         self._pending_close: list[_Entry] = []
         # (st_dev, st_ino) of files whose last bytes are a fragment of ours, so
         # a descriptor opened again after eviction or close still ends it.
         self._fragments: set[tuple[int, int]] = set()
+        # Folder -> records found written to removed files there, not yet
+        # handed to a caller (see :meth:`write`).
+        self._lost: dict[str, int] = {}
 
-    def write(self, path: str, line: bytes, *, sync: bool = False) -> None:
+    def write(self, path: str, line: bytes, *, sync: bool = False) -> int | None:
         """Append ``line`` to ``path`` with a single ``os.write``.
 
         Args:
             path: The absolute session file path.
             line: One complete record, ending in ``\\n``.
             sync: Also ``fsync`` the file once the line is written.
+
+        Returns:
+            How many earlier records to files in ``path``'s folder were lost
+            (written to a file that had been removed, before the writer
+            noticed), when that was found out now; else ``0`` or ``None``.
+            ``line`` itself was written.
 
         Raises:
             WriteError: A short write: the fragment will be ended with a newline
@@ -211,8 +244,7 @@ class Writer:
         # closing to us, or we see it.
         entry = self._cache.get(path)
         if entry is None or sync or entry.fragment or _monotonic() >= entry.recheck_at:
-            self._write_slow(path, line, sync=sync)
-            return
+            return self._write_slow(path, line, sync=sync)
         inflight = entry.inflight
         inflight.append(None)
         retired = entry.retired
@@ -221,38 +253,65 @@ class Writer:
                 written = os.write(entry.fd, line)
                 if written != len(line):
                     self._short_write(entry, path, line, written)
+                entry.writes += 1
             finally:
                 # list.pop is atomic: no lock is needed unless the entry was
                 # retired meanwhile, and then the last writer out closes it.
                 inflight.pop()
                 if entry.retired:
                     self._close_if_idle(entry)
-            return
+            return None
         inflight.pop()
         self._close_if_idle(entry)
-        self._write_slow(path, line, sync=sync)
+        return self._write_slow(path, line, sync=sync)
 
-    def _write_slow(self, path: str, line: bytes, *, sync: bool) -> None:
+    def _write_slow(self, path: str, line: bytes, *, sync: bool) -> int:
         # Every other case: recheck or open the descriptor under the lock,
-        # end a fragment, fsync.
-        entry = self._checkout(path)
-        if entry is None:
-            self._write_once(path, line, sync=sync)
+        # end a fragment, fsync. Here (at most twice a second per file, or a
+        # record that asked for fsync) the file is also checked after the
+        # write: if it was removed meanwhile, the record goes to the path again.
+        for attempt in range(_ATTEMPTS):
+            entry = self._checkout(path)
+            if entry is None:
+                self._write_once(path, line, sync=sync)
+                return 0
+            try:
+                data = b"\n" + line if entry.fragment else line
+                written = os.write(entry.fd, data)
+                if written != len(data):
+                    self._short_write(entry, path, data, written)
+                if entry.fragment:
+                    self._mark_fragment(entry, ended=True)
+                if sync:
+                    os.fsync(entry.fd)
+                writes = entry.writes  # read first: these were written while it stood
+                removed = os.fstat(entry.fd).st_nlink == 0
+                if not removed:
+                    entry.writes += 1
+                    entry.checked = max(entry.checked, writes + 1)
+                elif attempt == _ATTEMPTS - 1:
+                    entry.writes += 1  # given up on: counted lost with the others
+            finally:
+                entry.inflight.pop()
+                if entry.retired:
+                    self._close_if_idle(entry)
+            if not removed:
+                break
+            self._forget(path, entry)
+        return self._take_lost(os.path.dirname(path)) if self._lost else 0
+
+    def _take_lost(self, folder: str) -> int:
+        # dict.pop is atomic: each count is handed to exactly one caller.
+        return self._lost.pop(folder, 0)
+
+    def _forget(self, path: str, entry: _Entry) -> None:
+        # The file behind a cached descriptor was removed: drop it, so the
+        # next write opens the path again.
+        if self._owner == threading.get_ident():
             return
-        try:
-            if entry.fragment:
-                line = b"\n" + line
-            written = os.write(entry.fd, line)
-            if written != len(line):
-                self._short_write(entry, path, line, written)
-            if entry.fragment:
-                self._mark_fragment(entry, ended=True)
-            if sync:
-                os.fsync(entry.fd)
-        finally:
-            entry.inflight.pop()
-            if entry.retired:
-                self._close_if_idle(entry)
+        with self._locked():
+            if self._cache.get(path) is entry:
+                self._retire(path, entry)
 
     def _checkout(self, path: str) -> _Entry | None:
         # The slow path: under the lock, recheck or open the descriptor and
@@ -299,7 +358,9 @@ class Writer:
     def _refresh(self, path: str, entry: _Entry | None, now: float) -> _Entry:
         # Called with the lock held: recheck a cached descriptor or open one.
         if entry is not None:
+            writes = entry.writes  # read before the check: these were written while it stood
             if self._still_there(path, entry) and self._cache.get(path) is entry:
+                entry.checked = writes
                 entry.recheck_at = now + RECHECK_SECONDS
                 try:
                     del self._cache[path]
@@ -307,7 +368,7 @@ class Writer:
                     self._cache[path] = entry  # now the most recent
                 return entry
             self._retire(path, entry)
-        fd = open_append(path)
+        fd = self._open(path)
         # A signal handler or finalizer that logged while this thread was
         # opening (the lock is re-entrant) may have cached the file already.
         found = self._cache.get(path)
@@ -317,10 +378,34 @@ class Writer:
         entry = _Entry(fd)
         entry.fragment = (entry.dev, entry.ino) in self._fragments
         self._cache[path] = entry
-        while len(self._cache) > MAX_OPEN:
+        while len(self._cache) > self._max_open:
             old_path = next(iter(self._cache))
             self._retire(old_path, self._cache[old_path])
         return entry
+
+    def _open(self, path: str) -> int:
+        # Called with the lock held. Out of descriptors (EMFILE, ENFILE): close
+        # idle cached ones, keep fewer from now on, and try again. The folder
+        # removed between its re-creation and the open (ENOENT): try again.
+        for attempt in range(_ATTEMPTS):
+            try:
+                return open_append(path)
+            except OSError as exc:
+                last = attempt == _ATTEMPTS - 1
+                if exc.errno in (errno.EMFILE, errno.ENFILE) and self._cache and not last:
+                    self._shrink()
+                elif exc.errno != errno.ENOENT or last:
+                    raise
+        raise AssertionError  # pragma: no cover - the last attempt returns or raises
+
+    def _shrink(self) -> None:
+        # Called with the lock held: halve the cache, oldest first, and keep
+        # it that small. A descriptor in use closes when its write ends.
+        keep = len(self._cache) // 2
+        self._max_open = max(1, keep)
+        while len(self._cache) > keep:
+            old_path = next(iter(self._cache))
+            self._retire(old_path, self._cache[old_path])
 
     def _short_write(self, entry: _Entry, path: str, line: bytes, written: int) -> NoReturn:
         # The disk filled up or a size limit hit mid-line: remember the
@@ -363,8 +448,27 @@ class Writer:
         # may have retired it already, or cached another entry for the path.
         if self._cache.get(path) is entry:
             del self._cache[path]
-        entry.retired = True
+        if not entry.retired:
+            entry.retired = True
+            self._count_lost(path, entry)
         self._close_now(entry)
+
+    def _count_lost(self, path: str, entry: _Entry) -> None:
+        # Called with the lock held, once per descriptor. A file removed
+        # while open keeps what was written to it until its last descriptor
+        # closes, then it is gone: the records written since the path was
+        # last seen naming it are counted lost (some may have been written
+        # just before the removal; the writer cannot tell those apart).
+        unchecked = entry.writes - entry.checked
+        if unchecked <= 0 or entry.closed:
+            return
+        try:
+            removed = os.fstat(entry.fd).st_nlink == 0
+        except OSError:
+            return
+        if removed:
+            folder = os.path.dirname(path)
+            self._lost[folder] = self._lost.get(folder, 0) + unchecked
 
     @staticmethod
     def _still_there(path: str, entry: _Entry) -> bool:
@@ -375,18 +479,29 @@ class Writer:
             return False
         return (info.st_dev, info.st_ino) == (entry.dev, entry.ino)
 
-    def close_all(self, folder: str | None = None) -> None:
+    def close_all(self, folder: str | None = None) -> int:
         """Close every cached descriptor, or those of one folder (those in use close on release).
 
         Args:
             folder: Only the files directly in this absolute folder.
+
+        Returns:
+            How many records to files in ``folder`` (or anywhere) were lost,
+            written to a file that had been removed, and not yet returned by
+            :meth:`write`.
+
         """
         if self._owner == threading.get_ident():
-            return  # re-entered (a finalizer closing a handler): the next close does it
+            return 0  # re-entered (a finalizer closing a handler): the next close does it
         with self._locked():
             for path, entry in list(self._cache.items()):
                 if folder is None or os.path.dirname(path) == folder:
                     self._retire(path, entry)
+            if folder is None:
+                lost = sum(self._lost.values())
+                self._lost.clear()
+                return lost
+            return self._take_lost(folder)
 
     def _after_fork_in_child(self) -> None:
         # The lock may have been held by a thread that does not exist in the
@@ -396,6 +511,7 @@ class Writer:
         self._lock = threading.RLock()
         self._owner = None
         self._pending_close.clear()
+        self._lost.clear()  # the parent's to report
         for entry in self._cache.values():
             entry.closed = True
             with contextlib.suppress(OSError):
