@@ -342,3 +342,36 @@ def project_paths(
         if need_dir:
             sessions_dir = os.path.join(found, "sessions")
     return db, sessions_dir, found
+
+
+def check_found_database(database: str) -> None:
+    """Refuse a database found by searching upward that another user could have planted.
+
+    A command run in ``/tmp/x/src`` with no ``--db`` would otherwise read
+    ``/tmp/.codex/session_logs.db`` made by another account (git's
+    ``safe.directory`` problem). The ``.codex`` folder, the database and its
+    ``-wal`` / ``-shm`` pass :func:`check_private`, as the writer's paths do; a
+    database named by ``--db`` or ``CODEX_LOG_DB_PATH`` is not looked at.
+
+    Args:
+        database: The database path the search gave (``<.codex>/session_logs.db``).
+
+    Raises:
+        UnsafePathError: One of them is a symlink, another user's, or writable
+            by group or other; the message names it and the fix.
+
+    """
+    folder = os.path.dirname(database)
+    try:
+        for path in (folder, database, database + "-wal", database + "-shm"):
+            try:
+                info = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            check_private(path, info)
+    except UnsafePathError as exc:
+        msg = (
+            f"{exc}; it was found by searching up from {os.getcwd()}:"
+            f" name a database with --db (or {ENV_DB_PATH}) to read it anyway"
+        )
+        raise UnsafePathError(errno.EPERM, msg) from None

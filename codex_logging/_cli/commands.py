@@ -29,6 +29,7 @@ from codex_logging._mirror.prune import Mirror, prune
 from codex_logging._mirror.target import SyncReport
 from codex_logging._settings import (
     ENV_DB_PATH,
+    check_found_database,
     db_path,
     is_postgres_url,
     project_paths,
@@ -59,6 +60,8 @@ def sqlite_db(args: argparse.Namespace) -> str:
             f" {os.getcwd()} or any parent (pass --db or set {ENV_DB_PATH})"
         )
         raise DatabaseNotFoundError(msg)
+    if args.db is None and not os.environ.get(ENV_DB_PATH):
+        check_found_database(db_path(path))  # found by the search: not named by the user
     return db_path(path)
 
 

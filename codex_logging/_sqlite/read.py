@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -27,7 +28,12 @@ from codex_logging._mirror.filters import (
     standard_names,
 )
 from codex_logging._mirror.schema import EVENT_COLUMNS, SESSION_COLUMNS
-from codex_logging._settings import db_path, validate_session_id
+from codex_logging._settings import (
+    ENV_DB_PATH,
+    check_found_database,
+    db_path,
+    validate_session_id,
+)
 from codex_logging._sqlite.db import connect_readonly, table_names
 
 
@@ -79,6 +85,8 @@ def _levelno(level: object, data: object) -> int | None:
 
 def _open(database: str | None) -> tuple[str, sqlite3.Connection]:
     path = db_path(database)
+    if database is None and not os.environ.get(ENV_DB_PATH):
+        check_found_database(path)  # found by the search, not named
     conn = connect_readonly(path)
     conn.isolation_level = None  # explicit BEGIN: one snapshot for tail and follow
     conn.row_factory = sqlite3.Row

@@ -1,0 +1,134 @@
+"""Read commands trust only what the user owns or names, and a query never hangs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from codex_logging import UnsafePathError, sync_to_sqlite
+from codex_logging.query_logs import query, sessions
+
+#: Only catches a hang.
+HANG: float = 60
+CODEX_LOGS = str(Path(sys.executable).parent / "codex-logs")
+#: An account that is not the one running the tests (nobody).
+OTHER_UID = 65534
+
+
+def forged_database(path: Path) -> None:
+    """A real mirror holding one forged record."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder = path.parent / "sessions"
+    folder.mkdir(mode=0o700)
+    (folder / "forged.ndjson").write_text(
+        '{"ts": 1.0, "session_id": "forged", "kind": "message", "message": "FORGED record"}\n'
+    )
+    sync_to_sqlite(path, folder)
+
+
+def cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CODEX_LOGS, *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=HANG,
+        check=False,
+    )
+
+
+def give_away(path: Path) -> None:
+    """Hand a folder and all it holds to another account (root only)."""
+    for root, dirs, files in os.walk(path):
+        for name in [*dirs, *files]:
+            os.chown(os.path.join(root, name), OTHER_UID, OTHER_UID)
+    os.chown(path, OTHER_UID, OTHER_UID)
+
+
+@pytest.fixture
+def planted(tmp_path: Path) -> tuple[Path, Path]:
+    """A ``.codex/`` another account made above the working directory, and that directory."""
+    if os.geteuid() != 0:
+        pytest.skip("only root can make a folder another account owns")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    forged_database(shared / ".codex" / "session_logs.db")
+    give_away(shared / ".codex")
+    work = shared / "x" / "src"
+    work.mkdir(parents=True)
+    return shared / ".codex", work
+
+
+class TestOwnership:
+    @pytest.mark.parametrize("command", ["query", "sessions"])
+    def test_another_users_codex_folder_is_refused(
+        self, planted: tuple[Path, Path], command: str
+    ) -> None:
+        """Found by the upward search, another account's .codex/ is one line and exit 2, nothing printed."""
+        codex, work = planted
+        done = cli(command, cwd=work)
+        assert (done.returncode, done.stdout) == (2, "")
+        (line,) = done.stderr.splitlines()
+        assert line.startswith(f"codex-logs {command}: error: refusing {codex}: owned by uid")
+        assert f"found by searching up from {work}" in line
+        assert "--db" in line
+
+    def test_named_explicitly_it_is_read(self, planted: tuple[Path, Path]) -> None:
+        """--db or CODEX_LOG_DB_PATH naming the same database reads it: the user asked for it."""
+        codex, work = planted
+        by_flag = cli("query", "--db", str(codex / "session_logs.db"), cwd=work)
+        by_env = cli("query", cwd=work, env={"CODEX_LOG_DB_PATH": str(codex / "session_logs.db")})
+        for done in (by_flag, by_env):
+            assert done.returncode == 0, done.stderr
+            assert "FORGED record" in done.stdout
+
+    def test_the_api_refuses_it_too(
+        self, planted: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """query() and sessions() with no database refuse what the search found; named, they read."""
+        codex, work = planted
+        monkeypatch.chdir(work)
+        with pytest.raises(UnsafePathError, match="owned by uid"):
+            query()
+        with pytest.raises(UnsafePathError, match="owned by uid"):
+            sessions()
+        assert [e["message"] for e in query(str(codex / "session_logs.db"))] == ["FORGED record"]
+
+    def test_world_writable_database_found_is_refused(self, tmp_path: Path) -> None:
+        """Our own .codex/ holding a database others may write: refused by the search, read when named."""
+        db = tmp_path / ".codex" / "session_logs.db"
+        forged_database(db)
+        db.chmod(0o666)
+        work = tmp_path / "src"
+        work.mkdir()
+        done = cli("query", cwd=work)
+        assert done.returncode == 2
+        (line,) = done.stderr.splitlines()
+        assert f"refusing {db}: writable by group or other (mode 0666)" in line
+        assert cli("query", "--db", str(db), cwd=work).returncode == 0
+
+    def test_symlinked_database_found_is_refused(self, tmp_path: Path) -> None:
+        """A session_logs.db that is a symlink to some other database is refused by the search."""
+        elsewhere = tmp_path / "elsewhere" / "m.db"
+        forged_database(elsewhere)
+        (tmp_path / ".codex").mkdir(mode=0o700)
+        (tmp_path / ".codex" / "session_logs.db").symlink_to(elsewhere)
+        done = cli("sessions", cwd=tmp_path)
+        assert done.returncode == 2
+        assert "is a symlink" in done.stderr
+        assert done.stdout == ""
+
+    def test_own_private_project_is_read(self, tmp_path: Path) -> None:
+        """The usual case: our own 0700 .codex/ with a 0600 database found from a subfolder is read."""
+        forged_database(tmp_path / ".codex" / "session_logs.db")
+        (tmp_path / "src").mkdir()
+        done = cli("query", cwd=tmp_path / "src")
+        assert (done.returncode, done.stderr) == (0, "")
+        assert "FORGED record" in done.stdout
