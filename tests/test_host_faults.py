@@ -129,13 +129,15 @@ class TestRemovedFolder:
         if folder.exists():
             for path in folder.iterdir():
                 kept += numbers(path.read_text())
-        assert sorted(set(kept) | set(after_removal)) == list(range(total))
+        # Never written anywhere (an open that found the folder gone three
+        # times), or written only after a removal: lost, and counted.
+        missing = set(range(total)) - set(kept) - set(after_removal)
         lost = set(after_removal) - set(kept)
         assert lost, "no record was written after a removal: the test checked nothing"
-        assert dropped >= len(lost)
+        assert dropped >= len(lost) + len(missing), (dropped, len(lost), len(missing))
         (line,) = err.splitlines()
         assert line.startswith("codex_logging: dropped ")
-        assert f"for {folder}: written to a session file after it or its folder was removed" in line
+        assert f" for {folder}: " in line
 
     def test_a_write_that_finds_its_file_removed_is_written_again(self, tmp_path: Path) -> None:
         """A record whose file is removed between the open and the write lands in the new file."""
