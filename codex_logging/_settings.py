@@ -15,7 +15,7 @@ import stat
 import sys
 from typing import Final
 
-from codex_logging._errors import InvalidSessionId, UnsafePathError
+from codex_logging._errors import InvalidFilterError, InvalidSessionId, UnsafePathError
 
 ENV_SESSION_ID: Final = "CODEX_SESSION_ID"
 ENV_DB_PATH: Final = "CODEX_LOG_DB_PATH"
@@ -26,6 +26,11 @@ ENV_SOURCE_ID: Final = "CODEX_SOURCE_ID"
 #: deliberate shared set-up); by default they are refused, as OpenSSH's
 #: StrictModes refuses them.
 ENV_ALLOW_SHARED: Final = "CODEX_ALLOW_SHARED"
+#: Seconds one SQLite read statement may run before it is stopped; ``0``: no limit.
+ENV_QUERY_TIMEOUT: Final = "CODEX_QUERY_TIMEOUT"
+#: The default of ``CODEX_QUERY_TIMEOUT``: far above any read the indexes answer
+#: (docs/performance.md), short of a hang.
+QUERY_TIMEOUT: Final = 60.0
 SUFFIX: Final = ".ndjson"
 #: Default wait, in seconds, for a database or a session file locked by another
 #: writer (docs/mirror.md, "A busy database").
@@ -375,3 +380,26 @@ def check_found_database(database: str) -> None:
             f" name a database with --db (or {ENV_DB_PATH}) to read it anyway"
         )
         raise UnsafePathError(errno.EPERM, msg) from None
+
+
+def query_timeout() -> float:
+    """Return how long one SQLite read statement may run: ``CODEX_QUERY_TIMEOUT`` or the default.
+
+    Returns:
+        Seconds; ``0`` for no limit.
+
+    Raises:
+        InvalidFilterError: The variable is not a number of seconds from 0 to a day.
+
+    """
+    value = os.environ.get(ENV_QUERY_TIMEOUT)
+    if not value:
+        return QUERY_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 86400:  # NaN fails too
+        msg = f"{ENV_QUERY_TIMEOUT} must be seconds from 0 (no limit) to 86400, not {value!r}"
+        raise InvalidFilterError(msg)
+    return seconds

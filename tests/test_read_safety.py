@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from codex_logging import UnsafePathError, sync_to_sqlite
+from codex_logging import DatabaseError, UnsafePathError, sync_to_sqlite
+from codex_logging._mirror.schema import EVENT_COLUMNS, SESSION_COLUMNS
+from codex_logging._settings import QUERY_TIMEOUT, query_timeout
 from codex_logging.query_logs import query, sessions
+from tests.conftest import db_connection
 
 #: Only catches a hang.
 HANG: float = 60
@@ -132,3 +135,82 @@ class TestOwnership:
         done = cli("query", cwd=tmp_path / "src")
         assert (done.returncode, done.stderr) == (0, "")
         assert "FORGED record" in done.stdout
+
+
+def endless_database(path: Path) -> None:
+    """A mirror whose events table and sessions view were replaced by views that never end."""
+    forged_database(path)
+    endless = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r)"
+    events = ", ".join(
+        [
+            "n AS rowid",
+            *(f"'forged' AS {c}" if c == "session_id" else f"n AS {c}" for c in EVENT_COLUMNS),
+        ]
+    )
+    summary = ", ".join(f"n AS {c}" for c in SESSION_COLUMNS)
+    with db_connection(path) as conn:
+        conn.execute("DROP TABLE session_events")
+        conn.execute(f"CREATE VIEW session_events AS {endless} SELECT {events} FROM r")
+        conn.execute("DROP VIEW sessions")
+        conn.execute(f"CREATE VIEW sessions AS {endless} SELECT {summary} FROM r")
+
+
+class TestStatementTimeout:
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ["query"],
+            ["query", "--session-id", "forged", "--tail", "5"],
+            ["query", "--level", "success"],
+            ["query", "--grep", "zzz", "--follow"],
+            ["sessions"],
+        ],
+        ids=["query", "one-session", "level", "follow", "sessions"],
+    )
+    def test_a_view_that_never_ends_is_stopped(self, tmp_path: Path, args: list[str]) -> None:
+        """Reads of a recursive view that never ends stop at CODEX_QUERY_TIMEOUT: one line, exit 2."""
+        db = tmp_path / "m" / "endless.db"
+        endless_database(db)
+        done = cli(*args, "--db", str(db), cwd=tmp_path, env={"CODEX_QUERY_TIMEOUT": "1"})
+        assert (done.returncode, done.stdout) == (2, "")
+        (line,) = done.stderr.splitlines()
+        assert line.startswith(f"codex-logs {args[0]}: error: reading {db} took longer than 1 s")
+        assert "CODEX_QUERY_TIMEOUT" in line
+
+    def test_the_api_raises_database_error(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """query() and sessions() raise DatabaseError, the same message."""
+        db = tmp_path / "m" / "endless.db"
+        endless_database(db)
+        monkeypatch.setenv("CODEX_QUERY_TIMEOUT", "0.5")
+        with pytest.raises(DatabaseError, match=r"took longer than 0\.5 s and was stopped"):
+            query(str(db))
+        with pytest.raises(DatabaseError, match=r"took longer than 0\.5 s and was stopped"):
+            sessions(str(db))
+
+    @pytest.mark.parametrize("value", ["", "0", "0.5", "3600"])
+    def test_an_ordinary_database_reads_under_any_limit(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+    ) -> None:
+        """A usual database reads the same with the default, no limit (0) or a short one."""
+        db = tmp_path / "m" / "ok.db"
+        forged_database(db)
+        monkeypatch.setenv("CODEX_QUERY_TIMEOUT", value)
+        assert [e["message"] for e in query(str(db))] == ["FORGED record"]
+        assert [s["session_id"] for s in sessions(str(db))] == ["forged"]
+
+    @pytest.mark.parametrize("value", ["soon", "-1", "nan", "1e9"])
+    def test_a_bad_limit_is_one_line(self, tmp_path: Path, value: str) -> None:
+        """CODEX_QUERY_TIMEOUT that is not 0 to 86400 seconds: one line naming it, exit 2."""
+        db = tmp_path / "m" / "ok.db"
+        forged_database(db)
+        done = cli("query", "--db", str(db), cwd=tmp_path, env={"CODEX_QUERY_TIMEOUT": value})
+        assert done.returncode == 2
+        (line,) = done.stderr.splitlines()
+        assert "CODEX_QUERY_TIMEOUT must be seconds from 0 (no limit) to 86400" in line
+
+    def test_default(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Unset or empty, the limit is the documented default."""
+        monkeypatch.delenv("CODEX_QUERY_TIMEOUT", raising=False)
+        assert query_timeout() == QUERY_TIMEOUT == 60

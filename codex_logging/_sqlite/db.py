@@ -17,7 +17,7 @@ from codex_logging._errors import (
     UnsafePathError,
 )
 from codex_logging._settings import BUSY_TIMEOUT as BUSY_TIMEOUT  # noqa: PLC0414 - re-exported
-from codex_logging._settings import check_private, make_dirs
+from codex_logging._settings import ENV_QUERY_TIMEOUT, check_private, make_dirs, query_timeout
 
 #: Builds ``session_summary`` (and its pids) from ``session_events``: migration 4
 #: runs it once, :func:`rebuild_summary` again. Each column is what the
@@ -371,8 +371,33 @@ def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
             return
 
 
+#: SQLite virtual-machine steps between two looks at a read's deadline.
+_PROGRESS_STEPS: Final = 10_000
+
+
+class _Deadline:
+    """When the read statement running on one connection must stop."""
+
+    __slots__ = ("at", "seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def start(self, _statement: str) -> None:
+        # SQLite's trace callback: a statement begins.
+        self.at = time.monotonic() + self.seconds
+
+    def passed(self) -> int:
+        # SQLite's progress handler: non-zero interrupts the statement.
+        return int(time.monotonic() > self.at)
+
+
 def connect_readonly(path: str) -> sqlite3.Connection:
     """Open an existing database read-only; never create one.
+
+    Every statement on it stops after ``CODEX_QUERY_TIMEOUT`` seconds (see
+    :func:`reading`).
 
     Args:
         path: The absolute database path.
@@ -387,11 +412,20 @@ def connect_readonly(path: str) -> sqlite3.Connection:
     if not os.path.isfile(path):
         msg = f"no database at {path} (run 'codex-logs sync' first)"
         raise DatabaseNotFoundError(msg)
+    limit = query_timeout()
     try:
         conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
     except sqlite3.Error as exc:
         msg = f"cannot read database {path}: {exc}"
         raise DatabaseError(msg) from exc
+    if limit:
+        # A statement timeout: the clock starts as each statement starts (the
+        # trace callback), and SQLite asks every few thousand steps whether to
+        # stop (the progress handler). A view that never ends (WITH RECURSIVE)
+        # in a database someone else made cannot hang a read.
+        deadline = _Deadline(limit)
+        conn.set_trace_callback(deadline.start)
+        conn.set_progress_handler(deadline.passed, _PROGRESS_STEPS)
     try:
         conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
     except sqlite3.Error as exc:
@@ -399,6 +433,43 @@ def connect_readonly(path: str) -> sqlite3.Connection:
         msg = f"cannot read database {path}: {exc}"
         raise DatabaseError(msg) from exc
     return conn
+
+
+@contextlib.contextmanager
+def reading(path: str) -> Iterator[None]:
+    """Turn SQLite errors raised while reading into this package's errors.
+
+    Args:
+        path: The database path, for messages.
+
+    Raises:
+        DatabaseError: A statement ran past ``CODEX_QUERY_TIMEOUT`` and was
+            stopped, or any other SQLite failure.
+    """
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if not _interrupted(exc):
+            msg = f"cannot read database {path}: {exc}"
+            raise DatabaseError(msg) from exc
+        msg = (
+            f"reading {path} took longer than {query_timeout():g} s and was stopped"
+            f" (a view in it may never end; {ENV_QUERY_TIMEOUT} sets the limit, 0 for none)"
+        )
+        raise DatabaseError(msg) from None
+    except sqlite3.Error as exc:
+        msg = f"cannot read database {path}: {exc}"
+        raise DatabaseError(msg) from exc
+
+
+def _interrupted(exc: sqlite3.Error) -> bool:
+    # SQLITE_INTERRUPT: what a progress handler's stop raises (the code is
+    # on the exception from Python 3.11; its message before).
+    return getattr(exc, "sqlite_errorcode", None) == _SQLITE_INTERRUPT or str(exc) == "interrupted"
+
+
+#: SQLite's result code for a statement stopped by its progress handler.
+_SQLITE_INTERRUPT: Final = 9
 
 
 @contextlib.contextmanager

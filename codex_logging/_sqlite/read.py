@@ -34,7 +34,7 @@ from codex_logging._settings import (
     db_path,
     validate_session_id,
 )
-from codex_logging._sqlite.db import connect_readonly, table_names
+from codex_logging._sqlite.db import connect_readonly, reading, table_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,9 +188,10 @@ class _Reader:
     def __init__(self, database: str | None, filters: Filters) -> None:
         self.path, self.conn = _open(database)
         try:
-            self.source = _source(self.conn, self.path)
-            if not self.source.legacy:
-                filters = _resolve_level(self.conn, filters)
+            with reading(self.path):
+                self.source = _source(self.conn, self.path)
+                if not self.source.legacy:
+                    filters = _resolve_level(self.conn, filters)
             self.where, self.params = sqlite_where(filters, self.source)
         except BaseException:
             self.conn.close()
@@ -205,6 +206,17 @@ class _Reader:
 
     def close(self) -> None:
         self.conn.close()
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        # One read transaction; a statement stopped by the timeout has
+        # rolled it back already, and a COMMIT then would mask why.
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")
 
     def _check_session(self) -> None:
         if self.session_id is None:
@@ -225,13 +237,10 @@ class _Reader:
         if self.where:
             sql += " WHERE " + " AND ".join(self.where)
         sql += f" ORDER BY {order} LIMIT ?"
-        self.conn.execute("BEGIN")
-        try:
+        with reading(self.path), self._snapshot():
             self._check_session()
             (last,) = self.conn.execute(f"SELECT MAX(rowid) FROM {src.table}").fetchone()  # noqa: S608
             rows = self.conn.execute(sql, (*self.params, count)).fetchall()
-        finally:
-            self.conn.execute("COMMIT")
         return last or 0, [dict(row) for row in reversed(rows)]
 
     def after(self, rowid: int) -> tuple[int, list[dict[str, Any]]]:
@@ -242,12 +251,9 @@ class _Reader:
             f"SELECT rowid AS _rowid, {src.columns} FROM {src.table}"  # noqa: S608
             f" WHERE {' AND '.join(where)} ORDER BY rowid LIMIT ?"
         )
-        self.conn.execute("BEGIN")
-        try:
+        with reading(self.path), self._snapshot():
             (last,) = self.conn.execute(f"SELECT MAX(rowid) FROM {src.table}").fetchone()  # noqa: S608
             rows = self.conn.execute(sql, (rowid, last, *self.params, _FOLLOW_BATCH)).fetchall()
-        finally:
-            self.conn.execute("COMMIT")
         events = [dict(row) for row in rows]
         for event in events:
             rowid = event.pop("_rowid")
@@ -399,7 +405,7 @@ def sessions(database: str | None = None, session_id: str | None = None) -> list
     if session_id is not None:
         validate_session_id(session_id)
     path, conn = _open(database)
-    with contextlib.closing(conn):
+    with contextlib.closing(conn), reading(path):
         if "sessions" not in table_names(conn):
             msg = f"{path} has no sessions view (run 'codex-logs sync' first)"
             raise DatabaseError(msg)
