@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import os
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from codex_logging import CodexHandler, InvalidSessionId, session_scope
-from codex_logging._write.session import current_session
+from codex_logging._write.session import current_session, stamped_session
 from tests.conftest import read_lines, session_file
 
 
@@ -418,6 +419,18 @@ class TestBehindAQueue:
         rest = read_lines(folder / others[0])
         assert [r["message"] for r in rest] == ["before any scope", "after the scope"]
         assert not any("_codex_session" in r for r in job + rest)
+
+    def test_a_copied_record_keeps_its_scope_and_carries_nothing_of_ours(self) -> None:
+        """QueueHandler.prepare's copy (3.12+) still names the scope; no attribute is added to either."""
+        plain = set(vars(logging.makeLogRecord({})))
+        with session_scope("job"):
+            record = logging.getLogger("app").makeRecord("app", logging.INFO, "f", 1, "m", (), None)
+        outside = logging.getLogger("app").makeRecord("app", logging.INFO, "f", 1, "m", (), None)
+        copied = copy.copy(record)
+        assert stamped_session(record) == stamped_session(copied) == "job"
+        assert stamped_session(outside) is None
+        assert set(vars(record)) <= plain | {"taskName"}
+        assert set(vars(copied)) <= plain | {"taskName"}
 
     def test_no_scope_leaves_the_record_factory_alone(self, tmp_path: Path) -> None:
         """A program that opens no session_scope keeps logging's own record factory."""

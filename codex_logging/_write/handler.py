@@ -15,7 +15,7 @@ from codex_logging._record import (
     STANDARD_LEVELS,
     exception_parts,
 )
-from codex_logging._write.session import _stamps, current_session, deferred, stamped_session
+from codex_logging._write.session import STAMPS, current_session, deferred, stamped_session
 from codex_logging._write.sink import SKIP, Sink
 from codex_logging._write.writer import PROCESS, WRITER, FsyncPolicy
 
@@ -199,7 +199,7 @@ class CodexHandler(logging.Handler):
             sid = (
                 None
                 if explicit is not None
-                else (_stamps and stamped_session(record)) or _scoped() or sink.own_id
+                else (STAMPS and stamped_session(record)) or _scoped() or sink.own_id
             )
             if sid is None:
                 sid = sink.route(explicit)

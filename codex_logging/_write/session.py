@@ -26,7 +26,7 @@ _stamping: list[bool] = []
 #: (``QueueHandler.prepare``) shares that float, and nothing is added to the
 #: record itself, where formatters that show every attribute (structlog's
 #: ``ExtraAdder``, JSON formatters) would print it. See :func:`stamp_records`.
-_stamps: dict[int, tuple[object, str]] = {}
+STAMPS: dict[int, tuple[object, str]] = {}
 #: Stamps kept at most: a record still queued behind this many newer ones is
 #: written where the writing thread's scope says.
 STAMPS_KEPT: Final = 16384
@@ -37,10 +37,10 @@ deferred = threading.local()
 
 def stamped_session(record: logging.LogRecord) -> str | None:
     """Return the session_scope that was current where ``record`` was made, if stamped."""
-    if not _stamps:
+    if not STAMPS:
         return None
     created = record.__dict__.get("created")
-    entry = _stamps.get(id(created))
+    entry = STAMPS.get(id(created))
     if entry is not None and entry[0] is created:
         return entry[1]
     return None
@@ -60,7 +60,7 @@ def stamp_records() -> None:
     _stamping.append(True)
     previous = logging.getLogRecordFactory()
     scoped = current_session.get
-    stamps = _stamps
+    stamps = STAMPS
 
     def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
