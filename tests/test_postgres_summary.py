@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from codex_logging import sync_to_postgres
+from codex_logging import sync_to_postgres, sync_to_sqlite
 from codex_logging._postgres.db import SCHEMA_VERSION
+from tests.conftest import db_connection
 from tests.test_postgres_prune import rows
 
 psycopg = pytest.importorskip("psycopg") if not os.environ.get("CI") else __import__("psycopg")
@@ -93,3 +94,26 @@ class TestSummaryPostgres:
         after = rows(pg_url, SUMMARY)
         assert after == rows(pg_url, FULL_SCAN)
         assert (before[0][1], after[0][1], after[0][5]) == (8, 12, 2)
+
+
+def test_processes_agree_with_sqlite(pg_url: str, tmp_path: Path) -> None:
+    """`sessions` counts the same processes in both mirrors: integer pids, as numbers or strings."""
+    lines = [
+        {"ts": 1.0, "kind": "start", "pid": 42},
+        {"ts": 2.0, "kind": "start", "pid": "42"},
+        {"ts": 3.0, "kind": "start", "pid": "worker-1"},
+        {"ts": 4.0, "kind": "end", "pid": True},
+        {"ts": 5.0, "kind": "end", "pid": 1.5},
+        {"ts": 6.0, "kind": "end", "pid": -7},
+        {"ts": 7.0, "kind": "end", "pid": "12345678901234567890"},
+    ]
+    sessions = tmp_path / "sessions"
+    sessions.mkdir()
+    (sessions / "p.ndjson").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    sync_to_postgres(pg_url, sessions)
+    db = tmp_path / "x.db"
+    sync_to_sqlite(db, sessions)
+    with db_connection(db) as conn:
+        (sqlite,) = conn.execute("SELECT processes FROM sessions").fetchone()
+    assert rows(pg_url, "SELECT processes FROM sessions") == [(sqlite,)]
+    assert sqlite == 2

@@ -31,7 +31,7 @@ from codex_logging import (
 )
 from codex_logging._errors import SessionsDirError
 from codex_logging._mirror.engine import LONG_LINE_BYTES
-from codex_logging._sqlite.db import SCHEMA_VERSION, atomic, connect
+from codex_logging._sqlite.db import MIGRATIONS, SCHEMA_VERSION, atomic, connect
 from tests.checks import assert_exactly_once, expected_numbered
 from tests.conftest import db_connection
 from tests.writers import run_load_with_sync_loops
@@ -75,10 +75,18 @@ def write_lines(path: Path, count: int, start: int = 0) -> None:
 
 
 def summary_and_recomputation(db: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Return the ``sessions`` view (from the summary) and the view of migration 2 over the rows."""
-    from codex_logging._sqlite.db import MIGRATIONS
+    """Return the ``sessions`` view (from the summary) and the view of migration 2 over the rows.
+
+    Its ``processes`` count the pids the PostgreSQL mirror counts (integers,
+    as numbers or strings: migration 6), not every JSON value of ``pid``.
+    """
+    from codex_logging._sqlite.db import PID_OF
 
     (old_view,) = [s for s in MIGRATIONS[1][1] if s.startswith("CREATE VIEW sessions")]
+    any_pid = """json_extract(
+                        CASE WHEN json_valid(m.data) THEN m.data END, '$.pid')"""
+    assert any_pid in old_view
+    old_view = old_view.replace(any_pid, PID_OF.format(line="m.data"))
     with db_connection(db) as conn:
         conn.execute(old_view.replace("CREATE VIEW sessions", "CREATE TEMP VIEW old_sessions"))
         sql = "SELECT * FROM {} ORDER BY session_id"
@@ -1229,3 +1237,44 @@ class TestLongLines:
             )
         summary, recomputed = summary_and_recomputation(db)
         assert summary == recomputed
+
+
+class TestProcessCount:
+    def test_only_integer_pids_are_processes(self, tmp_path: Path, sessions: Path) -> None:
+        """`processes` counts integer pids (as numbers or digit strings), as in PostgreSQL."""
+        db = tmp_path / "x.db"
+        lines = [
+            {"ts": 1.0, "kind": "start", "pid": 42},
+            {"ts": 2.0, "kind": "start", "pid": "42"},
+            {"ts": 3.0, "kind": "start", "pid": "worker-1"},
+            {"ts": 4.0, "kind": "end", "pid": True},
+            {"ts": 5.0, "kind": "end", "pid": 1.5},
+            {"ts": 6.0, "kind": "end", "pid": -7},
+        ]
+        (sessions / "p.ndjson").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        sync_to_sqlite(db, sessions)
+        with db_connection(db) as conn:
+            assert conn.execute("SELECT processes FROM sessions").fetchone() == (2,)
+
+    def test_migration_recounts(self, tmp_path: Path, sessions: Path) -> None:
+        """A database summarised by the earlier rule counts its pids again when migrated."""
+        db = tmp_path / "x.db"
+        with db_connection(db) as conn:
+            for _name, statements in MIGRATIONS[:5]:
+                for statement in statements:
+                    conn.execute(statement)
+            conn.execute("PRAGMA user_version = 5")
+            for seq, pid in ((1, "3"), (2, '"worker"')):
+                conn.execute(
+                    "INSERT INTO session_events (session_id, seq, ts, kind, data)"
+                    " VALUES ('p', ?, 1.0, 'start', ?)",
+                    (seq, f'{{"kind": "start", "pid": {pid}}}'),
+                )
+            conn.execute("INSERT INTO session_summary_pids VALUES ('p', 3), ('p', 'worker')")
+            conn.execute(
+                "INSERT INTO session_summary VALUES ('p', 2, 2, 0, 0, 2, 1.0, NULL, 1.0, 1.0, 0)"
+            )
+        sync_to_sqlite(db, sessions)
+        with db_connection(db) as conn:
+            assert conn.execute("SELECT processes FROM sessions").fetchone() == (1,)
+            assert conn.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)

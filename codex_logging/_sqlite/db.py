@@ -19,16 +19,29 @@ from codex_logging._errors import (
 from codex_logging._settings import BUSY_TIMEOUT as BUSY_TIMEOUT  # noqa: PLC0414 - re-exported
 from codex_logging._settings import ENV_QUERY_TIMEOUT, check_private, make_dirs, query_timeout
 
+#: The pid of the JSON line ``{line}`` as ``sessions`` counts it, or NULL: a
+#: JSON integer, or a string of one, of 1 to 18 digits after an optional
+#: ``-`` (what the PostgreSQL mirror counts: ``^-?[0-9]{1,18}$``), as an
+#: integer, so ``"42"`` and ``42`` are one process and ``"worker"`` none.
+PID_OF: Final = """(SELECT CAST(t AS INTEGER) FROM (
+        SELECT t, CASE WHEN substr(t, 1, 1) = '-' THEN substr(t, 2) ELSE t END AS u FROM (
+            SELECT CASE WHEN json_valid({line})
+                AND json_type({line}, '$.pid') IN ('integer', 'text')
+                THEN CAST(json_extract({line}, '$.pid') AS TEXT) END AS t))
+    WHERE u <> '' AND u NOT GLOB '*[^0-9]*' AND length(u) <= 18)"""
+
+_PIDS_BACKFILL: Final = f"""INSERT OR IGNORE INTO session_summary_pids (session_id, pid)
+    SELECT session_id, pid FROM (
+        SELECT session_id, {PID_OF.format(line="data")} AS pid
+        FROM session_events WHERE kind <> 'message'
+    ) WHERE pid IS NOT NULL"""  # noqa: S608 - constants only
+
 #: Builds ``session_summary`` (and its pids) from ``session_events``: migration 4
 #: runs it once, :func:`rebuild_summary` again. Each column is what the
-#: ``sessions`` view of migration 2 computed, expression for expression.
+#: ``sessions`` view of migration 2 computed, expression for expression, but
+#: the pids (migration 6).
 _SUMMARY_BACKFILL: Final = (
-    """INSERT OR IGNORE INTO session_summary_pids (session_id, pid)
-    SELECT session_id, pid FROM (
-        SELECT session_id,
-            json_extract(CASE WHEN json_valid(data) THEN data END, '$.pid') AS pid
-        FROM session_events WHERE kind <> 'message'
-    ) WHERE pid IS NOT NULL""",
+    _PIDS_BACKFILL,
     """INSERT OR REPLACE INTO session_summary (session_id, events, marks, warnings,
         errors, processes, start_ts, end_ts, first_ts, last_ts, failed)
     SELECT
@@ -288,6 +301,16 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
                 json_extract(CASE WHEN json_valid(data) THEN data END, '$.trace_flags')
                     AS trace_flags
             FROM session_events""",
+        ),
+    ),
+    (
+        # `processes` counts the pids the PostgreSQL mirror counts (PID_OF).
+        "count only integer pids as processes",
+        (
+            "DELETE FROM session_summary_pids",
+            _PIDS_BACKFILL,
+            """UPDATE session_summary SET processes = (SELECT COUNT(*) FROM session_summary_pids p
+            WHERE p.session_id = session_summary.session_id)""",
         ),
     ),
 )

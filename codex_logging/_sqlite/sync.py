@@ -28,7 +28,7 @@ from codex_logging._mirror.target import (
 )
 from codex_logging._settings import db_path as resolve_db_path
 from codex_logging._settings import sessions_dir_path
-from codex_logging._sqlite.db import BUSY_TIMEOUT, atomic, connect, translated
+from codex_logging._sqlite.db import BUSY_TIMEOUT, PID_OF, atomic, connect, translated
 
 _INSERT_EVENT: Final = (
     "INSERT INTO session_events (session_id, seq, ts, kind, level, logger, role, message, data)"
@@ -82,8 +82,8 @@ _UPSERT_SUMMARY: Final = (
 #: warns (DeprecationWarning, an error under ``-W error``) on numbered ones
 #: (``?1``) bound from a tuple (python/cpython#117995).
 _ADD_PID: Final = (
-    "INSERT OR IGNORE INTO session_summary_pids (session_id, pid)"
-    " SELECT ?, pid FROM (SELECT json_extract(CASE WHEN json_valid(d) THEN d END, '$.pid')"
+    "INSERT OR IGNORE INTO session_summary_pids (session_id, pid)"  # noqa: S608 - constants only
+    f" SELECT ?, pid FROM (SELECT {PID_OF.format(line='d')}"
     " AS pid FROM (SELECT ? AS d)) WHERE pid IS NOT NULL"
 )
 _FAILED: Final = (
