@@ -13,6 +13,7 @@ caller would already catch::
     ├── UnknownSessionError (LookupError)
     ├── InvalidFilterError (ValueError)
     ├── SessionsDirError (NotADirectoryError)
+    ├── SourceIdError (OSError)
     └── PostgresNotInstalledError (ImportError)
 
 Every message that names a database URL or quotes a database driver passes
@@ -72,6 +73,14 @@ class InvalidFilterError(CodexLoggingError, ValueError):
 
 class SessionsDirError(CodexLoggingError, NotADirectoryError):
     """The sessions folder given to a sync is a file, not a folder."""
+
+
+class SourceIdError(CodexLoggingError, OSError):
+    """The sessions folder's id file could not be written (a full disk, an I/O error)."""
+
+    def __str__(self) -> str:
+        """Return the message alone: it names the path and says what is wrong."""
+        return self.strerror or super().__str__()
 
 
 class PostgresNotInstalledError(CodexLoggingError, ImportError):

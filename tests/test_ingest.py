@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import io
 import json
 import os
 import stat
@@ -16,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from codex_logging import SourceIdError, sync_to_sqlite
 from codex_logging._errors import DatabaseError
 from codex_logging._mirror import engine as _ingest
 from codex_logging._mirror.engine import _TIMESLICES, BATCH_LINES, _ShortTimeslices, run_sync
@@ -27,6 +30,8 @@ from codex_logging._mirror.target import (
     WatermarkMovedError,
     source_id,
 )
+
+BIN = Path(sys.executable).parent
 
 
 class TestSourceId:
@@ -78,6 +83,74 @@ class TestFolderChecks:
         (tmp_path / SOURCE_ID_FILE).write_text("")
         info = os.stat(tmp_path)
         assert source_id(str(tmp_path)) == f"dev-{info.st_dev}-ino-{info.st_ino}"
+
+
+class TestFullDisk:
+    """The id file on a full disk: a named error, one line from the CLI, nothing left behind."""
+
+    def test_id_file_on_a_full_disk(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """ENOSPC while writing the id file: SourceIdError (an OSError), nothing half-made."""
+        sessions = tmp_path / "sessions"
+        sessions.mkdir()
+        (sessions / "s.ndjson").write_text('{"message": "m"}\n')
+
+        class Full(io.FileIO):
+            def write(self, _data: Any) -> int:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "fdopen", lambda fd, *_a, **_k: Full(fd, "w"))
+        with pytest.raises(SourceIdError, match="No space left on device") as caught:
+            sync_to_sqlite(tmp_path / "x.db", sessions)
+        assert caught.value.errno == errno.ENOSPC
+        assert sorted(p.name for p in sessions.iterdir()) == ["s.ndjson"]
+        monkeypatch.undo()
+        assert sync_to_sqlite(tmp_path / "x.db", sessions).rows_inserted == 1
+
+    def test_cli_on_a_full_filesystem(self, tmp_path: Path) -> None:
+        """`sync` in a sessions folder on a full filesystem: one line, exit 2 (a real tmpfs)."""
+        mount = tmp_path / "small"
+        mount.mkdir()
+        made = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+            capture_output=True,
+            check=False,
+        )
+        if made.returncode != 0:
+            pytest.skip("cannot mount a small tmpfs here")
+        try:
+            folder = mount / "sessions"
+            folder.mkdir()
+            (folder / "s.ndjson").write_text('{"message": "m"}\n')
+            fill(mount / "filler")
+            result = subprocess.run(
+                [
+                    str(BIN / "codex-logs"),
+                    "sync",
+                    "--db",
+                    str(tmp_path / "x.db"),
+                    "--sessions-dir",
+                    str(folder),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=60,
+            )
+            assert result.returncode == 2, result.stderr
+            assert result.stderr.count("\n") == 1, result.stderr
+            assert "No space left on device" in result.stderr
+            assert "Traceback" not in result.stderr
+            assert sorted(p.name for p in folder.iterdir()) == ["s.ndjson"]
+        finally:
+            subprocess.run(["umount", str(mount)], check=False)
+
+
+def fill(path: Path) -> None:
+    """Write ``path`` until its filesystem is full."""
+    with path.open("wb", buffering=0) as f, pytest.raises(OSError) as full:  # noqa: PT012 - until full
+        while True:
+            f.write(b"\0" * 4096)
+    assert full.value.errno == errno.ENOSPC
 
 
 class _PipelinedTarget:

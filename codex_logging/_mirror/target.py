@@ -10,11 +10,13 @@ for PostgreSQL.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Protocol
 
+from codex_logging._errors import SourceIdError
 from codex_logging._mirror.lines import ErrorRow, EventRow
 from codex_logging._settings import ENV_SOURCE_ID
 
@@ -197,6 +199,10 @@ def source_id(folder: str) -> str:
 
     Returns:
         The id.
+
+    Raises:
+        SourceIdError: The id file could not be written for another reason
+            than a read-only folder (a full disk, an I/O error).
     """
     override = os.environ.get(ENV_SOURCE_ID)
     if override:
@@ -216,7 +222,9 @@ def source_id(folder: str) -> str:
         fd = os.open(
             temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
         )
-    except OSError:
+    except OSError as exc:
+        if exc.errno not in _READ_ONLY:
+            raise _cannot_keep(path, exc) from exc
         return _folder_identity(folder)  # a read-only folder
     try:
         with os.fdopen(fd, "w") as f:
@@ -224,9 +232,21 @@ def source_id(folder: str) -> str:
         os.link(temporary, path)
     except FileExistsError:
         return _read_id(path)
+    except OSError as exc:
+        raise _cannot_keep(path, exc) from exc
     finally:
         os.unlink(temporary)
     return new
+
+
+#: Why an id file cannot be created in a folder that is only read: it then
+#: goes by an id kept nowhere (see :func:`source_id`).
+_READ_ONLY: Final = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def _cannot_keep(path: str, exc: OSError) -> SourceIdError:
+    msg = f"cannot write the sessions folder's id to {path}: {exc.strerror or exc}"
+    return SourceIdError(exc.errno or errno.EIO, msg)
 
 
 def existing_source_id(folder: str) -> str | None:
