@@ -182,8 +182,14 @@ class _PipelinedTarget:
     def settled_files(self, source_id: str) -> dict[str, tuple[str, int, int, int, float]]:
         return {}
 
+    def open_source(self, folder: str) -> str:
+        return source_id(folder)
+
     def read_watermark(self, session_id: str) -> Watermark | None:
         return self.marks.get(session_id)
+
+    def same_file(self, source: str, dev: int, ino: int) -> list[tuple[str, Watermark]]:
+        return [(sid, m) for sid, m in self.marks.items() if (m.file_dev, m.file_ino) == (dev, ino)]
 
     def commit(
         self,

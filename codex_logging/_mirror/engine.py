@@ -33,7 +33,6 @@ from codex_logging._mirror.target import (
     Target,
     Watermark,
     WatermarkMovedError,
-    source_id,
 )
 from codex_logging._settings import (
     PROJECT_DIR,
@@ -94,7 +93,8 @@ def run_sync(
     names = _file_names(sessions_dir, session_id, report)
     if names is None:
         return report
-    run = _Run(target, source_id(sessions_dir), sessions_dir, report, busy_timeout, progress)
+    source = target.open_source(sessions_dir)
+    run = _Run(target, source, sessions_dir, report, busy_timeout, progress)
     if run.pool is None:
         _sync_files(run, names)
         return report
@@ -375,9 +375,16 @@ class _FileSync:
     def _ingest(self) -> None:
         # The watermark is read under the file lock (docs/mirror.md): no other sync can
         # move it until this one is done with the file.
-        stored = self.target.read_watermark(self.sid) or Watermark()
+        found = self.target.read_watermark(self.sid)
+        stored = found or Watermark()
         source, folder = self.run_.source, self.run_.folder
-        if stored.source_id is not None and stored.source_id != source:
+        if (
+            stored.source_id is not None
+            and stored.source_id != source
+            and stored.source_dir != folder
+        ):
+            # A watermark of another id but this very path is this folder's
+            # own, from before it got a new id (docs/mirror.md, "Sync").
             msg = (
                 f"its rows in {self.target.name} come from the sessions folder"
                 f" {stored.source_dir or stored.source_id}, not {folder}: one database"
@@ -387,19 +394,35 @@ class _FileSync:
         info = os.fstat(self.fd)
         size = info.st_size
         self.stored_seq = stored.seq
+        base = stored
+        if found is None or (
+            stored.file_ino and (info.st_dev, info.st_ino) != (stored.file_dev, stored.file_ino)
+        ):
+            moved = self._moved_from(info)
+            if moved is not None:
+                old_sid, old = moved
+                # Numbered on: seq stays the line number in the file, and
+                # never falls back below what this name already holds.
+                base = dataclasses.replace(old, seq=max(old.seq, stored.seq))
+                self.report.warnings.append(
+                    f"{self.sid}: renamed or moved from {old_sid}{SUFFIX} (the same file:"
+                    f" device, inode and first bytes); its lines up to seq {old.seq} stay"
+                    f" under {old_sid}, the lines after them are stored under {self.sid}"
+                )
         mark = dataclasses.replace(
-            stored,
+            base,
             file_dev=info.st_dev,
             file_ino=info.st_ino,
             source_id=source,
             source_dir=folder,
         )
-        cut = self._cut(stored, info)
+        cut = self._cut(base, info)
         if cut is not None:
             self.report.warnings.append(
-                f"{self.sid}: {cut}; its lines are taken again from seq {stored.seq + 1}"
+                f"{self.sid}: {cut}; its lines are taken again from seq {base.seq + 1}"
             )
             mark.byte_offset, mark.head_len, mark.head_sha256, mark.scanned_to = 0, 0, None, 0
+            mark.tail_sha256 = None
         if mark.scanned_to > mark.byte_offset and self._scan_hash(
             mark.byte_offset, mark.scanned_to
         ) != (mark.scan_sha256):
@@ -411,13 +434,63 @@ class _FileSync:
         self.committed = mark.byte_offset
         self._read(size)
 
-    def _cut(self, stored: Watermark, info: os.stat_result) -> str | None:
+    def _moved_from(self, info: os.stat_result) -> tuple[str, Watermark] | None:
+        """Return the session whose watermark describes this file under another name, if any.
+
+        The same device and inode, and the same content up to its watermark
+        (first bytes, the line end before it, the bytes before it): the file
+        was renamed or moved within the folder. Of several (renamed twice),
+        the one that took most of it.
+        """
+        found = [
+            (sid, mark)
+            for sid, mark in self.target.same_file(self.run_.source, info.st_dev, info.st_ino)
+            if sid != self.sid and mark.byte_offset > 0
+        ]
+        found.sort(key=lambda item: item[1].byte_offset, reverse=True)
+        for sid, mark in found:
+            if self._holds(mark, info.st_size, same_inode=True):
+                return sid, mark
+        return None
+
+    def _holds(self, mark: Watermark, size: int, *, same_inode: bool) -> bool:
+        """Return whether the file holds, up to ``mark``, the content ``mark`` describes."""
+        offset = mark.byte_offset
+        if offset > size:
+            return False
+        if offset == 0:
+            return True
+        if not mark.head_len or self._head_hash(mark.head_len) != mark.head_sha256:
+            return False
+        if os.pread(self.fd, 1, offset - 1) != b"\n":
+            return False
+        if mark.tail_sha256 is not None:
+            return self._tail_hash(offset) == mark.tail_sha256
+        # A watermark from before the tail was kept: its first bytes cover all
+        # of it, or the inode says it is the same file.
+        return same_inode or offset <= mark.head_len
+
+    def _cut(self, stored: Watermark, info: os.stat_result) -> str | None:  # noqa: PLR0911 - one return per kind of cut
         """Return why the file is not the one the watermark describes, or None."""
         offset = stored.byte_offset
         if offset > info.st_size:
             return f"file shrank from {offset} to {info.st_size} bytes (truncated)"
-        if stored.file_ino and (info.st_dev, info.st_ino) != (stored.file_dev, stored.file_ino):
-            return "file was replaced (another file now has its name)"
+        other = stored.file_ino and (info.st_dev, info.st_ino) != (
+            stored.file_dev,
+            stored.file_ino,
+        )
+        if other:
+            if not self._holds(stored, info.st_size, same_inode=False):
+                return "file was replaced (another file now has its name)"
+            if offset:
+                # Restored from a copy, or moved away and back: the same
+                # content up to the watermark, which goes on from there.
+                self.report.warnings.append(
+                    f"{self.sid}: another file (a new inode) now has its name, with the same"
+                    f" content up to the last line taken (restored or copied back): going on"
+                    f" after seq {stored.seq}"
+                )
+            return None
         if stored.head_len and self._head_hash(stored.head_len) != stored.head_sha256:
             return "file was replaced (its first bytes differ)"
         if offset and os.pread(self.fd, 1, offset - 1) != b"\n":
@@ -425,7 +498,16 @@ class _FileSync:
                 f"file was cut and written again (byte {offset - 1}, the end of the last"
                 " line taken, is no longer a line end; truncated)"
             )
+        if stored.tail_sha256 is not None and self._tail_hash(offset) != stored.tail_sha256:
+            return (
+                "file was cut and written again (the bytes before the end of the last line"
+                " taken differ; truncated)"
+            )
         return None
+
+    def _tail_hash(self, offset: int) -> str:
+        start = max(0, offset - HEAD_BYTES)
+        return hashlib.sha256(os.pread(self.fd, offset - start, start)).hexdigest()
 
     def _scan_hash(self, offset: int, scanned: int) -> str:
         start = max(offset, scanned - HEAD_BYTES)
@@ -547,6 +629,8 @@ class _FileSync:
         if mark.head_len < HEAD_BYTES and offset > mark.head_len:
             mark.head_len = min(HEAD_BYTES, offset)
             mark.head_sha256 = self._head_hash(mark.head_len)
+        if offset != mark.byte_offset or mark.tail_sha256 is None:
+            mark.tail_sha256 = self._tail_hash(offset) if offset else None
         mark.seq, mark.byte_offset, mark.scanned_to = seq, offset, max(scanned, offset)
         mark.scan_sha256 = self._scan_hash(offset, scanned) if scanned > offset else None
         self.run_.parser.settle(self.events)

@@ -52,6 +52,9 @@ class Watermark:
         source_dir: The path of that folder when it was last synced, for messages.
         scan_sha256: The hash of the last (up to 4 KiB) bytes before
             ``scanned_to``: if they changed, the pending line is scanned again.
+        tail_sha256: The hash of the last (up to 4 KiB) bytes before
+            ``byte_offset``: with ``head_sha256`` it tells the same content
+            under a new inode (a restored or moved file) from another file.
     """
 
     seq: int = 0
@@ -64,6 +67,7 @@ class Watermark:
     scanned_to: int = 0
     source_dir: str | None = None
     scan_sha256: str | None = None
+    tail_sha256: str | None = None
 
 
 class Target(Protocol):
@@ -86,8 +90,25 @@ class Target(Protocol):
         older than that commit by a margin, is skipped without being opened.
         """
 
+    def open_source(self, folder: str) -> str:
+        """Return the id of the sessions folder ``folder`` (see :func:`source_id`).
+
+        Called once per sync, before anything else: a folder without its id
+        file takes the id this database last recorded for its path.
+        """
+
     def read_watermark(self, session_id: str) -> Watermark | None:
         """Return one session's watermark; called under the file's lock."""
+
+    def same_file(
+        self, source_id: str, file_dev: int, file_ino: int
+    ) -> list[tuple[str, Watermark]]:
+        """Return the watermarks of folder ``source_id`` that describe the file ``(dev, ino)``.
+
+        Called under that file's lock when a file's name has no watermark of
+        its own, or one of another file: a renamed or moved file is found by
+        its identity, ``(session_id, watermark)`` pairs.
+        """
 
     def commit(
         self,
@@ -186,16 +207,23 @@ class SyncReport:
 Progress = Callable[[str, SyncReport], None]
 
 
-def source_id(folder: str) -> str:
+def source_id(folder: str, earlier: Callable[[str], str | None] | None = None) -> str:
     """Return the id of a sessions folder: ``CODEX_SOURCE_ID``, or the one kept inside it.
 
-    The id is a UUID in ``<folder>/.codex-source-id``, created once (``O_EXCL``,
-    ``0600``) and read back afterwards, so it survives renames of the folder.
-    When it cannot be created (a read-only folder), the folder's
-    ``(st_dev, st_ino)`` stands in.
+    The id is kept in ``<folder>/.codex-source-id`` (``0600``), created once
+    (``O_EXCL``) and read back afterwards, so it survives renames of the
+    folder. A folder without that file (new, re-created after it was removed,
+    restored without it) first asks ``earlier``, the database's memory of
+    the id its path last had: a folder keeps its id through re-creation, and
+    one synced read-only before keeps the id it had then. Only a path the
+    database has not seen gets a new UUID. When the file cannot be created (a
+    read-only folder), the id is kept nowhere: the one the database recalls,
+    else the folder's ``(st_dev, st_ino)`` (docs/mirror.md, "Sync").
 
     Args:
         folder: An existing sessions folder.
+        earlier: The id the database last recorded for the path ``folder``
+            (on this host), or None.
 
     Returns:
         The id.
@@ -214,10 +242,11 @@ def source_id(folder: str) -> str:
         pass
     except OSError:
         return _folder_identity(folder)
+    known = earlier(folder) if earlier is not None else None
+    new = known or str(uuid.uuid4())
     # Written whole under a temporary name, then linked into place: a racing
     # sync either wins the link or reads the winner's complete id.
-    new = str(uuid.uuid4())
-    temporary = f"{path}.{new}"
+    temporary = f"{path}.{uuid.uuid4()}"
     try:
         fd = os.open(
             temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
@@ -225,7 +254,7 @@ def source_id(folder: str) -> str:
     except OSError as exc:
         if exc.errno not in _READ_ONLY:
             raise _cannot_keep(path, exc) from exc
-        return _folder_identity(folder)  # a read-only folder
+        return known or _folder_identity(folder)  # a read-only folder
     try:
         with os.fdopen(fd, "w") as f:
             f.write(new + "\n")

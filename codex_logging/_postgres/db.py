@@ -274,6 +274,17 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
         "the trace context as columns of events",
         (EVENTS_VIEW.format(trace=_TRACE_COLUMNS),),
     ),
+    (
+        # As the SQLite mirror's migration 6: a file renamed, moved or
+        # restored is known by its identity and content (docs/mirror.md, "Sync").
+        "remember the bytes before each watermark, find a watermark by its file",
+        (
+            "ALTER TABLE session_ingest_watermark ADD COLUMN IF NOT EXISTS tail_sha256 text",
+            """CREATE INDEX IF NOT EXISTS session_ingest_watermark_file
+            ON session_ingest_watermark (source_id, file_ino)""",
+            "CREATE INDEX IF NOT EXISTS sources_folder ON sources (folder)",
+        ),
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

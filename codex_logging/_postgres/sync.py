@@ -72,7 +72,7 @@ _INSERT_ERROR: Final = (
 )
 _MARK_COLUMNS: Final = (
     "seq, byte_offset, head_len, head_sha256, file_dev, file_ino, scanned_to, scan_sha256,"
-    " source_dir, updated_at"
+    " source_dir, tail_sha256, updated_at"
 )
 
 
@@ -131,25 +131,66 @@ class PostgresTarget:
         if self._conn is None:
             import socket  # noqa: PLC0415 - only a sync into PostgreSQL needs it
 
-            # The engine made the folder's id before it asks for watermarks.
-            self.source = source_id(self.folder)
+            host = socket.gethostname()
             conn = connect(self.url, busy_timeout=self.busy_timeout)
             try:
                 migrate(conn, self.name, self.busy_timeout)
-                now = time.time()
                 with translated(self.name):
+                    # A folder without its id file takes the id its path
+                    # last had on this host (docs/scale-out.md).
+                    self.source = source_id(
+                        self.folder, lambda folder: _earlier_source(conn, host, folder)
+                    )
+                    now = time.time()
                     conn.execute(
                         "INSERT INTO sources (source_id, host, folder, first_seen, last_seen)"
                         " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (source_id) DO UPDATE SET"
                         " host = excluded.host, folder = excluded.folder,"
                         " last_seen = excluded.last_seen",
-                        (self.source, socket.gethostname(), self.folder, now, now),
+                        (self.source, host, self.folder, now, now),
                     )
             except BaseException:
                 conn.close()
                 raise
             self._conn = conn
         return self._conn
+
+    def open_source(self, folder: str) -> str:
+        """Return this folder's id, connecting first (see ``Target.open_source``).
+
+        Args:
+            folder: The absolute sessions folder (the one given to the target).
+
+        Returns:
+            Its id.
+        """
+        if folder != self.folder:  # pragma: no cover - the engine passes the target's folder
+            msg = f"this target syncs {self.folder}, not {folder}"
+            raise ValueError(msg)
+        _ = self.conn
+        return self.source
+
+    def same_file(
+        self, source_id: str, file_dev: int, file_ino: int
+    ) -> list[tuple[str, Watermark]]:
+        """Return this folder's watermarks of the file ``(dev, ino)`` (see ``Target.same_file``).
+
+        Args:
+            source_id: The sessions folder's id.
+            file_dev: The file's ``st_dev``.
+            file_ino: The file's ``st_ino``.
+
+        Returns:
+            ``(session_id, watermark)`` pairs.
+        """
+        conn = self.conn
+        with translated(self.name):
+            rows = conn.execute(
+                f"SELECT session_id, {_MARK_COLUMNS} FROM session_ingest_watermark"  # noqa: S608 - constant
+                " WHERE source_id = %s AND file_ino = %s AND file_dev = %s",
+                (source_id, file_ino, file_dev),
+            ).fetchall()
+        return [(row[0], self._watermark(row[1:])) for row in rows]
 
     def settled_files(self, source_id: str) -> dict[str, SettledRow]:
         """Return the watermarks of this folder with no pending line (see ``_mirror/target.py``).
@@ -179,9 +220,10 @@ class PostgresTarget:
                 " WHERE source_id = %s AND session_id = %s",
                 (self.source, session_id),
             ).fetchone()
-        if row is None:
-            return None
-        seq, offset, head_len, head, dev, ino, scanned, scan, folder, _at = row
+        return None if row is None else self._watermark(row)
+
+    def _watermark(self, row: Sequence[Any]) -> Watermark:
+        seq, offset, head_len, head, dev, ino, scanned, scan, folder, tail, _at = row
         return Watermark(
             seq=seq,
             byte_offset=offset,
@@ -193,6 +235,7 @@ class PostgresTarget:
             scanned_to=scanned,
             source_dir=folder,
             scan_sha256=scan,
+            tail_sha256=tail,
         )
 
     def commit(
@@ -262,12 +305,13 @@ class PostgresTarget:
             mark.scanned_to,
             mark.scan_sha256,
             mark.source_dir,
+            mark.tail_sha256,
             time.time(),
         )
         cur = self.conn.execute(
             "UPDATE session_ingest_watermark SET seq = %s, byte_offset = %s, head_len = %s,"
             " head_sha256 = %s, file_dev = %s, file_ino = %s, scanned_to = %s,"
-            " scan_sha256 = %s, source_dir = %s, updated_at = %s"
+            " scan_sha256 = %s, source_dir = %s, tail_sha256 = %s, updated_at = %s"
             " WHERE source_id = %s AND session_id = %s AND seq = %s",
             (*values, self.source, session_id, expected_seq),
         )
@@ -277,7 +321,7 @@ class PostgresTarget:
             cur = self.conn.execute(
                 "INSERT INTO session_ingest_watermark"  # noqa: S608 - constant columns
                 f" (source_id, session_id, {_MARK_COLUMNS})"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                f" VALUES ({', '.join(['%s'] * 13)}) ON CONFLICT DO NOTHING",
                 (self.source, session_id, *values),
             )
             if cur.rowcount == 1:
@@ -330,6 +374,20 @@ class PostgresTarget:
         """Close the connection, if one was opened; safe twice."""
         if self._conn is not None:
             self._conn.close()
+
+
+def _earlier_source(conn: Any, host: str, folder: str) -> str | None:
+    """Return the id the sessions folder at ``folder`` on ``host`` last had, if any.
+
+    ``sources`` keeps each id's latest host and path: an id that moved on to
+    another path is not taken back.
+    """
+    row = conn.execute(
+        "SELECT source_id FROM sources WHERE folder = %s AND host = %s"
+        " ORDER BY last_seen DESC LIMIT 1",
+        (folder, host),
+    ).fetchone()
+    return None if row is None else str(row[0])
 
 
 def sync_to_postgres(

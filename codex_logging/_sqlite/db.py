@@ -313,6 +313,16 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
             WHERE p.session_id = session_summary.session_id)""",
         ),
     ),
+    (
+        # A file renamed, moved or restored is known by its identity and
+        # content (docs/mirror.md, "Sync").
+        "remember the bytes before each watermark, find a watermark by its file",
+        (
+            "ALTER TABLE session_ingest_watermark ADD COLUMN tail_sha256 TEXT",
+            """CREATE INDEX IF NOT EXISTS session_ingest_watermark_file
+            ON session_ingest_watermark (file_ino)""",
+        ),
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -25,6 +25,7 @@ from codex_logging._mirror.target import (
     WatermarkMovedError,
     rejected_error,
     rejected_event,
+    source_id,
 )
 from codex_logging._settings import db_path as resolve_db_path
 from codex_logging._settings import sessions_dir_path
@@ -50,6 +51,7 @@ _MARK_FIELDS: Final = (
     "scanned_to",
     "source_dir",
     "scan_sha256",
+    "tail_sha256",
 )
 _WATERMARK_COLUMNS: Final = ", ".join(_MARK_FIELDS)
 _UPSERT_WATERMARK: Final = (
@@ -101,7 +103,7 @@ _ROW_MARGIN: Final = 1 << 20
 
 
 def _watermark(row: tuple[object, ...]) -> Watermark:
-    seq, offset, head_len, head, dev, ino, source, scanned, folder, scan_hash = row
+    seq, offset, head_len, head, dev, ino, source, scanned, folder, scan_hash, tail = row
     return Watermark(
         seq=int(seq),  # type: ignore[call-overload]
         byte_offset=int(offset),  # type: ignore[call-overload]
@@ -113,6 +115,7 @@ def _watermark(row: tuple[object, ...]) -> Watermark:
         scanned_to=int(scanned or 0),  # type: ignore[call-overload]
         source_dir=folder,  # type: ignore[arg-type]
         scan_sha256=scan_hash,  # type: ignore[arg-type]
+        tail_sha256=tail,  # type: ignore[arg-type]
     )
 
 
@@ -167,6 +170,58 @@ class SqliteTarget:
                 (source_id,),
             )
             return {row[0]: row for row in rows}
+
+    def open_source(self, folder: str) -> str:
+        """Return the id of the sessions folder ``folder`` (see ``Target.open_source``).
+
+        Args:
+            folder: The absolute sessions folder.
+
+        Returns:
+            Its id, the one this database last saw at its path when it has
+            no id file.
+        """
+        return source_id(folder, self._earlier_source)
+
+    def _earlier_source(self, folder: str) -> str | None:
+        """Return the id whose latest watermark was written from the path ``folder``, if any.
+
+        Only asked when a folder has no id file. A database belongs to one
+        machine, so the path alone names the folder; an id whose latest
+        watermark came from another path is a folder that moved there.
+        """
+        latest: dict[str, tuple[float, str | None]] = {}
+        with translated(self.name, self.busy_timeout):
+            rows = self.conn.execute(
+                "SELECT source_id, coalesce(updated_at, 0.0), source_dir"
+                " FROM session_ingest_watermark WHERE source_id IS NOT NULL"
+            ).fetchall()
+        for source, updated, path in rows:
+            if source not in latest or updated >= latest[source][0]:
+                latest[source] = (updated, path)
+        mine = [(updated, source) for source, (updated, path) in latest.items() if path == folder]
+        return max(mine)[1] if mine else None
+
+    def same_file(
+        self, source_id: str, file_dev: int, file_ino: int
+    ) -> list[tuple[str, Watermark]]:
+        """Return this folder's watermarks of the file ``(dev, ino)`` (see ``Target.same_file``).
+
+        Args:
+            source_id: The sessions folder's id.
+            file_dev: The file's ``st_dev``.
+            file_ino: The file's ``st_ino``.
+
+        Returns:
+            ``(session_id, watermark)`` pairs.
+        """
+        with translated(self.name, self.busy_timeout):
+            rows = self.conn.execute(
+                f"SELECT session_id, {_WATERMARK_COLUMNS} FROM session_ingest_watermark"  # noqa: S608 - constant
+                " WHERE file_ino = ? AND file_dev = ? AND source_id = ?",
+                (file_ino, file_dev, source_id),
+            ).fetchall()
+        return [(row[0], _watermark(row[1:])) for row in rows]
 
     def read_watermark(self, session_id: str) -> Watermark | None:
         """Return one session's watermark.
