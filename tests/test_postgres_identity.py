@@ -137,3 +137,22 @@ class TestRenamedFile:
         ]  # fmt: skip
         again = sync_to_postgres(pg_url, sessions)
         assert (again.rows_inserted, again.warnings) == (0, [])
+
+
+class TestNotASessionFile:
+    def test_symlink_and_hard_link(self, pg_url: str, sessions: Path, tmp_path: Path) -> None:
+        """A synced file swapped for a symlink, a hard-linked file: each said, nothing read."""
+        other = tmp_path / "other.ndjson"
+        other.write_text('{"message": "not a session"}\n')
+        write_lines(sessions / "a.ndjson", 2)
+        sync_to_postgres(pg_url, sessions)
+        (sessions / "a.ndjson").unlink()
+        (sessions / "a.ndjson").symlink_to(other)
+        os.link(other, sessions / "h.ndjson")
+        report = sync_to_postgres(pg_url, sessions)
+        assert report.rows_inserted == 0
+        assert [w.split(",")[1].split(" is ")[1][:9] for w in report.warnings] == [
+            "now a sym",
+            "hard-link",
+        ]
+        assert [m for _, _, m in events(pg_url)] == ["m0", "m1"]

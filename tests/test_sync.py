@@ -1278,3 +1278,72 @@ class TestProcessCount:
         with db_connection(db) as conn:
             assert conn.execute("SELECT processes FROM sessions").fetchone() == (1,)
             assert conn.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
+
+
+class TestNotASessionFile:
+    def test_symlink_swapped_in_between_two_syncs(self, tmp_path: Path, sessions: Path) -> None:
+        """A synced file swapped for a symlink: one warning, nothing read through it."""
+        db = tmp_path / "x.db"
+        secret = tmp_path / "secret.ndjson"
+        secret.write_text('{"message": "do not mirror me"}\n')
+        write_lines(sessions / "a.ndjson", 2)
+        sync_to_sqlite(db, sessions)
+        (sessions / "a.ndjson").unlink()
+        (sessions / "a.ndjson").symlink_to(secret)
+        (sessions / "never-synced.ndjson").symlink_to(secret)
+        report = sync_to_sqlite(db, sessions)
+        assert report.rows_inserted == 0
+        assert report.warnings == [
+            (
+                f"a: skipped, {sessions / 'a.ndjson'} is now a symlink, no longer the session"
+                " file synced before: nothing is read through it"
+            )
+        ]
+        assert rows(db) == [(1, "m0"), (2, "m1")]
+
+    def test_hard_linked_file_is_refused(self, tmp_path: Path, sessions: Path) -> None:
+        """A session file with a second name is refused, as the writer refuses it."""
+        db = tmp_path / "x.db"
+        elsewhere = tmp_path / "elsewhere.ndjson"
+        elsewhere.write_text('{"message": "someone else\'s file"}\n')
+        os.link(elsewhere, sessions / "h.ndjson")
+        write_lines(sessions / "ok.ndjson", 1)
+        report = sync_to_sqlite(db, sessions)
+        assert report.rows_inserted == 1
+        assert report.warnings == [
+            (
+                f"h: skipped, {sessions / 'h.ndjson'} is hard-linked (2 names): the writer"
+                " refuses it too"
+            )
+        ]
+        assert _session_ids(db) == [("ok",)]
+
+    def test_watch_says_a_standing_refusal_once(self, tmp_path: Path, sessions: Path) -> None:
+        """`sync --watch` says a refusal that stands from round to round once, not every round."""
+        (tmp_path / "other").write_text("{}\n")
+        os.link(tmp_path / "other", sessions / "h.ndjson")
+        proc = subprocess.Popen(
+            [
+                str(BIN / "codex-logs"),
+                "sync",
+                "--watch",
+                "0.1",
+                "--db",
+                str(tmp_path / "x.db"),
+                "--sessions-dir",
+                str(sessions),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        rounds = 0
+        for line in proc.stdout:
+            rounds += line.startswith("synced")
+            if rounds == 4:
+                break
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        assert err.count("hard-linked") == 1, err

@@ -111,14 +111,24 @@ def sync_round(args: argparse.Namespace, shown: set[str] | None = None) -> SyncR
     finally:
         if progress is not None:
             progress.done()
+    standing = set()
     for warning in report.warnings:
         # A --watch started before the first session says "no sessions folder
-        # yet" once, not every round.
+        # yet" once, not every round; a file skipped round after round for
+        # the same reason (a symlink, a hard link, another folder's session)
+        # is said again only once it stopped for a round.
         if shown is not None and warning.startswith("no sessions folder"):
             if warning in shown:
                 continue
             shown.add(warning)
+        elif shown is not None and ": skipped, " in warning:
+            standing.add(warning)
+            if warning in shown:
+                continue
         print(f"warning: {one_line(warning, *db_sources(args))}", file=sys.stderr)
+    if shown is not None:
+        shown.difference_update(w for w in list(shown) if ": skipped, " in w)
+        shown.update(standing)
     print(
         f"synced {report.files} file{'s' if report.files != 1 else ''}:"
         f" {report.rows_inserted} rows inserted, {report.lines_quarantined} lines quarantined",

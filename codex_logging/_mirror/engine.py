@@ -21,6 +21,7 @@ import os
 import stat
 import sys
 import threading
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Final
 
@@ -29,6 +30,7 @@ from codex_logging._mirror.lines import ErrorRow, EventRow, LineParser
 from codex_logging._mirror.target import (
     ForeignSourceError,
     Progress,
+    SettledRow,
     SyncReport,
     Target,
     Watermark,
@@ -188,9 +190,10 @@ def _sync_files(run: _Run, names: list[str]) -> None:
                 info = lstat(base + name, dir_fd=fd, follow_symlinks=False)
             except OSError:
                 continue
-            if info.st_mode & _S_IFMT != regular:
-                continue
             sid = name[:cut]
+            if info.st_mode & _S_IFMT != regular:
+                _not_a_file(run, sid, prefix + name, info, settled)
+                continue
             mark = settled.get(sid)
             looks_settled = False
             if (
@@ -218,6 +221,29 @@ def _sync_files(run: _Run, names: list[str]) -> None:
         if fd is not None:
             os.close(fd)
     report.files, report.files_skipped = files_seen, skipped
+
+
+def _not_a_file(
+    run: _Run, sid: str, path: str, info: os.stat_result, settled: Mapping[str, SettledRow]
+) -> None:
+    """Report a session file of this folder that is no longer a regular file.
+
+    A name that was never synced (a symlink or FIFO someone put there) is no
+    session file and is passed over without a word; one whose session has a
+    watermark of this folder was swapped since the last sync (nothing is read
+    through it): said once in this sync's report.
+    """
+    if sid not in settled:
+        if not is_valid_session_id(sid):
+            return
+        mark = run.target.read_watermark(sid)
+        if mark is None or mark.source_id != run.source:
+            return
+    what = "a symlink" if stat.S_ISLNK(info.st_mode) else "not a regular file"
+    run.report.warnings.append(
+        f"{sid}: skipped, {path} is now {what}, no longer the session file synced"
+        " before: nothing is read through it"
+    )
 
 
 def _file_names(folder: str, session_id: str | None, report: SyncReport) -> list[str] | None:
@@ -266,6 +292,17 @@ def _refuse_what_writers_refuse(folder: str) -> None:
             continue
         if stat.S_ISLNK(info.st_mode) or path == parent:
             check_private(path, info)
+
+
+def _refused(info: os.stat_result) -> str | None:
+    """Return why an opened name is no session file to read, or None."""
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file"
+    if info.st_nlink != 1:
+        # The writer refuses a hard-linked session file: so does the sync
+        # (the other name may be anyone's file).
+        return f"is hard-linked ({info.st_nlink} names): the writer refuses it too"
+    return None
 
 
 @dataclasses.dataclass
@@ -327,8 +364,9 @@ class _FileSync:
             )
             return
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                report.warnings.append(f"{self.sid}: skipped, {self.path} is not a regular file")
+            refused = _refused(os.fstat(fd))
+            if refused is not None:
+                report.warnings.append(f"{self.sid}: skipped, {self.path} {refused}")
                 os.close(fd)
                 return
             lock = portalocker.Lock(
