@@ -6,11 +6,13 @@ import contextlib
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -488,10 +490,76 @@ class TestEscaping:
         assert "\\u007f" in out
         assert json.loads(out)["message"] == self.HOSTILE
 
+    #: Bidi overrides, embeddings, isolates and marks, zero-width characters,
+    #: separators, a BOM, a soft hyphen and a tag (outside the BMP).
+    INVISIBLE = (
+        "file: \u202egnp.exe \u202a\u202b\u202c\u202d \u2066\u2067\u2068\u2069"
+        " \u200e\u200f\u061c zw\u200b\u200c\u200dj \u2060 sep\u2028para\u2029"
+        " bom\ufeff shy\u00ad tag\U000e0041"
+    )
+
+    def test_text_output_escapes_bidi_and_zero_width(self, tmp_path: Path) -> None:
+        """Bidi controls, zero-width and other format characters are printed as \\u escapes."""
+        folder = tmp_path / "s"
+        folder.mkdir()
+        record = {"ts": 1, "message": self.INVISIBLE, "logger": "l\u202ex", "role": "\u2066r"}
+        (folder / "h.ndjson").write_text(json.dumps(record) + "\n")
+        sync_to_sqlite(tmp_path / "x.db", folder)
+        out = run("codex-logs", "query", "--db", str(tmp_path / "x.db")).stdout
+        (line,) = out.splitlines()
+        assert line.endswith(
+            "  l\\u202ex  [\\u2066r] file: \\u202egnp.exe \\u202a\\u202b\\u202c\\u202d"
+            " \\u2066\\u2067\\u2068\\u2069 \\u200e\\u200f\\u061c zw\\u200b\\u200c\\u200dj"
+            " \\u2060 sep\\u2028para\\u2029 bom\\ufeff shy\\xad tag\\U000e0041"
+        )
+        assert not [c for c in out if unicodedata.category(c) in ("Cf", "Zl", "Zp")]
+
+    def test_json_output_escapes_bidi_and_zero_width(self, tmp_path: Path) -> None:
+        """--json writes them as \\u escapes (a surrogate pair outside the BMP) and parses back exactly."""
+        folder = tmp_path / "s"
+        folder.mkdir()
+        record = {"ts": 1, "kind": "end", "message": self.INVISIBLE, "error": "\u202e!"}
+        (folder / "h.ndjson").write_text(json.dumps(record) + "\n")
+        sync_to_sqlite(tmp_path / "x.db", folder)
+        for args in (("query",), ("sessions",)):
+            out = run("codex-logs", *args, "--db", str(tmp_path / "x.db"), "--json").stdout
+            assert not [c for c in out if unicodedata.category(c) in ("Cf", "Zl", "Zp")]
+        out = run("codex-logs", "query", "--db", str(tmp_path / "x.db"), "--json").stdout
+        assert "file: \\u202egnp.exe" in out
+        assert "tag\\udb40\\udc41" in out
+        assert json.loads(out)["message"] == self.INVISIBLE
+        assert json.loads(out)["error"] == "\u202e!"
+
+    def test_every_format_character_of_unicode(self) -> None:
+        """The listed characters are exactly Unicode's Cf, Zl and Zp (as of this Python's Unicode)."""
+        from codex_logging._cli.output import FORMAT_CHARACTERS, escape, to_json
+
+        listed = {chr(c) for c in range(0x110000) if re.fullmatch(f"[{FORMAT_CHARACTERS}]", chr(c))}
+        categories = {
+            chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) in ("Cf", "Zl", "Zp")
+        }
+        assert categories <= listed
+        # Listed for a newer Unicode: unassigned in an older one, never another category.
+        assert {unicodedata.category(c) for c in listed - categories} <= {"Cn"}
+        text = "".join(sorted(listed))
+        assert not set(escape(text)) & listed
+        assert not set(to_json(text)) & listed
+        assert json.loads(to_json(text)) == text
+
 
 class TestEscapingProperty:
     @settings(max_examples=40, deadline=None)
-    @given(st.lists(st.text(max_size=40), min_size=1, max_size=5))
+    @given(
+        st.lists(
+            st.text(
+                alphabet=st.characters()
+                | st.sampled_from("\u202e\u2066\u2069\u200b\u200d\u2028\u2029\ufeff\U000e0041"),
+                max_size=40,
+            ),
+            min_size=1,
+            max_size=5,
+        )
+    )
     def test_no_control_character_reaches_the_terminal(self, texts: list[str]) -> None:
         """Any messages: the text output holds no control character but newline and tab, --json none, and parses back."""
         with tempfile.TemporaryDirectory() as tmp:
@@ -514,7 +582,9 @@ class TestEscapingProperty:
             c for c in text if (ord(c) < 0x20 and c not in "\n\t") or 0x7F <= ord(c) <= 0x9F
         ]
         assert not [c for c in as_json.replace("\n", "") if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F]
-        # Split on "\n" only, as docs/record-format.md asks of readers: U+2028 may stand unescaped.
+        for output in outputs:
+            assert not [c for c in output if unicodedata.category(c) in ("Cf", "Zl", "Zp")]
+        # Split on "\n" only, as docs/record-format.md asks of readers.
         assert [json.loads(line)["message"] for line in as_json.split("\n")[:-1]] == [
             t.encode("utf-8", "surrogatepass").decode("utf-8", "replace") for t in texts
         ]

@@ -1,8 +1,11 @@
 """How records look on a terminal and in ``--json``: nothing from a record is printed raw.
 
 Control characters a logged message could carry (ESC, BEL, CR, DEL, C1) are
-escaped, so a message cannot move the cursor or retitle the window
-(docs/cli.md). A newline inside a message starts an indented continuation line.
+escaped, so a message cannot move the cursor or retitle the window; so are
+Unicode's invisible format characters (bidi overrides, zero-width spaces and
+joiners, line and paragraph separators), so a message cannot reorder or hide
+what is shown (docs/cli.md). A newline inside a message starts an indented
+continuation line.
 """
 
 from __future__ import annotations
@@ -17,18 +20,50 @@ from typing import Any, Final, TextIO
 from codex_logging._errors import hide_secrets
 from codex_logging._mirror.target import SyncReport
 
+#: Unicode's format characters (category Cf: bidi embeddings, overrides and
+#: isolates U+202A-202E and U+2066-2069, marks U+200E/200F/061C, zero-width
+#: space, joiners U+200B-200D, word joiner, BOM U+FEFF, soft hyphen, tags),
+#: and the line and paragraph separators U+2028/2029 (Zl, Zp), as of Unicode
+#: 15.1: invisible, yet "\u202egnp.exe" shows as "exe.png". Listed, not read
+#: from ``unicodedata`` at import (a third of a second); a test compares them.
+FORMAT_CHARACTERS: Final = (
+    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+    "\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
+    "\U000e0020-\U000e007f"
+)
 #: C0 controls but tab and newline, DEL and C1: what could move the cursor,
-#: ring the bell or retitle the window. Tab only moves right: it stays.
-_CONTROLS: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: ring the bell or retitle the window (tab only moves right: it stays); and
+#: the format characters.
+_CONTROLS: Final = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{FORMAT_CHARACTERS}]")
 _NAMED: Final = {"\r": "\\r"}
-#: JSON already escapes C0; DEL and C1 are escaped as well.
-_JSON_CONTROLS: Final = re.compile("[\x7f-\x9f]")
+#: JSON already escapes C0; DEL, C1 and the format characters are escaped as well.
+_JSON_CONTROLS: Final = re.compile(f"[\x7f-\x9f{FORMAT_CHARACTERS}]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match[0]
+    code = ord(char)
+    if code < 0x100:
+        return _NAMED.get(char, f"\\x{code:02x}")
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _json_escaped(match: re.Match[str]) -> str:
+    code = ord(match[0])
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # JSON escapes UTF-16 code units: a surrogate pair
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 def escape(text: str) -> str:
-    """Return ``text`` with its control characters escaped and continuation lines indented."""
-    escaped = _CONTROLS.sub(lambda m: _NAMED.get(m[0], f"\\x{ord(m[0]):02x}"), text)
-    return escaped.replace("\n", "\n    ")
+    """Return ``text`` with its control and format characters escaped, continuation lines indented.
+
+    A control character is shown as ``\\x1b`` (``\\r`` for CR), a format
+    character as ``\\u202e`` or ``\\U000e0001``.
+    """
+    return _CONTROLS.sub(_escaped, text).replace("\n", "\n    ")
 
 
 def one_line(text: str, *sources: str | None) -> str:
@@ -44,9 +79,9 @@ def one_line(text: str, *sources: str | None) -> str:
 
 
 def to_json(value: object) -> str:
-    """Return ``value`` as one line of JSON with DEL and C1 escaped too."""
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return _JSON_CONTROLS.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
+    """Return ``value`` as one line of JSON with DEL, C1 and format characters escaped too."""
+    # Outside its strings JSON text is ASCII: every match is inside a string.
+    return _JSON_CONTROLS.sub(_json_escaped, json.dumps(value, ensure_ascii=False, default=str))
 
 
 def local_time(ts: object) -> str:
