@@ -332,3 +332,21 @@ class TestTheCommandLine:
         assert out.returncode == 2
         assert "password=***" in out.stderr
         assert leaked(out.stderr) == []
+
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ("query", "postgresql://u:TOPSECRET@h/d"),
+            ("sync", "--watch", "postgresql://u:TOPSECRET QUUXWORD@h/d"),
+            ("query", "--tail", "postgresql:///d?password=TOPSECRET"),
+            ("sessions", "host=h password=TOPSECRET"),
+        ],
+        ids=["url-without-db", "url-as-watch", "url-as-tail", "conninfo-without-db"],
+    )
+    def test_a_url_in_the_wrong_place(self, args: tuple[str, ...]) -> None:
+        """argparse's own error, quoting a URL given where it does not belong, hides its password."""
+        out = run(*args)
+        assert out.returncode == 2
+        (line,) = out.stderr.splitlines()
+        assert "***" in line
+        assert leaked(line) == []

@@ -36,7 +36,9 @@ class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line on stderr and exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        # argparse quotes the arguments it refuses: a URL given without --db
+        # keeps no password, and a control character no power (docs/production.md).
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message, *sys.argv[1:])}\n")
 
 
 def _checked(check: Callable[[str], Any]) -> Callable[[str], Any]:
