@@ -27,6 +27,7 @@ from codex_logging._errors import (
     InvalidFilterError,
     InvalidSessionId,
     PostgresNotInstalledError,
+    ScopeNotEnteredError,
     SessionsDirError,
     SourceIdError,
     UnknownSessionError,
@@ -35,7 +36,7 @@ from codex_logging._errors import (
 )
 from codex_logging._write.handler import CodexHandler
 from codex_logging._write.processor import CodexProcessor
-from codex_logging._write.scope import session_scope
+from codex_logging._write.scope import child_env, session_scope
 from codex_logging._write.session import get_session_id
 from codex_logging._write.structlog_setup import configure_structlog
 
@@ -58,12 +59,14 @@ __all__ = [
     "InvalidSessionId",
     "LoguruSink",
     "PostgresNotInstalledError",
+    "ScopeNotEnteredError",
     "SessionsDirError",
     "SourceIdError",
     "SyncReport",
     "UnknownSessionError",
     "UnsafePathError",
     "WriteError",
+    "child_env",
     "configure_structlog",
     "get_session_id",
     "loguru_sink",

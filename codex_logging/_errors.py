@@ -14,6 +14,7 @@ caller would already catch::
     ├── InvalidFilterError (ValueError)
     ├── SessionsDirError (NotADirectoryError)
     ├── SourceIdError (OSError)
+    ├── ScopeNotEnteredError (RuntimeError)
     └── PostgresNotInstalledError (ImportError)
 
 Every message that names a database URL or quotes a database driver passes
@@ -81,6 +82,10 @@ class SourceIdError(CodexLoggingError, OSError):
     def __str__(self) -> str:
         """Return the message alone: it names the path and says what is wrong."""
         return self.strerror or super().__str__()
+
+
+class ScopeNotEnteredError(CodexLoggingError, RuntimeError):
+    """``session_scope.env()`` was called where that scope is not entered."""
 
 
 class PostgresNotInstalledError(CodexLoggingError, ImportError):

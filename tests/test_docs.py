@@ -164,3 +164,43 @@ def test_each_host_section_of_the_configuration_page_runs(tmp_path: Path, headin
         assert {key: record.get(key) for key in fields} == fields
     failed = next(r for r in written if r["message"] == "step failed")
     assert failed["exc"].endswith("ZeroDivisionError: division by zero")
+
+
+def _section_blocks(page: str, heading: str) -> list[str]:
+    """The Python blocks under one second-level heading of a docs page."""
+    text = (ROOT / "docs" / page).read_text()
+    body = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", body, re.DOTALL)
+
+
+#: For each section of docs/configuration.md whose snippets run: the session
+#: ids its snippet makes, each holding one record from a child process.
+RUN_SECTIONS = {
+    "asyncio": [f"job-{n}" for n in range(6)],
+    "Subprocesses": [f"worker-{n}" for n in range(4)],
+}
+
+
+@pytest.mark.parametrize("heading", sorted(RUN_SECTIONS))
+def test_configuration_snippets_run(heading: str, tmp_path: Path) -> None:
+    """Each snippet of the section runs as a program; its sessions sync and hold the child's record."""
+    (block,) = _section_blocks("configuration.md", heading)
+    (tmp_path / "snippet.py").write_text(block)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_")}
+    env["HOME"] = str(tmp_path / "home")
+    done = subprocess.run(
+        [sys.executable, "snippet.py"], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, "")
+    subprocess.run([str(BIN / "codex-logs"), "sync"], cwd=tmp_path, env=env, check=True, timeout=60)
+    for sid in RUN_SECTIONS[heading]:
+        out = subprocess.run(
+            [str(BIN / "codex-logs"), "query", "--session-id", sid, "--json"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        events = [json.loads(line) for line in out.stdout.splitlines()]
+        assert events[0]["kind"] == "start"
+        assert events[-1]["kind"] == "end"
+        assert [e["message"] for e in events].count("child step") == 1
+        assert len({e["pid"] for e in events}) == 2  # the parent's and its child's

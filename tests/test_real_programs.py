@@ -213,6 +213,138 @@ class TestFoldersOfOursAreRepaired:
         assert "no sessions folder" not in synced.stderr
 
 
+CHILD = """
+    import logging, sys
+    from codex_logging import CodexHandler
+    logging.basicConfig(level=logging.INFO, handlers=[CodexHandler()])
+    logging.getLogger("child").info("child of %s", sys.argv[1])
+"""
+
+ASYNC_PARENT = """
+    import asyncio, sys
+    import codex_logging
+    from codex_logging import session_scope
+
+    HELP = sys.argv[1] == "child_env"
+
+    async def job(n, gate):
+        with session_scope(f"task-{n}"):
+            await gate.wait()  # all six scopes are open when the children start
+            env = codex_logging.child_env() if HELP else None
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "child.py", f"task-{n}", env=env
+            )
+            assert await proc.wait() == 0
+
+    async def six():
+        gate = asyncio.Event()
+        tasks = [asyncio.create_task(job(n, gate)) for n in range(6)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(*tasks)
+
+    async def main():
+        if sys.argv[2] == "outer":
+            with session_scope("outer"):
+                await six()
+        else:
+            await six()
+
+    asyncio.run(main())
+"""
+
+
+def _children_by_session(folder: Path) -> dict[str, list[str]]:
+    """Each session file's child messages (its start and end records left out)."""
+    return {
+        path.stem: sorted(r["message"] for r in read_lines(path) if r["logger"] == "child")
+        for path in sorted(folder.glob("*.ndjson"))
+    }
+
+
+class TestChildrenJoinTheirScope:
+    @pytest.mark.parametrize(
+        ("helped", "around", "expected"),
+        [
+            ("child_env", "none", {f"task-{n}": [f"child of task-{n}"] for n in range(6)}),
+            ("child_env", "outer", {f"task-{n}": [f"child of task-{n}"] for n in range(6)}),
+            ("bare", "outer", {"outer": sorted(f"child of task-{n}" for n in range(6))}),
+            ("bare", "none", {"program": sorted(f"child of task-{n}" for n in range(6))}),
+        ],
+    )
+    def test_six_asyncio_tasks_each_start_a_child(
+        self, tmp_path: Path, helped: str, around: str, expected: dict[str, list[str]]
+    ) -> None:
+        """With child_env() each child joins its task's scope; without, the scope enclosing all (or the program's)."""
+        (tmp_path / "child.py").write_text(textwrap.dedent(CHILD))
+        env = clean_env(CODEX_SESSION_ID="program", HOME=str(tmp_path / "h"))
+        done = run_python(ASYNC_PARENT, tmp_path, env, helped, around)
+        assert (done.returncode, done.stderr) == (0, "")
+        found = {
+            sid: msgs
+            for sid, msgs in _children_by_session(tmp_path / ".codex" / "sessions").items()
+            if msgs
+        }
+        assert found == expected
+        assert (
+            codex_logs("sync", cwd=tmp_path, env=clean_env(HOME=str(tmp_path / "h"))).returncode
+            == 0
+        )
+        for sid, messages in expected.items():
+            rows = mirror(tmp_path / ".codex" / "session_logs.db", sid)
+            assert sorted(r["message"] for r in rows if r.get("logger") == "child") == messages
+
+    def test_threads_and_multiprocessing_spawn(self, tmp_path: Path) -> None:
+        """Threads each in a scope run children with child_env(); a spawn child joins through it too."""
+        (tmp_path / "child.py").write_text(textwrap.dedent(CHILD))
+        code = """
+            import multiprocessing, os, subprocess, sys, threading
+            import codex_logging
+            from codex_logging import session_scope
+
+            def spawned(env, name):
+                os.environ.update(env)  # before the handler is made
+                import logging
+                from codex_logging import CodexHandler
+                logging.basicConfig(level=logging.INFO, handlers=[CodexHandler()])
+                logging.getLogger("child").info("child of %s", name)
+
+            def worker(n, barrier):
+                with session_scope(f"thread-{n}"):
+                    barrier.wait()  # all four scopes open at once
+                    subprocess.run(
+                        [sys.executable, "child.py", f"thread-{n}"],
+                        env=codex_logging.child_env(), check=True,
+                    )
+                    if n == 0:
+                        ctx = multiprocessing.get_context("spawn")
+                        proc = ctx.Process(target=spawned, args=(codex_logging.child_env(), "spawn"))
+                        proc.start()
+                        proc.join()
+                        assert proc.exitcode == 0
+                    barrier.wait()
+
+            if __name__ == "__main__":
+                barrier = threading.Barrier(4)
+                threads = [threading.Thread(target=worker, args=(n, barrier)) for n in range(4)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+        """
+        env = clean_env(HOME=str(tmp_path / "h"))
+        done = run_python(code, tmp_path, env)
+        assert (done.returncode, done.stderr) == (0, "")
+        expected = {f"thread-{n}": [f"child of thread-{n}"] for n in range(4)}
+        expected["thread-0"] = ["child of spawn", "child of thread-0"]
+        assert _children_by_session(tmp_path / ".codex" / "sessions") == expected
+        assert codex_logs("sync", cwd=tmp_path, env=env).returncode == 0
+        for sid, messages in expected.items():
+            rows = mirror(tmp_path / ".codex" / "session_logs.db", sid)
+            assert rows[0]["kind"] == "start"
+            assert sorted(r["message"] for r in rows if r.get("logger") == "child") == messages
+
+
 # ---------------------------------------------------------------------------
 # What a record holds: every exception form, levels of any kind, structlog's
 # logger factories and recipes, loguru, and values as JSON users expect.

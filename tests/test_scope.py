@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import codex_logging
 from codex_logging import CodexHandler, InvalidSessionId, session_scope
 from codex_logging._write.session import current_session, stamped_session
 from tests.conftest import read_lines, session_file
@@ -440,3 +441,144 @@ class TestBehindAQueue:
             "logging.info('x'); assert logging.getLogRecordFactory() is logging.LogRecord"
         )
         subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=tmp_path)
+
+
+class TestChildEnvironment:
+    """child_env() / scope.env() per thread and task; the rule os.environ follows."""
+
+    def test_child_env_names_the_current_scope_in_each_task(self) -> None:
+        """Six tasks each in a scope: child_env() in each names its own, whatever opened last."""
+        seen: dict[int, dict[str, str]] = {}
+
+        async def job(n: int, gate: asyncio.Event) -> None:
+            with session_scope(f"task-{n}"):
+                await gate.wait()  # all six open at once
+                seen[n] = codex_logging.child_env()
+
+        async def main() -> None:
+            gate = asyncio.Event()
+            tasks = [asyncio.create_task(job(n, gate)) for n in range(6)]
+            await asyncio.sleep(0.05)
+            gate.set()
+            await asyncio.gather(*tasks)
+
+        asyncio.run(main())
+        for n, env in seen.items():
+            assert env["CODEX_SESSION_ID"] == f"task-{n}"
+            assert env["CODEX_SESSIONS_DIR"] == str(Path(".codex/sessions").resolve())
+            assert env["CODEX_PARENT_SCOPE"].startswith(f"{os.getpid()}.")
+        assert len({env["CODEX_PARENT_SCOPE"] for env in seen.values()}) == 6
+        assert len(seen) == 6
+
+    def test_environment_names_the_scope_enclosing_every_open_one(self) -> None:
+        """Nested: the innermost; tasks inside a scope: that scope; unrelated overlap: as before."""
+        os.environ["CODEX_SESSION_ID"] = "program"
+        observed: list[str | None] = []
+
+        async def job(n: int, gate: asyncio.Event) -> None:
+            with session_scope(f"job-{n}"):
+                await gate.wait()
+
+        async def together() -> None:
+            gate = asyncio.Event()
+            tasks = [asyncio.create_task(job(n, gate)) for n in range(3)]
+            await asyncio.sleep(0.02)  # all three open now, job-2 the newest
+            observed.append(os.environ.get("CODEX_SESSION_ID"))
+            gate.set()
+            await asyncio.gather(*tasks)
+
+        async def main() -> None:
+            with session_scope("outer"):
+                with session_scope("inner"):
+                    observed.append(os.environ["CODEX_SESSION_ID"])
+                await together()  # three jobs open inside "outer"
+            await together()  # three jobs open with nothing around them
+
+        asyncio.run(main())
+        assert observed == ["inner", "outer", "program"]
+        assert os.environ["CODEX_SESSION_ID"] == "program"
+
+    def test_a_lone_task_scope_is_exported(self) -> None:
+        """One task's scope alone open: os.environ names it (children join it without help)."""
+
+        async def main() -> str | None:
+            with session_scope("alone"):
+                await asyncio.sleep(0)
+                return os.environ.get("CODEX_SESSION_ID")
+
+        assert asyncio.run(main()) == "alone"
+
+    def test_threads_get_their_own_scope_and_none_without_one(self) -> None:
+        """In each thread child_env() names that thread's scope; a thread with none gets os.environ."""
+        barrier = threading.Barrier(4)
+        seen: dict[str, str | None] = {}
+
+        def run(name: str) -> None:
+            with session_scope(name):
+                barrier.wait(10)
+                seen[name] = codex_logging.child_env()["CODEX_SESSION_ID"]
+                barrier.wait(10)
+
+        def bare() -> None:
+            barrier.wait(10)
+            seen["bare"] = codex_logging.child_env().get("CODEX_SESSION_ID")
+            barrier.wait(10)
+
+        threads = [threading.Thread(target=run, args=(f"t{i}",)) for i in range(3)]
+        threads.append(threading.Thread(target=bare))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert seen == {"t0": "t0", "t1": "t1", "t2": "t2", "bare": None}
+
+    def test_scope_env_and_its_misuse(self) -> None:
+        """scope.env() is this instance's entry here; outside it, a named error."""
+        scope = session_scope("mine")
+        with pytest.raises(codex_logging.ScopeNotEnteredError, match="outside that scope"):
+            scope.env()
+        with scope, session_scope("nested"):
+            env = scope.env({"PATH": "/bin"})
+            assert env["CODEX_SESSION_ID"] == "mine"
+            assert env["PATH"] == "/bin"
+            assert codex_logging.child_env()["CODEX_SESSION_ID"] == "nested"
+
+    def test_a_child_records_the_scope_it_was_started_in(self, tmp_path: Path) -> None:
+        """A child's own anonymous scope joins the session and names its parent scope."""
+        code = "from codex_logging import session_scope\nwith session_scope(): pass\n"
+        with session_scope("family"):
+            env = codex_logging.child_env()
+            subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
+        records = read_lines(session_file("family"))
+        assert [r["kind"] for r in records] == ["start", "start", "end", "end"]
+        assert records[1]["parent_scope"] == env["CODEX_PARENT_SCOPE"]
+        assert "parent_scope" not in records[0]
+
+    def test_incremental_target_matches_a_full_recount(self) -> None:
+        """Random trees entered and exited in random order: os.environ always names the rule's scope."""
+        import random
+
+        from codex_logging._write import scope as scope_module
+
+        rng = random.Random(7)
+        for _round in range(200):
+            env = scope_module._Environment()
+            open_entries: list[scope_module._Entry] = []
+            for _step in range(30):
+                if open_entries and rng.random() < 0.45:
+                    gone = open_entries.pop(rng.randrange(len(open_entries)))
+                    env.exit(gone)
+                else:
+                    parent = rng.choice([None, *open_entries]) if rng.random() < 0.8 else None
+                    sid = rng.choice(["a", "b", "c", "d"])
+                    entry = scope_module._Entry(sid, "/f", None, 0.0, [], parent)  # type: ignore[arg-type]
+                    open_entries.append(entry)
+                    env.enter(entry)
+                target, _ = scope_module._enclosing(open_entries)
+                if target is None and len({e.session_id for e in open_entries}) == 1:
+                    target = open_entries[0]
+                expected = target.session_id if target is not None else None
+                assert os.environ.get("CODEX_SESSION_ID") == expected
+            for entry in open_entries:
+                env.exit(entry)
+            assert "CODEX_SESSION_ID" not in os.environ

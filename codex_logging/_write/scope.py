@@ -2,16 +2,20 @@
 
 A scope writes through the sinks the program configured, so its records land
 with the messages, redacted the same way, and falls back to the environment's
-folder when there is none. While any scope is open, ``CODEX_SESSION_ID`` and
-``CODEX_SESSIONS_DIR`` (absolute) are exported for child processes; once every
-overlapping scope has exited, in any order, both are exactly as they were
-before the first (docs/configuration.md, "session_scope").
+folder when there is none. :func:`child_env` (and ``scope.env()``) give the
+environment a child process needs to join the scope current in this thread or
+asyncio task. ``os.environ`` itself is one per process: while scopes are open
+it names the innermost scope enclosing all of them (none when scopes in
+different threads or tasks overlap with no common enclosing scope), and once
+every scope has exited it is exactly as it was before the first
+(docs/configuration.md, "Subprocesses").
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import logging
 import os
 import sys
@@ -22,11 +26,12 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar, Token
 from types import TracebackType
-from typing import Any, Final, NamedTuple, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
-from codex_logging._errors import InvalidSessionId
+from codex_logging._errors import InvalidSessionId, ScopeNotEnteredError
 from codex_logging._record import safe_str
 from codex_logging._settings import (
+    ENV_PARENT_SCOPE,
     ENV_SESSION_ID,
     ENV_SESSIONS_DIR,
     sessions_dir_path,
@@ -39,7 +44,9 @@ from codex_logging._write.writer import PROCESS
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_EXPORTED: Final = (ENV_SESSION_ID, ENV_SESSIONS_DIR)
+_EXPORTED: Final = (ENV_SESSION_ID, ENV_SESSIONS_DIR, ENV_PARENT_SCOPE)
+#: Numbers the scopes this process enters (``<pid>.<n>`` names one for children).
+_numbers = itertools.count(1)
 #: The ``start`` record's field holding an inherited ``CODEX_SESSION_ID`` that
 #: was invalid, when the scope ran under a fresh id instead.
 REJECTED_FIELD: Final = "rejected_session_id"
@@ -50,35 +57,139 @@ _rejected: set[str] = set()
 _MAX_REJECTED: Final = 16
 
 
-class _Entry(NamedTuple):
-    """One entry of a scope: what its exit needs."""
+class _Entry:
+    """One entry of a scope: what its exit needs, and where it sits among the others."""
 
-    session_id: str
-    folder: str
-    token: Token[str | None]
-    started: float
-    sinks: list[Sink]
+    __slots__ = (
+        "closed",
+        "folder",
+        "parent",
+        "scope_id",
+        "session_id",
+        "sinks",
+        "started",
+        "token",
+    )
+
+    def __init__(  # noqa: PLR0917 - one argument per field
+        self,
+        session_id: str,
+        folder: str,
+        token: Token[str | None],
+        started: float,
+        sinks: list[Sink],
+        parent: _Entry | None,
+    ) -> None:
+        self.session_id = session_id
+        self.folder = folder
+        self.token = token
+        self.started = started
+        self.sinks = sinks
+        #: The entry current in this thread or task when this one began.
+        self.parent = parent
+        self.scope_id = f"{PROCESS.pid}.{next(_numbers)}"
+        self.closed = False
+
+    def env(self) -> dict[str, str]:
+        """Return the variables a child process needs to join this entry."""
+        return {
+            ENV_SESSION_ID: self.session_id,
+            ENV_SESSIONS_DIR: self.folder,
+            ENV_PARENT_SCOPE: self.scope_id,
+        }
+
+
+#: The innermost open scope entry of this thread or asyncio task.
+_current_entry: ContextVar[_Entry | None] = ContextVar("codex_scope_entry", default=None)
+
+
+def _open_ancestors(entry: _Entry) -> list[_Entry]:
+    # The entry and the open entries enclosing it, innermost first.
+    chain = []
+    current: _Entry | None = entry
+    while current is not None:
+        if not current.closed:
+            chain.append(current)
+        current = current.parent
+    return chain
+
+
+def _common(a: _Entry, b: _Entry) -> tuple[_Entry | None, bool]:
+    # The deeper of two entries on one chain (and False), else their
+    # innermost common open ancestor, None when they share none (and True).
+    above_b = _open_ancestors(b)
+    if a in above_b:
+        return b, False
+    above_a = _open_ancestors(a)
+    if b in above_a:
+        return a, False
+    ids = {id(e) for e in above_b}
+    for candidate in above_a:
+        if id(candidate) in ids:
+            return candidate, True
+    return None, True
+
+
+def _enclosing(entries: list[_Entry]) -> tuple[_Entry | None, bool]:
+    # The innermost open entry enclosing all of ``entries``: the deepest while
+    # they form one chain, their common ancestor once they branch (and True).
+    target: _Entry | None = entries[0] if entries else None
+    branched = False
+    for other in entries[1:]:
+        if target is None:
+            return None, True
+        if branched:
+            above = {id(e) for e in _open_ancestors(other)}
+            target = next((e for e in _open_ancestors(target) if id(e) in above), None)
+        else:
+            target, branched = _common(target, other)
+    return target, branched
 
 
 class _Environment:
     """The process-wide record of open scopes and the environment before the first.
 
     ``os.environ`` is one per process while scopes are per thread or task, so
-    the variables are saved when the first scope opens, follow the newest open
-    scope, and are restored exactly when the last one closes.
+    the variables are saved when the first scope opens and restored exactly
+    when the last one closes. In between they name the innermost open scope
+    that encloses every open scope: the current one while scopes nest in one
+    thread or task, their common enclosing scope when tasks started inside it
+    open scopes of their own, and none of them (the values from before the
+    first) when scopes in unrelated threads or tasks overlap, unless they all
+    name one session and folder. Which scope started last never decides.
+
+    That target is kept up to date step by step (a server with a thousand
+    requests open in scopes pays little per entry and exit); it is worked out
+    from every open entry only when the shape changes (``_recompute``).
     """
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.open: list[_Entry] = []
+        #: Open entries by id, in the order they were entered.
+        self.open: dict[int, _Entry] = {}
         self.before: dict[str, str | None] = {}
+        #: The entry os.environ names (None: the values from before).
+        self.target: _Entry | None = None
+        #: Whether the open entries branch below the target (target is their
+        #: common ancestor, not the deepest of one chain).
+        self.branched = False
+        #: How many open entries lie under each child of a branched target
+        #: (open entries above it are not counted), or under each top-most
+        #: entry when there is no target.
+        self.parts: dict[int, int] = {}
+        #: How many open entries name each (session, folder).
+        self.sessions: dict[tuple[str, str], int] = {}
 
     def user_session(self) -> str | None:
         # The program's own CODEX_SESSION_ID: the one saved before the first
         # open scope, so an anonymous scope in one thread never joins another
         # thread's scope through the environment.
+        return self.user_value(ENV_SESSION_ID)
+
+    def user_value(self, name: str) -> str | None:
+        # A variable as the program had it before any scope of ours.
         with self.lock:
-            value = self.before[ENV_SESSION_ID] if self.open else os.environ.get(ENV_SESSION_ID)
+            value = self.before.get(name) if self.open else os.environ.get(name)
         return value or None
 
     def enter(self, entry: _Entry) -> None:
@@ -86,31 +197,97 @@ class _Environment:
             stamp_records()
             if not self.open:
                 self.before = {name: os.environ.get(name) for name in _EXPORTED}
-            self.open.append(entry)
-            self._export(entry)
+            self.open[id(entry)] = entry
+            key = (entry.session_id, entry.folder)
+            self.sessions[key] = self.sessions.get(key, 0) + 1
+            target = self.target
+            if len(self.open) == 1:
+                self.target, self.branched = entry, False
+            elif target is None:
+                _count(self.parts, _part(entry, None), 1)
+            elif self.branched:
+                part = _part(entry, target)
+                if part is None:
+                    self._recompute()  # outside the target: it moves up
+                else:
+                    _count(self.parts, part, 1)
+            else:
+                deeper, branched = _common(target, entry)
+                if branched:
+                    self._recompute()
+                else:
+                    self.target = deeper
+            self._export()
 
     def exit(self, entry: _Entry) -> None:
         with self.lock:
-            for index in range(len(self.open) - 1, -1, -1):
-                if self.open[index] is entry:
-                    del self.open[index]
-                    break
-            if self.open:
-                self._export(self.open[-1])
+            entry.closed = True
+            if self.open.pop(id(entry), None) is None:
                 return
-            for name, value in self.before.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+            key = (entry.session_id, entry.folder)
+            _count(self.sessions, key, -1)
+            if not self.open:
+                self.target, self.branched = None, False
+                self.parts.clear()
+            elif entry is self.target:
+                self._recompute()
+            elif self.target is None or self.branched:
+                part = _part(entry, self.target)
+                # An entry above a branched target changes nothing; one part
+                # left below it, the shape may have changed.
+                if part is not None and _count(self.parts, part, -1) < 2:
+                    self._recompute()
+            # On one chain, leaving any entry but the deepest changes nothing.
+            self._export()
 
-    @staticmethod
-    def _export(entry: _Entry) -> None:
-        os.environ[ENV_SESSION_ID] = entry.session_id
-        os.environ[ENV_SESSIONS_DIR] = entry.folder
+    def _recompute(self) -> None:
+        # From every open entry: the target, whether it branches, the parts.
+        entries = list(self.open.values())
+        self.target, self.branched = _enclosing(entries)
+        self.parts.clear()
+        if self.target is None or self.branched:
+            for entry in entries:
+                part = _part(entry, self.target)
+                if part is not None:  # not the target, nor above it
+                    _count(self.parts, part, 1)
+
+    def _export(self) -> None:
+        # Called with the lock held, after every enter and exit.
+        target = self.target
+        if target is None and len(self.sessions) == 1 and self.open:
+            # Unrelated scopes of one session and folder still agree.
+            target = next(iter(self.open.values()))
+        values = target.env() if target is not None else self.before
+        for name in _EXPORTED:
+            value = values.get(name)
+            if value is None:
+                os.environ.pop(name, None)
+            elif os.environ.get(name) != value:
+                os.environ[name] = value
 
     def after_fork_in_child(self) -> None:
         self.lock = threading.RLock()
+
+
+def _part(entry: _Entry, top: _Entry | None) -> int | None:
+    # The id of the entry just below ``top`` on ``entry``'s chain (the
+    # top-most one when ``top`` is None); None when ``top`` is not above it.
+    current = entry
+    while current.parent is not top:
+        if current.parent is None:
+            return None
+        current = current.parent
+    return id(current)
+
+
+def _count(counts: dict[Any, int], key: Any, step: int) -> int:
+    # Add ``step`` to a count, dropping it at zero; the number of keys left.
+    left = counts.get(key, 0) + step
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+    return len(counts)
 
 
 _ENVIRONMENT: Final = _Environment()
@@ -203,14 +380,54 @@ class session_scope:  # noqa: N801 - a context manager named like contextlib's
         sid, rejected = self._resolve()
         sinks = _sinks()
         token = current_session.set(sid)
-        entry = _Entry(sid, sinks[0].sessions_dir, token, time.monotonic(), sinks)
+        parent = _current_entry.get()
+        entry = _Entry(sid, sinks[0].sessions_dir, token, time.monotonic(), sinks, parent)
+        meta = self._meta.items()
+        if parent is None and sid == _ENVIRONMENT.user_session():
+            # A child joining the scope it was started in (child_env) says which.
+            parent_scope = _ENVIRONMENT.user_value(ENV_PARENT_SCOPE)
+            if parent_scope is not None:
+                meta = {**self._meta, "parent_scope": parent_scope[:64]}.items()
         self._entries.set((*self._entries.get(), entry))
+        _current_entry.set(entry)
         _ENVIRONMENT.enter(entry)
-        fields: Iterable[tuple[str, Any]] = self._meta.items()
+        fields: Iterable[tuple[str, Any]] = meta
         if rejected is not None:
             fields = [*fields, (REJECTED_FIELD, rejected[:REJECTED_LENGTH])]
         _write(sinks, sid, "start", "INFO", fields)
         return sid
+
+    def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Return the environment a child process needs to join this scope.
+
+        For the innermost entry of this scope in the calling thread or asyncio
+        task: ``base`` (``os.environ`` by default) with ``CODEX_SESSION_ID``,
+        ``CODEX_SESSIONS_DIR`` and ``CODEX_PARENT_SCOPE`` set to this entry's.
+
+        Example::
+
+            scope = session_scope("job-7")
+            with scope:
+                subprocess.run(["python", "step.py"], env=scope.env(), check=True)
+
+        Args:
+            base: The environment to start from.
+
+        Returns:
+            A new dict, ready for ``subprocess.run(env=...)``.
+
+        Raises:
+            ScopeNotEnteredError: This scope is not entered in this thread or task.
+
+        """
+        entries = self._entries.get()
+        if not entries:
+            msg = (
+                "session_scope.env() outside that scope: call it inside its with block,"
+                " or use codex_logging.child_env() for the current scope"
+            )
+            raise ScopeNotEnteredError(msg)
+        return {**(os.environ if base is None else base), **entries[-1].env()}
 
     def __exit__(
         self,
@@ -236,6 +453,7 @@ class session_scope:  # noqa: N801 - a context manager named like contextlib's
                 _write(entry.sinks, entry.session_id, "end", "ERROR", fields.items(), exc=trace)
         finally:
             _ENVIRONMENT.exit(entry)
+            _current_entry.set(entry.parent)
             try:
                 current_session.reset(entry.token)
             except ValueError:  # exited in another context than entered: restore by value
@@ -294,6 +512,39 @@ def _say_rejected(value: str, fresh: str, error: InvalidSessionId) -> None:
         sys.stderr.flush()
     except Exception:  # noqa: S110 - a closed stderr must not raise into the application
         pass
+
+
+def child_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return the environment a child process needs to join the current scope.
+
+    The current scope is the innermost :class:`session_scope` open in the
+    calling thread or asyncio task; pass the result as ``env=`` to
+    ``subprocess.run``, ``asyncio.create_subprocess_exec`` and the like. A
+    child started without it inherits ``os.environ``, which names only a scope
+    that encloses every open one (docs/configuration.md, "Subprocesses").
+
+    Example::
+
+        async def job(n):
+            with session_scope(f"job-{n}"):
+                await asyncio.create_subprocess_exec("python", "step.py", env=child_env())
+
+    Args:
+        base: The environment to start from (``os.environ`` by default).
+
+    Returns:
+        A new dict: ``base`` with ``CODEX_SESSION_ID``, ``CODEX_SESSIONS_DIR``
+        and ``CODEX_PARENT_SCOPE`` set to the current scope's; with no scope
+        open here, ``base`` as it is.
+
+    """
+    out = dict(os.environ if base is None else base)
+    entry = _current_entry.get()
+    while entry is not None and entry.closed:  # a task that outlived its scope
+        entry = entry.parent
+    if entry is not None:
+        out.update(entry.env())
+    return out
 
 
 def _succeeded(exc: BaseException | None) -> bool:
