@@ -1,4 +1,4 @@
-"""What a query asks for: session, kind, times, level, text, role; checked, without SQL.
+"""What a query asks for: session, kind, times, level, text, role, logger; checked, without SQL.
 
 The command line checks each flag with these functions, so an unknown kind or
 level is one line and exit 2 (docs/cli.md). :class:`Filters` is the one filter
@@ -217,6 +217,7 @@ class Filters:
     #: Events at this level number or above (a record's ``levelno``, else its
     #: standard name's number); a name until :func:`resolve_level` looks it up.
     min_level: int | str | None = None
+    logger: str | None = None
 
 
 def build(

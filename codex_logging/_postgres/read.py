@@ -15,6 +15,12 @@ from typing import Any, Final
 from codex_logging._errors import DatabaseError, UnknownSessionError
 from codex_logging._mirror.filters import Filters, check_tail, resolve_level, standard_names
 from codex_logging._mirror.schema import EVENT_COLUMNS, LEVEL_ALIASES, LEVELS, SESSION_COLUMNS
+from codex_logging._mirror.pages import (
+    ALERT_LIMIT,
+    TIMELINE_EXACT_EVENTS,
+    check_status,
+    timeline_shape,
+)
 from codex_logging._postgres.db import (
     connect,
     display_url,
@@ -143,6 +149,7 @@ def postgres_where(filters: Filters, table: str = "session_events") -> tuple[lis
         (f"{table}.kind = %s", filters.kind),
         (f"{table}.level = ANY(%s)", levels),
         (f"{table}.role = %s", filters.role),
+        (f"{table}.logger = %s", filters.logger),
         (f"strpos(lower({table}.message), lower(%s)) > 0", filters.grep),
         (f"{table}.ts >= %s", filters.since),
         (f"{table}.ts < %s", filters.until),
@@ -296,3 +303,143 @@ def _between(
         [upto for _, _, upto in moved],
     )
     return list(cur.execute(sql, (*ranges, *params)).fetchall())
+
+
+# -- pages: what the web viewer reads (docs/viewer.md) ------------------------
+
+#: Where a page of events starts: after the row with this ``(ts, source_id, seq)``.
+Cursor = tuple[float | None, str, int]
+
+_PID: Final = (
+    "CASE WHEN codex_json(data) ->> 'pid' ~ '^-?[0-9]{1,18}$'"
+    " THEN (codex_json(data) ->> 'pid')::bigint END"
+)
+
+
+def sessions_page_postgres(
+    url: str,
+    *,
+    search: str | None = None,
+    status: str | None = None,
+    offset: int = 0,
+    limit: int = 100,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Return how many sessions match and one page of them, newest first.
+
+    As the SQLite ``sessions_page``: ``search`` is a part of the id (any
+    case), ``status`` one of ``ok``, ``error``, ``running``.
+
+    Raises:
+        DatabaseError: The database cannot be read or has no mirror tables.
+    """
+    where: list[str] = []
+    params: list[Any] = []
+    if search:
+        where.append("strpos(lower(session_id), lower(%s)) > 0")
+        params.append(search)
+    if status is not None and check_status(status) == "running":
+        where.append("status IS NULL")
+    elif status is not None:
+        where.append("status = %s")
+        params.append(status)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    with _reader(url) as conn, conn.cursor(row_factory=import_psycopg().rows.dict_row) as cur:
+        count = cur.execute(f"SELECT count(*) AS n FROM sessions{clause}", params).fetchone()["n"]  # noqa: S608
+        rows = cur.execute(
+            f"SELECT {', '.join(SESSION_COLUMNS)}, sources FROM sessions{clause}"  # noqa: S608
+            " ORDER BY start_ts DESC NULLS LAST, session_id DESC LIMIT %s OFFSET %s",
+            (*params, limit, offset),
+        ).fetchall()
+    return int(count), list(rows)
+
+
+def events_page_postgres(
+    url: str, where: Filters, *, after: Cursor | None = None, limit: int = 200
+) -> list[dict[str, Any]]:
+    """Return one session's events after ``after``, every source merged by ``ts``.
+
+    Pages follow ``(ts, source_id, seq)`` (rows without a time last), along
+    the ``(session_id, ts)`` index.
+
+    Args:
+        url: A ``postgresql://`` URL.
+        where: The filters; ``session_id`` is required.
+        after: The last row of the previous page; None for the first page.
+        limit: How many events at most.
+
+    Returns:
+        One dict per event, the keys of :data:`EVENT_COLUMNS` and ``source_id``.
+
+    Raises:
+        DatabaseError: The database cannot be read or has no mirror tables.
+        UnknownSessionError: The session has no events.
+    """
+    if where.session_id is None:
+        msg = "events_page_postgres needs a session_id"
+        raise ValueError(msg)
+    clauses, params = postgres_where(where)
+    if after is not None:
+        ts, source, seq = after
+        if ts is None:
+            clauses.append("ts IS NULL AND (source_id, seq) > (%s, %s)")
+            params.extend((source, seq))
+        else:
+            clauses.append("((ts, source_id, seq) > (%s, %s, %s) OR ts IS NULL)")
+            params.extend((ts, source, seq))
+    sql = (
+        f"SELECT {_QUERY_COLUMNS}, source_id FROM session_events"  # noqa: S608 - constants
+        f" WHERE {' AND '.join(clauses)}"
+        " ORDER BY ts NULLS LAST, source_id, seq LIMIT %s"
+    )
+    with _reader(url) as conn, conn.cursor(row_factory=import_psycopg().rows.dict_row) as cur:
+        rows = cur.execute(sql, (*params, limit)).fetchall()
+        if not rows:
+            probe = "SELECT 1 FROM session_summary WHERE session_id = %s LIMIT 1"
+            if cur.execute(probe, (where.session_id,)).fetchone() is None:
+                msg = f"unknown session {where.session_id} in {display_url(url)}"
+                raise UnknownSessionError(msg)
+    return list(rows)
+
+
+def timeline_postgres(url: str, session_id: str, *, bins: int = 120) -> dict[str, Any]:
+    """Return what a session's timeline draws, in the shape the SQLite ``timeline`` returns.
+
+    Raises:
+        DatabaseError: The database cannot be read or has no mirror tables.
+        UnknownSessionError: The session has no events.
+    """
+    with _reader(url) as conn, conn.cursor(row_factory=import_psycopg().rows.dict_row) as cur:
+        summary = cur.execute(
+            "SELECT sum(events) AS events, min(first_ts) AS start, max(last_ts) AS end"
+            " FROM session_summary WHERE session_id = %s",
+            (session_id,),
+        ).fetchone()
+        if summary["events"] is None:
+            msg = f"unknown session {session_id} in {display_url(url)}"
+            raise UnknownSessionError(msg)
+        marks = cur.execute(
+            f"SELECT seq, ts, kind, {_PID} AS pid, codex_json(data) ->> 'status' AS status"  # noqa: S608
+            " FROM session_events WHERE session_id = %s AND kind <> 'message'"
+            " ORDER BY ts NULLS LAST, source_id, seq",
+            (session_id,),
+        ).fetchall()
+        alerts = cur.execute(
+            f"SELECT seq, ts, level, {_PID} AS pid FROM session_events"  # noqa: S608
+            " WHERE session_id = %s AND level IN ('WARNING', 'WARN', 'ERROR', 'CRITICAL', 'FATAL')"
+            " ORDER BY ts NULLS LAST, source_id, seq LIMIT %s",
+            (session_id, ALERT_LIMIT),
+        ).fetchall()
+        start, end = summary["start"], summary["end"]
+        exact = int(summary["events"]) <= TIMELINE_EXACT_EVENTS
+        counts: list[tuple[Any, int, int]] = []
+        if start is not None and end is not None:
+            width = max(end - start, 1e-9) / bins
+            pid = _PID if exact else "NULL::bigint"
+            rows = cur.execute(
+                f"SELECT {pid} AS pid, least(floor((ts - %s) / %s)::int, %s) AS b,"  # noqa: S608
+                " count(*) AS n FROM session_events WHERE session_id = %s AND ts IS NOT NULL"
+                " GROUP BY 1, 2",
+                (start, width, bins - 1, session_id),
+            ).fetchall()
+            counts = [(row["pid"], row["b"], int(row["n"])) for row in rows]
+    return timeline_shape(start, end, bins, marks, alerts, counts=counts, exact=exact)

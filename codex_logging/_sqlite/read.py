@@ -27,6 +27,12 @@ from codex_logging._mirror.filters import (
     resolve_level,
     standard_names,
 )
+from codex_logging._mirror.pages import (
+    ALERT_LIMIT,
+    TIMELINE_EXACT_EVENTS,
+    check_status,
+    timeline_shape,
+)
 from codex_logging._mirror.schema import EVENT_COLUMNS, SESSION_COLUMNS
 from codex_logging._settings import (
     ENV_DB_PATH,
@@ -147,7 +153,14 @@ def sqlite_where(filters: Filters, source: Source) -> tuple[list[str], list[Any]
     """Return the WHERE terms of ``filters`` and their parameters (``?``) for ``source``."""
     where: list[str] = []
     params: list[Any] = []
-    lacking = (filters.levels, filters.min_level, filters.role, filters.since, filters.until)
+    lacking = (
+        filters.levels,
+        filters.min_level,
+        filters.role,
+        filters.since,
+        filters.until,
+        filters.logger,
+    )
     if source.legacy and any(value is not None for value in lacking):
         msg = (
             "--level, --role, --since and --until need the session_events table;"
@@ -167,18 +180,19 @@ def sqlite_where(filters: Filters, source: Source) -> tuple[list[str], list[Any]
     terms, values = _level_terms(filters)
     where.extend(terms)
     params.extend(values)
-    if filters.role is not None:
-        where.append("role = ?")
-        params.append(filters.role)
     if filters.grep is not None:
         where.append("codex_contains(message, ?)")
         params.append(filters.grep.casefold())
-    if filters.since is not None:
-        where.append("ts >= ?")
-        params.append(filters.since)
-    if filters.until is not None:
-        where.append("ts < ?")
-        params.append(filters.until)
+    equal = (
+        ("role = ?", filters.role),
+        ("logger = ?", filters.logger),
+        ("ts >= ?", filters.since),
+        ("ts < ?", filters.until),
+    )
+    for term, value in equal:
+        if value is not None:
+            where.append(term)
+            params.append(value)
     return where, params
 
 
@@ -423,3 +437,239 @@ def sessions(database: str | None = None, session_id: str | None = None) -> list
         msg = f"unknown session {session_id} in {path}"
         raise UnknownSessionError(msg)
     return [dict(row) for row in rows]
+
+
+# -- pages: what the web viewer reads (docs/viewer.md) ------------------------
+
+_ALERT_LEVELS: Final = (
+    "(level = 'WARNING' OR level = 'WARN' OR level = 'ERROR'"
+    " OR level = 'CRITICAL' OR level = 'FATAL')"
+)
+_PID: Final = "json_extract(CASE WHEN json_valid(data) THEN data END, '$.pid')"
+
+
+def _open_mirror(database: str | None) -> tuple[str, sqlite3.Connection]:
+    path, conn = _open(database)
+    tables = table_names(conn)
+    if "session_events" not in tables or "session_summary" not in tables:
+        conn.close()
+        msg = f"{path} has no session mirror of this version (run 'codex-logs sync' once)"
+        raise DatabaseError(msg)
+    return path, conn
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def sessions_page(
+    database: str | None = None,
+    *,
+    search: str | None = None,
+    status: str | None = None,
+    offset: int = 0,
+    limit: int = 100,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Return how many sessions match and one page of them, newest first.
+
+    Args:
+        database: The database path, as for :func:`query`.
+        search: Only sessions whose id holds this text (any case).
+        status: Only ``ok``, ``error`` or ``running`` (not ended) sessions.
+        offset: How many matching sessions to pass over.
+        limit: How many to return at most.
+
+    Returns:
+        The count of matching sessions and their summaries (the keys of
+        :data:`SESSION_COLUMNS`), latest start first.
+
+    Raises:
+        DatabaseNotFoundError: There is no database.
+        DatabaseError: The database has no mirror of this version.
+        InvalidFilterError: An unknown status.
+    """
+    where, params = _session_terms(search, status)
+    path, conn = _open_mirror(database)
+    del path
+    with contextlib.closing(conn):
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        conn.execute("BEGIN")
+        try:
+            (count,) = conn.execute(f"SELECT COUNT(*) FROM sessions{clause}", params).fetchone()  # noqa: S608
+            rows = conn.execute(
+                f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions{clause}"  # noqa: S608 - constants
+                " ORDER BY start_ts DESC, session_id DESC LIMIT ? OFFSET ?",
+                (*params, limit, offset),
+            ).fetchall()
+        finally:
+            conn.execute("COMMIT")
+    return count, [dict(row) for row in rows]
+
+
+def _session_terms(search: str | None, status: str | None) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    if search:
+        where.append("session_id LIKE ? ESCAPE '\\'")
+        params.append(_like(search))
+    if status is not None:
+        if check_status(status) == "running":
+            where.append("status IS NULL")
+        else:
+            where.append("status = ?")
+            params.append(status)
+    return where, params
+
+
+def events_page(
+    database: str | None, filters: Filters, *, after: int = 0, limit: int = 200
+) -> list[dict[str, Any]]:
+    """Return one session's events after ``after`` in file order, at most ``limit``.
+
+    Each page is read along the primary key from ``after``: the first page of
+    a session of a million events costs what a page of a small one does.
+
+    Args:
+        database: The database path, as for :func:`query`.
+        filters: The filters; ``session_id`` is required.
+        after: Only events whose ``seq`` is above this (0: from the first).
+        limit: How many events at most.
+
+    Returns:
+        One dict per event (the keys of :data:`EVENT_COLUMNS`), by ``seq``;
+        fewer than ``limit`` when the session has no more yet.
+
+    Raises:
+        DatabaseNotFoundError: There is no database.
+        UnknownSessionError: The session has no events.
+        DatabaseError: The database has no mirror of this version.
+    """
+    if filters.session_id is None:
+        msg = "events_page needs a session_id"
+        raise ValueError(msg)
+    path, conn = _open_mirror(database)
+    with contextlib.closing(conn):
+        conn.create_function("codex_contains", 2, _contains, deterministic=True)
+        where, params = sqlite_where(filters, EVENTS)
+        sql = (
+            f"SELECT {EVENTS.columns} FROM session_events"  # noqa: S608 - constants, values as ?
+            f" WHERE {' AND '.join(['seq > ?', *where])} ORDER BY seq LIMIT ?"
+        )
+        conn.execute("BEGIN")
+        try:
+            rows = conn.execute(sql, (after, *params, limit)).fetchall()
+            if not rows and not _has_session(conn, filters.session_id):
+                msg = f"unknown session {filters.session_id} in {path}"
+                raise UnknownSessionError(msg)
+        finally:
+            conn.execute("COMMIT")
+    return [dict(row) for row in rows]
+
+
+def seq_at(database: str | None, session_id: str, ts: float) -> int | None:
+    """Return the ``seq`` of a session's first event at or after ``ts``, or None.
+
+    Raises:
+        DatabaseNotFoundError: There is no database.
+        DatabaseError: The database has no mirror of this version.
+    """
+    _path, conn = _open_mirror(database)
+    with contextlib.closing(conn):
+        row = conn.execute(
+            "SELECT seq FROM session_events WHERE session_id = ? AND ts >= ? ORDER BY ts LIMIT 1",
+            (session_id, ts),
+        ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _has_session(conn: sqlite3.Connection, session_id: str) -> bool:
+    probe = "SELECT 1 FROM session_summary WHERE session_id = ?"
+    return conn.execute(probe, (session_id,)).fetchone() is not None
+
+
+def timeline(database: str | None, session_id: str, *, bins: int = 120) -> dict[str, Any]:
+    """Return what a session's timeline draws: its span, processes, alerts and event counts.
+
+    Args:
+        database: The database path, as for :func:`query`.
+        session_id: The session.
+        bins: How many equal slices of time the counts are given in.
+
+    Returns:
+        ``start`` and ``end`` (Unix seconds, first and last event), ``bins``
+        (events per slice, all processes), ``processes``: per pid its
+        ``spans`` (``[start_ts, end_ts or None, status or None]`` from its
+        start/end records), ``alerts`` (``[ts, level, seq]``, warnings and
+        worse, at most :data:`ALERT_LIMIT` per session) and ``bins`` (its events per slice;
+        only when the session has at most :data:`TIMELINE_EXACT_EVENTS`
+        events, else None), and ``exact``: whether every process's bins were
+        counted.
+
+    Raises:
+        DatabaseNotFoundError: There is no database.
+        UnknownSessionError: The session has no events.
+        DatabaseError: The database has no mirror of this version.
+    """
+    validate_session_id(session_id)
+    path, conn = _open_mirror(database)
+    with contextlib.closing(conn):
+        conn.execute("BEGIN")
+        try:
+            summary = conn.execute(
+                "SELECT events, first_ts, last_ts FROM session_summary WHERE session_id = ?",
+                (session_id,),
+            ).fetchone()
+            if summary is None:
+                msg = f"unknown session {session_id} in {path}"
+                raise UnknownSessionError(msg)
+            marks = conn.execute(
+                f"SELECT seq, ts, kind, {_PID} AS pid,"  # noqa: S608 - constants
+                " json_extract(CASE WHEN json_valid(data) THEN data END, '$.status') AS status"
+                " FROM session_events WHERE session_id = ? AND kind <> 'message' ORDER BY +seq",
+                (session_id,),
+            ).fetchall()
+            alerts = conn.execute(
+                f"SELECT seq, ts, level, {_PID} AS pid FROM session_events"  # noqa: S608
+                f" WHERE session_id = ? AND {_ALERT_LEVELS} ORDER BY +seq LIMIT ?",
+                (session_id, ALERT_LIMIT),
+            ).fetchall()
+            start, end = summary["first_ts"], summary["last_ts"]
+            exact = summary["events"] <= TIMELINE_EXACT_EVENTS
+            counts = _bin_counts(conn, session_id, start, end, bins, per_pid=exact)
+        finally:
+            conn.execute("COMMIT")
+    return timeline_shape(start, end, bins, marks, alerts, counts=counts, exact=exact)
+
+
+def _bin_counts(
+    conn: sqlite3.Connection,
+    session_id: str,
+    start: float | None,
+    end: float | None,
+    bins: int,
+    *,
+    per_pid: bool,
+) -> list[tuple[Any, int, int]]:
+    # (pid or None, bin, count). Every row's pid only for a small session;
+    # else one COUNT per slice along the (session_id, ts) index, which walks
+    # no table row (a GROUP BY over the slice number costs 4x: a temporary
+    # B-tree over every row).
+    if start is None or end is None:
+        return []
+    width = max(end - start, 1e-9) / bins
+    if per_pid:
+        sql = (
+            f"SELECT {_PID} AS pid, MIN(CAST((ts - ?) / ? AS INTEGER), {bins - 1}),"  # noqa: S608
+            " COUNT(*) FROM session_events WHERE session_id = ? AND ts IS NOT NULL GROUP BY 1, 2"
+        )
+        return [tuple(row) for row in conn.execute(sql, (start, width, session_id))]
+    count = "SELECT COUNT(*) FROM session_events WHERE session_id = ? AND ts >= ? AND ts < ?"
+    edges = [start + index * width for index in range(bins)] + [float("inf")]
+    return [
+        (
+            None,
+            index,
+            conn.execute(count, (session_id, edges[index], edges[index + 1])).fetchone()[0],
+        )
+        for index in range(bins)
+    ]
