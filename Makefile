@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench bench-quick lint clean postgres-server
+.PHONY: test demo bench bench-quick lint clean postgres-server browser screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check codex_logging tests bench scripts
 	$(BIN)/mypy
 
-test: lint postgres-server
+test: lint postgres-server browser
 	rm -f .coverage .coverage.*
 	$(BIN)/python -m coverage run -m pytest
 	$(BIN)/python -m coverage combine --quiet
@@ -52,6 +52,25 @@ ifeq ($(strip $(PG_FOUND)),)
 	fi
 endif
 
+# The web viewer's tests drive a headless Chromium (tests/browser.py): Debian's
+# chromium and chromium-driver are installed if either is missing.
+BROWSER_FOUND = $(and $(shell command -v chromium 2>/dev/null),$(shell command -v chromedriver 2>/dev/null))
+
+browser:
+ifeq ($(strip $(BROWSER_FOUND)),)
+	@if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "make: chromium and chromedriver not found and cannot be installed here:" \
+	    "as root run 'apt-get install chromium chromium-driver' (the browser tests skip without them, and fail under CI)" >&2; \
+	else \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -q && apt-get install -y -q --no-install-recommends chromium chromium-driver; \
+	fi
+endif
+
+# docs/viewer-sessions.png and docs/viewer-session.png, from demo sessions.
+screenshots: $(STAMP) browser
+	$(BIN)/python scripts/viewer_screenshots.py
+
 demo: $(STAMP)
 	$(BIN)/python scripts/codex_end_to_end.py
 
@@ -66,6 +85,7 @@ bench-quick: $(STAMP)
 	BENCH_RECORDS=4000 BENCH_REPEATS=2 BENCH_CHUNK=1000 BENCH_SCALING_RECORDS=4000 \
 	BENCH_SYNC_LINES=50000 BENCH_BIG_MB=0 BENCH_IDLE_FILES=1000 BENCH_LARGE_RECORDS=20 \
 	BENCH_LONG_LINE_MB=8 BENCH_QUERY_EVENTS=50000 BENCH_PG_LINES=20000 \
+	BENCH_VIEWER_EVENTS=50000 BENCH_VIEWER_SESSIONS=1000 \
 	$(BIN)/python bench/run_all.py
 
 clean:

@@ -13,6 +13,7 @@ import bench_query
 import bench_redact
 import bench_scaling
 import bench_sync
+import bench_viewer
 import bench_write
 
 
@@ -46,7 +47,8 @@ def main() -> None:
     print(bench_sync.main(), end="\n\n", flush=True)
     print(bench_query.main(), end="\n\n", flush=True)
     print(__import__("bench_postgres").main(), end="\n\n", flush=True)
-    print(bench_redact.main(), flush=True)
+    print(bench_redact.main(), end="\n\n", flush=True)
+    print(bench_viewer.main(), flush=True)
 
 
 if __name__ == "__main__":

@@ -10,16 +10,19 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "codex_logging"
-FOLDERS = ("_write", "_redaction", "_mirror", "_sqlite", "_postgres", "_cli")
+FOLDERS = ("_write", "_redaction", "_mirror", "_sqlite", "_postgres", "_viewer", "_cli")
+VIEWER = "codex_logging._viewer"
 
 #: Part -> modules (dotted prefixes) it must never import.
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "ground": (*(f"codex_logging.{f}" for f in FOLDERS), "psycopg"),
+    "api": (VIEWER,),
     "_write": (
         "codex_logging._mirror",
         "codex_logging._sqlite",
         "codex_logging._postgres",
         "codex_logging._cli",
+        VIEWER,
         "sqlite3",
         "psycopg",
     ),
@@ -29,6 +32,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "codex_logging._sqlite",
         "codex_logging._postgres",
         "codex_logging._cli",
+        VIEWER,
         "psycopg",
     ),
     "_mirror": (
@@ -36,10 +40,18 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "codex_logging._sqlite",
         "codex_logging._postgres",
         "codex_logging._cli",
+        VIEWER,
         "psycopg",
     ),
-    "_sqlite": ("codex_logging._write", "codex_logging._postgres", "codex_logging._cli", "psycopg"),
-    "_postgres": ("codex_logging._write", "codex_logging._sqlite", "codex_logging._cli"),
+    "_sqlite": (
+        "codex_logging._write",
+        "codex_logging._postgres",
+        "codex_logging._cli",
+        VIEWER,
+        "psycopg",
+    ),
+    "_postgres": ("codex_logging._write", "codex_logging._sqlite", "codex_logging._cli", VIEWER),
+    "_viewer": ("codex_logging._write", "codex_logging._cli", "psycopg"),
     "_cli": ("codex_logging._write", "psycopg"),
 }
 
@@ -88,7 +100,7 @@ def test_every_folder_is_in_the_table() -> None:
     """A new folder gets its own rules: the table and the tree list the same parts."""
     folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert folders == set(FOLDERS)
-    assert set(FORBIDDEN) == {"ground", *FOLDERS}
+    assert set(FORBIDDEN) == {"ground", "api", *FOLDERS}
 
 
 def test_no_part_imports_what_it_must_not() -> None:

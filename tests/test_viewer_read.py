@@ -33,25 +33,28 @@ def test_sessions_page_newest_first_with_search_status_and_paging(mirror: Path) 
 
 
 def test_events_page_follows_seq_after_the_cursor_with_filters(mirror: Path) -> None:
-    first = read.events_page(mirror, Filters(session_id="a"), limit=3)
-    assert [e["seq"] for e in first] == [1, 2, 3]
-    rest = read.events_page(mirror, Filters(session_id="a"), after=3, limit=100)
-    assert [e["seq"] for e in rest] == [4, 5, 6, 7]
-    assert read.events_page(mirror, Filters(session_id="a"), after=7) == []
-    warnings = read.events_page(mirror, Filters(session_id="a", levels=("WARNING",)))
+    first, following = read.events_page(mirror, Filters(session_id="a"), limit=3)
+    assert ([e["seq"] for e in first], following) == ([1, 2, 3], 3)
+    rest, following = read.events_page(mirror, Filters(session_id="a"), after=3, limit=100)
+    assert ([e["seq"] for e in rest], following) == ([4, 5, 6, 7], 7)
+    assert read.events_page(mirror, Filters(session_id="a"), after=7) == ([], 7)
+    warnings, following = read.events_page(mirror, Filters(session_id="a", levels=("WARNING",)))
     assert [e["message"] for e in warnings] == ["Über careful"]
-    tool = read.events_page(mirror, Filters(session_id="a", role="tool", grep="über"))
+    assert following == 7  # the rows that did not match are not read again
+    errors, _ = read.events_page(mirror, Filters(session_id="a", levels=("ERROR", "CRITICAL")))
+    assert [e["seq"] for e in errors] == [3, 5]  # from the alerts index, in seq order
+    tool, _ = read.events_page(mirror, Filters(session_id="a", role="tool", grep="über"))
     assert [e["seq"] for e in tool] == [2]
-    assert read.events_page(mirror, Filters(session_id="a", logger="nobody")) == []
+    assert read.events_page(mirror, Filters(session_id="a", logger="nobody")) == ([], 7)
     with pytest.raises(UnknownSessionError):
         read.events_page(mirror, Filters(session_id="zzz"))
 
 
 def test_events_page_sees_rows_synced_later(tmp_path: Path, mirror: Path) -> None:
-    last = read.events_page(mirror, Filters(session_id="a"))[-1]["seq"]
+    _rows, last = read.events_page(mirror, Filters(session_id="a"))
     write(tmp_path / "sessions", "a", [{"ts": NOW + 30, "message": "late", "pid": 12}])
     sync_to_sqlite(mirror, tmp_path / "sessions")
-    new = read.events_page(mirror, Filters(session_id="a"), after=last)
+    new, _ = read.events_page(mirror, Filters(session_id="a"), after=last)
     assert [e["message"] for e in new] == ["late"]
 
 

@@ -23,7 +23,7 @@ from codex_logging._cli.output import (
     session_line,
     to_json,
 )
-from codex_logging._errors import DatabaseError, DatabaseNotFoundError
+from codex_logging._errors import CodexLoggingError, DatabaseError, DatabaseNotFoundError
 from codex_logging._mirror import filters as _filters
 from codex_logging._mirror.prune import Mirror, prune
 from codex_logging._mirror.target import SyncReport
@@ -266,3 +266,43 @@ def cmd_prune(args: argparse.Namespace) -> int:
         summary += f"{report.files_deleted} files and {report.rows_deleted} rows deleted"
     print(summary, flush=True)
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the web viewer (docs/viewer.md) until Ctrl-C."""
+    try:
+        from codex_logging._viewer.backend import (  # noqa: PLC0415 - the viewer extra, on use only
+            Backend,
+            PostgresBackend,
+            SqliteBackend,
+        )
+        from codex_logging._viewer.server import serve  # noqa: PLC0415
+    except ImportError as exc:
+        msg = f"the viewer needs its extra: pip install 'codex-logging[viewer]' ({exc})"
+        raise ViewerNotInstalledError(msg) from None
+    url = postgres_url(args)
+    backend: Backend
+    if url is not None:
+        backend = PostgresBackend(url)
+        backend.sessions(None, None, 0, 1)  # a wrong URL fails here: one line, exit 2
+    else:
+        database = sqlite_db(args)
+        if not os.path.exists(database):
+            msg = f"no database at {database} (run 'codex-logs sync' first)"
+            raise DatabaseNotFoundError(msg)
+        backend = SqliteBackend(database)
+        backend.sessions(None, None, 0, 1)
+    try:
+        serve(backend, args.host, args.port)
+    except OSError as exc:
+        msg = f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+        raise ServeError(msg) from None
+    return 0
+
+
+class ViewerNotInstalledError(CodexLoggingError):
+    """``codex-logs serve`` without the ``viewer`` extra installed."""
+
+
+class ServeError(CodexLoggingError):
+    """The viewer's address cannot be listened on."""

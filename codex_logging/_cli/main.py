@@ -16,7 +16,14 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NoReturn
 
-from codex_logging._cli.commands import cmd_prune, cmd_query, cmd_sessions, cmd_sync, db_sources
+from codex_logging._cli.commands import (
+    cmd_prune,
+    cmd_query,
+    cmd_serve,
+    cmd_sessions,
+    cmd_sync,
+    db_sources,
+)
 from codex_logging._cli.output import one_line
 from codex_logging._errors import CodexLoggingError
 from codex_logging._mirror import filters as _filters
@@ -243,6 +250,44 @@ def _add_commands(commands: Any) -> None:
     pruner.add_argument("--sessions-dir", help=_DIR_HELP)
     pruner.add_argument("--json", action="store_true", help="one JSON object")
     pruner.set_defaults(run=cmd_prune)
+    _add_serve(commands)
+
+
+def _add_serve(commands: Any) -> None:
+    server = commands.add_parser(
+        "serve",
+        help="a local, read-only web viewer of the mirror",
+        description=(
+            "Serve a read-only web viewer of the mirror (SQLite or a postgresql:// URL):"
+            " the sessions, and each session's timeline and transcript, followed live."
+            " Needs the viewer extra: pip install 'codex-logging[viewer]'."
+        ),
+        epilog="example: codex-logs serve --port 8700",
+    )
+    server.add_argument("--db", help=_DB_HELP)
+    server.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address to listen on (default 127.0.0.1: this machine only)",
+    )
+    server.add_argument(
+        "--port",
+        type=_port,
+        default=8700,
+        help="the port (default 8700; 0 picks a free one)",
+    )
+    server.set_defaults(run=cmd_serve)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        msg = f"expected a port from 0 to 65535, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

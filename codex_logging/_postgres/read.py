@@ -355,7 +355,7 @@ def sessions_page_postgres(
 
 def events_page_postgres(
     url: str, where: Filters, *, after: Cursor | None = None, limit: int = 200
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], Cursor | None]:
     """Return one session's events after ``after``, every source merged by ``ts``.
 
     Pages follow ``(ts, source_id, seq)`` (rows without a time last), along
@@ -368,7 +368,10 @@ def events_page_postgres(
         limit: How many events at most.
 
     Returns:
-        One dict per event, the keys of :data:`EVENT_COLUMNS` and ``source_id``.
+        One dict per event, the keys of :data:`EVENT_COLUMNS` and ``source_id``;
+        and the ``after`` of the next page: the last row's for a full page,
+        else the session's last row now (rows that did not match are not
+        read again).
 
     Raises:
         DatabaseError: The database cannot be read or has no mirror tables.
@@ -393,12 +396,17 @@ def events_page_postgres(
     )
     with _reader(url) as conn, conn.cursor(row_factory=import_psycopg().rows.dict_row) as cur:
         rows = cur.execute(sql, (*params, limit)).fetchall()
-        if not rows:
-            probe = "SELECT 1 FROM session_summary WHERE session_id = %s LIMIT 1"
-            if cur.execute(probe, (where.session_id,)).fetchone() is None:
+        last = rows[-1] if len(rows) == limit else None
+        if last is None:
+            probe = (
+                "SELECT ts, source_id, seq FROM session_events WHERE session_id = %s"
+                " ORDER BY ts DESC NULLS FIRST, source_id DESC, seq DESC LIMIT 1"
+            )
+            last = cur.execute(probe, (where.session_id,)).fetchone()
+            if last is None:
                 msg = f"unknown session {where.session_id} in {display_url(url)}"
                 raise UnknownSessionError(msg)
-    return list(rows)
+    return list(rows), (last["ts"], last["source_id"], int(last["seq"]))
 
 
 def timeline_postgres(url: str, session_id: str, *, bins: int = 120) -> dict[str, Any]:

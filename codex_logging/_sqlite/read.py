@@ -445,6 +445,7 @@ _ALERT_LEVELS: Final = (
     "(level = 'WARNING' OR level = 'WARN' OR level = 'ERROR'"
     " OR level = 'CRITICAL' OR level = 'FATAL')"
 )
+_ALERT_NAMES: Final = frozenset({"WARNING", "WARN", "ERROR", "CRITICAL", "FATAL"})
 _PID: Final = "json_extract(CASE WHEN json_valid(data) THEN data END, '$.pid')"
 
 
@@ -523,8 +524,8 @@ def _session_terms(search: str | None, status: str | None) -> tuple[list[str], l
 
 def events_page(
     database: str | None, filters: Filters, *, after: int = 0, limit: int = 200
-) -> list[dict[str, Any]]:
-    """Return one session's events after ``after`` in file order, at most ``limit``.
+) -> tuple[list[dict[str, Any]], int]:
+    """Return one session's events after ``after`` in file order, and where the next page starts.
 
     Each page is read along the primary key from ``after``: the first page of
     a session of a million events costs what a page of a small one does.
@@ -536,8 +537,11 @@ def events_page(
         limit: How many events at most.
 
     Returns:
-        One dict per event (the keys of :data:`EVENT_COLUMNS`), by ``seq``;
-        fewer than ``limit`` when the session has no more yet.
+        At most ``limit`` dicts, one per event (the keys of :data:`EVENT_COLUMNS`), by ``seq``,
+        fewer than ``limit`` when the session has no more yet; and the
+        ``after`` of the next page: the last row's ``seq`` for a full page,
+        else the session's last ``seq`` now, so rows that did not match are
+        not read again.
 
     Raises:
         DatabaseNotFoundError: There is no database.
@@ -551,19 +555,33 @@ def events_page(
     with contextlib.closing(conn):
         conn.create_function("codex_contains", 2, _contains, deterministic=True)
         where, params = sqlite_where(filters, EVENTS)
+        table = "session_events"
+        if filters.levels and set(filters.levels) <= _ALERT_NAMES:
+            # Warnings and worse are few: read from their partial index
+            # (its condition word for word) and sorted, not by walking every
+            # row of the session along the primary key (8 ms against 700 ms
+            # for the errors of a session of a million events).
+            table += " INDEXED BY session_events_alerts"
+            where.append(_ALERT_LEVELS)
         sql = (
-            f"SELECT {EVENTS.columns} FROM session_events"  # noqa: S608 - constants, values as ?
+            f"SELECT {EVENTS.columns} FROM {table}"  # noqa: S608 - constants, values as ?
             f" WHERE {' AND '.join(['seq > ?', *where])} ORDER BY seq LIMIT ?"
         )
         conn.execute("BEGIN")
         try:
             rows = conn.execute(sql, (after, *params, limit)).fetchall()
-            if not rows and not _has_session(conn, filters.session_id):
-                msg = f"unknown session {filters.session_id} in {path}"
-                raise UnknownSessionError(msg)
+            if len(rows) == limit:
+                following = int(rows[-1]["seq"])
+            else:
+                last = "SELECT MAX(seq) FROM session_events WHERE session_id = ?"
+                (top,) = conn.execute(last, (filters.session_id,)).fetchone()
+                if top is None:
+                    msg = f"unknown session {filters.session_id} in {path}"
+                    raise UnknownSessionError(msg)
+                following = max(after, int(top))
         finally:
             conn.execute("COMMIT")
-    return [dict(row) for row in rows]
+    return [dict(row) for row in rows], following
 
 
 def seq_at(database: str | None, session_id: str, ts: float) -> int | None:
@@ -580,11 +598,6 @@ def seq_at(database: str | None, session_id: str, ts: float) -> int | None:
             (session_id, ts),
         ).fetchone()
     return None if row is None else int(row[0])
-
-
-def _has_session(conn: sqlite3.Connection, session_id: str) -> bool:
-    probe = "SELECT 1 FROM session_summary WHERE session_id = ?"
-    return conn.execute(probe, (session_id,)).fetchone() is not None
 
 
 def timeline(database: str | None, session_id: str, *, bins: int = 120) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""The web viewer of the mirror: ``codex-logs serve`` (docs/viewer.md)."""

@@ -1,0 +1,296 @@
+"""The viewer's web application: two pages, two JSON reads, static files, one guard.
+
+Starlette routes the requests and Jinja2 renders the pages with autoescaping
+on, so every value from a record is text in the page; the transcript is drawn
+by ``static/session.js`` with ``textContent``, never as markup. The guard in
+front of every request refuses a ``Host`` header that is not this server's
+(DNS rebinding) and anything but GET and HEAD, and adds a strict
+Content-Security-Policy to every response (docs/viewer.md, "Safety").
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Final
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from codex_logging._errors import (
+    CodexLoggingError,
+    InvalidFilterError,
+    InvalidSessionId,
+    UnknownSessionError,
+    hide_secrets,
+)
+from codex_logging._mirror.filters import Filters, level_names
+from codex_logging._settings import validate_session_id
+from codex_logging._viewer.backend import Backend, event_view
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HERE: Final = os.path.dirname(os.path.abspath(__file__))
+
+#: Sent with every response: scripts, styles and requests from this origin only.
+CSP: Final = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+    " connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self';"
+    " frame-ancestors 'none'"
+)
+SECURITY_HEADERS: Final = (
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+    (b"cache-control", b"no-store"),
+)
+
+#: Sessions per page of the sessions list; events per page of a transcript.
+SESSIONS_PER_PAGE: Final = 100
+EVENTS_PER_PAGE: Final = 200
+MAX_EVENTS_PER_PAGE: Final = 1000
+
+#: The minimum levels the transcript's level filter offers.
+LEVEL_CHOICES: Final = ("debug", "info", "warning", "error", "critical")
+ROLE_CHOICES: Final = ("user", "assistant", "system", "tool")
+
+
+class Guard:
+    """Refuse unknown ``Host`` headers and methods other than GET/HEAD; add the security headers."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Iterable[str]) -> None:
+        self.app = app
+        self.allowed = frozenset(host.lower() for host in allowed_hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":  # no websockets here
+            return
+        headers = dict(scope["headers"])
+        host = headers.get(b"host", b"").decode("latin-1").lower()
+
+        async def secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        if host not in self.allowed:
+            text = "unknown Host header: this viewer answers only to its own address\n"
+            await PlainResponse(text, 421)(scope, receive, secured)
+            return
+        if scope["method"] not in {"GET", "HEAD"}:
+            await PlainResponse("read-only: GET and HEAD only\n", 405)(scope, receive, secured)
+            return
+        await self.app(scope, receive, secured)
+
+
+class PlainResponse(Response):
+    """A short text answer."""
+
+    media_type = "text/plain; charset=utf-8"
+
+
+def allowed_hosts(host: str, port: int) -> set[str]:
+    """Return the ``Host`` header values this server answers to: loopback names and ``host``."""
+    names = {"localhost", "127.0.0.1", "[::1]"}
+    names.add(f"[{host}]" if ":" in host else host)
+    return {f"{name}:{port}" for name in names}
+
+
+# -- formatting, for the templates --------------------------------------------
+
+
+def when(ts: float | None) -> str:
+    """Local date and time to the second, as the command line shows times."""
+    if ts is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def duration(seconds: float | None) -> str:
+    """``0.35 s``, ``12.3 s``, ``4 min 05 s``, ``2 h 03 min``; ``-`` when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.2f} s"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+def number(value: int | None) -> str:
+    """``1,000,000``; ``-`` for None."""
+    return "-" if value is None else f"{int(value):,}"
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(os.path.join(HERE, "templates")),
+        autoescape=True,  # every {{ value }} is escaped, whatever the template's name
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(when=when, duration=duration, number=number)
+    return env
+
+
+# -- the application ----------------------------------------------------------
+
+
+class Viewer:
+    """The pages and JSON reads of one mirror."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.env = _environment()
+
+    def page(self, name: str, code: int = 200, **context: Any) -> HTMLResponse:
+        html = self.env.get_template(name).render(db_name=self.backend.name, **context)
+        return HTMLResponse(html, code)
+
+    def failure(self, exc: CodexLoggingError, *, json: bool) -> Response:
+        code = 503
+        if isinstance(exc, UnknownSessionError):
+            code = 404
+        elif isinstance(exc, (InvalidFilterError, InvalidSessionId)):
+            code = 400
+        text = hide_secrets(str(exc), getattr(self.backend, "url", None))
+        if json:
+            return JSONResponse({"error": text}, code)
+        return self.page("error.html", code, message=text, status=code)
+
+    def sessions(self, request: Request) -> Response:
+        q = request.query_params.get("q", "").strip() or None
+        status = request.query_params.get("status") or None
+        offset = _whole(request.query_params.get("offset"), 0)
+        try:
+            total, rows = self.backend.sessions(q, status, offset, SESSIONS_PER_PAGE)
+        except CodexLoggingError as exc:
+            return self.failure(exc, json=False)
+        return self.page(
+            "sessions.html",
+            rows=rows,
+            total=total,
+            q=q or "",
+            status=status or "",
+            offset=offset,
+            per_page=SESSIONS_PER_PAGE,
+        )
+
+    def session(self, request: Request) -> Response:
+        sid = request.path_params["session_id"]
+        try:
+            validate_session_id(sid)
+            summary = self.backend.session(sid)
+        except CodexLoggingError as exc:
+            return self.failure(exc, json=False)
+        params = request.query_params
+        return self.page(
+            "session.html",
+            s=summary,
+            sid=sid,
+            level=params.get("level", ""),
+            role=params.get("role", ""),
+            logger=params.get("logger", ""),
+            q=params.get("q", ""),
+            levels=LEVEL_CHOICES,
+            roles=ROLE_CHOICES,
+            page_size=EVENTS_PER_PAGE,
+        )
+
+    def events(self, request: Request) -> Response:
+        sid = request.path_params["session_id"]
+        params = request.query_params
+        limit = min(_whole(params.get("limit"), EVENTS_PER_PAGE) or 1, MAX_EVENTS_PER_PAGE)
+        after = params.get("after") or None
+        rows: list[dict[str, Any]] = []
+        following: str | None = None
+        try:
+            filters = _filters(sid, params)
+            at = params.get("at")
+            if at and not after:
+                after = self.backend.cursor_at(sid, _moment(at))
+            # An "at" past the last event: nothing to show, the end.
+            if not at or after is not None:
+                rows, following = self.backend.events(filters, after, limit)
+        except CodexLoggingError as exc:
+            return self.failure(exc, json=True)
+        shown = [event_view(row) for row in rows]
+        return JSONResponse(
+            {"events": shown, "after": after, "cursor": following, "more": len(rows) == limit}
+        )
+
+    def timeline(self, request: Request) -> Response:
+        sid = request.path_params["session_id"]
+        try:
+            validate_session_id(sid)
+            shape = self.backend.timeline(sid)
+        except CodexLoggingError as exc:
+            return self.failure(exc, json=True)
+        return JSONResponse(shape)
+
+    async def not_found(self, request: Request, exc: Exception) -> Response:
+        del request, exc
+        return self.page("error.html", 404, message="no such page", status=404)
+
+
+def create_app(backend: Backend, hosts: Iterable[str]) -> ASGIApp:
+    """Return the viewer of ``backend``, answering to the ``hosts`` (``name:port``) only."""
+    viewer = Viewer(backend)
+    routes = [
+        Route("/", viewer.sessions),
+        Route("/s/{session_id:str}", viewer.session),
+        Route("/api/s/{session_id:str}/events", viewer.events),
+        Route("/api/s/{session_id:str}/timeline", viewer.timeline),
+        Mount("/static", StaticFiles(directory=os.path.join(HERE, "static")), name="static"),
+    ]
+    app = Starlette(routes=routes)
+    app.add_exception_handler(404, viewer.not_found)
+    return Guard(app, hosts)
+
+
+def _whole(text: str | None, default: int) -> int:
+    try:
+        return max(int(text), 0) if text else default
+    except ValueError:
+        return default
+
+
+def _moment(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        msg = f"invalid time {text!r}: Unix seconds"
+        raise InvalidFilterError(msg)
+    return value
+
+
+def _filters(sid: str, params: Any) -> Filters:
+    level = params.get("level") or None
+    role = params.get("role") or None
+    logger = params.get("logger") or None
+    grep = params.get("q") or None
+    return Filters(
+        session_id=validate_session_id(sid),
+        levels=None if level is None else level_names(level),
+        role=role,
+        logger=logger,
+        grep=grep,
+    )
