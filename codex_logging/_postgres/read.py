@@ -14,13 +14,13 @@ from typing import Any, Final
 
 from codex_logging._errors import DatabaseError, UnknownSessionError
 from codex_logging._mirror.filters import Filters, check_tail, resolve_level, standard_names
-from codex_logging._mirror.schema import EVENT_COLUMNS, LEVEL_ALIASES, LEVELS, SESSION_COLUMNS
 from codex_logging._mirror.pages import (
     ALERT_LIMIT,
     TIMELINE_EXACT_EVENTS,
     check_status,
     timeline_shape,
 )
+from codex_logging._mirror.schema import EVENT_COLUMNS, LEVEL_ALIASES, LEVELS, SESSION_COLUMNS
 from codex_logging._postgres.db import (
     connect,
     display_url,
@@ -380,6 +380,13 @@ def events_page_postgres(
     if where.session_id is None:
         msg = "events_page_postgres needs a session_id"
         raise ValueError(msg)
+    with _reader(url) as conn, conn.cursor(row_factory=import_psycopg().rows.dict_row) as cur:
+        return _events_page(cur, url, _resolve_level(cur, where), after, limit)
+
+
+def _events_page(
+    cur: Any, url: str, where: Filters, after: Cursor | None, limit: int
+) -> tuple[list[dict[str, Any]], Cursor | None]:
     clauses, params = postgres_where(where)
     if after is not None:
         ts, source, seq = after
@@ -394,18 +401,17 @@ def events_page_postgres(
         f" WHERE {' AND '.join(clauses)}"
         " ORDER BY ts NULLS LAST, source_id, seq LIMIT %s"
     )
-    with _reader(url) as conn, conn.cursor(row_factory=import_psycopg().rows.dict_row) as cur:
-        rows = cur.execute(sql, (*params, limit)).fetchall()
-        last = rows[-1] if len(rows) == limit else None
+    rows = cur.execute(sql, (*params, limit)).fetchall()
+    last = rows[-1] if len(rows) == limit else None
+    if last is None:
+        probe = (
+            "SELECT ts, source_id, seq FROM session_events WHERE session_id = %s"
+            " ORDER BY ts DESC NULLS FIRST, source_id DESC, seq DESC LIMIT 1"
+        )
+        last = cur.execute(probe, (where.session_id,)).fetchone()
         if last is None:
-            probe = (
-                "SELECT ts, source_id, seq FROM session_events WHERE session_id = %s"
-                " ORDER BY ts DESC NULLS FIRST, source_id DESC, seq DESC LIMIT 1"
-            )
-            last = cur.execute(probe, (where.session_id,)).fetchone()
-            if last is None:
-                msg = f"unknown session {where.session_id} in {display_url(url)}"
-                raise UnknownSessionError(msg)
+            msg = f"unknown session {where.session_id} in {display_url(url)}"
+            raise UnknownSessionError(msg)
     return list(rows), (last["ts"], last["source_id"], int(last["seq"]))
 
 

@@ -445,7 +445,6 @@ _ALERT_LEVELS: Final = (
     "(level = 'WARNING' OR level = 'WARN' OR level = 'ERROR'"
     " OR level = 'CRITICAL' OR level = 'FATAL')"
 )
-_ALERT_NAMES: Final = frozenset({"WARNING", "WARN", "ERROR", "CRITICAL", "FATAL"})
 _PID: Final = "json_extract(CASE WHEN json_valid(data) THEN data END, '$.pid')"
 
 
@@ -553,18 +552,9 @@ def events_page(
         raise ValueError(msg)
     path, conn = _open_mirror(database)
     with contextlib.closing(conn):
-        conn.create_function("codex_contains", 2, _contains, deterministic=True)
-        where, params = sqlite_where(filters, EVENTS)
-        table = "session_events"
-        if filters.levels and set(filters.levels) <= _ALERT_NAMES:
-            # Warnings and worse are few: read from their partial index
-            # (its condition word for word) and sorted, not by walking every
-            # row of the session along the primary key (8 ms against 700 ms
-            # for the errors of a session of a million events).
-            table += " INDEXED BY session_events_alerts"
-            where.append(_ALERT_LEVELS)
+        where, params = sqlite_where(_resolve_level(conn, filters), EVENTS)
         sql = (
-            f"SELECT {EVENTS.columns} FROM {table}"  # noqa: S608 - constants, values as ?
+            f"SELECT {EVENTS.columns} FROM session_events"  # noqa: S608 - constants, values as ?
             f" WHERE {' AND '.join(['seq > ?', *where])} ORDER BY seq LIMIT ?"
         )
         conn.execute("BEGIN")

@@ -29,7 +29,7 @@ from codex_logging._errors import (
     UnknownSessionError,
     hide_secrets,
 )
-from codex_logging._mirror.filters import Filters, level_names
+from codex_logging._mirror.filters import Filters, check_level
 from codex_logging._settings import validate_session_id
 from codex_logging._viewer.backend import Backend, event_view
 
@@ -289,7 +289,7 @@ def _filters(sid: str, params: Any) -> Filters:
     grep = params.get("q") or None
     return Filters(
         session_id=validate_session_id(sid),
-        levels=None if level is None else level_names(level),
+        min_level=None if level is None else check_level(level),
         role=role,
         logger=logger,
         grep=grep,
