@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import structlog
 
+from codex_logging._write.sink import _REPORTED as REPORTED
 from codex_logging._write.writer import WRITER
 
 
@@ -46,6 +47,7 @@ def _isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     os.environ.clear()
     os.environ.update(saved_env)
     WRITER.close_all()
+    REPORTED.clear()  # each test's failures are said afresh, whatever ran before
 
 
 def _all_loggers() -> list[logging.Logger]:

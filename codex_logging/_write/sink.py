@@ -48,8 +48,9 @@ from codex_logging._settings import (
 from codex_logging._write.session import current_session, get_session_id
 from codex_logging._write.writer import WRITER, FsyncPolicy, check_fsync
 
-#: Distinct failure causes reported per process; past this, failures are only counted.
-MAX_REPORTED: Final = 64
+#: Distinct (cause, folder) pairs reported per process; past this, failures
+#: are only counted (a bound on memory, far above one program's folders).
+MAX_REPORTED: Final = 1024
 #: Kinds of failure by errno: one stderr line for each kind, whichever file or
 #: byte count the message names (EMFILE for 50 session files is one cause).
 _ERRNO_KINDS: Final = {
