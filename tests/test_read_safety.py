@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from codex_logging import DatabaseError, UnsafePathError, sync_to_sqlite
+from codex_logging._mirror.filters import build
 from codex_logging._mirror.schema import EVENT_COLUMNS, SESSION_COLUMNS
 from codex_logging._settings import QUERY_TIMEOUT, query_timeout
+from codex_logging._sqlite import read as _sqlite_read
 from codex_logging.query_logs import query, sessions
 from tests.conftest import db_connection
 
@@ -188,6 +190,34 @@ class TestStatementTimeout:
             query(str(db))
         with pytest.raises(DatabaseError, match=r"took longer than 0\.5 s and was stopped"):
             sessions(str(db))
+
+    def test_the_viewers_reads_raise_database_error(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The web viewer's pages of such a database raise DatabaseError too, which it shows."""
+        db = str(tmp_path / "m" / "endless.db")
+        endless_database(Path(db))
+        monkeypatch.setenv("CODEX_QUERY_TIMEOUT", "0.5")
+        reads = [
+            lambda: _sqlite_read.sessions_page(db),
+            lambda: _sqlite_read.events_page(
+                db,
+                build(
+                    session_id="forged",
+                    kind=None,
+                    since=None,
+                    until=None,
+                    level=None,
+                    grep=None,
+                    role=None,
+                ),
+            ),
+            lambda: _sqlite_read.timeline(db, "forged"),
+            lambda: _sqlite_read.seq_at(db, "forged", 1e12),
+        ]
+        for read in reads:
+            with pytest.raises(DatabaseError, match=r"took longer than 0\.5 s"):
+                read()
 
     @pytest.mark.parametrize("value", ["", "0", "0.5", "3600"])
     def test_an_ordinary_database_reads_under_any_limit(

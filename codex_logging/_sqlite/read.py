@@ -490,8 +490,7 @@ def sessions_page(
     """
     where, params = _session_terms(search, status)
     path, conn = _open_mirror(database)
-    del path
-    with contextlib.closing(conn):
+    with contextlib.closing(conn), reading(path):
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         conn.execute("BEGIN")
         try:
@@ -502,7 +501,8 @@ def sessions_page(
                 (*params, limit, offset),
             ).fetchall()
         finally:
-            conn.execute("COMMIT")
+            if conn.in_transaction:  # a read stopped by the timeout rolled it back
+                conn.execute("COMMIT")
     return count, [dict(row) for row in rows]
 
 
@@ -551,7 +551,7 @@ def events_page(
         msg = "events_page needs a session_id"
         raise ValueError(msg)
     path, conn = _open_mirror(database)
-    with contextlib.closing(conn):
+    with contextlib.closing(conn), reading(path):
         where, params = sqlite_where(_resolve_level(conn, filters), EVENTS)
         sql = (
             f"SELECT {EVENTS.columns} FROM session_events"  # noqa: S608 - constants, values as ?
@@ -570,7 +570,8 @@ def events_page(
                     raise UnknownSessionError(msg)
                 following = max(after, int(top))
         finally:
-            conn.execute("COMMIT")
+            if conn.in_transaction:  # a read stopped by the timeout rolled it back
+                conn.execute("COMMIT")
     return [dict(row) for row in rows], following
 
 
@@ -581,8 +582,8 @@ def seq_at(database: str | None, session_id: str, ts: float) -> int | None:
         DatabaseNotFoundError: There is no database.
         DatabaseError: The database has no mirror of this version.
     """
-    _path, conn = _open_mirror(database)
-    with contextlib.closing(conn):
+    path, conn = _open_mirror(database)
+    with contextlib.closing(conn), reading(path):
         row = conn.execute(
             "SELECT seq FROM session_events WHERE session_id = ? AND ts >= ? ORDER BY ts LIMIT 1",
             (session_id, ts),
@@ -615,7 +616,7 @@ def timeline(database: str | None, session_id: str, *, bins: int = 120) -> dict[
     """
     validate_session_id(session_id)
     path, conn = _open_mirror(database)
-    with contextlib.closing(conn):
+    with contextlib.closing(conn), reading(path):
         conn.execute("BEGIN")
         try:
             summary = conn.execute(
@@ -640,7 +641,8 @@ def timeline(database: str | None, session_id: str, *, bins: int = 120) -> dict[
             exact = summary["events"] <= TIMELINE_EXACT_EVENTS
             counts = _bin_counts(conn, session_id, start, end, bins, per_pid=exact)
         finally:
-            conn.execute("COMMIT")
+            if conn.in_transaction:  # a read stopped by the timeout rolled it back
+                conn.execute("COMMIT")
     return timeline_shape(start, end, bins, marks, alerts, counts=counts, exact=exact)
 
 
