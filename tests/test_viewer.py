@@ -192,6 +192,10 @@ def test_the_guard_refuses_other_hosts_and_writes_and_sends_a_strict_policy(
     assert "script-src 'self'" in policy
     assert "unsafe-inline" not in policy
     assert ok.getheader("X-Content-Type-Options") == "nosniff"
+    assert ok.getheader("Cache-Control") == "no-store"
+    assert (
+        get(server.port, "/static/viewer.css").getheader("Cache-Control").endswith("max-age=86400")
+    )
     for host in (f"localhost:{server.port}", f"[::1]:{server.port}"):
         assert get(server.port, "/", host).status == 200
     # DNS rebinding: a page of another name that resolves here is refused.

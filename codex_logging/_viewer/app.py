@@ -10,6 +10,7 @@ Content-Security-Policy to every response (docs/viewer.md, "Safety").
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -52,8 +53,9 @@ SECURITY_HEADERS: Final = (
     (b"x-frame-options", b"DENY"),
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-resource-policy", b"same-origin"),
-    (b"cache-control", b"no-store"),
 )
+NO_STORE: Final = (b"cache-control", b"no-store")
+STATIC_CACHE: Final = (b"cache-control", b"private, max-age=86400")
 
 #: Sessions per page of the sessions list; events per page of a transcript.
 SESSIONS_PER_PAGE: Final = 100
@@ -81,9 +83,11 @@ class Guard:
         headers = dict(scope["headers"])
         host = headers.get(b"host", b"").decode("latin-1").lower()
 
+        cache = STATIC_CACHE if scope["path"].startswith("/static/") else NO_STORE
+
         async def secured(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS, cache]
             await send(message)
 
         if host not in self.allowed:
@@ -94,6 +98,20 @@ class Guard:
             await PlainResponse("read-only: GET and HEAD only\n", 405)(scope, receive, secured)
             return
         await self.app(scope, receive, secured)
+
+
+def _asset_version() -> str:
+    digest = hashlib.sha256()
+    folder = os.path.join(HERE, "static")
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name), "rb") as f:
+            digest.update(name.encode() + b"\0" + f.read())
+    return digest.hexdigest()[:12]
+
+
+#: In the static files' addresses (``?v=``): a changed file is a new address,
+#: so the browser may keep each one a day.
+ASSET_VERSION: Final = _asset_version()
 
 
 class PlainResponse(Response):
@@ -160,7 +178,9 @@ class Viewer:
         self.env = _environment()
 
     def page(self, name: str, code: int = 200, **context: Any) -> HTMLResponse:
-        html = self.env.get_template(name).render(db_name=self.backend.name, **context)
+        html = self.env.get_template(name).render(
+            db_name=self.backend.name, assets=ASSET_VERSION, **context
+        )
         return HTMLResponse(html, code)
 
     def failure(self, exc: CodexLoggingError, *, json: bool) -> Response:
@@ -194,12 +214,15 @@ class Viewer:
 
     def session(self, request: Request) -> Response:
         sid = request.path_params["session_id"]
+        params = request.query_params
         try:
             validate_session_id(sid)
             summary = self.backend.session(sid)
+            # The first page of the transcript comes with the page: one round
+            # trip less before the first screen.
+            first = self.first_page(sid, params, EVENTS_PER_PAGE)
         except CodexLoggingError as exc:
             return self.failure(exc, json=False)
-        params = request.query_params
         return self.page(
             "session.html",
             s=summary,
@@ -211,29 +234,36 @@ class Viewer:
             levels=LEVEL_CHOICES,
             roles=ROLE_CHOICES,
             page_size=EVENTS_PER_PAGE,
+            first=first,
         )
+
+    def first_page(self, sid: str, params: Any, limit: int) -> dict[str, Any]:
+        """Return one page of events as the JSON read and the session page give it.
+
+        Raises:
+            CodexLoggingError: A bad filter, cursor or time, or the database's error.
+        """
+        after = params.get("after") or None
+        rows: list[dict[str, Any]] = []
+        following: str | None = None
+        filters = _filters(sid, params)
+        at = params.get("at")
+        if at and not after:
+            after = self.backend.cursor_at(sid, _moment(at))
+        # An "at" past the last event: nothing to show, the end.
+        if not at or after is not None:
+            rows, following = self.backend.events(filters, after, limit)
+        shown = [event_view(row) for row in rows]
+        return {"events": shown, "after": after, "cursor": following, "more": len(rows) == limit}
 
     def events(self, request: Request) -> Response:
         sid = request.path_params["session_id"]
         params = request.query_params
         limit = min(_whole(params.get("limit"), EVENTS_PER_PAGE) or 1, MAX_EVENTS_PER_PAGE)
-        after = params.get("after") or None
-        rows: list[dict[str, Any]] = []
-        following: str | None = None
         try:
-            filters = _filters(sid, params)
-            at = params.get("at")
-            if at and not after:
-                after = self.backend.cursor_at(sid, _moment(at))
-            # An "at" past the last event: nothing to show, the end.
-            if not at or after is not None:
-                rows, following = self.backend.events(filters, after, limit)
+            return JSONResponse(self.first_page(sid, params, limit))
         except CodexLoggingError as exc:
             return self.failure(exc, json=True)
-        shown = [event_view(row) for row in rows]
-        return JSONResponse(
-            {"events": shown, "after": after, "cursor": following, "more": len(rows) == limit}
-        )
 
     def timeline(self, request: Request) -> Response:
         sid = request.path_params["session_id"]

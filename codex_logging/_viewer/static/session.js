@@ -158,7 +158,9 @@
     try {
       const extra = { after: cursor };
       if (first && !cursor && here.get("at")) extra.at = here.get("at");
-      const page = await fetchJson(eventsQuery(extra));
+      // The first page came with the page itself (a JSON data block, not code).
+      const embedded = first ? document.getElementById("first-page") : null;
+      const page = embedded ? JSON.parse(embedded.textContent) : await fetchJson(eventsQuery(extra));
       if (page.after) cursor = page.after;
       append(page.events);
       if (page.cursor) cursor = page.cursor;
