@@ -13,8 +13,8 @@ one HTTP request over loopback, the first (cold) one left out:
   start of navigation to the first transcript rows in the page, and to the
   timeline drawn, as the page's own clock marks them (``performance.mark``).
 
-Targets: the sessions page < 200 ms; a session's first screen (page and its
-first transcript page) < 300 ms. ``BENCH_VIEWER_EVENTS`` and
+Targets: the sessions page < 200 ms; a session's first screen (the page,
+which carries the first 200 events) < 300 ms. ``BENCH_VIEWER_EVENTS`` and
 ``BENCH_VIEWER_SESSIONS`` set smaller sizes for a quick run.
 """
 
@@ -146,8 +146,8 @@ def main() -> str:
             cases = [
                 (f"sessions page ({SESSIONS + 1:,} sessions, first 100)", "/", 200),
                 ("sessions page, search 'run-09' and status error", "/?q=run-09&status=error", 200),
-                (f"session page ({EVENTS:,} events)", "/s/big", None),
-                ("its first transcript page (200 events)", "/api/s/big/events?limit=200", None),
+                (f"session page ({EVENTS:,} events), its first 200 events in it", "/s/big", 300),
+                ("the first transcript page alone (JSON)", "/api/s/big/events?limit=200", None),
                 ("a transcript page from its middle", f"/api/s/big/events?after={middle}", None),
                 ("the first page with level=error", "/api/s/big/events?level=error", None),
                 ("its timeline (120 slices, 4 processes)", "/api/s/big/timeline", None),
@@ -162,19 +162,12 @@ def main() -> str:
                 "| request | median | size | target |",
                 "| --- | ---: | ---: | --- |",
             ]
-            first_screen = 0.0
             for name, path, target in cases:
                 seconds, size = timed(port, path)
-                if path in {"/s/big", "/api/s/big/events?limit=200"}:
-                    first_screen += seconds
                 goal = f"< {target} ms" if target else ""
                 lines.append(
                     f"| {name} | {seconds * 1000:.1f} ms | {size / 1024:.1f} KiB | {goal} |"
                 )
-            lines.append(
-                f"| first screen: session page + first transcript page"
-                f" | {first_screen * 1000:.1f} ms | | < 300 ms |"
-            )
             drawn = in_browser(url + "s/big")
             if drawn is not None:
                 lines.append(

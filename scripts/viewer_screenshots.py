@@ -140,7 +140,7 @@ def main() -> int:
             driver.find_elements(By.CSS_SELECTOR, ".ev details summary")[0].click()  # type: ignore[attr-defined]
             time.sleep(0.3)
             driver.execute_script("window.scrollTo(0, 0)")  # type: ignore[attr-defined]
-            driver.set_window_size(1280, 1180)  # type: ignore[attr-defined]
+            driver.set_window_size(1280, 1330)  # type: ignore[attr-defined]
             time.sleep(0.5)
             driver.save_screenshot(str(ROOT / "docs" / "viewer-session.png"))  # type: ignore[attr-defined]
         finally:
