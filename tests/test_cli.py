@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from codex_logging import sync_to_sqlite
 from codex_logging._cli.main import import_main, main, query_main
+from tests.checks import write_rich_session
 from tests.conftest import db_connection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -360,7 +361,7 @@ class TestSync:
         }  # fmt: skip
         fields = run("codex-logs", "sessions", env=env).stdout.split()
         assert [fields[0], *fields[5:]] == [
-            "s1", "ok", "2", "messages=0", "warnings=0", "errors=0", "processes=0", "duration=1s",
+            "s1", "ok", "2", "messages=0", "warnings=0", "errors=0", "processes=0", "duration=1.00s",
         ]  # fmt: skip
 
     def test_watch_stops_on_sigint_after_a_last_round(self, tmp_path: Path) -> None:
@@ -388,17 +389,18 @@ class TestSync:
             assert conn.execute("SELECT count(*) FROM session_events").fetchone() == (2,)
 
     def test_watch_before_the_first_session_warns_once(self, tmp_path: Path) -> None:
-        """A --watch started before the folder exists warns once, makes no database, then syncs it."""
+        """A --watch started before the folder exists warns once, makes no database, then syncs it.
+
+        Only the first round says it found nothing: later idle rounds are quiet.
+        """
         folder = tmp_path / "later"
         proc = subprocess.Popen(
             [str(BIN / "codex-logs"), "sync", "--watch", "0.1", "--db", str(tmp_path / "x.db"), "--sessions-dir", str(folder)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert proc.stdout is not None
-        for _ in range(3):  # three rounds with no folder
-            assert (
-                proc.stdout.readline() == "synced 0 files: 0 rows inserted, 0 lines quarantined\n"
-            )
+        assert proc.stdout.readline() == "synced 0 files: 0 rows inserted, 0 lines quarantined\n"
+        time.sleep(0.5)  # several more rounds with no folder, said nowhere
         assert not (tmp_path / "x.db").exists()
         folder.mkdir(mode=0o700)
         (folder / "w.ndjson").write_text('{"message": "one"}\n')
@@ -453,7 +455,7 @@ class TestEndRecords:
         sync_to_sqlite(tmp_path / "x.db", folder)
         out = run("codex-logs", "query", "--db", str(tmp_path / "x.db")).stdout
         assert out.endswith(
-            "  f  end      ERROR     -  session end (error, ValueError: disk on fire, 1.250 s)\n"
+            "  f  end      ERROR     -  session end (error, ValueError: disk on fire, 1.25s)\n"
         )
 
 
@@ -690,6 +692,175 @@ class TestProgress:
                 break
             seen += chunk
         os.close(main_fd)
-        assert out == "synced 1 file: 30000 rows inserted, 0 lines quarantined\n"
+        assert out == "synced 1 file: 30,000 rows inserted, 0 lines quarantined\n"
         assert b"lines/s (big)" in seen
         assert seen.endswith(b"\r\x1b[K")
+
+
+@pytest.fixture
+def rich(tmp_path: Path) -> Path:
+    """A database whose session 'r' has fields, a traceback, a custom level and a failed end."""
+    folder = tmp_path / ".codex" / "sessions"
+    folder.mkdir(parents=True)
+    write_rich_session(folder)
+    (folder / "old.ndjson").write_text(json.dumps({"ts": 1.0, "message": "older session"}) + "\n")
+    path = tmp_path / ".codex" / "session_logs.db"
+    sync_to_sqlite(path, folder)
+    return path
+
+
+def messages(out: subprocess.CompletedProcess[str]) -> list[str]:
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line)["message"] for line in out.stdout.splitlines()]
+
+
+class TestWhereAndGrep:
+    def test_where_compares_text_numbers_and_absence(self, rich: Path) -> None:
+        """--where KEY=VALUE, !=, > and < on record fields, repeatable; all must hold."""
+        q = ("codex-logs", "query", "--db", str(rich), "--json", "--all")
+        assert messages(run(*q, "--where", "tool=git")) == ["calling git", "boom"]
+        assert messages(run(*q, "--where", "tool=git", "--where", "user=alice")) == ["calling git"]
+        assert messages(run(*q, "--where", "ms>1000")) == ["slow\x1b[2J"]
+        assert messages(run(*q, "--where", "ms<1000", "--where", "ms>=812.5")) == ["calling git"]
+        assert messages(run(*q, "--where", "ok=true")) == ["calling git"]
+        assert messages(run(*q, "--where", "levelno=25")) == ["<script>alert(1)</script>"]
+        # != keeps the records without the field: everything but git's two
+        assert len(messages(run(*q, "--where", "tool!=git"))) == 5
+        # a text field never compares as a number
+        assert messages(run(*q, "--where", "tool>1")) == []
+
+    def test_grep_searches_field_values_not_names(self, rich: Path) -> None:
+        """--grep finds a field's value (any case), never a field name, the time or the level."""
+        q = ("codex-logs", "query", "--db", str(rich), "--json", "--all")
+        assert messages(run(*q, "--grep", "ALICE")) == ["calling git"]
+        assert messages(run(*q, "--grep", "two words")) == ["calling git"]
+        assert messages(run(*q, "--grep", "user")) == []  # a field name
+        assert messages(run(*q, "--grep", "warning")) == []  # the level
+        assert messages(run(*q, "--grep", "valueerror")) == ["boom"]  # the traceback field
+
+    def test_bad_where_is_one_line_exit_2(self, rich: Path) -> None:
+        """A --where without an operator, or > with a word, names the flag; exit 2."""
+        for bad in ("tool", "ms>fast", "=x", 'a"b=1'):
+            out = run("codex-logs", "query", "--db", str(rich), "--where", bad)
+            assert out.returncode == 2
+            assert out.stderr.startswith(
+                "codex-logs query: error: argument --where: invalid --where"
+            )
+            assert len(out.stderr.splitlines()) == 1
+
+    def test_where_on_the_older_logs_table_is_refused(self, tmp_path: Path) -> None:
+        """A database with only the older logs table says --where needs session_events."""
+        import sqlite3
+
+        path = tmp_path / "old.db"
+        with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+            conn.execute("CREATE TABLE logs (ts REAL, session TEXT, kind TEXT, message TEXT)")
+            conn.execute("INSERT INTO logs VALUES (1, 's', 'message', 'hi')")
+        out = run("codex-logs", "query", "--db", str(path), "--where", "a=b")
+        assert out.returncode == 2
+        assert "--where need the session_events table" in out.stderr.replace("\n", "")
+
+    def test_all_prints_every_event(self, db: Path) -> None:
+        """--all lifts --tail: every matching event, oldest first."""
+        out = run("codex-logs", "query", "--db", str(db), "--session-id", "a", "--all", "--json")
+        assert messages(out) == [f"a{i}" for i in range(6)]
+
+
+class TestShow:
+    def test_transcript_of_the_latest_session(self, rich: Path) -> None:
+        """With no session named, the latest: marks, fields as key=value, traceback indented, escaped."""
+        out = run("codex-logs", "show", "--db", str(rich), "--all")
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert "── start r · pid 7 ──" in lines[0]
+        assert lines[1].endswith(
+            'INFO     [tool] agent: calling git  tool=git user=alice ms=812.5 ok=true note="two words" tags=["a","b"]'
+        )
+        assert "WARNING  agent: slow\\x1b[2J  tool=npm ms=2400" in lines[2]
+        assert lines[3].endswith("ERROR    agent: boom  tool=git")
+        assert lines[4:7] == [
+            "    Traceback (most recent call last):",
+            '      File "x.py", line 1',
+            "    ValueError: bad",
+        ]
+        assert lines[7].endswith("Level 25 agent: <script>alert(1)</script>")
+        assert lines[8].endswith("── end r · error · KeyboardInterrupt · 4.00s ──")
+        assert "\x1b" not in out.stdout  # piped: no colour, and the logged ESC is escaped
+        assert "older session" not in out.stdout
+
+    def test_named_session_tail_and_filters(self, rich: Path) -> None:
+        """A named session; --tail, --where and --level narrow it as in query."""
+        out = run("codex-logs", "show", "old", "--db", str(rich))
+        assert (
+            out.stdout.splitlines()[0].endswith("INFO     older session")
+            or "older session" in out.stdout
+        )
+        out = run("codex-logs", "show", "r", "--db", str(rich), "--tail", "1")
+        assert len(out.stdout.splitlines()) == 1
+        assert "── end r" in out.stdout
+        out = run(
+            "codex-logs", "show", "--db", str(rich), "--where", "tool=git", "--level", "error"
+        )
+        first, *rest = out.stdout.splitlines()
+        assert first.endswith("ERROR    agent: boom  tool=git")
+        assert all(line.startswith("    ") for line in rest)  # its traceback
+
+    def test_colour_on_a_terminal_never_with_no_color(self, rich: Path) -> None:
+        """--color always colours the level; auto on a pipe does not; NO_COLOR wins over auto."""
+        coloured = run("codex-logs", "show", "--db", str(rich), "--color", "always").stdout
+        assert "\x1b[33mWARNING " in coloured
+        assert "\x1b[2J" not in coloured  # the record's own ESC stays escaped
+        from codex_logging._cli.output import use_colour
+
+        class Tty(io.StringIO):
+            def isatty(self) -> bool:
+                return True
+
+        assert use_colour(Tty()) is (not os.environ.get("NO_COLOR"))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("NO_COLOR", "1")
+            assert use_colour(Tty()) is False
+            mp.setenv("NO_COLOR", "")
+            assert use_colour(Tty()) is True
+        assert use_colour(io.StringIO()) is False
+
+    def test_empty_database_says_so(self, tmp_path: Path) -> None:
+        """No session yet: one line, exit 2."""
+        folder = tmp_path / "s"
+        folder.mkdir()
+        sync_to_sqlite(tmp_path / "x.db", folder)
+        out = run("codex-logs", "show", "--db", str(tmp_path / "x.db"))
+        assert out.returncode == 2
+        assert (
+            out.stderr
+            == "codex-logs show: error: no sessions in the database yet (run 'codex-logs sync' first)\n"
+        )
+
+
+class TestEdges:
+    def test_an_unknown_flag_names_the_subcommand(self, db: Path) -> None:
+        """query --bogus: the error line names 'codex-logs query'."""
+        out = run("codex-logs", "query", "--db", str(db), "--bogus")
+        assert out.returncode == 2
+        assert out.stderr == "codex-logs query: error: unrecognized arguments: --bogus\n"
+
+    def test_a_folder_as_db_says_so(self, tmp_path: Path) -> None:
+        """--db naming a folder is not 'no database': it says it is a folder."""
+        out = run("codex-logs", "query", "--db", str(tmp_path))
+        assert out.returncode == 2
+        assert f"{tmp_path} is a folder, not a database file" in out.stderr
+
+    def test_durations_read_alike(self) -> None:
+        """One duration format for sessions, query and show."""
+        from codex_logging._cli.output import duration
+
+        cases = [
+            (0.0004, "0ms"),
+            (0.85, "850ms"),
+            (1.25, "1.25s"),
+            (12.34, "12.3s"),
+            (245, "4m05s"),
+            (7380, "2h03m"),
+        ]
+        assert [duration(s) for s, _ in cases] == [text for _, text in cases]
+        assert duration(None) == duration(float("nan")) == duration(-1) == "-"

@@ -1182,3 +1182,54 @@ def test_three_machines_sync_watch_through_kills(pg_url: str, tmp_path: Path) ->
         [f"shared/{n}{p}:0:{i}" for n in range(3) for p in range(3) for i in range(1000)]
         + [f"own{n}/{n}{p}o:0:{i}" for n in range(3) for p in range(3) for i in range(300)],
     )
+
+
+class TestReadingAlike:
+    """query --where / --grep / --all and show answer the same from PostgreSQL as from SQLite."""
+
+    CASES = (
+        ["--where", "tool=git"],
+        ["--where", "tool=git", "--where", "user=alice"],
+        ["--where", "ms>1000"],
+        ["--where", "ms<1000", "--where", "ms>=812.5"],
+        ["--where", "ok=true"],
+        ["--where", "levelno=25"],
+        ["--where", "tool!=git"],
+        ["--where", "tool>1"],
+        ["--where", 'tags=["a", "b"]'],
+        ["--where", "tags!=x"],
+        ["--grep", "ALICE"],
+        ["--grep", "two words"],
+        ["--grep", "user"],
+        ["--grep", "warning"],
+        ["--grep", "valueerror"],
+        ["--grep", "git"],
+    )
+
+    def test_same_answers_on_both_mirrors(
+        self, pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from codex_logging._cli.main import main
+        from tests.checks import write_rich_session
+
+        folder = tmp_path / "s"
+        folder.mkdir(mode=0o700)
+        write_rich_session(folder)
+        sqlite = str(tmp_path / "x.db")
+        sync_to_sqlite(sqlite, folder)
+        sync_to_postgres(pg_url, folder)
+        answers: dict[str, list[list[str]]] = {}
+        for name, db in (("sqlite", sqlite), ("postgres", pg_url)):
+            answers[name] = []
+            for case in self.CASES:
+                assert main(["query", "--db", db, "--json", "--all", *case]) == 0
+                out = capsys.readouterr().out.splitlines()
+                answers[name].append([json.loads(line)["message"] for line in out])
+            assert main(["show", "--db", db, "--all"]) == 0
+            answers[name].append(capsys.readouterr().out.splitlines())
+        assert answers["postgres"] == answers["sqlite"]
+        by_case = dict(zip(map(tuple, self.CASES), answers["sqlite"], strict=False))
+        assert by_case[("--where", "tool=git")] == ["calling git", "boom"]
+        assert by_case[("--grep", "ALICE")] == ["calling git"]
+        assert by_case[("--grep", "user")] == []
+        assert "── end r · error · KeyboardInterrupt · 4.00s ──" in answers["postgres"][-1][-1]

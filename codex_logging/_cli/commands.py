@@ -14,14 +14,17 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from codex_logging._cli.output import (
     Progress,
+    Transcript,
     escape,
     one_line,
     print_events,
     session_line,
     to_json,
+    use_colour,
 )
 from codex_logging._errors import CodexLoggingError, DatabaseError, DatabaseNotFoundError
 from codex_logging._mirror import filters as _filters
@@ -65,14 +68,18 @@ def sqlite_db(args: argparse.Namespace) -> str:
     return db_path(path)
 
 
-def cmd_query(args: argparse.Namespace) -> int:
+def _events(args: argparse.Namespace, session_id: str | None) -> Iterator[list[dict[str, Any]]]:
+    # The batches query and show print: the latest events, then with
+    # --follow each poll's new ones, from PostgreSQL or SQLite.
     options = {
         "since": args.since,
         "until": args.until,
         "level": args.level,
         "grep": args.grep,
         "role": args.role,
+        "where": args.where,
     }
+    tail = None if args.all else args.tail
     url = postgres_url(args)
     if url is not None:
         from codex_logging._postgres.read import (  # noqa: PLC0415 - psycopg only here
@@ -80,24 +87,60 @@ def cmd_query(args: argparse.Namespace) -> int:
             query_where,
         )
 
-        where = _filters.build(session_id=args.session_id, kind=args.kind, **options)
-        if not args.follow:
-            print_events(query_where(url, where, args.tail), args.json, sys.stdout)
-            return 0
-        for batch in follow_postgres(url, where, args.tail):
-            print_events(batch, args.json, sys.stdout)
-        return 0  # pragma: no cover - follow ends only by Ctrl-C
+        where = _filters.build(session_id=session_id, kind=args.kind, **options)
+        if args.follow:
+            yield from follow_postgres(url, where, tail)
+        else:
+            yield query_where(url, where, tail)
+        return
     database = sqlite_db(args)
-    if not args.follow:
-        events = _read.query(database, args.session_id, args.tail, args.kind, **options)
-        print_events(events, args.json, sys.stdout)
-        return 0
-    for batch in _read.follow(database, args.session_id, args.tail, args.kind, **options):
+    if args.follow:
+        yield from _read.follow(database, session_id, tail, args.kind, **options)
+    else:
+        yield _read.query(database, session_id, tail, args.kind, **options)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    for batch in _events(args, args.session_id):
         print_events(batch, args.json, sys.stdout)
-    return 0  # pragma: no cover - follow ends only by Ctrl-C
+    return 0
 
 
-def sync_round(args: argparse.Namespace, shown: set[str] | None = None) -> SyncReport:
+def latest_session(args: argparse.Namespace) -> str:
+    """Return the session that started last in the database.
+
+    Raises:
+        DatabaseError: The database holds no session.
+    """
+    url = postgres_url(args)
+    if url is not None:
+        from codex_logging._postgres.read import sessions_postgres  # noqa: PLC0415 - psycopg only here
+
+        rows = sessions_postgres(url)
+    else:
+        rows = _read.sessions(sqlite_db(args))
+    if not rows:
+        msg = "no sessions in the database yet (run 'codex-logs sync' first)"
+        raise DatabaseError(msg)
+    latest = max(rows, key=lambda row: (row["start_ts"] or 0, row["session_id"]))
+    return str(latest["session_id"])
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    session_id = args.session or args.session_id or latest_session(args)
+    if args.json:
+        for batch in _events(args, session_id):
+            print_events(batch, args.json, sys.stdout)
+        return 0
+    transcript = Transcript(sys.stdout, colour=use_colour(sys.stdout, args.color))
+    for batch in _events(args, session_id):
+        transcript.write(batch)
+    return 0
+
+
+def sync_round(
+    args: argparse.Namespace, shown: set[str] | None = None, *, quiet_idle: bool = False
+) -> SyncReport:
     progress = Progress(sys.stderr) if sys.stderr.isatty() else None
     url = postgres_url(args)
     database, folder, _found = project_paths(None if url else args.db, args.sessions_dir)
@@ -129,9 +172,11 @@ def sync_round(args: argparse.Namespace, shown: set[str] | None = None) -> SyncR
     if shown is not None:
         shown.difference_update(w for w in list(shown) if ": skipped, " in w)
         shown.update(standing)
+    if quiet_idle and not (report.rows_inserted or report.lines_quarantined):
+        return report  # --watch says nothing of a round that found nothing new
     print(
-        f"synced {report.files} file{'s' if report.files != 1 else ''}:"
-        f" {report.rows_inserted} rows inserted, {report.lines_quarantined} lines quarantined",
+        f"synced {report.files:,} file{'s' if report.files != 1 else ''}:"
+        f" {report.rows_inserted:,} rows inserted, {report.lines_quarantined:,} lines quarantined",
         flush=True,
     )
     return report
@@ -154,7 +199,7 @@ def _watch_round(args: argparse.Namespace, shown: set[str], failing: list[str]) 
     # restarting, a lock held too long) does not end --watch: the round is
     # retried, and each cause is said once (docs/cli.md), until one succeeds.
     try:
-        sync_round(args, shown)
+        sync_round(args, shown, quiet_idle=True)
     except DatabaseError as exc:
         text = one_line(str(exc), *db_sources(args))
         if text not in failing:
@@ -263,7 +308,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if report.dry_run:
         summary += "nothing deleted (--dry-run)"
     else:
-        summary += f"{report.files_deleted} files and {report.rows_deleted} rows deleted"
+        summary += f"{report.files_deleted:,} files and {report.rows_deleted:,} rows deleted"
     print(summary, flush=True)
     return 0
 

@@ -21,6 +21,7 @@ from codex_logging._cli.commands import (
     cmd_query,
     cmd_serve,
     cmd_sessions,
+    cmd_show,
     cmd_sync,
     db_sources,
 )
@@ -133,7 +134,20 @@ def _query_options() -> _Parser:
         "--until", type=when, metavar="TIME", help="only events before TIME (same forms)"
     )
     parent.add_argument(
-        "--grep", metavar="TEXT", help="only events whose message holds TEXT (any case)"
+        "--all", action="store_true", help="every event that matches, not only the latest N"
+    )
+    parent.add_argument(
+        "--grep",
+        metavar="TEXT",
+        help="only events whose message or a field's value holds TEXT (any case)",
+    )
+    parent.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        type=_checked(_filters.parse_where),
+        metavar="KEY=VALUE",
+        help="only events whose field KEY is VALUE; also KEY!=VALUE, KEY>N, KEY<N (repeatable)",
     )
     parent.add_argument("--role", help="only events with this role: user, assistant, system, tool")
     parent.add_argument(
@@ -216,6 +230,25 @@ def _add_commands(commands: Any) -> None:
         epilog="example: codex-logs query --session-id run-42 --level warning --since 2h",
     )
     query_parser.set_defaults(run=cmd_query)
+    show = commands.add_parser(
+        "show",
+        parents=[_query_options()],
+        help="print a session as a transcript (the latest session by default)",
+        description=(
+            "Print one session as a person reads it: time, level, role, logger, message and"
+            " fields, tracebacks under their line, start and end marks. The latest session"
+            " when none is named; the latest 100 events unless --all or --tail."
+        ),
+        epilog="example: codex-logs show run-42 --all --where tool=git",
+    )
+    show.add_argument("session", nargs="?", type=_session_id, help="the session (default: latest)")
+    show.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour: on a terminal without NO_COLOR (auto, the default), always or never",
+    )
+    show.set_defaults(run=cmd_show, tail=100)
     sessions = commands.add_parser(
         "sessions",
         help="one line per session: id, start, end, status, events and counts",
@@ -314,7 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # argparse would only say that COMMAND is missing.
         names = ", ".join(commands.choices)
         parser.error(f"unrecognized option {argv[0]} before COMMAND (one of {names})")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the command's parser, so the error names the command
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     return _run(f"codex-logs {args.command}", lambda: int(args.run(args)), args)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import os
 import re
 import time
 from datetime import datetime, timezone
@@ -110,18 +112,49 @@ def _record(event: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def duration(seconds: object) -> str:
+    """Return a duration the same way everywhere.
+
+    ``850ms``, ``1.25s``, ``12.3s``, ``4m05s``, ``2h03m``: no space, so it stays
+    one word in ``name=value`` output.
+    """
+    if not isinstance(seconds, int | float) or math.isnan(seconds) or seconds < 0:
+        return "-"
+    if seconds < 0.9995:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 9.995:
+        return f"{seconds:.2f}s"
+    if seconds < 59.95:
+        return f"{seconds:.1f}s"
+    if seconds < 3599.5:
+        minutes, rest = divmod(round(seconds), 60)
+        return f"{minutes}m{rest:02d}s"
+    hours, rest = divmod(round(seconds / 60), 60)
+    return f"{hours}h{rest:02d}m"
+
+
+def _failure(record: dict[str, Any]) -> str | None:
+    # "ValueError: bad input"; a bare "KeyboardInterrupt" has no message.
+    kind, text = record.get("error_type"), record.get("error")
+    if not kind and not text:
+        return None
+    return f"{kind or 'error'}: {text}" if text else str(kind)
+
+
 def _ending(record: dict[str, Any]) -> str:
     # An end record says how the session went: status, error and duration.
     parts = [str(record.get("status") or "-")]
-    if record.get("error_type") or record.get("error"):
-        parts.append(f"{record.get('error_type') or 'error'}: {record.get('error') or ''}")
+    failure = _failure(record)
+    if failure is not None:
+        parts.append(failure)
     if isinstance(record.get("duration_s"), int | float):
-        parts.append(f"{record['duration_s']:.3f} s")
+        parts.append(duration(record["duration_s"]))
     return " (" + ", ".join(parts) + ")"
 
 
 def print_events(events: list[dict[str, Any]], as_json: bool, out: TextIO) -> None:
     """Write events one per line: text columns, or JSON objects with every field."""
+    plain = Transcript(out, colour=False)
     for event in events:
         record = _record(event)
         if as_json:
@@ -140,7 +173,9 @@ def print_events(events: list[dict[str, Any]], as_json: bool, out: TextIO) -> No
             str(event.get("logger") or "-"),
             message,
         )
-        out.write(escape("  ".join(fields)) + "\n")
+        text = escape("  ".join(fields))
+        extras = plain.extras(record)
+        out.write(text + (f"  {extras}" if extras else "") + plain.traceback(record) + "\n")
     out.flush()
 
 
@@ -150,12 +185,12 @@ def session_line(row: dict[str, Any]) -> str:
     The first five fields are the contract's (id, start, end, status, events: docs/cli.md); the
     counts follow as ``name=value``.
     """
-    duration = "-" if row["duration_s"] is None else f"{row['duration_s']:g}s"
+    took = duration(row["duration_s"])
     return escape(
         f"{row['session_id']}  {local_time(row['start_ts'])}  {local_time(row['end_ts'])}"
         f"  {row['status'] or '-'}  {row['events']}  messages={row['messages']}"
         f" warnings={row['warnings']} errors={row['errors']}"
-        f" processes={row['processes']} duration={duration}"
+        f" processes={row['processes']} duration={took}"
     )
 
 
@@ -186,3 +221,132 @@ class Progress:
         if self.shown:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
+
+
+# -- the transcript (codex-logs show) ------------------------------------------
+
+#: Fields the transcript shows in its own place, not as ``key=value``.
+_SHOWN: Final = frozenset(
+    {"ts", "session_id", "seq", "kind", "level", "levelno", "logger", "message", "pid", "role"}
+    | {"exc", "exception", "status", "error_type", "error", "duration_s", "signal"}
+)
+#: ANSI styles, as structlog's ConsoleRenderer colours levels.
+_RESET: Final = "\x1b[0m"
+_DIM: Final = "\x1b[2m"
+_BOLD: Final = "\x1b[1m"
+_LEVEL_STYLES: Final = {
+    "CRITICAL": "\x1b[31;1m",
+    "ERROR": "\x1b[31m",
+    "WARNING": "\x1b[33m",
+    "INFO": "\x1b[32m",
+    "DEBUG": "\x1b[34m",
+}
+_FIELD_KEY: Final = "\x1b[36m"
+_MARK: Final = "\x1b[35;1m"
+
+
+def use_colour(out: TextIO, choice: str = "auto") -> bool:
+    """Return whether to colour ``out``: ``always``, ``never``, or ``auto``.
+
+    ``auto`` colours a terminal, unless ``NO_COLOR`` is set and not empty.
+    """
+    if choice != "auto":
+        return choice == "always"
+    if os.environ.get("NO_COLOR"):  # https://no-color.org: set and not empty
+        return False
+    isatty = getattr(out, "isatty", None)
+    return bool(isatty and isatty())
+
+
+class Transcript:
+    """A session as a person reads it: one line per event, tracebacks under their line.
+
+    In the manner of structlog's ``ConsoleRenderer``: time, level, role,
+    logger, message, then the record's other fields as ``key=value``; start and
+    end as marks with the process, the status and the duration. Every text
+    from a record is escaped (docs/cli.md).
+    """
+
+    def __init__(self, out: TextIO, *, colour: bool) -> None:
+        """Write to ``out``, with ANSI colour or none."""
+        self.out = out
+        self.colour = colour
+        self.day: str | None = None
+
+    def _style(self, style: str, text: str) -> str:
+        return f"{style}{text}{_RESET}" if self.colour and text else text
+
+    def write(self, events: list[dict[str, Any]]) -> None:
+        """Write ``events`` in order, then flush."""
+        for event in events:
+            self.out.write(self.line(_record(event)) + "\n")
+        self.out.flush()
+
+    def _time(self, ts: object) -> str:
+        full = local_time(ts)
+        day, _, clock = full.partition(" ")
+        if not clock:
+            return full
+        if day != self.day:  # the date once, then when it changes
+            self.day = day
+            return full
+        return clock
+
+    def line(self, record: dict[str, Any]) -> str:
+        """Return one event's text: its line, and its traceback indented below."""
+        kind = record.get("kind") or "message"
+        when = self._style(_DIM, self._time(record.get("ts")))
+        if kind in {"start", "end"}:
+            head = self._mark(record, kind)
+        else:
+            level = str(record.get("level") or "-")
+            head = self._style(_LEVEL_STYLES.get(level, ""), f"{level:<8}")
+            if record.get("role"):
+                head += f" [{escape(str(record['role']))}]"
+            if record.get("logger"):
+                head += " " + self._style(_DIM, escape(str(record["logger"])) + ":")
+            message = "" if record.get("message") is None else str(record["message"])
+            head += " " + self._style(_BOLD, escape(message))
+        extras = self.extras(record)
+        return f"{when} {head}" + (f"  {extras}" if extras else "") + self.traceback(record)
+
+    @staticmethod
+    def traceback(record: dict[str, Any]) -> str:
+        """Return the record's traceback as lines indented under its own, or ``""``."""
+        exc = record.get("exc")
+        if not isinstance(exc, str) or not exc.strip():
+            return ""
+        return "".join("\n    " + escape(line) for line in exc.rstrip("\n").split("\n"))
+
+    def _mark(self, record: dict[str, Any], kind: str) -> str:
+        session = escape(str(record.get("session_id") or "-"))
+        if kind == "start":
+            text = f"── start {session}"
+            if record.get("pid") is not None:
+                text += f" · pid {escape(str(record['pid']))}"
+            return self._style(_MARK, text + " ──")
+        parts = [str(record.get("status") or "-")]
+        if record.get("signal"):
+            parts.append(str(record["signal"]))
+        failure = _failure(record)
+        if failure is not None:
+            parts.append(failure)
+        if isinstance(record.get("duration_s"), int | float):
+            parts.append(duration(record["duration_s"]))
+        style = _MARK if parts[0] == "ok" else _LEVEL_STYLES["ERROR"]
+        return self._style(style, f"── end {session} · {escape(' · '.join(parts))} ──")
+
+    def extras(self, record: dict[str, Any]) -> str:
+        """Return the record's other fields as ``key=value``, strings quoted when needed."""
+        pairs = []
+        for key, value in record.items():
+            if key in _SHOWN:
+                continue
+            if isinstance(value, str):
+                text = value
+                if not text or any(c.isspace() or c in '"=' for c in text):
+                    text = json.dumps(text, ensure_ascii=False)  # quoted, as ConsoleRenderer would
+            else:
+                text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+            pairs.append(f"{self._style(_FIELD_KEY, escape(str(key)))}={escape(text)}")
+        return " ".join(pairs)

@@ -1,4 +1,4 @@
-"""What a query asks for: session, kind, times, level, text, role, logger; checked, without SQL.
+"""What a query asks for: session, kind, times, level, text, role, logger, fields; no SQL.
 
 The command line checks each flag with these functions, so an unknown kind or
 level is one line and exit 2 (docs/cli.md). :class:`Filters` is the one filter
@@ -9,11 +9,13 @@ type of every backend: each turns it into its own SQL (``_sqlite/read.py``,
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import re
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Final
+from typing import Final, NamedTuple
 
 from codex_logging._errors import InvalidFilterError
 from codex_logging._mirror.schema import KINDS, LEVEL_ALIASES, LEVELS
@@ -203,6 +205,72 @@ def resolve_level(
     return dataclasses.replace(filters, min_level=number)
 
 
+#: The operators of ``--where``, longest first so ``!=`` is not read as ``=``.
+OPERATORS: Final = ("!=", ">=", "<=", "=", ">", "<")
+#: Operators that compare numbers; the others compare text.
+NUMERIC_OPERATORS: Final = frozenset({">", "<", ">=", "<="})
+_WHERE: Final = re.compile(r"\s*([^=!<>]+?)\s*(!=|>=|<=|=|>|<)(.*)", re.DOTALL)
+#: Record fields ``--grep`` does not search: the columns it shows anyway or
+#: that hold no words (docs/cli.md, "codex-logs query").
+NOT_GREPPED: Final = frozenset({"ts", "session_id", "kind", "level", "levelno", "pid", "message"})
+
+
+def field_text(value: object) -> str:
+    """Return a record field's value as ``--where`` and ``--grep`` see it.
+
+    A string as it is; ``true``, ``false``, ``null`` and numbers as JSON writes
+    them; a list or object as its JSON text.
+    """
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+class FieldTest(NamedTuple):
+    """One ``--where`` test on a record field: ``user=alice``, ``status!=ok``, ``ms>250``."""
+
+    key: str
+    op: str
+    value: str | float
+
+
+def parse_where(text: str) -> FieldTest:
+    """Return the test ``KEY=VALUE``, ``KEY!=VALUE``, ``KEY>N``, ``KEY<N``, ``KEY>=N``, ``KEY<=N``.
+
+    ``=`` and ``!=`` compare the field's text (a number as written, ``true``,
+    ``false``, ``null``); the others compare numbers and match only fields that
+    hold one.
+
+    Args:
+        text: The test, as given to ``--where``.
+
+    Returns:
+        The field name, the operator and the value (a float for numeric operators).
+
+    Raises:
+        InvalidFilterError: No operator, an empty or unusable field name, or a
+            numeric operator with a value that is not a finite number.
+    """
+    match = _WHERE.fullmatch(text)
+    if match is None or not match[1].strip():
+        msg = f"invalid --where {text!r}: use KEY=VALUE, KEY!=VALUE, KEY>NUMBER or KEY<NUMBER"
+        raise InvalidFilterError(msg)
+    key, op, value = match[1].strip(), match[2], match[3].strip()
+    if '"' in key or "\\" in key or any(ord(c) < 32 for c in key):
+        msg = f"invalid --where {text!r}: a field name cannot hold quotes, backslashes or controls"
+        raise InvalidFilterError(msg)
+    if op not in NUMERIC_OPERATORS:
+        return FieldTest(key, op, value)
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        msg = f"invalid --where {text!r}: {op} compares numbers, got {value!r}"
+        raise InvalidFilterError(msg)
+    return FieldTest(key, op, number)
+
+
 @dataclasses.dataclass(frozen=True)
 class Filters:
     """The checked filters of one query, for any backend."""
@@ -218,6 +286,7 @@ class Filters:
     #: standard name's number); a name until :func:`resolve_level` looks it up.
     min_level: int | str | None = None
     logger: str | None = None
+    fields: tuple[FieldTest, ...] = ()
 
 
 def build(
@@ -229,6 +298,7 @@ def build(
     level: str | int | None,
     grep: str | None,
     role: str | None,
+    where: Iterable[str | FieldTest] = (),
 ) -> Filters:
     """Check each filter and return them; relative times are taken from one ``now``."""
     now = time.time()
@@ -240,4 +310,5 @@ def build(
         grep=grep,
         role=role,
         min_level=None if level is None else check_level(level),
+        fields=tuple(t if isinstance(t, FieldTest) else parse_where(t) for t in where),
     )

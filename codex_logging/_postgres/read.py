@@ -13,7 +13,15 @@ from contextlib import contextmanager
 from typing import Any, Final
 
 from codex_logging._errors import DatabaseError, UnknownSessionError
-from codex_logging._mirror.filters import Filters, check_tail, resolve_level, standard_names
+from codex_logging._mirror.filters import (
+    NOT_GREPPED,
+    NUMERIC_OPERATORS,
+    FieldTest,
+    Filters,
+    check_tail,
+    resolve_level,
+    standard_names,
+)
 from codex_logging._mirror.pages import (
     ALERT_LIMIT,
     TIMELINE_EXACT_EVENTS,
@@ -89,18 +97,19 @@ def query_postgres(
     return query_where(url, where, tail)
 
 
-def query_where(url: str, where: Filters, tail: int = 20) -> list[dict[str, Any]]:
+def query_where(url: str, where: Filters, tail: int | None = 20) -> list[dict[str, Any]]:
     """Return the latest ``tail`` events matching ``where``, oldest first.
 
     Args:
         url: A ``postgresql://`` URL.
         where: The filters.
-        tail: How many events.
+        tail: How many events; ``None`` for every one that matches.
 
     Returns:
         One dict per event.
     """
-    check_tail(tail)
+    if tail is not None:
+        check_tail(tail)
     with _reader(url) as conn, conn.cursor(row_factory=import_psycopg().rows.dict_row) as cur:
         return _tail(cur, url, _resolve_level(cur, where), tail)
 
@@ -138,6 +147,10 @@ def _resolve_level(cur: Any, filters: Filters) -> Filters:
     return resolve_level(filters, lookup, held)
 
 
+#: The record's JSON as ``jsonb`` (``data`` is stored as text).
+_RECORD: Final = "{table}.data::jsonb"
+
+
 def postgres_where(filters: Filters, table: str = "session_events") -> tuple[list[str], list[Any]]:
     """Return the ``WHERE`` terms of ``filters`` and their parameters (``%s``).
 
@@ -150,12 +163,26 @@ def postgres_where(filters: Filters, table: str = "session_events") -> tuple[lis
         (f"{table}.level = ANY(%s)", levels),
         (f"{table}.role = %s", filters.role),
         (f"{table}.logger = %s", filters.logger),
-        (f"strpos(lower({table}.message), lower(%s)) > 0", filters.grep),
         (f"{table}.ts >= %s", filters.since),
         (f"{table}.ts < %s", filters.until),
     )
     where = [clause for clause, value in terms if value is not None]
     params = [value for _clause, value in terms if value is not None]
+    record = _RECORD.format(table=table)
+    if filters.grep is not None:
+        # The message, or the value of a field but those in NOT_GREPPED (a
+        # nested value as its JSON text), as the SQLite mirror searches.
+        where.append(
+            f"(strpos(lower({table}.message), lower(%s)) > 0 OR EXISTS (SELECT 1 FROM"  # noqa: S608 - names from constants
+            f" jsonb_each({record}) AS f(key, value) WHERE f.key <> ALL(%s) AND strpos(lower("
+            "CASE jsonb_typeof(f.value) WHEN 'string' THEN f.value #>> '{}' ELSE f.value::text END"
+            "), lower(%s)) > 0))"
+        )
+        params += [filters.grep, sorted(NOT_GREPPED), filters.grep]
+    for test in filters.fields:
+        term, values = _field_term(test, record)
+        where.append(term)
+        params += values
     if filters.min_level is not None:
         # A standard name is answered from the column; any other level (a
         # loguru SUCCESS, a "Level 25") by the levelno its record carries.
@@ -168,7 +195,23 @@ def postgres_where(filters: Filters, table: str = "session_events") -> tuple[lis
     return where, params
 
 
-def _tail(cur: Any, url: str, where: Filters, tail: int) -> list[dict[str, Any]]:
+def _field_term(test: FieldTest, record: str) -> tuple[str, list[Any]]:
+    # One --where test, as the SQLite mirror reads it (_sqlite/read.py).
+    if test.op in NUMERIC_OPERATORS:
+        term = (
+            f"(jsonb_typeof({record} -> %s) = 'number' AND ({record} ->> %s)::float8 {test.op} %s)"
+        )
+        return term, [test.key, test.key, test.value]
+    text = (
+        f"(CASE jsonb_typeof({record} -> %s) WHEN 'string' THEN {record} ->> %s"
+        f" WHEN 'object' THEN NULL WHEN 'array' THEN NULL ELSE ({record} -> %s)::text END)"
+    )
+    if test.op == "=":
+        return f"{text} = %s", [test.key, test.key, test.key, test.value]
+    return f"{text} IS DISTINCT FROM %s", [test.key, test.key, test.key, test.value]
+
+
+def _tail(cur: Any, url: str, where: Filters, tail: int | None) -> list[dict[str, Any]]:
     clauses, params = postgres_where(where)
     sql = f"SELECT {_QUERY_COLUMNS} FROM session_events"  # noqa: S608 - constants, values as %s
     if clauses:
@@ -213,7 +256,7 @@ def sessions_postgres(url: str, session_id: str | None = None) -> list[dict[str,
 
 
 def follow_postgres(
-    url: str, where: Filters, tail: int = 20, *, interval: float = 0.5
+    url: str, where: Filters, tail: int | None = 20, *, interval: float = 0.5
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield the latest ``tail`` events, then each poll's new ones, like ``tail -f``.
 
@@ -238,7 +281,8 @@ def follow_postgres(
         DatabaseError: The database cannot be read or has no mirror tables.
         UnknownSessionError: The session has no events.
     """
-    check_tail(tail)
+    if tail is not None:
+        check_tail(tail)
     name = display_url(url)
     psycopg = import_psycopg()
     conn = connect(url, read_only=True)

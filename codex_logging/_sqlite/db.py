@@ -442,6 +442,10 @@ def connect_readonly(path: str) -> sqlite3.Connection:
         DatabaseNotFoundError: There is no file at ``path``.
         DatabaseError: It cannot be opened.
     """
+    if os.path.isdir(path):
+        example = os.path.join(path, "session_logs.db")
+        msg = f"{path} is a folder, not a database file (name the file, e.g. {example})"
+        raise DatabaseError(msg)
     if not os.path.isfile(path):
         msg = f"no database at {path} (run 'codex-logs sync' first)"
         raise DatabaseNotFoundError(msg)

@@ -14,15 +14,19 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, Final
 
 from codex_logging._errors import DatabaseError, UnknownSessionError
 from codex_logging._mirror.filters import (
+    NOT_GREPPED,
+    NUMERIC_OPERATORS,
+    FieldTest,
     Filters,
     build,
     check_tail,
+    field_text,
     level_number,
     resolve_level,
     standard_names,
@@ -75,6 +79,28 @@ def _contains(message: object, needle: str) -> bool:
     return isinstance(message, str) and needle in message.casefold()
 
 
+def _grep(message: object, data: object, needle: str) -> bool:
+    # --grep: the message, then the value of every field but the columns in
+    # NOT_GREPPED (a nested value as its JSON text). The record's JSON text is
+    # looked at first, so only a row that may match is parsed; a needle JSON
+    # would escape cannot be looked for in that text.
+    if _contains(message, needle):
+        return True
+    if not isinstance(data, str):
+        return False
+    if needle == json.dumps(needle, ensure_ascii=False)[1:-1] and needle not in data.casefold():
+        return False
+    try:
+        record = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and any(
+        needle in field_text(value).casefold()
+        for key, value in record.items()
+        if key not in NOT_GREPPED
+    )
+
+
 def _levelno(level: object, data: object) -> int | None:
     # A record's level number: its levelno field, else its standard name's.
     # Called only for rows whose level is not a standard name (sqlite_where).
@@ -98,6 +124,7 @@ def _open(database: str | None) -> tuple[str, sqlite3.Connection]:
     conn.row_factory = sqlite3.Row
     conn.create_function("codex_contains", 2, _contains, deterministic=True)
     conn.create_function("codex_levelno", 2, _levelno, deterministic=True)
+    conn.create_function("codex_grep", 3, _grep, deterministic=True)
     return path, conn
 
 
@@ -161,10 +188,10 @@ def sqlite_where(filters: Filters, source: Source) -> tuple[list[str], list[Any]
         filters.until,
         filters.logger,
     )
-    if source.legacy and any(value is not None for value in lacking):
+    if source.legacy and (any(value is not None for value in lacking) or filters.fields):
         msg = (
-            "--level, --role, --since and --until need the session_events table;"
-            " this database has only the older logs table"
+            "--level, --role, --logger, --since, --until and --where need the"
+            " session_events table; this database has only the older logs table"
         )
         raise DatabaseError(msg)
     if filters.session_id is not None:
@@ -181,7 +208,8 @@ def sqlite_where(filters: Filters, source: Source) -> tuple[list[str], list[Any]
     where.extend(terms)
     params.extend(values)
     if filters.grep is not None:
-        where.append("codex_contains(message, ?)")
+        grep = "codex_contains(message, ?)" if source.legacy else "codex_grep(message, data, ?)"
+        where.append(grep)
         params.append(filters.grep.casefold())
     equal = (
         ("role = ?", filters.role),
@@ -193,7 +221,30 @@ def sqlite_where(filters: Filters, source: Source) -> tuple[list[str], list[Any]
         if value is not None:
             where.append(term)
             params.append(value)
+    for test in filters.fields:
+        term, values = _field_term(test)
+        where.append(term)
+        params.extend(values)
     return where, params
+
+
+def _field_term(test: FieldTest) -> tuple[str, list[Any]]:
+    # One --where test on the record's JSON (docs/cli.md): text compares a
+    # scalar field as text (true, false and null as JSON spells them), numbers
+    # only match fields that hold a number. A missing field, a list or an
+    # object is "not equal".
+    path = f'$."{test.key}"'
+    if test.op in NUMERIC_OPERATORS:
+        term = f"(json_type(data, ?) IN ('integer', 'real') AND json_extract(data, ?) {test.op} ?)"
+        return term, [path, path, test.value]
+    text = (
+        "(CASE json_type(data, ?) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false'"
+        " WHEN 'null' THEN 'null' WHEN 'object' THEN NULL WHEN 'array' THEN NULL"
+        " ELSE CAST(json_extract(data, ?) AS TEXT) END)"
+    )
+    if test.op == "=":
+        return f"{text} = ?", [path, path, test.value]
+    return f"({text} IS NULL OR {text} <> ?)", [path, path, path, path, test.value]
 
 
 class _Reader:
@@ -240,8 +291,8 @@ class _Reader:
             msg = f"unknown session {self.session_id} in {self.path}"
             raise UnknownSessionError(msg)
 
-    def tail(self, count: int) -> tuple[int, list[dict[str, Any]]]:
-        """Return the last rowid now and the latest ``count`` events, oldest first."""
+    def tail(self, count: int | None) -> tuple[int, list[dict[str, Any]]]:
+        """Return the last rowid now and the latest ``count`` events (None: all), oldest first."""
         src = self.source
         if self.session_id is not None:
             order = f"{self.seq_order or src.order} DESC"
@@ -254,7 +305,8 @@ class _Reader:
         with reading(self.path), self._snapshot():
             self._check_session()
             (last,) = self.conn.execute(f"SELECT MAX(rowid) FROM {src.table}").fetchone()  # noqa: S608
-            rows = self.conn.execute(sql, (*self.params, count)).fetchall()
+            limit = -1 if count is None else count
+            rows = self.conn.execute(sql, (*self.params, limit)).fetchall()
         return last or 0, [dict(row) for row in reversed(rows)]
 
     def after(self, rowid: int) -> tuple[int, list[dict[str, Any]]]:
@@ -279,7 +331,7 @@ class _Reader:
 def query(
     database: str | None = None,
     session_id: str | None = None,
-    tail: int = 20,
+    tail: int | None = 20,
     kind: str | None = None,
     *,
     since: float | str | datetime | None = None,
@@ -287,6 +339,7 @@ def query(
     level: str | int | None = None,
     grep: str | None = None,
     role: str | None = None,
+    where: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
     """Return the latest ``tail`` events, oldest first.
 
@@ -301,7 +354,7 @@ def query(
         database: The database path; by default ``CODEX_LOG_DB_PATH`` or
             ``.codex/session_logs.db``.
         session_id: Only this session.
-        tail: How many events.
+        tail: How many events; ``None`` for every one that matches.
         kind: Only events of this kind: ``start``, ``message`` or ``end``.
         since: Only events at or after this moment: Unix seconds, a datetime,
             an ISO time, or an age such as ``10m`` (that long ago).
@@ -310,8 +363,11 @@ def query(
             errors and critical): a standard name, a level name the mirror
             holds (``success``), ``Level 25``, or a number. A record's number
             is its ``levelno``, else its standard name's.
-        grep: Only events whose message holds this text, ignoring case.
+        grep: Only events whose message or a field's value holds this text,
+            ignoring case.
         role: Only events with this role.
+        where: Tests on record fields, each ``KEY=VALUE``, ``KEY!=VALUE``,
+            ``KEY>NUMBER`` or ``KEY<NUMBER`` (also ``>=``, ``<=``); all must hold.
 
     Returns:
         One dict per event: ``session_id, seq, ts, kind, level, logger, role,
@@ -331,8 +387,10 @@ def query(
         level=level,
         grep=grep,
         role=role,
+        where=where,
     )
-    check_tail(tail)
+    if tail is not None:
+        check_tail(tail)
     reader = _Reader(database, filters)
     with contextlib.closing(reader):
         return reader.tail(tail)[1]
@@ -341,7 +399,7 @@ def query(
 def follow(
     database: str | None = None,
     session_id: str | None = None,
-    tail: int = 20,
+    tail: int | None = 20,
     kind: str | None = None,
     *,
     interval: float = 0.5,
@@ -350,6 +408,7 @@ def follow(
     level: str | int | None = None,
     grep: str | None = None,
     role: str | None = None,
+    where: Iterable[str] = (),
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield the latest ``tail`` events, then the new ones as syncs land, like ``tail -f``.
 
@@ -368,6 +427,7 @@ def follow(
         level: As for :func:`query`.
         grep: As for :func:`query`.
         role: As for :func:`query`.
+        where: As for :func:`query`.
 
     Yields:
         Lists of event dicts; an empty list when nothing new landed.
@@ -386,8 +446,10 @@ def follow(
         level=level,
         grep=grep,
         role=role,
+        where=where,
     )
-    check_tail(tail)
+    if tail is not None:
+        check_tail(tail)
     reader = _Reader(database, filters)
     with contextlib.closing(reader):
         last, events = reader.tail(tail)
