@@ -758,7 +758,7 @@ class TestWhereAndGrep:
             conn.execute("INSERT INTO logs VALUES (1, 's', 'message', 'hi')")
         out = run("codex-logs", "query", "--db", str(path), "--where", "a=b")
         assert out.returncode == 2
-        assert "--where need the session_events table" in out.stderr.replace("\n", "")
+        assert "--where need the session_events table" in out.stderr
 
     def test_all_prints_every_event(self, db: Path) -> None:
         """--all lifts --tail: every matching event, oldest first."""
