@@ -27,8 +27,19 @@ HOSTILE = {
     "npm": "npm_a",
     "slack": "-xox",
     "slack_webhook": "hooks.slack.com/services/",
+    "jwt_spaced": "eyAaaaa.eyaaaa.",
+    "google_oauth": "-ya29.a",
+    "huggingface": "api_org_a",
+    "sendgrid": "SG.aaaaaaaaaaaaaaaaaaaa.",
+    "providers": "shpat_a",
+    "mysql": "mysql -pa ",
+    "curl_user": "curl -u a:",
+    "login_flag": "login -p a ",
+    "netrc": "login a password ",
     "url": "a://b:c@@",
     "assignment": "a=key",
+    "encoded_url": "https%3a%2f%2fu%3Ap%40",
+    "flag": " --password ",
 }
 NORMAL = {
     "short clean message": "processing step 1",
@@ -49,7 +60,12 @@ def best(run: Callable[[], object], repeats: int = REPEATS) -> float:
 
 
 def hostile_rows() -> list[str]:
-    assert set(HOSTILE) == {name for name, _, _ in RULES} | {"url", "assignment"}
+    assert set(HOSTILE) == {name for name, _, _ in RULES} | {
+        "url",
+        "assignment",
+        "encoded_url",
+        "flag",
+    }
     redactor = Redactor()
     rows = []
     for name, prefix in HOSTILE.items():

@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_query
 import bench_redact
+import bench_redact_corpus
 import bench_scaling
 import bench_sync
 import bench_viewer
@@ -25,6 +26,7 @@ def versions() -> str:
         "orjson",
         "python-json-logger",
         "concurrent-log-handler",
+        "detect-secrets",
     ]
     found = []
     for name in names:
@@ -48,6 +50,7 @@ def main() -> None:
     print(bench_query.main(), end="\n\n", flush=True)
     print(__import__("bench_postgres").main(), end="\n\n", flush=True)
     print(bench_redact.main(), end="\n\n", flush=True)
+    print(bench_redact_corpus.main(), end="\n\n", flush=True)
     print(bench_viewer.main(), flush=True)
 
 

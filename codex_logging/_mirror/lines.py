@@ -71,9 +71,10 @@ class _KeyVerdicts(dict[str, bool]):
         self._redactor = redactor
 
     def __missing__(self, key: str) -> bool:
+        # Secret by its name, or holding a secret itself (a token as a key).
         counter = [0]
-        self._redactor.mapping({key: None}, counter)
-        secret = counter[0] > 0
+        self._redactor.text(key, counter)
+        secret = counter[0] > 0 or self._redactor.is_secret_key(key)
         if len(self) < CACHE_SIZE:  # bounded: foreign files may hold any keys
             self[key] = secret
         return secret

@@ -19,7 +19,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from codex_logging._record import key_text
+from codex_logging._redaction.names import NOT_SECRET, STRONG, name_strength, plainly_not_secret
 from codex_logging._redaction.secrets import (
+    CHECKS,
     GATE_BITS,
     GATE_KEYS,
     GATES,
@@ -27,9 +29,10 @@ from codex_logging._redaction.secrets import (
     REDACTED,
     RULES,
     Rule,
-    key_is_secret,
     norm,
     redact_assignments,
+    redact_encoded_urls,
+    redact_flags,
     redact_url_passwords,
 )
 from codex_logging._settings import CACHE_SIZE
@@ -43,13 +46,28 @@ MAX_DEPTH: Final = 64
 #: scanned once. Longer ones would cost more to hash than to scan.
 CLEAN_CACHE_LENGTH: Final = 256
 CLEAN_CACHE_SIZE: Final = 1024
+#: The gate keys a ``%d`` template must not hold to stay clean with ints; "."
+#: and "," are allowed, as long as it holds none of the literals of the rules
+#: gated by them alone (no such literal can be made by inserting digits: a
+#: digit in one, "sq0", needs a "-" for its rule to match).
+DIGIT_SAFE_KEYS: Final = "-_AJa:="
+DIGIT_SAFE_LITERALS: Final = (
+    *(
+        literal
+        for name, literals, _ in RULES
+        if name in {"sendgrid", "google_oauth", "providers"}
+        for literal in literals
+    ),
+    "', ",
+    '", ',
+)
 #: The conversion letter of each ``%`` in a template; ``%(name)s`` gives
 #: ``(`` and ``%ld`` the ``l``, so both count as unknown.
 _CONVERSION: Final = re.compile(r"%[^a-zA-Z%(]*([a-zA-Z%(])")
 
 
-class _SecretKeys(dict[object, bool]):
-    """``keys[key]``: whether values under ``key`` are secret, decided once per key.
+class _SecretKeys(dict[object, int]):
+    """``keys[key]``: how secret values under ``key`` are (0, WEAK or STRONG), decided once.
 
     A dict lookup on the per-record path; ``__missing__`` decides a new key.
     """
@@ -60,11 +78,11 @@ class _SecretKeys(dict[object, bool]):
         super().__init__()
         self._extra = extra
 
-    def __missing__(self, key: object) -> bool:
+    def __missing__(self, key: object) -> int:
         # A key that is not text (b"api_key") is judged by the text it is
         # written under, as the record's field names are.
         normal = norm(key if isinstance(key, str) else key_text(key))
-        found = normal in self._extra or key_is_secret(normal)
+        found = STRONG if normal in self._extra else name_strength(normal)
         if len(self) < CACHE_SIZE:  # bounded: keys may be made up at run time
             self[key] = found
         return found
@@ -146,12 +164,18 @@ class Redactor:
         self._user = [_compile_user(source) for source in _items(extra_patterns)]
         rules: dict[str, tuple[tuple[str, ...], Rule]] = {
             "url": (("://",), redact_url_passwords),
-            "assignment": (("=", '":', "':") if not flat_json else ("=", "':"), self._assignments),
+            "encoded_url": (("%3A", "%3a"), self._encoded_urls),
+            "assignment": (("=", ":", "', ", '", '), self._assignments),
+            "flag": ((" --",), self._flags),
         }
         for name, literals, source in RULES:
             pattern = re.compile(source, re.DOTALL)
             template = ("\\g<keep>" if "(?P<keep>" in source else "") + REDACTED
-            rules[name] = (literals, _bind(pattern, template))
+            check = CHECKS.get(name)
+            rules[name] = (
+                literals,
+                _bind(pattern, template) if check is None else _bind_checked(pattern, check),
+            )
         gated = [(gate, [rules[name] for name in names if name in rules]) for gate, names in GATES]
         # The gates to test, in order, for each set of key characters present.
         self._plans = [
@@ -169,7 +193,7 @@ class Redactor:
             True for a secret-looking key.
 
         """
-        return self.secret_keys[key]
+        return bool(self.secret_keys[key])
 
     def text(self, value: str, counter: list[int]) -> str:
         """Return ``value`` with credential-shaped substrings replaced.
@@ -228,6 +252,10 @@ class Redactor:
             mask |= 32
         if "=" in value:
             mask |= 64
+        if "." in value:
+            mask |= 128
+        if "," in value:
+            mask |= 256
         for gate, rules in self._plans[mask]:
             if gate in out:
                 for literals, rule in rules:
@@ -246,11 +274,13 @@ class Redactor:
     def digits_stay_clean(self, template: str) -> bool:
         """Return whether ``template % ints`` is clean for any non-negative ints.
 
-        True when the template holds none of the gates' characters
-        (``GATE_KEYS``), each conversion is one that writes an int as decimal
-        digits (``%d``, ``%i``, ``%u``, ``%s``, ``%r``) and no pattern of the
-        user's could match digits: the formatted text then holds no gate
-        either, so :meth:`scan` would find nothing. The handler skips the scan
+        True when the template holds none of the gates' characters but "."
+        and "," (``DIGIT_SAFE_KEYS``) and none of the literals of the rules
+        gated by those two (``DIGIT_SAFE_LITERALS``), each conversion is one
+        that writes an int as decimal digits (``%d``, ``%i``, ``%u``, ``%s``,
+        ``%r``) and no pattern of the user's could match digits: the
+        formatted text then holds no gate a rule could match from, so
+        :meth:`scan` would find nothing. The handler skips the scan
         of ``"processing step %d" % (12,)`` this way (docs/performance.md). The
         answer is remembered in ``digit_templates``.
 
@@ -264,7 +294,8 @@ class Redactor:
             return False  # not remembered: the cache holds short texts only
         stays = (
             not self._user
-            and not any(key in template for key in GATE_KEYS)
+            and not any(key in template for key in DIGIT_SAFE_KEYS)
+            and not any(literal in template for literal in DIGIT_SAFE_LITERALS)
             and all(conversion in "diusr%" for conversion in _CONVERSION.findall(template))
         )
         cache = self.digit_templates
@@ -274,7 +305,63 @@ class Redactor:
         return stays
 
     def _assignments(self, value: str) -> tuple[str, int]:
-        return redact_assignments(value, self.secret_keys, self._hints, self._json_keys)
+        return redact_assignments(value, self.secret_keys.__getitem__, self._hints, self._json_keys)
+
+    def _flags(self, value: str) -> tuple[str, int]:
+        return redact_flags(value, self.secret_keys.__getitem__)
+
+    def _encoded_urls(self, value: str) -> tuple[str, int]:
+        return redact_encoded_urls(value, self._decoded_url)
+
+    def _decoded_url(self, value: str) -> tuple[str, int]:
+        out, found = redact_url_passwords(value)
+        out, more = self._assignments(out)
+        return out, found + more
+
+    def template_args(self, args: Mapping[Any, Any], counter: list[int]) -> Mapping[Any, Any]:
+        """Return the dict a ``%(name)s`` template is filled from, its secret names' values hidden.
+
+        The text it gives is scanned as any message; this catches a secret
+        whose name is only in the dict (``"login %(user)s with %(pw)s"``).
+
+        Args:
+            args: The record's ``args`` mapping.
+            counter: A one-item list counting the replacements.
+
+        Returns:
+            ``args`` itself when no name is secret, else a copy.
+        """
+        keys = self.secret_keys
+        if not any(keys[key] for key in args):
+            return args
+        return {key: self.keyed(keys[key], value, counter) for key, value in args.items()}
+
+    def keyed(
+        self, level: int, value: Any, counter: list[int], _seen: frozenset[int] = frozenset()
+    ) -> Any:
+        """Return ``value`` as written under a key of secrecy ``level`` (see ``secret_keys``).
+
+        Under a strong name every value is replaced but a placeholder (``None``,
+        a bool, ``"none"``, ``"${VAR}"``...); under a weak one a string only
+        if it looks random (names.py), other values are scanned as usual.
+
+        Args:
+            level: ``secret_keys[key]``.
+            value: The value, JSON data.
+            counter: A one-item list counting the replacements.
+
+        Returns:
+            The value to write.
+        """
+        if level == NOT_SECRET or value is None or value.__class__ is bool:
+            return self.value(value, counter, _seen)
+        if value.__class__ is str:
+            if plainly_not_secret(value, level):
+                return self.text(value, counter)
+        elif level != STRONG:
+            return self.value(value, counter, _seen)
+        counter[0] += 1
+        return REDACTED
 
     def value(self, value: Any, counter: list[int], _seen: frozenset[int] = frozenset()) -> Any:
         """Return a redacted copy of ``value`` (strings, mappings and sequences).
@@ -301,6 +388,8 @@ class Redactor:
             seen = _seen | {id(value)}
             if isinstance(value, Mapping):
                 return self.mapping(value, counter, seen)
+            if _holds_pem_lines(value):
+                value = _pem_lines_redacted(value, counter)
             out = []
             for item in value:
                 if (
@@ -309,8 +398,12 @@ class Redactor:
                     and isinstance(item[0], str)
                     and self.secret_keys[item[0]]
                 ):
-                    counter[0] += 1
-                    out.append([self.text(item[0], counter), REDACTED])
+                    out.append(
+                        [
+                            self.text(item[0], counter),
+                            self.keyed(self.secret_keys[item[0]], item[1], counter, seen),
+                        ]
+                    )
                 else:
                     out.append(self.value(item, counter, seen))
             return out
@@ -345,9 +438,9 @@ class Redactor:
                     if suffixes is None:
                         suffixes = {}
                     name = _unique(name, out, value, suffixes)
-            if self.secret_keys[key]:
-                counter[0] += 1
-                out[name] = REDACTED
+            level = self.secret_keys[key]
+            if level:
+                out[name] = self.keyed(level, item, counter, _seen)
             else:
                 out[name] = self.value(item, counter, _seen)
         return out
@@ -358,6 +451,55 @@ def _bind(pattern: re.Pattern[str], template: str) -> Callable[[str], tuple[str,
         return pattern.subn(template, value)
 
     return rule
+
+
+def _bind_checked(
+    pattern: re.Pattern[str], check: Callable[[str, str], bool]
+) -> Callable[[str], tuple[str, int]]:
+    """Return a rule replacing only the matches where ``check(match, character before)`` holds."""
+
+    def rule(value: str) -> tuple[str, int]:
+        parts: list[str] = []
+        done = 0
+        for match in pattern.finditer(value):
+            start = match.start()
+            if not check(match.group(), value[start - 1 : start]):
+                continue
+            keep = match.groupdict().get("keep")
+            parts += (value[done:start], (keep or "") + REDACTED)
+            done = match.end()
+        if not parts:
+            return value, 0
+        parts.append(value[done:])
+        return "".join(parts), len(parts) // 2
+
+    return rule
+
+
+def _holds_pem_lines(items: list[Any] | tuple[Any, ...]) -> bool:
+    """Return whether a list holds a private key written as a list of lines."""
+    return any(
+        item.__class__ is str and item.startswith("-----BEGIN") and "PRIVATE KEY" in item
+        for item in items
+    )
+
+
+def _pem_lines_redacted(items: list[Any] | tuple[Any, ...], counter: list[int]) -> list[Any]:
+    """Replace the lines from each ``-----BEGIN ... PRIVATE KEY`` to its ``-----END`` line."""
+    out: list[Any] = []
+    inside = False
+    for item in items:
+        text = item if item.__class__ is str else None
+        if text is not None and text.startswith("-----BEGIN") and "PRIVATE KEY" in text:
+            inside = True
+            counter[0] += 1
+        if inside:
+            out.append(REDACTED)
+            if text is not None and text.startswith("-----END"):
+                inside = False
+        else:
+            out.append(item)
+    return out
 
 
 def _unique(

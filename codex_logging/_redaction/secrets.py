@@ -13,57 +13,29 @@ its own prefix.
 
 from __future__ import annotations
 
+import base64
 import re
-from collections.abc import Callable, Mapping
+import zlib
+from collections.abc import Callable
 from typing import Final
+from urllib.parse import quote, unquote
+
+from codex_logging._redaction.names import (
+    NOT_SECRET,
+    name_strength,
+    plainly_not_secret,
+)
 
 REDACTED: Final = "[REDACTED]"
 #: How far past ``scheme://user:`` a URL password is looked for.
 MAX_URL_PASSWORD: Final = 256
 
-# A key is secret when its normalised name (see _norm) is one of these ...
-SECRET_NAMES: Final = frozenset(
-    {
-        "apikey",
-        "accesskey",
-        "secretkey",
-        "privatekey",
-        "accesstoken",
-        "refreshtoken",
-        "pgpassword",
-        "sessionid",
-        "csrftoken",
-        "xsrftoken",
-    }
-)
-# ... or its last ``_``-separated part is one of these ("db_pass",
-# "x_api_key", "session_cookie"); "key" alone, "tokens" and "token_count" are
-# not secret.
-SECRET_LAST_PARTS: Final = frozenset(
-    {
-        "password",
-        "passwd",
-        "pwd",
-        "pass",
-        "passphrase",
-        "secret",
-        "token",
-        "apikey",
-        "auth",
-        "authorization",
-        "cookie",
-        "credential",
-        "credentials",
-        "creds",
-        "sessionid",
-        "csrftoken",
-    }
-)
-#: Every secret name above contains one of these, in any case: a string with
-#: none of them cannot assign to a secret name (see redact_assignments).
+#: Every secret name (strong or weak, see names.py) contains one of these,
+#: in any case: a string with none of them cannot assign to a secret name
+#: (see redact_assignments).
 NAME_HINTS: Final = (
     "pass",
-    "pwd",
+    "pw",
     "secret",
     "token",
     "key",
@@ -72,8 +44,12 @@ NAME_HINTS: Final = (
     "cred",
     "session",
     "csrf",
+    "sig",
+    "hmac",
+    "salt",
+    "private",
+    "jwt",
 )
-_KEY_PART: Final = "key"  # secret as a last part after another part: "api_key", not "key"
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _SEPARATORS = re.compile(r"[\s\-.]+|_{2,}")
@@ -86,11 +62,8 @@ def norm(key: str) -> str:
 
 
 def key_is_secret(norm: str) -> bool:
-    """Return whether a normalised key name (see ``_norm``) is a secret key."""
-    if norm in SECRET_NAMES:
-        return True
-    head, _, last = norm.rpartition("_")
-    return last in SECRET_LAST_PARTS or (last == _KEY_PART and head != "")
+    """Return whether a normalised key name (see ``norm``) is a secret key, strong or weak."""
+    return name_strength(norm) != NOT_SECRET
 
 
 # Characters of the bodies below, for the look-behinds.
@@ -98,9 +71,11 @@ _B64URL = "A-Za-z0-9_-"
 _ALNUM = "A-Za-z0-9"
 
 # Each rule: its name; literals of which a string must contain at least one
-# before the expression runs; the expression. A group named "keep" stays
-# readable ("Bearer [REDACTED]"). Shapes follow the public rules of gitleaks
-# (github.com/gitleaks/gitleaks, cmd/generate/config/rules/<file>.go) where
+# before the expression runs (the keyword prefilter); the expression. A group
+# named "keep" stays readable ("Bearer [REDACTED]"). Where a rule has a check
+# in CHECKS, a match is replaced only if the check passes on it. Shapes follow
+# the public rules of gitleaks (github.com/gitleaks/gitleaks, MIT,
+# cmd/generate/config/rules/<file>.go; notice in docs/redaction.md) where
 # noted; the expressions are our own, written for linear time.
 RULES: Final[tuple[tuple[str, tuple[str, ...], str], ...]] = (
     (  # privatekey.go: PEM and PGP ("PRIVATE KEY BLOCK"); an unended block is cut to the end
@@ -126,34 +101,124 @@ RULES: Final[tuple[tuple[str, tuple[str, ...], str], ...]] = (
             rf"|[{_B64URL}]*\.[{_B64URL}]+\.[{_B64URL}]+\.[{_B64URL}]*)"
         ),
     ),
-    ("openai", ("sk-",), rf"(?<![{_B64URL}])sk-[{_B64URL}]{{16,}}"),
-    (  # stripe.go: secret and restricted keys, live and test
-        "stripe",
-        ("k_live_", "k_test_", "k_prod_"),
-        rf"(?<![{_ALNUM}_])[sr]k_(?:live|test|prod)_[{_ALNUM}]{{10,}}",
+    (  # a JWT whose header was written '{ "alg"...' (base64 "eyAi..."), payload "ey" or "ew"
+        "jwt_spaced",
+        ("eyA",),
+        rf"(?<![{_B64URL}])eyA[{_B64URL}]{{4,}}\.e[wy][{_B64URL}]{{4,}}\.[{_B64URL}]*",
     ),
-    (  # github.go
+    (  # openai.go, anthropic.go: sk-, sk-proj-, sk-ant-api03-...
+        "openai",
+        ("sk-",),
+        rf"(?<![{_B64URL}])sk-[{_B64URL}]{{16,}}",
+    ),
+    (  # stripe.go: secret and restricted keys, live and test; webhook signing secrets
+        "stripe",
+        ("k_live_", "k_test_", "k_prod_", "whsec_"),
+        rf"(?<![{_ALNUM}_])(?:[sr]k_(?:live|test|prod)_[{_ALNUM}]{{10,}}|whsec_[{_ALNUM}]{{24,}})",
+    ),
+    (  # github.go; CHECKS accepts a 36-character token glued to a word if its checksum holds
         "github",
         ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
-        rf"(?<![{_ALNUM}_])(?:gh[pousr]_[{_ALNUM}]{{20,}}|github_pat_[{_ALNUM}_]{{20,}})",
+        rf"(?:gh[pousr]_[{_ALNUM}]{{20,}}|github_pat_[{_ALNUM}_]{{20,}})",
     ),
-    (  # gitlab.go: glpat- and the longer routable form with a ".xx" tail
+    (  # gitlab.go: every token prefix GitLab issues, and the routable form's ".xx" tail
         "gitlab",
-        ("glpat-",),
-        rf"(?<![{_B64URL}])glpat-[{_B64URL}]{{20,}}(?:\.[{_ALNUM}]{{2,}})?",
+        ("gl",),
+        (
+            rf"(?<![{_B64URL}])gl(?:pat|rt|dt|ptt|cbt|ft|imt|agent|oas|soat|ffct)-"
+            rf"[{_B64URL}]{{20,}}(?:\.[{_ALNUM}]{{2,}})?"
+        ),
     ),
-    ("aws", ("AKIA", "ASIA"), r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])"),
+    (
+        "aws",
+        ("AKIA", "ASIA", "ABIA", "ACCA"),
+        r"(?<![A-Z0-9])(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Z0-9])",
+    ),
     ("google", ("AIza",), rf"(?<![{_B64URL}])AIza[{_B64URL}]{{35,}}"),  # gcp.go
+    (  # Google OAuth access tokens and client secrets (no gitleaks rule)
+        "google_oauth",
+        ("ya29.", "GOCSPX-"),
+        rf"(?<![.{_B64URL}])(?:ya29\.[{_B64URL}]{{20,}}|GOCSPX-[{_B64URL}]{{24,}})",
+    ),
+    (  # huggingface.go: user and organisation tokens
+        "huggingface",
+        ("hf_", "api_org_"),
+        rf"(?<![{_ALNUM}_])(?:hf|api_org)_[{_ALNUM}]{{30,}}",
+    ),
+    (  # sendgrid.go: SG.<22>.<43>
+        "sendgrid",
+        ("SG.",),
+        rf"(?<![.{_B64URL}])SG\.[{_B64URL}]{{16,}}\.[{_B64URL}]{{30,}}",
+    ),
     ("npm", ("npm_",), rf"(?<![{_ALNUM}_])npm_[{_ALNUM}]{{36,}}"),  # npm.go
-    (  # slack.go: bot/user tokens and app-level tokens
+    (  # slack.go: bot, user, app, config tokens; CHECKS wants a digit ("xoxo-party" is a word)
         "slack",
         ("xox", "xapp-"),
-        rf"(?<![{_ALNUM}-])(?:xox[abposr]-[{_ALNUM}-]{{10,}}|xapp-[0-9]-[{_ALNUM}-]{{10,}})",
+        rf"(?<![{_ALNUM}-])(?:xox[abposre]-[{_ALNUM}-]{{10,}}|xoxe\.xox[bp]-[{_ALNUM}-]{{10,}}|xapp-[0-9]-[{_ALNUM}-]{{10,}})",
     ),
     (  # slack.go: incoming webhooks; the path after the kind is the secret
         "slack_webhook",
         ("hooks.slack.com/",),
         r"(?P<keep>hooks\.slack\.com/(?:services|workflows|triggers)/)[A-Za-z0-9+/_-]{8,}",
+    ),
+    (  # digitalocean.go, shopify.go, linear.go, sentry.go, grafana.go, databricks.go,
+        # postman.go, age.go, hashicorp_vault.go, square.go, heroku.go, newrelic.go,
+        # atlassian.go, doppler.go, flyio.go, mailgun.go, pulumi.go, pypi.go, planetscale.go
+        "providers",
+        (
+            "_v1_",
+            "shp",
+            "lin_api_",
+            "sntry",
+            "glsa_",
+            "glc_",
+            "sbp_",
+            "dapi",
+            "PMAK-",
+            "AGE-SECRET-KEY-",
+            "hvs.",
+            "hvb.",
+            "sq0",
+            "HRKU-",
+            "NRAK-",
+            "ATATT3",
+            "dp.pt.",
+            "fo1_",
+            "key-",
+            "pul-",
+            "pypi-",
+            "pscale_",
+        ),
+        (
+            r"(?<![A-Za-z0-9_])(?:do[opr]_v1_[a-f0-9]{64}|shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}"
+            r"|lin_api_[A-Za-z0-9]{40}|sntry[us]_[A-Za-z0-9_=+/]{40,}|glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}"
+            r"|glc_[A-Za-z0-9+/]{32,}={0,2}|sbp_[a-f0-9]{40}|dapi[a-f0-9]{32}(?:-\d)?"
+            r"|PMAK-[a-f0-9]{24}-[a-f0-9]{34}|AGE-SECRET-KEY-1[0-9A-Z]{58}|hv[sb]\.[A-Za-z0-9_-]{24,}"
+            r"|sq0(?:atp|csp)-[A-Za-z0-9_-]{22,}|HRKU-AA[A-Za-z0-9_-]{58}|NRAK-[A-Z0-9]{27}"
+            r"|ATATT3[A-Za-z0-9_=-]{50,}|dp\.pt\.[A-Za-z0-9]{40,}|fo1_[A-Za-z0-9_-]{40,}"
+            r"|key-[a-f0-9]{32}|pul-[a-f0-9]{40}|pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}"
+            r"|pscale_(?:tkn|oauth|pw)_[A-Za-z0-9_=.-]{32,64})(?![A-Za-z0-9])"
+        ),
+    ),
+    (  # a password on a MySQL or MariaDB command line: -pSECRET (no space)
+        "mysql",
+        ("mysql", "mariadb"),
+        r"(?P<keep>\s-p)(?=[^\s'\"-])[^\s'\"]+",
+    ),
+    (  # curl.go: curl -u user:password, --user user:password
+        "curl_user",
+        ("curl",),
+        r"(?P<keep>\s(?:-u|--user)[ =]?['\"]?[^\s:'\"]{1,128}:)[^\s'\"]+",
+    ),
+    (  # docker/podman/helm login -p x, sshpass -p x, redis-cli -a x
+        "login_flag",
+        ("login", "sshpass", "redis-cli"),
+        r"(?P<keep>\s(?:-p|-a|--password)[ =])(?=[^\s-])[^\s'\"]+",
+    ),
+    (  # .netrc: machine host login user password secret
+        "netrc",
+        ("login",),
+        r"(?P<keep>\blogin[ \t]+\S{1,128}[ \t]+password[ \t]+)[^\s'\"]+",
     ),
 )
 SECRET_PATTERNS: Final = tuple(source for _, _, source in RULES)
@@ -161,29 +226,90 @@ SECRET_PATTERNS: Final = tuple(source for _, _, source in RULES)
 # string with no gate at all (most messages) costs a dozen substring tests,
 # each at memory speed. A rule may run twice ("earer" and "EARER"): harmless.
 GATES: Final = (
-    ("-", ("private_key", "openai", "gitlab", "slack")),
-    ("_", ("stripe", "github", "npm")),
+    ("-", ("private_key", "openai", "gitlab", "slack", "google_oauth", "providers", "mysql",
+           "curl_user", "login_flag")),
+    ("_", ("stripe", "github", "npm", "huggingface", "providers")),
+    (".", ("sendgrid", "google_oauth", "providers")),
     ("earer", ("bearer",)),
     ("EARER", ("bearer",)),
     ("asic", ("basic",)),
     ("ASIC", ("basic",)),
     ("eyJ", ("jwt",)),
+    ("eyA", ("jwt_spaced",)),
     ("AKIA", ("aws",)),
     ("ASIA", ("aws",)),
+    ("ABIA", ("aws",)),
+    ("ACCA", ("aws",)),
     ("AIza", ("google",)),
+    ("dapi", ("providers",)),
     ("hooks.slack.com/", ("slack_webhook",)),
     ("://", ("url",)),
+    ("%3A", ("encoded_url",)),
+    ("%3a", ("encoded_url",)),
+    ("password", ("netrc",)),
     ("=", ("assignment",)),
-    ('":', ("assignment",)),
-    ("':", ("assignment",)),
-)
+    (":", ("assignment",)),
+    ("', ", ("assignment",)),
+    ('", ', ("assignment",)),
+    (" --", ("flag",)),
+)  # fmt: skip
 #: Each gate holds one of these characters; a text without a gate's
-#: character cannot hold the gate. Seven one-character tests (at memory
-#: speed) pick the gates worth testing, in their order: a text none of whose
-#: characters is here (``processing step 12``) is clean after seven tests.
+#: character cannot hold the gate. One-character tests (at memory speed)
+#: pick the gates worth testing, in their order: a text none of whose
+#: characters is here (``processing step 12``) is clean after these tests.
 #: A replacement adds only ``[REDACTED]`` (no gate in it, none across its
 #: brackets), so a gate absent from the text stays absent as rules run.
-GATE_KEYS: Final = "-_AJa:="
+GATE_KEYS: Final = "-_AJa:=.,"
+
+
+def _has_digit(token: str, _before: str) -> bool:
+    return any(c.isdigit() for c in token)
+
+
+def _openai_ok(token: str, _before: str) -> bool:
+    """``sk-`` keys are random: mixed case, or not a run of kebab-case words."""
+    body = token[3:]
+    return any(c.isupper() for c in body) or body.count("-") < 2
+
+
+def _basic_ok(token: str, _before: str) -> bool:
+    """Return whether ``Basic x`` is a credential: x decodes to ``user:password``, or is no word."""
+    word = token.rsplit(None, 1)[-1]
+    try:
+        decoded = base64.b64decode(word + "=" * (-len(word) % 4), validate=True)
+    except (ValueError, TypeError):
+        decoded = b""
+    return b":" in decoded or not word.isalpha()
+
+
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def github_checksum_ok(token: str) -> bool:
+    """Return whether a ``gh?_`` token's last six characters are the base62 CRC32 of the rest."""
+    body = token[4:]
+    if len(body) != 36:
+        return False
+    crc = zlib.crc32(body[:30].encode())
+    digits = ""
+    for _ in range(6):
+        crc, digit = divmod(crc, 62)
+        digits = _BASE62[digit] + digits
+    return digits == body[30:]
+
+
+def _github_ok(token: str, before: str) -> bool:
+    """Return whether a token starts a word, or is glued to one (``xghp_...``) with its checksum."""
+    return not (before.isalnum() or before == "_") or github_checksum_ok(token[:40])
+
+
+#: Checks a match must pass to be replaced (see RULES).
+CHECKS: Final[dict[str, Callable[[str, str], bool]]] = {
+    "basic": _basic_ok,
+    "openai": _openai_ok,
+    "slack": _has_digit,
+    "github": _github_ok,
+}
 
 
 def gate_key(gate: str) -> int:
@@ -205,57 +331,99 @@ _URL_START = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^
 # A password with spaces: two to four words, none with "/" or "@", not a port.
 _SPACED_PASSWORD = re.compile(r"(?!\d+ )[^\s/@]+(?: [^\s/@]+){1,3}(?=@)")
 _NETLOC_END = re.compile(r"[/?#]")
-# Before the first "@": "443/path" is a port and a path, "?" or "#" a query.
-_NOT_PASSWORD = re.compile(r"\d+/|[^?#]*[?#]")
+# Before the first "@": "443/path" is a port and a path, "443?x" or "?x" a
+# query; "p#ss" or "p?ss" is a password holding an unencoded "#" or "?".
+_NOT_PASSWORD = re.compile(r"\d*[/?#]")
 
 
-# ``name=`` (query strings, logfmt, environment, ``--flag=``) and ``"name":``
-# or ``'name':`` (JSON, and a dict's repr in a %-formatted message): the value
-# after it is secret when the name is a secret key. The marks are found by a
-# literal scan; the name is read backwards from the mark, as one anchored
-# match on the reversed string, at most 64 characters; a value is consumed
-# once (see redact_assignments).
+# ``name=value`` (query strings, logfmt, environment, ``--flag=``, ``key =
+# value`` in INI, TOML and ~/.aws/credentials, ``name => value``), ``name:
+# value`` (YAML, HTTP headers), ``"name": value`` and ``"name" : value``
+# (JSON, pretty or not), ``'name': value`` (a dict's repr in a message) and
+# ``('name', 'value')`` (header pairs as tuples, bytes included): the value
+# after it is secret when the name is (see names.py), unless it is plainly
+# not a secret. The marks are found by one scan; the name is read backwards
+# from the mark, as one anchored match on the reversed string, at most 64
+# characters; each value is read once (see redact_assignments).
+_MARK = re.compile(
+    r"(?P<eq>(?<![=!<>])=(?!=)>?)"
+    r"|(?P<colon>:(?=[ \t])|(?<=[\"'])[ \t]{0,8}:)"
+    r"|(?P<pair>(?<=[\"'])[ \t]?,[ \t]?b?(?=[\"']))"
+)
 _NAME_REVERSED = re.compile(r"[A-Za-z0-9_.\-]{1,64}(?![A-Za-z0-9_.\-])")
 _QUOTED_NAME_REVERSED = {q: re.compile(rf"[A-Za-z0-9_.\- ]{{1,64}}{q}") for q in "\"'"}
 _QUOTED = {'"': re.compile(r'(?:[^"\\\n]|\\.)*"'), "'": re.compile(r"(?:[^'\\\n]|\\.)*'")}
-_BARE_VALUE = re.compile(r"[^\s&#;,'\"}\]]+")
+_BARE_VALUE = re.compile(r"[^\s&#;,'\"}\])]+")
+_LINE_END = re.compile(r"[\r\n'\"]")
+#: Header names whose whole value is the secret: it runs to the line's end.
+HEADER_NAMES: Final = frozenset(
+    {"authorization", "proxy_authorization", "cookie", "set_cookie", "www_authenticate"}
+)
+#: A first word that says the secret follows it ("Authorization: Token x").
+AUTH_SCHEMES: Final = frozenset(
+    {"token", "bearer", "basic", "digest", "apikey", "api_key", "key", "ssws", "negotiate",
+     "jwt", "oauth", "sso", "splunk", "klaviyo-api-key", "dsn", "hmac"}
+)  # fmt: skip
+#: ``--name value`` on a command line (``--password hunter2``).
+_FLAG = re.compile(r"(?<![^\s'\"])--([A-Za-z][A-Za-z0-9_-]{0,40})[ \t]+(?=[^\s-])")
 
 
-def _assignment_marks(value: str, json_keys: bool = True) -> list[tuple[int, int, str | None]]:
-    """Return ``(mark, value start, quote)`` for each ``=`` (not ``==``), ``":`` and ``':``.
+def _spaces(value: str, at: int, step: int) -> int:
+    """Return ``at`` moved over up to eight spaces or tabs (``step`` 1 forwards, -1 backwards)."""
+    for _ in range(8):
+        probe = at if step > 0 else at - 1
+        if value[probe : probe + 1] not in {" ", "\t"} or probe < 0:
+            break
+        at += step
+    return at
 
-    ``json_keys=False`` leaves out ``":``.
+
+def _read_name(value: str, reverse: str, end: int) -> tuple[str, str | None]:
+    """Return the name ending at ``end`` (exclusive) and its quote, if quoted."""
+    size = len(value)
+    quote = value[end - 1 : end] if end > 0 else ""
+    if quote in _QUOTED:
+        found = _QUOTED_NAME_REVERSED[quote].match(reverse, size - end + 1)
+        return ("" if found is None else found.group()[-2::-1]), quote
+    found = _NAME_REVERSED.match(reverse, size - end)
+    return ("" if found is None else found.group()[::-1].lstrip("-_.0123456789")), None
+
+
+def _opens_pair(value: str, quote_at: int) -> bool:
+    """Return whether the name quoted at ``quote_at`` opens a pair: ``('name'``, ``[b'name'``."""
+    before = quote_at - 1
+    if value[before : before + 1] == "b":
+        before -= 1
+    return before >= 0 and value[before] in "(["
+
+
+def _read_value(value: str, start: int, header: bool) -> tuple[int, int, int]:
+    """Return ``(start, end, read)`` of the value at ``start``; ``read`` is how far was looked at.
+
+    Quoted (``b``-prefixed too): without its quotes; a header's: to the line's
+    end; else one bare word, two after an auth scheme ("Token x").
     """
-    marks: list[tuple[int, int, str | None]] = []
-    find = value.find
-    mark = find("=")
-    while mark >= 0:
-        if value[mark + 1 : mark + 2] != "=":
-            marks.append((mark, mark + 1, None))
-        mark = find("=", mark + 2 if value[mark + 1 : mark + 2] == "=" else mark + 1)
-    for quote in ('"', "'") if json_keys else ("'",):
-        mark = find(quote + ":")
-        while mark >= 0:
-            after = mark + 2
-            while value[after : after + 1] == " " and after - mark < 10:
-                after += 1
-            marks.append((mark, after, quote))
-            mark = find(quote + ":", mark + 2)
-    marks.sort()
-    return marks
-
-
-def _assignment_value(value: str, start: int) -> tuple[int, int]:
-    """Return the span of the value starting at ``start``: quoted (without its quotes) or bare."""
+    if value[start : start + 2] in {"b'", 'b"'}:
+        start += 1
     quote = value[start : start + 1]
     if quote in _QUOTED:
-        start += 1
-        closing = _QUOTED[quote].match(value, start)
+        closing = _QUOTED[quote].match(value, start + 1)
         if closing is not None:
-            return start, closing.end() - 1
-        # Unterminated: the rest of the token after the quote.
+            return start + 1, closing.end() - 1, closing.end()
+        start += 1  # unterminated: the rest of the word after the quote
+    if header:
+        line_end = _LINE_END.search(value, start)
+        end = line_end.start() if line_end is not None else len(value)
+        return start, len(value[start:end].rstrip()) + start, end
     bare = _BARE_VALUE.match(value, start)
-    return (start, bare.end()) if bare is not None else (start, start)
+    if bare is None:
+        return start, start, start
+    end = bare.end()
+    if value[start:end].lower() in AUTH_SCHEMES and value[end : end + 1] == " ":
+        more = _BARE_VALUE.match(value, end + 1)
+        if more is not None:
+            end = more.end()
+    return start, end, end
 
 
 def _url_password(value: str, start: int) -> int:
@@ -301,50 +469,112 @@ def redact_url_passwords(value: str) -> tuple[str, int]:
     return "".join(parts), len(parts) // 2
 
 
-def redact_assignments(
+def redact_assignments(  # noqa: C901 - one pass over the marks
     value: str,
-    secret_keys: Mapping[object, bool],
+    strength: Callable[[str], int],
     hints: tuple[str, ...],
     json_keys: bool = True,
 ) -> tuple[str, int]:
-    """Replace the value of every ``secret_name=value`` and ``"secret_name": "value"``.
+    """Replace the value of every assignment to a secret name (see ``_MARK``).
 
     Args:
         value: Any string.
-        secret_keys: ``secret_keys[name]`` is whether ``name`` is secret.
+        strength: ``strength(name)``: how secret a name is (names.py).
         hints: Words every secret name holds (empty: look at every assignment).
-        json_keys: Whether to read ``"name": value`` too (False: only
-            ``name=value`` and ``'name': value``).
+        json_keys: Whether to read ``"name": value`` and ``("name", ...)``
+            too (False for flat JSON lines, whose keys are judged already).
 
     Returns:
         The text and the number of values replaced.
 
     """
+    if hints:
+        lower = value.lower()
+        if not any(hint in lower for hint in hints):
+            return value, 0
     parts: list[str] = []
-    done = 0
-    if hints and not any(hint in value.lower() for hint in hints):
-        return value, 0
-    marks = _assignment_marks(value, json_keys)
-    if not marks:
-        return value, 0
-    reverse = value[::-1]
-    size = len(value)
-    for mark, after, quote in marks:
-        if mark < done:  # inside a value already replaced
+    done = 0  # the text up to here is in parts
+    read = 0  # marks before here were inside a value already read
+    reverse = ""
+    for mark in _MARK.finditer(value):
+        at = mark.start()
+        if at < read:
             continue
-        if quote is None:
-            found = _NAME_REVERSED.match(reverse, size - mark)
-            name = "" if found is None else found.group()[::-1].lstrip("-_.0123456789")
-        else:
-            found = _QUOTED_NAME_REVERSED[quote].match(reverse, size - mark)
-            name = "" if found is None else found.group()[-2::-1]
-        if not name or not secret_keys[name]:
+        if not reverse:
+            reverse = value[::-1]
+        kind = mark.lastgroup
+        name_end = _spaces(value, at, -1) if kind != "pair" else at
+        name, quote = _read_name(value, reverse, name_end)
+        if not name or (quote == '"' and not json_keys):
             continue
-        start, end = _assignment_value(value, after)
-        if end > start:
+        # A pair: ('name', 'value') or an argv list's '--password', 'value'.
+        flag = kind == "pair" and value[name_end - len(name) - 1 : name_end - len(name)] == "-"
+        if (
+            kind == "pair"
+            and not flag
+            and (quote is None or not _opens_pair(value, name_end - len(name) - 2))
+        ):
+            continue
+        level = strength(name)
+        if not level:
+            continue
+        normal = norm(name)
+        start, end, read = _read_value(
+            value, _spaces(value, mark.end(), 1), kind == "colon" and normal in HEADER_NAMES
+        )
+        if kind == "pair" and not flag and value[read : read + 1] not in {")", "]"}:
+            continue
+        found = value[start:end]
+        if end > start and found != REDACTED and not plainly_not_secret(found, level):
             parts += (value[done:start], REDACTED)
             done = end
     if not parts:
         return value, 0
     parts.append(value[done:])
     return "".join(parts), len(parts) // 2
+
+
+def redact_flags(value: str, strength: Callable[[str], int]) -> tuple[str, int]:
+    """Replace the value after ``--secret-name`` on a command line (``--password x``)."""
+    parts: list[str] = []
+    done = 0
+    for flag in _FLAG.finditer(value):
+        if flag.start() < done:
+            continue
+        level = strength(flag.group(1))
+        if not level:
+            continue
+        start, end, _ = _read_value(value, flag.end(), header=False)
+        found = value[start:end]
+        if end > start and found != REDACTED and not plainly_not_secret(found, level):
+            parts += (value[done:start], REDACTED)
+            done = end
+    if not parts:
+        return value, 0
+    parts.append(value[done:])
+    return "".join(parts), len(parts) // 2
+
+
+# A URL percent-encoded as a whole (a redirect parameter): decoded, redacted
+# by the URL and assignment rules, and encoded again if anything was found.
+_ENCODED_URL = re.compile(
+    r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}%3[Aa]%2[Ff]%2[Ff][^\s&\"'<>]*"
+)
+
+
+def redact_encoded_urls(value: str, inner: Callable[[str], tuple[str, int]]) -> tuple[str, int]:
+    """Redact each percent-encoded URL in ``value`` as ``inner`` redacts its decoded text."""
+    parts: list[str] = []
+    done = 0
+    count = 0
+    for match in _ENCODED_URL.finditer(value):
+        decoded = unquote(match.group())
+        redacted, found = inner(decoded)
+        if found:
+            parts += (value[done : match.start()], quote(redacted, safe="[]"))
+            done = match.end()
+            count += found
+    if not parts:
+        return value, 0
+    parts.append(value[done:])
+    return "".join(parts), count

@@ -206,6 +206,7 @@ class CodexHandler(logging.Handler):
             record_class = record.__class__
             plain = record_class is _LogRecord
             args = fields["args"]
+            counter = [0]
             # LogRecord.getMessage inlined, unless the record's class has
             # another (a subclass, or a program that replaced it).
             template: str | None = None
@@ -215,6 +216,9 @@ class CodexHandler(logging.Handler):
                     message = str(message)
                 if args:
                     template = message
+                    if args.__class__ is dict and sink.redactor is not None:
+                        # "%(password)s" % {...}: the dict's names say what is secret.
+                        args = sink.redactor.template_args(args, counter)
                     message %= args
             else:
                 message = record.getMessage()
@@ -224,7 +228,6 @@ class CodexHandler(logging.Handler):
                 message, exc = _split_prepared(message)
             else:
                 exc = None
-            counter = [0]
             name = fields["name"]
             kind = get("kind")
             role = get("role")

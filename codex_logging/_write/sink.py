@@ -36,7 +36,7 @@ from codex_logging._record import (
     normalize,
     safe_str,
 )
-from codex_logging._redaction.redactor import REDACTED, Redactor
+from codex_logging._redaction.redactor import Redactor
 from codex_logging._settings import (
     CACHE_SIZE,
     ENV_SESSION_ID,
@@ -381,16 +381,17 @@ class Sink:
 
         """
         redactor = self.redactor
-        secret = redactor is not None and redactor.secret_keys[key]
+        secret = redactor.secret_keys[key] if redactor is not None else 0
         name = names.get(key)
         if not isinstance(name, str):
-            name = self._name(key, counter, names, secret=secret)
+            name = self._name(key, counter, names, secret=bool(secret))
         cls = value.__class__
         if redactor is None:
             record[name] = value if cls is str else normalize(value)
         elif secret:
-            counter[0] += 1
-            record[name] = REDACTED
+            record[name] = redactor.keyed(
+                secret, value if cls is str else normalize(value), counter
+            )
         elif cls is str:
             record[name] = redactor.text(value, counter)  # type: ignore[arg-type]
         else:
