@@ -26,6 +26,7 @@ from codex_logging._redaction.secrets import (
     GATE_KEYS,
     GATES,
     NAME_HINTS,
+    PROVIDER_LITERALS,
     REDACTED,
     RULES,
     Rule,
@@ -172,14 +173,28 @@ class Redactor:
             pattern = re.compile(source, re.DOTALL)
             template = ("\\g<keep>" if "(?P<keep>" in source else "") + REDACTED
             check = CHECKS.get(name)
-            rules[name] = (
-                literals,
-                _bind(pattern, template) if check is None else _bind_checked(pattern, check),
-            )
-        gated = [(gate, [rules[name] for name in names if name in rules]) for gate, names in GATES]
-        # The gates to test, in order, for each set of key characters present.
+            bound = _bind(pattern, template) if check is None else _bind_checked(pattern, check)
+            rules[name] = (literals, bound)
+            if name == "providers":  # one expression, its keywords split by separator
+                for part, part_literals in PROVIDER_LITERALS.items():
+                    rules[name + part] = (part_literals, bound)
+        # A rule under several gates is grouped once with all of them, so it
+        # runs at most once a scan; rules under the same gates share a group.
+        gates_of: dict[str, list[str]] = {}
+        for gate, names in GATES:
+            for name in names:
+                gates_of.setdefault(name, []).append(gate)
+        groups: dict[tuple[str, ...], list[tuple[tuple[str, ...], Rule]]] = {}
+        for name, gates in gates_of.items():
+            if name in rules:
+                groups.setdefault(tuple(gates), []).append(rules[name])
+        # The groups to test, in order, with the gates their key characters allow.
         self._plans = [
-            [(gate, found) for gate, found in gated if mask & GATE_BITS[gate] and found]
+            [
+                (allowed, found)
+                for gates, found in groups.items()
+                if (allowed := tuple(g for g in gates if mask & GATE_BITS[g]))
+            ]
             for mask in range(1 << len(GATE_KEYS))
         ]
 
@@ -256,14 +271,16 @@ class Redactor:
             mask |= 128
         if "," in value:
             mask |= 256
-        for gate, rules in self._plans[mask]:
-            if gate in out:
-                for literals, rule in rules:
-                    for literal in literals:
-                        if literal in out:
-                            out, found = rule(out)
-                            counter[0] += found
-                            break
+        for gates, rules in self._plans[mask]:
+            for gate in gates:
+                if gate in out:
+                    for literals, rule in rules:
+                        for literal in literals:
+                            if literal in out:
+                                out, found = rule(out)
+                                counter[0] += found
+                                break
+                    break
         for pattern in self._user:
             out, found = pattern.subn(REDACTED, out)
             counter[0] += found

@@ -222,14 +222,26 @@ RULES: Final[tuple[tuple[str, tuple[str, ...], str], ...]] = (
     ),
 )
 SECRET_PATTERNS: Final = tuple(source for _, _, source in RULES)
+#: The "providers" rule's keywords by the gate they follow: the rule runs
+#: under the gate of each part, testing only that part's keywords.
+PROVIDER_LITERALS: Final = {
+    "-": ("PMAK-", "AGE-SECRET-KEY-", "sq0", "HRKU-", "NRAK-", "key-", "pul-", "pypi-"),
+    "_": ("_v1_", "shp", "lin_api_", "sntry", "glsa_", "glc_", "sbp_", "fo1_", "pscale_"),
+    ".": ("hvs.", "hvb.", "dp.pt."),
+    "dapi": ("dapi",),
+    "ATATT3": ("ATATT3",),
+}
 # A first, cheaper test: every match of a rule contains one of its gates, so a
 # string with no gate at all (most messages) costs a dozen substring tests,
 # each at memory speed. A rule may run twice ("earer" and "EARER"): harmless.
 GATES: Final = (
-    ("-", ("private_key", "openai", "gitlab", "slack", "google_oauth", "providers", "mysql",
-           "curl_user", "login_flag")),
-    ("_", ("stripe", "github", "npm", "huggingface", "providers")),
-    (".", ("sendgrid", "google_oauth", "providers")),
+    ("-", ("private_key", "openai", "gitlab", "slack", "providers-")),
+    ("_", ("stripe", "github", "npm", "huggingface", "providers_")),
+    (".", ("providers.",)),
+    ("SG.", ("sendgrid",)),
+    ("ya29.", ("google_oauth",)),
+    ("GOCSPX-", ("google_oauth",)),
+    (" -", ("mysql", "curl_user", "login_flag")),
     ("earer", ("bearer",)),
     ("EARER", ("bearer",)),
     ("asic", ("basic",)),
@@ -241,7 +253,8 @@ GATES: Final = (
     ("ABIA", ("aws",)),
     ("ACCA", ("aws",)),
     ("AIza", ("google",)),
-    ("dapi", ("providers",)),
+    ("dapi", ("providersdapi",)),
+    ("ATATT3", ("providersATATT3",)),
     ("hooks.slack.com/", ("slack_webhook",)),
     ("://", ("url",)),
     ("%3A", ("encoded_url",)),
@@ -345,11 +358,6 @@ _NOT_PASSWORD = re.compile(r"\d*[/?#]")
 # not a secret. The marks are found by one scan; the name is read backwards
 # from the mark, as one anchored match on the reversed string, at most 64
 # characters; each value is read once (see redact_assignments).
-_MARK = re.compile(
-    r"(?P<eq>(?<![=!<>])=(?!=)>?)"
-    r"|(?P<colon>:(?=[ \t])|(?<=[\"'])[ \t]{0,8}:)"
-    r"|(?P<pair>(?<=[\"'])[ \t]?,[ \t]?b?(?=[\"']))"
-)
 _NAME_REVERSED = re.compile(r"[A-Za-z0-9_.\-]{1,64}(?![A-Za-z0-9_.\-])")
 _QUOTED_NAME_REVERSED = {q: re.compile(rf"[A-Za-z0-9_.\- ]{{1,64}}{q}") for q in "\"'"}
 _QUOTED = {'"': re.compile(r'(?:[^"\\\n]|\\.)*"'), "'": re.compile(r"(?:[^'\\\n]|\\.)*'")}
@@ -366,6 +374,47 @@ AUTH_SCHEMES: Final = frozenset(
 )  # fmt: skip
 #: ``--name value`` on a command line (``--password hunter2``).
 _FLAG = re.compile(r"(?<![^\s'\"])--([A-Za-z][A-Za-z0-9_-]{0,40})[ \t]+(?=[^\s-])")
+
+
+def _marks(value: str, json_keys: bool) -> list[tuple[int, int, str]]:  # noqa: C901 - three scans
+    """Return ``(start, end, kind)`` of each mark, in order: found by literal scans.
+
+    ``eq``: ``=`` (not ``==``, ``!=``, ``<=``, ``>=``; ``=>`` too); ``colon``:
+    ``:`` before a space or a tab, or after a quote (spaces between);
+    ``pair``: ``', '`` or ``", "`` (a ``b`` prefix on the second quote too).
+    """
+    marks: list[tuple[int, int, str]] = []
+    find = value.find
+    at = find("=")
+    while at >= 0:
+        nxt = value[at + 1 : at + 2]
+        if nxt == "=":
+            at = find("=", at + 2)
+            continue
+        if value[at - 1 : at] not in {"!", "<", ">"} or at == 0:
+            marks.append((at, at + 2 if nxt == ">" else at + 1, "eq"))
+        at = find("=", at + 1)
+    at = find(":")
+    while at >= 0:
+        if value[at + 1 : at + 2] in {" ", "\t"} or value[
+            _spaces(value, at, -1) - 1 : _spaces(value, at, -1)
+        ] in {"'", '"'}:
+            marks.append((_spaces(value, at, -1), at + 1, "colon"))
+        at = find(":", at + 1)
+    quotes = {"'", '"'} if json_keys else {"'"}
+    at = find(",")
+    while at >= 0:
+        if value[at - 1 : at] in quotes and at > 0:
+            after = at + 1
+            if value[after : after + 1] == " ":
+                after += 1
+            if value[after : after + 1] == "b":
+                after += 1
+            if value[after : after + 1] in {"'", '"'}:
+                marks.append((at, after, "pair"))
+        at = find(",", at + 1)
+    marks.sort()
+    return marks
 
 
 def _spaces(value: str, at: int, step: int) -> int:
@@ -469,13 +518,13 @@ def redact_url_passwords(value: str) -> tuple[str, int]:
     return "".join(parts), len(parts) // 2
 
 
-def redact_assignments(  # noqa: C901 - one pass over the marks
+def redact_assignments(  # noqa: C901, PLR0912 - one pass over the marks
     value: str,
     strength: Callable[[str], int],
     hints: tuple[str, ...],
     json_keys: bool = True,
 ) -> tuple[str, int]:
-    """Replace the value of every assignment to a secret name (see ``_MARK``).
+    """Replace the value of every assignment to a secret name (see ``_marks``).
 
     Args:
         value: Any string.
@@ -490,19 +539,21 @@ def redact_assignments(  # noqa: C901 - one pass over the marks
     """
     if hints:
         lower = value.lower()
-        if not any(hint in lower for hint in hints):
+        for hint in hints:
+            if hint in lower:
+                break
+        else:
             return value, 0
+    marks = _marks(value, json_keys)
+    if not marks:
+        return value, 0
     parts: list[str] = []
     done = 0  # the text up to here is in parts
     read = 0  # marks before here were inside a value already read
-    reverse = ""
-    for mark in _MARK.finditer(value):
-        at = mark.start()
+    reverse = value[::-1]
+    for at, mark_end, kind in marks:
         if at < read:
             continue
-        if not reverse:
-            reverse = value[::-1]
-        kind = mark.lastgroup
         name_end = _spaces(value, at, -1) if kind != "pair" else at
         name, quote = _read_name(value, reverse, name_end)
         if not name or (quote == '"' and not json_keys):
@@ -518,10 +569,8 @@ def redact_assignments(  # noqa: C901 - one pass over the marks
         level = strength(name)
         if not level:
             continue
-        normal = norm(name)
-        start, end, read = _read_value(
-            value, _spaces(value, mark.end(), 1), kind == "colon" and normal in HEADER_NAMES
-        )
+        header = kind == "colon" and name.lower().replace("-", "_") in HEADER_NAMES
+        start, end, read = _read_value(value, _spaces(value, mark_end, 1), header)
         if kind == "pair" and not flag and value[read : read + 1] not in {")", "]"}:
             continue
         found = value[start:end]
