@@ -55,6 +55,10 @@ class UnsafePathError(CodexLoggingError, PermissionError):
 class DatabaseError(CodexLoggingError, OSError):
     """The SQLite database cannot be used (read-only, corrupt, not a database)."""
 
+    def __str__(self) -> str:
+        """Return the message, any password in it hidden (:func:`hide_secrets`)."""
+        return hide_secrets(super().__str__())
+
 
 class DatabaseLockedError(DatabaseError, TimeoutError):
     """The SQLite database stayed locked by another writer past the busy timeout."""
@@ -62,6 +66,10 @@ class DatabaseLockedError(DatabaseError, TimeoutError):
 
 class DatabaseNotFoundError(CodexLoggingError, FileNotFoundError):
     """A read-only command was pointed at a database that does not exist."""
+
+    def __str__(self) -> str:
+        """Return the message, any password in it hidden (:func:`hide_secrets`)."""
+        return hide_secrets(super().__str__())
 
 
 class UnknownSessionError(CodexLoggingError, LookupError):
@@ -104,7 +112,8 @@ SECRET_PARAMETERS: Final = frozenset(
 #: What stands in a message for a hidden value.
 HIDDEN: Final = "***"
 
-_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+#: A URL's scheme; one slash too, as a path normalised from a mistyped URL keeps it.
+_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/+")
 #: A query parameter's name, in a URL's query: ``?`` or ``&`` then ``name=``.
 _PARAMETER: Final = re.compile(r"[?&]([\w.%-]*)=")
 #: The user of a URL's userinfo and its ``:``; and a port after a host's ``:``.

@@ -265,6 +265,22 @@ class TestTheApi:
             sessions_postgres(url)
         assert leaked(_messages(info.value)) == [], str(info.value)
 
+    def test_database_errors_hide_what_they_quote(self, tmp_path: Path) -> None:
+        """A SQLite database named by a mistyped URL: the error hides its password (path normalised or not)."""
+        from codex_logging._errors import DatabaseLockedError, DatabaseNotFoundError
+        from codex_logging.query_logs import query, sessions
+
+        mistyped = f"{tmp_path}/postgresq://u:{WORDS[0]}@h/d"  # the traceback quotes this line
+        for read in (query, sessions):
+            with pytest.raises(DatabaseNotFoundError) as info:
+                read(mistyped)
+            assert "postgresq:/u:***@h/d" in str(info.value)
+            assert leaked(_messages(info.value)) == []
+        for error in (DatabaseError, DatabaseLockedError, DatabaseNotFoundError):
+            assert (
+                str(error("at host=h password=TOPSECRET port=1")) == "at host=h password=*** port=1"
+            )
+
     def test_a_refusal_from_the_server(self, pg_url: str, folder: Path) -> None:
         """The real server's refusal (no such database) names the URL with its password hidden."""
         from codex_logging import sync_to_postgres
