@@ -244,6 +244,30 @@ class TestOutOfDescriptors:
         assert "Too many open files" in line
 
 
+LEAVES_ROOM_CHILD = """
+import logging, os, resource, sys
+from codex_logging import CodexHandler
+resource.setrlimit(resource.RLIMIT_NOFILE, (48, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+handler = CodexHandler(sys.argv[1])
+log = logging.getLogger("room")
+log.addHandler(handler)
+log.setLevel(logging.INFO)
+for n in range(50):
+    log.info("n=%d", n, extra={"session_id": f"s{n}"})
+mine = [os.open(os.devnull, os.O_RDONLY) for _ in range(30)]  # the program's own files
+log.info("after", extra={"session_id": "s0"})
+print(handler.dropped, len(mine))
+"""
+
+
+class TestLeavesRoom:
+    def test_the_cache_leaves_the_program_its_descriptors(self, tmp_path: Path) -> None:
+        """Under a limit of 48, after logging to 50 sessions the program can still open 30 files."""
+        out, err = run(LEAVES_ROOM_CHILD, tmp_path, str(tmp_path / "s"))
+        assert (out, err) == ("0 30\n", "")
+        assert len(read_lines(tmp_path / "s" / "s0.ndjson")) == 2
+
+
 FULL_CHILD = """
 import logging, resource, sys
 from codex_logging import CodexHandler

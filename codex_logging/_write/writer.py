@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource
 import stat
 import threading
 import time
@@ -32,6 +33,9 @@ RECHECK_SECONDS: Final = 0.5
 #: Open descriptors kept at once, for programs that log to many sessions
 #: (fewer once the process has run out of descriptors).
 MAX_OPEN: Final = 64
+#: Descriptors the cache may always keep; past them, at most an eighth of
+#: the process's ``RLIMIT_NOFILE``, so the program keeps the rest.
+_FEW_OPEN: Final = 8
 #: Tries to open a file (or to write a record again after its file was
 #: removed under it) before the record is given up.
 _ATTEMPTS: Final = 3
@@ -130,6 +134,18 @@ def open_append(path: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _share_of_limit() -> int:
+    # Asked only when a file is opened past the first few: the limit may have
+    # been lowered since (setrlimit), and is one system call.
+    try:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return MAX_OPEN
+    if soft == resource.RLIM_INFINITY:
+        return MAX_OPEN
+    return max(_FEW_OPEN, soft // 8)
 
 
 def _check_opened(path: str, info: os.stat_result) -> None:
@@ -378,6 +394,8 @@ class Writer:
         entry = _Entry(fd)
         entry.fragment = (entry.dev, entry.ino) in self._fragments
         self._cache[path] = entry
+        if len(self._cache) > _FEW_OPEN:
+            self._max_open = min(self._max_open, _share_of_limit())
         while len(self._cache) > self._max_open:
             old_path = next(iter(self._cache))
             self._retire(old_path, self._cache[old_path])
