@@ -19,6 +19,7 @@ from tests.test_read import NOW, scope, write
 __all__ = ["browser", "serve"]  # fixtures, imported for their use here
 
 SCRIPT = "<script>document.title='owned'</script><b>bold?</b>"
+TAG = "<img src=x onerror=\"document.title='owned'\">"
 TRACEBACK = (
     "Traceback (most recent call last):\n  File \"agent.py\", line 3, in run\nKeyError: 'watermark'"
 )
@@ -35,7 +36,7 @@ def mirror(tmp_path: Path) -> Path:
     write(folder, "run-1", [
         first[0], second[0],
         {"ts": NOW + 1.5, "level": "INFO", "logger": "agent", "message": "Why does it fail?", "pid": 11, "role": "user"},
-        {"ts": NOW + 2, "level": "WARNING", "logger": "tool.shell", "message": "retrying: database is locked", "pid": 12, "role": "tool", "attempt": 2},
+        {"ts": NOW + 2, "level": "WARNING", "logger": "tool.shell", "message": "retrying: database is locked", "pid": 12, "role": "tool", "attempt": 2, "note": TAG},
         {"ts": NOW + 3, "level": "INFO", "logger": "agent", "message": SCRIPT, "pid": 11, "role": "assistant"},
         {"ts": NOW + 4, "level": "ERROR", "logger": "agent", "message": "the patch does not apply", "pid": 11, "role": "tool", "exc": TRACEBACK},
         first[1], second[1],
@@ -114,6 +115,8 @@ def test_session_page_shows_the_timeline_and_the_transcript_with_text_as_text(
     assert "session start" in events[0].text
     assert "retrying: database is locked" in events[3].text
     assert "attempt=2" in events[3].text
+    assert f"note={TAG}" in events[3].text  # a field's value is text too
+    assert browser.find_elements("css selector", "#events img") == []
     # A logged tag is text: shown as typed, never run or parsed.
     assert SCRIPT in events[4].text
     assert browser.title == "run-1 · codex-logs"
@@ -331,3 +334,26 @@ def test_every_template_and_static_file_is_package_data() -> None:
     assert files
     missing = [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)]
     assert missing == []
+
+
+def test_a_click_on_the_timeline_opens_the_transcript_at_that_moment(
+    browser: Any, serve: Any, mirror: Path
+) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    server = serve(mirror)
+    browser.get(server.url + "s/run-1?role=tool")
+    timeline = wait_for(browser, "#timeline svg")[0]
+    width = timeline.size["width"]
+    # The plot spans NOW to NOW + 6 right of the lane labels: click about NOW + 3.
+    labels = 96 * width / float(timeline.get_dom_attribute("viewBox").split()[2])
+    x = labels + (width - labels) * 0.5 - width / 2
+    ActionChains(browser).move_to_element_with_offset(timeline, x, 0).click().perform()
+    wait_for(browser, "#from-start")
+    assert "at=" in browser.current_url
+    assert "role=tool" in browser.current_url  # the filters are kept
+    rows = wait_for(browser, "#events .ev")
+    time.sleep(0.3)
+    # The tool's rows from that moment on: not the warning at NOW + 2, the error at NOW + 4.
+    rows = browser.find_elements("css selector", "#events .ev")
+    assert [r.get_attribute("id") for r in rows] == ["e-6"]
