@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from codex_logging._errors import (
     CodexLoggingError,
+    DatabaseDamagedError,
     DatabaseError,
     DatabaseLockedError,
     DatabaseNotFoundError,
@@ -52,6 +53,7 @@ __all__ = [
     "CodexHandler",
     "CodexLoggingError",
     "CodexProcessor",
+    "DatabaseDamagedError",
     "DatabaseError",
     "DatabaseLockedError",
     "DatabaseNotFoundError",

@@ -8,7 +8,8 @@ caller would already catch::
     ├── WriteError (OSError)
     ├── UnsafePathError (PermissionError)
     ├── DatabaseError (OSError)
-    │   └── DatabaseLockedError (TimeoutError)
+    │   ├── DatabaseLockedError (TimeoutError)
+    │   └── DatabaseDamagedError
     ├── DatabaseNotFoundError (FileNotFoundError)
     ├── UnknownSessionError (LookupError)
     ├── InvalidFilterError (ValueError)
@@ -62,6 +63,15 @@ class DatabaseError(CodexLoggingError, OSError):
 
 class DatabaseLockedError(DatabaseError, TimeoutError):
     """The SQLite database stayed locked by another writer past the busy timeout."""
+
+
+class DatabaseDamagedError(DatabaseError):
+    """The SQLite database is damaged ("malformed", "not a database", a failed check).
+
+    The NDJSON session files are the record and stay intact: the message names
+    the database and how to rebuild the mirror from them (``codex-logs sync
+    --rebuild``, or ``sync_to_sqlite(..., rebuild=True)``).
+    """
 
 
 class DatabaseNotFoundError(CodexLoggingError, FileNotFoundError):

@@ -141,3 +141,30 @@ class TestPrunePostgres:
             2,
             8,
         )
+
+    def test_rows_that_do_not_read_back_keep_the_file(
+        self, pg_url: str, machines: tuple[Path, Path]
+    ) -> None:
+        """A row of this folder missing or changed in the database: its file stays, the reason said."""
+        a, _b = machines
+        (source_a,) = rows(pg_url, "SELECT source_id FROM sources WHERE folder = %s", (str(a),))[0]
+        with psycopg.connect(pg_url) as conn:
+            conn.execute(
+                "DELETE FROM session_events WHERE source_id = %s AND session_id = 'solo' AND seq = 2",
+                (source_a,),
+            )
+            conn.execute(
+                "UPDATE session_events SET kind = 'end' WHERE source_id = %s"
+                " AND session_id = 'shared' AND seq = 2",
+                (source_a,),
+            )
+        report = prune(pg_url, a, older_than=DAY)
+        assert report.retired == []
+        prefix = "its rows in "
+        assert [
+            (sid, why.startswith(prefix), why.split(": ", 1)[1]) for sid, why in report.kept
+        ] == [
+            ("shared", True, "read back 4 events and 0 quarantined lines of 4 and 0"),
+            ("solo", True, "read back 3 events and 0 quarantined lines of 4 and 0"),
+        ]
+        assert len(list(a.glob("*.ndjson"))) == 2

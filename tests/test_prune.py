@@ -5,16 +5,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from codex_logging import sync_to_sqlite
+from codex_logging import DatabaseDamagedError, sync_to_sqlite
 from codex_logging._cli.main import main
 from codex_logging._mirror import prune as _prune
 from codex_logging._sqlite.prune import SqliteMirror
@@ -375,3 +377,303 @@ def _chdir(path: Path):  # contextlib.chdir is 3.11+
         yield
     finally:
         os.chdir(before)
+
+
+#: A process that joins an old session: one record per line read from stdin,
+#: through the real handler, answering "ok" once each is written.
+JOINER = """
+import logging, sys
+from codex_logging import CodexHandler
+folder, sid = sys.argv[1:3]
+log = logging.getLogger("joiner")
+log.addHandler(CodexHandler(sessions_dir=folder, session_id=sid))
+log.setLevel(logging.INFO)
+log.propagate = False
+for line in sys.stdin:
+    log.info(line.strip())
+    print("ok", flush=True)
+"""
+
+
+class _Joiner:
+    """A real writer process on session ``sid``, driven line by line."""
+
+    def __init__(self, folder: Path, sid: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", JOINER, str(folder), sid],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def write(self, message: str) -> None:
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.write(message + "\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline() == "ok\n"
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.close()
+        assert self.proc.wait(timeout=60) == 0
+        self.proc.stdout.close()
+
+
+def messages(db: Path, sid: str) -> list[str]:
+    with db_connection(db) as conn:
+        return [
+            row[0]
+            for row in conn.execute(
+                "SELECT message FROM session_events WHERE session_id = ? ORDER BY seq", (sid,)
+            )
+        ]
+
+
+def damage(db: Path, pieces: int, size: int, *, seed: int) -> None:
+    """Write ``pieces`` runs of ``size`` random bytes into the database, past its first page."""
+    rng = random.Random(seed)
+    length = db.stat().st_size
+    with db.open("r+b") as f:
+        for _ in range(pieces):
+            f.seek(rng.randrange(4096, length - size))
+            f.write(rng.randbytes(size))
+
+
+class TestReadBack:
+    def test_damaged_database_keeps_every_file(self, tmp_path: Path) -> None:
+        """8 KiB of random bytes in the middle of the database: prune stops, every file stays."""
+        folder = tmp_path / ".codex" / "sessions"
+        for sid in ("a", "b", "c"):
+            old_session(folder, sid, lines=1000)
+        db = tmp_path / ".codex" / "session_logs.db"
+        sync_to_sqlite(db, folder)
+        with db.open("r+b") as f:
+            f.seek(db.stat().st_size // 2)
+            f.write(random.Random(7).randbytes(8192))
+        with pytest.raises(DatabaseDamagedError, match="is damaged"):
+            prune(db, folder, older_than=DAY)
+        out = subprocess.run(
+            [str(BIN / "codex-logs"), "prune", "--older-than", "1s", "--db", str(db),
+             "--sessions-dir", str(folder)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert (out.returncode, out.stdout, len(out.stderr.splitlines())) == (2, "", 1), out.stderr
+        assert f"database {db} is damaged" in out.stderr
+        assert "the NDJSON session files are intact" in out.stderr
+        assert "codex-logs sync --rebuild" in out.stderr
+        assert sorted(p.name for p in folder.iterdir()) == [
+            ".codex-source-id", "a.ndjson", "b.ndjson", "c.ndjson",
+        ]  # fmt: skip
+
+    def test_rows_that_do_not_read_back_keep_the_file(self, tmp_path: Path) -> None:
+        """A row changed or missing (the database itself passes its check): the file stays."""
+        folder = tmp_path / "s"
+        for sid in ("changed", "missing", "fine", "quarantined"):
+            old_session(folder, sid, lines=50)
+        with (folder / "quarantined.ndjson").open("a") as f:
+            f.write("not json\n")
+        os.utime(folder / "quarantined.ndjson", (0, 0))
+        db = tmp_path / "x.db"
+        sync_to_sqlite(db, folder)
+        with db_connection(db) as conn:
+            conn.execute(
+                "UPDATE session_events SET ts = ts + 1 WHERE session_id = 'changed' AND seq = 7"
+            )
+            conn.execute("DELETE FROM session_events WHERE session_id = 'missing' AND seq = 9")
+        report = prune(db, folder, older_than=DAY)
+        assert report.retired == ["fine", "quarantined"]
+        reason = f"its rows in {db} do not match its file: read back {{}} events and 0 quarantined lines of 52 and 0"
+        assert report.kept == [("changed", reason.format(52)), ("missing", reason.format(51))]
+        assert sorted(p.name for p in folder.glob("*.ndjson")) == [
+            "changed.ndjson",
+            "missing.ndjson",
+        ]
+
+    def test_a_file_the_sync_found_replaced_reads_back_its_own_lines(self, tmp_path: Path) -> None:
+        """After a replaced file the seqs go on: the current file is matched with the last rows."""
+        folder = tmp_path / "s"
+        path = old_session(folder, "r", lines=5)
+        db = tmp_path / "x.db"
+        sync_to_sqlite(db, folder)
+        old_session(folder, "r", lines=3).unlink()
+        path = old_session(folder, "r", lines=3)  # a new inode, other first bytes
+        report = sync_to_sqlite(db, folder)
+        assert report.rows_inserted == 5
+        os.utime(path, (0, 0))
+        assert prune(db, folder, older_than=DAY).retired == ["r"]
+        assert len(messages(db, "r")) == 12
+
+
+class TestWriters:
+    def test_aside_outlasts_the_writers_recheck(self) -> None:
+        """A file set aside is unlinked only after every writer has looked at its path again."""
+        from codex_logging._write.writer import RECHECK_SECONDS
+
+        assert _prune.ASIDE_SECONDS >= 2 * RECHECK_SECONDS
+
+    def test_lines_appended_inside_the_window_are_put_back(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A real writer appends after the check, to the file set aside, and to a new one: nothing is lost."""
+        folder = tmp_path / "s"
+        path = old_session(folder, "old", lines=20)
+        db = tmp_path / "x.db"
+        sync_to_sqlite(db, folder)
+        joiner = _Joiner(folder, "old")
+        set_aside = _prune._Retire._set_aside
+
+        def inside_the_window(retire: Any, entry: Any) -> None:
+            joiner.write("after the check")  # a new process: opens the file being retired
+            set_aside(retire, entry)
+            assert not path.exists()
+            joiner.write("into the file set aside")  # its cached descriptor, within 0.5 s
+            assert not path.exists()
+            time.sleep(0.7)
+            joiner.write("into a new file")  # it looked again: the path is gone, a new file
+            assert path.exists()
+
+        monkeypatch.setattr(_prune._Retire, "_set_aside", inside_the_window)
+        try:
+            report = prune(db, folder, older_than=DAY)
+        finally:
+            joiner.close()
+        assert report.retired == []
+        ((sid, why),) = report.kept
+        assert sid == "old"
+        assert why.endswith(
+            f"were appended while it was retired: put back at {path} for the next sync"
+        )
+        assert [p.name for p in folder.iterdir() if p.name.startswith(".old")] == []
+        sync_to_sqlite(db, folder)
+        got = messages(db, "old")
+        assert got[:22] == ["session start", *[f"m{i}" for i in range(20)], "session end"]
+        assert sorted(got[22:]) == sorted(
+            ["after the check", "into the file set aside", "into a new file"]
+        )
+        assert len(got) == 25
+
+    def test_a_prune_killed_in_the_window_is_finished_by_the_next(self, tmp_path: Path) -> None:
+        """kill -9 while files are set aside: the next prune unlinks them, or puts back what grew."""
+        folder = tmp_path / "s"
+        old_session(folder, "quiet")
+        old_session(folder, "joined")
+        db = tmp_path / "x.db"
+        sync_to_sqlite(db, folder)
+        killed = subprocess.run(
+            [sys.executable, "-c", KILLED_IN_THE_WINDOW, str(db), str(folder)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        aside = {p.name.split(".")[1]: p for p in folder.glob(".*.ndjson.retiring-*")}
+        assert sorted(aside) == ["joined", "quiet"]
+        assert not list(folder.glob("*.ndjson"))
+        for sid, p in aside.items():
+            assert p.name == f".{sid}.ndjson.retiring-{p.stat().st_size}"
+        with aside["joined"].open("a") as f:
+            f.write(json.dumps({"ts": time.time(), "message": "late"}) + "\n")
+        time.sleep(_prune.ASIDE_SECONDS)
+        prune(db, folder, older_than=DAY)
+        assert sorted(p.name for p in folder.iterdir()) == [".codex-source-id", "joined.ndjson"]
+        sync_to_sqlite(db, folder)
+        assert messages(db, "joined")[-1] == "late"
+
+
+#: Runs prune and dies by SIGKILL in its wait, the files set aside.
+KILLED_IN_THE_WINDOW = """
+import os, signal, sys, time
+from codex_logging._mirror import prune
+from codex_logging._sqlite.prune import SqliteMirror
+prune.time.sleep = lambda _s: os.kill(os.getpid(), signal.SIGKILL)
+db, folder = sys.argv[1:3]
+prune.prune(SqliteMirror(db, read_only=False), folder, older_than=86400)
+"""
+
+
+#: A process that joins a session and writes numbered records in bursts, with
+#: pauses shorter and longer than the writer's recheck and prune's quiet time.
+JOIN_IN_BURSTS = """
+import logging, random, sys, time
+from codex_logging import CodexHandler
+folder, sid, tag, count, seed = sys.argv[1:6]
+rng = random.Random(int(seed))
+log = logging.getLogger("joiner")
+log.addHandler(CodexHandler(sessions_dir=folder, session_id=sid))
+log.setLevel(logging.INFO)
+log.propagate = False
+for i in range(int(count)):
+    log.info("%s:%d", tag, i)
+    time.sleep(rng.choice((0.001, 0.01, 0.3, 0.6, 1.5, 2.2, 2.6)))
+"""
+
+#: Seconds the race below runs; CODEX_PRUNE_RACE_SECONDS=90 for a longer run.
+RACE_SECONDS = float(os.environ.get("CODEX_PRUNE_RACE_SECONDS", "20"))
+
+
+class TestRace:
+    def test_processes_joining_old_sessions_while_prune_loops_lose_nothing(
+        self, tmp_path: Path
+    ) -> None:
+        """Writers join ended sessions in bursts while a sync --watch runs and prune loops.
+
+        With a cutoff of one second, a session is retired again as soon as it
+        has been quiet for two: its file goes, a writer's next record makes a
+        new one, which is synced and retired in turn. Every record must be in
+        the mirror exactly once at the end.
+        """
+        folder = tmp_path / "s"
+        db = tmp_path / "x.db"
+        sids = [f"o{i}" for i in range(6)]
+        for sid in sids:
+            old_session(folder, sid, lines=20)
+        sync_to_sqlite(db, folder)
+        expected: list[str] = []
+        joiners: list[subprocess.Popen[bytes]] = []
+        sync = subprocess.Popen(
+            [str(BIN / "codex-logs"), "sync", "--watch", "0.05", "--db", str(db), "--sessions-dir", str(folder)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        rng = random.Random(23)
+        rounds = files = put_back = 0
+        try:
+            deadline = time.monotonic() + RACE_SECONDS
+            while time.monotonic() < deadline:
+                joiners = [j for j in joiners if j.poll() is None]
+                while len(joiners) < 4:
+                    target = rng.choice(sids)
+                    tag = f"j{len(expected)}-{target}"
+                    count = rng.randrange(3, 9)
+                    expected += [f"{tag}:{i}" for i in range(count)]
+                    args = [str(folder), target, tag, str(count), str(rng.randrange(1 << 30))]
+                    joiners.append(subprocess.Popen([sys.executable, "-c", JOIN_IN_BURSTS, *args]))
+                report = prune(db, folder, older_than=1.0, busy_timeout=0.05)
+                files += report.files_deleted
+                put_back += sum(
+                    "were appended while it was retired" in why for _s, why in report.kept
+                )
+                rounds += 1
+                time.sleep(0.05)
+        finally:
+            for joiner in joiners:
+                joiner.wait(timeout=60)
+            sync.send_signal(signal.SIGINT)
+            _out, err = sync.communicate(timeout=60)
+        assert sync.returncode == 0, err
+        assert not list(folder.glob(".*.retiring-*"))
+        sync_to_sqlite(db, folder)
+        with db_connection(db) as conn:
+            got = Counter(
+                message
+                for (message,) in conn.execute(
+                    "SELECT message FROM session_events WHERE logger = 'joiner'"
+                )
+            )
+            seeded = conn.execute(
+                "SELECT count(*) FROM session_events WHERE logger IS NULL"
+            ).fetchone()[0]
+        lost = [m for m in expected if got[m] != 1]
+        assert lost == [], f"{len(lost)} of {len(expected)} records lost or doubled"
+        assert seeded == 22 * len(sids)  # every old session's rows, once
+        assert files >= 10, files  # the race ran: files were retired again and again
+        print(
+            f"{rounds} prunes, {files} files deleted, {len(expected)} records, {put_back} put back"
+        )

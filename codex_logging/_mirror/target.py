@@ -30,8 +30,8 @@ SettledRow = tuple[str, int, int, int, float]
 
 
 #: What prune compares with a session file: ``(byte_offset, head_len,
-#: head_sha256, file_dev, file_ino)`` of its :class:`Watermark`.
-Mark = tuple[int, int, "str | None", "int | None", "int | None"]
+#: head_sha256, file_dev, file_ino, seq)`` of its :class:`Watermark`.
+Mark = tuple[int, int, "str | None", "int | None", "int | None", int]
 
 
 @dataclasses.dataclass

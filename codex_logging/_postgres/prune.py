@@ -10,6 +10,7 @@ of the same session may still be waiting for its sync).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Final
 
 from codex_logging._errors import DatabaseNotFoundError
@@ -83,24 +84,57 @@ class PostgresMirror:
             ).fetchone()
         return found is not None
 
+    def check(self) -> None:
+        """Nothing database-wide: the server checks its own pages as it reads them."""
+
     def watermark(self, session_id: str) -> Mark | None:
         """Return this folder's watermark of the session."""
         with translated(self.name):
             found = self.conn.execute(
-                "SELECT byte_offset, head_len, head_sha256, file_dev, file_ino"
+                "SELECT byte_offset, head_len, head_sha256, file_dev, file_ino, seq"
                 " FROM session_ingest_watermark WHERE source_id = %s AND session_id = %s",
                 (self.source, session_id),
             ).fetchone()
         if found is None:
             return None
-        offset, head_len, head_hash, dev, ino = found
+        offset, head_len, head_hash, dev, ino, seq = found
         return (
             int(offset),
             int(head_len),
             head_hash,
             None if dev is None else int(dev),
             None if ino is None else int(ino),
+            int(seq),
         )
+
+    def event_keys(
+        self, session_id: str, first: int, last: int
+    ) -> Iterator[tuple[int, float | None, str | None]]:
+        """Yield ``(seq, ts, kind)`` of this folder's events ``first..last``; read every column."""
+        # The lengths make the server read (and decompress) every value.
+        with translated(self.name), self.conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT seq, ts, kind, octet_length(level), octet_length(logger),"
+                " octet_length(role), octet_length(message), octet_length(data)"
+                " FROM session_events WHERE source_id = %s AND session_id = %s"
+                " AND seq BETWEEN %s AND %s ORDER BY seq",
+                (self.source, session_id, first, last),
+            )
+            for seq, ts, kind, *_lengths in cursor:
+                yield int(seq), ts, kind
+
+    def error_keys(self, session_id: str, first: int, last: int) -> Iterator[tuple[int, int]]:
+        """Yield ``(seq, byte_offset)`` of this folder's quarantined lines ``first..last``."""
+        with translated(self.name), self.conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT seq, byte_offset, octet_length(error), octet_length(raw),"
+                " octet_length(raw_bytes) FROM session_ingest_errors"
+                " WHERE source_id = %s AND session_id = %s AND seq BETWEEN %s AND %s"
+                " ORDER BY seq, byte_offset",
+                (self.source, session_id, first, last),
+            )
+            for seq, offset, *_lengths in cursor:
+                yield int(seq), int(offset)
 
     def delete_rows(self, session_id: str) -> int:
         """Delete this folder's rows, quarantined lines, watermark and summary of the session."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Final
 from urllib.parse import quote
 
 from codex_logging._errors import (
+    DatabaseDamagedError,
     DatabaseError,
     DatabaseLockedError,
     DatabaseNotFoundError,
@@ -369,6 +371,8 @@ def connect(path: str, *, busy_timeout: float = BUSY_TIMEOUT) -> sqlite3.Connect
     except UnsafePathError:
         raise
     except (OSError, sqlite3.Error) as exc:
+        if is_damage(exc):
+            raise damaged(path, exc) from exc
         msg = f"cannot open database {path}: {exc}"
         raise DatabaseError(msg) from exc
     try:
@@ -453,6 +457,8 @@ def connect_readonly(path: str) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
     except sqlite3.Error as exc:
+        if is_damage(exc):
+            raise damaged(path, exc) from exc
         msg = f"cannot read database {path}: {exc}"
         raise DatabaseError(msg) from exc
     if limit:
@@ -467,9 +473,163 @@ def connect_readonly(path: str) -> sqlite3.Connection:
         conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
     except sqlite3.Error as exc:
         conn.close()  # not left for the garbage collector (a ResourceWarning from 3.13)
+        if is_damage(exc):
+            raise damaged(path, exc) from exc
         msg = f"cannot read database {path}: {exc}"
         raise DatabaseError(msg) from exc
     return conn
+
+
+#: SQLite's primary result codes for a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB.
+_DAMAGE_CODES: Final = frozenset({11, 26})
+_DAMAGE_WORDS: Final = ("malformed", "corrupt", "not a database")
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Return whether an SQLite error says the database file is damaged.
+
+    Args:
+        exc: The error.
+
+    Returns:
+        True for SQLITE_CORRUPT and SQLITE_NOTADB, and for the messages SQLite
+        gives them ("database disk image is malformed", "file is not a database").
+    """
+    if not isinstance(exc, sqlite3.Error):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _DAMAGE_CODES:
+        return True
+    text = str(exc).lower()
+    return any(word in text for word in _DAMAGE_WORDS)
+
+
+def damaged(path: str, detail: object) -> DatabaseDamagedError:
+    """Return the error that names the damaged database ``path`` and the way out.
+
+    Args:
+        path: The database.
+        detail: What SQLite said.
+
+    Returns:
+        A :class:`DatabaseDamagedError` with a one-line message.
+    """
+    said = " ".join(str(detail).split())
+    msg = (
+        f"database {path} is damaged ({said}); the NDJSON session files are intact:"
+        f" rebuild the mirror from them with: codex-logs sync --rebuild --db {shlex.quote(path)}"
+    )
+    return DatabaseDamagedError(msg)
+
+
+def quick_check(conn: sqlite3.Connection, path: str) -> None:
+    """Run SQLite's ``PRAGMA quick_check`` over the whole database.
+
+    It reads every page and checks the b-trees' structure, not that indexes
+    match their tables (docs/performance.md, "quick_check").
+
+    Args:
+        conn: Any connection.
+        path: The database, for the message.
+
+    Raises:
+        DatabaseDamagedError: The check found a problem.
+        DatabaseError: The check could not run.
+    """
+    with translated(path):
+        found = [row[0] for row in conn.execute("PRAGMA quick_check(1)").fetchall()]
+    if found != ["ok"]:
+        raise damaged(path, f"quick_check: {'; '.join(found)}")
+
+
+#: Beside the database: its size and mtime as the last sync or prune left them.
+STATE_SUFFIX: Final = ".codex-state"
+
+
+def remember_state(path: str) -> None:
+    """Record the database file's size and mtime, as this process's writes left them.
+
+    The next sync compares them with the file before it writes (see
+    :func:`check_if_changed`). Best effort: a folder that cannot take the
+    record only means the next sync checks the database again.
+
+    Args:
+        path: The database.
+    """
+    try:
+        info = os.stat(path)
+        state = path + STATE_SUFFIX
+        if not changed_outside(path):
+            return  # an idle round writes nothing
+        temporary = f"{state}.{os.getpid()}.tmp"
+        fd = os.open(
+            temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+        try:
+            os.write(fd, f"{info.st_size} {info.st_mtime_ns}\n".encode())
+        finally:
+            os.close(fd)
+        os.replace(temporary, state)
+    except OSError:
+        return
+
+
+def changed_outside(path: str) -> bool:
+    """Return whether the database file changed since a sync or prune last recorded it.
+
+    Args:
+        path: The database.
+
+    Returns:
+        True when its size or mtime differ from the record, or there is no
+        record; False for a database not created yet.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    try:
+        with open(path + STATE_SUFFIX, "rb") as f:
+            size, mtime = (int(part) for part in f.read(64).split())
+    except (OSError, ValueError):
+        return True
+    return (size, mtime) != (info.st_size, info.st_mtime_ns)
+
+
+def set_aside(path: str) -> str | None:
+    """Move a (damaged) database aside as ``<name>.damaged-<UTC time>``, with its WAL files.
+
+    Args:
+        path: The database.
+
+    Returns:
+        The name it has now, or None when there was no database.
+
+    Raises:
+        DatabaseError: It could not be moved.
+    """
+    if not os.path.lexists(path):
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = f"{path}.damaged-{stamp}"
+    number = 1
+    while os.path.lexists(aside):
+        number += 1
+        aside = f"{path}.damaged-{stamp}-{number}"
+    try:
+        # The WAL first: a database renamed without it would lose its last commits.
+        for suffix in ("-wal", "-shm"):
+            if os.path.lexists(path + suffix):
+                os.rename(path + suffix, aside + suffix)
+        os.rename(path, aside)
+    except OSError as exc:
+        msg = f"cannot move the database {path} aside: {exc.strerror or exc}"
+        raise DatabaseError(msg) from exc
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path + STATE_SUFFIX)
+    return aside
 
 
 @contextlib.contextmanager
@@ -518,20 +678,22 @@ def translated(path: str, busy_timeout: float = BUSY_TIMEOUT) -> Iterator[None]:
         busy_timeout: The wait that was set, for messages.
 
     Raises:
+        DatabaseDamagedError: The file is damaged (malformed, not a database).
         DatabaseLockedError: Busy or locked past the wait.
         DatabaseError: Any other SQLite failure.
     """
     try:
         yield
-    except sqlite3.OperationalError as exc:
-        text = str(exc)
+    except sqlite3.DatabaseError as exc:
+        if is_damage(exc):
+            raise damaged(path, exc) from exc
+        if not isinstance(exc, sqlite3.OperationalError):
+            msg = f"cannot use database {path}: {exc}"
+            raise DatabaseError(msg) from exc
         if is_busy(exc):
             msg = f"database {path} stayed locked by another writer for {busy_timeout:g} s"
             raise DatabaseLockedError(msg) from exc
-        msg = f"cannot write database {path}: {text}"
-        raise DatabaseError(msg) from exc
-    except sqlite3.DatabaseError as exc:
-        msg = f"cannot use database {path}: {exc}"
+        msg = f"cannot write database {path}: {exc}"
         raise DatabaseError(msg) from exc
 
 

@@ -1,15 +1,28 @@
-"""``prune`` against a SQLite mirror: the reads and the delete of ``_mirror.prune.Mirror``."""
+"""``prune`` against a SQLite mirror: the reads and the delete of ``_mirror.prune.Mirror``.
+
+Every statement runs through ``translated``: a damaged database is a
+:class:`DatabaseDamagedError` that names it and says how to rebuild it, and
+before any file goes the whole database passes SQLite's ``quick_check``.
+"""
 
 from __future__ import annotations
 
 import os
-import sqlite3
+from collections.abc import Iterator
 from typing import Final
 
 from codex_logging._errors import DatabaseError, DatabaseNotFoundError
 from codex_logging._mirror.schema import TABLES
 from codex_logging._mirror.target import Mark
-from codex_logging._sqlite.db import BUSY_TIMEOUT, atomic, connect, connect_readonly
+from codex_logging._sqlite.db import (
+    BUSY_TIMEOUT,
+    atomic,
+    connect,
+    connect_readonly,
+    quick_check,
+    remember_state,
+    translated,
+)
 
 #: Sessions with an ``end`` record, when their last end and last event were.
 _CANDIDATES: Final = """
@@ -44,30 +57,65 @@ class SqliteMirror:
             raise DatabaseNotFoundError(msg)
         self.name = database
         self.busy_timeout = busy_timeout
+        self.checked = False  # quick_check passed
+        self.wrote = False  # rows were deleted
         self.conn = (connect_readonly if read_only else connect)(database)
+
+    def check(self) -> None:
+        """Run SQLite's ``quick_check``: raise :class:`DatabaseDamagedError` unless it passes."""
+        quick_check(self.conn, self.name)
+        self.checked = True
 
     def candidates(self) -> list[tuple[str, float, float]]:
         """Return ``(session, last end ts, last ts)`` of every session with an ``end``."""
-        return list(self.conn.execute(_CANDIDATES).fetchall())
+        with translated(self.name, self.busy_timeout):
+            return list(self.conn.execute(_CANDIDATES).fetchall())
 
     def has_session(self, session_id: str) -> bool:
         """Return whether the session has any row."""
-        found = self.conn.execute(
-            "SELECT 1 FROM session_events WHERE session_id = ? LIMIT 1", (session_id,)
-        ).fetchone()
+        with translated(self.name, self.busy_timeout):
+            found = self.conn.execute(
+                "SELECT 1 FROM session_events WHERE session_id = ? LIMIT 1", (session_id,)
+            ).fetchone()
         return found is not None
 
     def watermark(self, session_id: str) -> Mark | None:
         """Return the session's watermark."""
-        found = self.conn.execute(
-            "SELECT byte_offset, head_len, head_sha256, file_dev, file_ino"
-            " FROM session_ingest_watermark WHERE session_id = ?",
-            (session_id,),
-        ).fetchone()
+        with translated(self.name, self.busy_timeout):
+            found = self.conn.execute(
+                "SELECT byte_offset, head_len, head_sha256, file_dev, file_ino, seq"
+                " FROM session_ingest_watermark WHERE session_id = ?",
+                (session_id,),
+            ).fetchone()
         return None if found is None else tuple(found)
+
+    def event_keys(
+        self, session_id: str, first: int, last: int
+    ) -> Iterator[tuple[int, float | None, str | None]]:
+        """Yield ``(seq, ts, kind)`` of the events ``first..last``; every column is read."""
+        with translated(self.name, self.busy_timeout):
+            # message and data are fetched, not only measured: their pages
+            # (overflow pages too) are read, so damage there raises.
+            for seq, ts, kind, *_rest in self.conn.execute(
+                "SELECT seq, ts, kind, level, logger, role, message, data FROM session_events"
+                " WHERE session_id = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+                (session_id, first, last),
+            ):
+                yield seq, ts, kind
+
+    def error_keys(self, session_id: str, first: int, last: int) -> Iterator[tuple[int, int]]:
+        """Yield ``(seq, byte_offset)`` of the quarantined lines ``first..last``."""
+        with translated(self.name, self.busy_timeout):
+            for seq, offset, _error, _raw in self.conn.execute(
+                "SELECT seq, byte_offset, error, raw FROM session_ingest_errors"
+                " WHERE session_id = ? AND seq BETWEEN ? AND ? ORDER BY seq, byte_offset",
+                (session_id, first, last),
+            ):
+                yield seq, offset
 
     def delete_rows(self, session_id: str) -> int:
         """Delete the session's rows, quarantined lines, watermark and summary."""
+        self.wrote = True
         with atomic(self.conn, self.name, self.busy_timeout):
             deleted = 0
             for table in TABLES:
@@ -82,11 +130,14 @@ class SqliteMirror:
     def finish(self) -> None:
         """Give the space back: ``VACUUM``."""
         try:
-            self.conn.execute("VACUUM")
-        except sqlite3.Error as exc:
-            msg = f"pruned, but cannot VACUUM {self.name}: {exc}"
-            raise DatabaseError(msg) from exc
+            with translated(self.name, self.busy_timeout):
+                self.conn.execute("VACUUM")
+        except DatabaseError as exc:
+            msg = f"pruned, but cannot VACUUM: {exc}"
+            raise type(exc)(msg) from exc
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection; record the file's state for the next sync once checked."""
         self.conn.close()
+        if self.checked and self.wrote:
+            remember_state(self.name)  # a prune's own writes: the next sync need not check
