@@ -26,7 +26,13 @@ from codex_logging._cli.output import (
     to_json,
     use_colour,
 )
-from codex_logging._errors import CodexLoggingError, DatabaseError, DatabaseNotFoundError
+from codex_logging._errors import (
+    CodexLoggingError,
+    DatabaseDamagedError,
+    DatabaseError,
+    DatabaseNotFoundError,
+    InvalidFilterError,
+)
 from codex_logging._mirror import filters as _filters
 from codex_logging._mirror.prune import Mirror, prune
 from codex_logging._mirror.target import SyncReport
@@ -139,7 +145,11 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def sync_round(
-    args: argparse.Namespace, shown: set[str] | None = None, *, quiet_idle: bool = False
+    args: argparse.Namespace,
+    shown: set[str] | None = None,
+    *,
+    quiet_idle: bool = False,
+    rebuild: bool = False,
 ) -> SyncReport:
     progress = Progress(sys.stderr) if sys.stderr.isatty() else None
     url = postgres_url(args)
@@ -150,7 +160,9 @@ def sync_round(
 
             report = sync_to_postgres(url, folder, session_id=args.session_id, progress=progress)
         else:
-            report = sync_to_sqlite(database, folder, session_id=args.session_id, progress=progress)
+            report = sync_to_sqlite(
+                database, folder, session_id=args.session_id, progress=progress, rebuild=rebuild
+            )
     finally:
         if progress is not None:
             progress.done()
@@ -200,6 +212,8 @@ def _watch_round(args: argparse.Namespace, shown: set[str], failing: list[str]) 
     # retried, and each cause is said once (docs/cli.md), until one succeeds.
     try:
         sync_round(args, shown, quiet_idle=True)
+    except DatabaseDamagedError:
+        raise  # it does not heal by waiting: one line, exit 2
     except DatabaseError as exc:
         text = one_line(str(exc), *db_sources(args))
         if text not in failing:
@@ -212,15 +226,19 @@ def _watch_round(args: argparse.Namespace, shown: set[str], failing: list[str]) 
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    rebuild = getattr(args, "rebuild", False)  # codex-import-ndjson has no --rebuild
+    if rebuild and postgres_url(args) is not None:
+        msg = "--rebuild is for a SQLite mirror: a PostgreSQL database is repaired on its server"
+        raise InvalidFilterError(msg)
     if args.watch is None:
-        sync_round(args)
+        sync_round(args, rebuild=rebuild)
         return 0
     stopped = [False]
     shown: set[str] = set()
     failing: list[str] = []
     # Ctrl-C ends the wait, never a round halfway; one last round then runs.
     with _interrupt_as_flag(stopped):
-        sync_round(args, shown)  # a wrong --db fails here: one line, exit 2
+        sync_round(args, shown, rebuild=rebuild)  # a wrong --db fails here: one line, exit 2
         while True:
             deadline = time.monotonic() + args.watch
             while not stopped[0] and time.monotonic() < deadline:

@@ -202,6 +202,12 @@ def _add_sync_options(parser: argparse.ArgumentParser, *, importer: bool) -> Non
             metavar="SECONDS",
             help="sync again every SECONDS until Ctrl-C",
         )
+        parser.add_argument(
+            "--rebuild",
+            action="store_true",
+            help="move a damaged SQLite database aside (NAME.damaged-TIME) and mirror"
+            " every session file afresh",
+        )
 
 
 # -- entry points -----------------------------------------------------------

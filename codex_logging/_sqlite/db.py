@@ -640,13 +640,16 @@ def reading(path: str) -> Iterator[None]:
         path: The database path, for messages.
 
     Raises:
+        DatabaseDamagedError: The file is damaged (malformed, not a database).
         DatabaseError: A statement ran past ``CODEX_QUERY_TIMEOUT`` and was
             stopped, or any other SQLite failure.
     """
     try:
         yield
-    except sqlite3.OperationalError as exc:
-        if not _interrupted(exc):
+    except sqlite3.Error as exc:
+        if is_damage(exc):
+            raise damaged(path, exc) from exc
+        if not isinstance(exc, sqlite3.OperationalError) or not _interrupted(exc):
             msg = f"cannot read database {path}: {exc}"
             raise DatabaseError(msg) from exc
         msg = (
@@ -654,9 +657,6 @@ def reading(path: str) -> Iterator[None]:
             f" (a view in it may never end; {ENV_QUERY_TIMEOUT} sets the limit, 0 for none)"
         )
         raise DatabaseError(msg) from None
-    except sqlite3.Error as exc:
-        msg = f"cannot read database {path}: {exc}"
-        raise DatabaseError(msg) from exc
 
 
 def _interrupted(exc: sqlite3.Error) -> bool:

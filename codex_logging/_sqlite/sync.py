@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from operator import itemgetter
 from typing import Final
 
+from codex_logging._errors import DatabaseDamagedError
 from codex_logging._mirror.engine import LONG_LINE_BYTES, run_sync
 from codex_logging._mirror.lines import ErrorRow, EventRow
 from codex_logging._mirror.target import (
@@ -29,7 +30,17 @@ from codex_logging._mirror.target import (
 )
 from codex_logging._settings import db_path as resolve_db_path
 from codex_logging._settings import sessions_dir_path
-from codex_logging._sqlite.db import BUSY_TIMEOUT, PID_OF, atomic, connect, translated
+from codex_logging._sqlite.db import (
+    BUSY_TIMEOUT,
+    PID_OF,
+    atomic,
+    changed_outside,
+    connect,
+    quick_check,
+    remember_state,
+    set_aside,
+    translated,
+)
 
 _INSERT_EVENT: Final = (
     "INSERT INTO session_events (session_id, seq, ts, kind, level, logger, role, message, data)"
@@ -145,12 +156,27 @@ class SqliteTarget:
         self.name = path
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
+        self._sound = False  # opened, and checked if it had to be
 
     @property
     def conn(self) -> sqlite3.Connection:
-        """The connection, opened (and the database created) on first use."""
+        """The connection, opened (and the database created) on first use.
+
+        A database whose size or mtime changed since the last sync or prune
+        recorded them (something else wrote it) passes SQLite's
+        ``quick_check`` first (docs/production.md, "A damaged mirror").
+        """
         if self._conn is None:
-            self._conn = connect(self.name, busy_timeout=self.busy_timeout)
+            changed = changed_outside(self.name)
+            conn = connect(self.name, busy_timeout=self.busy_timeout)
+            if changed:
+                try:
+                    quick_check(conn, self.name)
+                except BaseException:
+                    conn.close()
+                    raise
+            self._conn = conn
+            self._sound = True
         return self._conn
 
     def settled_files(self, source_id: str) -> dict[str, SettledRow]:
@@ -317,6 +343,10 @@ class SqliteTarget:
             conn.execute(_UPSERT_WATERMARK, (session_id, *values, time.time()))
         return len(events)
 
+    def damaged(self) -> None:
+        """Leave no record of the database's state: the next sync checks it again."""
+        self._sound = False
+
     def cancel(self) -> None:
         """Nothing to cancel: this target is not pipelined (see ``Target.cancel``)."""
 
@@ -325,6 +355,8 @@ class SqliteTarget:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+            if self._sound:
+                remember_state(self.name)
 
 
 #: SQLite's default SQLITE_MAX_LENGTH, for Pythons without Connection.getlimit.
@@ -490,6 +522,7 @@ def sync_to_sqlite(
     session_id: str | None = None,
     busy_timeout: float = BUSY_TIMEOUT,
     progress: Progress | None = None,
+    rebuild: bool = False,
 ) -> SyncReport:
     """Mirror every session file (or one) into the SQLite database, exactly once.
 
@@ -512,6 +545,10 @@ def sync_to_sqlite(
         busy_timeout: Seconds to wait for a database or file lock held by
             another writer or sync.
         progress: Called after each committed batch.
+        rebuild: First move the database aside (``<name>.damaged-<UTC time>``,
+            its WAL files with it) and mirror every session file afresh: the
+            way out of a :class:`DatabaseDamagedError`. Sessions whose files
+            prune already deleted are only in the copy moved aside.
 
     Returns:
         A :class:`SyncReport`.
@@ -521,14 +558,28 @@ def sync_to_sqlite(
         UnknownSessionError: ``session_id`` has no session file.
         SessionsDirError: ``sessions_dir`` is a file, not a folder.
         DatabaseLockedError: The database stayed locked past ``busy_timeout``.
+        DatabaseDamagedError: The database is damaged (SQLite says "malformed",
+            "not a database", or its ``quick_check`` fails); the message says
+            how to rebuild it.
         DatabaseError: The database cannot be opened or written.
     """
-    target = SqliteTarget(resolve_db_path(db_path), busy_timeout)
+    path = resolve_db_path(db_path)
+    moved = set_aside(path) if rebuild else None
+    target = SqliteTarget(path, busy_timeout)
     with contextlib.closing(target):
-        return run_sync(
-            target,
-            sessions_dir_path(sessions_dir),
-            session_id=session_id,
-            busy_timeout=busy_timeout,
-            progress=progress,
+        try:
+            report = run_sync(
+                target,
+                sessions_dir_path(sessions_dir),
+                session_id=session_id,
+                busy_timeout=busy_timeout,
+                progress=progress,
+            )
+        except DatabaseDamagedError:
+            target.damaged()
+            raise
+    if moved is not None:
+        report.warnings.insert(
+            0, f"moved the damaged database aside to {moved}; mirrored the session files afresh"
         )
+    return report
