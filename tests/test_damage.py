@@ -122,7 +122,7 @@ class TestFound:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert proc.stdout is not None
-        assert proc.stdout.readline().startswith("synced 3 files: 3006 rows inserted")
+        assert proc.stdout.readline().startswith("synced 3 files: 3,006 rows inserted")
         time.sleep(0.3)
         damage(db)
         out, err = proc.communicate(timeout=60)
@@ -172,7 +172,7 @@ class TestRebuild:
         before = db.read_bytes()
         out = cli("sync", "--rebuild", "--db", str(db), "--sessions-dir", str(folder))
         assert out.returncode == 0, out.stderr
-        assert out.stdout == "synced 3 files: 3006 rows inserted, 0 lines quarantined\n"
+        assert out.stdout == "synced 3 files: 3,006 rows inserted, 0 lines quarantined\n"
         (aside,) = db.parent.glob("mirror.db.damaged-*Z")
         assert out.stderr == (
             f"warning: moved the damaged database aside to {aside};"
