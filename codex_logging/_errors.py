@@ -107,7 +107,7 @@ class ScopeNotEnteredError(CodexLoggingError, RuntimeError):
 
 
 class PostgresNotInstalledError(CodexLoggingError, ImportError):
-    """PostgreSQL was asked for but psycopg (``codex-logging[postgres]``) is not installed."""
+    """PostgreSQL was asked for but psycopg (the ``postgres`` extra) is not installed."""
 
 
 # -- messages ---------------------------------------------------------------

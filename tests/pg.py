@@ -79,7 +79,7 @@ def pg_server() -> Iterator[Server]:
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        _unavailable("psycopg is not installed (pip install 'codex-logging[postgres]')")
+        _unavailable("psycopg is not installed (pip install -e '.[test]')")
     bin_dir = find_bin_dir()
     if bin_dir is None:
         _unavailable("no PostgreSQL server binaries (initdb, pg_ctl) found")

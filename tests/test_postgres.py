@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 from codex_logging import UnknownSessionError, sync_to_postgres, sync_to_sqlite
 from codex_logging._errors import DatabaseError, DatabaseLockedError, InvalidFilterError
 from codex_logging._mirror.filters import Filters, build
-from codex_logging._mirror.target import Watermark, WatermarkMovedError
+from codex_logging._mirror.target import Watermark, WatermarkMovedError, source_id
 from codex_logging._postgres.db import SCHEMA_VERSION, connect, display_url, migrate
 from codex_logging._postgres.read import query_postgres, query_where, sessions_postgres
 from codex_logging._postgres.sync import PostgresTarget
@@ -714,6 +715,9 @@ class TestReads:
                 "role": None,
                 "message": "boom",
                 "data": json.dumps(records[3]),
+                "source_id": source_id(str(sessions)),
+                "host": socket.gethostname(),
+                "folder": str(sessions),
             }
         ]
         assert sessions_postgres(pg_url) == [
@@ -751,7 +755,16 @@ class TestReads:
             pg_url,
             "SELECT time, pid, status, error_type, error, duration_s FROM events"
             " WHERE session_id = 's' AND kind = 'end'",
-        ) == [("1970-01-01T00:00:04.000Z", 8, "error", "ValueError", "bad", 3.0)]
+        ) == [
+            (
+                datetime(1970, 1, 1, 0, 0, 4, tzinfo=timezone.utc),
+                8,
+                "error",
+                "ValueError",
+                "bad",
+                3.0,
+            )
+        ]
         with pytest.raises(UnknownSessionError, match="unknown session nope"):
             query_postgres(pg_url, "nope")
         with pytest.raises(UnknownSessionError, match="unknown session nope"):
@@ -910,7 +923,7 @@ def test_without_psycopg_a_clear_error(tmp_path: Path) -> None:
     ).stdout
     assert out.startswith(
         "PostgresNotInstalledError PostgreSQL support needs psycopg 3:"
-        " pip install 'codex-logging[postgres]'"
+        " pip install 'psycopg[binary]>=3.1' (the postgres extra: pip install '.[postgres]' in a checkout)"
     )
 
 
@@ -1233,3 +1246,65 @@ class TestReadingAlike:
         assert by_case[("--grep", "ALICE")] == ["calling git"]
         assert by_case[("--grep", "user")] == []
         assert "── end r · error · KeyboardInterrupt · 4.00s ──" in answers["postgres"][-1][-1]
+
+
+def test_events_time_is_a_timestamp_on_sqlites_millisecond(pg_url: str, tmp_path: Path) -> None:
+    """events.time is a timestamptz; for every ts it is the millisecond SQLite's view shows."""
+    import random
+
+    rng = random.Random(7)
+    stamps = [20.0215, 20.0216, 1.0004999, 1795442560.9995, 1795442560.0005, 0.0]
+    stamps += [rng.uniform(0, 2e9) for _ in range(300)]
+    stamps += [round(rng.uniform(0, 2e9), 3) + 0.0005 for _ in range(300)]
+    folder = tmp_path / "s"
+    folder.mkdir(mode=0o700)
+    (folder / "t.ndjson").write_text(
+        "".join(json.dumps({"ts": ts, "message": "m"}) + "\n" for ts in stamps)
+    )
+    sqlite_db = tmp_path / "x.db"
+    sync_to_sqlite(sqlite_db, folder)
+    sync_to_postgres(pg_url, folder)
+    with db_connection(sqlite_db) as conn:
+        shown = [row[0] for row in conn.execute("SELECT time FROM events ORDER BY seq")]
+    times = pg_rows(pg_url, "SELECT time FROM events ORDER BY seq")
+    assert all(isinstance(row[0], datetime) and row[0].utcoffset() is not None for row in times)
+    as_text = [
+        row[0].astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z" for row in times
+    ]
+    assert as_text == shown
+    assert shown[:2] == ["1970-01-01T00:00:20.022Z", "1970-01-01T00:00:20.022Z"]
+
+
+def test_rows_say_which_machine_and_folder(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A session synced from two folders: text lines say host:folder, --json has source_id, host, folder."""
+    from codex_logging._cli.main import main
+
+    folders = [tmp_path / "one", tmp_path / "two"]
+    for number, folder in enumerate(folders):
+        folder.mkdir(mode=0o700)
+        (folder / "ci.ndjson").write_text(
+            json.dumps({"ts": 10.0 + number, "message": f"from {number}"}) + "\n"
+        )
+        sync_to_postgres(pg_url, folder)
+    host = socket.gethostname()
+    assert main(["query", "--db", pg_url, "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["message"], r["host"], r["folder"]) for r in rows] == [
+        ("from 0", host, str(folders[0])),
+        ("from 1", host, str(folders[1])),
+    ]
+    assert len({r["source_id"] for r in rows}) == 2
+    assert main(["query", "--db", pg_url]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert [line.split("  ")[1:3] for line in text] == [
+        ["ci", f"{host}:{folders[0]}"],
+        ["ci", f"{host}:{folders[1]}"],
+    ]
+    assert main(["show", "ci", "--db", pg_url]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert f" {host}:{folders[1]} " in shown[1]
+    # One source: no column for it.
+    assert main(["query", "--db", pg_url, "--tail", "1"]) == 0
+    assert f"{host}:" not in capsys.readouterr().out

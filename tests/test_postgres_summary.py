@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from codex_logging import sync_to_postgres, sync_to_sqlite
-from codex_logging._postgres.db import SCHEMA_VERSION
+from codex_logging._postgres.db import _TEXT_TIME, EVENTS_VIEW, SCHEMA_VERSION
 from tests.conftest import db_connection
 from tests.test_postgres_prune import rows
 
@@ -87,6 +87,9 @@ class TestSummaryPostgres:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute("DROP VIEW sessions")
             conn.execute("DROP TABLE session_summary, session_summary_pids")
+            # The events view as version 1 made it (time as text).
+            conn.execute("DROP VIEW events")
+            conn.execute(EVENTS_VIEW.format(time=_TEXT_TIME, trace=""))
             conn.execute("UPDATE codex_schema_version SET version = 1")
         write_round(folder, "s", 2, pid=6)
         sync_to_postgres(pg_url, folder)

@@ -152,9 +152,29 @@ def _ending(record: dict[str, Any]) -> str:
     return " (" + ", ".join(parts) + ")"
 
 
+def _sources(events: list[dict[str, Any]]) -> bool:
+    # Whether the rows came from more than one machine or folder (a team's
+    # PostgreSQL mirror): then each line says which.
+    return len({event.get("source_id") for event in events}) > 1
+
+
+def source_of(record: dict[str, Any]) -> str:
+    """Return where a team mirror's row came from: ``host:folder``, or its source id."""
+    host, folder = record.get("host"), record.get("folder")
+    if host or folder:
+        return f"{host or '?'}:{folder or '?'}"
+    return str(record.get("source_id") or "?")
+
+
 def print_events(events: list[dict[str, Any]], as_json: bool, out: TextIO) -> None:
-    """Write events one per line: text columns, or JSON objects with every field."""
+    """Write events one per line: text columns, or JSON objects with every field.
+
+    Rows of a team mirror carry ``source_id``, ``host`` and ``folder`` in
+    ``--json``; in text they are shown, as ``host:folder`` after the session,
+    when the rows printed together came from more than one source.
+    """
     plain = Transcript(out, colour=False)
+    many = _sources(events)
     for event in events:
         record = _record(event)
         if as_json:
@@ -165,9 +185,12 @@ def print_events(events: list[dict[str, Any]], as_json: bool, out: TextIO) -> No
             message = f"[{event['role']}] {message}"
         if event.get("kind") == "end":
             message += _ending(record)
+        session = str(event.get("session_id") or "")
+        if many:
+            session += f"  {source_of(record)}"
         fields = (
             local_time(event.get("ts")),
-            str(event.get("session_id") or ""),
+            session,
             f"{event.get('kind') or '':<7}",
             f"{event.get('level') or '':<8}",
             str(event.get("logger") or "-"),
@@ -229,6 +252,7 @@ class Progress:
 _SHOWN: Final = frozenset(
     {"ts", "session_id", "seq", "kind", "level", "levelno", "logger", "message", "pid", "role"}
     | {"exc", "exception", "status", "error_type", "error", "duration_s", "signal"}
+    | {"source_id", "host", "folder"}
 )
 #: ANSI styles, as structlog's ConsoleRenderer colours levels.
 _RESET: Final = "\x1b[0m"
@@ -277,9 +301,11 @@ class Transcript:
         return f"{style}{text}{_RESET}" if self.colour and text else text
 
     def write(self, events: list[dict[str, Any]]) -> None:
-        """Write ``events`` in order, then flush."""
+        """Write ``events`` in order, then flush; each says its source when they have several."""
+        many = _sources(events)
         for event in events:
-            self.out.write(self.line(_record(event)) + "\n")
+            record = _record(event)
+            self.out.write(self.line(record, source=source_of(record) if many else None) + "\n")
         self.out.flush()
 
     def _time(self, ts: object) -> str:
@@ -292,10 +318,16 @@ class Transcript:
             return full
         return clock
 
-    def line(self, record: dict[str, Any]) -> str:
-        """Return one event's text: its line, and its traceback indented below."""
+    def line(self, record: dict[str, Any], source: str | None = None) -> str:
+        """Return one event's text: its line, and its traceback indented below.
+
+        ``source``, when given, follows the time: the machine and folder a team
+        mirror's row came from.
+        """
         kind = record.get("kind") or "message"
         when = self._style(_DIM, self._time(record.get("ts")))
+        if source is not None:
+            when += " " + self._style(_DIM, escape(source))
         if kind in {"start", "end"}:
             head = self._mark(record, kind)
         else:

@@ -64,11 +64,11 @@ SUMMARY_PIDS: Final = """
     ON CONFLICT DO NOTHING
 """
 
-#: The ``events`` view; ``{trace}`` adds the trace context columns (migration 3).
+#: The ``events`` view; ``{time}`` is its first column, ``{trace}`` adds the
+#: trace context columns (migration 3).
 EVENTS_VIEW: Final = """CREATE OR REPLACE VIEW events AS
             SELECT
-                to_char(to_timestamp(e.ts) AT TIME ZONE 'UTC',
-                        'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS time,
+                {time} AS time,
                 e.session_id, e.seq, e.ts, e.kind, e.level, e.logger, e.role, e.message,
                 CASE WHEN j ->> 'pid' ~ '^-?[0-9]{{1,18}}$' THEN (j ->> 'pid')::bigint END AS pid,
                 j ->> 'status' AS status,
@@ -82,6 +82,17 @@ EVENTS_VIEW: Final = """CREATE OR REPLACE VIEW events AS
             FROM session_events e
             CROSS JOIN LATERAL codex_json(e.data) AS j
             LEFT JOIN sources s USING (source_id)"""
+#: ``time`` as text, as the first migrations made it (truncated to the millisecond).
+_TEXT_TIME: Final = """to_char(to_timestamp(e.ts) AT TIME ZONE 'UTC',
+                        'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
+#: ``time`` as a ``timestamptz`` on the millisecond SQLite's view shows: SQLite
+#: turns Unix seconds into whole milliseconds of the Julian day in double
+#: precision, ``(ts * 1000 + 210866760000000 + 0.5)`` truncated; the same
+#: arithmetic here gives the same millisecond for every ``ts``.
+_TIMESTAMP: Final = (
+    "to_timestamp((trunc(e.ts * 1000::float8 + 210866760000000::float8 + 0.5::float8)"
+    " - 210866760000000::float8) / 1000::float8)"
+)
 _TRACE_COLUMNS: Final = """,
                 j ->> 'trace_id' AS trace_id,
                 j ->> 'span_id' AS span_id,
@@ -157,7 +168,7 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
             $$""",
             # The same columns as the SQLite views, plus the source
             # and its host; ISO-8601 UTC times.
-            EVENTS_VIEW.format(trace=""),
+            EVENTS_VIEW.format(time=_TEXT_TIME, trace=""),
             # One row per session id, merging every source (a CI matrix sharing
             # one CODEX_SESSION_ID): status is error if any end record failed,
             # ok if the session ended, else NULL.
@@ -272,7 +283,7 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
         # Records carry the OpenTelemetry trace context; the view
         # shows it as columns, at the end (CREATE OR REPLACE keeps the rest).
         "the trace context as columns of events",
-        (EVENTS_VIEW.format(trace=_TRACE_COLUMNS),),
+        (EVENTS_VIEW.format(time=_TEXT_TIME, trace=_TRACE_COLUMNS),),
     ),
     (
         # As the SQLite mirror's migration 6: a file renamed, moved or
@@ -283,6 +294,15 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
             """CREATE INDEX IF NOT EXISTS session_ingest_watermark_file
             ON session_ingest_watermark (source_id, file_ino)""",
             "CREATE INDEX IF NOT EXISTS sources_folder ON sources (folder)",
+        ),
+    ),
+    (
+        # A time a client can compute with: the column's type changes, so
+        # the view is made anew (nothing depends on it).
+        "events.time as timestamptz, rounded to the millisecond as in SQLite",
+        (
+            "DROP VIEW IF EXISTS events",
+            EVENTS_VIEW.format(time=_TIMESTAMP, trace=_TRACE_COLUMNS),
         ),
     ),
 )
@@ -298,7 +318,10 @@ def import_psycopg() -> Any:
     try:
         import psycopg  # noqa: PLC0415 - optional extra, imported on first use only
     except ImportError as exc:
-        msg = f"PostgreSQL support needs psycopg 3: pip install 'codex-logging[postgres]' ({exc})"
+        msg = (
+            "PostgreSQL support needs psycopg 3: pip install 'psycopg[binary]>=3.1'"
+            f" (the postgres extra: pip install '.[postgres]' in a checkout) ({exc})"
+        )
         raise PostgresNotInstalledError(msg) from exc
     return psycopg
 

@@ -38,6 +38,13 @@ from codex_logging._postgres.db import (
 )
 
 _QUERY_COLUMNS: Final = ", ".join(EVENT_COLUMNS)
+#: Where each row of a query came from: its source, and that source's host and
+#: folder, so rows of a session synced from many machines can be told apart.
+_SOURCE_COLUMNS: Final = (
+    "session_events.source_id AS source_id,"
+    " (SELECT s.host FROM sources s WHERE s.source_id = session_events.source_id) AS host,"
+    " (SELECT s.folder FROM sources s WHERE s.source_id = session_events.source_id) AS folder"
+)
 
 
 @contextmanager
@@ -86,7 +93,8 @@ def query_postgres(
 
     Returns:
         One dict per event with the keys session_id, seq, ts, kind, level,
-        logger, role, message and data, as the SQLite query returns.
+        logger, role, message and data, as the SQLite query returns, then
+        where the row came from: source_id, host and folder.
 
     Raises:
         DatabaseError: The database cannot be read or has no mirror tables.
@@ -213,7 +221,7 @@ def _field_term(test: FieldTest, record: str) -> tuple[str, list[Any]]:
 
 def _tail(cur: Any, url: str, where: Filters, tail: int | None) -> list[dict[str, Any]]:
     clauses, params = postgres_where(where)
-    sql = f"SELECT {_QUERY_COLUMNS} FROM session_events"  # noqa: S608 - constants, values as %s
+    sql = f"SELECT {_QUERY_COLUMNS}, {_SOURCE_COLUMNS} FROM session_events"  # noqa: S608 - constants
     if clauses:
         sql += " WHERE " + " AND ".join(clauses)
     sql += " ORDER BY ts DESC NULLS LAST, session_id DESC, source_id DESC, seq DESC LIMIT %s"
@@ -332,7 +340,7 @@ def _between(
     # (source, session), through the primary key.
     clauses, params = postgres_where(where)
     sql = (
-        f"SELECT {_QUERY_COLUMNS} FROM session_events"  # noqa: S608 - constants, values as %s
+        f"SELECT {_QUERY_COLUMNS}, {_SOURCE_COLUMNS} FROM session_events"  # noqa: S608 - constants
         " JOIN unnest(%s::text[], %s::text[], %s::bigint[], %s::bigint[])"
         " AS w(w_source, w_session, w_after, w_upto)"
         " ON source_id = w_source AND session_id = w_session AND seq > w_after AND seq <= w_upto"

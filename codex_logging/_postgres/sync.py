@@ -401,7 +401,7 @@ def sync_to_postgres(
     """Mirror every session file (or one) into a PostgreSQL database, exactly once.
 
     The same contract as :func:`sync_to_sqlite`; many machines may sync into
-    one database at once. Needs ``pip install 'codex-logging[postgres]'``.
+    one database at once. Needs psycopg 3, the ``postgres`` extra (docs/scale-out.md, "Installing").
 
     Example::
 
