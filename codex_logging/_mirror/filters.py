@@ -95,16 +95,34 @@ def parse_time(value: float | str | datetime, now: float | None = None) -> float
         raise InvalidFilterError(msg) from None
 
 
+def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
+    """Return ``value`` if it is one of ``choices``.
+
+    Raises:
+        InvalidFilterError: Any other value, named as ``what``.
+    """
+    if value not in choices:
+        msg = f"unknown {what} {value!r}: choose from {', '.join(choices)}"
+        raise InvalidFilterError(msg)
+    return value
+
+
+def finite_number(text: str) -> float | None:
+    """Return ``text`` as a finite float, or ``None`` when it is not one."""
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def check_kind(kind: str) -> str:
     """Return ``kind`` if it is ``start``, ``message`` or ``end``.
 
     Raises:
         InvalidFilterError: Any other value.
     """
-    if kind not in KINDS:
-        msg = f"unknown kind {kind!r}: choose from {', '.join(KINDS)}"
-        raise InvalidFilterError(msg)
-    return kind
+    return check_choice(kind, KINDS, "kind")
 
 
 #: ``Level 25``: the name stdlib logging gives a level it has no name for.
@@ -261,11 +279,8 @@ def parse_where(text: str) -> FieldTest:
         raise InvalidFilterError(msg)
     if op not in NUMERIC_OPERATORS:
         return FieldTest(key, op, value)
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if not math.isfinite(number):
+    number = finite_number(value)
+    if number is None:
         msg = f"invalid --where {text!r}: {op} compares numbers, got {value!r}"
         raise InvalidFilterError(msg)
     return FieldTest(key, op, number)

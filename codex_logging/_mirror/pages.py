@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from codex_logging._errors import InvalidFilterError
+from codex_logging._mirror.filters import check_choice
 
 #: The statuses a sessions page may filter on; ``running`` is a session with no end yet.
 STATUSES: Final = ("ok", "error", "running")
@@ -28,10 +28,7 @@ def check_status(status: str) -> str:
     Raises:
         InvalidFilterError: Any other value.
     """
-    if status not in STATUSES:
-        msg = f"unknown status {status!r}: choose from {', '.join(STATUSES)}"
-        raise InvalidFilterError(msg)
-    return status
+    return check_choice(status, STATUSES, "status")
 
 
 def timeline_shape(

@@ -30,7 +30,7 @@ from codex_logging._errors import (
     UnknownSessionError,
     hide_secrets,
 )
-from codex_logging._mirror.filters import Filters, check_level
+from codex_logging._mirror.filters import Filters, check_level, finite_number
 from codex_logging._settings import validate_session_id
 from codex_logging._viewer.backend import Backend, event_view
 
@@ -302,11 +302,8 @@ def _whole(text: str | None, default: int) -> int:
 
 
 def _moment(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
+    value = finite_number(text)
+    if value is None:
         msg = f"invalid time {text!r}: Unix seconds"
         raise InvalidFilterError(msg)
     return value
