@@ -16,7 +16,7 @@ from codex_logging._record import (
     exception_parts,
 )
 from codex_logging._write.session import STAMPS, current_session, deferred, stamped_session
-from codex_logging._write.sink import SKIP, Sink
+from codex_logging._write.sink import SKIP, SinkOwner
 from codex_logging._write.writer import PROCESS, WRITER, FsyncPolicy
 
 _scoped: Final = current_session.get
@@ -89,7 +89,7 @@ def _split_prepared(message: str) -> tuple[str, str | None]:
     return message[:cut], message[cut + 1 :]
 
 
-class CodexHandler(logging.Handler):
+class CodexHandler(SinkOwner, logging.Handler):
     """Append every log record to its session's NDJSON file.
 
     Usable from ``logging.config.dictConfig`` as
@@ -132,7 +132,8 @@ class CodexHandler(logging.Handler):
         """Fix the folder and the settings now, so a later chdir changes nothing."""
         # The sink first: a bad setting raises before Handler.__init__ registers
         # the handler for logging.shutdown(), which would close a half-made one.
-        self.sink = Sink(
+        SinkOwner.__init__(
+            self,
             sessions_dir,
             session_id,
             fsync=fsync,
@@ -140,25 +141,12 @@ class CodexHandler(logging.Handler):
             redact_keys=redact_keys,
             redact_patterns=redact_patterns,
         )
+        logging.Handler.__init__(self, level)
+
+    def _made(self) -> None:
         self.sink.logging_handler = True
-        super().__init__(level)
         self._names = self.sink.field_names(_NOT_EXTRA)
         self._format_exception = logging.Formatter().formatException
-
-    @property
-    def sessions_dir(self) -> str:
-        """The absolute folder this handler writes to."""
-        return self.sink.sessions_dir
-
-    @property
-    def session_id(self) -> str | None:
-        """The handler's own session (``None``: the scope's or the environment's)."""
-        return self.sink.session_id
-
-    @property
-    def dropped(self) -> int:
-        """Records that could not be written since the handler was made."""
-        return self.sink.dropped
 
     def handle(self, record: logging.LogRecord) -> bool:
         """Filter and emit without ``Handler.lock``: the writer is thread-safe."""
@@ -176,10 +164,8 @@ class CodexHandler(logging.Handler):
         """Write ``record``; any failure goes to ``handleError``, never to the caller.
 
         The steps of :meth:`Sink.write` (route, normalise, redact, build,
-        encode, append), reading the record straight into them: the usual
-        kind, role and logger name and the message are checked here, the rest
-        goes through the sink's helpers. Building the eleven arguments of
-        ``Sink.write`` instead was measurably slower (docs/performance.md, ``make bench``).
+        encode, append), reading the record's attributes straight into them;
+        one hot function per entry point (docs/performance.md).
         """
         sink = self.sink
         try:

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
 from typing import Any, Final
 
 from codex_logging._record import exception_parts
-from codex_logging._write.sink import Sink
-from codex_logging._write.writer import FsyncPolicy
+from codex_logging._write.sink import SinkOwner
 
 #: ``extra`` keys that become record fields rather than extra fields.
 _MAPPED: Final = frozenset({"session_id", "kind", "role"})
 
 
-class LoguruSink:
+class LoguruSink(SinkOwner):
     """A loguru sink: ``logger.add(LoguruSink(fsync="end"))``.
 
     It never raises into the program: a record it cannot write is counted in
@@ -52,37 +50,7 @@ class LoguruSink:
 
     """
 
-    __slots__ = ("sink",)
-
-    def __init__(
-        self,
-        sessions_dir: str | os.PathLike[str] | None = None,
-        session_id: str | None = None,
-        *,
-        fsync: FsyncPolicy = "never",
-        redact: bool = True,
-        redact_keys: Iterable[str] = (),
-        redact_patterns: Iterable[str] = (),
-    ) -> None:
-        """Fix the folder and the settings now."""
-        self.sink = Sink(
-            sessions_dir,
-            session_id,
-            fsync=fsync,
-            redact=redact,
-            redact_keys=redact_keys,
-            redact_patterns=redact_patterns,
-        )
-
-    @property
-    def sessions_dir(self) -> str:
-        """The absolute folder this sink writes to."""
-        return self.sink.sessions_dir
-
-    @property
-    def dropped(self) -> int:
-        """Records that could not be written since the sink was made."""
-        return self.sink.dropped
+    __slots__ = ()
 
     def __call__(self, message: Any) -> None:
         """Write the record of one loguru message (loguru calls this)."""

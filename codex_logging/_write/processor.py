@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
-from collections.abc import Iterable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any, Final
 
 from codex_logging._record import (
@@ -15,11 +14,10 @@ from codex_logging._record import (
     STANDARD_LEVELS,
     exception_parts,
 )
-from codex_logging._redaction.redactor import Redactor
 from codex_logging._write.handler import CodexHandler
 from codex_logging._write.session import current_session, deferred
-from codex_logging._write.sink import SKIP, Sink
-from codex_logging._write.writer import PROCESS, FsyncPolicy
+from codex_logging._write.sink import SKIP, SinkOwner
+from codex_logging._write.writer import PROCESS
 
 # Bound once: a module attribute lookup shows on the per-event path.
 _time: Final = time.time
@@ -60,7 +58,7 @@ _MAPPED: Final = frozenset(
 )
 
 
-class CodexProcessor:
+class CodexProcessor(SinkOwner):
     """A structlog processor that writes each event as one NDJSON record.
 
     It returns the event dict unchanged, so it can stand anywhere in the chain
@@ -95,62 +93,21 @@ class CodexProcessor:
 
     """
 
-    __slots__ = ("_names", "_other_class", "sink")
+    __slots__ = ("_names", "_other_class")
 
-    def __init__(
-        self,
-        sessions_dir: str | os.PathLike[str] | None = None,
-        session_id: str | None = None,
-        *,
-        fsync: FsyncPolicy = "never",
-        redact: bool = True,
-        redact_keys: Iterable[str] = (),
-        redact_patterns: Iterable[str] = (),
-    ) -> None:
-        """Fix the folder and the settings now."""
-        self.sink = Sink(
-            sessions_dir,
-            session_id,
-            fsync=fsync,
-            redact=redact,
-            redact_keys=redact_keys,
-            redact_patterns=redact_patterns,
-        )
+    def _made(self) -> None:
         self._names = self.sink.field_names(_MAPPED)
         #: The last logger class found not to be a stdlib Logger: the usual
         #: logger (a PrintLogger, a BytesLogger) skips the isinstance test.
         self._other_class: type | None = None
-
-    @property
-    def sessions_dir(self) -> str:
-        """The absolute folder this processor writes to."""
-        return self.sink.sessions_dir
-
-    @property
-    def redactor(self) -> Redactor | None:
-        """The redactor, or ``None`` with ``redact=False``."""
-        return self.sink.redactor
-
-    @property
-    def session_id(self) -> str | None:
-        """The processor's own session (``None``: the scope's or the environment's)."""
-        return self.sink.session_id
-
-    @property
-    def dropped(self) -> int:
-        """Events that could not be written since the processor was made."""
-        return self.sink.dropped
 
     def __call__(  # noqa: C901, PLR0912, PLR0915 - the hot path (bench/)
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         """Write ``event_dict`` and return it untouched.
 
-        The steps of :meth:`Sink.write` (route, normalise, redact, build,
-        encode, append), reading the event straight into them: the usual
-        kind, role and logger name and the message are checked here, the rest
-        goes through the sink's helpers. Building the eleven arguments of
-        ``Sink.write`` instead was measurably slower (docs/performance.md, ``make bench``).
+        As :meth:`CodexHandler.emit` does for a log record: the steps of
+        :meth:`Sink.write`, reading the event dict straight into them.
         """
         sink = self.sink
         try:

@@ -522,3 +522,58 @@ def _hint(error: BaseException | None) -> str:
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return " (free disk space or raise the file-size limit)"
     return ""
+
+
+class SinkOwner:
+    """The part every entry point shares: its :class:`Sink`, made now, and what it shows of it.
+
+    ``CodexHandler``, ``CodexProcessor`` and ``LoguruSink`` each own one sink;
+    this makes it from their settings and gives their public attributes
+    (``sessions_dir``, ``session_id``, ``dropped``, ``redactor``).
+    """
+
+    __slots__ = ("sink",)
+
+    def __init__(
+        self,
+        sessions_dir: str | os.PathLike[str] | None = None,
+        session_id: str | None = None,
+        *,
+        fsync: FsyncPolicy = "never",
+        redact: bool = True,
+        redact_keys: Iterable[str] = (),
+        redact_patterns: Iterable[str] = (),
+    ) -> None:
+        """Fix the folder and the settings now, so a later chdir changes nothing."""
+        self.sink = Sink(
+            sessions_dir,
+            session_id,
+            fsync=fsync,
+            redact=redact,
+            redact_keys=redact_keys,
+            redact_patterns=redact_patterns,
+        )
+        self._made()
+
+    def _made(self) -> None:
+        """Set up what an entry point keeps beside its sink (after it is made)."""
+
+    @property
+    def sessions_dir(self) -> str:
+        """The absolute folder records are written to."""
+        return self.sink.sessions_dir
+
+    @property
+    def session_id(self) -> str | None:
+        """The own session (``None``: the scope's or the environment's)."""
+        return self.sink.session_id
+
+    @property
+    def dropped(self) -> int:
+        """Records that could not be written since this was made."""
+        return self.sink.dropped
+
+    @property
+    def redactor(self) -> Redactor | None:
+        """The redactor, or ``None`` with ``redact=False``."""
+        return self.sink.redactor
