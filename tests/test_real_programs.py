@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -343,6 +346,97 @@ class TestChildrenJoinTheirScope:
             rows = mirror(tmp_path / ".codex" / "session_logs.db", sid)
             assert rows[0]["kind"] == "start"
             assert sorted(r["message"] for r in rows if r.get("logger") == "child") == messages
+
+
+FILLER = """
+    import logging, os, resource, sys
+    from codex_logging import CodexHandler
+    handler = CodexHandler()
+    log = logging.getLogger("filler")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    n = 0
+    while handler.dropped < 5:
+        log.info("record %d %s", n, "x" * 997)
+        n += 1
+        if n == 100 and sys.argv[1] == "fsize":  # two records more, then a cut mid-record
+            size = os.path.getsize(os.path.join(handler.sessions_dir, "full.ndjson"))
+            resource.setrlimit(resource.RLIMIT_FSIZE, (size + 2 * 1105 + 400, resource.RLIM_INFINITY))
+    print(n - handler.dropped)
+"""
+
+AFTER = """
+    import logging
+    from codex_logging import CodexHandler
+    log = logging.getLogger("after")
+    log.addHandler(CodexHandler())
+    log.setLevel(logging.INFO)
+    for n in range(3):
+        log.info("after space %d", n)
+"""
+
+
+@contextlib.contextmanager
+def _small_filesystem(size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (root only); skipped where it cannot be mounted."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    where = Path(tempfile.mkdtemp())
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        where.rmdir()
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+        where.rmdir()
+
+
+class TestNoRecordGluedToAFragment:
+    @pytest.mark.parametrize("how", ["tmpfs", "fsize"])
+    def test_the_next_process_starts_on_a_new_line(self, tmp_path: Path, how: str) -> None:
+        """A full disk (a real 256 KiB tmpfs) or a file-size limit cuts a line; the next process's first record stands alone."""
+        with contextlib.ExitStack() as stack:
+            where = stack.enter_context(_small_filesystem("256k")) if how == "tmpfs" else tmp_path
+            env = clean_env(
+                CODEX_SESSION_ID="full",
+                CODEX_SESSIONS_DIR=str(where / "s"),
+                CODEX_LOG_DB_PATH=str(tmp_path / "m.db"),
+            )
+            done = run_python(FILLER, tmp_path, env, how)
+            assert done.returncode == 0, done.stderr
+            kept = int(done.stdout)
+            path = where / "s" / "full.ndjson"
+            assert not path.read_bytes().endswith(b"\n")  # a fragment at the end
+            if how == "tmpfs":
+                remount = ["mount", "-o", "remount,size=1m", str(where)]
+                subprocess.run(remount, check=True, timeout=TIMEOUT)
+            after = run_python(AFTER, tmp_path, env)
+            assert (after.returncode, after.stderr) == (0, "")
+            lines = path.read_bytes().split(b"\n")
+            assert lines[-1] == b""
+            parsed, bad = [], []
+            for line in lines[:-1]:
+                try:
+                    parsed.append(json.loads(line)["message"])
+                except ValueError:
+                    bad.append(line)
+            assert len(bad) == 1  # the fragment, alone on its line
+            assert bad[0].startswith(b'{"ts":')
+            assert b'"logger":"filler"' in bad[0]
+            assert b"after space" not in bad[0]
+            assert parsed[-3:] == ["after space 0", "after space 1", "after space 2"]
+            assert len(parsed) == kept + 3
+            report = codex_logs("sync", cwd=tmp_path, env=env)
+            assert report.stdout == (
+                f"synced 1 file: {kept + 3} rows inserted, 1 lines quarantined\n"
+            ), report.stderr
+            rows = mirror(tmp_path / "m.db", "full")
+            assert [r["message"] for r in rows][-3:] == parsed[-3:]
 
 
 # ---------------------------------------------------------------------------

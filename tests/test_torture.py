@@ -137,7 +137,8 @@ class TestCrashes:
     def test_power_cut_fragment_then_new_writer(self, tmp_path: Path) -> None:
         """A file ending in a torn line, then another process appends: the fragment is quarantined, the rest ingested.
 
-        The fragment and the record glued to it were one line: both keep its seq.
+        The new process starts its first record on a line of its own, so the
+        fragment is one line (seq 2) and every record keeps its own.
         """
         path = tmp_path / "cut.ndjson"
         path.write_bytes(b'{"message": "whole"}\n{"message": "tor')
@@ -154,8 +155,9 @@ class TestCrashes:
                 "SELECT seq, byte_offset, raw FROM session_ingest_errors"
             ).fetchall() == [(2, 21, '{"message": "tor')]
             assert conn.execute("SELECT seq, message FROM session_events ORDER BY seq").fetchall() == [
-                (1, "whole"), (2, "after 0"), (3, "after 1"), (4, "after 2"),
+                (1, "whole"), (3, "after 0"), (4, "after 1"), (5, "after 2"),
             ]  # fmt: skip
+        assert path.read_bytes().split(b"\n")[1] == b'{"message": "tor'
 
 
 class TestHostileInput:

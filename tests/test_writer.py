@@ -389,6 +389,55 @@ class TestDescriptorLifetime:
 
 
 class TestShortWrite:
+    def test_a_file_found_ending_mid_line_gets_one_newline_from_many_threads(
+        self, tmp_path: Path
+    ) -> None:
+        """Opened ending in another process's fragment: one newline before the first record, from 8 threads at once."""
+        path = tmp_path / "s.ndjson"
+        path.write_bytes(b'{"message": "whole"}\n{"message": "cut sh')
+        os.utime(path, (time.time() - 60, time.time() - 60))
+        writer = Writer()
+        barrier = threading.Barrier(8)
+
+        def run(t: int) -> None:
+            barrier.wait(10)
+            for i in range(50):
+                writer.write(str(path), f'{{"message": "{t}:{i}"}}\n'.encode())
+
+        threads = [threading.Thread(target=run, args=(t,)) for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        writer.close_all()
+        lines = path.read_bytes().split(b"\n")
+        assert lines[:2] == [b'{"message": "whole"}', b'{"message": "cut sh']
+        assert lines[-1] == b""
+        assert sorted(lines[2:-1]) == sorted(
+            f'{{"message": "{t}:{i}"}}'.encode() for t in range(8) for i in range(50)
+        )
+
+    def test_a_write_in_progress_is_not_taken_for_a_fragment(self, tmp_path: Path) -> None:
+        """Opened while another descriptor's 128 MiB record is being copied in: no newline is added."""
+        path = tmp_path / "s.ndjson"
+        path.write_bytes(b'{"message": "whole"}\n')
+        big = b'{"message": "' + b"x" * (128 << 20) + b'"}\n'
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        writing = threading.Thread(target=os.write, args=(fd, big))
+        writing.start()
+        while os.stat(path).st_size == 21:  # the big write has begun
+            time.sleep(0.0005)
+        caught_mid_write = os.stat(path).st_size < 21 + len(big)
+        writer = Writer()
+        writer.write(str(path), b'{"message": "mine"}\n')
+        writing.join(60)
+        os.close(fd)
+        writer.close_all()
+        lines = path.read_bytes().split(b"\n")
+        assert [len(line) for line in lines] == [20, len(big) - 1, 19, 0]
+        assert lines[2] == b'{"message": "mine"}'
+        assert caught_mid_write
+
     @pytest.mark.parametrize("between", ["open", "closed"])
     def test_fragment_stands_alone_and_later_records_land(
         self, tmp_path: Path, between: str

@@ -41,13 +41,14 @@ _FEW_OPEN: Final = 8
 _ATTEMPTS: Final = 3
 
 _FILE_FLAGS: Final = (
-    os.O_WRONLY
+    # Read too: the last byte is read once at open (ends_mid_line).
+    os.O_RDWR
     | os.O_APPEND
     | os.O_CREAT
     | os.O_NOFOLLOW
     | os.O_CLOEXEC
-    # A FIFO planted at the path must not block the open: with no reader it
-    # fails with ENXIO, with one it is refused below as not a regular file.
+    # A FIFO planted at the path must not block the open: it is refused
+    # below as not a regular file.
     | os.O_NONBLOCK
 )
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -168,6 +169,47 @@ class _Process:
 PROCESS: Final = _Process()
 
 
+#: How many times a file that keeps growing is looked at before its end is
+#: left alone (not taken for a fragment).
+_SETTLE_TRIES: Final = 100
+
+
+def ends_mid_line(fd: int, info: os.stat_result) -> bool:
+    """Return whether the file ends in a fragment: bytes after its last newline.
+
+    Checked once per opened descriptor (one ``pread`` of the last byte), so
+    the first record a process appends after another's cut-short line starts
+    on a line of its own instead of being glued to the fragment. Every record
+    is one ``O_APPEND`` write, so a file of ours ends mid-line only while
+    another process's write is being copied in, or after one was cut short.
+    To tell them apart, an empty write waits for any write in progress (the
+    kernel holds the file's lock for a whole write): a file whose size stays
+    the same across it, still ending mid-line, ends in a fragment.
+
+    Args:
+        fd: A descriptor open on the file for reading and appending (one that
+            cannot be read is reported as clean).
+        info: Its ``fstat``.
+
+    Returns:
+        True when the last byte is not ``\\n`` and no write was finishing it.
+
+    """
+    size = info.st_size
+    try:
+        for _ in range(_SETTLE_TRIES):
+            if size <= 0 or os.pread(fd, 1, size - 1) in (b"\n", b""):
+                return False
+            os.write(fd, b"")  # returns once every write in progress is done
+            now = os.fstat(fd).st_size
+            if now == size:
+                return True
+            size = now
+    except OSError:
+        return False
+    return False
+
+
 class _Entry:
     """One cached descriptor, with the identity it was opened on."""
 
@@ -195,12 +237,10 @@ class _Entry:
         self.inflight: list[None] = []
         self.retired = False
         self.closed = False
-        # A short write of ours left a line without its newline: the next
-        # record starts with a newline so the fragment stands alone. (A file
-        # that another, crashed writer left unterminated cannot be told from
-        # one a live writer is appending to; the sync splits such a glued
-        # line instead.)
-        self.fragment = False
+        # The file ends mid-line: a short write of ours, or one of another
+        # process (a full disk, a file-size limit) found when it was opened.
+        # The next record starts with a newline so the fragment stands alone.
+        self.fragment = ends_mid_line(fd, info)
         # Records written on it, and how many of those were written before
         # the path was last seen naming it: if the file turns out removed,
         # the rest went to a file nobody can open again.
@@ -292,12 +332,12 @@ class Writer:
                 self._write_once(path, line, sync=sync)
                 return 0
             try:
-                data = b"\n" + line if entry.fragment else line
-                written = os.write(entry.fd, data)
-                if written != len(data):
-                    self._short_write(entry, path, data, written)
                 if entry.fragment:
-                    self._mark_fragment(entry, ended=True)
+                    self._end_fragment(entry, path, line)
+                else:
+                    written = os.write(entry.fd, line)
+                    if written != len(line):
+                        self._short_write(entry, path, line, written)
                 if sync:
                     os.fsync(entry.fd)
                 writes = entry.writes  # read first: these were written while it stood
@@ -328,6 +368,18 @@ class Writer:
         with self._locked():
             if self._cache.get(path) is entry:
                 self._retire(path, entry)
+
+    def _end_fragment(self, entry: _Entry, path: str, line: bytes) -> None:
+        # Rare: the file ends in a fragment. One thread writes its record
+        # after a newline, under the lock; the others wait for it, then write
+        # as usual (so no second newline, and no record glued on meanwhile).
+        with self._locked():
+            data = b"\n" + line if entry.fragment else line
+            written = os.write(entry.fd, data)
+            if written != len(data):
+                self._short_write(entry, path, data, written)
+            if entry.fragment:
+                self._mark_fragment(entry, ended=True)
 
     def _checkout(self, path: str) -> _Entry | None:
         # The slow path: under the lock, recheck or open the descriptor and
@@ -360,7 +412,7 @@ class Writer:
         fd = open_append(path)
         try:
             info = os.fstat(fd)
-            if (info.st_dev, info.st_ino) in self._fragments:
+            if (info.st_dev, info.st_ino) in self._fragments or ends_mid_line(fd, info):
                 line = b"\n" + line
             written = os.write(fd, line)
             if written != len(line):
@@ -392,7 +444,7 @@ class Writer:
             os.close(fd)
             return found
         entry = _Entry(fd)
-        entry.fragment = (entry.dev, entry.ino) in self._fragments
+        entry.fragment = entry.fragment or (entry.dev, entry.ino) in self._fragments
         self._cache[path] = entry
         if len(self._cache) > _FEW_OPEN:
             self._max_open = min(self._max_open, _share_of_limit())
