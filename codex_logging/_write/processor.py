@@ -125,8 +125,10 @@ class CodexProcessor(SinkOwner):
             get = event_dict.get
             if _OWN_KEYS.isdisjoint(event_dict):
                 # The usual event names none of them: one test, not eight gets (bench/).
-                explicit = name = kind = role = exception = exc_info = stack = stack_info = None
+                explicit = name = kind = role = None
+                rare = False
             else:
+                rare = True
                 explicit, name, kind, role = (
                     get("session_id"),
                     get("logger"),
@@ -144,7 +146,8 @@ class CodexProcessor(SinkOwner):
             # add_log_level's name when it ran, else the method's.
             if level.__class__ is not str:
                 level = method_name
-            level = LEVEL_NAMES.get(level) or level.upper()
+            known = LEVEL_NAMES.get(level)
+            level = known or level.upper()
             if name is None:
                 name = getattr(logger, "name", None)
             counter = [0]
@@ -170,7 +173,7 @@ class CodexProcessor(SinkOwner):
                 "kind": kind,
                 "level": level,
             }
-            if level not in STANDARD_LEVELS:
+            if known is None and level not in STANDARD_LEVELS:  # may carry a number
                 levelno = level_number(level, get("level_number"))
                 if levelno is not None:
                     record["levelno"] = levelno
@@ -180,7 +183,7 @@ class CodexProcessor(SinkOwner):
             record["pid"] = PROCESS.pid
             if role is not None:
                 record["role"] = role
-            if (
+            if rare and (
                 exception is not None
                 or exc_info is not None
                 or stack is not None
@@ -215,7 +218,7 @@ class CodexProcessor(SinkOwner):
                         record[written] = value
                     else:
                         sink.add_field(record, key, value, counter, names)
-            if stack is not None and stack.__class__ is str and stack.startswith(STACK_HEADER):
+            if rare and stack.__class__ is str and stack.startswith(STACK_HEADER):
                 record.pop("stack", None)  # StackInfoRenderer's text: it is in exc
             sink.append(record, sid, kind, counter[0])
         except Exception as error:
