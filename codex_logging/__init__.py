@@ -27,6 +27,9 @@ from codex_logging._errors import (
     DatabaseNotFoundError,
     InvalidFilterError,
     InvalidSessionId,
+    OtlpConfigError,
+    OtlpExportError,
+    OtlpNotInstalledError,
     PostgresNotInstalledError,
     ScopeNotEnteredError,
     SessionsDirError,
@@ -43,6 +46,7 @@ from codex_logging._write.structlog_setup import configure_structlog
 
 if TYPE_CHECKING:
     from codex_logging._mirror.target import SyncReport
+    from codex_logging._otlp.sync import sync_to_otlp
     from codex_logging._postgres.sync import sync_to_postgres
     from codex_logging._sqlite.sync import sync_to_sqlite
     from codex_logging._write.loguru_sink import LoguruSink, loguru_sink
@@ -60,6 +64,9 @@ __all__ = [
     "InvalidFilterError",
     "InvalidSessionId",
     "LoguruSink",
+    "OtlpConfigError",
+    "OtlpExportError",
+    "OtlpNotInstalledError",
     "PostgresNotInstalledError",
     "ScopeNotEnteredError",
     "SessionsDirError",
@@ -73,6 +80,7 @@ __all__ = [
     "get_session_id",
     "loguru_sink",
     "session_scope",
+    "sync_to_otlp",
     "sync_to_postgres",
     "sync_to_sqlite",
 ]
@@ -85,6 +93,7 @@ _LAZY = {
     "SyncReport": "codex_logging._mirror.target",
     "sync_to_sqlite": "codex_logging._sqlite.sync",
     "sync_to_postgres": "codex_logging._postgres.sync",
+    "sync_to_otlp": "codex_logging._otlp.sync",
 }
 
 

@@ -110,6 +110,18 @@ class PostgresNotInstalledError(CodexLoggingError, ImportError):
     """PostgreSQL was asked for but psycopg (the ``postgres`` extra) is not installed."""
 
 
+class OtlpNotInstalledError(CodexLoggingError, ImportError):
+    """An OTLP export was asked for but ``codex-logging[otlp]`` is not installed."""
+
+
+class OtlpConfigError(CodexLoggingError, ValueError):
+    """An OTLP endpoint, header, timeout or compression setting is not valid."""
+
+
+class OtlpExportError(CodexLoggingError, ConnectionError):
+    """The OTLP endpoint could not be reached, or refused every batch, after the retries."""
+
+
 # -- messages ---------------------------------------------------------------
 
 #: libpq connection parameters whose value logs in: those its

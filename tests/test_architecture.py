@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "codex_logging"
-FOLDERS = ("_write", "_redaction", "_mirror", "_sqlite", "_postgres", "_viewer", "_cli")
+FOLDERS = ("_write", "_redaction", "_mirror", "_sqlite", "_postgres", "_otlp", "_viewer", "_cli")
 VIEWER = "codex_logging._viewer"
 
 #: Part -> modules (dotted prefixes) it must never import.
@@ -19,6 +19,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "api": (VIEWER,),
     "_write": (
         "codex_logging._mirror",
+        "codex_logging._otlp",
         "codex_logging._sqlite",
         "codex_logging._postgres",
         "codex_logging._cli",
@@ -28,6 +29,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     ),
     "_redaction": (
         "codex_logging._write",
+        "codex_logging._otlp",
         "codex_logging._mirror",
         "codex_logging._sqlite",
         "codex_logging._postgres",
@@ -37,6 +39,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     ),
     "_mirror": (
         "codex_logging._write",
+        "codex_logging._otlp",
         "codex_logging._sqlite",
         "codex_logging._postgres",
         "codex_logging._cli",
@@ -45,13 +48,28 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     ),
     "_sqlite": (
         "codex_logging._write",
+        "codex_logging._otlp",
         "codex_logging._postgres",
         "codex_logging._cli",
         VIEWER,
         "psycopg",
     ),
-    "_postgres": ("codex_logging._write", "codex_logging._sqlite", "codex_logging._cli", VIEWER),
-    "_viewer": ("codex_logging._write", "codex_logging._cli", "psycopg"),
+    "_postgres": (
+        "codex_logging._write",
+        "codex_logging._sqlite",
+        "codex_logging._otlp",
+        "codex_logging._cli",
+        VIEWER,
+    ),
+    "_otlp": (
+        "codex_logging._write",
+        "codex_logging._sqlite",
+        "codex_logging._postgres",
+        "codex_logging._cli",
+        VIEWER,
+        "psycopg",
+    ),
+    "_viewer": ("codex_logging._write", "codex_logging._otlp", "codex_logging._cli", "psycopg"),
     "_cli": ("codex_logging._write", "psycopg"),
 }
 

@@ -25,6 +25,7 @@ from codex_logging._cli.commands import (
     cmd_sync,
     db_sources,
 )
+from codex_logging._cli.export import cmd_export
 from codex_logging._cli.output import one_line
 from codex_logging._errors import CodexLoggingError
 from codex_logging._mirror import filters as _filters
@@ -290,6 +291,58 @@ def _add_commands(commands: Any) -> None:
     pruner.add_argument("--json", action="store_true", help="one JSON object")
     pruner.set_defaults(run=cmd_prune)
     _add_serve(commands)
+    _add_export(commands)
+
+
+def _add_export(commands: Any) -> None:
+    export = commands.add_parser(
+        "export",
+        help="send the sessions as OpenTelemetry logs (otlp)",
+        description="Send the session files' new lines to another system, at least once.",
+        epilog="example: codex-logs export otlp --endpoint http://collector:4318/v1/logs",
+    )
+    kinds = export.add_subparsers(
+        dest="export_to", required=True, parser_class=_Parser, metavar="FORMAT"
+    )
+    otlp = kinds.add_parser(
+        "otlp",
+        help="OTLP logs over HTTP (protobuf), from a watermark of its own",
+        description=(
+            "Send every session file's new lines as OTLP logs to an OpenTelemetry endpoint"
+            " (a Collector, or a backend that takes OTLP/HTTP), at least once: a batch's"
+            " watermark moves only once the endpoint acknowledged it. Needs the otlp extra:"
+            " pip install 'codex-logging[otlp]'. Honours OTEL_EXPORTER_OTLP_* and"
+            " OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES (docs/scale-out.md)."
+        ),
+        epilog="example: codex-logs export otlp --endpoint http://otel:4318/v1/logs --watch 30",
+    )
+    otlp.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help=(
+            "the URL to POST to, as is (default: $OTEL_EXPORTER_OTLP_LOGS_ENDPOINT, else"
+            " $OTEL_EXPORTER_OTLP_ENDPOINT/v1/logs, else http://localhost:4318/v1/logs)"
+        ),
+    )
+    otlp.add_argument("--session-id", type=_session_id, metavar="ID", help="only this session")
+    otlp.add_argument("--sessions-dir", help=_DIR_HELP)
+    otlp.add_argument(
+        "--watch",
+        type=_number(
+            float, WATCH_MIN, WATCH_MAX, f"a number of seconds from {WATCH_MIN} to {WATCH_MAX}"
+        ),
+        metavar="SECONDS",
+        help="export again every SECONDS until Ctrl-C",
+    )
+    otlp.add_argument(
+        "--dry-run", action="store_true", help="build the requests, send none, move no watermark"
+    )
+    otlp.add_argument(
+        "--json",
+        action="store_true",
+        help="with --dry-run: each request as one OTLP/JSON line; else the report as JSON",
+    )
+    otlp.set_defaults(run=cmd_export)
 
 
 def _add_serve(commands: Any) -> None:

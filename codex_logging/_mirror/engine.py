@@ -28,6 +28,7 @@ from typing import Final
 from codex_logging._errors import CodexLoggingError, SessionsDirError, UnknownSessionError
 from codex_logging._mirror.lines import ErrorRow, EventRow, LineParser
 from codex_logging._mirror.target import (
+    BatchRefusedError,
     ForeignSourceError,
     Progress,
     SettledRow,
@@ -397,8 +398,9 @@ class _FileSync:
             report.warnings.append(
                 f"{self.sid}: stopped, another sync moved its watermark (the file was rotated?)"
             )
-        except ForeignSourceError as exc:
-            report.warnings.append(f"{self.sid}: skipped, {exc}")
+        except (ForeignSourceError, BatchRefusedError) as exc:
+            what = "stopped" if isinstance(exc, BatchRefusedError) else "skipped"
+            report.warnings.append(f"{self.sid}: {what}, {exc}")
         except portalocker.LockException:
             report.warnings.append(
                 f"{self.sid}: skipped, another sync held its lock for {self.run_.busy_timeout:g} s"

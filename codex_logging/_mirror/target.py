@@ -148,6 +148,14 @@ class WatermarkMovedError(Exception):
     """Another sync advanced this session's watermark under our feet."""
 
 
+class BatchRefusedError(Exception):
+    """The target refused a batch for good: its file stops there, its watermark unmoved.
+
+    The engine reports the message and goes on with the next file; the next
+    sync tries the batch again.
+    """
+
+
 class ForeignSourceError(Exception):
     """The session's watermark belongs to another sessions folder."""
 

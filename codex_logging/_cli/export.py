@@ -1,0 +1,112 @@
+"""``codex-logs export otlp``: the session files to an OTLP/HTTP endpoint (docs/cli.md).
+
+The work is :func:`codex_logging.sync_to_otlp`, imported only when the
+command runs (it needs the ``otlp`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from codex_logging._cli.output import one_line, to_json
+from codex_logging._errors import DatabaseError, OtlpExportError
+from codex_logging._settings import project_paths
+
+if TYPE_CHECKING:
+    from codex_logging._mirror.target import SyncReport
+
+
+def _sources(args: argparse.Namespace) -> tuple[str | None, ...]:
+    """Return what a message may quote, password and all: the endpoints given."""
+    return (
+        args.endpoint,
+        os.environ.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"),
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+    )
+
+
+def export_round(args: argparse.Namespace, *, quiet_idle: bool = False) -> SyncReport:
+    """Run one export and print what it did."""
+    from codex_logging._otlp.sync import sync_to_otlp  # noqa: PLC0415 - the otlp extra only here
+
+    _database, folder, _found = project_paths(None, args.sessions_dir)
+    out = sys.stdout
+    write = None
+    if args.json and args.dry_run:
+
+        def write(line: str) -> None:
+            out.write(line + "\n")
+
+    report = sync_to_otlp(
+        args.endpoint,
+        folder,
+        session_id=args.session_id,
+        dry_run=args.dry_run,
+        write=write,
+    )
+    for warning in report.warnings:
+        print(f"warning: {one_line(warning, *_sources(args))}", file=sys.stderr)
+    if args.json and not args.dry_run:
+        fields = {
+            "files": report.files,
+            "records_sent": report.rows_inserted,
+            "lines_quarantined": report.lines_quarantined,
+            "bytes_read": report.bytes_read,
+            "warnings": len(report.warnings),
+        }
+        out.write(to_json(fields) + "\n")
+        out.flush()
+    elif not args.json and not (quiet_idle and not report.rows_inserted):
+        verb = "would send" if args.dry_run else "sent"
+        print(
+            f"exported {report.files:,} file{'s' if report.files != 1 else ''}:"
+            f" {verb} {report.rows_inserted:,} records,"
+            f" {report.lines_quarantined:,} lines quarantined",
+            flush=True,
+        )
+    return report
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``codex-logs export otlp``: once, or every ``--watch`` seconds until Ctrl-C."""
+    if args.watch is None:
+        export_round(args)
+        return 0
+    stopped = [False]
+
+    def stop(_signum: int, _frame: object) -> None:
+        stopped[0] = True
+
+    failing: list[str] = []
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        export_round(args)  # a wrong endpoint or folder fails here: one line, exit 2
+        while not stopped[0]:
+            deadline = time.monotonic() + args.watch
+            while not stopped[0] and time.monotonic() < deadline:
+                time.sleep(min(0.1, args.watch))
+            _watch_round(args, failing)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return 0
+
+
+def _watch_round(args: argparse.Namespace, failing: list[str]) -> None:
+    # An endpoint down after the first round does not end --watch: said once,
+    # tried again each round (the watermark did not move), until it answers.
+    try:
+        export_round(args, quiet_idle=True)
+    except (OtlpExportError, DatabaseError) as exc:
+        text = one_line(str(exc), *_sources(args))
+        if text not in failing:
+            failing.append(text)
+            print(f"warning: {text} (trying again each round)", file=sys.stderr, flush=True)
+        return
+    if failing:
+        failing.clear()
+        print("warning: the endpoint answers again: export resumed", file=sys.stderr, flush=True)

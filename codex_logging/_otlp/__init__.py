@@ -1,0 +1,1 @@
+"""OTLP export: session files as OpenTelemetry logs over HTTP (docs/scale-out.md)."""

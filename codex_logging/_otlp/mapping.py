@@ -1,0 +1,342 @@
+"""One session line into an OTLP ``LogRecord``; a batch into an ``ExportLogsServiceRequest``.
+
+The mapping follows the OpenTelemetry Logs Data Model field by field
+(docs/scale-out.md, "The record in the OpenTelemetry Logs Data Model"). The
+messages are the OpenTelemetry project's own (``opentelemetry-proto``, the
+``otlp`` extra), imported only here and only when an export runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import unquote
+
+from codex_logging._errors import OtlpNotInstalledError
+
+try:
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+        ExportLogsServiceRequest,
+        ExportLogsServiceResponse,
+    )
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, LogsData
+except ImportError as exc:  # pragma: no cover - the extra is installed for the tests
+    msg = "OTLP export needs the otlp extra: pip install 'codex-logging[otlp]'"
+    raise OtlpNotInstalledError(msg) from exc
+
+if TYPE_CHECKING:
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+__all__ = [
+    "ExportLogsServiceRequest",
+    "ExportLogsServiceResponse",
+    "Resource",
+    "build_request",
+    "record_uid",
+    "severity",
+    "time_unix_nano",
+    "to_json_line",
+]
+
+#: The five standard level names and the severity numbers of the Logs Data Model.
+SEVERITY: Final = {
+    "DEBUG": 5,
+    "INFO": 9,
+    "WARNING": 13,
+    "WARN": 13,
+    "ERROR": 17,
+    "CRITICAL": 21,
+    "FATAL": 21,
+}
+#: The record's own kinds that are the session conventions' events.
+EVENTS: Final = {"start": "session.start", "end": "session.end"}
+#: Keys that become a field of the LogRecord, not an attribute.
+_OWN: Final = frozenset({"ts", "level", "message", "logger", "trace_id", "span_id", "trace_flags"})
+_INT64: Final = 1 << 63
+_UINT64: Final = 1 << 64
+_NANO: Final = Decimal(1_000_000_000)
+_HEX32: Final = re.compile(r"[0-9a-fA-F]{32}")
+_HEX16: Final = re.compile(r"[0-9a-fA-F]{16}")
+_HEX2: Final = re.compile(r"[0-9a-fA-F]{1,2}")
+#: The last line of a Python traceback: ``pkg.Error: message`` (or the bare name).
+_EXC_LINE: Final = re.compile(r"([A-Za-z_][\w.]*)(?::\s?(.*))?")
+_STACK: Final = "Stack (most recent call last):"
+
+
+def time_unix_nano(value: object) -> int:
+    """Return ``ts`` (Unix seconds, parsed as :class:`~decimal.Decimal`) in nanoseconds, exactly.
+
+    The digits of the line are used as written, not a float times 10⁹: a
+    ``ts`` of ``1765000000.123456789`` gives ``1765000000123456789``. Digits
+    past the nanosecond are cut. Anything that is not a number from 0 to
+    2⁶⁴ nanoseconds gives 0, the data model's "unknown".
+
+    Args:
+        value: ``ts`` as parsed with ``parse_float=Decimal``.
+
+    Returns:
+        Nanoseconds since the Unix epoch, or 0.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        return 0
+    try:
+        nanos = int(value * _NANO)
+    except (InvalidOperation, OverflowError, ValueError):
+        return 0  # NaN, infinities
+    return nanos if 0 <= nanos < _UINT64 else 0
+
+
+def severity(level: object, levelno: object) -> int:
+    """Return the severity number of a record's ``level`` (a custom level by its ``levelno``).
+
+    The five standard names map as the data model says; any other level by
+    its number, read on Python's scale (10 DEBUG ... 50 CRITICAL): each ten
+    is one of the model's ranges of four, the units step within it (25, as
+    loguru's ``SUCCESS``, is 11, ``INFO3``; 5, ``TRACE``, is 3, ``TRACE3``).
+
+    Args:
+        level: The record's ``level``.
+        levelno: The record's ``levelno``, if any.
+
+    Returns:
+        1 to 24, or 0 (unspecified) when neither says.
+    """
+    if isinstance(level, str):
+        known = SEVERITY.get(level.upper())
+        if known is not None:
+            return known
+    if isinstance(levelno, bool) or not isinstance(levelno, int) or levelno <= 0:
+        return 0
+    if levelno >= 60:
+        return 24
+    ten, unit = divmod(levelno, 10)
+    return 1 + 4 * ten + min(3, unit * 4 // 10)
+
+
+def record_uid(source: str, session_id: str, seq: int) -> str:
+    """Return ``log.record.uid``: the same line always has the same id, in any export."""
+    return f"{source}/{session_id}/{seq}"
+
+
+def _any(value: Any, out: AnyValue) -> None:
+    """Fill ``out`` with a JSON value, keeping its JSON type."""
+    if isinstance(value, str):
+        out.string_value = value
+    elif isinstance(value, bool):
+        out.bool_value = value
+    elif isinstance(value, int):
+        if -_INT64 <= value < _INT64:
+            out.int_value = value
+        else:
+            out.string_value = str(value)  # past int64: the digits, as text
+    elif isinstance(value, Decimal | float):
+        out.double_value = float(value)
+    elif isinstance(value, list):
+        values = out.array_value.values
+        for item in value:
+            _any(item, values.add())
+    elif isinstance(value, dict):
+        pairs = out.kvlist_value.values
+        for key, item in value.items():
+            pair = pairs.add()
+            pair.key = key
+            _any(item, pair.value)
+    # None: an empty AnyValue, the model's null
+
+
+def _attribute(attributes: Any, key: str, value: Any) -> None:
+    pair = attributes.add()
+    pair.key = key
+    _any(value, pair.value)
+
+
+def _exception(record: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """Return ``exception.type`` and ``exception.message`` of a record, if it says them."""
+    structured = record.get("exception")
+    if isinstance(structured, list) and structured and isinstance(structured[-1], dict):
+        last = structured[-1]
+        kind, text = last.get("exc_type"), last.get("exc_value")
+        if isinstance(kind, str):
+            return kind, text if isinstance(text, str) else None
+    exc = record.get("exc")
+    if not isinstance(exc, str):
+        return None, None
+    text = exc.split(_STACK, 1)[0] if not exc.startswith(_STACK) else ""
+    for line in reversed(text.rstrip("\n").splitlines()):
+        if not line or line[0].isspace() or line.startswith("^"):
+            continue
+        found = _EXC_LINE.fullmatch(line)
+        if found is None or line.startswith("Traceback "):
+            return None, None
+        return found.group(1), found.group(2)
+    return None, None
+
+
+class Resource:
+    """The resource every record of one export shares, and the per-process part of it.
+
+    ``service.name``: the argument, else ``OTEL_SERVICE_NAME``, else
+    ``service.name`` of ``OTEL_RESOURCE_ATTRIBUTES``, else
+    ``unknown_service``; ``OTEL_RESOURCE_ATTRIBUTES`` (``key=value,...``,
+    percent-decoded) otherwise kept as given; ``host.name`` of this
+    machine; ``codex.source_id`` the sessions folder's id. Each record's
+    ``pid`` goes in ``process.pid``: one ``ResourceLogs`` per process.
+    """
+
+    def __init__(self, source: str, service_name: str | None = None) -> None:
+        """Read the environment once.
+
+        Args:
+            source: The sessions folder's id.
+            service_name: ``service.name`` (default: from the environment).
+        """
+        attributes: dict[str, str] = {}
+        for item in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+            key, equals, value = item.partition("=")
+            if equals and key.strip():
+                attributes[unquote(key.strip())] = unquote(value.strip())
+        attributes.setdefault("host.name", socket.gethostname())
+        name = service_name or os.environ.get("OTEL_SERVICE_NAME") or attributes.get("service.name")
+        attributes["service.name"] = name or "unknown_service"
+        attributes["codex.source_id"] = source
+        self.attributes = attributes
+        self.source = source
+
+
+def build_request(
+    resource: Resource, rows: Sequence[tuple[str, int, str]], observed: int | None = None
+) -> ExportLogsServiceRequest:
+    """Return the request carrying ``rows``: ``(session_id, seq, line)`` each.
+
+    Records are grouped by process (``process.pid`` in the resource), then by
+    logger (the scope's name), in the order of the lines.
+
+    Args:
+        resource: The export's resource.
+        rows: The lines to send, already checked and redacted by the engine.
+        observed: ``observed_time_unix_nano`` (default: now).
+
+    Returns:
+        The request.
+    """
+    request = ExportLogsServiceRequest()
+    observed = time.time_ns() if observed is None else observed
+    scopes: dict[tuple[object, str], Any] = {}
+    resources: dict[object, Any] = {}
+    for session_id, seq, line in rows:
+        record = json.loads(line, parse_float=Decimal)
+        if not isinstance(record, dict):
+            record = {"message": line}
+        pid = record.get("pid")
+        pid_key = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+        logger = record.get("logger")
+        name = logger if isinstance(logger, str) else ""
+        scope = scopes.get((pid_key, name))
+        if scope is None:
+            logs = resources.get(pid_key)
+            if logs is None:
+                logs = request.resource_logs.add()
+                attributes = logs.resource.attributes
+                for key, value in resource.attributes.items():
+                    _attribute(attributes, key, value)
+                if pid_key is not None:
+                    _attribute(attributes, "process.pid", pid_key)
+                resources[pid_key] = logs
+            scope = logs.scope_logs.add()
+            scope.scope.name = name
+            scopes[pid_key, name] = scope
+        _fill(scope.log_records.add(), record, resource.source, session_id, seq, observed)
+    return request
+
+
+def _fill(  # noqa: PLR0917 - one record's parts
+    out: LogRecord,
+    record: dict[str, Any],
+    source: str,
+    session_id: str,
+    seq: int,
+    observed: int,
+) -> None:
+    out.time_unix_nano = time_unix_nano(record.get("ts"))
+    out.observed_time_unix_nano = observed
+    level = record.get("level")
+    out.severity_number = severity(level, record.get("levelno"))  # type: ignore[assignment]
+    if isinstance(level, str):
+        out.severity_text = level
+    message = record.get("message")
+    if message is not None:
+        _any(message, out.body)
+    kind = record.get("kind")
+    if isinstance(kind, str) and kind in EVENTS:
+        out.event_name = EVENTS[kind]
+    attributes = out.attributes
+    leftover = _trace(out, record)
+    _attribute(attributes, "session.id", session_id)
+    _attribute(attributes, "log.record.uid", record_uid(source, session_id, seq))
+    _attribute(attributes, "codex.seq", seq)
+    exc = record.get("exc")
+    if isinstance(exc, str):
+        _exception_attributes(attributes, record, exc)
+    for key, value in record.items():
+        if key in _OWN or key == "session_id" or (key == "exc" and isinstance(value, str)):
+            continue
+        _attribute(attributes, key, value)
+    for key, value in leftover.items():
+        _attribute(attributes, key, value)
+
+
+def _trace(out: LogRecord, record: Mapping[str, Any]) -> dict[str, Any]:
+    """Set the record's trace context; return what is not one (kept as attributes)."""
+    leftover: dict[str, Any] = {}
+    trace_id, span_id = record.get("trace_id"), record.get("span_id")
+    flags = record.get("trace_flags")
+    if isinstance(trace_id, str) and _HEX32.fullmatch(trace_id):
+        out.trace_id = bytes.fromhex(trace_id)
+    elif trace_id is not None:
+        leftover["trace_id"] = trace_id
+    if isinstance(span_id, str) and _HEX16.fullmatch(span_id):
+        out.span_id = bytes.fromhex(span_id)
+    elif span_id is not None:
+        leftover["span_id"] = span_id
+    if isinstance(flags, str) and _HEX2.fullmatch(flags):
+        out.flags = int(flags, 16)
+    elif isinstance(flags, int) and not isinstance(flags, bool) and 0 <= flags <= 0xFF:
+        out.flags = flags
+    elif flags is not None:
+        leftover["trace_flags"] = flags
+    return leftover
+
+
+def _exception_attributes(attributes: Any, record: Mapping[str, Any], exc: str) -> None:
+    kind, text = _exception(record)
+    if kind is not None:
+        _attribute(attributes, "exception.type", kind)
+    if text is not None:
+        _attribute(attributes, "exception.message", text)
+    _attribute(attributes, "exception.stacktrace", exc)
+
+
+def to_json_line(request: ExportLogsServiceRequest) -> str:
+    """Return ``request`` as one line of OTLP/JSON ``LogsData`` (the ``otlpjsonfile`` format).
+
+    lowerCamelCase keys, 64-bit integers as decimal text, enums as numbers,
+    trace and span ids as hex (not protobuf's base64), as OTLP/JSON requires.
+    """
+    data = LogsData()
+    data.resource_logs.extend(request.resource_logs)
+    tree = json_format.MessageToDict(data, use_integers_for_enums=True)
+    for resource in tree.get("resourceLogs", ()):
+        for scope in resource.get("scopeLogs", ()):
+            for record in scope.get("logRecords", ()):
+                for key in ("traceId", "spanId"):
+                    if key in record:
+                        record[key] = base64.b64decode(record[key]).hex()
+    return json.dumps(tree, separators=(",", ":"), ensure_ascii=False)

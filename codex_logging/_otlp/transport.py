@@ -1,0 +1,270 @@
+"""OTLP/HTTP: where to send, with which headers, and the retries (docs/scale-out.md, "OTLP export").
+
+The settings are the OpenTelemetry SDKs' own environment variables; a
+request is a POST of a protobuf ``ExportLogsServiceRequest`` with
+``urllib`` (no new dependency). Nothing here prints a header's value, and
+every message names the endpoint through :func:`hide_secrets`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import functools
+import gzip
+import http.client
+import os
+import random
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Final
+from urllib.parse import unquote, urlsplit
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
+
+from codex_logging._errors import OtlpConfigError, OtlpExportError, hide_secrets
+
+DEFAULT_ENDPOINT: Final = "http://localhost:4318/v1/logs"
+#: Seconds, as the SDKs' default ``OTEL_EXPORTER_OTLP_TIMEOUT`` (10000 ms).
+DEFAULT_TIMEOUT: Final = 10.0
+#: The answers worth another try (the OTLP/HTTP specification's list).
+RETRYABLE: Final = frozenset({429, 502, 503, 504})
+#: Tries per request, and the longest wait between two (a Retry-After is capped too).
+ATTEMPTS: Final = 6
+MAX_WAIT: Final = 30.0
+FIRST_WAIT: Final = 0.5
+_CONTENT_TYPE: Final = "application/x-protobuf"
+
+
+def _env(name: str) -> str | None:
+    """Return ``OTEL_EXPORTER_OTLP_LOGS_<name>``, else ``OTEL_EXPORTER_OTLP_<name>``, else None."""
+    for key in (f"OTEL_EXPORTER_OTLP_LOGS_{name}", f"OTEL_EXPORTER_OTLP_{name}"):
+        value = os.environ.get(key, "").strip()
+        if value:
+            return value
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Where and how requests go.
+
+    Attributes:
+        endpoint: The full URL requests are POSTed to.
+        headers: Extra request headers (their values are never shown).
+        timeout: Seconds per request.
+        gzip: Whether bodies are gzip-compressed.
+    """
+
+    endpoint: str
+    headers: Mapping[str, str]
+    timeout: float
+    gzip: bool
+
+    @property
+    def key(self) -> str:
+        """The endpoint as the watermark knows it: scheme, host, port and path only.
+
+        Without user info or query, so a rotated credential there does not
+        send every line again.
+        """
+        parts = urlsplit(self.endpoint)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{host}{port}{parts.path or '/'}"
+
+    @property
+    def shown(self) -> str:
+        """The endpoint for messages, any password in it hidden."""
+        return hide_secrets(self.endpoint, self.endpoint)
+
+
+def settings(endpoint: str | None = None) -> Settings:
+    """Return the settings: the arguments, else the SDKs' environment variables.
+
+    ``endpoint`` and ``OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`` are used as they
+    are; ``OTEL_EXPORTER_OTLP_ENDPOINT`` is a base that gets ``/v1/logs``
+    appended; else ``http://localhost:4318/v1/logs``. Headers from
+    ``..._HEADERS`` (``key=value,...``, percent-decoded), the timeout from
+    ``..._TIMEOUT`` (milliseconds), gzip when ``..._COMPRESSION`` is ``gzip``.
+
+    Raises:
+        OtlpConfigError: A setting is not valid (the message shows no header value).
+    """
+    url = endpoint or os.environ.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "").strip()
+    if not url:
+        base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+        url = base.rstrip("/") + "/v1/logs" if base else DEFAULT_ENDPOINT
+    _check_url(url)
+    headers: dict[str, str] = {}
+    for item in (_env("HEADERS") or "").split(","):
+        if not item.strip():
+            continue
+        key, equals, value = item.partition("=")
+        name = unquote(key.strip())
+        if not equals or not name or any(c in name for c in " \t:\r\n"):
+            msg = f"OTEL_EXPORTER_OTLP_HEADERS: expected key=value pairs, got a pair named {name!r}"
+            raise OtlpConfigError(hide_secrets(msg))
+        text = unquote(value.strip())
+        if any(c in text for c in "\r\n\0"):
+            msg = f"OTEL_EXPORTER_OTLP_HEADERS: the value of {name!r} holds a line break"
+            raise OtlpConfigError(msg)
+        headers[name] = text
+    timeout = DEFAULT_TIMEOUT
+    given = _env("TIMEOUT")
+    if given is not None:
+        try:
+            timeout = float(given) / 1000
+        except ValueError:
+            timeout = -1
+        if not 0 < timeout < 86400:
+            msg = f"OTEL_EXPORTER_OTLP_TIMEOUT: expected milliseconds, got {given!r}"
+            raise OtlpConfigError(msg)
+    compression = (_env("COMPRESSION") or "none").lower()
+    if compression not in {"gzip", "none"}:
+        msg = f"OTEL_EXPORTER_OTLP_COMPRESSION: expected gzip or none, got {compression!r}"
+        raise OtlpConfigError(msg)
+    return Settings(url, headers, timeout, compression == "gzip")
+
+
+def _check_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme not in {"http", "https"} or not parts.hostname:
+        msg = f"the OTLP endpoint must be an http:// or https:// URL with a host, got {url!r}"
+        raise OtlpConfigError(hide_secrets(msg, url))
+    del port
+
+
+class RefusedError(Exception):
+    """The endpoint refused a request for good (a 4xx other than 429): not retried."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(f"HTTP {status}: {text}" if text else f"HTTP {status}")
+        self.status = status
+
+
+#: Sleeps between tries; the tests replace it to count the waits.
+sleep: Callable[[float], None] = time.sleep
+
+
+def post(config: Settings, body: bytes) -> tuple[int, bytes]:
+    """POST ``body`` to the endpoint, retrying what may succeed later; return the 2xx answer.
+
+    429, 502, 503, 504 and connection errors (refused, reset, timed out,
+    closed without an answer) are tried again, up to :data:`ATTEMPTS` tries,
+    waiting as ``Retry-After`` says (seconds or an HTTP date; at most
+    :data:`MAX_WAIT`) or else an exponential backoff with jitter.
+
+    Returns:
+        The status and the body of the answer.
+
+    Raises:
+        RefusedError: A 4xx other than 429 (the request is at fault: not retried).
+        OtlpExportError: Still failing after the last try, or a 3xx/5xx not retried.
+    """
+    headers = {"Content-Type": _CONTENT_TYPE, "User-Agent": "codex-logging"}
+    headers.update(config.headers)
+    if config.gzip:
+        body = gzip.compress(body, compresslevel=6)
+        headers["Content-Encoding"] = "gzip"
+    backoff = FIRST_WAIT
+    pause: float | None = None  # what a Retry-After asked for
+    problem = ""
+    for attempt in range(ATTEMPTS):
+        if attempt:
+            sleep(jitter(backoff) if pause is None else pause)
+            backoff = min(MAX_WAIT, backoff * 2)
+            pause = None
+        request = urllib.request.Request(config.endpoint, data=body, headers=headers, method="POST")  # noqa: S310 - http(s) checked in settings()
+        try:
+            with urllib.request.urlopen(request, timeout=config.timeout) as answer:  # noqa: S310
+                return answer.status, answer.read()
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+            text = _answer_text(exc)
+            if status in RETRYABLE:
+                problem = f"HTTP {status}" + (f": {text}" if text else "")
+                pause = _retry_after(exc.headers.get("Retry-After"))
+                continue
+            if 400 <= status < 500:
+                raise RefusedError(status, text) from None
+            msg = f"the OTLP endpoint {config.shown} answered HTTP {status}" + (
+                f": {text}" if text else ""
+            )
+            raise OtlpExportError(hide_secrets(msg, config.endpoint)) from None
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            problem = str(reason) or type(reason).__name__
+            if isinstance(reason, socket.timeout | TimeoutError):
+                problem = f"no answer within {config.timeout:g} s"
+    msg = f"cannot send to the OTLP endpoint {config.shown} after {ATTEMPTS} tries: {problem}"
+    raise OtlpExportError(hide_secrets(msg, config.endpoint))
+
+
+def _answer_text(exc: urllib.error.HTTPError) -> str:
+    """Return the error an endpoint gave: a ``google.rpc.Status`` message, or its text."""
+    try:
+        raw = exc.read(4096)
+    except (OSError, http.client.HTTPException):
+        return ""
+    kind = exc.headers.get("Content-Type", "")
+    if "protobuf" in kind:
+        try:
+            found = _status_type()()
+            found.ParseFromString(raw)
+            return " ".join(found.message.split())[:300]
+        except Exception:
+            return ""
+    return " ".join(raw.decode("utf-8", "replace").split())[:300]
+
+
+@functools.cache
+def _status_type() -> type[Message]:
+    """Return the class of ``google.rpc.Status``, the body of an OTLP/HTTP error answer.
+
+    Built from its definition (code 1, message 2, details 3 as bytes here)
+    with protobuf's own factory: ``googleapis-common-protos`` is not needed.
+    """
+    proto = descriptor_pb2.FileDescriptorProto(name="codex_rpc_status.proto", package="codex.rpc")
+    status = proto.message_type.add(name="Status")
+    field = descriptor_pb2.FieldDescriptorProto
+    status.field.add(name="code", number=1, type=field.TYPE_INT32, label=field.LABEL_OPTIONAL)
+    status.field.add(name="message", number=2, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
+    status.field.add(name="details", number=3, type=field.TYPE_BYTES, label=field.LABEL_REPEATED)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    found: type[Message] = message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("codex.rpc.Status")
+    )
+    return found
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Return the seconds a ``Retry-After`` asks for (capped at :data:`MAX_WAIT`), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(MAX_WAIT, float(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return min(MAX_WAIT, max(0.0, when.timestamp() - time.time()))
+
+
+def jitter(wait: float) -> float:
+    """Return ``wait`` spread by up to a fifth, so many exporters do not retry in step."""
+    return wait * (0.8 + 0.4 * random.random())  # noqa: S311 - not for security
