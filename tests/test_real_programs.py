@@ -929,6 +929,35 @@ with session_scope("scoped2"):
         assert [r["message"] for r in records(tmp_path, "own")] == ["own"]
         assert [r["message"] for r in messages(records(tmp_path, "scoped2"))] == ["scope over own"]
 
+    def test_enqueue_routes_by_the_environment_and_keeps_the_exception_line(
+        self, tmp_path: Path
+    ) -> None:
+        """With enqueue=True: the open scope's exported id, a bound id, and exc without loguru's locals."""
+        run_program(
+            tmp_path,
+            LOGURU
+            + """
+logger.remove()
+logger.add(codex_logging.loguru_sink, enqueue=True)
+def divide(password):
+    return 1 / 0
+with session_scope("job"):
+    logger.info("queued in the scope")
+    try:
+        divide("hunter2")
+    except ZeroDivisionError:
+        logger.exception("failed")
+    logger.complete()
+logger.bind(session_id="bound").info("bound")
+logger.complete()
+""",
+        )
+        job = messages(records(tmp_path, "job"))
+        assert [r["message"] for r in job] == ["queued in the scope", "failed"]
+        assert job[1]["exc"] == "ZeroDivisionError: division by zero"
+        assert "hunter2" not in json.dumps(job)
+        assert [r["message"] for r in records(tmp_path, "bound")] == ["bound"]
+
     def test_redact_off_and_a_bad_session_never_raise(self, tmp_path: Path) -> None:
         """LoguruSink(redact=False) keeps secrets; an invalid bound id is one stderr line, not an error."""
         done = run_program(
