@@ -131,6 +131,24 @@ class OtlpExportError(CodexLoggingError, ConnectionError):
 SECRET_PARAMETERS: Final = frozenset(
     {"password", "sslpassword", "oauth_client_secret", "scram_client_key", "scram_server_key"}
 )
+#: Every connection parameter libpq knows (PostgreSQL 18's list, and older
+#: names it still takes): a ``?name=`` or ``&name=`` of another name cannot end
+#: a password in a URL, since libpq would refuse it; it is taken to be part of
+#: the password, which is then hidden with it.
+LIBPQ_PARAMETERS: Final = SECRET_PARAMETERS | frozenset(
+    {
+        "host", "hostaddr", "port", "dbname", "user", "passfile", "require_auth",
+        "channel_binding", "connect_timeout", "client_encoding", "options",
+        "application_name", "fallback_application_name", "keepalives", "keepalives_idle",
+        "keepalives_interval", "keepalives_count", "tcp_user_timeout", "replication",
+        "gssencmode", "sslmode", "requiressl", "sslnegotiation", "sslcompression", "sslcert",
+        "sslkey", "sslkeylogfile", "sslcertmode", "sslrootcert", "sslcrl", "sslcrldir", "sslsni",
+        "requirepeer", "ssl_min_protocol_version", "ssl_max_protocol_version",
+        "min_protocol_version", "max_protocol_version", "krbsrvname", "gsslib", "gssdelegation",
+        "service", "target_session_attrs", "load_balance_hosts", "oauth_issuer",
+        "oauth_client_id", "oauth_scope", "authtype", "tty",
+    }
+)  # fmt: skip
 #: What stands in a message for a hidden value.
 HIDDEN: Final = "***"
 
@@ -244,10 +262,12 @@ def _secret_spans(text: str, *, whole: bool) -> list[tuple[int, int]]:
     """
     spans: list[tuple[int, int]] = []
     outside: list[tuple[int, int]] = []  # what no URL covers
+    # A "password=..." of a connection string may hold "x:/": no URL starts there.
+    values = _assignment_spans(text, 0, len(text), standalone=True)
     done = 0
     for match in _SCHEME.finditer(text):
-        if match.start() < done:
-            continue  # a URL inside another's query
+        if match.start() < done or any(a <= match.start() < b for a, b in values):
+            continue  # a URL inside another's query, or inside a password
         end = len(text) if whole else _token_end(text, match.end())
         outside.append((done, match.start()))
         spans += _url_spans(text, match.end(), end)
@@ -283,7 +303,13 @@ def _token_end(text: str, start: int) -> int:
 def _url_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
     """Return where the URL in ``text[start:end]`` (after ``scheme://``) holds secrets."""
     spans: list[tuple[int, int]] = []
-    names = list(_PARAMETER.finditer(text, start, end))
+    # Only names libpq knows start a parameter: "?QUUX=" inside a password
+    # neither ends the password nor cuts a secret value short.
+    names = [
+        name
+        for name in _PARAMETER.finditer(text, start, end)
+        if unquote(name[1]).strip().lower() in LIBPQ_PARAMETERS
+    ]
     user = _USER.match(text, start, end)
     if user is not None:
         # The password ends at the last "@" before the query ("?name="), else
@@ -302,17 +328,27 @@ def _url_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
     for index, name in enumerate(names):
         if unquote(name[1]).strip().lower() not in SECRET_PARAMETERS:
             continue
-        # The value runs to the next "&name=": an unencoded "&" in it stays hidden.
-        stop = names[index + 1].start() if index + 1 < len(names) else end
+        # The value runs to the next "&name=" (libpq splits the query at "&"
+        # only): an unencoded "&", or "?name=", in it stays hidden.
+        after = [n.start() for n in names[index + 1 :] if text[n.start()] == "&"]
+        stop = after[0] if after else end
         if stop > name.end():
             spans.append((name.end(), stop))
     return spans
 
 
-def _assignment_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
-    """Return where the values of secret ``key=value`` pairs in ``text[start:end]`` stand."""
+def _assignment_spans(
+    text: str, start: int, end: int, *, standalone: bool = False
+) -> list[tuple[int, int]]:
+    """Return where the values of secret ``key=value`` pairs in ``text[start:end]`` stand.
+
+    ``standalone``: only pairs of a connection string, not ``?key=`` or
+    ``&key=`` of a URL's query.
+    """
     spans: list[tuple[int, int]] = []
     for match in _ASSIGNMENT.finditer(text, start, end):
+        if standalone and match.start() > 0 and text[match.start() - 1] in "?&":
+            continue
         value = position = match.end()
         quoted = position < end and text[position] == "'"
         if quoted:

@@ -52,7 +52,15 @@ SHAPES = [
     ),
     ("postgresql:///d?password=TOPSECRET&QUUXWORD", "postgresql:///d?password=***"),
     ("postgresql:///d?PassWord=TOPSECRET", "postgresql:///d?PassWord=***"),
-    ("postgresql:///d?pass%77ord=TOPSECRET&x=1", "postgresql:///d?pass%77ord=***&x=1"),
+    ("postgresql:///d?pass%77ord=TOPSECRET&port=1", "postgresql:///d?pass%77ord=***&port=1"),
+    # "x" is no libpq parameter: "&x=1" may be part of the password, and is hidden with it
+    ("postgresql:///d?pass%77ord=TOPSECRET&x=1", "postgresql:///d?pass%77ord=***"),
+    ("postgresql:///d?password=TOPSECRET?QUUXWORD=ZEBRA9", "postgresql:///d?password=***"),
+    (
+        "postgresql://u:TOPSECRET@QUUXWORD?QUUXWORD=ZEBRA9@/d?host=/x",
+        "postgresql://u:***@/d?host=/x",
+    ),
+    ("host=h password=TOPSECRET#QUUXWORD%ZEBRA9:/@/ port=5", "host=h password=*** port=5"),
     ("postgresql:///d?sslpassword=TOPSECRET", "postgresql:///d?sslpassword=***"),
     ("postgresql:///d?oauth_client_secret=TOPSECRET", "postgresql:///d?oauth_client_secret=***"),
     ("postgresql:///d?scram_client_key=TOPSECRET", "postgresql:///d?scram_client_key=***"),
