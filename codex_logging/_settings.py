@@ -22,6 +22,8 @@ ENV_DB_PATH: Final = "CODEX_LOG_DB_PATH"
 ENV_SESSIONS_DIR: Final = "CODEX_SESSIONS_DIR"
 #: The scope (``<pid>.<n>``) a child process was started in, set by child_env().
 ENV_PARENT_SCOPE: Final = "CODEX_PARENT_SCOPE"
+#: ``0`` stops session_scope from recording SIGTERM / SIGHUP as its end.
+ENV_SCOPE_SIGNALS: Final = "CODEX_SCOPE_SIGNALS"
 #: Overrides the id of a sessions folder that mirrors record (docs/scale-out.md).
 ENV_SOURCE_ID: Final = "CODEX_SOURCE_ID"
 #: ``1`` accepts folders and files that other users own or may write (a

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -437,6 +438,80 @@ class TestNoRecordGluedToAFragment:
             ), report.stderr
             rows = mirror(tmp_path / "m.db", "full")
             assert [r["message"] for r in rows][-3:] == parsed[-3:]
+
+
+WAITER = """
+    import asyncio, os, signal, sys, time
+    from codex_logging import session_scope
+
+    how = sys.argv[1]
+    if how == "own-handler":
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(3))
+
+    async def main():
+        with session_scope("t"):
+            print("ready", flush=True)
+            await asyncio.sleep(60)
+
+    if how == "asyncio":
+        asyncio.run(main())
+    else:
+        with session_scope("t", record_signals=how != "opted-out"):
+            with session_scope("inner"):
+                print("ready", flush=True)
+                time.sleep(60)
+"""
+
+
+class TestTerminationIsRecorded:
+    @pytest.mark.parametrize(
+        ("how", "signum", "code", "ended"),
+        [
+            ("default", signal.SIGTERM, -signal.SIGTERM, {"t": "SIGTERM", "inner": "SIGTERM"}),
+            ("default", signal.SIGHUP, -signal.SIGHUP, {"t": "SIGHUP", "inner": "SIGHUP"}),
+            ("asyncio", signal.SIGTERM, -signal.SIGTERM, {"t": "SIGTERM"}),
+            ("own-handler", signal.SIGTERM, 3, {"t": "SIGTERM", "inner": "SIGTERM"}),
+            ("opted-out", signal.SIGTERM, -signal.SIGTERM, {}),
+        ],
+    )
+    def test_sigterm_and_sighup_end_the_open_scopes(
+        self, tmp_path: Path, how: str, signum: int, code: int, ended: dict[str, str]
+    ) -> None:
+        """A signal that ends the program writes one ``terminated`` end per open scope; the exit is as before."""
+        env = clean_env(HOME=str(tmp_path / "h"))
+        if how == "opted-out":
+            env["CODEX_SCOPE_SIGNALS"] = "0"
+        script = tmp_path / "waiter.py"
+        script.write_text(textwrap.dedent(WAITER))
+        proc = subprocess.Popen(
+            [sys.executable, str(script), how], cwd=tmp_path, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signum)
+        _out, err = proc.communicate(timeout=TIMEOUT)
+        assert (proc.returncode, err) == (code, "")
+        assert codex_logs("sync", cwd=tmp_path, env=env).returncode == 0
+        for sid in ("t", "inner") if how != "asyncio" else ("t",):
+            lines = read_lines(tmp_path / ".codex" / "sessions" / f"{sid}.ndjson")
+            ends = [r for r in lines if r["kind"] == "end"]
+            rows = [
+                r
+                for r in mirror(tmp_path / ".codex" / "session_logs.db", sid)
+                if r["kind"] == "end"
+            ]
+            assert rows == ends
+            if sid not in ended:
+                assert ends == []
+                continue
+            (end,) = ends
+            assert (end["status"], end["signal"], end["level"]) == (
+                "terminated",
+                ended[sid],
+                "WARNING",
+            )
+            assert end["duration_s"] >= 0
 
 
 # ---------------------------------------------------------------------------

@@ -582,3 +582,43 @@ class TestChildEnvironment:
             for entry in open_entries:
                 env.exit(entry)
             assert "CODEX_SESSION_ID" not in os.environ
+
+
+class TestSignals:
+    def test_handlers_are_put_back_and_a_later_one_is_kept(self) -> None:
+        """The scope's SIGTERM/SIGHUP handler is removed on exit; one the program set meanwhile stays."""
+        import signal
+
+        before = signal.getsignal(signal.SIGTERM)
+        with session_scope("s"):
+            assert signal.getsignal(signal.SIGTERM) != before
+        assert signal.getsignal(signal.SIGTERM) == before
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+
+        def own(_signum: int, _frame: object) -> None:
+            pass
+
+        try:
+            with session_scope("s"):
+                signal.signal(signal.SIGTERM, own)
+            assert signal.getsignal(signal.SIGTERM) is own
+        finally:
+            signal.signal(signal.SIGTERM, before)
+
+    def test_opt_out_and_other_threads_leave_signals_alone(self) -> None:
+        """record_signals=False, and a scope in another thread, install nothing."""
+        import signal
+
+        before = signal.getsignal(signal.SIGTERM)
+        with session_scope("s", record_signals=False):
+            assert signal.getsignal(signal.SIGTERM) == before
+        seen: list[object] = []
+
+        def run() -> None:
+            with session_scope("t"):
+                seen.append(signal.getsignal(signal.SIGTERM))
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(10)
+        assert seen == [before]

@@ -18,6 +18,7 @@ import inspect
 import itertools
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -32,6 +33,7 @@ from codex_logging._errors import InvalidSessionId, ScopeNotEnteredError
 from codex_logging._record import safe_str
 from codex_logging._settings import (
     ENV_PARENT_SCOPE,
+    ENV_SCOPE_SIGNALS,
     ENV_SESSION_ID,
     ENV_SESSIONS_DIR,
     sessions_dir_path,
@@ -62,10 +64,13 @@ class _Entry:
 
     __slots__ = (
         "closed",
+        "ended",
         "folder",
         "parent",
+        "pid",
         "scope_id",
         "session_id",
+        "signals",
         "sinks",
         "started",
         "token",
@@ -87,8 +92,14 @@ class _Entry:
         self.sinks = sinks
         #: The entry current in this thread or task when this one began.
         self.parent = parent
-        self.scope_id = f"{PROCESS.pid}.{next(_numbers)}"
+        #: The process that entered it: a forked child never ends it on a signal.
+        self.pid = PROCESS.pid
+        self.scope_id = f"{self.pid}.{next(_numbers)}"
         self.closed = False
+        #: Its end record is written or being written (by the exit or a signal).
+        self.ended = False
+        #: It holds the SIGTERM / SIGHUP handler (entered in the main thread).
+        self.signals = False
 
     def env(self) -> dict[str, str]:
         """Return the variables a child process needs to join this entry."""
@@ -290,6 +301,84 @@ def _count(counts: dict[Any, int], key: Any, step: int) -> int:
     return len(counts)
 
 
+#: The signals that end a program by default and that a scope records.
+_TERMINATING: Final = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+class _Signals:
+    """SIGTERM and SIGHUP: end every open scope ``terminated``, then go on as before.
+
+    Installed by the first scope entered in the main thread (where Python runs
+    signal handlers) over a handler that is the default action or the
+    program's own Python function, and put back by the last one to exit if
+    nobody replaced it meanwhile. On the signal, each open scope gets its
+    ``end`` record, then the program's handler runs, or the default action
+    ends the process as the signal would have (exit status 128 + 15 for
+    SIGTERM). A handler the program installs later wins: scopes then end as
+    its code decides (docs/configuration.md, "session_scope").
+    """
+
+    def __init__(self) -> None:
+        self.users = 0
+        self.previous: dict[int, Any] = {}
+
+    def acquire(self) -> bool:
+        # Called on entry, in the main thread only.
+        if self.users == 0:
+            for signum in _TERMINATING:
+                current = signal.getsignal(signum)
+                if current is signal.SIG_DFL or (callable(current) and current != self.handle):
+                    self.previous[signum] = current
+                    signal.signal(signum, self.handle)
+        self.users += 1
+        return True
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users > 0 or threading.current_thread() is not threading.main_thread():
+            return
+        for signum, previous in self.previous.items():
+            if signal.getsignal(signum) == self.handle:
+                signal.signal(signum, previous)
+        self.previous.clear()
+
+    def handle(self, signum: int, frame: Any) -> None:
+        previous = self.previous.get(signum, signal.SIG_DFL)
+        name = signal.Signals(signum).name
+        with _ENVIRONMENT.lock:
+            entries = list(_ENVIRONMENT.open.values())
+        pid = os.getpid()
+        for entry in reversed(entries):  # innermost first
+            if entry.ended or entry.pid != pid:  # a fork's copy of its parent's scope
+                continue
+            entry.ended = True
+            fields = {
+                "status": "terminated",
+                "signal": name,
+                "duration_s": round(time.monotonic() - entry.started, 6),
+            }
+            _write(entry.sinks, entry.session_id, "end", "WARNING", fields.items())
+        if callable(previous):
+            previous(signum, frame)
+            return
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+
+_SIGNALS: Final = _Signals()
+
+
+def _wants_signals(requested: bool) -> bool:
+    return (
+        requested
+        and bool(_TERMINATING)
+        and os.environ.get(ENV_SCOPE_SIGNALS, "") != "0"
+        and threading.current_thread() is threading.main_thread()
+    )
+
+
 _ENVIRONMENT: Final = _Environment()
 os.register_at_fork(after_in_child=_ENVIRONMENT.after_fork_in_child)
 
@@ -335,6 +424,10 @@ class session_scope:  # noqa: N801 - a context manager named like contextlib's
         session_id: The session; by default the enclosing scope's, then
             ``CODEX_SESSION_ID`` as the program set it, then a new uuid4.
         meta: Fields added to the ``start`` record (redacted like any record).
+        record_signals: Entered in the main thread, end the scope with
+            ``status: "terminated"`` and the ``signal`` on SIGTERM or SIGHUP,
+            then let the program's handler or the default action go on.
+            ``False`` (or ``CODEX_SCOPE_SIGNALS=0``) leaves signals alone.
 
     An invalid inherited ``CODEX_SESSION_ID`` never stops the program: the
     scope says so once on stderr and runs under a fresh id, and its ``start``
@@ -346,11 +439,16 @@ class session_scope:  # noqa: N801 - a context manager named like contextlib's
     """
 
     def __init__(
-        self, session_id: str | None = None, *, meta: Mapping[str, Any] | None = None
+        self,
+        session_id: str | None = None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        record_signals: bool = True,
     ) -> None:
         """Check the id now, so a bad one fails where it is written."""
         self._requested = None if session_id is None else validate_session_id(session_id)
         self._meta = dict(meta) if meta else {}
+        self._record_signals = record_signals
         # Per thread / task: one instance entered from several at once keeps
         # each entry's state apart (docs/guarantees.md).
         self._entries: ContextVar[tuple[_Entry, ...]] = ContextVar(
@@ -391,6 +489,8 @@ class session_scope:  # noqa: N801 - a context manager named like contextlib's
         self._entries.set((*self._entries.get(), entry))
         _current_entry.set(entry)
         _ENVIRONMENT.enter(entry)
+        if _wants_signals(self._record_signals):
+            entry.signals = _SIGNALS.acquire()
         fields: Iterable[tuple[str, Any]] = meta
         if rejected is not None:
             fields = [*fields, (REJECTED_FIELD, rejected[:REJECTED_LENGTH])]
@@ -440,6 +540,9 @@ class session_scope:  # noqa: N801 - a context manager named like contextlib's
         entry = entries[-1]
         self._entries.set(entries[:-1])
         try:
+            if entry.ended:  # a signal ended it already
+                return
+            entry.ended = True
             fields: dict[str, Any] = {
                 "status": "ok" if _succeeded(exc) else "error",
                 "duration_s": round(time.monotonic() - entry.started, 6),
@@ -452,6 +555,8 @@ class session_scope:  # noqa: N801 - a context manager named like contextlib's
                 trace = "".join(traceback.format_exception(exc_type, exc, tb)).rstrip("\n")
                 _write(entry.sinks, entry.session_id, "end", "ERROR", fields.items(), exc=trace)
         finally:
+            if entry.signals:
+                _SIGNALS.release()
             _ENVIRONMENT.exit(entry)
             _current_entry.set(entry.parent)
             try:
@@ -478,19 +583,19 @@ class session_scope:  # noqa: N801 - a context manager named like contextlib's
         On a coroutine function the scope wraps the awaited body, not just the
         creation of the coroutine.
         """
-        requested, meta = self._requested, self._meta
+        requested, meta, signals = self._requested, self._meta, self._record_signals
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def run_async(*args: P.args, **kwargs: P.kwargs) -> Any:
-                with session_scope(requested, meta=meta):
+                with session_scope(requested, meta=meta, record_signals=signals):
                     return await func(*args, **kwargs)
 
             return run_async  # type: ignore[return-value]  # same signature, awaited
 
         @functools.wraps(func)
         def run(*args: P.args, **kwargs: P.kwargs) -> R:
-            with session_scope(requested, meta=meta):
+            with session_scope(requested, meta=meta, record_signals=signals):
                 return func(*args, **kwargs)
 
         return run
