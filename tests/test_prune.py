@@ -385,13 +385,15 @@ JOINER = """
 import logging, sys
 from codex_logging import CodexHandler
 folder, sid = sys.argv[1:3]
+handler = CodexHandler(sessions_dir=folder, session_id=sid)
 log = logging.getLogger("joiner")
-log.addHandler(CodexHandler(sessions_dir=folder, session_id=sid))
+log.addHandler(handler)
 log.setLevel(logging.INFO)
 log.propagate = False
 for line in sys.stdin:
     log.info(line.strip())
     print("ok", flush=True)
+print("dropped", handler.dropped, flush=True)
 """
 
 
@@ -401,7 +403,7 @@ class _Joiner:
     def __init__(self, folder: Path, sid: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", JOINER, str(folder), sid],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 
     def write(self, message: str) -> None:
@@ -411,12 +413,11 @@ class _Joiner:
         self.proc.stdin.flush()
         assert self.proc.stdout.readline() == "ok\n"
 
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        assert self.proc.stdout is not None
-        self.proc.stdin.close()
-        assert self.proc.wait(timeout=60) == 0
-        self.proc.stdout.close()
+    def close(self) -> str:
+        """End the process; return its last line (``dropped N``) and its stderr."""
+        out, err = self.proc.communicate(timeout=60)
+        assert self.proc.returncode == 0, err
+        return out.strip() + err
 
 
 def messages(db: Path, sid: str) -> list[str]:
@@ -551,6 +552,47 @@ class TestWriters:
             ["after the check", "into the file set aside", "into a new file"]
         )
         assert len(got) == 25
+
+    def test_a_file_that_grew_aside_goes_back_under_its_name(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Lines appended after the check, none at the path since: the file itself comes back.
+
+        Same inode: the writer that still holds it counts nothing lost, and
+        the sync goes on from its watermark without calling it replaced.
+        """
+        folder = tmp_path / "s"
+        path = old_session(folder, "old", lines=20)
+        inode = path.stat().st_ino
+        db = tmp_path / "x.db"
+        sync_to_sqlite(db, folder)
+        joiner = _Joiner(folder, "old")
+        set_aside = _prune._Retire._set_aside
+
+        def inside_the_window(retire: Any, entry: Any) -> None:
+            joiner.write("after the check")
+            set_aside(retire, entry)
+            joiner.write("into the file set aside")
+            assert not path.exists()
+
+        monkeypatch.setattr(_prune._Retire, "_set_aside", inside_the_window)
+        try:
+            report = prune(db, folder, older_than=DAY)
+            assert path.stat().st_ino == inode
+            time.sleep(0.6)  # the writer looks at the path again: its file is there
+            joiner.write("later")
+        finally:
+            said = joiner.close()
+        assert said == "dropped 0"  # nothing counted lost, nothing on stderr
+        ((sid, why),) = report.kept
+        assert (sid, why.split(" bytes")[1]) == (
+            "old",
+            f" were appended while it was retired: put back at {path} for the next sync",
+        )
+        assert sorted(p.name for p in folder.iterdir()) == [".codex-source-id", "old.ndjson"]
+        sync = sync_to_sqlite(db, folder)
+        assert sync.warnings == []
+        assert messages(db, "old")[22:] == ["after the check", "into the file set aside", "later"]
 
     def test_a_prune_killed_in_the_window_is_finished_by_the_next(self, tmp_path: Path) -> None:
         """kill -9 while files are set aside: the next prune unlinks them, or puts back what grew."""

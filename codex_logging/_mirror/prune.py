@@ -426,7 +426,10 @@ class _Retire:
 
 
 def _put_back(aside: str, path: str, size: int, dev: int, ino: int) -> int:
-    """Unlink ``aside``, after appending at ``path`` what was written past ``size``.
+    """Unlink ``aside``; if it grew past ``size``, put it back at ``path`` first.
+
+    Back under its name when nothing is at ``path``; else what was written
+    past ``size`` is appended to the file a writer made there.
 
     Returns:
         The bytes put back (0: the file still had the size that was checked).
@@ -437,6 +440,11 @@ def _put_back(aside: str, path: str, size: int, dev: int, ino: int) -> int:
     with open(aside, "rb") as f:
         f.seek(size)
         extra = f.read()
+    if extra and _rename_back(aside, path):
+        # Nothing was made at the path meanwhile: the whole file is back under
+        # its name, its inode unchanged, so a writer that still holds it and
+        # the sync (which goes on from its watermark) both see the same file.
+        return len(extra)
     if extra:
         if not extra.endswith(b"\n"):
             extra += b"\n"  # a writer's fragment stands alone, as the writer ends its own
@@ -453,6 +461,33 @@ def _put_back(aside: str, path: str, size: int, dev: int, ino: int) -> int:
             os.close(fd)
     os.unlink(aside)
     return len(extra)
+
+
+#: ``renameat2`` flags and its "current folder" descriptor (Linux).
+_RENAME_NOREPLACE: Final = 1
+_AT_FDCWD: Final = -100
+
+
+def _rename_back(aside: str, path: str) -> bool:
+    """Rename ``aside`` to ``path`` unless something is at ``path``; False when not done.
+
+    A plain rename would replace a file a writer made at the path meanwhile;
+    Linux's ``renameat2(RENAME_NOREPLACE)`` does it only if the name is free,
+    in one step. Where it is missing the caller copies the new lines instead.
+    """
+    import ctypes  # noqa: PLC0415 - rare: only when a file grew while set aside
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    done = renameat2(_AT_FDCWD, os.fsencode(aside), _AT_FDCWD, os.fsencode(path), _RENAME_NOREPLACE)
+    if done == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in {errno.EEXIST, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP}:
+        return False
+    raise OSError(code, os.strerror(code), aside)
 
 
 class _Digest:
