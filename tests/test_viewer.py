@@ -163,6 +163,17 @@ def test_filters_narrow_the_transcript(browser: Any, serve: Any, mirror: Path) -
     assert [
         r.get_attribute("id") for r in browser.find_elements("css selector", "#events .ev")
     ] == ["e-4"]
+    # a field: typed into the form as --where takes it
+    browser.get(server.url + "s/run-1")
+    wait_for(browser, "#events .ev", 8)
+    browser.find_element("css selector", "input[name=where]").send_keys("attempt>1")
+    browser.find_element("css selector", "#filters button").click()
+    wait_for(browser, "#live")
+    time.sleep(0.3)
+    assert "where=attempt%3E1" in browser.current_url
+    assert [
+        r.get_attribute("id") for r in browser.find_elements("css selector", "#events .ev")
+    ] == ["e-4"]
 
 
 def test_a_newly_synced_row_appears_without_reload(
@@ -259,7 +270,7 @@ def test_serve_without_a_database_or_the_extra_is_one_line(tmp_path: Path) -> No
         check=False,
     )
     assert out.returncode == 2
-    assert "pip install 'codex-logging[viewer]'" in out.stderr
+    assert "pip install '.[viewer]' in a checkout" in out.stderr
     out = subprocess.run(
         [str(BIN / "codex-logs"), "serve", "--port", "70000"],
         capture_output=True,

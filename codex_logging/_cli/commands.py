@@ -341,7 +341,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         from codex_logging._viewer.server import serve  # noqa: PLC0415
     except ImportError as exc:
-        msg = f"the viewer needs its extra: pip install 'codex-logging[viewer]' ({exc})"
+        msg = f"the viewer needs its extra: pip install '.[viewer]' in a checkout ({exc})"
         raise ViewerNotInstalledError(msg) from None
     url = postgres_url(args)
     backend: Backend

@@ -352,7 +352,7 @@ def _add_serve(commands: Any) -> None:
         description=(
             "Serve a read-only web viewer of the mirror (SQLite or a postgresql:// URL):"
             " the sessions, and each session's timeline and transcript, followed live."
-            " Needs the viewer extra: pip install 'codex-logging[viewer]'."
+            " Needs the viewer extra: pip install '.[viewer]' in a checkout."
         ),
         epilog="example: codex-logs serve --port 8700",
     )

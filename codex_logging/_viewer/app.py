@@ -30,7 +30,7 @@ from codex_logging._errors import (
     UnknownSessionError,
     hide_secrets,
 )
-from codex_logging._mirror.filters import Filters, check_level, finite_number
+from codex_logging._mirror.filters import Filters, check_level, finite_number, parse_where
 from codex_logging._settings import validate_session_id
 from codex_logging._viewer.backend import Backend, event_view
 
@@ -230,6 +230,7 @@ class Viewer:
             level=params.get("level", ""),
             role=params.get("role", ""),
             logger=params.get("logger", ""),
+            where=params.get("where", ""),
             q=params.get("q", ""),
             levels=LEVEL_CHOICES,
             roles=ROLE_CHOICES,
@@ -314,10 +315,12 @@ def _filters(sid: str, params: Any) -> Filters:
     role = params.get("role") or None
     logger = params.get("logger") or None
     grep = params.get("q") or None
+    where = params.get("where") or None
     return Filters(
         session_id=validate_session_id(sid),
         min_level=None if level is None else check_level(level),
         role=role,
         logger=logger,
         grep=grep,
+        fields=() if where is None else (parse_where(where),),
     )

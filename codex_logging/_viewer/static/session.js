@@ -11,7 +11,7 @@
   const pageSize = Number(root.dataset.pageSize) || 200;
   const here = new URLSearchParams(location.search);
   const filters = new URLSearchParams();
-  for (const key of ["level", "role", "logger", "q"]) {
+  for (const key of ["level", "role", "logger", "where", "q"]) {
     if (here.get(key)) filters.set(key, here.get(key));
   }
   const list = document.getElementById("events");
