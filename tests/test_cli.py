@@ -864,3 +864,76 @@ class TestEdges:
         ]
         assert [duration(s) for s, _ in cases] == [text for _, text in cases]
         assert duration(None) == duration(float("nan")) == duration(-1) == "-"
+
+
+class TestAbandoned:
+    """A session without an end whose processes are all gone reads `abandoned`."""
+
+    CHILD = (
+        "import logging, sys, time\n"
+        "from codex_logging import CodexHandler, session_scope\n"
+        "logging.getLogger().addHandler(CodexHandler())\n"
+        "with session_scope(sys.argv[1]):\n"
+        "    logging.getLogger('w').warning('working')\n"
+        "    print('in', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+
+    def test_killed_process_reads_abandoned_a_live_one_running(self, tmp_path: Path) -> None:
+        """kill -9 leaves no end: `sessions` says abandoned; while it lives, running (-)."""
+        import socket
+
+        folder = tmp_path / ".codex" / "sessions"
+        env = {**os.environ, "CODEX_SESSIONS_DIR": str(folder)}
+        env.pop("CODEX_SESSION_ID", None)
+        procs = [
+            subprocess.Popen([sys.executable, "-c", self.CHILD, sid], env=env, stdout=subprocess.PIPE, text=True)
+            for sid in ("killed", "alive")
+        ]  # fmt: skip
+        try:
+            for proc in procs:
+                assert proc.stdout is not None
+                assert proc.stdout.readline() == "in\n"
+            procs[0].kill()
+            procs[0].wait(timeout=30)
+            # a session started on another machine is never judged from here
+            other = {
+                "ts": 1.0,
+                "kind": "start",
+                "pid": procs[0].pid,
+                "host": socket.gethostname() + "-x",
+            }
+            (folder / "elsewhere.ndjson").write_text(json.dumps(other) + "\n")
+            db = tmp_path / "x.db"
+            sync_to_sqlite(db, folder)
+            rows = {
+                r["session_id"]: r["status"]
+                for r in map(
+                    json.loads,
+                    run("codex-logs", "sessions", "--db", str(db), "--json").stdout.splitlines(),
+                )
+            }
+            assert rows == {"killed": "abandoned", "alive": None, "elsewhere": None}
+            text = run("codex-logs", "sessions", "--db", str(db)).stdout
+            (killed,) = [line for line in text.splitlines() if line.startswith("killed  ")]
+            assert killed.split("  ")[3] == "abandoned"  # id, start, end (-), status
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.communicate(timeout=30)  # reaps it and closes its pipe
+
+    def test_a_reused_pid_is_not_the_process(self, tmp_path: Path) -> None:
+        """A live pid that started after the record (the pid was used again) counts as gone."""
+        import socket
+
+        from codex_logging._mirror.liveness import abandoned, process_gone
+
+        here = socket.gethostname()
+        me = os.getpid()
+        assert process_gone(me, time.time()) is False  # this process, started before now
+        assert process_gone(me, 0.0) is True  # "written" in 1970: not this process
+        start = json.dumps({"ts": 0.0, "kind": "start", "pid": me, "host": here})
+        assert abandoned([start]) is True
+        assert abandoned([]) is False  # no start record: nothing to tell
+        no_host = json.dumps({"ts": 0.0, "kind": "start", "pid": me})
+        assert abandoned([start, no_host]) is False

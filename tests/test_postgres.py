@@ -1308,3 +1308,24 @@ def test_rows_say_which_machine_and_folder(
     # One source: no column for it.
     assert main(["query", "--db", pg_url, "--tail", "1"]) == 0
     assert f"{host}:" not in capsys.readouterr().out
+
+
+def test_abandoned_as_in_sqlite(pg_url: str, tmp_path: Path) -> None:
+    """A session whose only process is gone, without an end, is `abandoned` in both mirrors."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)  # fmt: skip
+    pid = int(gone.stdout)
+    folder = tmp_path / "s"
+    folder.mkdir(mode=0o700)
+    start = {"ts": time.time(), "kind": "start", "pid": pid, "host": socket.gethostname()}
+    (folder / "gone.ndjson").write_text(
+        json.dumps(start) + "\n" + json.dumps({"message": "m"}) + "\n"
+    )
+    live = {"ts": time.time(), "kind": "start", "pid": os.getpid(), "host": socket.gethostname()}
+    (folder / "live.ndjson").write_text(json.dumps(live) + "\n")
+    sync_to_postgres(pg_url, folder)
+    sync_to_sqlite(tmp_path / "x.db", folder)
+    from codex_logging.query_logs import sessions
+
+    expected = {"gone": "abandoned", "live": None}
+    assert {r["session_id"]: r["status"] for r in sessions_postgres(pg_url)} == expected
+    assert {r["session_id"]: r["status"] for r in sessions(tmp_path / "x.db")} == expected

@@ -22,6 +22,7 @@ from codex_logging._mirror.filters import (
     resolve_level,
     standard_names,
 )
+from codex_logging._mirror.liveness import abandoned
 from codex_logging._mirror.pages import (
     ALERT_LIMIT,
     TIMELINE_EXACT_EVENTS,
@@ -244,7 +245,9 @@ def sessions_postgres(url: str, session_id: str | None = None) -> list[dict[str,
     Returns:
         Dicts with the keys of :data:`SESSION_COLUMNS`, as the SQLite
         ``sessions`` read returns them: ``status`` is ``error`` when any
-        ``end`` record failed, ``ok`` when the session ended, else None.
+        ``end`` record failed, ``ok`` when the session ended, ``abandoned``
+        when it did not and every process that started it on this machine is
+        gone, else None.
 
     Raises:
         DatabaseError: The database cannot be read or has no mirror tables.
@@ -255,8 +258,14 @@ def sessions_postgres(url: str, session_id: str | None = None) -> list[dict[str,
     if session_id is not None:
         sql += " WHERE session_id = %s"
         params = (session_id,)
+    starts = "SELECT data FROM session_events WHERE session_id = %s AND kind = 'start'"
     with _reader(url) as conn, conn.cursor(row_factory=import_psycopg().rows.dict_row) as cur:
         rows = cur.execute(sql + " ORDER BY start_ts, session_id", params).fetchall()
+        for row in rows:
+            if row["status"] is None:
+                found = cur.execute(starts, (row["session_id"],)).fetchall()
+                if abandoned(start["data"] for start in found):
+                    row["status"] = "abandoned"
     if session_id is not None and not rows:
         msg = f"unknown session {session_id} in {display_url(url)}"
         raise UnknownSessionError(msg)

@@ -31,6 +31,7 @@ from codex_logging._mirror.filters import (
     resolve_level,
     standard_names,
 )
+from codex_logging._mirror.liveness import abandoned
 from codex_logging._mirror.pages import (
     ALERT_LIMIT,
     TIMELINE_EXACT_EVENTS,
@@ -471,7 +472,8 @@ def sessions(database: str | None = None, session_id: str | None = None) -> list
     Returns:
         One dict per session with the keys of :data:`SESSION_COLUMNS`:
         ``status`` is ``error`` when any ``end`` record failed, ``ok`` when
-        the session ended, else None.
+        the session ended, ``abandoned`` when it did not and every process
+        that started it on this machine is gone, else None.
 
     Raises:
         DatabaseNotFoundError: There is no database.
@@ -494,11 +496,17 @@ def sessions(database: str | None = None, session_id: str | None = None) -> list
         if session_id is not None:
             sql += " WHERE session_id = ?"
             params = (session_id,)
-        rows = conn.execute(sql + " ORDER BY start_ts, session_id", params).fetchall()
-    if session_id is not None and not rows:
+        found = [dict(row) for row in conn.execute(sql + " ORDER BY start_ts, session_id", params)]
+        starts = "SELECT data FROM session_events WHERE session_id = ? AND kind = 'start'"
+        for row in found:
+            if row["status"] is None and abandoned(
+                start[0] for start in conn.execute(starts, (row["session_id"],))
+            ):
+                row["status"] = "abandoned"
+    if session_id is not None and not found:
         msg = f"unknown session {session_id} in {path}"
         raise UnknownSessionError(msg)
-    return [dict(row) for row in rows]
+    return found
 
 
 # -- pages: what the web viewer reads (docs/viewer.md) ------------------------

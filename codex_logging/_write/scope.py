@@ -19,6 +19,7 @@ import itertools
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -52,6 +53,8 @@ _numbers = itertools.count(1)
 #: The ``start`` record's field holding an inherited ``CODEX_SESSION_ID`` that
 #: was invalid, when the scope ran under a fresh id instead.
 REJECTED_FIELD: Final = "rejected_session_id"
+#: This machine's name, written on start records.
+_HOST: Final = socket.gethostname()
 #: At most this much of a rejected id is written.
 REJECTED_LENGTH: Final = 256
 #: Rejected values reported on stderr, once each; bounded.
@@ -491,7 +494,9 @@ class session_scope:  # noqa: N801 - a context manager named like contextlib's
         _ENVIRONMENT.enter(entry)
         if _wants_signals(self._record_signals):
             entry.signals = _SIGNALS.acquire()
-        fields: Iterable[tuple[str, Any]] = meta
+        # The machine, so a reader on it can tell a session whose processes
+        # are all gone (docs/cli.md, "abandoned").
+        fields: Iterable[tuple[str, Any]] = [*meta, ("host", _HOST)]
         if rejected is not None:
             fields = [*fields, (REJECTED_FIELD, rejected[:REJECTED_LENGTH])]
         _write(sinks, sid, "start", "INFO", fields)
