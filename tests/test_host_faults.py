@@ -26,11 +26,17 @@ HANG: float = 120
 
 
 def run(code: str, cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[str, str]:
-    """Run ``code`` in a fresh interpreter; return its stdout and stderr (exit 0 required)."""
+    """Run ``code`` in a fresh interpreter; return its stdout and stderr (exit 0 required).
+
+    Not measured by coverage (``make test`` measures children): at a
+    descriptor or file-size limit, coverage could not save its data at exit
+    and would say so on the stderr these tests read.
+    """
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
     done = subprocess.run(
         [sys.executable, "-c", code, *args],
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        env={**inherited, "PYTHONPATH": str(ROOT), **(env or {})},
         capture_output=True,
         text=True,
         timeout=HANG,
