@@ -9,6 +9,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parent.parent / "codex_logging"
 FOLDERS = ("_write", "_redaction", "_mirror", "_sqlite", "_postgres", "_otlp", "_viewer", "_cli")
 VIEWER = "codex_logging._viewer"
@@ -151,3 +153,12 @@ def test_psycopg_only_in_postgres() -> None:
         if name == "psycopg" or name.startswith("psycopg.")
     }
     assert all(user.startswith("_postgres/") for user in users), users
+
+
+def test_every_folder_is_packaged() -> None:
+    """pyproject.toml lists every folder of the package, so a wheel carries them all."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    listed = set(config["tool"]["setuptools"]["packages"])
+    folders = {f"codex_logging.{p.name}" for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert folders | {"codex_logging"} == listed

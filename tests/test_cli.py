@@ -937,3 +937,35 @@ class TestAbandoned:
         assert abandoned([]) is False  # no start record: nothing to tell
         no_host = json.dumps({"ts": 0.0, "kind": "start", "pid": me})
         assert abandoned([start, no_host]) is False
+
+
+class TestOddValues:
+    """Values other writers leave in a file never break a read nor reach the terminal raw."""
+
+    def test_nan_huge_times_escaped_levels_and_ascii_escapes(self, tmp_path: Path) -> None:
+        folder = tmp_path / "s"
+        folder.mkdir()
+        lines = [
+            '{"ts": 1e20, "message": "far", "level": "\\u001b]0;pwned\\u0007"}',
+            '{"ts": NaN, "message": "nan", "n": Infinity}',
+            '{"ts": 5.0, "kind": "end", "status": "ok", "duration_s": Infinity, "message": "e"}',
+            json.dumps({"ts": 6.0, "message": "accent", "user": "René"}),  # written as "Ren\\u00e9"
+        ]
+        (folder / "o.ndjson").write_text("\n".join(lines) + "\n")
+        db = str(tmp_path / "x.db")
+        sync_to_sqlite(db, folder)
+        for args in (
+            ["query", "--all"],
+            ["show", "o", "--all", "--color", "always"],
+            ["query", "--where", "n>1", "--all"],
+            ["query", "--where", "user=René", "--json"],
+        ):
+            out = run("codex-logs", *args, "--db", db)
+            assert out.returncode == 0, (args, out.stderr)
+            raw = [c for c in out.stdout if (ord(c) < 0x20 and c not in "\n\t\x1b") or c == "\x07"]
+            assert raw == [], args
+            assert "pwned\x07" not in out.stdout
+        found = run("codex-logs", "query", "--where", "user=René", "--json", "--db", db).stdout
+        assert [json.loads(line)["message"] for line in found.splitlines()] == ["accent"]
+        grep = run("codex-logs", "query", "--grep", "RENÉ", "--json", "--db", db).stdout
+        assert [json.loads(line)["message"] for line in grep.splitlines()] == ["accent"]

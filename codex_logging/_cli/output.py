@@ -89,8 +89,11 @@ def to_json(value: object) -> str:
 def local_time(ts: object) -> str:
     """Return Unix seconds as local time to the millisecond; anything else escaped."""
     if isinstance(ts, int | float):
-        # Rounded to the millisecond as the views' ISO times are.
-        local = datetime.fromtimestamp(round(ts, 3), tz=timezone.utc).astimezone()
+        try:
+            # Rounded to the millisecond as the views' ISO times are.
+            local = datetime.fromtimestamp(round(ts, 3), tz=timezone.utc).astimezone()
+        except (OverflowError, ValueError, OSError):  # NaN, infinite, or out of range
+            return escape(str(ts))
         return local.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     return "-" if ts is None else escape(str(ts))
 
@@ -118,7 +121,7 @@ def duration(seconds: object) -> str:
     ``850ms``, ``1.25s``, ``12.3s``, ``4m05s``, ``2h03m``: no space, so it stays
     one word in ``name=value`` output.
     """
-    if not isinstance(seconds, int | float) or math.isnan(seconds) or seconds < 0:
+    if not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds < 0:
         return "-"
     if seconds < 0.9995:
         return f"{seconds * 1000:.0f}ms"
@@ -332,7 +335,7 @@ class Transcript:
             head = self._mark(record, kind)
         else:
             level = str(record.get("level") or "-")
-            head = self._style(_LEVEL_STYLES.get(level, ""), f"{level:<8}")
+            head = self._style(_LEVEL_STYLES.get(level, ""), f"{escape(level):<8}")
             if record.get("role"):
                 head += f" [{escape(str(record['role']))}]"
             if record.get("logger"):

@@ -482,7 +482,13 @@ def connect_readonly(path: str) -> sqlite3.Connection:
 
 #: SQLite's primary result codes for a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB.
 _DAMAGE_CODES: Final = frozenset({11, 26})
-_DAMAGE_WORDS: Final = ("malformed", "corrupt", "not a database")
+#: SQLite's words for a damaged file ("malformed JSON" is a bad value, not damage).
+_DAMAGE_WORDS: Final = (
+    "disk image is malformed",
+    "malformed database schema",
+    "corrupt",
+    "not a database",
+)
 
 
 def is_damage(exc: BaseException) -> bool:

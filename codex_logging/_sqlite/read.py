@@ -89,7 +89,8 @@ def _grep(message: object, data: object, needle: str) -> bool:
         return True
     if not isinstance(data, str):
         return False
-    if needle == json.dumps(needle, ensure_ascii=False)[1:-1] and needle not in data.casefold():
+    plain = needle == json.dumps(needle, ensure_ascii=False)[1:-1] and "\\u" not in data
+    if plain and needle not in data.casefold():  # "\u00e9" in the text may be the needle's "é"
         return False
     try:
         record = json.loads(data)
@@ -234,14 +235,19 @@ def _field_term(test: FieldTest) -> tuple[str, list[Any]]:
     # scalar field as text (true, false and null as JSON spells them), numbers
     # only match fields that hold a number. A missing field, a list or an
     # object is "not equal".
+    # A line SQLite's JSON cannot read (NaN, Infinity) matches no test.
     path = f'$."{test.key}"'
+    data = "(CASE WHEN json_valid(data) THEN data END)"
     if test.op in NUMERIC_OPERATORS:
-        term = f"(json_type(data, ?) IN ('integer', 'real') AND json_extract(data, ?) {test.op} ?)"
+        term = (
+            f"(json_type({data}, ?) IN ('integer', 'real')"
+            f" AND json_extract({data}, ?) {test.op} ?)"
+        )
         return term, [path, path, test.value]
     text = (
-        "(CASE json_type(data, ?) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false'"
+        f"(CASE json_type({data}, ?) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false'"
         " WHEN 'null' THEN 'null' WHEN 'object' THEN NULL WHEN 'array' THEN NULL"
-        " ELSE CAST(json_extract(data, ?) AS TEXT) END)"
+        f" ELSE CAST(json_extract({data}, ?) AS TEXT) END)"
     )
     if test.op == "=":
         return f"{text} = ?", [path, path, test.value]
