@@ -447,6 +447,8 @@ WAITER = """
     how = sys.argv[1]
     if how == "own-handler":
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(3))
+    if how == "reload":  # a daemon's SIGHUP: reload, and go on
+        signal.signal(signal.SIGHUP, lambda signum, frame: print("reloaded", flush=True))
 
     async def main():
         with session_scope("t"):
@@ -472,6 +474,8 @@ class TestTerminationIsRecorded:
             ("asyncio", signal.SIGTERM, -signal.SIGTERM, {"t": "SIGTERM"}),
             ("own-handler", signal.SIGTERM, 3, {"t": "SIGTERM", "inner": "SIGTERM"}),
             ("opted-out", signal.SIGTERM, -signal.SIGTERM, {}),
+            # SIGHUP to a handler that goes on ends nothing; the SIGTERM after it does
+            ("reload", signal.SIGTERM, -signal.SIGTERM, {"t": "SIGTERM", "inner": "SIGTERM"}),
         ],
     )
     def test_sigterm_and_sighup_end_the_open_scopes(
@@ -489,6 +493,9 @@ class TestTerminationIsRecorded:
         )  # fmt: skip
         assert proc.stdout is not None
         assert proc.stdout.readline() == "ready\n"
+        if how == "reload":
+            proc.send_signal(signal.SIGHUP)
+            assert proc.stdout.readline() == "reloaded\n"
         proc.send_signal(signum)
         _out, err = proc.communicate(timeout=TIMEOUT)
         assert (proc.returncode, err) == (code, "")

@@ -349,6 +349,22 @@ class _Signals:
 
     def handle(self, signum: int, frame: Any) -> None:
         previous = self.previous.get(signum, signal.SIG_DFL)
+        if callable(previous):
+            # The program's own handler first: one that lets the program go
+            # on (a SIGHUP that reloads its settings) ends no scope; one
+            # that ends it (raises, exits) ends them as terminated.
+            try:
+                previous(signum, frame)
+            except BaseException:
+                self.terminate(signum)
+                raise
+            return
+        self.terminate(signum)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    def terminate(self, signum: int) -> None:
+        """End every open scope of this process with ``status: "terminated"``."""
         name = signal.Signals(signum).name
         with _ENVIRONMENT.lock:
             entries = list(_ENVIRONMENT.open.values())
@@ -363,11 +379,6 @@ class _Signals:
                 "duration_s": round(time.monotonic() - entry.started, 6),
             }
             _write(entry.sinks, entry.session_id, "end", "WARNING", fields.items())
-        if callable(previous):
-            previous(signum, frame)
-            return
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
 
 
 _SIGNALS: Final = _Signals()
