@@ -240,8 +240,7 @@ def _field_term(test: FieldTest) -> tuple[str, list[Any]]:
     data = "(CASE WHEN json_valid(data) THEN data END)"
     if test.op in NUMERIC_OPERATORS:
         term = (
-            f"(json_type({data}, ?) IN ('integer', 'real')"
-            f" AND json_extract({data}, ?) {test.op} ?)"
+            f"(json_type({data}, ?) IN ('integer', 'real') AND json_extract({data}, ?) {test.op} ?)"
         )
         return term, [path, path, test.value]
     text = (
