@@ -120,16 +120,15 @@ def latest_session(args: argparse.Namespace) -> str:
     """
     url = postgres_url(args)
     if url is not None:
-        from codex_logging._postgres.read import sessions_postgres  # noqa: PLC0415 - psycopg only here
+        from codex_logging._postgres.read import latest_session_postgres  # noqa: PLC0415 - psycopg only here
 
-        rows = sessions_postgres(url)
+        latest = latest_session_postgres(url)
     else:
-        rows = _read.sessions(sqlite_db(args))
-    if not rows:
+        latest = _read.latest_session(sqlite_db(args))
+    if latest is None:
         msg = "no sessions in the database yet (run 'codex-logs sync' first)"
         raise DatabaseError(msg)
-    latest = max(rows, key=lambda row: (row["start_ts"] or 0, row["session_id"]))
-    return str(latest["session_id"])
+    return latest
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -272,6 +272,16 @@ def sessions_postgres(url: str, session_id: str | None = None) -> list[dict[str,
     return list(rows)
 
 
+def latest_session_postgres(url: str) -> str | None:
+    """Return the id of the session that started last, or None when there is none."""
+    sql = (
+        "SELECT session_id FROM sessions ORDER BY start_ts DESC NULLS LAST, session_id DESC LIMIT 1"
+    )
+    with _reader(url) as conn, conn.cursor() as cur:
+        row = cur.execute(sql).fetchone()
+    return None if row is None else str(row[0])
+
+
 def follow_postgres(
     url: str, where: Filters, tail: int | None = 20, *, interval: float = 0.5
 ) -> Iterator[list[dict[str, Any]]]:

@@ -514,6 +514,24 @@ def sessions(database: str | None = None, session_id: str | None = None) -> list
     return found
 
 
+def latest_session(database: str | None = None) -> str | None:
+    """Return the id of the session that started last, or None when there is none.
+
+    Raises:
+        DatabaseNotFoundError: There is no database.
+        DatabaseError: The database has no ``sessions`` view.
+    """
+    path, conn = _open(database)
+    with contextlib.closing(conn), reading(path):
+        if "sessions" not in table_names(conn):
+            msg = f"{path} has no sessions view (run 'codex-logs sync' first)"
+            raise DatabaseError(msg)
+        row = conn.execute(
+            "SELECT session_id FROM sessions ORDER BY start_ts DESC, session_id DESC LIMIT 1"
+        ).fetchone()
+    return None if row is None else str(row[0])
+
+
 # -- pages: what the web viewer reads (docs/viewer.md) ------------------------
 
 _ALERT_LEVELS: Final = (
