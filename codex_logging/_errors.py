@@ -111,7 +111,7 @@ class PostgresNotInstalledError(CodexLoggingError, ImportError):
 
 
 class OtlpNotInstalledError(CodexLoggingError, ImportError):
-    """An OTLP export was asked for but ``codex-logging[otlp]`` is not installed."""
+    """An OTLP export was asked for but the ``otlp`` extra is not installed."""
 
 
 class OtlpConfigError(CodexLoggingError, ValueError):

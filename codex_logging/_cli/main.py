@@ -311,7 +311,7 @@ def _add_export(commands: Any) -> None:
             "Send every session file's new lines as OTLP logs to an OpenTelemetry endpoint"
             " (a Collector, or a backend that takes OTLP/HTTP), at least once: a batch's"
             " watermark moves only once the endpoint acknowledged it. Needs the otlp extra:"
-            " pip install 'codex-logging[otlp]'. Honours OTEL_EXPORTER_OTLP_* and"
+            " pip install '.[otlp]' in a checkout. Honours OTEL_EXPORTER_OTLP_* and"
             " OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES (docs/scale-out.md)."
         ),
         epilog="example: codex-logs export otlp --endpoint http://otel:4318/v1/logs --watch 30",

@@ -29,7 +29,7 @@ try:
     )
     from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, LogsData
 except ImportError as exc:  # pragma: no cover - the extra is installed for the tests
-    msg = "OTLP export needs the otlp extra: pip install 'codex-logging[otlp]'"
+    msg = "OTLP export needs opentelemetry-proto: pip install '.[otlp]' in a checkout"
     raise OtlpNotInstalledError(msg) from exc
 
 if TYPE_CHECKING:
