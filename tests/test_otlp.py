@@ -8,6 +8,7 @@ dropped connection, 400, partial success) and from kill -9 of the exporter.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import os
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -686,3 +688,135 @@ def test_docs_example(tmp_path: Path, receiver: Receiver) -> None:
     )
     assert done.stdout == "3 records sent []\n"
     assert len(receiver.uids()) == 3
+
+
+def test_otlp_json_file_at_least_once(tmp_path: Path) -> None:
+    """--format otlp-json: JSON lines of LogsData, parsed by the proto definitions; its own watermark."""
+    from google.protobuf import json_format
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
+
+    folder = tmp_path / "sessions"
+    write_session(folder, "s1", LINES)
+    out = tmp_path / "out" / "logs.jsonl"
+    out.parent.mkdir()
+    report = sync_to_otlp(sessions_dir=folder, output=out)
+    assert report.rows_inserted == 5
+    assert sync_to_otlp(sessions_dir=folder, output=out).rows_inserted == 0
+    write_session(folder, "s1", LINES[:1])
+    argv = [
+        *CLI,
+        "export",
+        "otlp",
+        "--sessions-dir",
+        str(folder),
+        "--format",
+        "otlp-json",
+        "--output",
+        str(out),
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60)
+    assert "sent 1 records" in done.stdout
+    assert out.stat().st_mode & 0o777 == 0o600
+    seqs = []
+    for line in out.read_text().splitlines():
+        tree = json.loads(line)
+        for res in tree["resourceLogs"]:
+            for scope in res["scopeLogs"]:
+                for record in scope["logRecords"]:
+                    seqs.append(
+                        int(
+                            next(
+                                a["value"]["intValue"]
+                                for a in record["attributes"]
+                                if a["key"] == "codex.seq"
+                            )
+                        )
+                    )
+                    if "traceId" in record:
+                        assert record["traceId"] == LINES[1]["trace_id"]
+                        # OTLP/JSON ids are hex; protobuf's JSON reader wants base64
+                        record["traceId"] = base64.b64encode(
+                            bytes.fromhex(record["traceId"])
+                        ).decode()
+                        record["spanId"] = base64.b64encode(
+                            bytes.fromhex(record["spanId"])
+                        ).decode()
+        data = json_format.ParseDict(tree, LogsData())
+        assert data.resource_logs
+    assert sorted(seqs) == [1, 2, 3, 4, 5, 6]
+    # an HTTP endpoint keeps its own watermark: everything still to send there
+    assert sync_to_otlp("http://127.0.0.1:9/v1/logs", folder, dry_run=True).rows_inserted == 6
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--format", "otlp-json"],
+        ["--output", "x.jsonl"],
+        ["--format", "otlp-json", "--output", "x", "--endpoint", "http://h/"],
+    ],
+)
+def test_cli_file_options_go_together(tmp_path: Path, argv: list[str]) -> None:
+    folder = tmp_path / "sessions"
+    write_session(folder, "s1", LINES)
+    done = subprocess.run(
+        [*CLI, "export", "otlp", "--sessions-dir", str(folder), *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+
+
+def test_retry_after_forms() -> None:
+    """Seconds or an HTTP date, capped; anything else: the backoff."""
+    from email.utils import formatdate
+
+    from codex_logging._otlp.transport import MAX_WAIT, _retry_after
+
+    assert _retry_after("3") == 3
+    assert _retry_after("9999") == MAX_WAIT
+    assert _retry_after(None) is None
+    assert _retry_after("soon") is None
+    later = _retry_after(formatdate(time.time() + 5, usegmt=True))
+    assert later is not None
+    assert 3 < later <= 5
+    assert _retry_after(formatdate(time.time() - 60, usegmt=True)) == 0
+
+
+def test_cli_watch_sends_new_lines_and_outlives_a_down_endpoint(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """--watch: each round sends what is new; an endpoint refusing is said once, then resumed."""
+    folder = tmp_path / "sessions"
+    write_session(folder, "s1", LINES)
+    argv = [
+        *CLI,
+        "export",
+        "otlp",
+        "--endpoint",
+        receiver.url,
+        "--sessions-dir",
+        str(folder),
+        "--watch",
+        "0.1",
+    ]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            deadline = time.monotonic() + 60
+            while len(receiver.uids()) < 5 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            receiver.faults = [("status", 401, {}, b"")] * 3
+            write_session(folder, "s1", LINES[:1])
+            while len(receiver.uids()) < 6 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert len(receiver.uids()) == 6
+    assert err.count("HTTP 401") == 1
+    assert "export resumed" in err
+    assert out.startswith("exported 1 file: sent 5 records")

@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from codex_logging._cli.output import one_line, to_json
-from codex_logging._errors import DatabaseError, OtlpExportError
+from codex_logging._errors import DatabaseError, OtlpConfigError, OtlpExportError
 from codex_logging._settings import project_paths
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ def export_round(args: argparse.Namespace, *, quiet_idle: bool = False) -> SyncR
         session_id=args.session_id,
         dry_run=args.dry_run,
         write=write,
+        output=args.output,
     )
     for warning in report.warnings:
         print(f"warning: {one_line(warning, *_sources(args))}", file=sys.stderr)
@@ -74,6 +75,12 @@ def export_round(args: argparse.Namespace, *, quiet_idle: bool = False) -> SyncR
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``codex-logs export otlp``: once, or every ``--watch`` seconds until Ctrl-C."""
+    if (args.format == "otlp-json") != (args.output is not None):
+        msg = "--format otlp-json and --output FILE go together (the file of JSON lines)"
+        raise OtlpConfigError(msg)
+    if args.output is not None and args.endpoint is not None:
+        msg = "--endpoint and --output exclude each other: one destination per export"
+        raise OtlpConfigError(msg)
     if args.watch is None:
         export_round(args)
         return 0

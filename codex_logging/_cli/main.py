@@ -335,6 +335,17 @@ def _add_export(commands: Any) -> None:
         help="export again every SECONDS until Ctrl-C",
     )
     otlp.add_argument(
+        "--format",
+        choices=("protobuf", "otlp-json"),
+        default="protobuf",
+        help="protobuf over HTTP (the default), or otlp-json: JSON lines of LogsData to --output",
+    )
+    otlp.add_argument(
+        "--output",
+        metavar="FILE",
+        help="with --format otlp-json: the file to append to (the Collector's otlpjsonfile format)",
+    )
+    otlp.add_argument(
         "--dry-run", action="store_true", help="build the requests, send none, move no watermark"
     )
     otlp.add_argument(

@@ -36,7 +36,13 @@ from codex_logging._otlp.mapping import (
     build_request,
     to_json_line,
 )
-from codex_logging._otlp.transport import RefusedError, Settings, post, settings
+from codex_logging._otlp.transport import (
+    RefusedError,
+    Settings,
+    file_settings,
+    post,
+    settings,
+)
 from codex_logging._settings import BUSY_TIMEOUT, sessions_dir_path
 
 #: The file, beside the sessions folder, that holds the export's watermarks.
@@ -119,6 +125,7 @@ class OtlpTarget:
         dry_run: bool = False,
         busy_timeout: float = BUSY_TIMEOUT,
         write: Callable[[str], object] | None = None,
+        output: str | None = None,
     ) -> None:
         """Remember the settings; nothing is opened or sent yet.
 
@@ -129,6 +136,8 @@ class OtlpTarget:
             dry_run: Build the requests, send none, move no watermark.
             busy_timeout: Seconds to wait for another export's lock on the file.
             write: Called with each request as an OTLP/JSON line (``--json``).
+            output: Append each request to this file as an OTLP/JSON line
+                instead of POSTing it (``--format otlp-json``).
         """
         self.config = config
         self.name = config.shown
@@ -137,6 +146,8 @@ class OtlpTarget:
         self.dry_run = dry_run
         self.busy_timeout = busy_timeout
         self.write = write
+        self.output = output
+        self._out_fd = -1
         self.sent = Sent()
         self.warnings: list[str] = []
         self.source = ""
@@ -267,8 +278,34 @@ class OtlpTarget:
             self._send(session_id, build_request(resource, rows), len(rows))
             start = end
         if not self.dry_run:
+            if self._out_fd >= 0:
+                self._synced()  # the lines are on disk before the watermark says so
             self._store(session_id, expected_seq, mark)
         return len(events)
+
+    def _append(self, line: str) -> None:
+        """Append one OTLP/JSON line to the output file, in one write."""
+        assert self.output is not None
+        data = (line + "\n").encode()
+        try:
+            if self._out_fd < 0:
+                self._out_fd = os.open(
+                    self.output,
+                    os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o600,
+                )
+            while data:
+                data = data[os.write(self._out_fd, data) :]
+        except OSError as exc:
+            msg = f"cannot write the OTLP/JSON file {self.output}: {exc.strerror or exc}"
+            raise OtlpExportError(msg) from exc
+
+    def _synced(self) -> None:
+        try:
+            os.fsync(self._out_fd)
+        except OSError as exc:
+            msg = f"cannot write the OTLP/JSON file {self.output}: {exc.strerror or exc}"
+            raise OtlpExportError(msg) from exc
 
     def _send(self, session_id: str, request: object, count: int) -> None:
         if self.write is not None:
@@ -276,6 +313,9 @@ class OtlpTarget:
         self.sent.requests += 1
         self.sent.records += count
         if self.dry_run:
+            return
+        if self.output is not None:
+            self._append(to_json_line(request))  # type: ignore[arg-type]
             return
         try:
             _status, body = post(self.config, request.SerializeToString())  # type: ignore[attr-defined]
@@ -327,7 +367,10 @@ class OtlpTarget:
         """Nothing to cancel: this target is not pipelined."""
 
     def close(self) -> None:
-        """Close the watermark file if it was opened."""
+        """Close the watermark file and the output file if they were opened."""
+        if self._out_fd >= 0:
+            os.close(self._out_fd)
+            self._out_fd = -1
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -358,6 +401,7 @@ def sync_to_otlp(
     busy_timeout: float = BUSY_TIMEOUT,
     progress: Progress | None = None,
     write: Callable[[str], object] | None = None,
+    output: str | os.PathLike[str] | None = None,
 ) -> SyncReport:
     """Send every session file's new lines (or one session's) to an OTLP/HTTP endpoint.
 
@@ -386,6 +430,9 @@ def sync_to_otlp(
         busy_timeout: Seconds to wait for a file lock held by another sync.
         progress: Called after each acknowledged batch.
         write: Called with each request as one OTLP/JSON line.
+        output: Instead of an endpoint, append each request to this file as
+            one line of OTLP/JSON ``LogsData`` (JSON Lines, as the Collector's
+            ``otlpjsonfile`` receiver reads), with a watermark of its own.
 
     Returns:
         A :class:`SyncReport`: ``rows_inserted`` counts the records sent
@@ -399,7 +446,8 @@ def sync_to_otlp(
         UnknownSessionError: ``session_id`` has no session file.
         DatabaseError: The watermark file cannot be used.
     """
-    config = settings(endpoint)
+    out = None if output is None else os.path.abspath(os.fspath(output))
+    config = settings(endpoint) if out is None else file_settings(out)
     folder = sessions_dir_path(sessions_dir)
     target = OtlpTarget(
         config,
@@ -408,6 +456,7 @@ def sync_to_otlp(
         dry_run=dry_run,
         busy_timeout=busy_timeout,
         write=write,
+        output=out,
     )
     with contextlib.closing(target):
         report = run_sync(

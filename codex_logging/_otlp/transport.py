@@ -20,6 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 from urllib.parse import unquote, urlsplit
 
@@ -133,6 +134,11 @@ def settings(endpoint: str | None = None) -> Settings:
         msg = f"OTEL_EXPORTER_OTLP_COMPRESSION: expected gzip or none, got {compression!r}"
         raise OtlpConfigError(msg)
     return Settings(url, headers, timeout, compression == "gzip")
+
+
+def file_settings(path: str) -> Settings:
+    """Return the settings of a file destination: its watermarks go by ``file://`` and the path."""
+    return Settings(Path(path).as_uri(), {}, DEFAULT_TIMEOUT, gzip=False)
 
 
 def _check_url(url: str) -> None:
