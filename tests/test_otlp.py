@@ -820,3 +820,21 @@ def test_cli_watch_sends_new_lines_and_outlives_a_down_endpoint(
     assert err.count("HTTP 401") == 1
     assert "export resumed" in err
     assert out.startswith("exported 1 file: sent 5 records")
+
+
+def test_ts_not_first_and_long_integers_keep_their_digits() -> None:
+    """Lines another tool wrote (ts anywhere, big integers) are read digit for digit."""
+    from codex_logging._otlp.mapping import Resource, build_request
+
+    rows = [
+        ("s", 1, '{"message": "x", "ts": 1765000000.000000007, "n": 123456789012345678901}'),
+        ("s", 2, '{"ts":1765000000.25,"n":12345678901234567890123,"f":0.5}'),
+        ("s", 3, '["not", "an", "object"]'),
+    ]
+    request = build_request(Resource("src"), rows, observed=1)
+    records = [r for res in request.resource_logs for sc in res.scope_logs for r in sc.log_records]
+    assert [r.time_unix_nano for r in records] == [1765000000000000007, 1765000000250000000, 0]
+    assert attrs(records[0].attributes)["n"] == "123456789012345678901"
+    assert attrs(records[1].attributes)["n"] == "12345678901234567890123"
+    assert attrs(records[1].attributes)["f"] == 0.5
+    assert records[2].body.string_value == '["not", "an", "object"]'

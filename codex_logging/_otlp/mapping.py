@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote
 
 from codex_logging._errors import OtlpNotInstalledError
+from codex_logging._mirror.lines import loads
 
 try:
     from google.protobuf import json_format
@@ -69,6 +70,10 @@ _HEX2: Final = re.compile(r"[0-9a-fA-F]{1,2}")
 #: The last line of a Python traceback: ``pkg.Error: message`` (or the bare name).
 _EXC_LINE: Final = re.compile(r"([A-Za-z_][\w.]*)(?::\s?(.*))?")
 _STACK: Final = "Stack (most recent call last):"
+#: Digits enough for an integer past 64 bits.
+_LONG_DIGITS: Final = re.compile(r"[0-9]{19}")
+#: A line that starts with its ``ts``, as the writer writes it: the digits.
+_TS_FIRST: Final = re.compile(r'\{\s*"ts"\s*:\s*(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)\s*[,}]')
 
 
 def time_unix_nano(value: object) -> int:
@@ -232,9 +237,7 @@ def build_request(
     scopes: dict[tuple[object, str], Any] = {}
     resources: dict[object, Any] = {}
     for session_id, seq, line in rows:
-        record = json.loads(line, parse_float=Decimal)
-        if not isinstance(record, dict):
-            record = {"message": line}
+        record = _parse(line)
         pid = record.get("pid")
         pid_key = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
         logger = record.get("logger")
@@ -255,6 +258,25 @@ def build_request(
             scopes[pid_key, name] = scope
         _fill(scope.log_records.add(), record, resource.source, session_id, seq, observed)
     return request
+
+
+def _parse(line: str) -> dict[str, Any]:
+    """Return the record of a line, its ``ts`` as a :class:`~decimal.Decimal` of the digits written.
+
+    The writer puts ``ts`` first: its digits are read from the line's start,
+    and the line parsed by the engine's fast parser (orjson when installed),
+    or by Python's json when it holds 19 digits in a row (orjson reads an
+    integer past 64 bits as a float, and its digits would be lost); any
+    other line is parsed with every number as a ``Decimal``.
+    """
+    head = _TS_FIRST.match(line)
+    if head is not None:
+        record = json.loads(line) if _LONG_DIGITS.search(line) else loads(line.encode())
+        if isinstance(record, dict):
+            record["ts"] = Decimal(head.group(1))
+            return record
+    record = json.loads(line, parse_float=Decimal)
+    return record if isinstance(record, dict) else {"message": line}
 
 
 def _fill(  # noqa: PLR0917 - one record's parts

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Final
@@ -109,12 +110,14 @@ class Sent:
 class OtlpTarget:
     """An OTLP/HTTP endpoint as a sync target; watermarks in a SQLite file of its own.
 
-    Not pipelined: a batch's requests go one after the other, and the next
-    batch is read once the last one is acknowledged, so a kill loses at most
-    the batch in flight, which the next export sends again.
+    Pipelined: a batch is built and sent in the engine's worker thread while
+    the next one is read, one batch in flight at a time, and its watermark
+    moves once it is acknowledged; so a kill sends at most the batch in
+    flight again on the next run. The watermark file is used from both
+    threads, never at once (``check_same_thread=False``).
     """
 
-    pipelined = False
+    pipelined = True
 
     def __init__(
         self,
@@ -154,6 +157,7 @@ class OtlpTarget:
         self._resource: Resource | None = None
         self._conn: sqlite3.Connection | None = None
         self._opened = False
+        self._stop = threading.Event()
 
     # -- the watermark file ----------------------------------------------
 
@@ -171,10 +175,17 @@ class OtlpTarget:
             if self.dry_run:
                 if not os.path.exists(path):
                     return None
-                return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=self.busy_timeout)
+                return sqlite3.connect(
+                    f"file:{path}?mode=ro",
+                    uri=True,
+                    timeout=self.busy_timeout,
+                    check_same_thread=False,
+                )
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             os.close(fd)
-            conn = sqlite3.connect(path, timeout=self.busy_timeout, isolation_level=None)
+            conn = sqlite3.connect(
+                path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
@@ -318,7 +329,7 @@ class OtlpTarget:
             self._append(to_json_line(request))  # type: ignore[arg-type]
             return
         try:
-            _status, body = post(self.config, request.SerializeToString())  # type: ignore[attr-defined]
+            _status, body = post(self.config, request.SerializeToString(), self._stop)  # type: ignore[attr-defined]
         except RefusedError as exc:
             self.sent.requests -= 1
             self.sent.records -= count
@@ -364,7 +375,8 @@ class OtlpTarget:
             raise DatabaseError(msg) from exc
 
     def cancel(self) -> None:
-        """Nothing to cancel: this target is not pipelined."""
+        """Stop retrying the batch in flight (interrupted): it fails, its watermark unmoved."""
+        self._stop.set()
 
     def close(self) -> None:
         """Close the watermark file and the output file if they were opened."""

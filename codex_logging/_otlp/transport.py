@@ -16,6 +16,7 @@ import http.client
 import os
 import random
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -165,13 +166,18 @@ class RefusedError(Exception):
 sleep: Callable[[float], None] = time.sleep
 
 
-def post(config: Settings, body: bytes) -> tuple[int, bytes]:
+def post(config: Settings, body: bytes, stop: threading.Event | None = None) -> tuple[int, bytes]:
     """POST ``body`` to the endpoint, retrying what may succeed later; return the 2xx answer.
 
     429, 502, 503, 504 and connection errors (refused, reset, timed out,
     closed without an answer) are tried again, up to :data:`ATTEMPTS` tries,
     waiting as ``Retry-After`` says (seconds or an HTTP date; at most
     :data:`MAX_WAIT`) or else an exponential backoff with jitter.
+
+    Args:
+        config: Where and how.
+        body: The serialized request.
+        stop: Set when the export is interrupted: no further try is made.
 
     Returns:
         The status and the body of the answer.
@@ -190,6 +196,8 @@ def post(config: Settings, body: bytes) -> tuple[int, bytes]:
     problem = ""
     for attempt in range(ATTEMPTS):
         if attempt:
+            if stop is not None and stop.is_set():
+                break
             sleep(jitter(backoff) if pause is None else pause)
             backoff = min(MAX_WAIT, backoff * 2)
             pause = None
