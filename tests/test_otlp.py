@@ -838,3 +838,64 @@ def test_ts_not_first_and_long_integers_keep_their_digits() -> None:
     assert attrs(records[1].attributes)["n"] == "12345678901234567890123"
     assert attrs(records[1].attributes)["f"] == 0.5
     assert records[2].body.string_value == '["not", "an", "object"]'
+
+
+def test_exception_forms_and_odd_trace_fields() -> None:
+    """Structured exceptions, stack-only texts, and trace fields of another shape."""
+    from codex_logging._otlp.mapping import Resource, build_request
+
+    lines = [
+        {
+            "ts": 1,
+            "exc": "Traceback...\nKeyError: 'k'\nStack (most recent call last):\n  f()\n",
+            "exception": [{"exc_type": "KeyError", "exc_value": "'k'"}],
+        },
+        {"ts": 2, "exc": "Stack (most recent call last):\n  File x\n"},
+        {"ts": 3, "exc": "Traceback (most recent call last):\n  File x\n    ^^^\n"},
+        {"ts": 4, "exc": "pkg.Boom\n"},
+        {"ts": 5, "trace_id": "xyz", "span_id": 7, "trace_flags": 3},
+        {"ts": 6, "trace_flags": [1], "kind": ["odd"]},
+    ]
+    rows = [("s", i, json.dumps(line)) for i, line in enumerate(lines, 1)]
+    request = build_request(Resource("src"), rows, observed=1)
+    got = {
+        attrs(r.attributes)["codex.seq"]: (r, attrs(r.attributes))
+        for res in request.resource_logs
+        for sc in res.scope_logs
+        for r in sc.log_records
+    }
+    assert got[1][1]["exception.type"] == "KeyError"
+    assert got[1][1]["exception.message"] == "'k'"
+    assert "exception.type" not in got[2][1]
+    assert "exception.stacktrace" in got[2][1]
+    assert "exception.type" not in got[3][1]
+    assert (got[4][1]["exception.type"], got[4][1].get("exception.message")) == ("pkg.Boom", None)
+    record, found = got[5]
+    assert (record.trace_id, record.span_id, record.flags) == (b"", b"", 3)
+    assert (found["trace_id"], found["span_id"]) == ("xyz", 7)
+    assert got[6][1]["trace_flags"] == [1]
+    assert got[6][0].event_name == ""
+
+
+def test_watermark_file_that_cannot_be_made_is_a_database_error(tmp_path: Path) -> None:
+    """The folder beside the sessions is not writable (a file stands in the way): a named error."""
+    from codex_logging import DatabaseError
+
+    folder = tmp_path / "sessions"
+    write_session(folder, "s1", LINES)
+    (tmp_path / STATE_FILE).mkdir()
+    with pytest.raises(DatabaseError, match="watermarks"):
+        sync_to_otlp("http://127.0.0.1:9/v1/logs", folder)
+
+
+def test_an_interrupted_export_makes_no_further_try(tmp_path: Path, waits: list[float]) -> None:
+    """cancel() (Ctrl-C in the engine) ends the retries of the batch in flight."""
+    event = threading.Event()
+    event.set()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = transport.settings(f"http://127.0.0.1:{port}/v1/logs")
+    with pytest.raises(OtlpExportError, match=r"after 1 tries: .*interrupted"):
+        transport.post(config, b"", event)
+    assert waits == []

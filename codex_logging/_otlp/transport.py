@@ -194,13 +194,16 @@ def post(config: Settings, body: bytes, stop: threading.Event | None = None) -> 
     backoff = FIRST_WAIT
     pause: float | None = None  # what a Retry-After asked for
     problem = ""
+    tries = 0
     for attempt in range(ATTEMPTS):
         if attempt:
             if stop is not None and stop.is_set():
+                problem += " (interrupted: no further try)"
                 break
             sleep(jitter(backoff) if pause is None else pause)
             backoff = min(MAX_WAIT, backoff * 2)
             pause = None
+        tries += 1
         request = urllib.request.Request(config.endpoint, data=body, headers=headers, method="POST")  # noqa: S310 - http(s) checked in settings()
         try:
             with urllib.request.urlopen(request, timeout=config.timeout) as answer:  # noqa: S310
@@ -223,7 +226,7 @@ def post(config: Settings, body: bytes, stop: threading.Event | None = None) -> 
             problem = str(reason) or type(reason).__name__
             if isinstance(reason, socket.timeout | TimeoutError):
                 problem = f"no answer within {config.timeout:g} s"
-    msg = f"cannot send to the OTLP endpoint {config.shown} after {ATTEMPTS} tries: {problem}"
+    msg = f"cannot send to the OTLP endpoint {config.shown} after {tries} tries: {problem}"
     raise OtlpExportError(hide_secrets(msg, config.endpoint))
 
 
