@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -103,8 +104,11 @@ class Server:
         self.stderr = ""
 
     def stop(self) -> None:
+        # Ctrl-C, as a person stops it: uvicorn shuts down, then re-raises
+        # the signal; a SIGINT ends in KeyboardInterrupt and a normal exit,
+        # so the process's coverage data is saved (a SIGTERM would kill it).
         if self.process.poll() is None:
-            self.process.terminate()
+            self.process.send_signal(signal.SIGINT)
         try:
             _out, self.stderr = self.process.communicate(timeout=10)
         except subprocess.TimeoutExpired:

@@ -969,3 +969,53 @@ class TestOddValues:
         assert [json.loads(line)["message"] for line in found.splitlines()] == ["accent"]
         grep = run("codex-logs", "query", "--grep", "RENÉ", "--json", "--db", db).stdout
         assert [json.loads(line)["message"] for line in grep.splitlines()] == ["accent"]
+
+
+class TestLiveness:
+    """The edges of telling a gone process: no /proc, odd records, pid 0."""
+
+    def test_odd_records_say_nothing(self) -> None:
+        import socket
+
+        from codex_logging._mirror.liveness import abandoned
+
+        here = socket.gethostname()
+        gone = {"ts": 0.0, "kind": "start", "pid": 2**22 + 12345, "host": here}
+        assert abandoned([json.dumps(gone)], host=here) is True
+        for bad in (
+            "{not json",
+            "[1, 2]",
+            None,
+            json.dumps({**gone, "pid": "7"}),
+            json.dumps({**gone, "ts": "x"}),
+        ):
+            assert abandoned([json.dumps(gone), bad], host=here) is False, bad
+        assert abandoned([json.dumps(gone)], host=here + "-other") is False
+
+    def test_pid_zero_and_no_proc(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import builtins
+
+        from codex_logging._mirror import liveness
+
+        assert liveness.process_gone(0, 0.0) is False
+        assert liveness.process_gone(-5, 0.0) is False
+        real_open = builtins.open
+
+        def no_proc(path: object, *args: object, **kwargs: object) -> object:
+            if str(path).startswith("/proc/"):
+                raise FileNotFoundError(path)
+            return real_open(path, *args, **kwargs)  # type: ignore[call-overload]
+
+        monkeypatch.setattr(builtins, "open", no_proc)
+        # Without /proc a live pid cannot be told from a reused one: it is not gone.
+        assert liveness.process_gone(os.getpid(), 0.0) is False
+        assert liveness._boot_time() is None
+
+    def test_another_users_process_exists(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from codex_logging._mirror import liveness
+
+        def refused(pid: int, sig: int) -> None:
+            raise PermissionError(pid)
+
+        monkeypatch.setattr(liveness.os, "kill", refused)
+        assert liveness.process_gone(os.getpid(), time.time()) is False
