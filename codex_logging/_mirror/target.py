@@ -69,6 +69,28 @@ class Watermark:
     scan_sha256: str | None = None
     tail_sha256: str | None = None
 
+    @classmethod
+    def from_row(cls, row: Sequence[object]) -> Watermark:
+        """Return the watermark of a database row holding :data:`WATERMARK_FIELDS` in order."""
+        seq, offset, head_len, head, dev, ino, source, scanned, folder, scan_hash, tail = row
+        return cls(
+            seq=int(seq),  # type: ignore[call-overload]
+            byte_offset=int(offset),  # type: ignore[call-overload]
+            head_len=int(head_len or 0),  # type: ignore[call-overload]
+            head_sha256=head,  # type: ignore[arg-type]
+            file_dev=int(dev or 0),  # type: ignore[call-overload]
+            file_ino=int(ino or 0),  # type: ignore[call-overload]
+            source_id=source,  # type: ignore[arg-type]
+            scanned_to=int(scanned or 0),  # type: ignore[call-overload]
+            source_dir=folder,  # type: ignore[arg-type]
+            scan_sha256=scan_hash,  # type: ignore[arg-type]
+            tail_sha256=tail,  # type: ignore[arg-type]
+        )
+
+
+#: A watermark's fields in order: the columns a table that stores them holds.
+WATERMARK_FIELDS: Final = tuple(field.name for field in dataclasses.fields(Watermark))
+
 
 class Target(Protocol):
     """A database the engine syncs into; only these methods touch it."""

@@ -23,6 +23,7 @@ from codex_logging._errors import DatabaseError, OtlpExportError, hide_secrets
 from codex_logging._mirror.engine import run_sync
 from codex_logging._mirror.lines import ErrorRow, EventRow
 from codex_logging._mirror.target import (
+    WATERMARK_FIELDS,
     BatchRefusedError,
     Progress,
     SettledRow,
@@ -57,20 +58,9 @@ REQUEST_BYTES: Final = 4 << 20
 #: The answers that blame the batch itself: that session's file stops, the others go on.
 _BATCH_AT_FAULT: Final = frozenset({400, 413, 422})
 
-_FIELDS: Final = (
-    "seq",
-    "byte_offset",
-    "head_len",
-    "head_sha256",
-    "file_dev",
-    "file_ino",
-    "source_id",
-    "scanned_to",
-    "source_dir",
-    "scan_sha256",
-    "tail_sha256",
-)
-_COLUMNS: Final = ", ".join(_FIELDS)
+_COLUMNS: Final = ", ".join(WATERMARK_FIELDS)
+#: The placeholders of one row: endpoint, source, session, the fields, updated_at.
+_PLACES: Final = ", ".join("?" * (len(WATERMARK_FIELDS) + 4))
 _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS otlp_watermark ("
     " endpoint TEXT NOT NULL, source_id TEXT NOT NULL, session_id TEXT NOT NULL,"
@@ -79,23 +69,6 @@ _SCHEMA: Final = (
     " source_dir TEXT, scan_sha256 TEXT, tail_sha256 TEXT, updated_at REAL,"
     " PRIMARY KEY (endpoint, source_id, session_id))"
 )
-
-
-def _watermark(row: Sequence[object]) -> Watermark:
-    seq, offset, head_len, head, dev, ino, source, scanned, folder, scan_hash, tail = row
-    return Watermark(
-        seq=int(seq),  # type: ignore[call-overload]
-        byte_offset=int(offset),  # type: ignore[call-overload]
-        head_len=int(head_len or 0),  # type: ignore[call-overload]
-        head_sha256=head,  # type: ignore[arg-type]
-        file_dev=int(dev or 0),  # type: ignore[call-overload]
-        file_ino=int(ino or 0),  # type: ignore[call-overload]
-        source_id=source,  # type: ignore[arg-type]
-        scanned_to=int(scanned or 0),  # type: ignore[call-overload]
-        source_dir=folder,  # type: ignore[arg-type]
-        scan_sha256=scan_hash,  # type: ignore[arg-type]
-        tail_sha256=tail,  # type: ignore[arg-type]
-    )
 
 
 @dataclasses.dataclass
@@ -235,7 +208,7 @@ class OtlpTarget:
             " WHERE endpoint = ? AND source_id = ? AND session_id = ?",
             (self.config.key, self.source, session_id),
         )
-        return _watermark(rows[0]) if rows else None
+        return Watermark.from_row(rows[0]) if rows else None
 
     def same_file(
         self, source_id: str, file_dev: int, file_ino: int
@@ -246,7 +219,7 @@ class OtlpTarget:
             " WHERE endpoint = ? AND source_id = ? AND file_dev = ? AND file_ino = ?",
             (self.config.key, source_id, file_dev, file_ino),
         )
-        return [(str(row[0]), _watermark(row[1:])) for row in rows]
+        return [(str(row[0]), Watermark.from_row(row[1:])) for row in rows]
 
     # -- a batch ------------------------------------------------------------
 
@@ -355,7 +328,7 @@ class OtlpTarget:
     def _store(self, session_id: str, expected_seq: int, mark: Watermark) -> None:
         conn = self.conn
         assert conn is not None
-        values = tuple(getattr(mark, name) for name in _FIELDS)
+        values = tuple(getattr(mark, name) for name in WATERMARK_FIELDS)
         key = (self.config.key, self.source, session_id)
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -363,7 +336,7 @@ class OtlpTarget:
                 _check_seq(conn, key, expected_seq)
                 conn.execute(
                     f"INSERT OR REPLACE INTO otlp_watermark (endpoint, source_id, session_id,"  # noqa: S608 - constants only
-                    f" {_COLUMNS}, updated_at) VALUES ({', '.join('?' * (len(_FIELDS) + 4))})",
+                    f" {_COLUMNS}, updated_at) VALUES ({_PLACES})",
                     (*key, *values, time.time()),
                 )
             except BaseException:

@@ -19,6 +19,7 @@ from codex_logging._errors import DatabaseDamagedError
 from codex_logging._mirror.engine import LONG_LINE_BYTES, run_sync
 from codex_logging._mirror.lines import ErrorRow, EventRow
 from codex_logging._mirror.target import (
+    WATERMARK_FIELDS,
     Progress,
     SettledRow,
     SyncReport,
@@ -51,25 +52,12 @@ _INSERT_ERROR: Final = (
     " VALUES (?, ?, ?, ?, ?)"
 )
 #: The watermark's columns after session_id, in the order of :class:`Watermark`'s fields.
-_MARK_FIELDS: Final = (
-    "seq",
-    "byte_offset",
-    "head_len",
-    "head_sha256",
-    "file_dev",
-    "file_ino",
-    "source_id",
-    "scanned_to",
-    "source_dir",
-    "scan_sha256",
-    "tail_sha256",
-)
-_WATERMARK_COLUMNS: Final = ", ".join(_MARK_FIELDS)
+_WATERMARK_COLUMNS: Final = ", ".join(WATERMARK_FIELDS)
 _UPSERT_WATERMARK: Final = (
     f"INSERT INTO session_ingest_watermark (session_id, {_WATERMARK_COLUMNS}, updated_at)"  # noqa: S608 - constants only
-    f" VALUES (?, {', '.join('?' for _ in _MARK_FIELDS)}, ?)"
+    f" VALUES (?, {', '.join('?' for _ in WATERMARK_FIELDS)}, ?)"
     " ON CONFLICT (session_id) DO UPDATE SET "
-    + ", ".join(f"{name} = excluded.{name}" for name in (*_MARK_FIELDS, "updated_at"))
+    + ", ".join(f"{name} = excluded.{name}" for name in (*WATERMARK_FIELDS, "updated_at"))
 )
 
 
@@ -111,23 +99,6 @@ _LEVEL = itemgetter(4)
 _SQLITE_TOOBIG: Final = 18
 #: Room left under SQLite's length limit for a handed-off row's other columns.
 _ROW_MARGIN: Final = 1 << 20
-
-
-def _watermark(row: tuple[object, ...]) -> Watermark:
-    seq, offset, head_len, head, dev, ino, source, scanned, folder, scan_hash, tail = row
-    return Watermark(
-        seq=int(seq),  # type: ignore[call-overload]
-        byte_offset=int(offset),  # type: ignore[call-overload]
-        head_len=int(head_len or 0),  # type: ignore[call-overload]
-        head_sha256=head,  # type: ignore[arg-type]
-        file_dev=int(dev or 0),  # type: ignore[call-overload]
-        file_ino=int(ino or 0),  # type: ignore[call-overload]
-        source_id=source,  # type: ignore[arg-type]
-        scanned_to=int(scanned or 0),  # type: ignore[call-overload]
-        source_dir=folder,  # type: ignore[arg-type]
-        scan_sha256=scan_hash,  # type: ignore[arg-type]
-        tail_sha256=tail,  # type: ignore[arg-type]
-    )
 
 
 def _refused(exc: BaseException) -> bool:
@@ -247,7 +218,7 @@ class SqliteTarget:
                 " WHERE file_ino = ? AND file_dev = ? AND source_id = ?",
                 (file_ino, file_dev, source_id),
             ).fetchall()
-        return [(row[0], _watermark(row[1:])) for row in rows]
+        return [(row[0], Watermark.from_row(row[1:])) for row in rows]
 
     def read_watermark(self, session_id: str) -> Watermark | None:
         """Return one session's watermark.
@@ -263,7 +234,7 @@ class SqliteTarget:
                 f"SELECT {_WATERMARK_COLUMNS} FROM session_ingest_watermark WHERE session_id = ?",  # noqa: S608 - constant
                 (session_id,),
             ).fetchone()
-        return None if row is None else _watermark(row)
+        return None if row is None else Watermark.from_row(row)
 
     def commit(
         self,
@@ -339,7 +310,7 @@ class SqliteTarget:
                     raise
             if events:
                 _add_to_summary(conn, session_id, events)
-            values = (getattr(mark, name) for name in _MARK_FIELDS)
+            values = (getattr(mark, name) for name in WATERMARK_FIELDS)
             conn.execute(_UPSERT_WATERMARK, (session_id, *values, time.time()))
         return len(events)
 
