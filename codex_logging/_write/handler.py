@@ -52,7 +52,7 @@ _RECORD_ATTRS: Final = frozenset(
 #: ``extra`` keys that become record fields.
 _NOT_EXTRA: Final = _RECORD_ATTRS | {"session_id", "kind", "role"}
 #: Keys of a structlog event dict that become record fields, not extra fields.
-_STRUCTLOG_MAPPED: Final = frozenset(
+STRUCTLOG_MAPPED: Final = frozenset(
     {
         "event",
         "level",
@@ -67,7 +67,7 @@ _STRUCTLOG_MAPPED: Final = frozenset(
     }
 )
 #: The same, when the event's ``stack`` is StackInfoRenderer's text (written in ``exc``).
-_STRUCTLOG_MAPPED_STACK: Final = _STRUCTLOG_MAPPED | {"stack"}
+STRUCTLOG_MAPPED_STACK: Final = STRUCTLOG_MAPPED | {"stack"}
 
 
 _TRACEBACK: Final = "\nTraceback (most recent call last):\n"
@@ -343,7 +343,7 @@ class CodexHandler(SinkOwner, logging.Handler):
             role=get("role"),
             exc=exc if exc is not None else self._record_exception(record),
             extra=event.items(),
-            skip=_STRUCTLOG_MAPPED_STACK if taken else _STRUCTLOG_MAPPED,
+            skip=STRUCTLOG_MAPPED_STACK if taken else STRUCTLOG_MAPPED,
             levelno=record.levelno,
             exception=structured,
         )

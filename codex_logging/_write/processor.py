@@ -14,7 +14,7 @@ from codex_logging._record import (
     STANDARD_LEVELS,
     exception_parts,
 )
-from codex_logging._write.handler import CodexHandler
+from codex_logging._write.handler import STRUCTLOG_MAPPED, CodexHandler
 from codex_logging._write.session import current_session, deferred
 from codex_logging._write.sink import SKIP, SinkOwner
 from codex_logging._write.writer import PROCESS
@@ -42,20 +42,10 @@ LEVEL_NAMES: Final = {
     **{name: name.upper() for name in ("debug", "info", "warning", "error", "critical")},
     **_LEVEL_ALIASES,
 }
-#: Event-dict keys that become record fields rather than extra fields.
-_MAPPED: Final = frozenset(
-    {
-        "event",
-        "level",
-        "logger",
-        "session_id",
-        "kind",
-        "role",
-        "exc_info",
-        "exception",
-        "stack_info",
-    }
-)
+#: Event-dict keys that become record fields rather than extra fields: those
+#: the handler maps for structlog's stdlib recipe, but ``positional_args``
+#: (the handler formats the message with it; here it stays a field).
+_MAPPED: Final = STRUCTLOG_MAPPED - {"positional_args"}
 
 
 class CodexProcessor(SinkOwner):
