@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from codex_logging._cli.output import (
+    Failing,
     Progress,
     Transcript,
     escape,
@@ -205,7 +206,7 @@ def _interrupt_as_flag(flag: list[bool]) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _watch_round(args: argparse.Namespace, shown: set[str], failing: list[str]) -> None:
+def _watch_round(args: argparse.Namespace, shown: set[str], failing: Failing) -> None:
     # A database that fails after the first round (a PostgreSQL server
     # restarting, a lock held too long) does not end --watch: the round is
     # retried, and each cause is said once (docs/cli.md), until one succeeds.
@@ -214,14 +215,9 @@ def _watch_round(args: argparse.Namespace, shown: set[str], failing: list[str]) 
     except DatabaseDamagedError:
         raise  # it does not heal by waiting: one line, exit 2
     except DatabaseError as exc:
-        text = one_line(str(exc), *db_sources(args))
-        if text not in failing:
-            failing.append(text)
-            print(f"warning: {text} (trying again each round)", file=sys.stderr, flush=True)
+        failing.failed(one_line(str(exc), *db_sources(args)))
         return
-    if failing:
-        failing.clear()
-        print("warning: the database answers again: syncing resumed", file=sys.stderr, flush=True)
+    failing.succeeded()
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -234,7 +230,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         return 0
     stopped = [False]
     shown: set[str] = set()
-    failing: list[str] = []
+    failing = Failing("the database answers again: syncing resumed")
     # Ctrl-C ends the wait, never a round halfway; one last round then runs.
     with _interrupt_as_flag(stopped):
         sync_round(args, shown, rebuild=rebuild)  # a wrong --db fails here: one line, exit 2

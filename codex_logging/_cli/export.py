@@ -13,7 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from codex_logging._cli.output import one_line, to_json
+from codex_logging._cli.output import Failing, one_line, to_json
 from codex_logging._errors import DatabaseError, OtlpConfigError, OtlpExportError
 from codex_logging._settings import project_paths
 
@@ -89,7 +89,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     def stop(_signum: int, _frame: object) -> None:
         stopped[0] = True
 
-    failing: list[str] = []
+    failing = Failing("the endpoint answers again: export resumed")
     previous = signal.signal(signal.SIGINT, stop)
     try:
         export_round(args)  # a wrong endpoint or folder fails here: one line, exit 2
@@ -103,17 +103,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _watch_round(args: argparse.Namespace, failing: list[str]) -> None:
+def _watch_round(args: argparse.Namespace, failing: Failing) -> None:
     # An endpoint down after the first round does not end --watch: said once,
     # tried again each round (the watermark did not move), until it answers.
     try:
         export_round(args, quiet_idle=True)
     except (OtlpExportError, DatabaseError) as exc:
-        text = one_line(str(exc), *_sources(args))
-        if text not in failing:
-            failing.append(text)
-            print(f"warning: {text} (trying again each round)", file=sys.stderr, flush=True)
+        failing.failed(one_line(str(exc), *_sources(args)))
         return
-    if failing:
-        failing.clear()
-        print("warning: the endpoint answers again: export resumed", file=sys.stderr, flush=True)
+    failing.succeeded()

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from datetime import datetime, timezone
 from typing import Any, Final, TextIO
@@ -218,6 +219,32 @@ def session_line(row: dict[str, Any]) -> str:
         f" warnings={row['warnings']} errors={row['errors']}"
         f" processes={row['processes']} duration={took}"
     )
+
+
+def _say(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+class Failing:
+    """A ``--watch`` round's failure, said once while it lasts, and its end said too."""
+
+    def __init__(self, resumed: str) -> None:
+        """``resumed`` is the line said when a round succeeds after failing."""
+        self.causes: list[str] = []
+        self.resumed = resumed
+
+    def failed(self, text: str) -> None:
+        """Say ``text`` on stderr unless this failure said it already."""
+        if text not in self.causes:
+            self.causes.append(text)
+            _say(f"warning: {text} (trying again each round)")
+
+    def succeeded(self) -> None:
+        """Say the failure is over, if there was one."""
+        if self.causes:
+            self.causes.clear()
+            _say(f"warning: {self.resumed}")
 
 
 class Progress:
