@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import sqlite3
@@ -80,6 +81,14 @@ def _contains(message: object, needle: str) -> bool:
     return isinstance(message, str) and needle in message.casefold()
 
 
+@functools.lru_cache(maxsize=64)
+def _spelled_as_is(needle: str) -> bool:
+    # Whether JSON writes the needle as it is (no quote, backslash or control
+    # to escape): then a line that holds it holds its very text. Once a needle,
+    # not once a row.
+    return needle == json.dumps(needle, ensure_ascii=False)[1:-1]
+
+
 def _grep(message: object, data: object, needle: str) -> bool:
     # --grep: the message, then the value of every field but the columns in
     # NOT_GREPPED (a nested value as its JSON text). The record's JSON text is
@@ -89,7 +98,7 @@ def _grep(message: object, data: object, needle: str) -> bool:
         return True
     if not isinstance(data, str):
         return False
-    plain = needle == json.dumps(needle, ensure_ascii=False)[1:-1] and "\\u" not in data
+    plain = _spelled_as_is(needle) and "\\u" not in data
     if plain and needle not in data.casefold():  # "\u00e9" in the text may be the needle's "é"
         return False
     try:
