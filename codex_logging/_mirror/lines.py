@@ -23,8 +23,12 @@ from typing import Any, Final
 from codex_logging._redaction.redactor import Redactor
 from codex_logging._settings import CACHE_SIZE
 
-#: ``(session_id, seq, ts, kind, level, logger, role, message, data)``
-EventRow = tuple[str, int, float | None, str, str | None, str | None, str | None, str | None, str]
+#: ``(session_id, seq, ts, kind, level, logger, role, message, data, record)``:
+#: ``data`` the line's text as stored, ``record`` the object it holds (a
+#: compact target splits it: ``_mirror/compact.py``).
+EventRow = tuple[
+    str, int, float | None, str, str | None, str | None, str | None, str | None, str, dict[str, Any]
+]
 #: ``(session_id, seq, byte_offset, error, raw)``
 ErrorRow = tuple[str, int, int, str, "str | bytes"]
 
@@ -288,6 +292,7 @@ class LineParser:
             role,
             message,
             text,
+            obj,
         )
 
     def _keys_clean(self, obj: dict[str, Any]) -> bool:

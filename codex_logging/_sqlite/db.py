@@ -7,8 +7,8 @@ import os
 import shlex
 import sqlite3
 import time
-from collections.abc import Iterator
-from typing import Final
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final
 from urllib.parse import quote
 
 from codex_logging._errors import (
@@ -18,6 +18,8 @@ from codex_logging._errors import (
     DatabaseNotFoundError,
     UnsafePathError,
 )
+from codex_logging._mirror.compact import BIT, split, sqlite_data
+from codex_logging._mirror.lines import loads
 from codex_logging._settings import BUSY_TIMEOUT as BUSY_TIMEOUT  # noqa: PLC0414 - re-exported
 from codex_logging._settings import ENV_QUERY_TIMEOUT, check_private, make_dirs, query_timeout
 
@@ -63,8 +65,16 @@ _SUMMARY_BACKFILL: Final = (
     GROUP BY e.session_id""",
 )
 
+#: The levels the alert indexes hold, word for word as the reads that use
+#: them say it: SQLite uses a partial index only for a WHERE that repeats its
+#: condition, and avoids IN (...) here (a temporary table on every insert).
+ALERT_LEVELS: Final = (
+    "(level = 'WARNING' OR level = 'WARN' OR level = 'ERROR'"
+    " OR level = 'CRITICAL' OR level = 'FATAL')"
+)
+
 #: Each migration is a named step; PRAGMA user_version counts those applied.
-MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
+MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "create the session tables",
         (
@@ -326,7 +336,135 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
         ),
     ),
 )
+
+
+#: The record's session id as the compact row ``r`` gives it: the one text of
+#: its ``session_keys`` row ``k``.
+_DATA: Final = sqlite_data("r", "k.session_id")
+
+
+def _field(name: str) -> str:
+    # A field that never has a column, from the row's other fields (json_valid
+    # first: an older hook's NaN is text Python's json wrote and SQLite refuses).
+    return f"json_extract(CASE WHEN json_valid(r.fields) THEN r.fields END, '$.{name}')"
+
+
+#: The pid column of ``events``: its column, or the field when it was no integer.
+_PID: Final = f"CASE WHEN r.shape & {BIT['pid']} THEN r.pid ELSE {_field('pid')} END"
+
+#: ``session_events`` over the compact tables: the same columns and meaning as
+#: the table it replaced, ``data`` the whole record (docs/mirror.md, "Schema").
+_COMPACT_EVENTS: Final = f"""SELECT k.session_id AS session_id, r.seq AS seq, r.ts AS ts,
+        r.kind AS kind, r.level AS level, r.logger AS logger, r.role AS role,
+        r.message AS message, {_DATA} AS data
+    FROM session_rows r JOIN session_keys k ON k.id = r.sid"""  # noqa: S608 - constants only
+
+#: ``events`` over the compact tables: the columns of migration 5, each read
+#: from its own column where it has one.
+_COMPACT_EVENTS_VIEW: Final = f"""CREATE VIEW events AS
+    SELECT
+        strftime('%Y-%m-%dT%H:%M:%fZ', r.ts, 'unixepoch') AS time,
+        k.session_id AS session_id, r.seq AS seq, r.ts AS ts, r.kind AS kind,
+        r.level AS level, r.logger AS logger, r.role AS role, r.message AS message,
+        {_PID} AS pid,
+        {_field("status")} AS status,
+        {_field("error_type")} AS error_type,
+        {_field("error")} AS error,
+        {_field("duration_s")} AS duration_s,
+        {_DATA} AS data,
+        {_field("trace_id")} AS trace_id,
+        {_field("span_id")} AS span_id,
+        {_field("trace_flags")} AS trace_flags
+    FROM session_rows r JOIN session_keys k ON k.id = r.sid"""  # noqa: S608 - constants only
+
+#: A row written to ``session_events`` by a tool (or an older test) goes into
+#: the compact tables whole: ``fields`` the line, ``shape`` 0 (no field moved).
+_INSERT_TRIGGER: Final = """CREATE TRIGGER session_events_insert
+    INSTEAD OF INSERT ON session_events
+    BEGIN
+        INSERT OR IGNORE INTO session_keys (session_id) VALUES (NEW.session_id);
+        INSERT INTO session_rows (sid, seq, ts, kind, level, logger, role, message, pid,
+            shape, fields)
+        VALUES ((SELECT id FROM session_keys WHERE session_id = NEW.session_id), NEW.seq,
+            NEW.ts, NEW.kind, NEW.level, NEW.logger, NEW.role, NEW.message, NULL, 0,
+            NEW.data);
+    END"""
+
+_DELETE_TRIGGER: Final = """CREATE TRIGGER session_events_delete
+    INSTEAD OF DELETE ON session_events
+    BEGIN
+        DELETE FROM session_rows WHERE seq = OLD.seq
+            AND sid = (SELECT id FROM session_keys WHERE session_id = OLD.session_id);
+    END"""
+
+#: The table migration 8 renames ``session_events`` to while its rows move.
+LEGACY_TABLE: Final = "session_events_legacy"
+
+MIGRATIONS += (
+    (
+        # Each value stored once (docs/mirror.md, "Each value stored once"):
+        # the session id once per session, the common fields in columns, only
+        # the others as JSON. The old table's rows move over in batches after
+        # this step (move_legacy_rows); until then the view shows both.
+        "each value stored once: session_keys and session_rows; session_events a view",
+        (
+            """CREATE TABLE IF NOT EXISTS session_keys (
+                id INTEGER PRIMARY KEY,
+                session_id TEXT NOT NULL UNIQUE
+            )""",
+            """CREATE TABLE IF NOT EXISTS session_rows (
+                sid INTEGER NOT NULL,
+                seq INTEGER NOT NULL,
+                ts REAL,
+                kind TEXT,
+                level TEXT,
+                logger TEXT,
+                role TEXT,
+                message TEXT,
+                pid INTEGER,
+                shape INTEGER NOT NULL,
+                fields TEXT,
+                PRIMARY KEY (sid, seq)
+            )""",
+            "CREATE INDEX IF NOT EXISTS session_rows_session_ts ON session_rows (sid, ts)",
+            "CREATE INDEX IF NOT EXISTS session_rows_ts ON session_rows (ts)",
+            """CREATE INDEX IF NOT EXISTS session_rows_marks
+            ON session_rows (sid, kind, ts) WHERE kind <> 'message'""",
+            """CREATE INDEX IF NOT EXISTS session_rows_kind_ts
+            ON session_rows (kind, ts) WHERE kind <> 'message'""",
+            f"""CREATE INDEX IF NOT EXISTS session_rows_alerts
+            ON session_rows (sid, level) WHERE {ALERT_LEVELS}""",
+            # --level warning (or above) --tail N across sessions.
+            f"""CREATE INDEX IF NOT EXISTS session_rows_alerts_ts
+            ON session_rows (ts) WHERE {ALERT_LEVELS}""",
+            "DROP VIEW IF EXISTS events",
+            f"ALTER TABLE session_events RENAME TO {LEGACY_TABLE}",
+            f"""CREATE VIEW session_events AS {_COMPACT_EVENTS}
+            UNION ALL
+            SELECT session_id, seq, ts, kind, level, logger, role, message, data
+            FROM {LEGACY_TABLE}""",  # noqa: S608 - constants only
+            # While rows are moving: the old view's columns, from the union.
+            MIGRATIONS[4][1][1],
+            _INSERT_TRIGGER,
+            _DELETE_TRIGGER,
+        ),
+    ),
+    (
+        "drop the emptied old table; the views read the compact tables alone",
+        (
+            f"DROP TABLE {LEGACY_TABLE}",
+            "DROP VIEW session_events",
+            f"CREATE VIEW session_events AS {_COMPACT_EVENTS}",
+            _INSERT_TRIGGER,
+            _DELETE_TRIGGER,
+            "DROP VIEW events",
+            _COMPACT_EVENTS_VIEW,
+        ),
+    ),
+)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
+#: The schema whose old table is emptied in batches before the next step.
+_MOVING: Final = 8
 
 
 def _create_private(path: str) -> None:
@@ -756,17 +894,37 @@ def is_busy(exc: sqlite3.Error) -> bool:
     return code & 0xFF in _BUSY_CODES
 
 
-def migrate(conn: sqlite3.Connection, path: str, busy_timeout: float = BUSY_TIMEOUT) -> None:
+#: Rows moved per transaction while the old table empties: each batch commits
+#: on its own, so a kill at any point loses at most the batch in flight, which
+#: is still in the old table.
+MOVE_BATCH: Final = 20_000
+
+#: Called with (rows moved so far, rows in all) while the old table empties.
+MoveProgress = Callable[[int, int], None]
+
+
+def migrate(
+    conn: sqlite3.Connection,
+    path: str,
+    busy_timeout: float = BUSY_TIMEOUT,
+    progress: MoveProgress | None = None,
+) -> None:
     """Apply the migrations this database has not had yet, each in its own transaction.
+
+    Before the step that drops the old ``session_events`` table, its rows
+    move to the compact tables in batches (:func:`move_legacy_rows`).
 
     Args:
         conn: A writable connection.
         path: The database path, for error messages.
         busy_timeout: For error messages.
+        progress: Told how far the rows' move got, after each batch.
     """
     with translated(path, busy_timeout):
         (version,) = conn.execute("PRAGMA user_version").fetchone()
     for number in range(version + 1, SCHEMA_VERSION + 1):
+        if number == _MOVING + 1:
+            move_legacy_rows(conn, path, busy_timeout, progress)
         _name, statements = MIGRATIONS[number - 1]
         with atomic(conn, path, busy_timeout):
             (current,) = conn.execute("PRAGMA user_version").fetchone()
@@ -775,6 +933,118 @@ def migrate(conn: sqlite3.Connection, path: str, busy_timeout: float = BUSY_TIME
             for statement in statements:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number:d}")
+
+
+_LEGACY_ROWS: Final = f"""SELECT rowid, session_id, seq, ts, kind, level, logger, role,
+    message, data FROM {LEGACY_TABLE} ORDER BY rowid LIMIT ?"""  # noqa: S608 - constants only
+
+
+def move_legacy_rows(
+    conn: sqlite3.Connection,
+    path: str,
+    busy_timeout: float = BUSY_TIMEOUT,
+    progress: MoveProgress | None = None,
+) -> int:
+    """Move the rows of the old ``session_events`` table into the compact tables.
+
+    Each batch is copied and deleted in one transaction: killed at any point,
+    a rerun goes on from where the last commit left it, and the views show
+    every row exactly once meanwhile.
+
+    Args:
+        conn: A writable connection at schema 8.
+        path: The database path, for error messages.
+        busy_timeout: For error messages.
+        progress: Told (moved, total) after each batch.
+
+    Returns:
+        The rows moved by this call.
+    """
+    with translated(path, busy_timeout):
+        if LEGACY_TABLE not in table_names(conn):
+            return 0
+        (total,) = conn.execute(f"SELECT COUNT(*) FROM {LEGACY_TABLE}").fetchone()  # noqa: S608
+    moved = 0
+    keys: dict[str, int] = {}
+    while True:
+        with atomic(conn, path, busy_timeout):
+            batch = conn.execute(_LEGACY_ROWS, (MOVE_BATCH,)).fetchall()
+            if not batch:
+                break
+            rows = [compact_row(conn, keys, row[1:]) for row in batch]
+            conn.executemany(INSERT_ROW, rows)
+            conn.execute(
+                f"DELETE FROM {LEGACY_TABLE} WHERE rowid <= ?",  # noqa: S608 - constants only
+                (batch[-1][0],),
+            )
+        moved += len(batch)
+        if progress is not None:
+            progress(moved, total)
+    return moved
+
+
+_COLUMN_FIELDS: Final = ("ts", "kind", "level", "logger", "role", "message")
+
+#: One compact row, as the sync and the move write it.
+INSERT_ROW: Final = """INSERT INTO session_rows
+    (sid, seq, ts, kind, level, logger, role, message, pid, shape, fields)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+
+
+def session_key(conn: sqlite3.Connection, keys: dict[str, int], session_id: str) -> int:
+    """Return the ``session_keys`` id of a session, adding it if new (inside a transaction).
+
+    Args:
+        conn: A writable connection.
+        keys: The ids already looked up by this caller.
+        session_id: The session.
+
+    Returns:
+        Its id.
+    """
+    found = keys.get(session_id)
+    if found is None:
+        row = conn.execute(
+            "SELECT id FROM session_keys WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        if row is None:
+            row = conn.execute(
+                "INSERT INTO session_keys (session_id) VALUES (?) RETURNING id", (session_id,)
+            ).fetchone()
+        found = keys[session_id] = int(row[0])
+    return found
+
+
+def compact_row(
+    conn: sqlite3.Connection, keys: dict[str, int], row: Sequence[Any]
+) -> tuple[Any, ...]:
+    """Return the compact row of an old ``session_events`` row.
+
+    Args:
+        conn: A writable connection (for a session's id).
+        keys: The ids already looked up.
+        row: ``(session_id, seq, ts, kind, level, logger, role, message, data)``.
+
+    Returns:
+        The parameters of :data:`INSERT_ROW`; a ``data`` that is not a JSON
+        object is kept whole (``shape`` 0).
+    """
+    session_id, seq, ts, kind, level, logger, role, message, data = row
+    sid = session_key(conn, keys, session_id)
+    try:
+        obj = loads(data.encode() if isinstance(data, str) else data)
+    except (ValueError, TypeError, AttributeError, RecursionError, UnicodeError):
+        obj = None
+    if type(obj) is not dict:
+        return (sid, seq, ts, kind, level, logger, role, message, None, 0, data)
+    # The columns as stored hold the line's own values only where they equal them.
+    stored = (ts, kind, level, logger, role, message)
+    columns = tuple(
+        obj.get(name) if obj.get(name) == value and type(obj.get(name)) is type(value) else value
+        for name, value in zip(_COLUMN_FIELDS, stored, strict=True)
+    )
+    pid, shape, fields = split(obj, session_id, columns)
+    return (sid, seq, *columns, pid, shape, fields)
 
 
 def table_names(conn: sqlite3.Connection) -> set[str]:

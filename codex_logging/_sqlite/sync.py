@@ -16,6 +16,7 @@ from operator import itemgetter
 from typing import Final
 
 from codex_logging._errors import DatabaseDamagedError
+from codex_logging._mirror.compact import split
 from codex_logging._mirror.engine import LONG_LINE_BYTES, run_sync
 from codex_logging._mirror.lines import ErrorRow, EventRow
 from codex_logging._mirror.target import (
@@ -33,20 +34,18 @@ from codex_logging._settings import db_path as resolve_db_path
 from codex_logging._settings import sessions_dir_path
 from codex_logging._sqlite.db import (
     BUSY_TIMEOUT,
+    INSERT_ROW,
     PID_OF,
     atomic,
     changed_outside,
     connect,
     quick_check,
     remember_state,
+    session_key,
     set_aside,
     translated,
 )
 
-_INSERT_EVENT: Final = (
-    "INSERT INTO session_events (session_id, seq, ts, kind, level, logger, role, message, data)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 _INSERT_ERROR: Final = (
     "INSERT INTO session_ingest_errors (session_id, seq, byte_offset, error, raw)"
     " VALUES (?, ?, ?, ?, ?)"
@@ -292,16 +291,18 @@ class SqliteTarget:
             ).fetchone()
             if (row[0] if row else 0) != expected_seq:
                 raise WatermarkMovedError
-            handoff = None if one_by_one or errors else _handoff(conn, events)
+            # Looked up in the transaction: a rolled-back batch takes its new key with it.
+            sid = session_key(conn, {}, session_id) if events else 0
+            handoff = None if one_by_one or errors else _handoff(conn, sid, events)
             if handoff is not None:
                 if not _insert_handed_off(conn, handoff, events[0], offsets[0]):
                     events = []
             elif one_by_one:
-                events = _insert_one_by_one(conn, events, errors, offsets)
+                events = _insert_one_by_one(conn, sid, events, errors, offsets)
             else:
                 try:
                     if events:
-                        conn.executemany(_INSERT_EVENT, events)
+                        conn.executemany(INSERT_ROW, [_compact(sid, row) for row in events])
                     if errors:
                         conn.executemany(_INSERT_ERROR, errors)
                 except Exception as exc:
@@ -364,7 +365,15 @@ class _Handoff:
         return value
 
 
-def _handoff(conn: sqlite3.Connection, events: Sequence[EventRow]) -> tuple[object, ...] | None:
+def _compact(sid: int, row: EventRow) -> tuple[object, ...]:
+    """Return the ``session_rows`` parameters of an event row (``_mirror/compact.py``)."""
+    pid, shape, fields = split(row[9], row[0], row[2:8])
+    return (sid, *row[1:8], pid, shape, fields)
+
+
+def _handoff(
+    conn: sqlite3.Connection, sid: int, events: Sequence[EventRow]
+) -> tuple[object, ...] | None:
     """Return the INSERT parameters of a lone long line with its texts handed off, or None.
 
     Only the engine's list of one long ``message`` row qualifies (the summary
@@ -384,9 +393,14 @@ def _handoff(conn: sqlite3.Connection, events: Sequence[EventRow]) -> tuple[obje
         or len(data) + len(message or "") + _ROW_MARGIN > _length_limit(conn)
     ):
         return None
-    events[0] = (*row[:7], None, "")
-    del row
-    return (*events[0][:7], _Handoff(message), _Handoff(data))
+    record, columns = row[9], row[2:8]
+    events[0] = (*row[:7], None, "", {})
+    # The line's text goes before its other fields are written out: at most
+    # the parsed record and the one text are held at once.
+    del row, data
+    pid, shape, fields = split(record, events[0][0], columns)
+    del record, columns
+    return (sid, *events[0][1:7], _Handoff(message), pid, shape, _Handoff(fields))
 
 
 def _insert_handed_off(
@@ -398,7 +412,7 @@ def _insert_handed_off(
     :func:`_handoff`) quarantines the line without them.
     """
     try:
-        conn.execute(_INSERT_EVENT, params)
+        conn.execute(INSERT_ROW, params)
     except Exception as exc:
         if not _refused(exc):
             raise
@@ -414,6 +428,7 @@ class _RefusedError(Exception):
 
 def _insert_one_by_one(
     conn: sqlite3.Connection,
+    sid: int,
     events: Sequence[EventRow],
     errors: Sequence[ErrorRow],
     offsets: Sequence[int],
@@ -426,7 +441,7 @@ def _insert_one_by_one(
     inserted = []
     for event, offset in zip(events, offsets, strict=True):
         try:
-            conn.execute(_INSERT_EVENT, event)
+            conn.execute(INSERT_ROW, _compact(sid, event))
             inserted.append(event)
         except Exception as exc:
             if not _refused(exc):
