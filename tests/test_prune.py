@@ -478,7 +478,8 @@ class TestReadBack:
         sync_to_sqlite(db, folder)
         with db_connection(db) as conn:
             conn.execute(
-                "UPDATE session_events SET ts = ts + 1 WHERE session_id = 'changed' AND seq = 7"
+                "UPDATE session_rows SET ts = ts + 1 WHERE seq = 7"
+                " AND sid = (SELECT id FROM session_keys WHERE session_id = 'changed')"
             )
             conn.execute("DELETE FROM session_events WHERE session_id = 'missing' AND seq = 9")
         report = prune(db, folder, older_than=DAY)

@@ -256,8 +256,12 @@ class TestViews:
         ]
 
 
+from codex_logging._sqlite.read import _levelno  # noqa: E402 - beside its one user
+
+
 def _plans(db: Path, statements: list[str]) -> list[str]:
     with db_connection(db) as conn:
+        conn.create_function("codex_levelno", 2, _levelno, deterministic=True)
         return [
             " / ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
             for sql in statements
@@ -291,10 +295,11 @@ class TestIndexes:
 
         monkeypatch.setattr(read_module, "connect_readonly", tracing)
         shapes = [
-            ({"tail": 20}, "SCAN session_events USING INDEX session_events_ts"),
-            ({"session_id": "s7", "tail": 20}, "SEARCH session_events USING INDEX sqlite_autoindex_session_events_1 (session_id=?)"),
-            ({"kind": "start", "tail": 20}, "SEARCH session_events USING INDEX session_events_kind_ts (kind=?)"),
-            ({"session_id": "s0", "kind": "end", "tail": 20}, "SEARCH session_events USING INDEX session_events_marks (session_id=? AND kind=?)"),
+            ({"tail": 20}, "SCAN r USING INDEX session_rows_ts"),
+            ({"session_id": "s7", "tail": 20}, "SEARCH k USING COVERING INDEX sqlite_autoindex_session_keys_1 (session_id=?)"),
+            ({"kind": "start", "tail": 20}, "SEARCH r USING INDEX session_rows_kind_ts (kind=?)"),
+            ({"session_id": "s0", "kind": "end", "tail": 20}, "SEARCH k USING COVERING INDEX sqlite_autoindex_session_keys_1 (session_id=?)"),
+            ({"level": "warning", "tail": 20}, "SCAN r USING INDEX session_rows_above_info_ts"),
         ]  # fmt: skip
         for shape, first_step in shapes:
             traced.clear()

@@ -151,7 +151,11 @@ def endless_database(path: Path) -> None:
     )
     summary = ", ".join(f"n AS {c}" for c in SESSION_COLUMNS)
     with db_connection(path) as conn:
-        conn.execute("DROP TABLE session_events")
+        # A view over the compact tables (docs/mirror.md), or an older mirror's table.
+        (kind,) = conn.execute(
+            "SELECT type FROM sqlite_master WHERE name = 'session_events'"
+        ).fetchone()
+        conn.execute(f"DROP {kind.upper()} session_events")
         conn.execute(f"CREATE VIEW session_events AS {endless} SELECT {events} FROM r")
         conn.execute("DROP VIEW sessions")
         conn.execute(f"CREATE VIEW sessions AS {endless} SELECT {summary} FROM r")

@@ -318,7 +318,8 @@ class TestProperty:
                 nonlocal counter
                 counter += 1
                 return (
-                    json.dumps({"n": counter}).encode()
+                    # Compact, as the mirror writes a record back (docs/mirror.md, "Schema").
+                    json.dumps({"n": counter}, separators=(",", ":")).encode()
                     if valid
                     else b"not json " + str(counter).encode()
                 )

@@ -73,6 +73,11 @@ ALERT_LEVELS: Final = (
     " OR level = 'CRITICAL' OR level = 'FATAL')"
 )
 
+#: The rows the ``--level`` index holds: every level but DEBUG and INFO (and
+#: none), so a minimum above INFO, custom levels included, is answered from
+#: it. The read adds this condition word for word to such a filter.
+ABOVE_INFO: Final = "(level <> 'DEBUG' AND level <> 'INFO')"
+
 #: Each migration is a named step; PRAGMA user_version counts those applied.
 MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
@@ -359,6 +364,10 @@ _COMPACT_EVENTS: Final = f"""SELECT k.session_id AS session_id, r.seq AS seq, r.
         r.message AS message, {_DATA} AS data
     FROM session_rows r JOIN session_keys k ON k.id = r.sid"""  # noqa: S608 - constants only
 
+#: The rows of ``session_events`` with the order they landed in (the compact
+#: row's rowid) as ``_rowid``: what ``follow`` reads.
+COMPACT_LANDED: Final = f"(SELECT r.rowid AS _rowid, {_COMPACT_EVENTS.removeprefix('SELECT ')})"
+
 #: ``events`` over the compact tables: the columns of migration 5, each read
 #: from its own column where it has one.
 _COMPACT_EVENTS_VIEW: Final = f"""CREATE VIEW events AS
@@ -434,9 +443,10 @@ MIGRATIONS += (
             ON session_rows (kind, ts) WHERE kind <> 'message'""",
             f"""CREATE INDEX IF NOT EXISTS session_rows_alerts
             ON session_rows (sid, level) WHERE {ALERT_LEVELS}""",
-            # --level warning (or above) --tail N across sessions.
-            f"""CREATE INDEX IF NOT EXISTS session_rows_alerts_ts
-            ON session_rows (ts) WHERE {ALERT_LEVELS}""",
+            # --level warning (or any level above INFO) --tail N across
+            # sessions: the rows above INFO, custom levels included.
+            f"""CREATE INDEX IF NOT EXISTS session_rows_above_info_ts
+            ON session_rows (ts) WHERE {ABOVE_INFO}""",
             "DROP VIEW IF EXISTS events",
             f"ALTER TABLE session_events RENAME TO {LEGACY_TABLE}",
             f"""CREATE VIEW session_events AS {_COMPACT_EVENTS}
@@ -960,18 +970,18 @@ def move_legacy_rows(
     Returns:
         The rows moved by this call.
     """
-    with translated(path, busy_timeout):
-        if LEGACY_TABLE not in table_names(conn):
-            return 0
-        (total,) = conn.execute(f"SELECT COUNT(*) FROM {LEGACY_TABLE}").fetchone()  # noqa: S608
-    moved = 0
-    keys: dict[str, int] = {}
+    moved = total = 0
     while True:
         with atomic(conn, path, busy_timeout):
+            # Asked in each transaction: another process may be moving them too.
+            if LEGACY_TABLE not in table_names(conn):
+                break
+            if not total:
+                (total,) = conn.execute(f"SELECT COUNT(*) FROM {LEGACY_TABLE}").fetchone()  # noqa: S608
             batch = conn.execute(_LEGACY_ROWS, (MOVE_BATCH,)).fetchall()
             if not batch:
                 break
-            rows = [compact_row(conn, keys, row[1:]) for row in batch]
+            rows = [compact_row(conn, {}, row[1:]) for row in batch]
             conn.executemany(INSERT_ROW, rows)
             conn.execute(
                 f"DELETE FROM {LEGACY_TABLE} WHERE rowid <= ?",  # noqa: S608 - constants only

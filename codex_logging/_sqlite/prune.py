@@ -119,12 +119,18 @@ class SqliteMirror:
         with atomic(self.conn, self.name, self.busy_timeout):
             deleted = 0
             for table in TABLES:
-                cursor = self.conn.execute(
+                if table == "session_events":
+                    # The compact rows, then the session's key (docs/mirror.md).
+                    deleted = self.conn.execute(
+                        "DELETE FROM session_rows"
+                        " WHERE sid = (SELECT id FROM session_keys WHERE session_id = ?)",
+                        (session_id,),
+                    ).rowcount
+                    table = "session_keys"  # noqa: PLW2901 - its key goes with them
+                self.conn.execute(
                     f"DELETE FROM {table} WHERE session_id = ?",  # noqa: S608 - constants
                     (session_id,),
                 )
-                if table == "session_events":
-                    deleted = cursor.rowcount
         return deleted
 
     def finish(self) -> None:

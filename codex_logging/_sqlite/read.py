@@ -39,14 +39,22 @@ from codex_logging._mirror.pages import (
     check_status,
     timeline_shape,
 )
-from codex_logging._mirror.schema import EVENT_COLUMNS, SESSION_COLUMNS
+from codex_logging._mirror.schema import EVENT_COLUMNS, LEVELS, SESSION_COLUMNS
 from codex_logging._settings import (
     ENV_DB_PATH,
     check_found_database,
     db_path,
     validate_session_id,
 )
-from codex_logging._sqlite.db import connect_readonly, reading, table_names
+from codex_logging._sqlite.db import (
+    ABOVE_INFO,
+    ALERT_LEVELS,
+    COMPACT_LANDED,
+    LEGACY_TABLE,
+    connect_readonly,
+    reading,
+    table_names,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,17 +66,32 @@ class Source:
     order: str
     columns: str
     legacy: bool
+    #: Where ``follow`` finds rows in the order they landed: a FROM clause
+    #: with a ``_rowid`` column, and the table whose largest rowid is the last.
+    landed: str = ""
+    rows: str = ""
 
 
 EVENTS: Final = Source(
-    "session_events", "session_id", "seq", ", ".join(EVENT_COLUMNS), legacy=False
+    "session_events",
+    "session_id",
+    "seq",
+    ", ".join(EVENT_COLUMNS),
+    legacy=False,
+    landed="(SELECT rowid AS _rowid, * FROM session_events)",
+    rows="session_events",
 )
+#: ``session_events`` as the view over the compact tables (docs/mirror.md,
+#: "Each value stored once"): the rows land in ``session_rows``.
+COMPACT: Final = dataclasses.replace(EVENTS, landed=COMPACT_LANDED, rows="session_rows")
 LOGS: Final = Source(
     "logs",
     "session",
     "rowid",
     "session AS session_id, rowid AS seq, ts, kind, message",
     legacy=True,
+    landed="(SELECT rowid AS _rowid, * FROM logs)",
+    rows="logs",
 )
 
 
@@ -160,6 +183,8 @@ def _resolve_level(conn: sqlite3.Connection, filters: Filters) -> Filters:
 
 def _source(conn: sqlite3.Connection, path: str) -> Source:
     tables = table_names(conn)
+    if "session_rows" in tables and LEGACY_TABLE not in tables:
+        return COMPACT
     if "session_events" in tables:
         return EVENTS
     if "logs" in tables:
@@ -184,6 +209,10 @@ def _level_terms(filters: Filters) -> tuple[list[str], list[Any]]:
             f" ({', '.join('?' * len(every))}) AND codex_levelno(level, data) >= ?))"
         )
         params.extend((*at_or_above, *every, minimum))
+        if minimum > LEVELS["INFO"]:
+            # Implied by the minimum; said word for word so SQLite may answer
+            # from the partial index on those rows (docs/mirror.md, "Indexes").
+            terms.append(ABOVE_INFO)
     return terms, params
 
 
@@ -319,7 +348,7 @@ class _Reader:
         sql += f" ORDER BY {order} LIMIT ?"
         with reading(self.path), self._snapshot():
             self._check_session()
-            (last,) = self.conn.execute(f"SELECT MAX(rowid) FROM {src.table}").fetchone()  # noqa: S608
+            (last,) = self.conn.execute(f"SELECT MAX(rowid) FROM {src.rows}").fetchone()  # noqa: S608
             limit = -1 if count is None else count
             rows = self.conn.execute(sql, (*self.params, limit)).fetchall()
         return last or 0, [dict(row) for row in reversed(rows)]
@@ -327,13 +356,13 @@ class _Reader:
     def after(self, rowid: int) -> tuple[int, list[dict[str, Any]]]:
         """Return the events stored after ``rowid``, in the order they landed."""
         src = self.source
-        where = ["rowid > ?", "rowid <= ?", *self.where]
+        where = ["_rowid > ?", "_rowid <= ?", *self.where]
         sql = (
-            f"SELECT rowid AS _rowid, {src.columns} FROM {src.table}"  # noqa: S608
-            f" WHERE {' AND '.join(where)} ORDER BY rowid LIMIT ?"
+            f"SELECT _rowid, {src.columns} FROM {src.landed}"  # noqa: S608
+            f" WHERE {' AND '.join(where)} ORDER BY _rowid LIMIT ?"
         )
         with reading(self.path), self._snapshot():
-            (last,) = self.conn.execute(f"SELECT MAX(rowid) FROM {src.table}").fetchone()  # noqa: S608
+            (last,) = self.conn.execute(f"SELECT MAX(rowid) FROM {src.rows}").fetchone()  # noqa: S608
             rows = self.conn.execute(sql, (rowid, last, *self.params, _FOLLOW_BATCH)).fetchall()
         events = [dict(row) for row in rows]
         for event in events:
@@ -543,10 +572,6 @@ def latest_session(database: str | None = None) -> str | None:
 
 # -- pages: what the web viewer reads (docs/viewer.md) ------------------------
 
-_ALERT_LEVELS: Final = (
-    "(level = 'WARNING' OR level = 'WARN' OR level = 'ERROR'"
-    " OR level = 'CRITICAL' OR level = 'FATAL')"
-)
 _PID: Final = "json_extract(CASE WHEN json_valid(data) THEN data END, '$.pid')"
 
 
@@ -736,7 +761,7 @@ def timeline(database: str | None, session_id: str, *, bins: int = 120) -> dict[
             ).fetchall()
             alerts = conn.execute(
                 f"SELECT seq, ts, level, {_PID} AS pid FROM session_events"  # noqa: S608
-                f" WHERE session_id = ? AND {_ALERT_LEVELS} ORDER BY +seq LIMIT ?",
+                f" WHERE session_id = ? AND {ALERT_LEVELS} ORDER BY +seq LIMIT ?",
                 (session_id, ALERT_LIMIT),
             ).fetchall()
             start, end = summary["first_ts"], summary["last_ts"]

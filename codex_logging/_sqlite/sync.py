@@ -400,7 +400,11 @@ def _handoff(
     del row, data
     pid, shape, fields = split(record, events[0][0], columns)
     del record, columns
-    return (sid, *events[0][1:7], _Handoff(message), pid, shape, _Handoff(fields))
+    return (sid, *events[0][1:7], _handed(message), pid, shape, _handed(fields))
+
+
+def _handed(text: str | None) -> object:
+    return None if text is None else _Handoff(text)
 
 
 def _insert_handed_off(
