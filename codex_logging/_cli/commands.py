@@ -33,6 +33,7 @@ from codex_logging._errors import (
     DatabaseError,
     DatabaseNotFoundError,
     InvalidFilterError,
+    hide_secrets,
 )
 from codex_logging._mirror import filters as _filters
 from codex_logging._mirror.prune import Mirror, prune
@@ -46,6 +47,7 @@ from codex_logging._settings import (
     sessions_dir_path,
 )
 from codex_logging._sqlite import read as _read
+from codex_logging._sqlite.migrate import compact_mirror as compact_sqlite
 from codex_logging._sqlite.prune import SqliteMirror
 from codex_logging._sqlite.sync import sync_to_sqlite
 
@@ -260,6 +262,40 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         out.write(session_line(row) + "\n")
     out.flush()
     return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    url = postgres_url(args)
+    shown = [False]
+
+    def progress(moved: int, total: int) -> None:
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\rmoved {moved:,} of {total:,} rows ({moved / max(total, 1):.0%})")
+            sys.stderr.flush()
+            shown[0] = True
+
+    try:
+        if url is not None:
+            from codex_logging._postgres.migrate import compact_mirror  # noqa: PLC0415 - psycopg only here
+
+            name = hide_secrets(url)
+            before, after = compact_mirror(url, dry_run=args.dry_run, progress=progress)
+        else:
+            name = sqlite_db(args)
+            before, after = compact_sqlite(name, dry_run=args.dry_run, progress=progress)
+    finally:
+        if shown[0]:
+            sys.stderr.write("\n")
+    what = "expected after" if args.dry_run else "now"
+    sys.stdout.write(
+        f"{escape(name)}: {_mib(before)} before, {_mib(after)} {what}"
+        f" ({after / max(before, 1):.2f}x)\n"
+    )
+    return 0
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:,.1f} MiB"
 
 
 def open_mirror(url: str | None, args: argparse.Namespace, folder: str) -> Mirror:

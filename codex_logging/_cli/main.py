@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, NoReturn
 
 from codex_logging._cli.commands import (
+    cmd_migrate,
     cmd_prune,
     cmd_query,
     cmd_serve,
@@ -290,6 +291,21 @@ def _add_commands(commands: Any) -> None:
     pruner.add_argument("--sessions-dir", help=_DIR_HELP)
     pruner.add_argument("--json", action="store_true", help="one JSON object")
     pruner.set_defaults(run=cmd_prune)
+    migrator = commands.add_parser(
+        "migrate",
+        help="bring the mirror to the compact layout, in place",
+        description=(
+            "Move an older mirror's rows to the compact layout (each value stored once),"
+            " in batches: safe to interrupt and run again. Then give the space back."
+            " A sync does the move too; this shows its progress."
+        ),
+        epilog="example: codex-logs migrate --dry-run",
+    )
+    migrator.add_argument("--db", help=_DB_HELP)
+    migrator.add_argument(
+        "--dry-run", action="store_true", help="print the size expected after; change nothing"
+    )
+    migrator.set_defaults(run=cmd_migrate)
     _add_serve(commands)
     _add_export(commands)
 

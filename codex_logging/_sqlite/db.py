@@ -23,6 +23,9 @@ from codex_logging._mirror.lines import loads
 from codex_logging._settings import BUSY_TIMEOUT as BUSY_TIMEOUT  # noqa: PLC0414 - re-exported
 from codex_logging._settings import ENV_QUERY_TIMEOUT, check_private, make_dirs, query_timeout
 
+#: Called with (rows moved so far, rows in all) while the old table empties.
+MoveProgress = Callable[[int, int], None]
+
 #: The pid of the JSON line ``{line}`` as ``sessions`` counts it, or NULL: a
 #: JSON integer, or a string of one, of 1 to 18 digits after an optional
 #: ``-`` (what the PostgreSQL mirror counts: ``^-?[0-9]{1,18}$``), as an
@@ -496,12 +499,15 @@ def _create_private(path: str) -> None:
             check_private(path + suffix, os.stat(path + suffix, follow_symlinks=False))
 
 
-def connect(path: str, *, busy_timeout: float = BUSY_TIMEOUT) -> sqlite3.Connection:
+def connect(
+    path: str, *, busy_timeout: float = BUSY_TIMEOUT, progress: MoveProgress | None = None
+) -> sqlite3.Connection:
     """Open (creating if needed) the database for writing, migrated to the current schema.
 
     Args:
         path: The absolute database path.
         busy_timeout: Seconds to wait for another writer's lock.
+        progress: Told how far a migration that moves rows got (see :func:`migrate`).
 
     Returns:
         A connection in autocommit mode; write through :func:`atomic`.
@@ -527,7 +533,7 @@ def connect(path: str, *, busy_timeout: float = BUSY_TIMEOUT) -> sqlite3.Connect
         with translated(path, busy_timeout):
             _enable_wal(conn, busy_timeout)
             conn.execute("PRAGMA synchronous=NORMAL")
-        migrate(conn, path, busy_timeout)
+        migrate(conn, path, busy_timeout, progress)
     except BaseException:
         conn.close()
         raise
@@ -803,6 +809,11 @@ def reading(path: str) -> Iterator[None]:
     except sqlite3.Error as exc:
         if is_damage(exc):
             raise damaged(path, exc) from exc
+        if str(exc) == _UDF_FAILED:
+            # The read's own functions take any value; what fails before
+            # they run is a text Python cannot decode: the sync stores only
+            # UTF-8, so the bytes changed under it.
+            raise damaged(path, "a stored text is not UTF-8") from exc
         if not isinstance(exc, sqlite3.OperationalError) or not _interrupted(exc):
             msg = f"cannot read database {path}: {exc}"
             raise DatabaseError(msg) from exc
@@ -818,6 +829,10 @@ def _interrupted(exc: sqlite3.Error) -> bool:
     # on the exception from Python 3.11; its message before).
     return getattr(exc, "sqlite_errorcode", None) == _SQLITE_INTERRUPT or str(exc) == "interrupted"
 
+
+#: What Python's sqlite3 says when a function's argument could not be made
+#: a Python value (or the function raised).
+_UDF_FAILED: Final = "user-defined function raised exception"
 
 #: SQLite's result code for a statement stopped by its progress handler.
 _SQLITE_INTERRUPT: Final = 9
@@ -908,9 +923,6 @@ def is_busy(exc: sqlite3.Error) -> bool:
 #: on its own, so a kill at any point loses at most the batch in flight, which
 #: is still in the old table.
 MOVE_BATCH: Final = 20_000
-
-#: Called with (rows moved so far, rows in all) while the old table empties.
-MoveProgress = Callable[[int, int], None]
 
 
 def migrate(

@@ -126,13 +126,15 @@ def _grep(message: object, data: object, needle: str) -> bool:
         return False
     try:
         record = json.loads(data)
-    except ValueError:
+        return isinstance(record, dict) and any(
+            needle in field_text(value).casefold()
+            for key, value in record.items()
+            if key not in NOT_GREPPED
+        )
+    except (ValueError, TypeError, RecursionError):
+        # Not a record (a damaged page reads as any text): no match here;
+        # SQLite itself reports the damage when it reaches it.
         return False
-    return isinstance(record, dict) and any(
-        needle in field_text(value).casefold()
-        for key, value in record.items()
-        if key not in NOT_GREPPED
-    )
 
 
 def _levelno(level: object, data: object) -> int | None:
