@@ -70,7 +70,7 @@ def test_every_subcommand_has_help_with_an_example_and_is_in_cli_docs(
         main(["--help"])
     listing = capsys.readouterr().out.split("  COMMAND\n", 1)[1].split("\n\n", 1)[0]
     commands = [line.split()[0] for line in listing.splitlines()]
-    assert commands == ["sync", "query", "show", "sessions", "prune", "serve", "export"]
+    assert commands == ["sync", "query", "show", "sessions", "prune", "migrate", "serve", "export"]
     docs = (ROOT / "docs" / "cli.md").read_text()
     for command in commands:
         with pytest.raises(SystemExit):

@@ -195,3 +195,18 @@ class TestTakeText:
         got = (_without_records(events), errors, at)
         # NaN != NaN: compare the rows' text forms.
         assert repr(got) == repr(expected)
+
+
+class TestExactNumbers:
+    def test_an_integer_past_64_bits_is_kept_exact(self) -> None:
+        """orjson reads it as a rounded float: the line is read again by json, exactly."""
+        big = 123456789012345678901234567890
+        for raw in (
+            b'{"message": "m", "big": %d}' % big,
+            b'{"message": "m", "nested": {"a": [1, -%d]}}' % big,
+        ):
+            parser = LineParser()
+            events: list[EventRow] = []
+            parser.take("s", 1, 0, raw, events, [])
+            parser.settle(events)
+            assert json.dumps(events[0][9]) == json.dumps(json.loads(raw))

@@ -274,6 +274,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             sys.stderr.flush()
             shown[0] = True
 
+    if url is not None and args.grep_index is not None:
+        msg = '--grep-index is for a SQLite mirror (docs/mirror.md, "The grep index")'
+        raise InvalidFilterError(msg)
     try:
         if url is not None:
             from codex_logging._postgres.migrate import compact_mirror  # noqa: PLC0415 - psycopg only here
@@ -282,7 +285,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             before, after = compact_mirror(url, dry_run=args.dry_run, progress=progress)
         else:
             name = sqlite_db(args)
-            before, after = compact_sqlite(name, dry_run=args.dry_run, progress=progress)
+            index = None if args.grep_index is None else args.grep_index == "on"
+            before, after = compact_sqlite(
+                name, dry_run=args.dry_run, progress=progress, grep_index=index
+            )
     finally:
         if shown[0]:
             sys.stderr.write("\n")

@@ -305,6 +305,11 @@ def _add_commands(commands: Any) -> None:
     migrator.add_argument(
         "--dry-run", action="store_true", help="print the size expected after; change nothing"
     )
+    migrator.add_argument(
+        "--grep-index",
+        choices=("on", "off"),
+        help="build (on) or drop (off) the full-text index --grep answers from (SQLite)",
+    )
     migrator.set_defaults(run=cmd_migrate)
     _add_serve(commands)
     _add_export(commands)

@@ -51,8 +51,29 @@ def _fast_parser() -> tuple[Callable[[bytes], Any], type[Exception]]:
 _fast_loads, _FastError = _fast_parser()
 
 
+#: orjson reads an integer outside [-2**63, 2**64) as a float: such a float
+#: may be a rounded integer, and the line is read again by Python's json.
+_EXACT_INTS: Final = (-(2.0**63), 2.0**64)
+
+
+def _rounded(values: Any) -> bool:
+    """Return whether a parsed value holds a float orjson may have rounded from an integer."""
+    low, high = _EXACT_INTS
+    for value in values:
+        kind = type(value)
+        if kind is float:
+            if not low <= value < high:
+                return True
+        elif kind is dict:
+            if _rounded(value.values()):
+                return True
+        elif kind is list and _rounded(value):
+            return True
+    return False
+
+
 def loads(raw: bytes) -> Any:
-    """Parse one line: orjson when installed, else (or when it refuses) json.
+    """Parse one line: orjson when installed, else (or when it refuses or rounds) json.
 
     Args:
         raw: The line.
@@ -61,10 +82,13 @@ def loads(raw: bytes) -> Any:
         The value.
     """
     try:
-        return _fast_loads(raw)
+        value = _fast_loads(raw)
     except _FastError:
         # Older hooks may write what only Python's json takes (NaN, big ints).
         return json.loads(raw)
+    if _rounded(value.values() if type(value) is dict else [value]):
+        return json.loads(raw)
+    return value
 
 
 class _KeyVerdicts(dict[str, bool]):
@@ -134,6 +158,8 @@ class LineParser:
         try:
             try:
                 obj = _fast_loads(raw)
+                if type(obj) is dict and _rounded(obj.values()):
+                    obj = json.loads(raw)
             except _FastError:
                 obj = json.loads(raw)  # what only Python's json takes: NaN, big ints
             if type(obj) is not dict:

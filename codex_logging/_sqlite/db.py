@@ -1069,6 +1069,68 @@ def compact_row(
     return (sid, seq, *columns, pid, shape, fields)
 
 
+#: The opt-in full-text index for ``--grep`` (docs/mirror.md, "The grep index"):
+#: SQLite's FTS5 with the trigram tokenizer (substrings, any case) over the
+#: message and the other fields of each compact row, kept by triggers in the
+#: transaction of the rows themselves.
+GREP_INDEX: Final = "session_grep"
+_GREP_INDEX_ON: Final = (
+    """CREATE VIRTUAL TABLE session_grep USING fts5(message, fields,
+        content='session_rows', content_rowid='rowid', tokenize='trigram')""",
+    """CREATE TRIGGER session_grep_insert AFTER INSERT ON session_rows BEGIN
+        INSERT INTO session_grep (rowid, message, fields)
+        VALUES (NEW.rowid, NEW.message, NEW.fields);
+    END""",
+    """CREATE TRIGGER session_grep_delete AFTER DELETE ON session_rows BEGIN
+        INSERT INTO session_grep (session_grep, rowid, message, fields)
+        VALUES ('delete', OLD.rowid, OLD.message, OLD.fields);
+    END""",
+    """CREATE TRIGGER session_grep_update AFTER UPDATE ON session_rows BEGIN
+        INSERT INTO session_grep (session_grep, rowid, message, fields)
+        VALUES ('delete', OLD.rowid, OLD.message, OLD.fields);
+        INSERT INTO session_grep (rowid, message, fields)
+        VALUES (NEW.rowid, NEW.message, NEW.fields);
+    END""",
+    # The rows already there.
+    "INSERT INTO session_grep (session_grep) VALUES ('rebuild')",
+)
+_GREP_INDEX_OFF: Final = (
+    "DROP TRIGGER IF EXISTS session_grep_insert",
+    "DROP TRIGGER IF EXISTS session_grep_delete",
+    "DROP TRIGGER IF EXISTS session_grep_update",
+    "DROP TABLE IF EXISTS session_grep",
+)
+
+
+def set_grep_index(conn: sqlite3.Connection, path: str, *, on: bool) -> bool:
+    """Build or drop the full-text index ``--grep`` answers from; return whether it changed.
+
+    Args:
+        conn: A writable connection at the current schema.
+        path: The database path, for error messages.
+        on: Build it (and fill it from the rows there), or drop it.
+
+    Returns:
+        False when it already was as asked.
+
+    Raises:
+        DatabaseError: This SQLite has no FTS5 or trigram tokenizer (3.34+), or
+            the database cannot be written.
+    """
+    with atomic(conn, path):
+        if (GREP_INDEX in table_names(conn)) == on:
+            return False
+        try:
+            for statement in _GREP_INDEX_ON if on else _GREP_INDEX_OFF:
+                conn.execute(statement)
+        except sqlite3.OperationalError as exc:
+            if "fts5" in str(exc) or "tokenizer" in str(exc):
+                msg = f"this SQLite ({sqlite3.sqlite_version}) cannot build the grep index: {exc}"
+                raise DatabaseError(msg) from exc
+            raise
+    return True
+
+
 def table_names(conn: sqlite3.Connection) -> set[str]:
     """Return the names of the tables and views in the database.
 

@@ -25,6 +25,7 @@ from codex_logging._sqlite.db import (
     connect,
     connect_readonly,
     reading,
+    set_grep_index,
     table_names,
     translated,
 )
@@ -34,7 +35,11 @@ SAMPLE_ROWS: Final = 20_000
 
 
 def compact_mirror(
-    path: str, *, dry_run: bool = False, progress: MoveProgress | None = None
+    path: str,
+    *,
+    dry_run: bool = False,
+    progress: MoveProgress | None = None,
+    grep_index: bool | None = None,
 ) -> tuple[int, int]:
     """Bring the SQLite mirror at ``path`` to the compact layout and give the space back.
 
@@ -42,6 +47,8 @@ def compact_mirror(
         path: The database; never created.
         dry_run: Change nothing; estimate the size after.
         progress: Told (rows moved, rows in all) after each batch.
+        grep_index: Build (True) or drop (False) the full-text index of
+            ``--grep``; None leaves it as it is.
 
     Returns:
         The database's bytes before, and after (or, for ``dry_run``, the
@@ -57,9 +64,12 @@ def compact_mirror(
     before = _size(path)
     if dry_run:
         return before, estimate(path)
-    with contextlib.closing(connect(path, progress=progress)) as conn, translated(path):
-        conn.execute("VACUUM")
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with contextlib.closing(connect(path, progress=progress)) as conn:
+        if grep_index is not None:
+            set_grep_index(conn, path, on=grep_index)
+        with translated(path):
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return before, _size(path)
 
 

@@ -50,6 +50,7 @@ from codex_logging._sqlite.db import (
     ABOVE_INFO,
     ALERT_LEVELS,
     COMPACT_LANDED,
+    GREP_INDEX,
     LEGACY_TABLE,
     connect_readonly,
     reading,
@@ -70,6 +71,8 @@ class Source:
     #: with a ``_rowid`` column, and the table whose largest rowid is the last.
     landed: str = ""
     rows: str = ""
+    #: The full-text index ``--grep`` may answer from is there.
+    grep_index: bool = False
 
 
 EVENTS: Final = Source(
@@ -83,7 +86,11 @@ EVENTS: Final = Source(
 )
 #: ``session_events`` as the view over the compact tables (docs/mirror.md,
 #: "Each value stored once"): the rows land in ``session_rows``.
-COMPACT: Final = dataclasses.replace(EVENTS, landed=COMPACT_LANDED, rows="session_rows")
+#: Read as a derived table that also has the row's ``_rowid``: what the grep
+#: index gives back (SQLite flattens it into the query, indexes and all).
+COMPACT: Final = dataclasses.replace(
+    EVENTS, table=COMPACT_LANDED, landed=COMPACT_LANDED, rows="session_rows"
+)
 LOGS: Final = Source(
     "logs",
     "session",
@@ -186,7 +193,7 @@ def _resolve_level(conn: sqlite3.Connection, filters: Filters) -> Filters:
 def _source(conn: sqlite3.Connection, path: str) -> Source:
     tables = table_names(conn)
     if "session_rows" in tables and LEGACY_TABLE not in tables:
-        return COMPACT
+        return dataclasses.replace(COMPACT, grep_index=GREP_INDEX in tables)
     if "session_events" in tables:
         return EVENTS
     if "logs" in tables:
@@ -250,9 +257,16 @@ def sqlite_where(filters: Filters, source: Source) -> tuple[list[str], list[Any]
     where.extend(terms)
     params.extend(values)
     if filters.grep is not None:
+        needle = filters.grep.casefold()
+        if source.grep_index and len(needle) >= 3 and needle.isascii() and _spelled_as_is(needle):
+            # The rows whose message or fields' text holds the needle's
+            # trigrams (docs/mirror.md, "The grep index"); the test below
+            # still decides, on the fields' values alone.
+            where.append("_rowid IN (SELECT rowid FROM session_grep WHERE session_grep MATCH ?)")
+            params.append('"' + needle.replace('"', '""') + '"')
         grep = "codex_contains(message, ?)" if source.legacy else "codex_grep(message, data, ?)"
         where.append(grep)
-        params.append(filters.grep.casefold())
+        params.append(needle)
     equal = (
         ("role = ?", filters.role),
         ("logger = ?", filters.logger),

@@ -1,0 +1,326 @@
+"""The compact mirror: each value stored once, and an older mirror moved to it in place.
+
+tests/data/mirror_v7 holds session files, the mirror the schema-7 sync made of
+them (before the compact layout) and the answers every read gave on it then
+(tests/data/make_mirror_v7.py). Here a copy is migrated by today's code and
+every read must give the same answers; the move is killed at random points
+and must end as an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from codex_logging import sync_to_sqlite
+from codex_logging._mirror.compact import BIT, split, whole
+from codex_logging._sqlite.db import LEGACY_TABLE, SCHEMA_VERSION, connect
+
+from .data.make_mirror_v7 import CLI, READS
+
+DATA = Path(__file__).resolve().parent / "data" / "mirror_v7"
+ANSWERS: dict[str, str] = json.loads((DATA / "answers.json").read_text())
+
+
+def canonical(line: str) -> str:
+    # One JSON object as comparable text: key order aside (the compact mirror
+    # gives the columns' fields first), NaN as NaN.
+    return json.dumps(json.loads(line), sort_keys=True)
+
+
+def run_cli(db: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CODEX_LOG_DB_PATH": str(db), "NO_COLOR": "1", "TZ": "UTC"}
+    return subprocess.run(
+        [sys.executable, "-c", CLI, *argv], capture_output=True, text=True, env=env, check=False,
+        timeout=120,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def old_mirror(tmp_path: Path) -> Path:
+    """A copy of the schema-7 mirror and its session files."""
+    shutil.copytree(DATA, tmp_path / "v7")
+    db = tmp_path / "v7" / "mirror.db"
+    os.chmod(db, 0o600)
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (7,)
+    return db
+
+
+def events_rows(db: Path, view: str) -> list[list[Any]]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        cursor = conn.execute(f"SELECT * FROM {view} ORDER BY session_id, seq")  # noqa: S608
+        names = [d[0] for d in cursor.description]
+        return [
+            [canonical(v) if n == "data" else v for n, v in zip(names, row, strict=True)]
+            for row in cursor
+        ]
+
+
+class TestSameAnswers:
+    def test_every_read_after_the_migration(self, old_mirror: Path) -> None:
+        """codex-logs migrate, then every read command, query_logs and the views: the old answers."""
+        done = run_cli(old_mirror, "migrate")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"{old_mirror}: ") and " now (" in done.stdout
+        with contextlib.closing(sqlite3.connect(old_mirror)) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+            assert LEGACY_TABLE not in names
+            assert conn.execute(
+                "SELECT type FROM sqlite_master WHERE name = 'session_events'"
+            ).fetchone() == ("view",)
+        for name, argv in READS:
+            got = run_cli(old_mirror, *argv)
+            assert got.returncode == 0, (name, got.stderr)
+            if "--json" in argv:
+                assert [canonical(line) for line in got.stdout.splitlines()] == [
+                    canonical(line) for line in ANSWERS[name].splitlines()
+                ], name
+            else:
+                assert got.stdout == ANSWERS[name], name
+        logs = subprocess.run(
+            [sys.executable, "-m", "codex_logging.query_logs", "--db", str(old_mirror), "--tail", "100", "--json"],
+            capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+        assert [canonical(line) for line in logs.stdout.splitlines()] == [
+            canonical(line) for line in ANSWERS["query_logs"].splitlines()
+        ]
+        for view in ("events view", "session_events"):
+            old = json.loads(ANSWERS[view])
+            expected = [
+                [canonical(v) if isinstance(v, str) and v.startswith("{") else v for v in row]
+                for row in old
+            ]
+            got_rows = events_rows(old_mirror, view.split()[0])
+            assert got_rows == expected, view
+
+    def test_a_sync_after_it_goes_on_from_the_watermarks(self, old_mirror: Path) -> None:
+        """The watermarks moved with the rows: nothing again, then only what was appended."""
+        sessions = old_mirror.parent / "sessions"
+        assert sync_to_sqlite(old_mirror, sessions).rows_inserted == 0
+        with (sessions / "agent-run.ndjson").open("a") as f:
+            f.write(json.dumps({"ts": 2.0e9, "session_id": "agent-run", "message": "after"}) + "\n")
+        assert sync_to_sqlite(old_mirror, sessions).rows_inserted == 1
+        done = run_cli(old_mirror, "query", "--session-id", "agent-run", "--tail", "1", "--json")
+        assert json.loads(done.stdout)["message"] == "after"
+        assert json.loads(done.stdout)["seq"] == 10
+
+    def test_dry_run_estimates_and_changes_nothing(self, old_mirror: Path) -> None:
+        """--dry-run prints the size expected after and leaves the file as it was."""
+        before = old_mirror.read_bytes()
+        done = run_cli(old_mirror, "migrate", "--dry-run")
+        assert done.returncode == 0, done.stderr
+        assert " expected after (" in done.stdout
+        assert old_mirror.read_bytes() == before
+
+    def test_no_database_is_one_line_and_exit_2(self, tmp_path: Path) -> None:
+        done = run_cli(tmp_path / "none.db", "migrate")
+        assert (done.returncode, done.stdout, len(done.stderr.splitlines())) == (2, "", 1)
+        assert "no database at" in done.stderr
+        assert not (tmp_path / "none.db").exists()
+
+
+#: Moves the old rows of the database in argv[1] in batches of 300; prints each batch.
+MOVER = """
+import sys
+import codex_logging._sqlite.db as db
+db.MOVE_BATCH = 300
+conn = db.connect(sys.argv[1], progress=lambda moved, total: print(moved, total, flush=True))
+conn.close()
+print("done", flush=True)
+"""
+
+
+def big_old_mirror(path: Path) -> None:
+    """The schema-7 mirror with its rows copied under 400 more session ids (7,200 rows)."""
+    shutil.copy(DATA / "mirror.db", path)
+    os.chmod(path, 0o600)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(
+            "INSERT INTO session_events SELECT session_id || '-' || n, seq, ts + n, kind, level,"
+            " logger, role, message, data FROM session_events,"
+            " (WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 400)"
+            " SELECT n FROM c)"
+        )
+        conn.commit()
+
+
+class TestKilledMigration:
+    def test_killed_at_random_points_then_rerun_as_uninterrupted(self, tmp_path: Path) -> None:
+        """kill -9 of the moving process, again and again, then a rerun: the rows of an uninterrupted move."""
+        reference, killed = tmp_path / "reference.db", tmp_path / "killed.db"
+        big_old_mirror(reference)
+        big_old_mirror(killed)
+        subprocess.run([sys.executable, "-c", MOVER, str(reference)], check=True, timeout=120)
+        expected = events_rows(reference, "session_events")
+        assert len(expected) == 18 * 401
+        rng = random.Random(25)
+        kills = 0
+        for _ in range(6):
+            proc = subprocess.Popen(
+                [sys.executable, "-c", MOVER, str(killed)], stdout=subprocess.PIPE, text=True
+            )
+            assert proc.stdout is not None
+            # Past the import and at least one batch, then at a random moment.
+            first = proc.stdout.readline()
+            time.sleep(rng.uniform(0.0, 0.15))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+            proc.stdout.close()
+            if first.startswith("done"):
+                break
+            kills += 1
+            # Killed midway: every row is in exactly one of the two tables.
+            with contextlib.closing(sqlite3.connect(killed)) as conn:
+                names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+                if LEGACY_TABLE in names:
+                    (left,) = conn.execute(f"SELECT COUNT(*) FROM {LEGACY_TABLE}").fetchone()  # noqa: S608
+                    (moved,) = conn.execute("SELECT COUNT(*) FROM session_rows").fetchone()
+                    assert left + moved == len(expected)
+            assert sorted(r[:2] for r in events_rows(killed, "session_events")) == sorted(
+                r[:2] for r in expected
+            )
+        assert kills >= 1
+        subprocess.run([sys.executable, "-c", MOVER, str(killed)], check=True, timeout=120)
+        assert events_rows(killed, "session_events") == expected
+        assert events_rows(killed, "events") == events_rows(reference, "events")
+        with contextlib.closing(sqlite3.connect(killed)) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+class TestEachValueOnce:
+    def test_the_writers_fields_move_to_columns(self, tmp_path: Path) -> None:
+        """A record the write path wrote keeps only its extra fields as JSON; data gives it all back."""
+        folder = tmp_path / "s"
+        folder.mkdir()
+        line = {"ts": 1.25, "session_id": "a", "kind": "message", "level": "INFO", "logger": "app",
+                "message": "m", "pid": 7, "role": "tool", "user": "bob"}  # fmt: skip
+        (folder / "a.ndjson").write_text(json.dumps(line) + "\n")
+        db = tmp_path / "x.db"
+        sync_to_sqlite(db, folder)
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            row = conn.execute("SELECT shape, pid, fields FROM session_rows").fetchone()
+            (data,) = conn.execute("SELECT data FROM session_events").fetchone()
+            (text,) = conn.execute("SELECT session_id FROM session_keys").fetchone()
+        assert row == (sum(BIT.values()), 7, '{"user":"bob"}')
+        assert text == "a"
+        assert data == json.dumps(line, separators=(",", ":"))
+
+    @pytest.mark.parametrize(
+        "record",
+        [
+            {},
+            {"ts": "2026-01-01T00:00:00Z", "type": "session_start"},
+            {"ts": 5, "pid": "77", "message": {"not": "text"}, "level": None},
+            {"ts": 1.5, "session_id": "other", "pid": 2**70, "kind": 3},
+            {"ts": 1796533854.5279543, "message": 'é \u2028 \x00 "q"', "logger": "a\\b"},
+            {"nested": {"a": [1, {"b": None}]}, "message": "m", "pid": -(2**63)},
+        ],
+    )
+    def test_whole_record_comes_back(self, tmp_path: Path, record: dict[str, Any]) -> None:
+        """Whatever the line holds, data is the record with the fields it had and no others."""
+        folder = tmp_path / "s"
+        folder.mkdir()
+        (folder / "a.ndjson").write_text(json.dumps(record) + "\n")
+        db = tmp_path / "x.db"
+        sync_to_sqlite(db, folder)
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            (data,) = conn.execute("SELECT data FROM session_events").fetchone()
+            row = conn.execute(
+                "SELECT ts, kind, level, logger, role, message, pid, shape, fields FROM session_rows"
+            ).fetchone()
+        assert json.loads(data) == record
+        assert whole("a", row) == record
+
+    def test_split_moves_only_exact_values(self) -> None:
+        """A column takes a field only when it holds the very value: else the field stays in fields."""
+        record = {"ts": 1.0, "kind": "end", "message": "m", "pid": True}
+        pid, shape, fields = split(record, "a", (1.0, "end", None, None, None, "other"))
+        assert (pid, shape) == (None, BIT["ts"] | BIT["kind"])
+        assert json.loads(fields or "{}") == {"message": "m", "pid": True}
+
+    def test_a_view_row_can_be_written_by_a_tool(self, tmp_path: Path) -> None:
+        """INSERT and DELETE on the session_events view still work, as on the table it replaced."""
+        db = tmp_path / "x.db"
+        with contextlib.closing(connect(str(db))) as conn:
+            conn.execute(
+                "INSERT INTO session_events VALUES ('t', 1, 2.0, 'message', 'INFO', 'x', NULL, 'hi',"
+                ' \'{"message": "hi", "k": 1}\')'
+            )
+            assert conn.execute("SELECT session_id, seq, data FROM session_events").fetchall() == [
+                ("t", 1, '{"message": "hi", "k": 1}')
+            ]
+            conn.execute("DELETE FROM session_events WHERE session_id = 't'")
+            assert conn.execute("SELECT COUNT(*) FROM session_rows").fetchone() == (0,)
+
+
+class TestGrepIndex:
+    NEEDLES = ("needle", "NEEDLE", "bob", "git", "é €", "ab", "x", '"q"', "status", "zzz-none")
+
+    def test_same_answers_with_and_without_it_and_kept_by_the_sync(self, old_mirror: Path) -> None:
+        """--grep gives what it gives without the index, for rows synced before and after it was built."""
+        from codex_logging.query_logs import query
+
+        sessions = old_mirror.parent / "sessions"
+        with (sessions / "agent-run.ndjson").open("a") as f:
+            f.write(json.dumps({"ts": 2.0e9, "message": "later needle", "q": 'say "q"'}) + "\n")
+        sync_to_sqlite(old_mirror, sessions)
+        without = {n: query(str(old_mirror), grep=n, tail=None) for n in self.NEEDLES}
+        assert run_cli(old_mirror, "migrate", "--grep-index", "on").returncode == 0
+        with contextlib.closing(sqlite3.connect(old_mirror)) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM session_grep").fetchone()[0] > 0
+        assert {n: query(str(old_mirror), grep=n, tail=None) for n in self.NEEDLES} == without
+        assert [e["message"] for e in without["needle"]][-1] == "later needle"
+        # Rows the sync adds are in the index at once (the same transaction).
+        with (sessions / "structlog-run.ndjson").open("a") as f:
+            f.write(json.dumps({"ts": 2.1e9, "message": "m", "detail": "fresh needle"}) + "\n")
+        sync_to_sqlite(old_mirror, sessions)
+        with contextlib.closing(sqlite3.connect(old_mirror)) as conn:
+            (hits,) = conn.execute(
+                "SELECT COUNT(*) FROM session_grep WHERE session_grep MATCH '\"fresh need\"'"
+            ).fetchone()
+        assert hits == 1
+        assert [e["message"] for e in query(str(old_mirror), grep="fresh", tail=None)] == ["m"]
+        assert run_cli(old_mirror, "migrate", "--grep-index", "off").returncode == 0
+        with contextlib.closing(sqlite3.connect(old_mirror)) as conn:
+            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert not any(name.startswith("session_grep") for name in names)
+        assert [e["message"] for e in query(str(old_mirror), grep="fresh", tail=None)] == ["m"]
+
+    def test_grep_answers_from_the_index(
+        self, old_mirror: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The --grep query reads the index, not every row."""
+        import codex_logging._sqlite.read as read_module
+        from codex_logging.query_logs import query
+
+        assert run_cli(old_mirror, "migrate", "--grep-index", "on").returncode == 0
+        traced: list[str] = []
+        real = read_module.connect_readonly
+
+        def tracing(path: str) -> sqlite3.Connection:
+            conn = real(path)
+            conn.set_trace_callback(traced.append)
+            return conn
+
+        monkeypatch.setattr(read_module, "connect_readonly", tracing)
+        query(str(old_mirror), grep="needle", tail=20)
+        (sql,) = [s for s in traced if "MATCH" in s]
+        with contextlib.closing(sqlite3.connect(old_mirror)) as conn:
+            conn.create_function("codex_grep", 3, lambda *_: True)
+            plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+        assert any("VIRTUAL TABLE INDEX" in step and "session_grep" in step for step in plan), plan
+        assert not any(step.startswith("SCAN r") for step in plan), plan
