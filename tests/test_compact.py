@@ -61,7 +61,7 @@ def old_mirror(tmp_path: Path) -> Path:
 
 def events_rows(db: Path, view: str) -> list[list[Any]]:
     with contextlib.closing(sqlite3.connect(db)) as conn:
-        cursor = conn.execute(f"SELECT * FROM {view} ORDER BY session_id, seq")  # noqa: S608
+        cursor = conn.execute(f"SELECT * FROM {view} ORDER BY session_id, seq")
         names = [d[0] for d in cursor.description]
         return [
             [canonical(v) if n == "data" else v for n, v in zip(names, row, strict=True)]
@@ -74,7 +74,8 @@ class TestSameAnswers:
         """codex-logs migrate, then every read command, query_logs and the views: the old answers."""
         done = run_cli(old_mirror, "migrate")
         assert done.returncode == 0, done.stderr
-        assert done.stdout.startswith(f"{old_mirror}: ") and " now (" in done.stdout
+        assert done.stdout.startswith(f"{old_mirror}: ")
+        assert " now (" in done.stdout
         with contextlib.closing(sqlite3.connect(old_mirror)) as conn:
             assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
             names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
@@ -187,7 +188,7 @@ class TestKilledMigration:
             with contextlib.closing(sqlite3.connect(killed)) as conn:
                 names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
                 if LEGACY_TABLE in names:
-                    (left,) = conn.execute(f"SELECT COUNT(*) FROM {LEGACY_TABLE}").fetchone()  # noqa: S608
+                    (left,) = conn.execute(f"SELECT COUNT(*) FROM {LEGACY_TABLE}").fetchone()
                     (moved,) = conn.execute("SELECT COUNT(*) FROM session_rows").fetchone()
                     assert left + moved == len(expected)
             assert sorted(r[:2] for r in events_rows(killed, "session_events")) == sorted(
