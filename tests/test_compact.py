@@ -269,7 +269,8 @@ class TestEachValueOnce:
 
 
 class TestGrepIndex:
-    NEEDLES = ("needle", "NEEDLE", "bob", "git", "é €", "ab", "x", '"q"', "status", "zzz-none")
+    NEEDLES = ("needle", "NEEDLE", "bob", "git", "é €", "ab", "x", '"q"', "status", "zzz-none",
+               "agen", "assist", "codex_log", "23580", "ok")  # fmt: skip
 
     def test_same_answers_with_and_without_it_and_kept_by_the_sync(self, old_mirror: Path) -> None:
         """--grep gives what it gives without the index, for rows synced before and after it was built."""
@@ -321,7 +322,7 @@ class TestGrepIndex:
         query(str(old_mirror), grep="needle", tail=20)
         (sql,) = [s for s in traced if "MATCH" in s]
         with contextlib.closing(sqlite3.connect(old_mirror)) as conn:
-            conn.create_function("codex_grep", 3, lambda *_: True)
+            conn.create_function("codex_grep_row", 6, lambda *_: True)
             plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
         assert any("VIRTUAL TABLE INDEX" in step and "session_grep" in step for step in plan), plan
         assert not any(step.startswith("SCAN r") for step in plan), plan

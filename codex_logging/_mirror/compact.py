@@ -71,6 +71,8 @@ def split(
 ) -> tuple[int | None, int, str | None]:
     """Return ``(pid, shape, fields)`` of a record whose columns are already made.
 
+    Called once per row by the sync: the tests are written out, not looped.
+
     Args:
         obj: The record as stored (after redaction).
         session_id: The file's session id.
@@ -81,42 +83,47 @@ def split(
         (None when every field has a column).
     """
     ts, kind, level, logger, role, message = columns
-    shape = 0
-    moved: list[str] = []
     get = obj.get
     value = get("ts")
-    if type(value) is float and value == ts:
-        shape |= 1
-        moved.append("ts")
-    if get("session_id") == session_id and type(get("session_id")) is str:
+    shape = 1 if value.__class__ is float and value == ts else 0
+    value = get("session_id")
+    if value.__class__ is str and value == session_id:
         shape |= 2
-        moved.append("session_id")
-    for name, column in (
-        ("kind", kind),
-        ("level", level),
-        ("logger", logger),
-        ("message", message),
-        ("role", role),
-    ):
-        value = get(name)
-        # The very object the column holds: a text the mirror did not repair.
-        if value is column and type(value) is str:
-            shape |= BIT[name]
-            moved.append(name)
+    # A text moves when it is the very object the column holds: one the
+    # mirror did not have to repair.
+    value = get("kind")
+    if value is kind and value.__class__ is str:
+        shape |= 4
+    value = get("level")
+    if value is level and value.__class__ is str:
+        shape |= 8
+    value = get("logger")
+    if value is logger and value.__class__ is str:
+        shape |= 16
+    value = get("message")
+    if value is message and value.__class__ is str:
+        shape |= 32
     pid = get("pid")
-    if type(pid) is int and _INT64[0] <= pid <= _INT64[1]:
-        shape |= BIT["pid"]
-        moved.append("pid")
+    if pid.__class__ is int and _INT64[0] <= pid <= _INT64[1]:
+        shape |= 64
     else:
         pid = None
-    if len(moved) == len(obj):
+    value = get("role")
+    if value is role and value.__class__ is str:
+        shape |= 128
+    if _COUNT[shape] == len(obj):
         return pid, shape, None
-    if not moved:
+    if not shape:
         return pid, shape, dumps(obj)
-    rest = obj.copy()
-    for name in moved:
-        del rest[name]
-    return pid, shape, dumps(rest)
+    moved = _MOVED[shape]
+    return pid, shape, dumps({k: v for k, v in obj.items() if k not in moved})
+
+
+#: For each shape, the names it moves and how many.
+_MOVED: Final = tuple(
+    frozenset(name for name in MOVABLE if shape & BIT[name]) for shape in range(1 << len(MOVABLE))
+)
+_COUNT: Final = tuple(len(names) for names in _MOVED)
 
 
 def whole(session_id: str, row: tuple[Any, ...]) -> dict[str, Any]:

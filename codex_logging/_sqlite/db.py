@@ -368,8 +368,12 @@ _COMPACT_EVENTS: Final = f"""SELECT k.session_id AS session_id, r.seq AS seq, r.
     FROM session_rows r JOIN session_keys k ON k.id = r.sid"""  # noqa: S608 - constants only
 
 #: The rows of ``session_events`` with the order they landed in (the compact
-#: row's rowid) as ``_rowid``: what ``follow`` reads.
-COMPACT_LANDED: Final = f"(SELECT r.rowid AS _rowid, {_COMPACT_EVENTS.removeprefix('SELECT ')})"
+#: row's rowid) as ``_rowid``, and the row's ``_shape`` and ``_fields``: what
+#: the read commands read.
+COMPACT_LANDED: Final = (
+    f"(SELECT r.rowid AS _rowid, r.shape AS _shape, r.fields AS _fields,"
+    f" {_COMPACT_EVENTS.removeprefix('SELECT ')})"
+)
 
 #: ``events`` over the compact tables: the columns of migration 5, each read
 #: from its own column where it has one.
@@ -1071,25 +1075,25 @@ def compact_row(
 
 #: The opt-in full-text index for ``--grep`` (docs/mirror.md, "The grep index"):
 #: SQLite's FTS5 with the trigram tokenizer (substrings, any case) over the
-#: message and the other fields of each compact row, kept by triggers in the
+#: message, logger, role and other fields of each compact row, kept by triggers in the
 #: transaction of the rows themselves.
 GREP_INDEX: Final = "session_grep"
 _GREP_INDEX_ON: Final = (
-    """CREATE VIRTUAL TABLE session_grep USING fts5(message, fields,
+    """CREATE VIRTUAL TABLE session_grep USING fts5(message, logger, role, fields,
         content='session_rows', content_rowid='rowid', tokenize='trigram')""",
     """CREATE TRIGGER session_grep_insert AFTER INSERT ON session_rows BEGIN
-        INSERT INTO session_grep (rowid, message, fields)
-        VALUES (NEW.rowid, NEW.message, NEW.fields);
+        INSERT INTO session_grep (rowid, message, logger, role, fields)
+        VALUES (NEW.rowid, NEW.message, NEW.logger, NEW.role, NEW.fields);
     END""",
     """CREATE TRIGGER session_grep_delete AFTER DELETE ON session_rows BEGIN
-        INSERT INTO session_grep (session_grep, rowid, message, fields)
-        VALUES ('delete', OLD.rowid, OLD.message, OLD.fields);
+        INSERT INTO session_grep (session_grep, rowid, message, logger, role, fields)
+        VALUES ('delete', OLD.rowid, OLD.message, OLD.logger, OLD.role, OLD.fields);
     END""",
     """CREATE TRIGGER session_grep_update AFTER UPDATE ON session_rows BEGIN
-        INSERT INTO session_grep (session_grep, rowid, message, fields)
-        VALUES ('delete', OLD.rowid, OLD.message, OLD.fields);
-        INSERT INTO session_grep (rowid, message, fields)
-        VALUES (NEW.rowid, NEW.message, NEW.fields);
+        INSERT INTO session_grep (session_grep, rowid, message, logger, role, fields)
+        VALUES ('delete', OLD.rowid, OLD.message, OLD.logger, OLD.role, OLD.fields);
+        INSERT INTO session_grep (rowid, message, logger, role, fields)
+        VALUES (NEW.rowid, NEW.message, NEW.logger, NEW.role, NEW.fields);
     END""",
     # The rows already there.
     "INSERT INTO session_grep (session_grep) VALUES ('rebuild')",

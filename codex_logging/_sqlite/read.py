@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from codex_logging._errors import DatabaseError, UnknownSessionError
+from codex_logging._mirror.compact import BIT
 from codex_logging._mirror.filters import (
     NOT_GREPPED,
     NUMERIC_OPERATORS,
@@ -144,6 +145,27 @@ def _grep(message: object, data: object, needle: str) -> bool:
         return False
 
 
+def _grep_row(  # noqa: PLR0917 - a function SQLite calls
+    message: object, logger: object, role: object, shape: object, fields: object, needle: str
+) -> bool:
+    # --grep on a compact row (docs/mirror.md, "Each value stored once"): as
+    # _grep on its whole record, without writing the record out. The
+    # logger and role columns hold the record's own texts when their bits
+    # are in shape; otherwise they are in fields, like every other field.
+    if _contains(message, needle):
+        return True
+    if isinstance(shape, int):
+        if shape & _LOGGER_BIT and _contains(logger, needle):
+            return True
+        if shape & _ROLE_BIT and _contains(role, needle):
+            return True
+    return isinstance(fields, str) and _grep(None, fields, needle)
+
+
+_LOGGER_BIT: Final = BIT["logger"]
+_ROLE_BIT: Final = BIT["role"]
+
+
 def _levelno(level: object, data: object) -> int | None:
     # A record's level number: its levelno field, else its standard name's.
     # Called only for rows whose level is not a standard name (sqlite_where).
@@ -168,6 +190,7 @@ def _open(database: str | None) -> tuple[str, sqlite3.Connection]:
     conn.create_function("codex_contains", 2, _contains, deterministic=True)
     conn.create_function("codex_levelno", 2, _levelno, deterministic=True)
     conn.create_function("codex_grep", 3, _grep, deterministic=True)
+    conn.create_function("codex_grep_row", 6, _grep_row, deterministic=True)
     return path, conn
 
 
@@ -225,6 +248,26 @@ def _level_terms(filters: Filters) -> tuple[list[str], list[Any]]:
     return terms, params
 
 
+def _grep_terms(needle: str, source: Source) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    if source.grep_index and len(needle) >= 3 and needle.isascii() and _spelled_as_is(needle):
+        # The rows whose message or fields' text holds the needle's
+        # trigrams (docs/mirror.md, "The grep index"); the test below
+        # still decides, on the fields' values alone.
+        where.append("_rowid IN (SELECT rowid FROM session_grep WHERE session_grep MATCH ?)")
+        params.append('"' + needle.replace('"', '""') + '"')
+    if source.legacy:
+        grep = "codex_contains(message, ?)"
+    elif source.rows == "session_rows":
+        grep = "codex_grep_row(message, logger, role, _shape, _fields, ?)"
+    else:
+        grep = "codex_grep(message, data, ?)"
+    where.append(grep)
+    params.append(needle)
+    return where, params
+
+
 def sqlite_where(filters: Filters, source: Source) -> tuple[list[str], list[Any]]:
     """Return the WHERE terms of ``filters`` and their parameters (``?``) for ``source``."""
     where: list[str] = []
@@ -257,16 +300,9 @@ def sqlite_where(filters: Filters, source: Source) -> tuple[list[str], list[Any]
     where.extend(terms)
     params.extend(values)
     if filters.grep is not None:
-        needle = filters.grep.casefold()
-        if source.grep_index and len(needle) >= 3 and needle.isascii() and _spelled_as_is(needle):
-            # The rows whose message or fields' text holds the needle's
-            # trigrams (docs/mirror.md, "The grep index"); the test below
-            # still decides, on the fields' values alone.
-            where.append("_rowid IN (SELECT rowid FROM session_grep WHERE session_grep MATCH ?)")
-            params.append('"' + needle.replace('"', '""') + '"')
-        grep = "codex_contains(message, ?)" if source.legacy else "codex_grep(message, data, ?)"
-        where.append(grep)
-        params.append(needle)
+        terms, values = _grep_terms(filters.grep.casefold(), source)
+        where += terms
+        params += values
     equal = (
         ("role = ?", filters.role),
         ("logger = ?", filters.logger),

@@ -1,0 +1,219 @@
+"""The compact mirror beside the schema it replaced: bytes, sync rows/s, and reads across sessions.
+
+The same NDJSON files (1,000,000 events by default, UUID session ids of 10,000
+events each, a warning every 100 events and an error every 1,000, a start and an
+end per session) are synced three ways, each in its own process:
+
+- schema 7, the layout before the compact one, by the code of the last commit
+  that had it (``OLD_COMMIT``, taken out of this repository's git history);
+- the compact mirror, by this code;
+- the compact mirror with the grep index on.
+
+Then the reads the issue names, across all sessions, timed in process with
+today's read code (median of 5): ``--level warning --tail 20``, ``--kind end
+--tail 20``, ``--grep`` of a word in 10 lines. A second table is the growth
+curve of the compact mirror (sizes from BENCH_COMPACT_CURVE).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from codex_logging._sqlite.db import connect, set_grep_index  # noqa: E402
+from codex_logging.query_logs import query  # noqa: E402
+
+EVENTS = int(os.environ.get("BENCH_COMPACT_EVENTS", "1000000"))
+PER_SESSION = 10_000
+CURVE = [int(n) for n in os.environ.get("BENCH_COMPACT_CURVE", "100000,1000000").split(",") if n]
+#: The last commit whose mirror had the schema-7 layout.
+OLD_COMMIT = "abceb7e"
+SYNC = "import sys; from codex_logging import sync_to_sqlite; r = sync_to_sqlite(sys.argv[1], sys.argv[2]); print(r.rows_inserted)"  # noqa: E501
+
+
+def make_files(folder: Path, events: int) -> int:
+    """Write the session files; return their bytes."""
+    import orjson
+
+    folder.mkdir(parents=True, exist_ok=True)
+    total = 0
+    rng_words = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot")
+    for s in range(max(1, events // PER_SESSION)):
+        sid = str(uuid.UUID(int=s + 1))
+        base = 1_780_000_000.0 + s * 50.0
+        lines = []
+        count = min(PER_SESSION, events)
+        for i in range(count):
+            kind = "start" if i == 0 else "end" if i == count - 1 else "message"
+            level = "ERROR" if i % 1000 == 999 else "WARNING" if i % 100 == 50 else "INFO"
+            record = {
+                "ts": round(base + i * 0.0123456, 6), "session_id": sid, "kind": kind,
+                "level": level, "logger": "agent.tools", "message": f"ran {rng_words[i % 6]} on file_{i % 97}.py (step {i})",
+                "pid": 40000 + s % 7, "role": "tool", "tool": rng_words[(i * 7) % 6], "step": i, "ms": round(i % 113 * 0.37, 2),
+            }  # fmt: skip
+            if kind == "end":
+                record["status"] = "ok"
+            if (s * count + i) % (events // 10 or 1) == 7:
+                record["note"] = "a zebra crossed"  # the --grep needle: 10 lines in all
+            lines.append(orjson.dumps(record) + b"\n")
+        data = b"".join(lines)
+        (folder / f"{sid}.ndjson").write_bytes(data)
+        total += len(data)
+    return total
+
+
+def old_code(scratch: Path) -> Path | None:
+    """The package as it was at OLD_COMMIT, extracted from git; None when there is no history."""
+    target = scratch / "old"
+    target.mkdir()
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", OLD_COMMIT, "codex_logging"],
+            capture_output=True, check=True,
+        )  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
+def timed_sync(db: Path, folder: Path, pythonpath: Path | None) -> tuple[float, int]:
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    start = time.perf_counter()
+    # Run from the scratch folder: with -c the working directory comes first
+    # on sys.path, before PYTHONPATH.
+    done = subprocess.run(
+        [sys.executable, "-c", SYNC, str(db), str(folder)],
+        capture_output=True, text=True, env=env, check=True, cwd=db.parent,
+    )  # fmt: skip
+    return time.perf_counter() - start, int(done.stdout)
+
+
+def size(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return db.stat().st_size
+
+
+def read_ms(db: Path, **filters: object) -> float:
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        query(str(db), **filters)  # type: ignore[arg-type]
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+READS = (
+    ("--level warning --tail 20", {"level": "warning", "tail": 20}),
+    ("--kind end --tail 20", {"kind": "end", "tail": 20}),
+    ("--grep zebra --tail 20", {"grep": "zebra", "tail": 20}),
+)
+
+
+def by_table(db: Path) -> list[tuple[str, int]]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return list(
+            conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC")
+        )
+
+
+def main() -> str:
+    out: list[str] = []
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        scratch = Path(tmp)
+        folder = scratch / "sessions"
+        ndjson = make_files(folder, EVENTS)
+        old = old_code(scratch)
+        variants: list[tuple[str, Path | None, bool]] = []
+        if old is not None:
+            variants.append((f"schema 7 (the layout before, code of {OLD_COMMIT})", old, False))
+        variants += [("compact", None, False), ("compact + grep index", None, True)]
+        out += [
+            f"Compact mirror: {EVENTS:,} events in {max(1, EVENTS // PER_SESSION):,} sessions"
+            f" (UUID ids), {ndjson / 2**20:.1f} MiB of NDJSON; reads across all sessions, median of 5",
+            "",
+            "| mirror | bytes / NDJSON bytes | bytes / event | sync rows/s | vs schema 7 |"
+            + "".join(f" `{name}` ms |" for name, _ in READS),
+            "| --- | ---: | ---: | ---: | ---: |" + " ---: |" * len(READS),
+        ]
+        base_rate = None
+        sizes: dict[str, Path] = {}
+        for name, path, index in variants:
+            db = scratch / f"{len(sizes)}.db"
+            if index:
+                with contextlib.closing(connect(str(db))) as conn:
+                    set_grep_index(conn, str(db), on=True)
+            seconds, rows = timed_sync(db, folder, path)
+            assert rows == EVENTS, (name, rows)
+            rate = rows / seconds
+            base_rate = base_rate or rate
+            total = size(db)
+            reads = [read_ms(db, **filters) for _, filters in READS]
+            out.append(
+                f"| {name} | {total / ndjson:.2f}x | {total / EVENTS:.0f} | {rate:,.0f}"
+                f" | {rate / base_rate:.2f}x |" + "".join(f" {ms:.1f} |" for ms in reads)
+            )
+            sizes[name] = db
+        compact = sizes["compact"]
+        out += ["", "Bytes per event by table and index (compact):", "",
+                "| table or index | bytes / event |", "| --- | ---: |"]  # fmt: skip
+        out += [f"| {name} | {pages / EVENTS:.1f} |" for name, pages in by_table(compact) if pages > 4096 * 4]  # fmt: skip
+        if old is not None:
+            legacy = next(iter(sizes.values()))
+            before = size(legacy)
+            start = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, "-c", "import sys; from codex_logging._cli.main import main; sys.exit(main(sys.argv[1:]))",
+                 "migrate", "--db", str(legacy)],
+                capture_output=True, text=True, check=True, cwd=ROOT,
+            )  # fmt: skip
+            moved = time.perf_counter() - start
+            out += ["", f"Migrating the schema-7 mirror in place (`codex-logs migrate`, VACUUM included):"
+                    f" {moved:.1f} s, {before / 2**20:.0f} MiB to {size(legacy) / 2**20:.0f} MiB ({done.stdout.strip().rsplit('(', 1)[-1]}"]  # fmt: skip
+    out += ["", curve()]
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out.append(f"(largest child process: {peak / 1024:.0f} MiB peak RSS)")
+    return "\n".join(out)
+
+
+def curve() -> str:
+    """The compact mirror's growth: size, sync time and grep time, without and with the grep index."""
+    lines = [
+        "Growth of the compact mirror (grep: `--grep zebra --tail 20` across all sessions)",
+        "",
+        "| events | NDJSON MiB | mirror MiB | sync s | grep ms | with grep index: MiB | sync s | grep ms |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for events in CURVE:
+        with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+            scratch = Path(tmp)
+            ndjson = make_files(scratch / "sessions", events)
+            row = [f"{events:,}", f"{ndjson / 2**20:.0f}"]
+            for index in (False, True):
+                db = scratch / f"{index}.db"
+                if index:
+                    with contextlib.closing(connect(str(db))) as conn:
+                        set_grep_index(conn, str(db), on=True)
+                seconds, _rows = timed_sync(db, scratch / "sessions", None)
+                row += [f"{size(db) / 2**20:.0f}", f"{seconds:.1f}", f"{read_ms(db, grep='zebra', tail=20):.1f}"]  # fmt: skip
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(main())
