@@ -40,7 +40,7 @@ PER_SESSION = 10_000
 CURVE = [int(n) for n in os.environ.get("BENCH_COMPACT_CURVE", "100000,1000000").split(",") if n]
 #: The last commit whose mirror had the schema-7 layout.
 OLD_COMMIT = "abceb7e"
-SYNC = "import sys; from codex_logging import sync_to_sqlite; r = sync_to_sqlite(sys.argv[1], sys.argv[2]); print(r.rows_inserted)"  # noqa: E501
+SYNC = "import sys; from codex_logging import sync_to_sqlite; r = sync_to_sqlite(sys.argv[1], sys.argv[2]); print(r.rows_inserted)"
 
 
 def make_files(folder: Path, events: int) -> int:
@@ -144,8 +144,10 @@ def main() -> str:
             variants.append((f"schema 7 (the layout before, code of {OLD_COMMIT})", old, False))
         variants += [("compact", None, False), ("compact + grep index", None, True)]
         out += [
-            f"Compact mirror: {EVENTS:,} events in {max(1, EVENTS // PER_SESSION):,} sessions"
-            f" (UUID ids), {ndjson / 2**20:.1f} MiB of NDJSON; reads across all sessions, median of 5",
+            (
+                f"Compact mirror: {EVENTS:,} events in {max(1, EVENTS // PER_SESSION):,} sessions"
+                f" (UUID ids), {ndjson / 2**20:.1f} MiB of NDJSON; reads across all sessions, median of 5"
+            ),
             "",
             "| mirror | bytes / NDJSON bytes | bytes / event | sync rows/s | vs schema 7 |"
             + "".join(f" `{name}` ms |" for name, _ in READS),
@@ -183,8 +185,9 @@ def main() -> str:
                 capture_output=True, text=True, check=True, cwd=ROOT,
             )  # fmt: skip
             moved = time.perf_counter() - start
-            out += ["", f"Migrating the schema-7 mirror in place (`codex-logs migrate`, VACUUM included):"
-                    f" {moved:.1f} s, {before / 2**20:.0f} MiB to {size(legacy) / 2**20:.0f} MiB ({done.stdout.strip().rsplit('(', 1)[-1]}"]  # fmt: skip
+            ratio = done.stdout.strip().rsplit("(", 1)[-1]
+            out += ["", (f"Migrating the schema-7 mirror in place (`codex-logs migrate`, VACUUM included):"
+                         f" {moved:.1f} s, {before / 2**20:.0f} MiB to {size(legacy) / 2**20:.0f} MiB ({ratio}")]  # fmt: skip
     out += ["", curve()]
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     out.append(f"(largest child process: {peak / 1024:.0f} MiB peak RSS)")

@@ -28,7 +28,7 @@ from codex_logging import sync_to_sqlite
 from codex_logging._mirror.compact import BIT, split, whole
 from codex_logging._sqlite.db import LEGACY_TABLE, SCHEMA_VERSION, connect
 
-from .data.make_mirror_v7 import CLI, READS
+from .data.make_mirror_v7 import CLI, READS, viewer_answers
 
 DATA = Path(__file__).resolve().parent / "data" / "mirror_v7"
 ANSWERS: dict[str, str] = json.loads((DATA / "answers.json").read_text())
@@ -38,6 +38,18 @@ def canonical(line: str) -> str:
     # One JSON object as comparable text: key order aside (the compact mirror
     # gives the columns' fields first), NaN as NaN.
     return json.dumps(json.loads(line), sort_keys=True)
+
+
+def datas(found: Any) -> Any:
+    # The viewer's answers with each record's data as comparable text.
+    if isinstance(found, dict):
+        return {
+            k: canonical(v) if k == "data" and isinstance(v, str) else datas(v)
+            for k, v in found.items()
+        }
+    if isinstance(found, list):
+        return [datas(v) for v in found]
+    return found
 
 
 def run_cli(db: Path, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -99,6 +111,7 @@ class TestSameAnswers:
         assert [canonical(line) for line in logs.stdout.splitlines()] == [
             canonical(line) for line in ANSWERS["query_logs"].splitlines()
         ]
+        assert datas(json.loads(viewer_answers(old_mirror))) == datas(json.loads(ANSWERS["viewer"]))
         for view in ("events view", "session_events"):
             old = json.loads(ANSWERS[view])
             expected = [

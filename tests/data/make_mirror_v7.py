@@ -87,6 +87,22 @@ def write_sessions(folder: Path) -> None:
     )  # fmt: skip
 
 
+def viewer_answers(db: Path) -> str:
+    """What the viewer's pages read: the sessions page, each session's events and timeline."""
+    from codex_logging._mirror.filters import Filters
+    from codex_logging._viewer.backend import SqliteBackend
+
+    backend = SqliteBackend(str(db))
+    count, page = backend.sessions(None, None, 0, 100)
+    found: dict[str, object] = {"count": count, "sessions": page}
+    for row in page:
+        sid = row["session_id"]
+        found[f"events {sid}"] = backend.events(Filters(session_id=sid), None, 1000)
+        found[f"grep {sid}"] = backend.events(Filters(session_id=sid, grep="needle"), None, 1000)
+        found[f"timeline {sid}"] = backend.timeline(sid)
+    return json.dumps(found, sort_keys=True, default=repr)
+
+
 def main() -> None:
     shutil.rmtree(HERE, ignore_errors=True)
     sessions = HERE / "sessions"
@@ -109,6 +125,7 @@ def main() -> None:
         capture_output=True, text=True, env=env, check=True,
     )  # fmt: skip
     answers["query_logs"] = done.stdout
+    answers["viewer"] = viewer_answers(db)
     import sqlite3
 
     conn = sqlite3.connect(db)
