@@ -48,16 +48,32 @@ def dumps(obj: dict[str, Any]) -> str:
         The text: orjson's when it takes the value, else Python's json (NaN,
         integers past 64 bits), a lone surrogate written back as its escape.
     """
+    out = encoded(obj)
+    return out if isinstance(out, str) else str(out, "utf-8")
+
+
+def encoded(obj: dict[str, Any]) -> bytes | str:
+    """Return :func:`dumps`'s text, as orjson's UTF-8 bytes when orjson wrote it.
+
+    For a caller that drops the object before the text is decoded: a long
+    value is then held twice at most, never three times.
+
+    Args:
+        obj: The object.
+
+    Returns:
+        UTF-8 bytes, or the text when Python's json wrote it.
+    """
     if _orjson_dumps is not None:
         try:
-            out = _orjson_dumps(obj)
-        except TypeError:  # an integer past 64 bits
+            out: bytes = _orjson_dumps(obj)
+        except TypeError:  # an integer past 64 bits, a lone surrogate
             pass
         else:
             # orjson writes NaN and Infinity as null: a line that had them
             # (an older hook's, read by Python's json) is written by json.
             if b"null" not in out or _same(out, obj):
-                return str(out, "utf-8")
+                return out
     text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
@@ -71,8 +87,6 @@ def split(
 ) -> tuple[int | None, int, str | None]:
     """Return ``(pid, shape, fields)`` of a record whose columns are already made.
 
-    Called once per row by the sync: the tests are written out, not looped.
-
     Args:
         obj: The record as stored (after redaction).
         session_id: The file's session id.
@@ -81,6 +95,26 @@ def split(
     Returns:
         The ``pid`` column, the ``shape`` bits, and the other fields' JSON text
         (None when every field has a column).
+    """
+    pid, shape, rest = rest_of(obj, session_id, columns)
+    return pid, shape, None if rest is None else dumps(rest)
+
+
+def rest_of(
+    obj: dict[str, Any], session_id: str, columns: tuple[Any, ...]
+) -> tuple[int | None, int, dict[str, Any] | None]:
+    """Return ``(pid, shape, rest)``: :func:`split` before the rest is written out.
+
+    Called once per row by the sync: the tests are written out, not looped.
+
+    Args:
+        obj: The record as stored (after redaction).
+        session_id: The file's session id.
+        columns: ``(ts, kind, level, logger, role, message)`` as the row holds them.
+
+    Returns:
+        The ``pid`` column, the ``shape`` bits, and the fields no column
+        holds (the record itself when none moved; None when all did).
     """
     ts, kind, level, logger, role, message = columns
     get = obj.get
@@ -114,9 +148,9 @@ def split(
     if _COUNT[shape] == len(obj):
         return pid, shape, None
     if not shape:
-        return pid, shape, dumps(obj)
+        return pid, shape, obj
     moved = _MOVED[shape]
-    return pid, shape, dumps({k: v for k, v in obj.items() if k not in moved})
+    return pid, shape, {k: v for k, v in obj.items() if k not in moved}
 
 
 #: For each shape, the names it moves and how many.

@@ -25,9 +25,21 @@ from codex_logging._settings import CACHE_SIZE
 
 #: ``(session_id, seq, ts, kind, level, logger, role, message, data, record)``:
 #: ``data`` the line's text as stored, ``record`` the object it holds (a
-#: compact target splits it: ``_mirror/compact.py``).
+#: compact target splits it: ``_mirror/compact.py``), or None for a line
+#: longer than :data:`_JOIN_LIMIT`, whose record is read again from ``data``
+#: when needed (:func:`record_of`), so the long text and its parsed copy are
+#: not both held while the batch waits (docs/performance.md, "Sync memory").
 EventRow = tuple[
-    str, int, float | None, str, str | None, str | None, str | None, str | None, str, dict[str, Any]
+    str,
+    int,
+    float | None,
+    str,
+    str | None,
+    str | None,
+    str | None,
+    str | None,
+    str,
+    dict[str, Any] | None,
 ]
 #: ``(session_id, seq, byte_offset, error, raw)``
 ErrorRow = tuple[str, int, int, str, "str | bytes"]
@@ -57,18 +69,23 @@ _EXACT_INTS: Final = (-(2.0**63), 2.0**64)
 
 
 def _rounded(values: Any) -> bool:
-    """Return whether a parsed value holds a float orjson may have rounded from an integer."""
+    """Return whether a parsed value holds a float orjson may have rounded from an integer.
+
+    A flat record's values are looked at in one pass; containers go on a
+    stack, not into recursion (a line may nest as deep as orjson reads).
+    """
     low, high = _EXACT_INTS
-    for value in values:
-        kind = type(value)
-        if kind is float:
-            if not low <= value < high:
-                return True
-        elif kind is dict:
-            if _rounded(value.values()):
-                return True
-        elif kind is list and _rounded(value):
-            return True
+    stack = [values]
+    while stack:
+        for value in stack.pop():
+            kind = type(value)
+            if kind is float:
+                if not low <= value < high:
+                    return True
+            elif kind is dict:
+                stack.append(value.values())
+            elif kind is list:
+                stack.append(value)
     return False
 
 
@@ -89,6 +106,22 @@ def loads(raw: bytes) -> Any:
     if _rounded(value.values() if type(value) is dict else [value]):
         return json.loads(raw)
     return value
+
+
+def record_of(row: EventRow) -> dict[str, Any]:
+    """Return the record a row holds: its own, or (for a long line) read from its data.
+
+    Args:
+        row: An event row.
+
+    Returns:
+        The record, as the row's ``data`` holds it.
+    """
+    record = row[9]
+    if record is None:
+        found = json.loads(row[8])
+        return found if isinstance(found, dict) else {}
+    return record
 
 
 class _KeyVerdicts(dict[str, bool]):
@@ -306,7 +339,7 @@ class LineParser:
             and type(message) in _PLAIN
         ):
             kind, level, logger, role, message = (
-                _column(value, escaped) for value in (kind, level, logger, role, message)
+                column_text(value, escaped) for value in (kind, level, logger, role, message)
             )
         return (  # type: ignore[return-value]  # the columns were made text just above
             session_id,
@@ -318,7 +351,7 @@ class LineParser:
             role,
             message,
             text,
-            obj,
+            None if len(text) > _JOIN_LIMIT else obj,
         )
 
     def _keys_clean(self, obj: dict[str, Any]) -> bool:
@@ -474,7 +507,16 @@ def _scrub(value: str) -> str:
     return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
-def _column(value: object, escaped: bool) -> str | None:
+def column_text(value: object, escaped: bool) -> str | None:
+    """Return a text column's value from the record's field: a text, or its JSON.
+
+    Args:
+        value: The field's value.
+        escaped: The line holds a ``\\u`` escape (a lone surrogate is repaired).
+
+    Returns:
+        The column's text, or None.
+    """
     if value is None:
         return None
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)

@@ -16,9 +16,9 @@ from operator import itemgetter
 from typing import Final
 
 from codex_logging._errors import DatabaseDamagedError
-from codex_logging._mirror.compact import split
+from codex_logging._mirror.compact import encoded, rest_of, split
 from codex_logging._mirror.engine import LONG_LINE_BYTES, run_sync
-from codex_logging._mirror.lines import ErrorRow, EventRow
+from codex_logging._mirror.lines import ErrorRow, EventRow, column_text, record_of
 from codex_logging._mirror.target import (
     WATERMARK_FIELDS,
     Progress,
@@ -367,7 +367,7 @@ class _Handoff:
 
 def _compact(sid: int, row: EventRow) -> tuple[object, ...]:
     """Return the ``session_rows`` parameters of an event row (``_mirror/compact.py``)."""
-    pid, shape, fields = split(row[9], row[0], row[2:8])
+    pid, shape, fields = split(record_of(row), row[0], row[2:8])
     return (sid, *row[1:8], pid, shape, fields)
 
 
@@ -393,14 +393,26 @@ def _handoff(
         or len(data) + len(message or "") + _ROW_MARGIN > _length_limit(conn)
     ):
         return None
-    record, columns = row[9], row[2:8]
-    events[0] = (*row[:7], None, "", {})
-    # The line's text goes before its other fields are written out: at most
-    # the parsed record and the one text are held at once.
-    del row, data
-    pid, shape, fields = split(record, events[0][0], columns)
+    head = row[:7]
+    events[0] = (*head, None, "", {})
+    # The row's own copy of a long message goes first; the record is parsed
+    # again from the line (a long row does not carry its record), which then
+    # goes: the long value is held twice at most, never three times
+    # (docs/performance.md, "Sync memory").
+    del row, message
+    record = record_of((*head, None, data, None))
+    escaped = "\\u" in data
+    del data
+    columns = (*head[2:7], column_text(record.get("message"), escaped))
+    pid, shape, rest = rest_of(record, head[0], columns)
+    message = columns[5]
     del record, columns
-    return (sid, *events[0][1:7], _handed(message), pid, shape, _handed(fields))
+    # Written out, then the record dropped, then decoded.
+    out = None if rest is None else encoded(rest)
+    del rest
+    fields = out if out is None or isinstance(out, str) else str(out, "utf-8")
+    del out
+    return (sid, *head[1:7], _handed(message), pid, shape, _handed(fields))
 
 
 def _handed(text: str | None) -> object:
