@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 import codex_logging._sqlite.read as read_module
-from codex_logging._sqlite.db import MIGRATIONS, atomic, connect, rebuild_summary
+from codex_logging._mirror.compact import BIT
+from codex_logging._sqlite.db import INSERT_ROW, MIGRATIONS, atomic, connect, rebuild_summary
 from codex_logging.query_logs import query, sessions
 
 EVENTS = int(os.environ.get("BENCH_QUERY_EVENTS", "1000000"))
@@ -35,16 +36,21 @@ CLI = "import sys; from codex_logging._cli.main import main; sys.exit(main(sys.a
 def build(db: Path, events: int = EVENTS, sessions: int = SESSIONS) -> float:
     """Load the rows with executemany, then build their summary; return the summary's seconds."""
     per = events // sessions
+    # The records {"message": ..., "pid": ..., "status": "ok"} as the compact
+    # mirror stores them (docs/mirror.md, "Each value stored once").
+    shape = BIT["message"] | BIT["pid"]
     with contextlib.closing(connect(str(db))) as conn, atomic(conn, str(db)):
         for s in range(sessions):
+            conn.execute(
+                "INSERT INTO session_keys (id, session_id) VALUES (?, ?)", (s + 1, f"s{s:04d}")
+            )
             rows = []
             for i in range(per):
                 kind = "start" if i == 0 else "end" if i == per - 1 else "message"
                 level = "WARNING" if i % 100 == 50 else "INFO"
-                data = f'{{"message": "event {i}", "pid": {4000 + s}, "status": "ok"}}'
-                rows.append((f"s{s:04d}", i + 1, 1_700_000_000.0 + i * sessions + s, kind, level,
-                             "agent", None, f"event {i}", data))  # fmt: skip
-            conn.executemany("INSERT INTO session_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                rows.append((s + 1, i + 1, 1_700_000_000.0 + i * sessions + s, kind, level,
+                             "agent", None, f"event {i}", 4000 + s, shape, '{"status":"ok"}'))  # fmt: skip
+            conn.executemany(INSERT_ROW, rows)
         start = time.perf_counter()
         rebuild_summary(conn)  # what migration 4 does to a database that has rows
         return time.perf_counter() - start
@@ -122,12 +128,14 @@ def plans(db: Path) -> dict[str, str]:
         "query --tail 20": lambda: query(str(db), tail=20),
         "query --session-id ID --tail 20": lambda: query(str(db), "s0500", tail=20),
         "query --kind start --tail 20": lambda: query(str(db), kind="start", tail=20),
+        "query --level warning --tail 20": lambda: query(str(db), level="warning", tail=20),
         "query --session-id ID --kind end": lambda: query(str(db), "s0500", kind="end"),
         "sessions": lambda: sessions(str(db)),
     }
     found = {}
     try:
         with contextlib.closing(sqlite3.connect(db)) as conn:
+            conn.create_function("codex_levelno", 2, read_module._levelno)
             for name, call in shapes.items():
                 traced.clear()
                 call()
@@ -154,6 +162,7 @@ def main() -> str:
             ("query --tail 20 (all sessions, by ts)", ["query", "--db", str(db), "--tail", "20"], 20),
             ("query --session-id ID --tail 20 (by seq)", ["query", "--db", str(db), "--session-id", "s0500", "--tail", "20"], 20),
             ("query --kind start --tail 20 (across sessions)", ["query", "--db", str(db), "--kind", "start", "--tail", "20"], 20),
+            ("query --level warning --tail 20 (across sessions)", ["query", "--db", str(db), "--level", "warning", "--tail", "20"], 20),
             ("query --session-id ID --kind end", ["query", "--db", str(db), "--session-id", "s0500", "--kind", "end"], 1),
             (f"sessions ({SESSIONS:,} lines)", ["sessions", "--db", str(db)], SESSIONS),
         ]  # fmt: skip

@@ -9,6 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_compact
 import bench_otlp
 import bench_query
 import bench_redact
@@ -49,6 +50,7 @@ def main() -> None:
     print(bench_scaling.main(), end="\n\n", flush=True)
     print(bench_sync.main(), end="\n\n", flush=True)
     print(bench_query.main(), end="\n\n", flush=True)
+    print(bench_compact.main(), end="\n\n", flush=True)
     print(__import__("bench_postgres").main(), end="\n\n", flush=True)
     print(bench_otlp.main(), end="\n\n", flush=True)
     print(bench_redact.main(), end="\n\n", flush=True)
