@@ -151,11 +151,11 @@ def endless_database(path: Path) -> None:
     )
     summary = ", ".join(f"n AS {c}" for c in SESSION_COLUMNS)
     with db_connection(path) as conn:
-        # A view over the compact tables (docs/mirror.md), or an older mirror's table.
-        (kind,) = conn.execute(
-            "SELECT type FROM sqlite_master WHERE name = 'session_events'"
-        ).fetchone()
-        conn.execute(f"DROP {kind.upper()} session_events")
+        # Made to look like an older mirror (session_events a table there) whose
+        # table was replaced: the compact tables go, the view is replaced.
+        conn.execute("DROP VIEW session_events")
+        conn.execute("DROP TABLE session_rows")
+        conn.execute("DROP TABLE session_keys")
         conn.execute(f"CREATE VIEW session_events AS {endless} SELECT {events} FROM r")
         conn.execute("DROP VIEW sessions")
         conn.execute(f"CREATE VIEW sessions AS {endless} SELECT {summary} FROM r")
