@@ -217,9 +217,14 @@ class Resource:
 
 
 def build_request(
-    resource: Resource, rows: Sequence[tuple[str, int, str]], observed: int | None = None
+    resource: Resource,
+    rows: Sequence[tuple[str, int, str] | tuple[str, int, str, dict[str, Any] | None]],
+    observed: int | None = None,
 ) -> ExportLogsServiceRequest:
-    """Return the request carrying ``rows``: ``(session_id, seq, line)`` each.
+    """Return the request carrying ``rows``: ``(session_id, seq, line[, record])`` each.
+
+    A row may carry the record the engine already parsed from its line
+    (``_mirror/lines.py``); it is then not parsed again.
 
     Records are grouped by process (``process.pid`` in the resource), then by
     logger (the scope's name), in the order of the lines.
@@ -236,8 +241,8 @@ def build_request(
     observed = time.time_ns() if observed is None else observed
     scopes: dict[tuple[object, str], Any] = {}
     resources: dict[object, Any] = {}
-    for session_id, seq, line in rows:
-        record = _parse(line)
+    for session_id, seq, line, *parsed in rows:
+        record = _parse(line, parsed[0] if parsed else None)
         pid = record.get("pid")
         pid_key = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
         logger = record.get("logger")
@@ -260,16 +265,21 @@ def build_request(
     return request
 
 
-def _parse(line: str) -> dict[str, Any]:
+def _parse(line: str, parsed: dict[str, Any] | None = None) -> dict[str, Any]:
     """Return the record of a line, its ``ts`` as a :class:`~decimal.Decimal` of the digits written.
 
     The writer puts ``ts`` first: its digits are read from the line's start,
-    and the line parsed by the engine's fast parser (orjson when installed),
+    and the rest is the record the engine parsed (``parsed``, exact: integers
+    past 64 bits included), else the line parsed by the fast parser (orjson when installed),
     or by Python's json when it holds 19 digits in a row (orjson reads an
     integer past 64 bits as a float, and its digits would be lost); any
     other line is parsed with every number as a ``Decimal``.
     """
     head = _TS_FIRST.match(line)
+    if head is not None and parsed is not None:
+        record = dict(parsed)  # the engine's parse of this very line, exact
+        record["ts"] = Decimal(head.group(1))
+        return record
     if head is not None:
         record = json.loads(line) if _LONG_DIGITS.search(line) else loads(line.encode())
         if isinstance(record, dict):

@@ -258,7 +258,7 @@ class OtlpTarget:
             while end < len(events) and end - start < REQUEST_RECORDS and size < REQUEST_BYTES:
                 size += len(events[end][8])
                 end += 1
-            rows = [(row[0], row[1], row[8]) for row in events[start:end]]
+            rows = [(row[0], row[1], row[8], row[9]) for row in events[start:end]]
             self._send(session_id, build_request(resource, rows), len(rows))
             start = end
         if not self.dry_run:
