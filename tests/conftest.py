@@ -83,3 +83,20 @@ def db_connection(path: Path | str, **kwargs: Any) -> Iterator[sqlite3.Connectio
 
 
 pytest_plugins = ["tests.pg"]
+
+
+@pytest.fixture
+def traced_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The SQL statements the read module runs from now on, as SQLite traces them."""
+    import codex_logging._sqlite.read as read_module
+
+    traced: list[str] = []
+    real = read_module.connect_readonly
+
+    def tracing(path: str) -> sqlite3.Connection:
+        conn = real(path)
+        conn.set_trace_callback(traced.append)
+        return conn
+
+    monkeypatch.setattr(read_module, "connect_readonly", tracing)
+    return traced

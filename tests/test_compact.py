@@ -315,25 +315,13 @@ class TestGrepIndex:
         assert not any(name.startswith("session_grep") for name in names)
         assert [e["message"] for e in query(str(old_mirror), grep="fresh", tail=None)] == ["m"]
 
-    def test_grep_answers_from_the_index(
-        self, old_mirror: Path, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
+    def test_grep_answers_from_the_index(self, old_mirror: Path, traced_reads: list[str]) -> None:
         """The --grep query reads the index, not every row."""
-        import codex_logging._sqlite.read as read_module
         from codex_logging.query_logs import query
 
         assert run_cli(old_mirror, "migrate", "--grep-index", "on").returncode == 0
-        traced: list[str] = []
-        real = read_module.connect_readonly
-
-        def tracing(path: str) -> sqlite3.Connection:
-            conn = real(path)
-            conn.set_trace_callback(traced.append)
-            return conn
-
-        monkeypatch.setattr(read_module, "connect_readonly", tracing)
         query(str(old_mirror), grep="needle", tail=20)
-        (sql,) = [s for s in traced if "MATCH" in s]
+        (sql,) = [s for s in traced_reads if "MATCH" in s]
         with contextlib.closing(sqlite3.connect(old_mirror)) as conn:
             conn.create_function("codex_grep_row", 6, lambda *_: True)
             plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]

@@ -271,10 +271,9 @@ def _plans(db: Path, statements: list[str]) -> list[str]:
 
 class TestIndexes:
     def test_common_reads_answer_from_an_index(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        self, tmp_path: Path, traced_reads: list[str]
     ) -> None:
         """query --tail, --kind across sessions, --session-id --kind end and sessions never scan the table."""
-        import codex_logging._sqlite.read as read_module
 
         db = tmp_path / "big.db"
         with contextlib.closing(connect(str(db))) as conn:
@@ -285,15 +284,7 @@ class TestIndexes:
             )  # fmt: skip
             with atomic(conn, str(db)):
                 rebuild_summary(conn)  # rows loaded around the sync, as a bulk load would
-        traced: list[str] = []
-        real = read_module.connect_readonly
-
-        def tracing(path: str) -> sqlite3.Connection:
-            conn = real(path)
-            conn.set_trace_callback(traced.append)
-            return conn
-
-        monkeypatch.setattr(read_module, "connect_readonly", tracing)
+        traced = traced_reads
         shapes = [
             ({"tail": 20}, "SCAN r USING INDEX session_rows_ts"),
             ({"session_id": "s7", "tail": 20}, "SEARCH k USING COVERING INDEX sqlite_autoindex_session_keys_1 (session_id=?)"),
