@@ -210,3 +210,18 @@ class TestExactNumbers:
             parser.take("s", 1, 0, raw, events, [])
             parser.settle(events)
             assert json.dumps(events[0][9]) == json.dumps(json.loads(raw))
+
+
+class TestLongLineShapes:
+    @pytest.mark.parametrize("offset", [0, (1 << 20) - 12, (1 << 20) + 5, 3 * (1 << 20) - 1])
+    def test_a_secret_anywhere_in_a_long_line_is_found(self, offset: int) -> None:
+        """A long flat line is checked in overlapping windows: a token across a window's end is found."""
+        token = "ghp_" + "a1B2c3D4e5" * 3 + "abcdef"
+        pad = "y" * offset + " " + token + " " + "y" * (1 << 20)
+        raw = json.dumps({"message": "m", "pad": pad}).encode()
+        parser = LineParser()
+        events: list[EventRow] = []
+        parser.take_text("s", 1, 0, raw.decode(), events, [])
+        parser.settle(events)
+        assert token not in events[0][8]
+        assert "[REDACTED]" in events[0][8]

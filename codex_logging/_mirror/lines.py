@@ -48,6 +48,11 @@ TORN: Final = "torn record"
 _LEGACY_KINDS: Final = {"session_start": "start", "session_end": "end"}
 #: Lines longer than this are shape-checked alone, not joined with the others.
 _JOIN_LIMIT: Final = 1 << 16
+#: A long line's shape check looks at windows this long, overlapping by more
+#: than the longest credential the rules find (a PEM block of an 8192-bit key
+#: is about 6.5 KB).
+_WINDOW: Final = 1 << 20
+_OVERLAP: Final = 1 << 16
 #: The types a text column takes as they are.
 _PLAIN: Final = frozenset({str, type(None)})
 
@@ -285,12 +290,29 @@ class LineParser:
         if counter[0] or long_lines:  # rare: find the lines that hold a secret
             for i in unchecked if counter[0] else long_lines:
                 row = events[i]
-                counter = [0]
-                self._shapes.text(row[8], counter)
-                if counter[0]:
+                if self._holds_shape(row[8]):
                     raw = row[8].encode()
                     events[i] = self._event(row[0], row[1], loads(raw), raw, -1)
         unchecked.clear()
+
+    def _holds_shape(self, text: str) -> bool:
+        """Return whether the flat line ``text`` holds a credential shape.
+
+        A long line is looked at in windows of :data:`_WINDOW` characters that
+        overlap by :data:`_OVERLAP` (longer than any shape the rules find), so
+        the check never copies the whole line (the rules lower-case what
+        they scan): a long line costs about twice its size at most while it
+        waits (docs/performance.md, "Sync memory").
+        """
+        counter = [0]
+        if len(text) <= _WINDOW + _OVERLAP:
+            self._shapes.text(text, counter)
+            return counter[0] > 0
+        for start in range(0, len(text), _WINDOW):
+            self._shapes.scan(text[start : start + _WINDOW + _OVERLAP], counter)
+            if counter[0]:
+                return True
+        return False
 
     def _event(
         self, session_id: str, seq: int, obj: dict[str, Any], raw: bytes | str, index: int
