@@ -213,12 +213,15 @@ class TestExactNumbers:
 
 
 class TestLongLineShapes:
-    @pytest.mark.parametrize("offset", [0, (1 << 20) - 12, (1 << 20) + 5, 3 * (1 << 20) - 1])
+    @pytest.mark.parametrize("offset", [0, (1 << 20) - 11, (1 << 20) + 5, 3 * (1 << 20) - 1])
     def test_a_secret_anywhere_in_a_long_line_is_found(self, offset: int) -> None:
-        """A long flat line is checked in overlapping windows: a token across a window's end is found."""
-        token = "ghp_" + "a1B2c3D4e5" * 3 + "abcdef"
-        pad = "y" * offset + " " + token + " " + "y" * (1 << 20)
+        """A long flat line is checked in overlapping windows: a key across a window's end is found."""
+        token = "AKIAZ7Q2W3E4R5T6Y7U8"  # neither half is a key by itself
+        head = '{"message": "m", "pad": "'
+        # The key starts at ``offset`` in the line's text.
+        pad = "y" * max(0, offset - len(head) - 1) + " " + token + " " + "y" * (1 << 20)
         raw = json.dumps({"message": "m", "pad": pad}).encode()
+        assert raw.index(token.encode()) in {offset, len(head) + 1}
         parser = LineParser()
         events: list[EventRow] = []
         parser.take_text("s", 1, 0, raw.decode(), events, [])
