@@ -13,6 +13,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -373,6 +374,39 @@ class TestMigration:
         compact_mirror(pg_url)
         assert version(pg_url) == SCHEMA_VERSION
         assert_same_reads(reads(pg_url), after)
+
+    def test_three_movers_at_once_move_each_row_once(
+        self, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Three connections compacting one mirror at once share the rows: each moves its own."""
+        folder = tmp_path / "sessions"
+        write_sessions(folder, 4, 600)
+        old_sync(pg_url, folder)
+        before = reads(pg_url)
+        monkeypatch.setattr("codex_logging._postgres.db.MOVE_BATCH", 100)
+        barrier = threading.Barrier(3)
+        moved = [0, 0, 0]
+        failures: list[BaseException] = []
+
+        def run(n: int) -> None:
+            def progress(count: int, total: int) -> None:
+                moved[n] = count
+
+            try:
+                barrier.wait()
+                compact_mirror(pg_url, progress=progress)
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert failures == []
+        assert sum(moved) == len(before["all"])
+        assert version(pg_url) == SCHEMA_VERSION
+        assert_same_reads(reads(pg_url), before)
 
     def test_dry_run_estimates_and_changes_nothing(
         self, pg_url: str, tmp_path: Path, clone: Callable[[str], str]

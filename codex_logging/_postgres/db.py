@@ -672,6 +672,8 @@ def transaction(conn: psycopg.Connection[Any], busy_timeout: float) -> Iterator[
 #: copied and deleted in one transaction, so a kill at any point loses at most
 #: the batch in flight, which is still in the old table.
 MOVE_BATCH: Final = 20_000
+#: A batch ends early past this many bytes of text (long lines).
+MOVE_BYTES: Final = 64 << 20
 
 #: Called with (rows moved so far, rows to move in all) while the old table empties.
 MoveProgress = Callable[[int, int], None]
@@ -765,21 +767,24 @@ def _finish_move(conn: psycopg.Connection[Any], busy_timeout: float) -> bool | N
     return True
 
 
-_LEGACY_BATCH: Final = f"""
-    WITH batch AS (
-        SELECT source_id, session_id, seq FROM {LEGACY_TABLE}
-        WHERE (source_id, session_id, seq) > (%s, %s, %s)
-        ORDER BY source_id, session_id, seq
-        LIMIT %s
-        FOR UPDATE SKIP LOCKED
-    )
-    , gone AS (
-        DELETE FROM {LEGACY_TABLE} l USING batch b
-        WHERE l.source_id = b.source_id AND l.session_id = b.session_id AND l.seq = b.seq
-        RETURNING l.source_id, l.session_id, l.seq, l.ts, l.kind, l.level, l.logger, l.role,
-            l.message, l.data
-    )
-    SELECT * FROM gone ORDER BY source_id, session_id, seq
+#: The next rows to move, locked (rows another connection is moving are
+#: skipped), with their sizes (``octet_length`` reads no TOASTed value).
+_LEGACY_KEYS: Final = f"""
+    SELECT source_id, session_id, seq,
+        coalesce(octet_length(data), 0) + coalesce(octet_length(message), 0)
+    FROM {LEGACY_TABLE}
+    WHERE (source_id, session_id, seq) > (%s, %s, %s)
+    ORDER BY source_id, session_id, seq
+    LIMIT %s
+    FOR UPDATE SKIP LOCKED
+"""  # noqa: S608 - constants
+#: Those rows, deleted and given back.
+_LEGACY_TAKE: Final = f"""
+    DELETE FROM {LEGACY_TABLE} l
+    USING unnest(%s::text[], %s::text[], %s::bigint[]) AS b(source_id, session_id, seq)
+    WHERE l.source_id = b.source_id AND l.session_id = b.session_id AND l.seq = b.seq
+    RETURNING l.source_id, l.session_id, l.seq, l.ts, l.kind, l.level, l.logger, l.role,
+        l.message, l.data
 """  # noqa: S608 - constants
 
 #: One batch of compact rows, by ``COPY`` (the sync and the move write them).
@@ -821,15 +826,15 @@ def move_legacy_rows(
             while True:
                 keys: dict[tuple[str, str], int] = {}  # a rolled-back batch takes its new keys
                 with transaction(conn, busy_timeout):
-                    batch = conn.execute(_LEGACY_BATCH, (*after, MOVE_BATCH)).fetchall()
+                    batch = _take(conn, after)
                     if not batch:
                         break
-                    rows = [compact_row(conn, keys, row) for row in batch]
+                    rows = [compact_row(conn, keys, row) for row in batch]  # before the COPY
                     with conn.cursor().copy(COPY_ROWS) as copy:
                         copy.set_types(COPY_TYPES)
                         for row in rows:
                             copy.write_row(row)
-                after = batch[-1][:3]  # in the server's order of the key
+                after = batch.last
                 moved += len(batch)
                 total = max(total, moved)
                 if progress is not None:
@@ -837,6 +842,29 @@ def move_legacy_rows(
         except gone:
             pass  # another connection finished the move and dropped the old table
     return moved
+
+
+class _Batch(list[tuple[Any, ...]]):
+    """Rows taken from the old table, and the last key taken (in the server's order)."""
+
+    last: tuple[str, str, int] = ("", "", 0)
+
+
+def _take(conn: psycopg.Connection[Any], after: tuple[str, str, int]) -> _Batch:
+    """Delete and return the next rows of the old table after key ``after``, in a transaction."""
+    keys = conn.execute(_LEGACY_KEYS, (*after, MOVE_BATCH)).fetchall()
+    size = 0
+    for count, key in enumerate(keys):
+        size += key[3]
+        if size > MOVE_BYTES and count:
+            del keys[count:]  # the rest stay locked until the commit, and unmoved
+            break
+    batch = _Batch()
+    if keys:
+        columns = ([key[0] for key in keys], [key[1] for key in keys], [key[2] for key in keys])
+        batch.extend(conn.execute(_LEGACY_TAKE, columns).fetchall())
+        batch.last = keys[-1][:3]
+    return batch
 
 
 def estimated_rows(conn: psycopg.Connection[Any], table: str) -> int:

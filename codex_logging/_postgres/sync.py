@@ -103,9 +103,12 @@ def _compact(sid: int, row: EventRow) -> tuple[Any, ...]:
     if "\\u0000" in row[8]:  # only an escape parses to NUL
         row = _safe_row(row)
     pid, shape, fields = split(row[9], row[0], row[2:8])
-    if fields is None and not shape:
-        fields = "{}"  # the empty record: data is never NULL
-    return (sid, row[1], row[2], pid, shape, *row[3:8], finite_json(fields))
+    if fields is None:
+        if not shape:
+            fields = "{}"  # the empty record: data is never NULL
+    elif "Infinity" in fields:
+        fields = finite_json(fields)
+    return (sid, row[1], row[2], pid, shape, row[3], row[4], row[5], row[6], row[7], fields)
 
 
 def _error_values(source: str, row: ErrorRow) -> tuple[object, ...]:
