@@ -26,6 +26,7 @@ import pytest
 
 import codex_logging._postgres.sync as pg_sync
 from codex_logging import sync_to_postgres
+from codex_logging._cli.main import main
 from codex_logging._errors import DatabaseNotFoundError
 from codex_logging._mirror.engine import run_sync
 from codex_logging._mirror.filters import Filters, parse_where
@@ -335,9 +336,23 @@ class TestMigration:
         with (folder / f"{ids[0]}.ndjson").open("a") as f:
             f.write(json.dumps({"ts": 1_700_000_100.0, "message": "after"}) + "\n")
         assert sync_to_postgres(pg_url, folder).rows_inserted == 1
+        # An older version's sync still writes, through the view's trigger.
+        with (folder / f"{ids[1]}.ndjson").open("a") as f:
+            f.write(json.dumps({"ts": 1_700_000_101.0, "message": "old writer"}) + "\n")
+        assert old_sync(pg_url, folder).rows_inserted == 1
         fresh = clone("template0")
         sync_to_postgres(fresh, folder)
         assert_same_reads(reads(pg_url), reads(fresh))
+        # A tool's DELETE through the view deletes the row.
+        with psycopg.connect(pg_url) as conn:
+            cursor = conn.execute(
+                "DELETE FROM session_events WHERE session_id = %s AND seq = 1", (ids[0],)
+            )
+            assert cursor.rowcount == 1
+            (left,) = conn.execute(
+                "SELECT count(*) FROM session_events WHERE session_id = %s", (ids[0],)
+            ).fetchone()
+        assert left == len([r for r in before["all"] if r["session_id"] == ids[0]])
 
     def test_half_moved_mirror_reads_and_takes_old_writers(
         self, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -428,6 +443,34 @@ class TestMigration:
         """A database never synced is refused, and nothing is created."""
         with pytest.raises(DatabaseNotFoundError, match="has no session_events table"):
             compact_mirror(pg_url)
+        assert tables(pg_url) == []
+
+
+class TestCommandLine:
+    def test_migrate_a_postgres_mirror(
+        self, pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """codex-logs migrate --db URL: --dry-run changes nothing; then the move, its sizes said."""
+        folder = tmp_path / "sessions"
+        write_sessions(folder, 2, 100)
+        old_sync(pg_url, folder)
+        assert main(["migrate", "--db", pg_url, "--dry-run"]) == 0
+        assert " expected after (" in capsys.readouterr().out
+        assert version(pg_url) == OLD_VERSION
+        assert main(["migrate", "--db", pg_url]) == 0
+        out = capsys.readouterr().out
+        assert " before, " in out
+        assert " now (" in out
+        assert version(pg_url) == SCHEMA_VERSION
+
+    def test_no_mirror_is_one_line_and_exit_2(
+        self, pg_url: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        assert main(["migrate", "--db", pg_url]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert len(captured.err.splitlines()) == 1
+        assert "has no session_events table" in captured.err
         assert tables(pg_url) == []
 
 
