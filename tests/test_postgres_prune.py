@@ -154,8 +154,8 @@ class TestPrunePostgres:
                 (source_a,),
             )
             conn.execute(
-                "UPDATE session_events SET kind = 'end' WHERE source_id = %s"
-                " AND session_id = 'shared' AND seq = 2",
+                "UPDATE session_rows SET kind = 'end' WHERE seq = 2 AND sid = (SELECT id"
+                " FROM session_keys WHERE source_id = %s AND session_id = 'shared')",
                 (source_a,),
             )
         report = prune(pg_url, a, older_than=DAY)

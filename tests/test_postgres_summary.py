@@ -11,6 +11,7 @@ import pytest
 from codex_logging import sync_to_postgres, sync_to_sqlite
 from codex_logging._postgres.db import _TEXT_TIME, EVENTS_VIEW, SCHEMA_VERSION
 from tests.conftest import db_connection
+from tests.test_postgres_compact import old_sync
 from tests.test_postgres_prune import rows
 
 psycopg = pytest.importorskip("psycopg") if not os.environ.get("CI") else __import__("psycopg")
@@ -82,7 +83,7 @@ class TestSummaryPostgres:
         folder.mkdir(mode=0o700)
         for round_ in range(2):
             write_round(folder, "s", round_, pid=5)
-        sync_to_postgres(pg_url, folder)
+        old_sync(pg_url, folder)  # the old session_events table, before the compact tables
         before = rows(pg_url, SUMMARY)
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute("DROP VIEW sessions")

@@ -18,6 +18,7 @@ from codex_logging._mirror.schema import TABLES
 from codex_logging._mirror.target import Mark, existing_source_id
 from codex_logging._postgres.db import (
     BUSY_TIMEOUT,
+    LEGACY_TABLE,
     connect,
     display_url,
     table_exists,
@@ -141,13 +142,31 @@ class PostgresMirror:
         with translated(self.name), transaction(self.conn, self.busy_timeout):
             deleted = 0
             for table in TABLES:
-                cursor = self.conn.execute(
+                if table == "session_events":
+                    deleted = self._delete_events(session_id)
+                    continue
+                self.conn.execute(
                     f"DELETE FROM {table} WHERE source_id = %s AND session_id = %s",  # noqa: S608 - constants
                     (self.source, session_id),
                 )
-                if table == "session_events":
-                    deleted = cursor.rowcount
         return deleted
+
+    def _delete_events(self, session_id: str) -> int:
+        # session_events is a view over the compact tables (and the old table
+        # while its rows move): the rows go from the tables themselves. The
+        # session's key stays: a sync may be about to write under it.
+        params = (self.source, session_id)
+        by_name = "DELETE FROM {table} WHERE source_id = %s AND session_id = %s"
+        if not table_exists(self.conn, "session_rows"):  # a mirror not migrated yet
+            return int(self.conn.execute(by_name.format(table="session_events"), params).rowcount)
+        deleted = self.conn.execute(
+            "DELETE FROM session_rows WHERE sid = (SELECT id FROM session_keys"
+            " WHERE source_id = %s AND session_id = %s)",
+            params,
+        ).rowcount
+        if table_exists(self.conn, LEGACY_TABLE):
+            deleted += self.conn.execute(by_name.format(table=LEGACY_TABLE), params).rowcount
+        return int(deleted)
 
     def finish(self) -> None:
         """Nothing to do: PostgreSQL's autovacuum gives the space back."""

@@ -11,11 +11,15 @@ race finds the watermark moved, rolls back and says so. The connection, the
 schema and its migrations live in ``_postgres/db.py``; the reads of the CLI in
 ``_postgres/read.py``.
 
+Rows are stored compact (``_mirror/compact.py``): the session once in
+``session_keys``, the common fields in columns, the others as JSON text; the
+``session_events`` view gives back ``data``, the whole record.
+
 NUL cannot be stored in PostgreSQL text. A record's ``\\u0000`` escape becomes
-U+FFFD in the ``kind``/``level``/``logger``/``role``/``message`` columns while
-``data`` keeps the line exactly as written (JSON escapes NUL, so a parsed line
-never holds one): ``convert_to(data, 'UTF8') || '\\n'`` is the line in the file.
-A line PostgreSQL text cannot hold as it is goes to quarantine, never altered.
+U+FFFD in the ``kind``/``level``/``logger``/``role``/``message`` columns, and
+that field stays in the row's other fields with its escape (JSON escapes NUL,
+so the JSON text never holds one): ``data`` gives back the record as written.
+A line PostgreSQL text cannot hold goes to quarantine, never altered.
 A quarantined line that is not text (bad UTF-8, a raw NUL) is shown in ``raw``
 with U+FFFD and kept byte for byte in ``raw_bytes``; the line is
 ``coalesce(raw_bytes, convert_to(raw, 'UTF8'))``.
@@ -31,8 +35,9 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final
 
+from codex_logging._mirror.compact import split
 from codex_logging._mirror.engine import run_sync
-from codex_logging._mirror.lines import ErrorRow, EventRow
+from codex_logging._mirror.lines import ErrorRow, EventRow, record_of
 from codex_logging._mirror.target import (
     Progress,
     SettledRow,
@@ -45,25 +50,24 @@ from codex_logging._mirror.target import (
 )
 from codex_logging._postgres.db import (
     BUSY_TIMEOUT,
-    SUMMARY_PIDS,
-    SUMMARY_ROWS,
+    COPY_ROWS,
+    COPY_TYPES,
+    SUMMARY_BATCH,
+    SUMMARY_BATCH_PIDS,
     connect,
     display_url,
+    finite_json,
     import_psycopg,
     migrate,
+    session_key,
     transaction,
     translated,
 )
 from codex_logging._settings import sessions_dir_path
 
-_COPY_EVENTS: Final = (
-    "COPY session_events (source_id, session_id, seq, ts, kind, level, logger, role,"
-    " message, data) FROM STDIN (FORMAT BINARY)"
-)
-_COPY_TYPES: Final = ("text", "text", "int8", "float8", *("text",) * 6)
-_INSERT_EVENT: Final = (
-    "INSERT INTO session_events (source_id, session_id, seq, ts, kind, level, logger, role,"
-    " message, data) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_INSERT_ROW: Final = (
+    "INSERT INTO session_rows (sid, seq, ts, pid, shape, kind, level, logger, role, message,"
+    " fields) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 _INSERT_ERROR: Final = (
     "INSERT INTO session_ingest_errors"
@@ -87,7 +91,24 @@ def _safe(value: object) -> Any:
 def _safe_row(row: EventRow) -> EventRow:
     # Only the parsed columns: data is the line itself, and a line PostgreSQL
     # cannot hold as it is must be refused and quarantined, not altered.
-    return (*map(_safe, row[:8]), row[8])
+    return (*map(_safe, row[:8]), *row[8:])
+
+
+def _compact(sid: int, row: EventRow) -> tuple[Any, ...]:
+    """Return the ``session_rows`` values of an event row (:data:`COPY_ROWS` order).
+
+    A column the mirror made safe (U+FFFD for a NUL) no longer is the
+    record's value, so that field stays in ``fields``, escaped.
+    """
+    if "\\u0000" in row[8]:  # only an escape parses to NUL
+        row = _safe_row(row)
+    pid, shape, fields = split(record_of(row), row[0], row[2:8])
+    if fields is None:
+        if not shape:
+            fields = "{}"  # the empty record: data is never NULL
+    elif "Infinity" in fields:
+        fields = finite_json(fields)
+    return (sid, row[1], row[2], pid, shape, row[3], row[4], row[5], row[6], row[7], fields)
 
 
 def _error_values(source: str, row: ErrorRow) -> tuple[object, ...]:
@@ -124,6 +145,8 @@ class PostgresTarget:
         self.busy_timeout = busy_timeout
         self.source = ""
         self._conn: Any = None
+        #: ``session_keys`` ids of committed sessions (a key is never deleted).
+        self._keys: dict[str, int] = {}
 
     @property
     def conn(self) -> Any:
@@ -263,34 +286,60 @@ class PostgresTarget:
             try:
                 with transaction(conn, self.busy_timeout):
                     self._move_watermark(session_id, expected_seq, mark)
-                    self._copy(events)
+                    sid = self._key(session_id) if events else 0
+                    self._copy(sid, events)
                     self._insert_errors(errors)
-                    self._summarise(session_id, expected_seq, mark.seq, events)
-                    return len(events)
+                    self._summarise(session_id, sid, expected_seq, mark.seq, events)
+                inserted = len(events)
             except refused:
-                pass
-            # The server refused a row: the batch again, row by row, each
-            # refused row quarantined with the server's message.
-            with transaction(conn, self.busy_timeout):
-                self._move_watermark(session_id, expected_seq, mark)
-                inserted = 0
-                quarantine: list[ErrorRow] = []
-                for row, offset in zip(events, offsets, strict=True):
-                    try:
-                        with conn.transaction():
-                            conn.execute(_INSERT_EVENT, (self.source, *_safe_row(row)))
-                        inserted += 1
-                    except refused as exc:
-                        quarantine.append(rejected_event(row, offset, exc))
-                for error in errors:
-                    try:
-                        with conn.transaction():
-                            self._insert_errors([error])
-                    except refused as exc:
-                        quarantine.append(rejected_error(error, exc))
-                self._insert_errors(quarantine)
-                self._summarise(session_id, expected_seq, mark.seq, events)
-                return inserted
+                inserted, sid = self._one_by_one(
+                    session_id, expected_seq, events, errors, mark=mark, offsets=offsets
+                )
+            if events:
+                # Committed: the key stays (a rolled-back batch took a new one with it).
+                self._keys[session_id] = sid
+            return inserted
+
+    def _one_by_one(
+        self,
+        session_id: str,
+        expected_seq: int,
+        events: Sequence[EventRow],
+        errors: Sequence[ErrorRow],
+        *,
+        mark: Watermark,
+        offsets: Sequence[int],
+    ) -> tuple[int, int]:
+        # The server refused a row: the batch again, row by row, each
+        # refused row quarantined with the server's message.
+        psycopg = import_psycopg()
+        refused = (psycopg.DataError, psycopg.IntegrityError, UnicodeError)
+        conn = self.conn
+        with transaction(conn, self.busy_timeout):
+            self._move_watermark(session_id, expected_seq, mark)
+            sid = self._key(session_id) if events else 0
+            inserted = 0
+            quarantine: list[ErrorRow] = []
+            for row, offset in zip(events, offsets, strict=True):
+                try:
+                    with conn.transaction():
+                        conn.execute(_INSERT_ROW, _compact(sid, row))
+                    inserted += 1
+                except refused as exc:
+                    quarantine.append(rejected_event(row, offset, exc))
+            for error in errors:
+                try:
+                    with conn.transaction():
+                        self._insert_errors([error])
+                except refused as exc:
+                    quarantine.append(rejected_error(error, exc))
+            self._insert_errors(quarantine)
+            self._summarise(session_id, sid, expected_seq, mark.seq, events)
+            return inserted, sid
+
+    def _key(self, session_id: str) -> int:
+        found = self._keys.get(session_id)
+        return session_key(self.conn, self.source, session_id) if found is None else found
 
     def _move_watermark(self, session_id: str, expected_seq: int, mark: Watermark) -> None:
         # Compare and set, first in the transaction: a sync that raced this
@@ -330,29 +379,25 @@ class PostgresTarget:
         raise WatermarkMovedError(msg)
 
     def _summarise(
-        self, session_id: str, after: int, upto: int, events: Sequence[EventRow]
+        self, session_id: str, sid: int, after: int, upto: int, events: Sequence[EventRow]
     ) -> None:
         # This batch's rows (seq after the old watermark, up to the new one)
         # added to the session's summary, in the batch's transaction.
         if not events:
             return
-        where = "source_id = %s AND session_id = %s AND seq > %s AND seq <= %s"
-        params = (self.source, session_id, after, upto)
+        params = (self.source, session_id, sid, after, upto)
         if any(row[3] != "message" for row in events):
-            self.conn.execute(SUMMARY_PIDS.format(where=where), params)
-        self.conn.execute(SUMMARY_ROWS.format(where=where), params)
+            self.conn.execute(SUMMARY_BATCH_PIDS, params)
+        self.conn.execute(SUMMARY_BATCH, params)
 
-    def _copy(self, events: Sequence[EventRow]) -> None:
+    def _copy(self, sid: int, events: Sequence[EventRow]) -> None:
         if not events:
             return
-        source = self.source
-        with self.conn.cursor().copy(_COPY_EVENTS) as copy:
-            copy.set_types(_COPY_TYPES)
+        with self.conn.cursor().copy(COPY_ROWS) as copy:
+            copy.set_types(COPY_TYPES)
             write = copy.write_row
             for row in events:
-                if "\\u0000" in row[8]:
-                    row = _safe_row(row)  # noqa: PLW2901 - the safe copy of this row
-                write((source, *row))
+                write(_compact(sid, row))
 
     def _insert_errors(self, errors: Sequence[ErrorRow]) -> None:
         if errors:
