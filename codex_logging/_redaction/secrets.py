@@ -397,6 +397,8 @@ _NAME_RUN = r"[a-z0-9_.\- \t]"
 #: How far before its mark a secret name's fragment can start: 64
 #: characters of name, a quote and 16 blanks.
 _NAME_REACH: Final = 81
+_QUOTES: Final = frozenset("'\"")
+_SINGLE_QUOTE: Final = frozenset("'")
 #: ASCII upper case to lower case, one character for one.
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
@@ -450,7 +452,7 @@ def _alternatives(words: list[str]) -> str:
 
 
 def _mark(  # noqa: PLR0911 - one answer a kind
-    value: str, at: int, end: int, quotes: set[str]
+    value: str, at: int, end: int, quotes: frozenset[str]
 ) -> tuple[int, int, str] | None:
     """Return ``(start, end, kind)`` of the mark ``value[at:end]`` makes, if it makes one.
 
@@ -486,6 +488,8 @@ def _mark(  # noqa: PLR0911 - one answer a kind
 
 def _spaces(value: str, at: int, step: int) -> int:
     """Return ``at`` moved over up to eight spaces or tabs (``step`` 1 forwards, -1 backwards)."""
+    if value[at - (step < 0) : at + (step > 0)] not in {" ", "\t"} or at - (step < 0) < 0:
+        return at  # no blank: the usual case, without the loop
     for _ in range(8):
         probe = at if step > 0 else at - 1
         if value[probe : probe + 1] not in {" ", "\t"} or probe < 0:
@@ -611,7 +615,7 @@ def redact_assignments(  # noqa: C901, PLR0912 - one pass over the marks
         The text and the number of values replaced.
 
     """
-    quotes = {"'", '"'} if json_keys else {"'"}
+    quotes = _QUOTES if json_keys else _SINGLE_QUOTE
     if hinted is None:
         search, text, group, back = _MARK_CHARS.search, value, 0, 0
     else:
@@ -631,7 +635,7 @@ def redact_assignments(  # noqa: C901, PLR0912 - one pass over the marks
     at = 0
     while (found := search(text, at)) is not None:
         at = found.end()
-        mark = _mark(value, *found.span(group), quotes)
+        mark = _mark(value, found.start(group), found.end(group), quotes)
         if mark is None or mark[0] < read:
             continue
         mark_start, mark_end, kind = mark
@@ -653,7 +657,7 @@ def redact_assignments(  # noqa: C901, PLR0912 - one pass over the marks
             continue
         header = kind == "colon" and name.lower().replace("-", "_") in HEADER_NAMES
         start, end, read = _read_value(value, _spaces(value, mark_end, 1), header)
-        at = max(at, read - back)
+        at = max(at, read - back) if read < len(value) else len(value)
         if kind == "pair" and not flag and value[read : read + 1] not in {")", "]"}:
             continue
         secret = value[start:end]
