@@ -615,7 +615,6 @@ def redact_assignments(  # noqa: C901, PLR0912 - one pass over the marks
         The text and the number of values replaced.
 
     """
-    quotes = _QUOTES if json_keys else _SINGLE_QUOTE
     if hinted is None:
         search, text, group, back = _MARK_CHARS.search, value, 0, 0
     else:
@@ -628,6 +627,7 @@ def redact_assignments(  # noqa: C901, PLR0912 - one pass over the marks
         if len(text) != len(value):  # "İ" lowers to two characters: keep each in its place
             text = value.translate(_ASCII_LOWER)
         search, group, back = hinted.search, 2, _NAME_REACH  # the mark is group 2
+    quotes = _QUOTES if json_keys else _SINGLE_QUOTE
     parts: list[str] = []
     done = 0  # the text up to here is in parts
     read = 0  # marks before here were inside a value already read
