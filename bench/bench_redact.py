@@ -47,7 +47,14 @@ NORMAL = {
     "message with a URL, no password": "GET https://api.example.com/v1/items?page=2 returned 200 in 12 ms",
     "message with a Bearer token": "calling with Authorization: Bearer abcdefghijklmnop0123",
     "logfmt message, no secret name": "step=3 total=10 user=bob elapsed_ms=12",
+    "colons after words, one secret-ish word": "session 42: step 5: ran alpha on file_5.py, status: ok",
 }
+# The sync's check of flat lines (docs/performance.md): joined, "session" in each.
+FLAT_LINE = (
+    '{"ts":1780000000.012346,"session_id":"9b2f4c1e-0d7a-4f53-8a61-2c3e4b5d6f70","kind":"message",'
+    '"level":"INFO","logger":"agent.tools","message":"step 5: ran alpha on file_5.py","pid":40000,'
+    '"role":"tool","tool":"charlie","step":5,"ms":1.85}'
+)
 
 
 def best(run: Callable[[], object], repeats: int = REPEATS) -> float:
@@ -103,6 +110,10 @@ def normal_rows() -> list[str]:
     redactor = Redactor()
     per_record = best(lambda: [redactor.value(record, [0]) for _ in range(n)]) / n
     rows.append(f"| a 6-field nested record (value) | {per_record * 1e6:.2f} | |")
+    flat = Redactor(flat_json=True)
+    batch = "\n".join([FLAT_LINE] * 5000)
+    per_line = best(lambda: flat.text(batch, [0])) / 5000
+    rows.append(f"| 5,000 flat lines joined (the sync's check), a line | {per_line * 1e6:.2f} | |")
     return rows
 
 

@@ -20,10 +20,15 @@ from codex_logging import (
     session_scope,
     sync_to_sqlite,
 )
+from codex_logging._redaction import secrets
 from codex_logging._redaction.names import (
+    JOINED_PARTS,
     JOINED_SUFFIXES,
+    KEY_NOT_SECRET,
+    KEY_QUALIFIERS,
     SECRET_LAST_PARTS,
     SECRET_NAMES,
+    TOKEN_NOT_SECRET,
     WEAK_PARTS,
 )
 from codex_logging._redaction.redactor import (
@@ -455,7 +460,8 @@ ADVERSARIAL = {
     "slack_webhook": ["hooks.slack.com/services/", "hooks.slack.com/"],
     "url": ["a://:@", "https://u:p@", "a://@", "://@", "a://b:c d@", "a://b:c@@", "a://b:c /"],
     "assignment": ["a=key", "a=", "password=", 'password="', "'password': \"", '"key":', "a-a=pwd", "\"password\": '\\",
-                   "password: ", "('password', '", "['--password', 'x', '", "Authorization: Token ", "'a', ", "token = ", "password=x=x"],
+                   "password: ", "('password', '", "['--password', 'x', '", "Authorization: Token ", "'a', ", "token = ", "password=x=x",
+                   "pass" * 30 + ":", "p-" * 50 + "=", "token" + " " * 90 + ":", "a salt: "],
     "jwt_spaced": ["eyA-", "eyAaaaa.eyaaaa.", "eyAaaaa."],
     "google_oauth": ["ya29.", "GOCSPX-", "-ya29.a"],
     "huggingface": ["hf_", "api_org_a"],
@@ -675,6 +681,85 @@ class TestAssignments:
             SECRET_NAMES | SECRET_LAST_PARTS | WEAK_PARTS | set(JOINED_SUFFIXES) | {"key"}
         )
         assert [n for n in names if not any(h in n for h in NAME_HINTS)] == []
+
+    @pytest.mark.parametrize(
+        "text", ["p_w=Zq8vL2pR4tX9", "to-ken: Zq8vL2pR4tX9", "'sec.ret': 'Zq8vL2pR4tX9'"]
+    )
+    def test_a_secret_name_split_by_a_separator_counts(self, text: str) -> None:
+        """``p_w`` is a secret name (its parts join into "pw") in a text that passes the quick check."""
+        assert Redactor().text(f"token=none {text}", [0]).endswith(("[REDACTED]", "[REDACTED]'"))
+
+
+def _names() -> list[str]:
+    """Names of every kind the name rules decide, secret or not, in the ways code spells them."""
+    words = sorted(
+        SECRET_NAMES | SECRET_LAST_PARTS | WEAK_PARTS | set(JOINED_SUFFIXES)
+        | {f"{q}_key" for q in KEY_QUALIFIERS | KEY_NOT_SECRET}
+        | {f"{q}_token" for q in TOKEN_NOT_SECRET} | {"key", "keyboard", "author", "step 5"}
+    )  # fmt: skip
+    # Each two-part word split in two at every place ("to_ken", "p-w").
+    words += [
+        word[:i] + sep + word[i:]
+        for word in sorted(JOINED_PARTS)
+        for i in range(1, len(word))
+        for sep in ("_", "-", ".", " ", "__")
+    ]
+    names = []
+    for word in words:
+        camel = re.sub(r"[_\-. ]+(\w)", lambda m: m.group(1).upper(), word)
+        names += [word, word.upper(), camel, "db_" + word, "X-" + word, "my" + camel, word + "_2"]
+    return names
+
+
+class TestAssignmentSearch:
+    """Only the marks after a fragment of a secret name are looked at, and none is missed."""
+
+    def test_the_search_misses_no_secret_name(self) -> None:
+        """With the search, a text redacts as when every mark is looked at.
+
+        Each text holds a NAME_HINTS fragment ("token=none"), so it passes the
+        quick check before the search; a name split in two (``to_ken``) is
+        found beside one.
+        """
+        hinted = Redactor()
+        every_mark = Redactor()
+        every_mark._hinted = None
+        forms = [
+            "{n}=Zq8vL2pR4tX9", "{n}: Zq8vL2pR4tX9", "{n}\t:\tZq8vL2pR4tX9", "{n}        = Zq8vL2pR4tX9",
+            "'{n}': 'Zq8vL2pR4tX9'", '"{n}": "Zq8vL2pR4tX9"', "('{n}', 'Zq8vL2pR4tX9')",
+            "[b'{n}', b'Zq8vL2pR4tX9']", "'{n}'          : x9", "x=a {n}: Zq8vL2pR4tX9",
+            "step 5: ran, {n}=>Zq8vL2pR4tX9 and status: ok", "pwd=x[{n} : Zq8vL2pR4tX9",
+        ]  # fmt: skip
+        differ = []
+        for name in _names():
+            for form in forms:
+                text = "token=none; " + form.format(n=name)
+                if hinted.text(text, [0]) != every_mark.text(text, [0]):
+                    differ.append(text)
+        assert differ == []
+
+    def test_ordinary_colons_are_not_read(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A name is read only at a mark after a fragment of a secret name, not at each ``:``."""
+        reads = []
+        read_name = secrets._read_name
+        monkeypatch.setattr(
+            secrets, "_read_name", lambda *args: reads.append(args[2]) or read_name(*args)
+        )
+        # The sync's check over a batch of flat lines, each holding "session" (a fragment).
+        line = json.dumps(
+            {"ts": 1.5, "session_id": "0f8e", "kind": "message", "level": "INFO",
+             "message": "step 5: ran alpha on file_5.py", "pid": 4, "step": 5},
+            separators=(",", ":"),
+        )  # fmt: skip
+        batch = "\n".join([line] * 10_000)
+        assert Redactor(flat_json=True).text(batch, [0]) is batch
+        assert reads == []
+        # A message with one secret name among 10,000 "word: word".
+        text = "session 7: " + "step 1: ran alpha, status: ok; " * 5_000 + "token: Zq8vL2pR4tX9"
+        counter = [0]
+        assert Redactor().text(text, counter).endswith("token: [REDACTED]")
+        assert counter == [1]
+        assert reads == [len("session 7"), len(text) - len(": Zq8vL2pR4tX9")]
 
 
 def _every_gate(redactor: Redactor) -> Redactor:

@@ -60,6 +60,8 @@ SECRET_LAST_PARTS: Final = frozenset(
         "xsrftoken",
     }
 )
+#: Two last parts that make a secret name when joined ("pass_word", "api_key").
+JOINED_PARTS: Final = SECRET_LAST_PARTS | {"apikey", "authtoken", "accesstoken"}
 #: Joined words (environment names, lower-cased camel case without a break):
 #: a last part ending in one of these is secret ("authtoken", "dbpassword")
 #: unless what comes before it says otherwise ("nextpagetoken").
@@ -155,7 +157,7 @@ def name_strength(norm: str) -> int:  # noqa: C901, PLR0911, PLR0912 - one decis
         return WEAK
     if last in SECRET_LAST_PARTS:
         return STRONG
-    if head and head + last in SECRET_LAST_PARTS | {"apikey", "authtoken", "accesstoken"}:
+    if head and head + last in JOINED_PARTS:
         return STRONG  # "pass_phrase", "pass_word", "api_key"
     for suffix in JOINED_SUFFIXES:
         if last.endswith(suffix) and len(last) > len(suffix):

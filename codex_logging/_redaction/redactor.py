@@ -24,11 +24,11 @@ from codex_logging._redaction.secrets import (
     CHECKS,
     GATE_BITS,
     GATES,
-    NAME_HINTS,
     PROVIDER_LITERALS,
     REDACTED,
     RULES,
     Rule,
+    hinted_marks,
     norm,
     redact_assignments,
     redact_encoded_urls,
@@ -123,7 +123,7 @@ class Redactor:
     """
 
     __slots__ = (
-        "_hints",
+        "_hinted",
         "_json_keys",
         "_plans",
         "_user",
@@ -152,9 +152,11 @@ class Redactor:
         #: ``secret_keys[key]`` is whether values under ``key`` are secret.
         extra = frozenset(norm(k) for k in _items(extra_keys))
         self.secret_keys = _SecretKeys(extra)
-        # Configured names can be any word: then every assignment is looked at.
-        self._hints = () if extra else NAME_HINTS
         self._json_keys = not flat_json
+        # Only a name holding a fragment of a secret name can be secret, so
+        # only the marks after one are looked at (see hinted_marks);
+        # configured names can be any word: then every assignment is.
+        self._hinted = None if extra else hinted_marks(self._json_keys)
         #: Short texts found clean by :meth:`text` (bounded): a hot path may
         #: test a text here before calling it.
         self.clean: set[str] = set()
@@ -316,7 +318,9 @@ class Redactor:
         return stays
 
     def _assignments(self, value: str) -> tuple[str, int]:
-        return redact_assignments(value, self.secret_keys.__getitem__, self._hints, self._json_keys)
+        return redact_assignments(
+            value, self.secret_keys.__getitem__, self._hinted, self._json_keys
+        )
 
     def _flags(self, value: str) -> tuple[str, int]:
         return redact_flags(value, self.secret_keys.__getitem__)

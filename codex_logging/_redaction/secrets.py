@@ -14,13 +14,15 @@ its own prefix.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 import zlib
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 from urllib.parse import quote, unquote
 
 from codex_logging._redaction.names import (
+    JOINED_PARTS,
     NOT_SECRET,
     name_strength,
     plainly_not_secret,
@@ -31,8 +33,10 @@ REDACTED: Final = "[REDACTED]"
 MAX_URL_PASSWORD: Final = 256
 
 #: Every secret name (strong or weak, see names.py) contains one of these,
-#: in any case: a string with none of them cannot assign to a secret name
-#: (see redact_assignments).
+#: in any case, or is two parts that join into one of JOINED_PARTS
+#: (``p_w``, ``to-ken``; see SPLIT_HINTS): a text without one is not looked
+#: at for assignments, and in one that has, only the assignments to such a
+#: name are (see redact_assignments).
 NAME_HINTS: Final = (
     "pass",
     "pw",
@@ -51,6 +55,14 @@ NAME_HINTS: Final = (
     "jwt",
 )
 
+#: Each way of splitting a word of JOINED_PARTS in two parts, neither of
+#: which holds a NAME_HINTS fragment (``("p", "w")``, ``("to", "ken")``).
+SPLIT_HINTS: Final = tuple(
+    (word[:i], word[i:])
+    for word in sorted(JOINED_PARTS)
+    for i in range(1, len(word))
+    if not any(hint in word[:i] or hint in word[i:] for hint in NAME_HINTS)
+)
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _SEPARATORS = re.compile(r"[\s\-.]+|_{2,}")
 
@@ -376,49 +388,108 @@ AUTH_SCHEMES: Final = frozenset(
 _FLAG = re.compile(r"(?<![^\s'\"])--([A-Za-z][A-Za-z0-9_-]{0,40})[ \t]+(?=[^\s-])")
 
 
-def _marks(value: str, json_keys: bool) -> list[tuple[int, int, str]]:  # noqa: C901 - three scans
-    """Return ``(start, end, kind)`` of each mark, in order: found by literal scans.
+#: The characters of a mark: a run of ``=`` (pairs in it are ``==``), ``:`` or ``,``.
+_MARK_CHARS = re.compile(r"=+|[:,]")
+#: What may stand between a fragment of a secret name (see hinted_marks) and its
+#: mark, in lower case: the rest of the name, up to 64 characters (spaces in
+#: a quoted one), and up to 16 spaces or tabs; at most 80 characters.
+_NAME_RUN = r"[a-z0-9_.\- \t]"
+#: How far before its mark a secret name's fragment can start: 64
+#: characters of name, a quote and 16 blanks.
+_NAME_REACH: Final = 81
+_QUOTES: Final = frozenset("'\"")
+_SINGLE_QUOTE: Final = frozenset("'")
+#: ASCII upper case to lower case, one character for one.
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
-    ``eq``: ``=`` (not ``==``, ``!=``, ``<=``, ``>=``; ``=>`` too); ``colon``:
-    ``:`` before a space or a tab, or after a quote (spaces between);
-    ``pair``: ``', '`` or ``", "`` (a ``b`` prefix on the second quote too).
+
+@functools.lru_cache(maxsize=2)
+def hinted_marks(json_keys: bool) -> re.Pattern[str]:
+    """Compile the search for the marks an assignment to a secret name can end at.
+
+    It runs on the text lower-cased, each character at its place. A match is a fragment of
+    a secret name (NAME_HINTS, or a SPLIT_HINTS pair with separators
+    between), the longest run of name characters and blanks after it (at
+    most 80), an optional closing quote with blanks, and the mark characters
+    there (group 2). Every mark whose name is secret is one of these:
+    the characters between the fragment and the mark are such a run (see
+    ``_read_name`` and ``redact_assignments``), and a longest run leads to
+    one place only. Names quoted with ``"`` are skipped when ``json_keys``
+    is off, so that quote is left out then. The fragments are one tree of
+    alternatives (``p(?:ass|w|rivate)``...), so each place is tried once;
+    each try reads at most about 100 characters: linear, and in C, with no
+    Python call for a ``:`` of ordinary text.
     """
-    marks: list[tuple[int, int, str]] = []
-    find = value.find
-    at = find("=")
-    while at >= 0:
-        nxt = value[at + 1 : at + 2]
-        if nxt == "=":
-            at = find("=", at + 2)
-            continue
-        if value[at - 1 : at] not in {"!", "<", ">"} or at == 0:
-            marks.append((at, at + 2 if nxt == ">" else at + 1, "eq"))
-        at = find("=", at + 1)
-    at = find(":")
-    while at >= 0:
-        if value[at + 1 : at + 2] in {" ", "\t"} or value[
-            _spaces(value, at, -1) - 1 : _spaces(value, at, -1)
-        ] in {"'", '"'}:
-            marks.append((_spaces(value, at, -1), at + 1, "colon"))
-        at = find(":", at + 1)
-    quotes = {"'", '"'} if json_keys else {"'"}
-    at = find(",")
-    while at >= 0:
-        if value[at - 1 : at] in quotes and at > 0:
-            after = at + 1
-            if value[after : after + 1] == " ":
-                after += 1
-            if value[after : after + 1] == "b":
-                after += 1
-            if value[after : after + 1] in {"'", '"'}:
-                marks.append((at, after, "pair"))
-        at = find(",", at + 1)
-    marks.sort()
-    return marks
+    quotes = "'\"" if json_keys else "'"
+    fragments = _alternatives([*NAME_HINTS, *(f"{a} {b}" for a, b in SPLIT_HINTS)])
+    return re.compile(
+        # (?=(x))\1 reads x once, never giving back: a run longer than 80
+        # fails at once, not after trying each shorter one.
+        rf"{fragments}(?=({_NAME_RUN}{{0,80}}))\1(?!{_NAME_RUN})"
+        rf"(?:[{quotes}][ \t]{{0,16}})?(=+|[:,])"
+    )
+
+
+def _alternatives(words: list[str]) -> str:
+    """Return an expression matching any of ``words`` (a space: a run of separators)."""
+    tree: dict[str, dict[str, Any]] = {}
+    for word in words:
+        node = tree
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def branch(node: dict[str, Any]) -> str:
+        if "" in node:  # a word ends here: what it goes on with matches too
+            return ""
+        alternatives = [
+            ("[-_. ]{1,64}" if char == " " else re.escape(char)) + branch(rest)
+            for char, rest in sorted(node.items())
+        ]
+        return alternatives[0] if len(alternatives) == 1 else f"(?:{'|'.join(alternatives)})"
+
+    return branch(tree)
+
+
+def _mark(  # noqa: PLR0911 - one answer a kind
+    value: str, at: int, end: int, quotes: frozenset[str]
+) -> tuple[int, int, str] | None:
+    """Return ``(start, end, kind)`` of the mark ``value[at:end]`` makes, if it makes one.
+
+    ``value[at:end]`` is a whole run of ``=``, or one ``:`` or ``,``. ``eq``:
+    ``=`` (not ``==``, ``!=``, ``<=``, ``>=``; ``=>`` too); ``colon``: ``:``
+    before a space or a tab, or after a quote (spaces between); ``pair``:
+    ``', '`` or ``", "`` (a ``b`` prefix on the second quote too), the quote
+    before the comma one of ``quotes``.
+    """
+    char = value[at]
+    if char == "=":
+        if (end - at) % 2 == 0:  # "==" pairs
+            return None
+        at = end - 1
+        if value[at - 1 : at] in {"!", "<", ">"}:
+            return None
+        return at, at + 2 if value[at + 1 : at + 2] == ">" else at + 1, "eq"
+    if char == ":":
+        start = _spaces(value, at, -1)
+        if value[at + 1 : at + 2] in {" ", "\t"} or value[start - 1 : start] in {"'", '"'}:
+            return start, at + 1, "colon"
+        return None
+    if value[at - 1 : at] in quotes:
+        after = at + 1
+        if value[after : after + 1] == " ":
+            after += 1
+        if value[after : after + 1] == "b":
+            after += 1
+        if value[after : after + 1] in {"'", '"'}:
+            return at, after, "pair"
+    return None
 
 
 def _spaces(value: str, at: int, step: int) -> int:
     """Return ``at`` moved over up to eight spaces or tabs (``step`` 1 forwards, -1 backwards)."""
+    if value[at - (step < 0) : at + (step > 0)] not in {" ", "\t"} or at - (step < 0) < 0:
+        return at  # no blank: the usual case, without the loop
     for _ in range(8):
         probe = at if step > 0 else at - 1
         if value[probe : probe + 1] not in {" ", "\t"} or probe < 0:
@@ -521,15 +592,22 @@ def redact_url_passwords(value: str) -> tuple[str, int]:
 def redact_assignments(  # noqa: C901, PLR0912 - one pass over the marks
     value: str,
     strength: Callable[[str], int],
-    hints: tuple[str, ...],
+    hinted: re.Pattern[str] | None,
     json_keys: bool = True,
 ) -> tuple[str, int]:
-    """Replace the value of every assignment to a secret name (see ``_marks``).
+    """Replace the value of every assignment to a secret name (see ``_mark``).
+
+    The marks are looked for from left to right, and on from the end of
+    each value read (less ``_NAME_REACH`` with ``hinted``: a name may end a
+    value, ``password=a salt: x``); a mark inside a value is not looked at.
 
     Args:
         value: Any string.
         strength: ``strength(name)``: how secret a name is (names.py).
-        hints: Words every secret name holds (empty: look at every assignment).
+        hinted: ``hinted_marks(json_keys)`` when the secret names are the
+            built-in ones: a text holding no NAME_HINTS fragment is left as
+            it is, and only the marks the search finds are looked at; None:
+            every assignment is.
         json_keys: Whether to read ``"name": value`` and ``("name", ...)``
             too (False for flat JSON lines, whose keys are judged already).
 
@@ -537,24 +615,32 @@ def redact_assignments(  # noqa: C901, PLR0912 - one pass over the marks
         The text and the number of values replaced.
 
     """
-    if hints:
-        lower = value.lower()
-        for hint in hints:
-            if hint in lower:
+    if hinted is None:
+        search, text, group, back = _MARK_CHARS.search, value, 0, 0
+    else:
+        text = value.lower()
+        for hint in NAME_HINTS:  # the quick check: at memory speed
+            if hint in text:
                 break
         else:
             return value, 0
-    marks = _marks(value, json_keys)
-    if not marks:
-        return value, 0
+        if len(text) != len(value):  # "İ" lowers to two characters: keep each in its place
+            text = value.translate(_ASCII_LOWER)
+        search, group, back = hinted.search, 2, _NAME_REACH  # the mark is group 2
+    quotes = _QUOTES if json_keys else _SINGLE_QUOTE
     parts: list[str] = []
     done = 0  # the text up to here is in parts
     read = 0  # marks before here were inside a value already read
-    reverse = value[::-1]
-    for at, mark_end, kind in marks:
-        if at < read:
+    reverse = ""
+    at = 0
+    while (found := search(text, at)) is not None:
+        at = found.end()
+        mark = _mark(value, found.start(group), found.end(group), quotes)
+        if mark is None or mark[0] < read:
             continue
-        name_end = _spaces(value, at, -1) if kind != "pair" else at
+        mark_start, mark_end, kind = mark
+        name_end = _spaces(value, mark_start, -1) if kind != "pair" else mark_start
+        reverse = reverse or value[::-1]
         name, quote = _read_name(value, reverse, name_end)
         if not name or (quote == '"' and not json_keys):
             continue
@@ -571,10 +657,11 @@ def redact_assignments(  # noqa: C901, PLR0912 - one pass over the marks
             continue
         header = kind == "colon" and name.lower().replace("-", "_") in HEADER_NAMES
         start, end, read = _read_value(value, _spaces(value, mark_end, 1), header)
+        at = max(at, read - back) if read < len(value) else len(value)
         if kind == "pair" and not flag and value[read : read + 1] not in {")", "]"}:
             continue
-        found = value[start:end]
-        if end > start and found != REDACTED and not plainly_not_secret(found, level):
+        secret = value[start:end]
+        if end > start and secret != REDACTED and not plainly_not_secret(secret, level):
             parts += (value[done:start], REDACTED)
             done = end
     if not parts:
