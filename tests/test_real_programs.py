@@ -500,6 +500,14 @@ class TestTerminationIsRecorded:
         _out, err = proc.communicate(timeout=TIMEOUT)
         assert (proc.returncode, err) == (code, "")
         assert codex_logs("sync", cwd=tmp_path, env=env).returncode == 0
+        listed = codex_logs("sessions", "--json", cwd=tmp_path, env=env)
+        assert listed.returncode == 0, listed.stderr
+        statuses = {
+            r["session_id"]: r["status"] for r in map(json.loads, listed.stdout.splitlines())
+        }
+        # Ended by the signal: terminated, not ok; without an end: its process is gone.
+        assert statuses == {sid: "terminated" if sid in ended else "abandoned" for sid in statuses}
+        assert set(ended) <= set(statuses)
         for sid in ("t", "inner") if how != "asyncio" else ("t",):
             lines = read_lines(tmp_path / ".codex" / "sessions" / f"{sid}.ndjson")
             ends = [r for r in lines if r["kind"] == "end"]

@@ -87,6 +87,19 @@ def summary_and_recomputation(db: Path) -> tuple[list[tuple[Any, ...]], list[tup
                         CASE WHEN json_valid(m.data) THEN m.data END, '$.pid')"""
     assert any_pid in old_view
     old_view = old_view.replace(any_pid, PID_OF.format(line="m.data"))
+    # The status of migration 10: a session whose latest end (by ts, then
+    # seq) is terminated, and none failed, is terminated.
+    latest_end = """(SELECT json_extract(CASE WHEN json_valid(l.data) THEN l.data END, '$.status')
+        FROM session_events l WHERE l.session_id = c.session_id AND l.kind = 'end'
+        AND l.ts IS NOT NULL ORDER BY l.ts DESC, l.seq DESC LIMIT 1) AS latest_end,"""
+    ok = "CASE WHEN failed THEN 'error' WHEN end_ts IS NOT NULL THEN 'ok' END AS status"
+    assert ok in old_view
+    old_view = old_view.replace(
+        ok,
+        "CASE WHEN failed THEN 'error' WHEN end_ts IS NULL THEN NULL"
+        " WHEN latest_end = 'terminated' THEN 'terminated' ELSE 'ok' END AS status",
+    )
+    old_view = old_view.replace("c.events AS events,", "c.events AS events, " + latest_end)
     with db_connection(db) as conn:
         conn.execute(old_view.replace("CREATE VIEW sessions", "CREATE TEMP VIEW old_sessions"))
         sql = "SELECT * FROM {} ORDER BY session_id"
@@ -116,7 +129,7 @@ def random_line(rng: random.Random) -> bytes:
     if rng.random() < 0.7:
         record["pid"] = rng.choice([1, 2, 2.0, "2", True, None, [1]])
     if rng.random() < 0.6:
-        record["status"] = rng.choice(["ok", "error", "error", 1, None])
+        record["status"] = rng.choice(["ok", "error", "error", "terminated", 1, None])
     return json.dumps(record).encode() + b"\n"
 
 

@@ -11,8 +11,9 @@ from typing import Any, Final
 
 from codex_logging._mirror.filters import check_choice
 
-#: The statuses a sessions page may filter on; ``running`` is a session with no end yet.
-STATUSES: Final = ("ok", "error", "running")
+#: The statuses a sessions page may filter on; ``running`` is a session with no end yet,
+#: ``terminated`` one a signal ended (docs/mirror.md, "Schema").
+STATUSES: Final = ("ok", "error", "terminated", "running")
 
 #: Above this many events a session's timeline counts its events per process
 #: from its start/end records and alerts only, not from every row's pid.
@@ -23,7 +24,7 @@ ALERT_LIMIT: Final = 1000
 
 
 def check_status(status: str) -> str:
-    """Return ``status`` if it is ``ok``, ``error`` or ``running``.
+    """Return ``status`` if it is ``ok``, ``error``, ``terminated`` or ``running``.
 
     Raises:
         InvalidFilterError: Any other value.

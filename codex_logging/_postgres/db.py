@@ -250,7 +250,7 @@ _TRIGGERS: Final = (
 )
 
 #: Each migration is a named step; ``codex_schema_version`` counts those applied.
-MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
+MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "create the session tables",
         (
@@ -523,16 +523,86 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
         ),
     ),
 )
+
+#: Each summary's latest ``end`` (by ts, then seq): its seq and its status.
+_END_BACKFILL: Final = """
+    UPDATE session_summary s SET end_seq = e.seq, end_status = e.status
+    FROM (
+        SELECT DISTINCT ON (r.sid) r.sid, r.seq, codex_json(r.fields) ->> 'status' AS status
+        FROM session_rows r
+        WHERE r.kind <> 'message' AND r.kind = 'end' AND r.ts IS NOT NULL
+        ORDER BY r.sid, r.ts DESC, r.seq DESC
+    ) e JOIN session_keys k ON k.id = e.sid
+    WHERE k.source_id = s.source_id AND k.session_id = s.session_id
+"""
+
+MIGRATIONS += (
+    (
+        # As the SQLite mirror's migration 10: a session a signal ended says
+        # so (docs/scale-out.md). Each source's summary keeps its latest
+        # end's seq and status; the view takes the latest of every source's.
+        "a session whose latest end is terminated has the status terminated",
+        (
+            "ALTER TABLE session_summary ADD COLUMN IF NOT EXISTS end_seq bigint",
+            "ALTER TABLE session_summary ADD COLUMN IF NOT EXISTS end_status text",
+            _END_BACKFILL,
+            """CREATE OR REPLACE VIEW sessions AS
+            SELECT
+                session_id,
+                to_char(to_timestamp(start_ts) AT TIME ZONE 'UTC',
+                        'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS start_time,
+                to_char(to_timestamp(end_ts) AT TIME ZONE 'UTC',
+                        'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS end_time,
+                CASE WHEN failed THEN 'error' WHEN end_ts IS NULL THEN NULL
+                    WHEN end_status = 'terminated' THEN 'terminated' ELSE 'ok' END AS status,
+                events,
+                messages,
+                warnings,
+                errors,
+                processes,
+                round((end_ts - start_ts)::numeric, 3)::double precision AS duration_s,
+                start_ts,
+                end_ts,
+                first_ts,
+                last_ts,
+                sources
+            FROM (
+                SELECT
+                    s.session_id,
+                    coalesce(min(s.start_ts), min(s.first_ts)) AS start_ts,
+                    max(s.end_ts) AS end_ts,
+                    min(s.first_ts) AS first_ts,
+                    max(s.last_ts) AS last_ts,
+                    sum(s.events)::bigint AS events,
+                    sum(s.events - s.marks)::bigint AS messages,
+                    sum(s.warnings)::bigint AS warnings,
+                    sum(s.errors)::bigint AS errors,
+                    (SELECT count(*) FROM session_summary_pids p
+                        WHERE p.session_id = s.session_id) AS processes,
+                    bool_or(s.failed) AS failed,
+                    (array_agg(s.end_status ORDER BY s.end_ts DESC NULLS LAST,
+                        s.end_seq DESC NULLS LAST, s.source_id DESC))[1] AS end_status,
+                    count(*) AS sources
+                FROM session_summary s
+                GROUP BY s.session_id
+            ) s""",
+        ),
+    ),
+)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 #: The schema whose old table empties in batches before the next step.
 MOVING: Final = 6
+#: The schema whose summary keeps each session's latest end (a sync into a
+#: database whose move was left for later writes the summary without it).
+END_STATUS: Final = 8
 
 #: A batch's rows (``sid``, seq after the old watermark, up to the new one)
 #: added to its session's summary, read from the compact table: the columns
-#: of :data:`SUMMARY_ROWS`. Parameters: source, session, sid, after, upto.
-SUMMARY_BATCH: Final = """
+#: of :data:`SUMMARY_ROWS` (``{end_...}``: and the latest end's, from
+#: :data:`END_STATUS` on). Parameters: source, session, sid, after, upto.
+_SUMMARY_BATCH: Final = """
     INSERT INTO session_summary AS old (source_id, session_id, events, marks, warnings, errors,
-        start_ts, end_ts, first_ts, last_ts, failed)
+        start_ts, end_ts, first_ts, last_ts, failed{end_columns})
     SELECT %s, %s,
         count(*),
         count(*) FILTER (WHERE kind <> 'message'),
@@ -543,11 +613,11 @@ SUMMARY_BATCH: Final = """
         min(ts),
         max(ts),
         coalesce(bool_or(codex_json(fields) ->> 'status' = 'error') FILTER (WHERE kind = 'end'),
-            false)
+            false){end_values}
     FROM session_rows
     WHERE sid = %s AND seq > %s AND seq <= %s
     HAVING count(*) > 0
-    ON CONFLICT (source_id, session_id) DO UPDATE SET
+    ON CONFLICT (source_id, session_id) DO UPDATE SET{end_updates}
         events = old.events + excluded.events,
         marks = old.marks + excluded.marks,
         warnings = old.warnings + excluded.warnings,
@@ -558,6 +628,24 @@ SUMMARY_BATCH: Final = """
         last_ts = greatest(old.last_ts, excluded.last_ts),
         failed = old.failed OR excluded.failed
 """
+#: Whether the batch's latest end is later (by ts, then seq) than the summary's.
+_LATER_END: Final = """excluded.end_ts IS NOT NULL AND (old.end_ts IS NULL
+            OR excluded.end_ts > old.end_ts
+            OR (excluded.end_ts = old.end_ts AND excluded.end_seq > old.end_seq))"""
+#: :data:`SUMMARY_BATCH` at :data:`END_STATUS` and after: the batch's latest
+#: end (by ts, then seq) replaces the summary's when it is later.
+SUMMARY_BATCH_ENDS: Final = _SUMMARY_BATCH.format(
+    end_columns=", end_seq, end_status",
+    end_values=""",
+        (array_agg(seq ORDER BY ts DESC, seq DESC)
+            FILTER (WHERE kind = 'end' AND ts IS NOT NULL))[1],
+        (array_agg(codex_json(fields) ->> 'status' ORDER BY ts DESC, seq DESC)
+            FILTER (WHERE kind = 'end' AND ts IS NOT NULL))[1]""",
+    end_updates=f"""
+        end_seq = CASE WHEN {_LATER_END} THEN excluded.end_seq ELSE old.end_seq END,
+        end_status = CASE WHEN {_LATER_END} THEN excluded.end_status ELSE old.end_status END,""",
+)
+SUMMARY_BATCH: Final = _SUMMARY_BATCH.format(end_columns="", end_values="", end_updates="")
 #: The distinct pids of a batch's start and end records (as :data:`SUMMARY_PIDS`).
 SUMMARY_BATCH_PIDS: Final = f"""
     INSERT INTO session_summary_pids (source_id, session_id, pid)

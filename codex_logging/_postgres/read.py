@@ -245,9 +245,10 @@ def sessions_postgres(url: str, session_id: str | None = None) -> list[dict[str,
     Returns:
         Dicts with the keys of :data:`SESSION_COLUMNS`, as the SQLite
         ``sessions`` read returns them: ``status`` is ``error`` when any
-        ``end`` record failed, ``ok`` when the session ended, ``abandoned``
-        when it did not and every process that started it on this machine is
-        gone, else None.
+        ``end`` record failed, ``terminated`` when its latest end says a
+        signal ended it, ``ok`` when it ended otherwise, ``abandoned`` when it
+        did not and every process that started it on this machine is gone,
+        else None.
 
     Raises:
         DatabaseError: The database cannot be read or has no mirror tables.
@@ -398,7 +399,7 @@ def sessions_page_postgres(
     """Return how many sessions match and one page of them, newest first.
 
     As the SQLite ``sessions_page``: ``search`` is a part of the id (any
-    case), ``status`` one of ``ok``, ``error``, ``running``.
+    case), ``status`` one of ``ok``, ``error``, ``terminated``, ``running``.
 
     Raises:
         DatabaseError: The database cannot be read or has no mirror tables.

@@ -52,13 +52,16 @@ from codex_logging._postgres.db import (
     BUSY_TIMEOUT,
     COPY_ROWS,
     COPY_TYPES,
+    END_STATUS,
     SUMMARY_BATCH,
+    SUMMARY_BATCH_ENDS,
     SUMMARY_BATCH_PIDS,
     connect,
     display_url,
     finite_json,
     import_psycopg,
     migrate,
+    schema_version,
     session_key,
     transaction,
     translated,
@@ -147,6 +150,8 @@ class PostgresTarget:
         self._conn: Any = None
         #: ``session_keys`` ids of committed sessions (a key is never deleted).
         self._keys: dict[str, int] = {}
+        #: Whether the summary keeps each session's latest end (``END_STATUS``).
+        self._ends = True
 
     @property
     def conn(self) -> Any:
@@ -158,6 +163,9 @@ class PostgresTarget:
             conn = connect(self.url, busy_timeout=self.busy_timeout)
             try:
                 migrate(conn, self.name, self.busy_timeout)
+                with translated(self.name):
+                    # A move left for later leaves an older summary (migrate).
+                    self._ends = schema_version(conn) >= END_STATUS
                 with translated(self.name):
                     # A folder without its id file takes the id its path
                     # last had on this host (docs/scale-out.md).
@@ -388,7 +396,7 @@ class PostgresTarget:
         params = (self.source, session_id, sid, after, upto)
         if any(row[3] != "message" for row in events):
             self.conn.execute(SUMMARY_BATCH_PIDS, params)
-        self.conn.execute(SUMMARY_BATCH, params)
+        self.conn.execute(SUMMARY_BATCH_ENDS if self._ends else SUMMARY_BATCH, params)
 
     def _copy(self, sid: int, events: Sequence[EventRow]) -> None:
         if not events:

@@ -479,6 +479,61 @@ MIGRATIONS += (
         ),
     ),
 )
+
+#: The ``end`` rows a session's latest end is chosen from: those with a time,
+#: as ``end_ts`` is their latest time (a NaN time is stored as NULL).
+_ENDS: Final = "r.kind <> 'message' AND r.kind = 'end' AND r.ts IS NOT NULL"
+
+#: Each summary's latest ``end`` (by ts, then seq): its seq and its status
+#: (migration 10, and :func:`rebuild_summary` after :data:`_SUMMARY_BACKFILL`).
+_END_BACKFILL: Final = f"""UPDATE session_summary SET (end_seq, end_status) = (
+        SELECT r.seq, {_field("status")}
+        FROM session_rows r JOIN session_keys k ON k.id = r.sid
+        WHERE k.session_id = session_summary.session_id AND {_ENDS}
+        ORDER BY r.ts DESC, r.seq DESC LIMIT 1)
+    WHERE end_ts IS NOT NULL"""  # noqa: S608 - constants only
+
+#: A session's status (docs/mirror.md, "Schema"): ``error`` when any end
+#: failed, ``terminated`` when its latest end says so (a signal ended it),
+#: ``ok`` when it ended otherwise, NULL while it has no end.
+_SESSIONS_VIEW: Final = """CREATE VIEW sessions AS
+    SELECT
+        session_id,
+        strftime('%Y-%m-%dT%H:%M:%fZ', start_ts, 'unixepoch') AS start_time,
+        strftime('%Y-%m-%dT%H:%M:%fZ', end_ts, 'unixepoch') AS end_time,
+        start_ts,
+        end_ts,
+        ROUND(end_ts - start_ts, 3) AS duration_s,
+        processes,
+        events,
+        events - marks AS messages,
+        warnings,
+        errors,
+        CASE WHEN failed THEN 'error' WHEN end_ts IS NULL THEN NULL
+            WHEN end_status = 'terminated' THEN 'terminated' ELSE 'ok' END AS status,
+        first_ts,
+        last_ts
+    FROM (
+        SELECT session_id, events, marks, warnings, errors, processes, end_ts,
+            COALESCE(start_ts, first_ts) AS start_ts, first_ts, last_ts, failed, end_status
+        FROM session_summary
+    )"""
+
+MIGRATIONS += (
+    (
+        # A session a signal ended says so (docs/mirror.md, "Schema"): the
+        # summary keeps its latest end's seq and status, the sync widens them
+        # as it widens end_ts.
+        "a session whose latest end is terminated has the status terminated",
+        (
+            "ALTER TABLE session_summary ADD COLUMN end_seq INTEGER",
+            "ALTER TABLE session_summary ADD COLUMN end_status TEXT",
+            _END_BACKFILL,
+            "DROP VIEW IF EXISTS sessions",
+            _SESSIONS_VIEW,
+        ),
+    ),
+)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 #: The schema whose old table is emptied in batches before the next step.
 _MOVING: Final = 8
@@ -1153,7 +1208,7 @@ def table_names(conn: sqlite3.Connection) -> set[str]:
 
 
 def rebuild_summary(conn: sqlite3.Connection) -> None:
-    """Recompute ``session_summary`` from ``session_events``, as migration 4 built it.
+    """Recompute ``session_summary`` from ``session_events``, as migrations 4 and 10 built it.
 
     For rows written by something other than the sync (a bulk load, a test);
     run it inside a transaction.
@@ -1165,3 +1220,4 @@ def rebuild_summary(conn: sqlite3.Connection) -> None:
     conn.execute("DELETE FROM session_summary")
     for statement in _SUMMARY_BACKFILL:
         conn.execute(statement)
+    conn.execute(_END_BACKFILL)

@@ -566,9 +566,11 @@ def sessions(database: str | None = None, session_id: str | None = None) -> list
 
     Returns:
         One dict per session with the keys of :data:`SESSION_COLUMNS`:
-        ``status`` is ``error`` when any ``end`` record failed, ``ok`` when
-        the session ended, ``abandoned`` when it did not and every process
-        that started it on this machine is gone, else None.
+        ``status`` is ``error`` when any ``end`` record failed,
+        ``terminated`` when its latest end (by time, then seq) says a signal
+        ended it, ``ok`` when it ended otherwise, ``abandoned`` when it did
+        not and every process that started it on this machine is gone, else
+        None.
 
     Raises:
         DatabaseNotFoundError: There is no database.
@@ -654,7 +656,8 @@ def sessions_page(
     Args:
         database: The database path, as for :func:`query`.
         search: Only sessions whose id holds this text (any case).
-        status: Only ``ok``, ``error`` or ``running`` (not ended) sessions.
+        status: Only ``ok``, ``error``, ``terminated`` or ``running`` (not
+            ended) sessions.
         offset: How many matching sessions to pass over.
         limit: How many to return at most.
 

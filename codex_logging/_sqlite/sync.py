@@ -60,13 +60,23 @@ _UPSERT_WATERMARK: Final = (
 )
 
 
-#: One session's batch added to its ``session_summary`` row (migration 4):
-#: counts add up, bounds widen (SQLite's two-argument min/max are NULL when
-#: either side is, hence the COALESCE), a failure stays.
+#: Whether the batch's latest end is later (by ts, then seq) than the row's.
+_LATER_END: Final = (
+    "excluded.end_ts IS NOT NULL AND (end_ts IS NULL OR excluded.end_ts > end_ts"
+    " OR (excluded.end_ts = end_ts AND excluded.end_seq > end_seq))"
+)
+#: One session's batch added to its ``session_summary`` row (migrations 4
+#: and 10): counts add up, bounds widen (SQLite's two-argument min/max are
+#: NULL when either side is, hence the COALESCE), a failure stays, the latest
+#: end's seq and status follow the later end. The SET expressions all read
+#: the row as it was.
 _UPSERT_SUMMARY: Final = (
-    "INSERT INTO session_summary (session_id, events, marks, warnings, errors, processes,"
-    " start_ts, end_ts, first_ts, last_ts, failed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO session_summary (session_id, events, marks, warnings, errors, processes,"  # noqa: S608 - constants only
+    " start_ts, end_ts, first_ts, last_ts, failed, end_seq, end_status)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (session_id) DO UPDATE SET"
+    f" end_seq = CASE WHEN {_LATER_END} THEN excluded.end_seq ELSE end_seq END,"
+    f" end_status = CASE WHEN {_LATER_END} THEN excluded.end_status ELSE end_status END,"
     " events = events + excluded.events, marks = marks + excluded.marks,"
     " warnings = warnings + excluded.warnings, errors = errors + excluded.errors,"
     " processes = processes + excluded.processes,"
@@ -89,6 +99,9 @@ _ADD_PID: Final = (
 _FAILED: Final = (
     "SELECT json_extract(CASE WHEN json_valid(d) THEN d END, '$.status') = 'error'"
     " FROM (SELECT ? AS d)"
+)
+_STATUS: Final = (
+    "SELECT json_extract(CASE WHEN json_valid(d) THEN d END, '$.status') FROM (SELECT ? AS d)"
 )
 _WARNINGS: Final = ("WARNING", "WARN")
 _ERRORS: Final = ("ERROR", "CRITICAL", "FATAL")
@@ -477,7 +490,7 @@ def _add_to_summary(conn: sqlite3.Connection, session_id: str, rows: Sequence[Ev
     times = _stored_times(rows)
     marks = [row for row in rows if row[3] != "message" and row[3] is not None]
     levels = Counter(map(_LEVEL, rows))
-    start_ts = end_ts = None
+    start_ts = end_ts = end_seq = end_status = None
     processes = failed = 0
     if marks:
         ends = [row for row in marks if row[3] == "end"]
@@ -485,6 +498,10 @@ def _add_to_summary(conn: sqlite3.Connection, session_id: str, rows: Sequence[Ev
         end_ts = max(_stored_times(ends), default=None)
         processes = conn.executemany(_ADD_PID, [(session_id, row[8]) for row in marks]).rowcount
         failed = int(any(conn.execute(_FAILED, (row[8],)).fetchone()[0] for row in ends))
+        if end_ts is not None:  # the latest end: the latest time, then the highest seq
+            latest = max((row for row in ends if row[2] == end_ts), key=itemgetter(1))
+            end_seq = latest[1]
+            end_status = conn.execute(_STATUS, (latest[8],)).fetchone()[0]
     conn.execute(
         _UPSERT_SUMMARY,
         (
@@ -499,6 +516,8 @@ def _add_to_summary(conn: sqlite3.Connection, session_id: str, rows: Sequence[Ev
             min(times, default=None),
             max(times, default=None),
             failed,
+            end_seq,
+            end_status,
         ),
     )
 

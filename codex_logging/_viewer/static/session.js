@@ -279,7 +279,7 @@
       lane.spans.forEach(function (s) {
         const from = s[0] === null ? shape.start : s[0];
         const to = s[1] === null ? shape.end : s[1];
-        const status = s[1] === null ? "running" : (s[2] === "error" ? "error" : "ok");
+        const status = s[1] === null ? "running" : (s[2] === "error" || s[2] === "terminated" ? s[2] : "ok");
         const rect = svg("rect", { x: x(from), y: y + 3, width: Math.max(x(to) - x(from), 2), height: laneH - 6, rx: 3, class: "span-" + status }, root);
         tip(rect, "pid " + lane.pid + ": " + stamp(from) + (s[1] === null ? ", still running" : " to " + stamp(to) + ", " + status));
       });
