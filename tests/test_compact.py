@@ -327,3 +327,13 @@ class TestGrepIndex:
             plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
         assert any("VIRTUAL TABLE INDEX" in step and "session_grep" in step for step in plan), plan
         assert not any(step.startswith("SCAN r") for step in plan), plan
+
+
+def test_a_bare_file_name_is_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """connect("m.db") opens m.db here (it tried to create the folder '')."""
+    monkeypatch.chdir(tmp_path)
+    with contextlib.closing(connect("m.db")) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    assert (tmp_path / "m.db").is_file()

@@ -542,7 +542,7 @@ _MOVING: Final = 8
 def _create_private(path: str) -> None:
     # SQLite creates -wal and -shm with the mode of the database file, so a
     # 0600 database keeps its journal files 0600 too (docs/production.md, "Permissions").
-    folder = os.path.dirname(path)
+    folder = os.path.dirname(path) or "."  # a bare file name is in the working directory
     make_dirs(folder)
     # The mirror holds every record: a database, journal or folder that
     # another user owns or may write is refused, as the session files are
