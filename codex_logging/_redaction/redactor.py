@@ -61,6 +61,20 @@ DIGIT_SAFE_LITERALS: Final = (
     "', ",
     '", ',
 )
+#: Texts longer than this find the keywords they hold (the gates and rule
+#: literals of the plans) in one search per anchor character they hold
+#: (:class:`_Keywords`), not one pass a keyword; shorter ones test each
+#: keyword as a substring, cheaper below it (docs/performance.md).
+ONE_PASS_LENGTH: Final = 1024
+#: The characters of ordinary log text, the most frequent first (flat JSON
+#: lines, English words, numbers): each keyword is looked for by its
+#: character latest in this list, or by one not in it, so the search
+#: stops at few places.
+_COMMON: Final = '"e 0sa:,otli1nrd4852376.-_9cfmhpgbukyvwxjqz'
+#: Where the search for one anchor's keywords stopped this often (a
+#: keyword on every line, or hostile input), its keywords are tested as
+#: substrings instead: never much more than the tests would cost.
+_MAX_STOPS: Final = 16
 #: The conversion letter of each ``%`` in a template; ``%(name)s`` gives
 #: ``(`` and ``%ld`` the ``l``, so both count as unknown.
 _CONVERSION: Final = re.compile(r"%[^a-zA-Z%(]*([a-zA-Z%(])")
@@ -125,6 +139,7 @@ class Redactor:
     __slots__ = (
         "_hinted",
         "_json_keys",
+        "_keywords",
         "_plans",
         "_user",
         "clean",
@@ -193,6 +208,13 @@ class Redactor:
         # allow: one plan a set of key characters, made when first met (all
         # 512 at once cost 18 ms a Redactor, and a sync makes two).
         self._plans = _Plans(list(groups.items()))
+        self._keywords = _Keywords(
+            {
+                word
+                for gates, found in groups.items()
+                for word in (*gates, *(literal for literals, _ in found for literal in literals))
+            }
+        )
 
     def is_secret_key(self, key: object) -> bool:
         """Return whether values under ``key`` are secret.
@@ -267,14 +289,22 @@ class Redactor:
             mask |= 128
         if "," in value:
             mask |= 256
+        # What the keywords are tested in: the text, or for a long one the
+        # set of keywords it holds, found at once; once a rule changed the
+        # text, the new text.
+        probe: str | frozenset[str] = out
+        if len(value) > ONE_PASS_LENGTH and mask:
+            probe = self._keywords.present(value)
         for gates, rules in self._plans[mask]:
             for gate in gates:
-                if gate in out:
+                if gate in probe:
                     for literals, rule in rules:
                         for literal in literals:
-                            if literal in out:
+                            if literal in probe:
                                 out, found = rule(out)
                                 counter[0] += found
+                                if out is not value:
+                                    probe = out
                                 break
                     break
         for pattern in self._user:
@@ -489,6 +519,83 @@ class _Plans(dict[int, list[tuple[tuple[str, ...], list[tuple[tuple[str, ...], R
         ]
         self[mask] = plan
         return plan
+
+
+class _Keywords:
+    """The keywords a long text holds, found in a few fast passes instead of one a keyword.
+
+    Each keyword of more than one character is looked for by its rarest
+    character (see ``_COMMON``), its anchor. Per anchor the text holds (a
+    one-character test, at memory speed), one expression finds, in C, the
+    places where the anchor is part of one of its keywords
+    (``k(?:-(?<=sk-)|_test_(?<=k_test_))``); there every keyword of that
+    anchor is compared in place, so none is missed where two share a place.
+    One-character keywords are tested as substrings. :meth:`present`
+    answers exactly what testing each keyword with ``in`` answers.
+    """
+
+    __slots__ = ("_anchors", "_chars", "_words", "stops")
+
+    def __init__(self, words: set[str]) -> None:
+        self._chars = tuple(sorted(word for word in words if len(word) == 1))
+        self._words = tuple(sorted(word for word in words if len(word) > 1))
+        by_anchor: dict[str, list[tuple[str, int]]] = {}
+        for word in self._words:
+            at = max(range(len(word)), key=lambda i: _rarity(word, i))
+            by_anchor.setdefault(word[at], []).append((word, at))
+        #: Each anchor, the search for its keywords, and each keyword with its anchor's offset.
+        self._anchors = tuple(
+            (
+                anchor,
+                re.compile(
+                    re.escape(anchor)
+                    + "(?:"
+                    + "|".join(
+                        f"{re.escape(word[at + 1 :])}(?<={re.escape(word)})"
+                        for word, at in words_at
+                    )
+                    + ")"
+                ).search,
+                tuple(words_at),
+            )
+            for anchor, words_at in sorted(by_anchor.items())
+        )
+        #: How many places the last :meth:`present` stopped at (tests read it).
+        self.stops = 0
+
+    def present(self, value: str) -> frozenset[str]:
+        """Return the keywords that are substrings of ``value``."""
+        found = {char for char in self._chars if char in value}
+        stops = 0
+        for anchor, search, words_at in self._anchors:
+            if anchor not in value:
+                continue
+            at = 0
+            left = _MAX_STOPS
+            while (match := search(value, at)) is not None:
+                place = match.start()
+                for word, offset in words_at:
+                    start = place - offset
+                    if start >= 0 and value.startswith(word, start):
+                        found.add(word)
+                at = place + 1
+                stops += 1
+                left -= 1
+                if not left:  # a keyword on every line: its others tested as substrings
+                    found.update(word for word, _ in words_at if word in value)
+                    break
+        self.stops = stops
+        return frozenset(found)
+
+
+def _rarity(word: str, at: int) -> int:
+    """Return how good an anchor ``word[at]`` is: rarer is better, the last character worse.
+
+    At an anchor that ends its keyword the expression must look behind at
+    every place it stops; after one, it compares the next character first.
+    """
+    rank = _COMMON.find(word[at]) % (len(_COMMON) + 1)  # not in _COMMON: the rarest
+    return rank - 8 if at == len(word) - 1 else rank
 
 
 def _bind_checked(
