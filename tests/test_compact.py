@@ -241,6 +241,8 @@ class TestEachValueOnce:
             {"ts": 5, "pid": "77", "message": {"not": "text"}, "level": None},
             {"ts": 1.5, "session_id": "other", "pid": 2**70, "kind": 3},
             {"ts": 1796533854.5279543, "message": 'é \u2028 \x00 "q"', "logger": "a\\b"},
+            # SQLite reads "1796538117.883901" back as this double: 17 digits are written.
+            {"ts": 1796538117.8839011, "message": "m"},
             {"nested": {"a": [1, {"b": None}]}, "message": "m", "pid": -(2**63)},
         ],
     )
