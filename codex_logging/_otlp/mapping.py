@@ -70,8 +70,6 @@ _HEX2: Final = re.compile(r"[0-9a-fA-F]{1,2}")
 #: The last line of a Python traceback: ``pkg.Error: message`` (or the bare name).
 _EXC_LINE: Final = re.compile(r"([A-Za-z_][\w.]*)(?::\s?(.*))?")
 _STACK: Final = "Stack (most recent call last):"
-#: Digits enough for an integer past 64 bits.
-_LONG_DIGITS: Final = re.compile(r"[0-9]{19}")
 #: A line that starts with its ``ts``, as the writer writes it: the digits.
 _TS_FIRST: Final = re.compile(r'\{\s*"ts"\s*:\s*(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)\s*[,}]')
 
@@ -269,19 +267,15 @@ def _parse(line: str, parsed: dict[str, Any] | None = None) -> dict[str, Any]:
     """Return the record of a line, its ``ts`` as a :class:`~decimal.Decimal` of the digits written.
 
     The writer puts ``ts`` first: its digits are read from the line's start,
-    and the rest is the record the engine parsed (``parsed``, exact: integers
-    past 64 bits included), else the line parsed by the fast parser (orjson when installed),
-    or by Python's json when it holds 19 digits in a row (orjson reads an
-    integer past 64 bits as a float, and its digits would be lost); any
-    other line is parsed with every number as a ``Decimal``.
+    and the rest is the record the engine parsed (``parsed``), else the line
+    parsed as the engine parses it (``_mirror/lines.py`` ``loads``: exact,
+    integers past 64 bits included); any other line is parsed with every
+    number as a ``Decimal``.
     """
     head = _TS_FIRST.match(line)
-    if head is not None and parsed is not None:
-        record = dict(parsed)  # the engine's parse of this very line, exact
-        record["ts"] = Decimal(head.group(1))
-        return record
     if head is not None:
-        record = json.loads(line) if _LONG_DIGITS.search(line) else loads(line.encode())
+        # The engine's parse of this very line, copied: ts is replaced.
+        record = dict(parsed) if parsed is not None else loads(line.encode())
         if isinstance(record, dict):
             record["ts"] = Decimal(head.group(1))
             return record
