@@ -123,10 +123,20 @@ def record_of(row: EventRow) -> dict[str, Any]:
         The record, as the row's ``data`` holds it.
     """
     record = row[9]
-    if record is None:
-        found = json.loads(row[8])
-        return found if isinstance(found, dict) else {}
-    return record
+    return record_in(row[8]) if record is None else record
+
+
+def record_in(text: str) -> dict[str, Any]:
+    """Return the record a row's ``data`` holds (read with Python's json, as a long line is).
+
+    Args:
+        text: The row's ``data``.
+
+    Returns:
+        The record, or an empty one when the text holds no object.
+    """
+    found = json.loads(text)
+    return found if isinstance(found, dict) else {}
 
 
 class _KeyVerdicts(dict[str, bool]):

@@ -18,7 +18,7 @@ from typing import Final
 from codex_logging._errors import DatabaseDamagedError
 from codex_logging._mirror.compact import encoded, rest_of, split
 from codex_logging._mirror.engine import LONG_LINE_BYTES, run_sync
-from codex_logging._mirror.lines import ErrorRow, EventRow, column_text, record_of
+from codex_logging._mirror.lines import ErrorRow, EventRow, column_text, record_in, record_of
 from codex_logging._mirror.target import (
     WATERMARK_FIELDS,
     Progress,
@@ -413,7 +413,7 @@ def _handoff(
     # goes: the long value is held twice at most, never three times
     # (docs/performance.md, "Sync memory").
     del row, message
-    record = record_of((*head, None, data, None))
+    record = record_in(data)
     escaped = "\\u" in data
     del data
     columns = (*head[2:7], column_text(record.get("message"), escaped))
