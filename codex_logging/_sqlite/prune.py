@@ -117,16 +117,14 @@ class SqliteMirror:
         """Delete the session's rows, quarantined lines, watermark and summary."""
         self.wrote = True
         with atomic(self.conn, self.name, self.busy_timeout):
-            deleted = 0
-            for table in TABLES:
-                if table == "session_events":
-                    # The compact rows, then the session's key (docs/mirror.md).
-                    deleted = self.conn.execute(
-                        "DELETE FROM session_rows"
-                        " WHERE sid = (SELECT id FROM session_keys WHERE session_id = ?)",
-                        (session_id,),
-                    ).rowcount
-                    table = "session_keys"  # noqa: PLW2901 - its key goes with them
+            # The compact rows (``session_events`` is a view over them: docs/mirror.md),
+            # then the session's other tables, its key last.
+            deleted = self.conn.execute(
+                "DELETE FROM session_rows"
+                " WHERE sid = (SELECT id FROM session_keys WHERE session_id = ?)",
+                (session_id,),
+            ).rowcount
+            for table in (*(t for t in TABLES if t != "session_events"), "session_keys"):
                 self.conn.execute(
                     f"DELETE FROM {table} WHERE session_id = ?",  # noqa: S608 - constants
                     (session_id,),
