@@ -53,6 +53,31 @@ class TestProcessor:
         assert {rec["password"] for rec in fields} == {"[REDACTED]"}
         assert [rec["message"] for rec in lines] == ["step", "", "step", ""]
 
+    def test_keys_it_reads_itself_after_ordinary_fields(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """session_id, logger, kind, role and stack found after other fields: read, written once."""
+        monkeypatch.delenv("CODEX_SESSION_ID", raising=False)
+        proc = CodexProcessor(tmp_path)  # no session of its own: the event names it
+        for n in range(2):  # the second event runs on warm caches
+            proc(None, "info", {"a": n, "b": "x", "session_id": "named", "logger": "app.x",
+                                "role": "tool", "stack": "my own stack", "event": "e",
+                                "level": "warning"})  # fmt: skip
+            proc(None, "info", {"a": n, "event": "plain", "level": "info", "session_id": "named"})
+        lines = read_lines(tmp_path / "named.ndjson")
+        assert [list(rec) for rec in lines] == [
+            ["ts", "session_id", "kind", "level", "logger", "message", "pid", "role", "a", "b",
+             "stack"],
+            ["ts", "session_id", "kind", "level", "message", "pid", "a"],
+        ] * 2  # fmt: skip
+        assert [(r["a"], r["level"], r.get("logger"), r.get("stack")) for r in lines] == [
+            (0, "WARNING", "app.x", "my own stack"),
+            (0, "INFO", None, None),
+            (1, "WARNING", "app.x", "my own stack"),
+            (1, "INFO", None, None),
+        ]
+        assert proc.dropped == 0
+
     def test_secret_names_and_numbers_json_cannot_hold(self, tmp_path: Path) -> None:
         """A bytes key with a secret name is redacted; NaN and infinities are written as str()."""
         proc = CodexProcessor(tmp_path, "p")

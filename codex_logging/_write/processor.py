@@ -16,14 +16,15 @@ from codex_logging._record import (
 )
 from codex_logging._write.handler import STRUCTLOG_MAPPED, CodexHandler
 from codex_logging._write.session import current_session, deferred
-from codex_logging._write.sink import SKIP, SinkOwner
+from codex_logging._write.sink import OWN, SKIP, FieldNames, SinkOwner
 from codex_logging._write.writer import PROCESS
 
 # Bound once: a module attribute lookup shows on the per-event path.
 _time: Final = time.time
 _scoped: Final = current_session.get
 _StdlibLogger: Final = logging.Logger
-#: The keys of an event that __call__ reads besides ``event`` and ``level``.
+#: The keys of an event that __call__ reads besides ``event`` and ``level``
+#: (``stack`` is written as a field too, unless it is StackInfoRenderer's text).
 _OWN_KEYS: Final = frozenset(
     ("session_id", "logger", "kind", "role", "exception", "exc_info", "stack", "stack_info")
 )
@@ -86,13 +87,22 @@ class CodexProcessor(SinkOwner):
     __slots__ = ("_names", "_other_class")
 
     def _made(self) -> None:
-        self._names = self.sink.field_names(_MAPPED)
+        # The keys read besides "event" and "level" are marked OWN: the field
+        # loop of __call__ finds them (the processor's own cache).
+        self._names: FieldNames = {
+            **dict.fromkeys(_MAPPED, SKIP),
+            **dict.fromkeys(_OWN_KEYS, OWN),
+        }
         #: The last logger class found not to be a stdlib Logger: the usual
         #: logger (a PrintLogger, a BytesLogger) skips the isinstance test.
         self._other_class: type | None = None
 
     def __call__(  # noqa: C901, PLR0912, PLR0915 - the hot path (bench/)
-        self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+        self,
+        logger: Any,
+        method_name: str,
+        event_dict: MutableMapping[str, Any],
+        _rare: bool = False,  # only the call in the field loop passes it
     ) -> MutableMapping[str, Any]:
         """Write ``event_dict`` and return it untouched.
 
@@ -112,13 +122,8 @@ class CodexProcessor(SinkOwner):
                         return event_dict
                 else:
                     self._other_class = cls
-            get = event_dict.get
-            if _OWN_KEYS.isdisjoint(event_dict):
-                # The usual event names none of them: one test, not eight gets (bench/).
-                explicit = name = kind = role = None
-                rare = False
-            else:
-                rare = True
+            if _rare:
+                get = event_dict.get
                 explicit, name, kind, role = (
                     get("session_id"),
                     get("logger"),
@@ -127,12 +132,12 @@ class CodexProcessor(SinkOwner):
                 )
                 exception, exc_info = get("exception"), get("exc_info")
                 stack, stack_info = get("stack"), get("stack_info")
-            # Sink.route inlined for its usual answers: the scope's session or
-            # the sink's own (already valid) id.
-            sid = None if explicit is not None else _scoped() or sink.own_id
-            if sid is None:
-                sid = sink.route(explicit)
-            level = given_level = get("level")
+            else:
+                # The usual event names none of the keys read here; the field
+                # loop below finds one if it does, and starts again with
+                # _rare (one pass over the keys, not eight lookups: bench/).
+                explicit = name = kind = role = None
+            level = given_level = event_dict.get("level")
             # add_log_level's name when it ran, else the method's.
             if level.__class__ is not str:
                 level = method_name
@@ -152,28 +157,37 @@ class CodexProcessor(SinkOwner):
             else:
                 kind, role, name = sink.texts(kind, role, name, counter)
             redactor = sink.redactor
-            message = event = get("event")
+            message = event = event_dict.get("event")
             if message.__class__ is not str:
                 message = sink.message(message, counter)
             elif redactor is not None and message not in redactor.clean:
                 message = redactor.text(message, counter)
-            record: dict[str, Any] = {
-                "ts": _time(),
-                "session_id": sid,
-                "kind": kind,
-                "level": level,
-            }
-            if known is None and level not in STANDARD_LEVELS:  # may carry a number
-                levelno = level_number(level, get("level_number"))
-                if levelno is not None:
-                    record["levelno"] = levelno
-            if name is not None:
-                record["logger"] = name
-            record["message"] = message
-            record["pid"] = PROCESS.pid
-            if role is not None:
-                record["role"] = role
-            if rare and (
+            # The session is filled in once the fields showed whether the
+            # event names one.
+            if known is not None and name is not None and role is None:
+                # The usual record, in one dict display.
+                record: dict[str, Any] = {
+                    "ts": _time(),
+                    "session_id": None,
+                    "kind": kind,
+                    "level": level,
+                    "logger": name,
+                    "message": message,
+                    "pid": PROCESS.pid,
+                }
+            else:
+                record = {"ts": _time(), "session_id": None, "kind": kind, "level": level}
+                if known is None and level not in STANDARD_LEVELS:  # may carry a number
+                    levelno = level_number(level, event_dict.get("level_number"))
+                    if levelno is not None:
+                        record["levelno"] = levelno
+                if name is not None:
+                    record["logger"] = name
+                record["message"] = message
+                record["pid"] = PROCESS.pid
+                if role is not None:
+                    record["role"] = role
+            if _rare and (
                 exception is not None
                 or exc_info is not None
                 or stack is not None
@@ -188,28 +202,45 @@ class CodexProcessor(SinkOwner):
             # with text or a JSON scalar; any other goes through add_field.
             # structlog puts "event" and "level" after the event's own keys:
             # once as many fields as there can be are written, the loop stops.
-            names = self._names
             left = len(event_dict) - (event is not None) - (given_level is not None)
-            for key, value in event_dict.items():
-                if not left:
-                    break
-                written = names.get(key)
-                if written is None:
-                    left -= 1
-                    sink.add_field(record, key, value, counter, names)
-                elif written is not SKIP:
-                    left -= 1
-                    cls = value.__class__
-                    if cls is str:
-                        if redactor is not None:
-                            value = redactor.text(value, counter)  # noqa: PLW2901
-                        record[written] = value
-                    elif cls in SCALARS and (cls is not float or value - value == 0.0):
-                        record[written] = value
+            if left:
+                names = self._names
+                for key in event_dict:
+                    written = names.get(key)
+                    if written.__class__ is str:
+                        value = event_dict[key]
+                        cls = value.__class__
+                        if cls is str:
+                            if redactor is not None:
+                                value = redactor.text(value, counter)
+                            record[written] = value  # type: ignore[index]
+                        elif cls in SCALARS and (cls is not float or value - value == 0.0):
+                            record[written] = value  # type: ignore[index]
+                        else:
+                            sink.add_field(record, key, value, counter, names)
+                    elif written is None:
+                        sink.add_field(record, key, event_dict[key], counter, names)
+                    elif written is SKIP:
+                        continue
+                    elif not _rare:
+                        return self(logger, method_name, event_dict, _rare=True)
+                    elif key == "stack" and not (
+                        stack.__class__ is str and stack.startswith(STACK_HEADER)
+                    ):
+                        # A field of its own, unless it is StackInfoRenderer's
+                        # text (in exc above); not cached under its mark.
+                        sink.add_field(record, key, stack, counter, {})
                     else:
-                        sink.add_field(record, key, value, counter, names)
-            if rare and stack.__class__ is str and stack.startswith(STACK_HEADER):
-                record.pop("stack", None)  # StackInfoRenderer's text: it is in exc
+                        continue
+                    left -= 1
+                    if not left:
+                        break
+            # Sink.route inlined for its usual answers: the scope's session or
+            # the sink's own (already valid) id.
+            sid = None if explicit is not None else _scoped() or sink.own_id
+            if sid is None:
+                sid = sink.route(explicit)
+            record["session_id"] = sid
             sink.append(record, sid, kind, counter[0])
         except Exception as error:
             sink.report(error)

@@ -71,11 +71,14 @@ CLEAN_TEXT_LENGTH: Final = 128
 
 class _Mark(enum.Enum):
     SKIP = enum.auto()
+    OWN = enum.auto()
 
 
 #: In a field-name cache (:meth:`Sink.field_names`): a name that is not an
 #: extra field (it was mapped to a record field).
 SKIP: Final = _Mark.SKIP
+#: In the processor's cache: a name the processor reads itself (docs/record-format.md).
+OWN: Final = _Mark.OWN
 #: A field-name cache: field name as given -> the name written, for names
 #: that held no secret and whose values are not secret by their name; or SKIP.
 FieldNames = dict[object, "str | _Mark"]
