@@ -178,10 +178,9 @@ class CodexHandler(SinkOwner, logging.Handler):
                 if isinstance(event, dict):
                     self._emit_structlog(record, event)
                     return
-            get = fields.get
             # Sink.route inlined for its usual answers: the scope's session
             # (where the record was made, else here) or the sink's own id.
-            explicit = get("session_id")
+            explicit = fields.get("session_id")
             sid = (
                 None
                 if explicit is not None
@@ -215,8 +214,8 @@ class CodexHandler(SinkOwner, logging.Handler):
             else:
                 exc = None
             name = fields["name"]
-            kind = get("kind")
-            role = get("role")
+            kind = fields.get("kind")
+            role = fields.get("role")
             # The usual record names no kind and no role, and its logger name
             # was found clean before: nothing to convert or redact.
             if kind is None and role is None and name.__class__ is str and name in sink.clean_texts:
@@ -248,23 +247,34 @@ class CodexHandler(SinkOwner, logging.Handler):
                 if exc is not None:
                     exc = redactor.text(exc, counter)
             level = fields["levelname"]
-            line: dict[str, Any] = {
-                "ts": fields["created"],
-                "session_id": sid,
-                "kind": kind,
-                "level": level,
-            }
-            if level not in STANDARD_LEVELS:  # loguru's SUCCESS, a "Level 25"
-                line["levelno"] = fields["levelno"]
-            if name is not None:
-                line["logger"] = name
-            line["message"] = message
             pid = fields["process"]
-            line["pid"] = pid if pid is not None else PROCESS.pid
-            if role is not None:
-                line["role"] = role
-            if exc is not None:
-                line["exc"] = exc
+            if pid is None:
+                pid = PROCESS.pid
+            standard = level in STANDARD_LEVELS
+            line: dict[str, Any]
+            if standard and name is not None and role is None and exc is None:
+                # The usual record, in one dict display (bench/).
+                line = {
+                    "ts": fields["created"],
+                    "session_id": sid,
+                    "kind": kind,
+                    "level": level,
+                    "logger": name,
+                    "message": message,
+                    "pid": pid,
+                }
+            else:
+                line = {"ts": fields["created"], "session_id": sid, "kind": kind, "level": level}
+                if not standard:  # loguru's SUCCESS, a "Level 25"
+                    line["levelno"] = fields["levelno"]
+                if name is not None:
+                    line["logger"] = name
+                line["message"] = message
+                line["pid"] = pid
+                if role is not None:
+                    line["role"] = role
+                if exc is not None:
+                    line["exc"] = exc
             # LogRecord.__init__ sets its own attributes first, so anything from
             # ``extra`` comes after them: read only that tail, from the end
             # (skipping the first twenty items one by one cost more than the
@@ -272,18 +282,19 @@ class CodexHandler(SinkOwner, logging.Handler):
             # not "name" was built some other way: it is filtered in full.
             added = len(fields) - _PLAIN_RECORD_SIZE
             if added > 0:
-                items: Iterable[tuple[str, Any]]
+                keys: Iterable[str]
                 if not plain and next(iter(fields)) != "name":
-                    items = fields.items()
+                    keys = fields
                 elif added == 1:
-                    items = (next(reversed(fields.items())),)
+                    keys = (next(reversed(fields)),)
                 else:
-                    items = reversed(list(islice(reversed(fields.items()), added)))
+                    keys = reversed(list(islice(reversed(fields), added)))
                 # Sink.add_fields inlined: the usual field is a name seen
                 # before with text or a JSON scalar; any other goes through
                 # add_field.
                 names = self._names
-                for key, value in items:
+                for key in keys:
+                    value = fields[key]
                     written = names.get(key)
                     if written is None:
                         sink.add_field(line, key, value, counter, names)
@@ -291,7 +302,7 @@ class CodexHandler(SinkOwner, logging.Handler):
                         cls = value.__class__
                         if cls is str:
                             if redactor is not None:
-                                value = redactor.text(value, counter)  # noqa: PLW2901
+                                value = redactor.text(value, counter)
                             line[written] = value
                         elif cls in SCALARS and (cls is not float or value - value == 0.0):
                             line[written] = value

@@ -25,9 +25,11 @@ from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from typing import Any, Final
 
+from codex_logging import _record
 from codex_logging._errors import InvalidSessionId, UnsafePathError, WriteError
 from codex_logging._record import (
     CORE_FIELDS,
+    FAST_OPTIONS,
     OTEL_TRACE,
     STANDARD_LEVELS,
     add_trace_context,
@@ -419,7 +421,18 @@ class Sink:
             record["redacted"] = redacted
         if OTEL_TRACE in sys.modules:  # only a program that uses OpenTelemetry pays for it
             add_trace_context(record)
-        line = encode(record)  # before any lock or file access
+        # encode()'s orjson path without the call to encode (bench/), read at
+        # each record as encode reads it; encode for the json module and for
+        # what orjson refuses (surrogates, big ints).
+        fast = _record._fast_dumps  # noqa: SLF001 - the same module's switch
+        try:
+            line = (
+                encode(record)
+                if fast is None
+                else fast(record, default=safe_str, option=FAST_OPTIONS)
+            )
+        except Exception:  # encode falls back to json, value by value
+            line = encode(record)
         path = self.paths.get(sid) or self.path(sid)
         fsync = self.fsync
         if fsync == "never":
