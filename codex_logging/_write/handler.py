@@ -16,7 +16,7 @@ from codex_logging._record import (
     exception_parts,
 )
 from codex_logging._write.session import STAMPS, current_session, deferred, stamped_session
-from codex_logging._write.sink import SKIP, SinkOwner
+from codex_logging._write.sink import SinkOwner
 from codex_logging._write.writer import PROCESS, WRITER, FsyncPolicy
 
 _scoped: Final = current_session.get
@@ -298,7 +298,7 @@ class CodexHandler(SinkOwner, logging.Handler):
                     written = names.get(key)
                     if written is None:
                         sink.add_field(line, key, value, counter, names)
-                    elif written is not SKIP:
+                    elif written.__class__ is str:  # not SKIP
                         cls = value.__class__
                         if cls is str:
                             if redactor is not None:

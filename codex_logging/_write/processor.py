@@ -213,9 +213,9 @@ class CodexProcessor(SinkOwner):
                         if cls is str:
                             if redactor is not None:
                                 value = redactor.text(value, counter)
-                            record[written] = value  # type: ignore[index]
+                            record[written] = value
                         elif cls in SCALARS and (cls is not float or value - value == 0.0):
-                            record[written] = value  # type: ignore[index]
+                            record[written] = value
                         else:
                             sink.add_field(record, key, value, counter, names)
                     elif written is None:
