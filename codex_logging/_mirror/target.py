@@ -129,7 +129,15 @@ class Target(Protocol):
 
         Called under that file's lock when a file's name has no watermark of
         its own, or one of another file: a renamed or moved file is found by
-        its identity, ``(session_id, watermark)`` pairs.
+        its identity.
+
+        Args:
+            source_id: The sessions folder's id.
+            file_dev: The file's ``st_dev``.
+            file_ino: The file's ``st_ino``.
+
+        Returns:
+            ``(session_id, watermark)`` pairs.
         """
 
     def commit(

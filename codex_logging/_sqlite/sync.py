@@ -214,16 +214,7 @@ class SqliteTarget:
     def same_file(
         self, source_id: str, file_dev: int, file_ino: int
     ) -> list[tuple[str, Watermark]]:
-        """Return this folder's watermarks of the file ``(dev, ino)`` (see ``Target.same_file``).
-
-        Args:
-            source_id: The sessions folder's id.
-            file_dev: The file's ``st_dev``.
-            file_ino: The file's ``st_ino``.
-
-        Returns:
-            ``(session_id, watermark)`` pairs.
-        """
+        """Return this folder's watermarks of the file ``(dev, ino)`` (see ``Target.same_file``)."""
         with translated(self.name, self.busy_timeout):
             rows = self.conn.execute(
                 f"SELECT session_id, {_WATERMARK_COLUMNS} FROM session_ingest_watermark"  # noqa: S608 - constant
