@@ -85,6 +85,7 @@ _SHARED: Final[dict[str, dict[str, Any]]] = {
         "help": "the NDJSON folder (default: $CODEX_SESSIONS_DIR, else the nearest .codex/)"
     },
     "--session-id": {"type": _session_id, "help": "only this session"},
+    "--json": {"action": "store_true", "help": "one JSON object per line"},
     "--watch": {
         "type": _number(
             float, WATCH_MIN, WATCH_MAX, f"a number of seconds from {WATCH_MIN} to {WATCH_MAX}"
@@ -174,9 +175,7 @@ def _query_options() -> _Parser:
     parent.add_argument(
         "--follow", action="store_true", help="then print new events as syncs land, until Ctrl-C"
     )
-    parent.add_argument(
-        "--json", action="store_true", help="one JSON object per line, with every field"
-    )
+    _add_shared(parent, "--json", help="one JSON object per line, with every field")
     return parent
 
 
@@ -267,8 +266,7 @@ def _add_commands(commands: Any) -> None:
         description="List the sessions in the database: id, start, end, status, events, counts.",
         epilog="example: codex-logs sessions --json",
     )
-    _add_shared(sessions, "--db", "--session-id")
-    sessions.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_shared(sessions, "--db", "--session-id", "--json")
     sessions.set_defaults(run=cmd_sessions)
     pruner = commands.add_parser(
         "prune",
@@ -290,7 +288,7 @@ def _add_commands(commands: Any) -> None:
     pruner.add_argument("--rows", action="store_true", help="also delete their rows, then VACUUM")
     pruner.add_argument("--dry-run", action="store_true", help="list what would go; delete nothing")
     _add_shared(pruner, "--session-id", "--db", "--sessions-dir")
-    pruner.add_argument("--json", action="store_true", help="one JSON object")
+    _add_shared(pruner, "--json", help="one JSON object")
     pruner.set_defaults(run=cmd_prune)
     migrator = commands.add_parser(
         "migrate",
@@ -363,9 +361,9 @@ def _add_export(commands: Any) -> None:
     otlp.add_argument(
         "--dry-run", action="store_true", help="build the requests, send none, move no watermark"
     )
-    otlp.add_argument(
+    _add_shared(
+        otlp,
         "--json",
-        action="store_true",
         help="with --dry-run: each request as one OTLP/JSON line; else the report as JSON",
     )
     otlp.set_defaults(run=cmd_export)
