@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,10 @@ from codex_logging import SourceIdError, sync_to_sqlite
 from codex_logging._errors import DatabaseError
 from codex_logging._mirror import engine as _ingest
 from codex_logging._mirror.engine import _TIMESLICES, BATCH_LINES, _ShortTimeslices, run_sync
-from codex_logging._mirror.lines import ErrorRow, EventRow, LineParser
+from codex_logging._mirror.lines import LineParser
 from codex_logging._mirror.target import (
     SOURCE_ID_FILE,
+    Batch,
     SyncReport,
     Watermark,
     WatermarkMovedError,
@@ -191,16 +191,8 @@ class _PipelinedTarget:
     def same_file(self, source: str, dev: int, ino: int) -> list[tuple[str, Watermark]]:
         return [(sid, m) for sid, m in self.marks.items() if (m.file_dev, m.file_ino) == (dev, ino)]
 
-    def commit(
-        self,
-        session_id: str,
-        expected_seq: int,
-        events: Sequence[EventRow],
-        errors: Sequence[ErrorRow],
-        *,
-        mark: Watermark,
-        offsets: Sequence[int],
-    ) -> int:
+    def commit(self, batch: Batch) -> int:
+        session_id, mark = batch.session_id, batch.mark
         assert self._busy.acquire(blocking=False), "two commits at once"
         try:
             self.calls += 1
@@ -212,13 +204,13 @@ class _PipelinedTarget:
                 assert self.error is not None
                 raise self.error
             stored = self.marks.get(session_id, Watermark())
-            assert stored.seq == expected_seq
-            self.rows.extend(row[1] for row in events)
+            assert stored.seq == batch.expected_seq
+            self.rows.extend(row[1] for row in batch.events)
             self.marks[session_id] = mark
             self.log.append(("commit-end", mark.seq))
             if self.path is not None:
                 self.file_locked.append(_is_locked(self.path))
-            return len(events)
+            return len(batch.events)
         finally:
             self._busy.release()
 

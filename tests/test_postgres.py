@@ -21,7 +21,7 @@ import pytest
 from codex_logging import UnknownSessionError, sync_to_postgres, sync_to_sqlite
 from codex_logging._errors import DatabaseError, DatabaseLockedError, InvalidFilterError
 from codex_logging._mirror.filters import Filters, build
-from codex_logging._mirror.target import Watermark, WatermarkMovedError, source_id
+from codex_logging._mirror.target import Batch, Watermark, WatermarkMovedError, source_id
 from codex_logging._postgres.db import SCHEMA_VERSION, connect, display_url, migrate
 from codex_logging._postgres.read import query_postgres, query_where, sessions_postgres
 from codex_logging._postgres.sync import PostgresTarget
@@ -378,7 +378,7 @@ class TestManyMachines:
             for seq in range(1, 9):
                 record = {"message": "m"}
                 row = ("s", seq, float(seq), "message", None, None, None, "m", "{}", record)
-                target.commit("s", seq - 1, [row], [], mark=Watermark(seq=seq), offsets=[0])
+                target.commit(Batch("s", seq - 1, [row], [], Watermark(seq=seq), [0]))
                 assert target.read_watermark("s") is not None
             prepared = target.conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()
         finally:
@@ -398,21 +398,21 @@ class TestManyMachines:
             assert second.read_watermark("s") is None
             row = ("s", 1, 1.0, "message", None, None, None, "one", "{}", {"message": "one"})
             mark = Watermark(seq=1, byte_offset=20)
-            assert first.commit("s", 0, [row], [], mark=mark, offsets=[0]) == 1
+            assert first.commit(Batch("s", 0, [row], [], mark, [0])) == 1
             with pytest.raises(WatermarkMovedError):
                 second.commit(
-                    "s", 0, [row], [("s", 2, 20, "bad", "x")], mark=Watermark(seq=2), offsets=[0]
+                    Batch("s", 0, [row], [("s", 2, 20, "bad", "x")], Watermark(seq=2), [0])
                 )
             assert second.read_watermark("s") == Watermark(seq=1, byte_offset=20, source_id="src")
             with pytest.raises(WatermarkMovedError):  # a stale seq that is not 0
-                second.commit("s", 5, [], [], mark=Watermark(seq=6), offsets=[])
+                second.commit(Batch("s", 5, [], [], Watermark(seq=6), []))
             # A raw NUL, which no parsed line holds but PostgreSQL text refuses:
             # that row alone is quarantined, its line kept byte for byte.
             raw = '{"m": "a\x00b"}'
             nul = ("s", 2, 2.0, "message", None, None, None, "a\x00b", raw, {"m": "a\x00b"})
-            assert first.commit("s", 1, [nul], [], mark=Watermark(seq=2), offsets=[20]) == 0
+            assert first.commit(Batch("s", 1, [nul], [], Watermark(seq=2), [20])) == 0
             error = ("s", 3, 40, "bad", "x")
-            assert first.commit("s", 2, [], [error], mark=Watermark(seq=3), offsets=[]) == 0
+            assert first.commit(Batch("s", 2, [], [error], Watermark(seq=3), [])) == 0
         finally:
             first.close()
             second.close()

@@ -31,6 +31,7 @@ from codex_logging import (
 )
 from codex_logging._errors import SessionsDirError
 from codex_logging._mirror.engine import LONG_LINE_BYTES
+from codex_logging._mirror.target import Batch
 from codex_logging._sqlite.db import MIGRATIONS, SCHEMA_VERSION, atomic, connect
 from tests.checks import assert_exactly_once, expected_numbered
 from tests.conftest import db_connection
@@ -627,7 +628,7 @@ class TestCompareAndSet:
         write_lines(sessions / "s.ndjson", 3)
         original = SqliteTarget.commit
 
-        def racing_commit(self: SqliteTarget, *args: Any, **kwargs: Any) -> int:
+        def racing_commit(self: SqliteTarget, batch: Batch) -> int:
             # Another sync (on a rotated file at the same path) commits first.
             with db_connection(db) as other:
                 other.executemany(
@@ -636,9 +637,9 @@ class TestCompareAndSet:
                 )
                 other.execute(
                     "INSERT INTO session_ingest_watermark (session_id, seq, byte_offset) VALUES ('s', 3, ?)",
-                    (kwargs["mark"].byte_offset,),
+                    (batch.mark.byte_offset,),
                 )
-            return original(self, *args, **kwargs)
+            return original(self, batch)
 
         monkeypatch.setattr(SqliteTarget, "commit", racing_commit)
         report = sync_to_sqlite(db, sessions)

@@ -38,8 +38,6 @@ EXIT_USAGE: Final = 2
 #: ``sync --watch`` seconds: shorter only spins the CPU; a longer period is cron's job.
 WATCH_MIN: Final = 0.01
 WATCH_MAX: Final = 86400
-_DB_HELP: Final = "the database (default: $CODEX_LOG_DB_PATH, else the nearest .codex/)"
-_DIR_HELP: Final = "the NDJSON folder (default: $CODEX_SESSIONS_DIR, else the nearest .codex/)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,6 +78,28 @@ def _number(kind: type[int | float], low: float, high: float, what: str) -> Call
 
 _session_id = _checked(validate_session_id)
 
+#: The options several commands take, by flag: the keywords of ``add_argument``.
+_SHARED: Final[dict[str, dict[str, Any]]] = {
+    "--db": {"help": "the database (default: $CODEX_LOG_DB_PATH, else the nearest .codex/)"},
+    "--sessions-dir": {
+        "help": "the NDJSON folder (default: $CODEX_SESSIONS_DIR, else the nearest .codex/)"
+    },
+    "--session-id": {"type": _session_id, "help": "only this session"},
+    "--json": {"action": "store_true", "help": "one JSON object per line"},
+    "--watch": {
+        "type": _number(
+            float, WATCH_MIN, WATCH_MAX, f"a number of seconds from {WATCH_MIN} to {WATCH_MAX}"
+        ),
+        "metavar": "SECONDS",
+    },
+}
+
+
+def _add_shared(parser: Any, *flags: str, **keywords: Any) -> None:
+    """Add the options ``flags`` as :data:`_SHARED` has them, with ``keywords`` on top."""
+    for flag in flags:
+        parser.add_argument(flag, **{**_SHARED[flag], **keywords})
+
 
 def _run(prog: str, action: Callable[[], int], args: argparse.Namespace) -> int:
     try:
@@ -105,8 +125,8 @@ def _run(prog: str, action: Callable[[], int], args: argparse.Namespace) -> int:
 def _query_options() -> _Parser:
     # Shared by query_logs and codex-logs query, defined once.
     parent = _Parser(add_help=False)
-    parent.add_argument("--db", help=_DB_HELP)
-    parent.add_argument("--session-id", type=_session_id, help="only this session (default: all)")
+    _add_shared(parent, "--db")
+    _add_shared(parent, "--session-id", help="only this session (default: all)")
     parent.add_argument(
         "--tail",
         type=_number(int, 1, _filters.MAX_TAIL, f"a whole number from 1 to {_filters.MAX_TAIL}"),
@@ -155,21 +175,12 @@ def _query_options() -> _Parser:
     parent.add_argument(
         "--follow", action="store_true", help="then print new events as syncs land, until Ctrl-C"
     )
-    parent.add_argument(
-        "--json", action="store_true", help="one JSON object per line, with every field"
-    )
+    _add_shared(parent, "--json", help="one JSON object per line, with every field")
     return parent
 
 
 def query_main(argv: Sequence[str] | None = None) -> int:
-    """Run ``python -m codex_logging.query_logs``.
-
-    Args:
-        argv: The arguments, without the program name; ``sys.argv[1:]`` by default.
-
-    Returns:
-        The exit status.
-    """
+    """Run ``python -m codex_logging.query_logs``; ``argv`` and the result as for :func:`main`."""
     parser = _Parser(
         prog="python -m codex_logging.query_logs",
         description="Print the latest events of the session log database, oldest first.",
@@ -186,24 +197,16 @@ def query_main(argv: Sequence[str] | None = None) -> int:
 def _add_sync_options(parser: argparse.ArgumentParser, *, importer: bool) -> None:
     # codex-import-ndjson keeps its older contract: --session ID | --all (docs/cli.md).
     which = parser.add_mutually_exclusive_group(required=importer)
-    which.add_argument("--session-id", type=_session_id, metavar="ID", help="only this session")
+    _add_shared(which, "--session-id", metavar="ID")
     which.add_argument("--session", type=_session_id, dest="session_id", help=argparse.SUPPRESS)
     which.add_argument(
         "--all",
         action="store_true",
         help="every session file" + ("" if importer else " (the default)"),
     )
-    parser.add_argument("--db", help=_DB_HELP)
-    parser.add_argument("--sessions-dir", help=_DIR_HELP)
+    _add_shared(parser, "--db", "--sessions-dir")
     if not importer:
-        parser.add_argument(
-            "--watch",
-            type=_number(
-                float, WATCH_MIN, WATCH_MAX, f"a number of seconds from {WATCH_MIN} to {WATCH_MAX}"
-            ),
-            metavar="SECONDS",
-            help="sync again every SECONDS until Ctrl-C",
-        )
+        _add_shared(parser, "--watch", help="sync again every SECONDS until Ctrl-C")
         parser.add_argument(
             "--rebuild",
             action="store_true",
@@ -263,9 +266,7 @@ def _add_commands(commands: Any) -> None:
         description="List the sessions in the database: id, start, end, status, events, counts.",
         epilog="example: codex-logs sessions --json",
     )
-    sessions.add_argument("--db", help=_DB_HELP)
-    sessions.add_argument("--session-id", type=_session_id, help="only this session")
-    sessions.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_shared(sessions, "--db", "--session-id", "--json")
     sessions.set_defaults(run=cmd_sessions)
     pruner = commands.add_parser(
         "prune",
@@ -286,10 +287,8 @@ def _add_commands(commands: Any) -> None:
     )
     pruner.add_argument("--rows", action="store_true", help="also delete their rows, then VACUUM")
     pruner.add_argument("--dry-run", action="store_true", help="list what would go; delete nothing")
-    pruner.add_argument("--session-id", type=_session_id, help="only this session")
-    pruner.add_argument("--db", help=_DB_HELP)
-    pruner.add_argument("--sessions-dir", help=_DIR_HELP)
-    pruner.add_argument("--json", action="store_true", help="one JSON object")
+    _add_shared(pruner, "--session-id", "--db", "--sessions-dir")
+    _add_shared(pruner, "--json", help="one JSON object")
     pruner.set_defaults(run=cmd_prune)
     migrator = commands.add_parser(
         "migrate",
@@ -301,7 +300,7 @@ def _add_commands(commands: Any) -> None:
         ),
         epilog="example: codex-logs migrate --dry-run",
     )
-    migrator.add_argument("--db", help=_DB_HELP)
+    _add_shared(migrator, "--db")
     migrator.add_argument(
         "--dry-run", action="store_true", help="print the size expected after; change nothing"
     )
@@ -345,16 +344,9 @@ def _add_export(commands: Any) -> None:
             " $OTEL_EXPORTER_OTLP_ENDPOINT/v1/logs, else http://localhost:4318/v1/logs)"
         ),
     )
-    otlp.add_argument("--session-id", type=_session_id, metavar="ID", help="only this session")
-    otlp.add_argument("--sessions-dir", help=_DIR_HELP)
-    otlp.add_argument(
-        "--watch",
-        type=_number(
-            float, WATCH_MIN, WATCH_MAX, f"a number of seconds from {WATCH_MIN} to {WATCH_MAX}"
-        ),
-        metavar="SECONDS",
-        help="export again every SECONDS until Ctrl-C",
-    )
+    _add_shared(otlp, "--session-id", metavar="ID")
+    _add_shared(otlp, "--sessions-dir")
+    _add_shared(otlp, "--watch", help="export again every SECONDS until Ctrl-C")
     otlp.add_argument(
         "--format",
         choices=("protobuf", "otlp-json"),
@@ -369,9 +361,9 @@ def _add_export(commands: Any) -> None:
     otlp.add_argument(
         "--dry-run", action="store_true", help="build the requests, send none, move no watermark"
     )
-    otlp.add_argument(
+    _add_shared(
+        otlp,
         "--json",
-        action="store_true",
         help="with --dry-run: each request as one OTLP/JSON line; else the report as JSON",
     )
     otlp.set_defaults(run=cmd_export)
@@ -388,7 +380,7 @@ def _add_serve(commands: Any) -> None:
         ),
         epilog="example: codex-logs serve --port 8700",
     )
-    server.add_argument("--db", help=_DB_HELP)
+    _add_shared(server, "--db")
     server.add_argument(
         "--host",
         default="127.0.0.1",
@@ -447,11 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def import_main(argv: Sequence[str] | None = None) -> int:
     """Run ``codex-import-ndjson``, the importer under the name older scripts know.
 
-    Args:
-        argv: The arguments, without the program name; ``sys.argv[1:]`` by default.
-
-    Returns:
-        The exit status.
+    ``argv`` and the result are as for :func:`main`.
     """
     parser = _Parser(
         prog="codex-import-ndjson",

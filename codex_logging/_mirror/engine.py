@@ -28,6 +28,7 @@ from typing import Final
 from codex_logging._errors import CodexLoggingError, SessionsDirError, UnknownSessionError
 from codex_logging._mirror.lines import ErrorRow, EventRow, LineParser
 from codex_logging._mirror.target import (
+    Batch,
     BatchRefusedError,
     ForeignSourceError,
     Progress,
@@ -678,22 +679,22 @@ class _FileSync:
         pool = self.run_.pool
         if pool is None:
             inserted = self.target.commit(
-                self.sid, self.stored_seq, events, errors, mark=mark, offsets=self.offsets
+                Batch(self.sid, self.stored_seq, events, errors, mark, self.offsets)
             )
             self._account(offset, len(events), len(errors), inserted)
         else:
             self._collect()
             # The worker gets copies: the lists are cleared and the watermark
             # moved on for the next batch while it commits.
-            commit = functools.partial(
-                self.target.commit,
+            batch = Batch(
                 self.sid,
                 self.stored_seq,
                 list(events),
                 list(errors),
-                mark=dataclasses.replace(mark),
-                offsets=list(self.offsets),
+                dataclasses.replace(mark),
+                list(self.offsets),
             )
+            commit = functools.partial(self.target.commit, batch)
             try:
                 future = pool.submit(commit)
             except RuntimeError:

@@ -92,6 +92,28 @@ class Watermark:
 WATERMARK_FIELDS: Final = tuple(field.name for field in dataclasses.fields(Watermark))
 
 
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """What :meth:`Target.commit` stores: the next lines of one session file.
+
+    Attributes:
+        session_id: The session.
+        expected_seq: The seq the stored watermark must still hold.
+        events: Event rows.
+        errors: Quarantine rows.
+        mark: The new watermark.
+        offsets: The byte offset of each event's line: ``offsets[i]`` is
+            ``events[i]``'s.
+    """
+
+    session_id: str
+    expected_seq: int
+    events: Sequence[EventRow]
+    errors: Sequence[ErrorRow]
+    mark: Watermark
+    offsets: Sequence[int]
+
+
 class Target(Protocol):
     """A database the engine syncs into; only these methods touch it."""
 
@@ -129,27 +151,25 @@ class Target(Protocol):
 
         Called under that file's lock when a file's name has no watermark of
         its own, or one of another file: a renamed or moved file is found by
-        its identity, ``(session_id, watermark)`` pairs.
+        its identity.
+
+        Args:
+            source_id: The sessions folder's id.
+            file_dev: The file's ``st_dev``.
+            file_ino: The file's ``st_ino``.
+
+        Returns:
+            ``(session_id, watermark)`` pairs.
         """
 
-    def commit(
-        self,
-        session_id: str,
-        expected_seq: int,
-        events: Sequence[EventRow],
-        errors: Sequence[ErrorRow],
-        *,
-        mark: Watermark,
-        offsets: Sequence[int],
-    ) -> int:
-        """Insert a batch and move the watermark, in one transaction.
+    def commit(self, batch: Batch) -> int:
+        """Insert a batch and move the watermark to ``batch.mark``, in one transaction.
 
-        Compare and set: when the stored seq is not ``expected_seq``, raise
+        Compare and set: when the stored seq is not ``batch.expected_seq``, raise
         :class:`WatermarkMovedError` and insert nothing. A row the database
         rejects does not fail the batch: rows are retried one by one and the
         culprit is quarantined with :func:`rejected_event` /
-        :func:`rejected_error`. ``offsets[i]`` is the byte offset of
-        ``events[i]``'s line.
+        :func:`rejected_error`.
 
         Returns:
             The number of event rows inserted.

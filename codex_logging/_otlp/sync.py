@@ -16,14 +16,14 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Final
 
 from codex_logging._errors import DatabaseError, OtlpExportError, hide_secrets
 from codex_logging._mirror.engine import run_sync
-from codex_logging._mirror.lines import ErrorRow, EventRow
 from codex_logging._mirror.target import (
     WATERMARK_FIELDS,
+    Batch,
     BatchRefusedError,
     Progress,
     SettledRow,
@@ -223,16 +223,7 @@ class OtlpTarget:
 
     # -- a batch ------------------------------------------------------------
 
-    def commit(
-        self,
-        session_id: str,
-        expected_seq: int,
-        events: Sequence[EventRow],
-        errors: Sequence[ErrorRow],
-        *,
-        mark: Watermark,
-        offsets: Sequence[int],
-    ) -> int:
+    def commit(self, batch: Batch) -> int:
         """Send a batch, then move the watermark (see ``Target.commit``).
 
         The watermark moves only after every request of the batch was
@@ -245,7 +236,8 @@ class OtlpTarget:
             BatchRefusedError: The endpoint refused a request (a 4xx).
             OtlpExportError: The endpoint could not be reached after the retries.
         """
-        del errors, offsets  # quarantined lines are counted by the engine
+        # Quarantined lines (batch.errors) are counted by the engine.
+        session_id, expected_seq, events = batch.session_id, batch.expected_seq, batch.events
         if not self.dry_run:
             current = self.read_watermark(session_id)
             if (current.seq if current else 0) != expected_seq:
@@ -264,7 +256,7 @@ class OtlpTarget:
         if not self.dry_run:
             if self._out_fd >= 0:
                 self._synced()  # the lines are on disk before the watermark says so
-            self._store(session_id, expected_seq, mark)
+            self._store(session_id, expected_seq, batch.mark)
         return len(events)
 
     def _append(self, line: str) -> None:

@@ -27,14 +27,15 @@ if TYPE_CHECKING:
 #: The key of the advisory lock migrations hold ("codexlog" in ASCII).
 _MIGRATION_LOCK: Final = 0x636F6465786C6F67
 
-#: A summary's rows from ``session_events`` rows matching ``{where}`` (with
-#: ``%s`` parameters): the whole table when migration 2 builds the summary
-#: (a sync adds a batch's rows with :data:`SUMMARY_BATCH`). Each column is what the first
-#: ``sessions`` view computed; the pids are the ``events`` view's.
-SUMMARY_ROWS: Final = """
+#: Rows added to their sessions' summaries: ``{rows}`` says which (FROM,
+#: WHERE, GROUP BY or HAVING), ``{keys}`` their source and session, ``{json}``
+#: the column holding a row's JSON; ``{end_...}``: the latest end's columns
+#: (:data:`SUMMARY_BATCH_ENDS`). Each column is what the first ``sessions``
+#: view computed.
+_SUMMARY_UPSERT: Final = """
     INSERT INTO session_summary AS old (source_id, session_id, events, marks, warnings, errors,
-        start_ts, end_ts, first_ts, last_ts, failed)
-    SELECT source_id, session_id,
+        start_ts, end_ts, first_ts, last_ts, failed{end_columns})
+    SELECT {keys},
         count(*),
         count(*) FILTER (WHERE kind <> 'message'),
         count(*) FILTER (WHERE level IN ('WARNING', 'WARN')),
@@ -43,12 +44,10 @@ SUMMARY_ROWS: Final = """
         max(ts) FILTER (WHERE kind = 'end'),
         min(ts),
         max(ts),
-        coalesce(bool_or(codex_json(data) ->> 'status' = 'error') FILTER (WHERE kind = 'end'),
-            false)
-    FROM session_events
-    WHERE {where}
-    GROUP BY source_id, session_id
-    ON CONFLICT (source_id, session_id) DO UPDATE SET
+        coalesce(bool_or(codex_json({json}) ->> 'status' = 'error') FILTER (WHERE kind = 'end'),
+            false){end_values}
+    {rows}
+    ON CONFLICT (source_id, session_id) DO UPDATE SET{end_updates}
         events = old.events + excluded.events,
         marks = old.marks + excluded.marks,
         warnings = old.warnings + excluded.warnings,
@@ -59,6 +58,18 @@ SUMMARY_ROWS: Final = """
         last_ts = greatest(old.last_ts, excluded.last_ts),
         failed = old.failed OR excluded.failed
 """
+#: A summary's rows from ``session_events`` rows matching ``{where}`` (with
+#: ``%s`` parameters): the whole table when migration 2 builds the summary
+#: (a sync adds a batch's rows with :data:`SUMMARY_BATCH`); the pids are the
+#: ``events`` view's.
+SUMMARY_ROWS: Final = _SUMMARY_UPSERT.format(
+    keys="source_id, session_id",
+    json="data",
+    rows="FROM session_events\n    WHERE {where}\n    GROUP BY source_id, session_id",
+    end_columns="",
+    end_values="",
+    end_updates="",
+)
 SUMMARY_PIDS: Final = """
     INSERT INTO session_summary_pids (source_id, session_id, pid)
     SELECT DISTINCT source_id, session_id, (codex_json(data) ->> 'pid')::bigint
@@ -597,44 +608,24 @@ MOVING: Final = 6
 END_STATUS: Final = 8
 
 #: A batch's rows (``sid``, seq after the old watermark, up to the new one)
-#: added to its session's summary, read from the compact table: the columns
-#: of :data:`SUMMARY_ROWS` (``{end_...}``: and the latest end's, from
-#: :data:`END_STATUS` on). Parameters: source, session, sid, after, upto.
-_SUMMARY_BATCH: Final = """
-    INSERT INTO session_summary AS old (source_id, session_id, events, marks, warnings, errors,
-        start_ts, end_ts, first_ts, last_ts, failed{end_columns})
-    SELECT %s, %s,
-        count(*),
-        count(*) FILTER (WHERE kind <> 'message'),
-        count(*) FILTER (WHERE level IN ('WARNING', 'WARN')),
-        count(*) FILTER (WHERE level IN ('ERROR', 'CRITICAL', 'FATAL')),
-        min(ts) FILTER (WHERE kind = 'start'),
-        max(ts) FILTER (WHERE kind = 'end'),
-        min(ts),
-        max(ts),
-        coalesce(bool_or(codex_json(fields) ->> 'status' = 'error') FILTER (WHERE kind = 'end'),
-            false){end_values}
-    FROM session_rows
-    WHERE sid = %s AND seq > %s AND seq <= %s
-    HAVING count(*) > 0
-    ON CONFLICT (source_id, session_id) DO UPDATE SET{end_updates}
-        events = old.events + excluded.events,
-        marks = old.marks + excluded.marks,
-        warnings = old.warnings + excluded.warnings,
-        errors = old.errors + excluded.errors,
-        start_ts = least(old.start_ts, excluded.start_ts),
-        end_ts = greatest(old.end_ts, excluded.end_ts),
-        first_ts = least(old.first_ts, excluded.first_ts),
-        last_ts = greatest(old.last_ts, excluded.last_ts),
-        failed = old.failed OR excluded.failed
-"""
+#: added to its session's summary, read from the compact table (with the
+#: latest end's columns from :data:`END_STATUS` on). Parameters: source,
+#: session, sid, after, upto.
+_BATCH_SUMMARY: Final = {
+    "keys": "%s, %s",
+    "json": "fields",
+    "rows": (
+        "FROM session_rows\n    WHERE sid = %s AND seq > %s AND seq <= %s\n    HAVING count(*) > 0"
+    ),
+}
 #: Whether the batch's latest end is later (by ts, then seq) than the summary's.
 _LATER_END: Final = """excluded.end_ts IS NOT NULL AND (old.end_ts IS NULL
             OR excluded.end_ts > old.end_ts
             OR (excluded.end_ts = old.end_ts AND excluded.end_seq > old.end_seq))"""
 #: :data:`SUMMARY_BATCH` at :data:`END_STATUS` and after: the batch's latest
 #: end (by ts, then seq) replaces the summary's when it is later.
-SUMMARY_BATCH_ENDS: Final = _SUMMARY_BATCH.format(
+SUMMARY_BATCH_ENDS: Final = _SUMMARY_UPSERT.format(
+    **_BATCH_SUMMARY,
     end_columns=", end_seq, end_status",
     end_values=""",
         (array_agg(seq ORDER BY ts DESC, seq DESC)
@@ -645,7 +636,9 @@ SUMMARY_BATCH_ENDS: Final = _SUMMARY_BATCH.format(
         end_seq = CASE WHEN {_LATER_END} THEN excluded.end_seq ELSE old.end_seq END,
         end_status = CASE WHEN {_LATER_END} THEN excluded.end_status ELSE old.end_status END,""",
 )
-SUMMARY_BATCH: Final = _SUMMARY_BATCH.format(end_columns="", end_values="", end_updates="")
+SUMMARY_BATCH: Final = _SUMMARY_UPSERT.format(
+    **_BATCH_SUMMARY, end_columns="", end_values="", end_updates=""
+)
 #: The distinct pids of a batch's start and end records (as :data:`SUMMARY_PIDS`).
 SUMMARY_BATCH_PIDS: Final = f"""
     INSERT INTO session_summary_pids (source_id, session_id, pid)

@@ -113,29 +113,42 @@ class PostgresMirror:
     ) -> Iterator[tuple[int, float | None, str | None]]:
         """Yield ``(seq, ts, kind)`` of this folder's events ``first..last``; read every column."""
         # The lengths make the server read (and decompress) every value.
-        with translated(self.name), self.conn.cursor() as cursor:
-            cursor.execute(
-                "SELECT seq, ts, kind, octet_length(level), octet_length(logger),"
-                " octet_length(role), octet_length(message), octet_length(data)"
-                " FROM session_events WHERE source_id = %s AND session_id = %s"
-                " AND seq BETWEEN %s AND %s ORDER BY seq",
-                (self.source, session_id, first, last),
-            )
-            for seq, ts, kind, *_lengths in cursor:
-                yield int(seq), ts, kind
+        rows = self._between(
+            "seq, ts, kind, octet_length(level), octet_length(logger), octet_length(role),"
+            " octet_length(message), octet_length(data) FROM session_events",
+            session_id,
+            first,
+            last,
+            order="seq",
+        )
+        for seq, ts, kind, *_lengths in rows:
+            yield int(seq), ts, kind
 
     def error_keys(self, session_id: str, first: int, last: int) -> Iterator[tuple[int, int]]:
         """Yield ``(seq, byte_offset)`` of this folder's quarantined lines ``first..last``."""
+        rows = self._between(
+            "seq, byte_offset, octet_length(error), octet_length(raw), octet_length(raw_bytes)"
+            " FROM session_ingest_errors",
+            session_id,
+            first,
+            last,
+            order="seq, byte_offset",
+        )
+        for seq, offset, *_lengths in rows:
+            yield int(seq), int(offset)
+
+    def _between(
+        self, select: str, session_id: str, first: int, last: int, *, order: str
+    ) -> Iterator[tuple[Any, ...]]:
+        # SELECT ``select`` (columns FROM a table): this folder's rows of the
+        # session with seq ``first..last``, in ``order``.
         with translated(self.name), self.conn.cursor() as cursor:
             cursor.execute(
-                "SELECT seq, byte_offset, octet_length(error), octet_length(raw),"
-                " octet_length(raw_bytes) FROM session_ingest_errors"
-                " WHERE source_id = %s AND session_id = %s AND seq BETWEEN %s AND %s"
-                " ORDER BY seq, byte_offset",
+                f"SELECT {select} WHERE source_id = %s AND session_id = %s"
+                f" AND seq BETWEEN %s AND %s ORDER BY {order}",
                 (self.source, session_id, first, last),
             )
-            for seq, offset, *_lengths in cursor:
-                yield int(seq), int(offset)
+            yield from cursor
 
     def delete_rows(self, session_id: str) -> int:
         """Delete this folder's rows, quarantined lines, watermark and summary of the session."""

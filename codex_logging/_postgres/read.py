@@ -318,11 +318,7 @@ def follow_postgres(
     try:
         with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
             with translated(name), conn.transaction():
-                if not table_exists(conn, "session_events"):
-                    msg = (
-                        f"{name} has no session_events table (run 'codex-logs sync --db URL' first)"
-                    )
-                    raise DatabaseError(msg)
+                _check_synced(conn, name)
                 where = _resolve_level(cur, where)
                 events = _tail(cur, url, where, tail)
                 shown = _marks(cur, where.session_id)

@@ -39,6 +39,7 @@ from codex_logging._mirror.compact import split
 from codex_logging._mirror.engine import run_sync
 from codex_logging._mirror.lines import ErrorRow, EventRow, record_of
 from codex_logging._mirror.target import (
+    Batch,
     Progress,
     SettledRow,
     SyncReport,
@@ -204,16 +205,7 @@ class PostgresTarget:
     def same_file(
         self, source_id: str, file_dev: int, file_ino: int
     ) -> list[tuple[str, Watermark]]:
-        """Return this folder's watermarks of the file ``(dev, ino)`` (see ``Target.same_file``).
-
-        Args:
-            source_id: The sessions folder's id.
-            file_dev: The file's ``st_dev``.
-            file_ino: The file's ``st_ino``.
-
-        Returns:
-            ``(session_id, watermark)`` pairs.
-        """
+        """Return this folder's watermarks of the file ``(dev, ino)`` (see ``Target.same_file``)."""
         conn = self.conn
         with translated(self.name):
             rows = conn.execute(
@@ -269,17 +261,8 @@ class PostgresTarget:
             tail_sha256=tail,
         )
 
-    def commit(
-        self,
-        session_id: str,
-        expected_seq: int,
-        events: Sequence[EventRow],
-        errors: Sequence[ErrorRow],
-        *,
-        mark: Watermark,
-        offsets: Sequence[int],
-    ) -> int:
-        """Store one batch with its watermark in one transaction.
+    def commit(self, batch: Batch) -> int:
+        """Store one batch with its watermark in one transaction (see ``Target.commit``).
 
         Returns:
             The number of event rows inserted.
@@ -289,61 +272,53 @@ class PostgresTarget:
         """
         psycopg = import_psycopg()
         refused = (psycopg.DataError, psycopg.IntegrityError, UnicodeError)
-        conn = self.conn
         with translated(self.name):
             try:
-                with transaction(conn, self.busy_timeout):
-                    self._move_watermark(session_id, expected_seq, mark)
-                    sid = self._key(session_id) if events else 0
-                    self._copy(sid, events)
-                    self._insert_errors(errors)
-                    self._summarise(session_id, sid, expected_seq, mark.seq, events)
-                inserted = len(events)
+                inserted, sid = self._store(batch, one_by_one=False)
             except refused:
-                inserted, sid = self._one_by_one(
-                    session_id, expected_seq, events, errors, mark=mark, offsets=offsets
-                )
-            if events:
+                # The server refused a row: the batch again, row by row, each
+                # refused row quarantined with the server's message.
+                inserted, sid = self._store(batch, one_by_one=True)
+            if batch.events:
                 # Committed: the key stays (a rolled-back batch took a new one with it).
-                self._keys[session_id] = sid
+                self._keys[batch.session_id] = sid
             return inserted
 
-    def _one_by_one(
-        self,
-        session_id: str,
-        expected_seq: int,
-        events: Sequence[EventRow],
-        errors: Sequence[ErrorRow],
-        *,
-        mark: Watermark,
-        offsets: Sequence[int],
-    ) -> tuple[int, int]:
-        # The server refused a row: the batch again, row by row, each
-        # refused row quarantined with the server's message.
+    def _store(self, batch: Batch, *, one_by_one: bool) -> tuple[int, int]:
+        session_id, events = batch.session_id, batch.events
+        with transaction(self.conn, self.busy_timeout):
+            self._move_watermark(session_id, batch.expected_seq, batch.mark)
+            sid = self._key(session_id) if events else 0
+            if one_by_one:
+                inserted = self._one_by_one(sid, batch)
+            else:
+                self._copy(sid, events)
+                self._insert_errors(batch.errors)
+                inserted = len(events)
+            self._summarise(session_id, sid, batch.expected_seq, batch.mark.seq, events)
+        return inserted, sid
+
+    def _one_by_one(self, sid: int, batch: Batch) -> int:
         psycopg = import_psycopg()
         refused = (psycopg.DataError, psycopg.IntegrityError, UnicodeError)
         conn = self.conn
-        with transaction(conn, self.busy_timeout):
-            self._move_watermark(session_id, expected_seq, mark)
-            sid = self._key(session_id) if events else 0
-            inserted = 0
-            quarantine: list[ErrorRow] = []
-            for row, offset in zip(events, offsets, strict=True):
-                try:
-                    with conn.transaction():
-                        conn.execute(_INSERT_ROW, _compact(sid, row))
-                    inserted += 1
-                except refused as exc:
-                    quarantine.append(rejected_event(row, offset, exc))
-            for error in errors:
-                try:
-                    with conn.transaction():
-                        self._insert_errors([error])
-                except refused as exc:
-                    quarantine.append(rejected_error(error, exc))
-            self._insert_errors(quarantine)
-            self._summarise(session_id, sid, expected_seq, mark.seq, events)
-            return inserted, sid
+        inserted = 0
+        quarantine: list[ErrorRow] = []
+        for row, offset in zip(batch.events, batch.offsets, strict=True):
+            try:
+                with conn.transaction():
+                    conn.execute(_INSERT_ROW, _compact(sid, row))
+                inserted += 1
+            except refused as exc:
+                quarantine.append(rejected_event(row, offset, exc))
+        for error in batch.errors:
+            try:
+                with conn.transaction():
+                    self._insert_errors([error])
+            except refused as exc:
+                quarantine.append(rejected_error(error, exc))
+        self._insert_errors(quarantine)
+        return inserted
 
     def _key(self, session_id: str) -> int:
         found = self._keys.get(session_id)

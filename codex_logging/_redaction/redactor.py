@@ -34,6 +34,7 @@ from codex_logging._redaction.secrets import (
     redact_encoded_urls,
     redact_flags,
     redact_url_passwords,
+    spliced,
 )
 from codex_logging._settings import CACHE_SIZE
 
@@ -613,10 +614,7 @@ def _bind_checked(
             keep = match.groupdict().get("keep")
             parts += (value[done:start], (keep or "") + REDACTED)
             done = match.end()
-        if not parts:
-            return value, 0
-        parts.append(value[done:])
-        return "".join(parts), len(parts) // 2
+        return spliced(value, parts, done, len(parts) // 2)
 
     return rule
 

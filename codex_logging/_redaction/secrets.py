@@ -569,6 +569,24 @@ def _url_password(value: str, start: int) -> int:
     return -1
 
 
+def spliced(value: str, parts: list[str], done: int, count: int) -> tuple[str, int]:
+    """Return a redacting loop's answer: ``(text, count)``, or ``(value, 0)`` if nothing was found.
+
+    Args:
+        value: The text the loop read.
+        parts: The text before each replacement, each followed by it.
+        done: Where in ``value`` the text after the last replacement starts.
+        count: The number of values replaced.
+
+    Returns:
+        ``parts`` joined with the rest of ``value``, and ``count``.
+    """
+    if not parts:
+        return value, 0
+    parts.append(value[done:])
+    return "".join(parts), count
+
+
 def redact_url_passwords(value: str) -> tuple[str, int]:
     """Replace the password of every ``scheme://user:password@host`` in ``value``."""
     if "@" not in value:
@@ -583,10 +601,7 @@ def redact_url_passwords(value: str) -> tuple[str, int]:
         if end > start:
             parts += (value[done:start], REDACTED)
             done = end
-    if not parts:
-        return value, 0
-    parts.append(value[done:])
-    return "".join(parts), len(parts) // 2
+    return spliced(value, parts, done, len(parts) // 2)
 
 
 def redact_assignments(  # noqa: C901, PLR0912 - one pass over the marks
@@ -664,10 +679,7 @@ def redact_assignments(  # noqa: C901, PLR0912 - one pass over the marks
         if end > start and secret != REDACTED and not plainly_not_secret(secret, level):
             parts += (value[done:start], REDACTED)
             done = end
-    if not parts:
-        return value, 0
-    parts.append(value[done:])
-    return "".join(parts), len(parts) // 2
+    return spliced(value, parts, done, len(parts) // 2)
 
 
 def redact_flags(value: str, strength: Callable[[str], int]) -> tuple[str, int]:
@@ -685,10 +697,7 @@ def redact_flags(value: str, strength: Callable[[str], int]) -> tuple[str, int]:
         if end > start and found != REDACTED and not plainly_not_secret(found, level):
             parts += (value[done:start], REDACTED)
             done = end
-    if not parts:
-        return value, 0
-    parts.append(value[done:])
-    return "".join(parts), len(parts) // 2
+    return spliced(value, parts, done, len(parts) // 2)
 
 
 # A URL percent-encoded as a whole (a redirect parameter): decoded, redacted
@@ -710,7 +719,4 @@ def redact_encoded_urls(value: str, inner: Callable[[str], tuple[str, int]]) -> 
             parts += (value[done : match.start()], quote(redacted, safe="[]"))
             done = match.end()
             count += found
-    if not parts:
-        return value, 0
-    parts.append(value[done:])
-    return "".join(parts), count
+    return spliced(value, parts, done, count)

@@ -15,9 +15,9 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from codex_logging._errors import DatabaseError, UnknownSessionError
 from codex_logging._mirror.compact import BIT
@@ -475,21 +475,25 @@ def query(
         InvalidFilterError: An unknown kind or level, a bad time, a ``tail`` not 1 to 2**63-1.
         DatabaseError: The database has neither table.
     """
-    filters = build(
-        session_id=session_id,
-        kind=kind,
-        since=since,
-        until=until,
-        level=level,
-        grep=grep,
-        role=role,
-        where=where,
+    batches = cast(
+        "Generator[list[dict[str, Any]], None, None]",
+        follow(
+            database,
+            session_id,
+            tail,
+            kind,
+            since=since,
+            until=until,
+            level=level,
+            grep=grep,
+            role=role,
+            where=where,
+        ),
     )
-    if tail is not None:
-        check_tail(tail)
-    reader = _Reader(database, filters)
-    with contextlib.closing(reader):
-        return reader.tail(tail)[1]
+    # The first batch of follow is this answer; closing the generator
+    # closes its reader.
+    with contextlib.closing(batches):
+        return next(batches)
 
 
 def follow(

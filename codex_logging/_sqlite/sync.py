@@ -21,6 +21,7 @@ from codex_logging._mirror.engine import LONG_LINE_BYTES, run_sync
 from codex_logging._mirror.lines import ErrorRow, EventRow, column_text, record_in, record_of
 from codex_logging._mirror.target import (
     WATERMARK_FIELDS,
+    Batch,
     Progress,
     SettledRow,
     SyncReport,
@@ -214,16 +215,7 @@ class SqliteTarget:
     def same_file(
         self, source_id: str, file_dev: int, file_ino: int
     ) -> list[tuple[str, Watermark]]:
-        """Return this folder's watermarks of the file ``(dev, ino)`` (see ``Target.same_file``).
-
-        Args:
-            source_id: The sessions folder's id.
-            file_dev: The file's ``st_dev``.
-            file_ino: The file's ``st_ino``.
-
-        Returns:
-            ``(session_id, watermark)`` pairs.
-        """
+        """Return this folder's watermarks of the file ``(dev, ino)`` (see ``Target.same_file``)."""
         with translated(self.name, self.busy_timeout):
             rows = self.conn.execute(
                 f"SELECT session_id, {_WATERMARK_COLUMNS} FROM session_ingest_watermark"  # noqa: S608 - constant
@@ -248,25 +240,11 @@ class SqliteTarget:
             ).fetchone()
         return None if row is None else Watermark.from_row(row)
 
-    def commit(
-        self,
-        session_id: str,
-        expected_seq: int,
-        events: Sequence[EventRow],
-        errors: Sequence[ErrorRow],
-        *,
-        mark: Watermark,
-        offsets: Sequence[int],
-    ) -> int:
-        """Insert a batch and move the watermark in one transaction (see ``Target``).
+    def commit(self, batch: Batch) -> int:
+        """Insert a batch and move the watermark in one transaction (see ``Target.commit``).
 
         Args:
-            session_id: The session.
-            expected_seq: The seq the stored watermark must still hold.
-            events: Event rows.
-            errors: Quarantine rows.
-            mark: The new watermark.
-            offsets: The byte offset of each event's line.
+            batch: The session's next rows and watermark.
 
         Returns:
             The number of event rows inserted.
@@ -275,25 +253,14 @@ class SqliteTarget:
             WatermarkMovedError: Another sync moved the watermark meanwhile.
         """
         try:
-            return self._commit(session_id, expected_seq, events, errors, mark, offsets)
+            return self._commit(batch, one_by_one=False)
         except _RefusedError:
             # One row the database refuses must not fail the batch: the batch is
             # rolled back and written again row by row, the culprit quarantined.
-            return self._commit(
-                session_id, expected_seq, events, errors, mark, offsets, one_by_one=True
-            )
+            return self._commit(batch, one_by_one=True)
 
-    def _commit(  # noqa: PLR0917 - the arguments of commit
-        self,
-        session_id: str,
-        expected_seq: int,
-        events: Sequence[EventRow],
-        errors: Sequence[ErrorRow],
-        mark: Watermark,
-        offsets: Sequence[int],
-        *,
-        one_by_one: bool = False,
-    ) -> int:
+    def _commit(self, batch: Batch, *, one_by_one: bool) -> int:
+        session_id, events, errors = batch.session_id, batch.events, batch.errors
         conn = self.conn
         with atomic(conn, self.name, self.busy_timeout):
             # Compare and set: if the watermark moved since this sync read it
@@ -302,16 +269,16 @@ class SqliteTarget:
             row = conn.execute(
                 "SELECT seq FROM session_ingest_watermark WHERE session_id = ?", (session_id,)
             ).fetchone()
-            if (row[0] if row else 0) != expected_seq:
+            if (row[0] if row else 0) != batch.expected_seq:
                 raise WatermarkMovedError
             # Looked up in the transaction: a rolled-back batch takes its new key with it.
             sid = session_key(conn, {}, session_id) if events else 0
             handoff = None if one_by_one or errors else _handoff(conn, sid, events)
             if handoff is not None:
-                if not _insert_handed_off(conn, handoff, events[0], offsets[0]):
+                if not _insert_handed_off(conn, handoff, events[0], batch.offsets[0]):
                     events = []
             elif one_by_one:
-                events = _insert_one_by_one(conn, sid, events, errors, offsets)
+                events = _insert_one_by_one(conn, sid, events, errors, batch.offsets)
             else:
                 try:
                     if events:
@@ -324,7 +291,7 @@ class SqliteTarget:
                     raise
             if events:
                 _add_to_summary(conn, session_id, events)
-            values = (getattr(mark, name) for name in WATERMARK_FIELDS)
+            values = (getattr(batch.mark, name) for name in WATERMARK_FIELDS)
             conn.execute(_UPSERT_WATERMARK, (session_id, *values, time.time()))
         return len(events)
 

@@ -1,0 +1,39 @@
+"""CodexHandler with records built off the usual path: a message that is not text, a traceback as text."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from codex_logging import CodexHandler
+from tests.conftest import read_lines
+
+
+class Note:
+    def __str__(self) -> str:
+        return "note %s of %s"
+
+
+def test_a_message_that_is_not_text_is_its_str(tmp_path: Path) -> None:
+    handler = CodexHandler(tmp_path, session_id="h")
+    log = logging.getLogger("handler.records")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    log.info(42)
+    log.info(Note(), 1, 2)
+    assert [r["message"] for r in read_lines(tmp_path / "h.ndjson")] == ["42", "note 1 of 2"]
+
+
+def test_a_traceback_given_as_text_is_kept(tmp_path: Path) -> None:
+    """A record from another process (a socket or queue listener) carries exc_text, no exc_info."""
+    handler = CodexHandler(tmp_path, session_id="h")
+    tb = 'Traceback (most recent call last):\n  File "w.py", line 1, in <module>\nKeyError: 1'
+    handler.handle(
+        logging.makeLogRecord(
+            {"name": "remote", "levelno": logging.ERROR, "levelname": "ERROR", "msg": "failed",
+             "exc_text": tb}
+        )
+    )  # fmt: skip
+    (rec,) = read_lines(tmp_path / "h.ndjson")
+    assert (rec["message"], rec["level"], rec["exc"]) == ("failed", "ERROR", tb)
