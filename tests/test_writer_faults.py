@@ -69,11 +69,6 @@ class TestFileSizeLimit:
         assert (out, err) == (f"short write to {path}: 5 of 8 bytes\n", "")
         assert path.read_bytes() == b'{"n":0}\n{"n":\n{"n":2}\n{"n":3}\n'
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="a short write through the re-entered path is not remembered as a fragment:"
-        " the next record, on the cached descriptor, is glued to it",
-    )
     def test_a_short_write_re_entered_under_the_lock(self, tmp_path: Path) -> None:
         """Written through a descriptor of its own: the same error, the fragment still ended."""
         path = tmp_path / "s" / "a.ndjson"

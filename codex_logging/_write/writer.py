@@ -380,7 +380,7 @@ class Writer:
             if written != len(data):
                 self._short_write(entry, path, data, written)
             if entry.fragment:
-                self._mark_fragment(entry, ended=True)
+                self._mark_fragment((entry.dev, entry.ino), entry, ended=True)
 
     def _checkout(self, path: str) -> _Entry | None:
         # The slow path: under the lock, recheck or open the descriptor and
@@ -413,9 +413,20 @@ class Writer:
         fd = open_append(path)
         try:
             info = os.fstat(fd)
-            if (info.st_dev, info.st_ino) in self._fragments or ends_mid_line(fd, info):
+            key = (info.st_dev, info.st_ino)
+            ending = key in self._fragments or ends_mid_line(fd, info)
+            if ending:
                 line = b"\n" + line
             written = os.write(fd, line)
+            if ending or written != len(line):
+                # What this write left at the end of the file, for the cached
+                # descriptor (if it is this file's) and the next writer.
+                cached = self._cache.get(path)
+                if cached is not None and (cached.dev, cached.ino) != key:
+                    cached = None
+                if written:
+                    ended = line[written - 1 : written] == b"\n"
+                    self._mark_fragment(key, cached, ended=ended)
             if written != len(line):
                 msg = f"short write to {path}: {written} of {len(line)} bytes"
                 raise WriteError(errno.ENOSPC, msg)
@@ -482,14 +493,15 @@ class Writer:
         # The disk filled up or a size limit hit mid-line: remember the
         # fragment so the next record starts on a line of its own.
         if written:  # nothing written leaves the file as it was
-            self._mark_fragment(entry, ended=line[written - 1 : written] == b"\n")
+            ended = line[written - 1 : written] == b"\n"
+            self._mark_fragment((entry.dev, entry.ino), entry, ended=ended)
         msg = f"short write to {path}: {written} of {len(line)} bytes"
         raise WriteError(errno.ENOSPC, msg)
 
-    def _mark_fragment(self, entry: _Entry, *, ended: bool) -> None:
+    def _mark_fragment(self, key: tuple[int, int], entry: _Entry | None, *, ended: bool) -> None:
         # Rare: only after a short write. The set outlives the descriptor.
-        entry.fragment = not ended
-        key = (entry.dev, entry.ino)
+        if entry is not None:
+            entry.fragment = not ended
         if ended:
             self._fragments.discard(key)
         else:
