@@ -43,6 +43,21 @@ class TestRecover:
         # The tail appended after the checked size is a line of its own in the file now there.
         assert (folder / "grown.ndjson").read_bytes() == b'{"new":1}\n{"tail"\n'
 
+    def test_a_file_another_prune_is_finishing_is_passed_at_once(
+        self, setup_db: tuple[Path, Path]
+    ) -> None:
+        """Locked by another prune: left to it, without waiting for the lock."""
+        db, folder = setup_db
+        busy = _aside(folder, "busy", b'{"a":1}\n', 8)
+        time.sleep(_prune.ASIDE_SECONDS + 0.1)
+        with portalocker.Lock(busy, mode="rb", flags=portalocker.LockFlags.EXCLUSIVE):
+            started = time.monotonic()
+            report = prune(db, folder, older_than=50 * DAY)
+            waited = time.monotonic() - started
+        assert report.kept == []
+        assert busy.read_bytes() == b'{"a":1}\n'
+        assert waited < 4  # portalocker's default is 5 s of retries
+
     def test_a_folder_removed_after_its_sync(self, setup_db: tuple[Path, Path]) -> None:
         """No folder: nothing to recover, no file to delete; --rows still retires the rows."""
         db, folder = setup_db

@@ -408,6 +408,7 @@ class _Retire:
                     aside,
                     mode="rb",
                     flags=portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING,
+                    fail_when_locked=True,  # not portalocker's 5 s of retries
                 )
                 locked = lock.acquire()
             except (portalocker.LockException, OSError):
