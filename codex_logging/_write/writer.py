@@ -274,7 +274,9 @@ class Writer:
         # handed to a caller (see :meth:`write`).
         self._lost: dict[str, int] = {}
 
-    def write(self, path: str, line: bytes, *, sync: bool = False) -> int | None:
+    # ``sync`` is not keyword-only: a keyword-only default costs a dict
+    # lookup at every call (bench/); callers pass it by name all the same.
+    def write(self, path: str, line: bytes, sync: bool = False) -> int | None:
         """Append ``line`` to ``path`` with a single ``os.write``.
 
         Args:
