@@ -539,7 +539,26 @@ class SinkOwner:
         redact_keys: Iterable[str] = (),
         redact_patterns: Iterable[str] = (),
     ) -> None:
-        """Fix the folder and the settings now, so a later chdir changes nothing."""
+        """Fix the folder and the settings now, so a later chdir changes nothing.
+
+        The keywords of every entry point (docs/configuration.md): ``CodexHandler``
+        takes them and its ``level``; ``CodexProcessor`` and ``LoguruSink`` take these.
+
+        Args:
+            sessions_dir: The folder of session files; by default
+                ``CODEX_SESSIONS_DIR`` or ``.codex/sessions``, made absolute now.
+            session_id: The session for records (structlog events) that name
+                none and run outside a ``session_scope``; by default
+                ``CODEX_SESSION_ID`` at each record.
+            fsync: ``"never"``, ``"end"`` or ``"always"``.
+            redact: Replace secrets before writing (on by default).
+            redact_keys: More key names whose values are secret.
+            redact_patterns: More regular expressions whose matches are secret.
+
+        Raises:
+            ValueError: For an unknown ``fsync`` policy or an invalid pattern.
+
+        """
         self.sink = Sink(
             sessions_dir_path(sessions_dir),
             session_id,
