@@ -35,20 +35,11 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final
 
+from codex_logging._mirror import target as _target
 from codex_logging._mirror.compact import split
 from codex_logging._mirror.engine import run_sync
 from codex_logging._mirror.lines import ErrorRow, EventRow, record_of
-from codex_logging._mirror.target import (
-    Batch,
-    Progress,
-    SettledRow,
-    SyncReport,
-    Watermark,
-    WatermarkMovedError,
-    rejected_error,
-    rejected_event,
-    source_id,
-)
+from codex_logging._mirror.target import Progress, SyncReport
 from codex_logging._postgres.db import (
     BUSY_TIMEOUT,
     COPY_ROWS,
@@ -170,7 +161,7 @@ class PostgresTarget:
                 with translated(self.name):
                     # A folder without its id file takes the id its path
                     # last had on this host (docs/scale-out.md).
-                    self.source = source_id(
+                    self.source = _target.source_id(
                         self.folder, lambda folder: _earlier_source(conn, host, folder)
                     )
                     now = time.time()
@@ -204,7 +195,7 @@ class PostgresTarget:
 
     def same_file(
         self, source_id: str, file_dev: int, file_ino: int
-    ) -> list[tuple[str, Watermark]]:
+    ) -> list[tuple[str, _target.Watermark]]:
         """Return this folder's watermarks of the file ``(dev, ino)`` (see ``Target.same_file``)."""
         conn = self.conn
         with translated(self.name):
@@ -215,7 +206,7 @@ class PostgresTarget:
             ).fetchall()
         return [(row[0], self._watermark(row[1:])) for row in rows]
 
-    def settled_files(self, source_id: str) -> dict[str, SettledRow]:
+    def settled_files(self, source_id: str) -> dict[str, _target.SettledRow]:
         """Return the watermarks of this folder with no pending line (see ``_mirror/target.py``).
 
         Args:
@@ -234,7 +225,7 @@ class PostgresTarget:
             ).fetchall()
         return {row[0]: row for row in rows}
 
-    def read_watermark(self, session_id: str) -> Watermark | None:
+    def read_watermark(self, session_id: str) -> _target.Watermark | None:
         """Return the stored watermark of this folder's session, if any."""
         conn = self.conn
         with translated(self.name):
@@ -245,9 +236,9 @@ class PostgresTarget:
             ).fetchone()
         return None if row is None else self._watermark(row)
 
-    def _watermark(self, row: Sequence[Any]) -> Watermark:
+    def _watermark(self, row: Sequence[Any]) -> _target.Watermark:
         seq, offset, head_len, head, dev, ino, scanned, scan, folder, tail, _at = row
-        return Watermark(
+        return _target.Watermark(
             seq=seq,
             byte_offset=offset,
             head_len=head_len,
@@ -261,7 +252,7 @@ class PostgresTarget:
             tail_sha256=tail,
         )
 
-    def commit(self, batch: Batch) -> int:
+    def commit(self, batch: _target.Batch) -> int:
         """Store one batch with its watermark in one transaction (see ``Target.commit``).
 
         Returns:
@@ -284,7 +275,7 @@ class PostgresTarget:
                 self._keys[batch.session_id] = sid
             return inserted
 
-    def _store(self, batch: Batch, *, one_by_one: bool) -> tuple[int, int]:
+    def _store(self, batch: _target.Batch, *, one_by_one: bool) -> tuple[int, int]:
         session_id, events = batch.session_id, batch.events
         with transaction(self.conn, self.busy_timeout):
             self._move_watermark(session_id, batch.expected_seq, batch.mark)
@@ -298,7 +289,7 @@ class PostgresTarget:
             self._summarise(session_id, sid, batch.expected_seq, batch.mark.seq, events)
         return inserted, sid
 
-    def _one_by_one(self, sid: int, batch: Batch) -> int:
+    def _one_by_one(self, sid: int, batch: _target.Batch) -> int:
         psycopg = import_psycopg()
         refused = (psycopg.DataError, psycopg.IntegrityError, UnicodeError)
         conn = self.conn
@@ -310,13 +301,13 @@ class PostgresTarget:
                     conn.execute(_INSERT_ROW, _compact(sid, row))
                 inserted += 1
             except refused as exc:
-                quarantine.append(rejected_event(row, offset, exc))
+                quarantine.append(_target.rejected_event(row, offset, exc))
         for error in batch.errors:
             try:
                 with conn.transaction():
                     self._insert_errors([error])
             except refused as exc:
-                quarantine.append(rejected_error(error, exc))
+                quarantine.append(_target.rejected_error(error, exc))
         self._insert_errors(quarantine)
         return inserted
 
@@ -324,7 +315,7 @@ class PostgresTarget:
         found = self._keys.get(session_id)
         return session_key(self.conn, self.source, session_id) if found is None else found
 
-    def _move_watermark(self, session_id: str, expected_seq: int, mark: Watermark) -> None:
+    def _move_watermark(self, session_id: str, expected_seq: int, mark: _target.Watermark) -> None:
         # Compare and set, first in the transaction: a sync that raced this
         # one waits here on the row lock, then finds the seq moved.
         values = (
@@ -359,7 +350,7 @@ class PostgresTarget:
             if cur.rowcount == 1:
                 return
         msg = f"{session_id}: the watermark moved from seq {expected_seq}"
-        raise WatermarkMovedError(msg)
+        raise _target.WatermarkMovedError(msg)
 
     def _summarise(
         self, session_id: str, sid: int, after: int, upto: int, events: Sequence[EventRow]

@@ -16,21 +16,11 @@ from operator import itemgetter
 from typing import Final
 
 from codex_logging._errors import DatabaseDamagedError
+from codex_logging._mirror import target as _target
 from codex_logging._mirror.compact import encoded, rest_of, split
 from codex_logging._mirror.engine import LONG_LINE_BYTES, run_sync
 from codex_logging._mirror.lines import ErrorRow, EventRow, column_text, record_in, record_of
-from codex_logging._mirror.target import (
-    WATERMARK_FIELDS,
-    Batch,
-    Progress,
-    SettledRow,
-    SyncReport,
-    Watermark,
-    WatermarkMovedError,
-    rejected_error,
-    rejected_event,
-    source_id,
-)
+from codex_logging._mirror.target import WATERMARK_FIELDS, Progress, SyncReport
 from codex_logging._settings import db_path as resolve_db_path
 from codex_logging._settings import sessions_dir_path
 from codex_logging._sqlite.db import (
@@ -163,7 +153,7 @@ class SqliteTarget:
             self._sound = True
         return self._conn
 
-    def settled_files(self, source_id: str) -> dict[str, SettledRow]:
+    def settled_files(self, source_id: str) -> dict[str, _target.SettledRow]:
         """Return the watermarks of folder ``source_id`` with no pending line (see ``Target``).
 
         Args:
@@ -191,7 +181,7 @@ class SqliteTarget:
             Its id, the one this database last saw at its path when it has
             no id file.
         """
-        return source_id(folder, self._earlier_source)
+        return _target.source_id(folder, self._earlier_source)
 
     def _earlier_source(self, folder: str) -> str | None:
         """Return the id whose latest watermark was written from the path ``folder``, if any.
@@ -214,7 +204,7 @@ class SqliteTarget:
 
     def same_file(
         self, source_id: str, file_dev: int, file_ino: int
-    ) -> list[tuple[str, Watermark]]:
+    ) -> list[tuple[str, _target.Watermark]]:
         """Return this folder's watermarks of the file ``(dev, ino)`` (see ``Target.same_file``)."""
         with translated(self.name, self.busy_timeout):
             rows = self.conn.execute(
@@ -222,9 +212,9 @@ class SqliteTarget:
                 " WHERE file_ino = ? AND file_dev = ? AND source_id = ?",
                 (file_ino, file_dev, source_id),
             ).fetchall()
-        return [(row[0], Watermark.from_row(row[1:])) for row in rows]
+        return [(row[0], _target.Watermark.from_row(row[1:])) for row in rows]
 
-    def read_watermark(self, session_id: str) -> Watermark | None:
+    def read_watermark(self, session_id: str) -> _target.Watermark | None:
         """Return one session's watermark.
 
         Args:
@@ -238,9 +228,9 @@ class SqliteTarget:
                 f"SELECT {_WATERMARK_COLUMNS} FROM session_ingest_watermark WHERE session_id = ?",  # noqa: S608 - constant
                 (session_id,),
             ).fetchone()
-        return None if row is None else Watermark.from_row(row)
+        return None if row is None else _target.Watermark.from_row(row)
 
-    def commit(self, batch: Batch) -> int:
+    def commit(self, batch: _target.Batch) -> int:
         """Insert a batch and move the watermark in one transaction (see ``Target.commit``).
 
         Args:
@@ -259,7 +249,7 @@ class SqliteTarget:
             # rolled back and written again row by row, the culprit quarantined.
             return self._commit(batch, one_by_one=True)
 
-    def _commit(self, batch: Batch, *, one_by_one: bool) -> int:
+    def _commit(self, batch: _target.Batch, *, one_by_one: bool) -> int:
         session_id, events, errors = batch.session_id, batch.events, batch.errors
         conn = self.conn
         with atomic(conn, self.name, self.busy_timeout):
@@ -270,7 +260,7 @@ class SqliteTarget:
                 "SELECT seq FROM session_ingest_watermark WHERE session_id = ?", (session_id,)
             ).fetchone()
             if (row[0] if row else 0) != batch.expected_seq:
-                raise WatermarkMovedError
+                raise _target.WatermarkMovedError
             # Looked up in the transaction: a rolled-back batch takes its new key with it.
             sid = session_key(conn, {}, session_id) if events else 0
             handoff = None if one_by_one or errors else _handoff(conn, sid, events)
@@ -442,7 +432,7 @@ def _insert_one_by_one(
         except Exception as exc:
             if not _refused(exc):
                 raise
-            _insert_error(conn, rejected_event(event, offset, exc))
+            _insert_error(conn, _target.rejected_event(event, offset, exc))
     for error in errors:
         _insert_error(conn, error)
     return inserted
@@ -500,7 +490,7 @@ def _insert_error(conn: sqlite3.Connection, row: ErrorRow) -> None:
     except Exception as exc:
         if not _refused(exc):
             raise
-        conn.execute(_INSERT_ERROR, rejected_error(row, exc))
+        conn.execute(_INSERT_ERROR, _target.rejected_error(row, exc))
 
 
 def sync_to_sqlite(

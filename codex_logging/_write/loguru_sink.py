@@ -35,18 +35,8 @@ class LoguruSink(SinkOwner):
         logger.add(LoguruSink(fsync="end"), level="TRACE")
         logger.bind(role="tool", tokens=812).success("step B")
 
-    Args:
-        sessions_dir: The folder of session files; by default
-            ``CODEX_SESSIONS_DIR`` or ``.codex/sessions``, made absolute now.
-        session_id: The session for records that name none and run outside a
-            ``session_scope``; by default ``CODEX_SESSION_ID`` at each record.
-        fsync: ``"never"``, ``"end"`` or ``"always"``.
-        redact: Replace secrets before writing (on by default).
-        redact_keys: More key names whose values are secret.
-        redact_patterns: More regular expressions whose matches are secret.
-
-    Raises:
-        ValueError: For an unknown ``fsync`` policy or an invalid pattern.
+    Its keywords are :class:`CodexHandler`'s but ``level``, described on
+    ``__init__`` (inherited) and in docs/configuration.md.
 
     """
 

@@ -32,6 +32,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 from codex_logging._errors import InvalidSessionId, ScopeNotEnteredError
 from codex_logging._record import safe_str
+from codex_logging._redaction.redactor import Redactor
 from codex_logging._settings import (
     ENV_PARENT_SCOPE,
     ENV_SCOPE_SIGNALS,
@@ -408,7 +409,7 @@ def _sinks() -> list[Sink]:
     folder = sessions_dir_path()
     fallback = _fallbacks.get(folder)
     if fallback is None:  # compiled once per folder, not per scope
-        fallback = _fallbacks.setdefault(folder, Sink(folder, fsync="end"))
+        fallback = _fallbacks.setdefault(folder, Sink(folder, None, "end", Redactor()))
     return [fallback]
 
 

@@ -89,18 +89,16 @@ FieldNames = dict[object, "str | _Mark"]
 class Sink:
     """Where and how one handler, processor or scope writes its records.
 
-    Args:
-        sessions_dir: The folder of session files; by default
-            ``CODEX_SESSIONS_DIR`` or ``.codex/sessions``, made absolute now.
-        session_id: The session for records that name none and run outside a
-            ``session_scope``.
-        fsync: ``"never"``, ``"end"`` or ``"always"``.
-        redact: Replace secrets before writing.
-        redact_keys: More key names whose values are secret.
-        redact_patterns: More regular expressions whose matches are secret.
+    Made from settings already checked: by :class:`SinkOwner` from an entry
+    point's keywords, or by ``session_scope`` for a folder no handler or
+    processor writes to.
 
-    Raises:
-        ValueError: For an unknown ``fsync`` policy or an invalid pattern.
+    Args:
+        sessions_dir: The absolute folder of session files.
+        session_id: The session for records that name none and run outside a
+            ``session_scope`` (checked at each record).
+        fsync: The fsync policy.
+        redactor: What replaces secrets before writing; ``None``: nothing is.
 
     """
 
@@ -120,20 +118,17 @@ class Sink:
 
     def __init__(
         self,
-        sessions_dir: str | os.PathLike[str] | None = None,
-        session_id: str | None = None,
-        *,
-        fsync: FsyncPolicy = "never",
-        redact: bool = True,
-        redact_keys: Iterable[str] = (),
-        redact_patterns: Iterable[str] = (),
+        sessions_dir: str,
+        session_id: str | None,
+        fsync: FsyncPolicy,
+        redactor: Redactor | None,
     ) -> None:
-        """Fix the folder and the settings now, so a later ``chdir`` changes nothing."""
-        self.sessions_dir = sessions_dir_path(sessions_dir)
+        """Keep the folder and the settings, and start the counts and caches empty."""
+        self.sessions_dir = sessions_dir
         #: Checked at each record, so a bad id is reported, never raised.
         self.session_id = session_id
-        self.fsync = check_fsync(fsync)
-        self.redactor = Redactor(redact_keys, redact_patterns) if redact else None
+        self.fsync = fsync
+        self.redactor = redactor
         #: Records that could not be written (a count the program can
         #: read: docs/guarantees.md, "Writing").
         self.dropped = 0
@@ -560,14 +555,31 @@ class SinkOwner:
         redact_keys: Iterable[str] = (),
         redact_patterns: Iterable[str] = (),
     ) -> None:
-        """Fix the folder and the settings now, so a later chdir changes nothing."""
+        """Fix the folder and the settings now, so a later chdir changes nothing.
+
+        The keywords of every entry point (docs/configuration.md): ``CodexHandler``
+        takes them and its ``level``; ``CodexProcessor`` and ``LoguruSink`` take these.
+
+        Args:
+            sessions_dir: The folder of session files; by default
+                ``CODEX_SESSIONS_DIR`` or ``.codex/sessions``, made absolute now.
+            session_id: The session for records (structlog events) that name
+                none and run outside a ``session_scope``; by default
+                ``CODEX_SESSION_ID`` at each record.
+            fsync: ``"never"``, ``"end"`` or ``"always"``.
+            redact: Replace secrets before writing (on by default).
+            redact_keys: More key names whose values are secret.
+            redact_patterns: More regular expressions whose matches are secret.
+
+        Raises:
+            ValueError: For an unknown ``fsync`` policy or an invalid pattern.
+
+        """
         self.sink = Sink(
-            sessions_dir,
+            sessions_dir_path(sessions_dir),
             session_id,
-            fsync=fsync,
-            redact=redact,
-            redact_keys=redact_keys,
-            redact_patterns=redact_patterns,
+            check_fsync(fsync),
+            Redactor(redact_keys, redact_patterns) if redact else None,
         )
         self._made()
 
