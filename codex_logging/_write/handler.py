@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
+import os
 import sys
 from collections.abc import Iterable
 from itertools import islice
@@ -118,15 +118,29 @@ class CodexHandler(SinkOwner, logging.Handler):
 
     """
 
-    def __init__(self, *args: Any, level: int | str = logging.NOTSET, **kwargs: Any) -> None:
-        """Fix the folder and the settings now, so a later chdir changes nothing.
-
-        The settings are every entry point's (:meth:`SinkOwner.__init__`, listed
-        above), then ``level``; ``inspect.signature`` shows them all.
-        """
+    def __init__(
+        self,
+        sessions_dir: str | os.PathLike[str] | None = None,
+        session_id: str | None = None,
+        *,
+        fsync: FsyncPolicy = "never",
+        redact: bool = True,
+        redact_keys: Iterable[str] = (),
+        redact_patterns: Iterable[str] = (),
+        level: int | str = logging.NOTSET,
+    ) -> None:
+        """Fix the folder and the settings now, so a later chdir changes nothing."""
         # The sink first: a bad setting raises before Handler.__init__ registers
         # the handler for logging.shutdown(), which would close a half-made one.
-        SinkOwner.__init__(self, *args, **kwargs)
+        SinkOwner.__init__(
+            self,
+            sessions_dir,
+            session_id,
+            fsync=fsync,
+            redact=redact,
+            redact_keys=redact_keys,
+            redact_patterns=redact_patterns,
+        )
         logging.Handler.__init__(self, level)
 
     def _made(self) -> None:
@@ -384,14 +398,3 @@ class CodexHandler(SinkOwner, logging.Handler):
     def __repr__(self) -> str:
         """Show the folder and the level, like FileHandler."""
         return f"<{type(self).__name__} {self.sessions_dir} ({logging.getLevelName(self.level)})>"
-
-
-# What inspect.signature and help() show: the settings every entry point
-# takes (SinkOwner.__init__), then ``level``, as __init__ passes them on.
-_SETTINGS: Final = inspect.signature(SinkOwner.__init__)
-CodexHandler.__init__.__signature__ = _SETTINGS.replace(  # type: ignore[attr-defined]
-    parameters=[
-        *_SETTINGS.parameters.values(),
-        inspect.signature(CodexHandler.__init__).parameters["level"],
-    ]
-)
