@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import logging.config
 import os
@@ -480,3 +481,21 @@ class TestFailures:
         with pytest.raises(RecursionError):
             handler.emit(logging.makeLogRecord({"msg": "x"}))
         assert handler.dropped == 0
+
+
+class TestSignature:
+    def test_the_settings_are_the_other_entry_points(self) -> None:
+        """CodexHandler writes out SinkOwner's keywords (for type checkers) plus level: kept equal."""
+        from codex_logging import CodexProcessor, LoguruSink
+        from codex_logging._write.sink import SinkOwner
+
+        def params(cls: type) -> list[tuple[str, object, object, object]]:
+            signature = inspect.signature(cls.__init__)  # type: ignore[misc]
+            return [
+                (p.name, p.kind, p.default, p.annotation) for p in signature.parameters.values()
+            ]
+
+        shared = params(SinkOwner)
+        assert params(CodexHandler) == [*shared, params(CodexHandler)[-1]]
+        assert params(CodexHandler)[-1][:3] == ("level", inspect.Parameter.KEYWORD_ONLY, 0)
+        assert params(CodexProcessor) == params(LoguruSink) == shared
