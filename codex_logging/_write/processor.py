@@ -74,7 +74,7 @@ class CodexProcessor(SinkOwner):
 
     """
 
-    __slots__ = ("_names", "_other_class")
+    __slots__ = ("_names", "_other_class", "_reads_keys")
 
     def _made(self) -> None:
         # The keys read besides "event" and "level" are marked OWN: the field
@@ -86,6 +86,10 @@ class CodexProcessor(SinkOwner):
         #: The last logger class found not to be a stdlib Logger: the usual
         #: logger (a PrintLogger, a BytesLogger) skips the isinstance test.
         self._other_class: type | None = None
+        #: Set once an event named one of the keys read here: a chain that
+        #: adds one to every event (structlog's add_logger_name) then reads
+        #: them at once, instead of finding one in the field loop and starting again.
+        self._reads_keys = False
 
     def __call__(  # noqa: C901, PLR0912, PLR0915 - the hot path (bench/)
         self,
@@ -112,7 +116,8 @@ class CodexProcessor(SinkOwner):
                         return event_dict
                 else:
                     self._other_class = cls
-            if _rare:
+            if _rare or self._reads_keys:
+                _rare = True
                 get = event_dict.get
                 explicit, name, kind, role = (
                     get("session_id"),
@@ -213,6 +218,7 @@ class CodexProcessor(SinkOwner):
                     elif written is SKIP:
                         continue
                     elif not _rare:
+                        self._reads_keys = True
                         return self(logger, method_name, event_dict, _rare=True)
                     elif key == "stack" and not (
                         stack.__class__ is str and stack.startswith(STACK_HEADER)
