@@ -78,6 +78,29 @@ class TestProcessor:
         ]
         assert proc.dropped == 0
 
+    def test_a_subclass_with_its_own_call(self, tmp_path: Path) -> None:
+        """A subclass's three-argument __call__ runs once per event, own keys or not."""
+        calls = []
+
+        class Tagged(CodexProcessor):
+            __slots__ = ()
+
+            def __call__(self, logger: object, name: str, event: dict) -> dict:  # type: ignore[override]
+                calls.append(event["event"])
+                event.setdefault("app", "demo")
+                return super().__call__(logger, name, event)  # type: ignore[return-value]
+
+        proc = Tagged(tmp_path, "own")
+        proc(None, "info", {"event": "first", "n": 1})
+        proc(None, "info", {"event": "routed", "n": 2, "session_id": "other"})
+        proc(None, "info", {"event": "third", "n": 3})
+        assert calls == ["first", "routed", "third"]
+        assert proc.dropped == 0
+        own = [(r["message"], r["app"]) for r in read_lines(tmp_path / "own.ndjson")]
+        assert own == [("first", "demo"), ("third", "demo")]
+        (other,) = read_lines(tmp_path / "other.ndjson")
+        assert (other["message"], other["n"], other["app"]) == ("routed", 2, "demo")
+
     def test_secret_names_and_numbers_json_cannot_hold(self, tmp_path: Path) -> None:
         """A bytes key with a secret name is redacted; NaN and infinities are written as str()."""
         proc = CodexProcessor(tmp_path, "p")

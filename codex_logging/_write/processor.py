@@ -219,7 +219,11 @@ class CodexProcessor(SinkOwner):
                         continue
                     elif not _rare:
                         self._reads_keys = True
-                        return self(logger, method_name, event_dict, _rare=True)
+                        # This method by name: a subclass's own __call__
+                        # (taking three arguments) is not run twice.
+                        return CodexProcessor.__call__(
+                            self, logger, method_name, event_dict, _rare=True
+                        )
                     elif key == "stack" and not (
                         stack.__class__ is str and stack.startswith(STACK_HEADER)
                     ):

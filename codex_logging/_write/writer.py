@@ -233,7 +233,8 @@ class _Entry:
         self.ino = info.st_ino
         self.recheck_at = time.monotonic() + RECHECK_SECONDS
         # One item per write in progress, added and removed with the atomic
-        # list.append and list.pop, so the count is never torn.
+        # list.append and ``del inflight[-1]`` (or list.pop), so the count
+        # is never torn.
         self.inflight: list[None] = []
         self.retired = False
         self.closed = False
@@ -501,7 +502,8 @@ class Writer:
         raise WriteError(errno.ENOSPC, msg)
 
     def _mark_fragment(self, key: tuple[int, int], entry: _Entry | None, *, ended: bool) -> None:
-        # Rare: only after a short write. The set outlives the descriptor.
+        # Rare: after a short write, or once its fragment is ended. The set
+        # outlives the descriptor.
         if entry is not None:
             entry.fragment = not ended
         if ended:
