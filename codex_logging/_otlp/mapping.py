@@ -219,13 +219,16 @@ class Resource:
 
 def build_request(  # noqa: C901, PLR0912, PLR0915 - one loop, inline for speed
     resource: Resource,
-    rows: Sequence[tuple[str, int, str] | tuple[str, int, str, dict[str, Any] | None]],
+    rows: Sequence[Sequence[Any]],
     observed: int | None = None,
+    *,
+    columns: tuple[int, int, int, int] = (0, 1, 2, 3),
 ) -> ExportLogsServiceRequest:
     """Return the request carrying ``rows``: ``(session_id, seq, line[, record])`` each.
 
     A row may carry the record the engine already parsed from its line
-    (``_mirror/lines.py``); it is then not parsed again.
+    (``_mirror/lines.py``); it is then not parsed again. ``columns`` says
+    where in a row the four are (the engine's rows as they are: no copy).
 
     Records are grouped by process (``process.pid`` in the resource), then by
     logger (the scope's name), in the order of the lines.
@@ -244,10 +247,12 @@ def build_request(  # noqa: C901, PLR0912, PLR0915 - one loop, inline for speed
         resource: The export's resource.
         rows: The lines to send, already checked and redacted by the engine.
         observed: ``observed_time_unix_nano`` (default: now).
+        columns: The positions of the session id, seq, line and record.
 
     Returns:
         The request.
     """
+    at_session, at_seq, at_line, at_record = columns
     request = ExportLogsServiceRequest()
     observed = time.time_ns() if observed is None else observed
     source = resource.source
@@ -255,8 +260,8 @@ def build_request(  # noqa: C901, PLR0912, PLR0915 - one loop, inline for speed
     resources: dict[object, Any] = {}
     templates: dict[tuple[str, ...], _Template | None] = {}
     for row in rows:
-        session_id, seq, line = row[0], row[1], row[2]
-        record, nanos = _parse(line, row[3] if len(row) > 3 else None)
+        session_id, seq, line = row[at_session], row[at_seq], row[at_line]
+        record, nanos = _parse(line, row[at_record] if len(row) > at_record else None)
         get = record.get
         pid = get("pid")
         pid_key = pid if type(pid) is int else None
