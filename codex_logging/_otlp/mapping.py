@@ -303,28 +303,26 @@ def build_request(  # noqa: C901, PLR0912, PLR0915 - one loop, inline for speed
                 out.severity_text = ""
             kind = get("kind")
             out.event_name = EVENTS.get(kind, "") if type(kind) is str else ""
-            slots = template.slots
-            slots[0].string_value = session_id
-            slots[1].string_value = f"{source}/{session_id}/{seq}"
-            slots[2].int_value = seq
-            at = 3
-            for key in template.keys:
+            if session_id != template.session:
+                template.session_slot.string_value = template.session = session_id
+            template.uid_slot.string_value = f"{source}/{session_id}/{seq}"
+            template.seq_slot.int_value = seq
+            for key, slot in template.pairs:
                 value = record[key]
                 kind = type(value)
                 if kind is str:
-                    slots[at].string_value = value
+                    slot.string_value = value
                 elif kind is int:
                     if -_INT64 <= value < _INT64:
-                        slots[at].int_value = value
+                        slot.int_value = value
                     else:
-                        slots[at].string_value = str(value)  # past int64: the digits, as text
+                        slot.string_value = str(value)  # past int64: the digits, as text
                 elif kind is bool:
-                    slots[at].bool_value = value
+                    slot.bool_value = value
                 elif kind is float or kind is Decimal:
-                    slots[at].double_value = float(value)
+                    slot.double_value = float(value)
                 else:
                     break  # null, a list, an object: built below
-                at += 1
             else:
                 if template.body is not None:
                     message = get("message")
@@ -360,19 +358,32 @@ class _Template:
     request: the strings set into it stay in its memory until then.
     """
 
-    __slots__ = ("body", "keys", "record", "scope", "slots")
+    __slots__ = (
+        "body",
+        "pairs",
+        "record",
+        "scope",
+        "seq_slot",
+        "session",
+        "session_slot",
+        "uid_slot",
+    )
 
     def __init__(self, keys: tuple[str, ...], body: bool) -> None:
         self.scope = ScopeLogs()
         self.record = self.scope.log_records.add()
-        self.keys = keys
         self.body = self.record.body if body else None
         attributes = self.record.attributes
-        self.slots = []
+        slots = []
         for key in ("session.id", "log.record.uid", "codex.seq", *keys):
             pair = attributes.add()
             pair.key = key
-            self.slots.append(pair.value)
+            slots.append(pair.value)
+        self.session_slot, self.uid_slot, self.seq_slot = slots[:3]
+        #: The record's keys and where their values go.
+        self.pairs = tuple(zip(keys, slots[3:], strict=True))
+        #: The session id set last (the same for all the records of a batch).
+        self.session: object = _UNSET
 
     @classmethod
     def of(cls, shape: tuple[str, ...]) -> _Template | None:
@@ -384,6 +395,8 @@ class _Template:
 
 
 _NO_TEMPLATE: Final[Any] = object()
+#: No session yet: unequal to every session id.
+_UNSET: Final = object()
 
 
 def _parse(line: str, parsed: dict[str, Any] | None = None) -> tuple[dict[str, Any], int]:
