@@ -62,6 +62,8 @@ EVENTS: Final = {"start": "session.start", "end": "session.end"}
 #: Keys that become a field of the LogRecord, not an attribute.
 _OWN: Final = frozenset({"ts", "level", "message", "logger", "trace_id", "span_id", "trace_flags"})
 _TRACE: Final = frozenset({"trace_id", "span_id", "trace_flags"})
+#: A template that could not take this many records of a request is not used for the rest.
+_MISSES: Final = 32
 #: A line longer than this is built in the request itself, not through a template.
 _LONG_LINE: Final = 64 << 10
 _INT64: Final = 1 << 63
@@ -283,61 +285,61 @@ def build_request(  # noqa: C901, PLR0912, PLR0915 - one loop, inline for speed
             found = scopes[pid_key, name] = (scope, [])
         scope, parts = found
         if len(line) > _LONG_LINE:
-            # Not copied thrice (template, its bytes, the request): built in place.
-            _merge(scope, parts)
-            _fill(scope.log_records.add(), record, nanos, source, session_id, seq, observed)
-            continue
-        shape = tuple(record)
-        template = templates.get(shape, _NO_TEMPLATE)
-        if template is _NO_TEMPLATE:
-            template = templates[shape] = _Template.of(shape)
+            template = None  # not copied thrice (template, its bytes, the request)
+        else:
+            shape = tuple(record)
+            template = templates.get(shape, _NO_TEMPLATE)
+            if template is _NO_TEMPLATE:
+                template = templates[shape] = _Template.of(shape)
         if template is not None:
-            out = template.record
-            level = get("level")
-            if type(level) is str:
-                number = SEVERITY.get(level)
-                out.severity_number = severity(level, get("levelno")) if number is None else number
-                out.severity_text = level
-            else:
-                out.severity_number = severity(level, get("levelno"))
-                out.severity_text = ""
-            kind = get("kind")
-            out.event_name = EVENTS.get(kind, "") if type(kind) is str else ""
-            if session_id != template.session:
-                template.session_slot.string_value = template.session = session_id
-            template.uid_slot.string_value = f"{source}/{session_id}/{seq}"
-            template.seq_slot.int_value = seq
-            for key, slot in template.pairs:
-                value = record[key]
-                kind = type(value)
-                if kind is str:
-                    slot.string_value = value
-                elif kind is int:
-                    if -_INT64 <= value < _INT64:
-                        slot.int_value = value
+            message = get("message")
+            if template.body is None or type(message) is str:
+                for key, slot in template.pairs:
+                    value = record[key]
+                    kind = type(value)
+                    if kind is str:
+                        slot.string_value = value
+                    elif kind is int:
+                        if -_INT64 <= value < _INT64:
+                            slot.int_value = value
+                        else:
+                            slot.string_value = str(value)  # past int64: the digits, as text
+                    elif kind is bool:
+                        slot.bool_value = value
+                    elif kind is float or kind is Decimal:
+                        slot.double_value = float(value)
                     else:
-                        slot.string_value = str(value)  # past int64: the digits, as text
-                elif kind is bool:
-                    slot.bool_value = value
-                elif kind is float or kind is Decimal:
-                    slot.double_value = float(value)
+                        break  # null, a list, an object: built below
                 else:
-                    break  # null, a list, an object: built below
-            else:
-                if template.body is not None:
-                    message = get("message")
-                    if type(message) is str:
-                        template.body.string_value = message
-                    else:
-                        template = None
-                if template is not None:
+                    out = template.record
                     out.time_unix_nano = nanos
                     out.observed_time_unix_nano = observed
+                    level = get("level")
+                    if type(level) is str:
+                        number = SEVERITY.get(level)
+                        out.severity_number = (
+                            severity(level, get("levelno")) if number is None else number
+                        )
+                        out.severity_text = level
+                    else:
+                        out.severity_number = severity(level, get("levelno"))
+                        out.severity_text = ""
+                    if template.body is not None:
+                        template.body.string_value = message
+                    event = get("kind")
+                    out.event_name = EVENTS.get(event, "") if type(event) is str else ""
+                    if session_id != template.session:
+                        template.session_slot.string_value = template.session = session_id
+                    template.uid_slot.string_value = f"{source}/{session_id}/{seq}"
+                    template.seq_slot.int_value = seq
                     parts.append(template.scope.SerializeToString())
                     continue
-        one = ScopeLogs()
-        _fill(one.log_records.add(), record, nanos, source, session_id, seq, observed)
-        parts.append(one.SerializeToString())
+            template.misses += 1
+            if template.misses >= _MISSES:
+                templates[shape] = None  # most of its records are built field by field
+        # Built in place, after the records before it.
+        _merge(scope, parts)
+        _fill(scope.log_records.add(), record, nanos, source, session_id, seq, observed)
     for scope, parts in scopes.values():
         _merge(scope, parts)
     return request
@@ -360,6 +362,7 @@ class _Template:
 
     __slots__ = (
         "body",
+        "misses",
         "pairs",
         "record",
         "scope",
@@ -384,6 +387,8 @@ class _Template:
         self.pairs = tuple(zip(keys, slots[3:], strict=True))
         #: The session id set last (the same for all the records of a batch).
         self.session: object = _UNSET
+        #: Records of these keys that could not use it (a null, a list, an object).
+        self.misses = 0
 
     @classmethod
     def of(cls, shape: tuple[str, ...]) -> _Template | None:
