@@ -48,6 +48,7 @@ def reference(resource: Resource, rows: list[tuple[Any, ...]], observed: int) ->
 
 def record(rnd: random.Random) -> dict[str, Any]:
     """A record of a few shapes, its values often changing type from one record to the next."""
+    # (trace fields: valid, null, or kept as attributes; a template sets them all each time)
     found: dict[str, Any] = {
         "ts": rnd.choice([1765000000.123456789, 1765000001, 1765000000.5, 0.0, 17e8, "x"]),
         "session_id": "s1",
@@ -61,8 +62,10 @@ def record(rnd: random.Random) -> dict[str, Any]:
         found["levelno"] = rnd.choice([25, 5, 70, True])
     if rnd.random() < 0.1:
         del found["message"]
-    if rnd.random() < 0.05:
-        found["trace_id"] = rnd.choice(["4bf92f3577b34da6a3ce929d0e0e4736", "zz"])
+    if rnd.random() < 0.3:
+        found["trace_id"] = rnd.choice(["4bf92f3577b34da6a3ce929d0e0e4736", "00" * 16, None, "zz"])
+        found["span_id"] = rnd.choice(["00f067aa0ba902b7", "00f067aa0ba902b8", None, 7])
+        found["trace_flags"] = rnd.choice(["01", "1", 0, 3, None, 256, True, "zzz"])
     if rnd.random() < 0.05:
         found["exc"] = rnd.choice(["Traceback (most recent call last):\nValueError: v\n", 5])
     for key in rnd.sample(["a", "b", "c", "d"], rnd.randint(0, 4)):

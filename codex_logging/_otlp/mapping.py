@@ -293,7 +293,9 @@ def build_request(  # noqa: C901, PLR0912, PLR0915 - one loop, inline for speed
                 template = templates[shape] = _Template.of(shape)
         if template is not None:
             message = get("message")
-            if template.body is None or type(message) is str:
+            if (template.body is None or type(message) is str) and (
+                not template.traced or _trace_fields(template.record, record)
+            ):
                 for key, slot in template.pairs:
                     value = record[key]
                     kind = type(value)
@@ -369,11 +371,13 @@ class _Template:
         "seq_slot",
         "session",
         "session_slot",
+        "traced",
         "uid_slot",
     )
 
-    def __init__(self, keys: tuple[str, ...], body: bool) -> None:
+    def __init__(self, keys: tuple[str, ...], *, body: bool, traced: bool) -> None:
         self.scope = ScopeLogs()
+        self.traced = traced
         self.record = self.scope.log_records.add()
         self.body = self.record.body if body else None
         attributes = self.record.attributes
@@ -393,10 +397,42 @@ class _Template:
     @classmethod
     def of(cls, shape: tuple[str, ...]) -> _Template | None:
         """Return the template of records with these keys; None for those built field by field."""
-        if "exc" in shape or any(key in _TRACE for key in shape):
+        if "exc" in shape:
             return None
         keys = tuple(key for key in shape if key not in _OWN and key != "session_id")
-        return cls(keys, "message" in shape)
+        return cls(keys, body="message" in shape, traced=any(key in _TRACE for key in shape))
+
+
+def _trace_fields(out: LogRecord, record: Mapping[str, Any]) -> bool:
+    """Set (or clear) the trace fields of a template's record; False if one is not of their form.
+
+    As :func:`_trace`, but every field is set, so none of the previous
+    record's stays; a value that :func:`_trace` keeps as an attribute
+    sends the record the other way.
+    """
+    trace_id, span_id = record.get("trace_id"), record.get("span_id")
+    flags = record.get("trace_flags")
+    if trace_id is None:
+        out.trace_id = b""
+    elif isinstance(trace_id, str) and _HEX32.fullmatch(trace_id):
+        out.trace_id = bytes.fromhex(trace_id)
+    else:
+        return False
+    if span_id is None:
+        out.span_id = b""
+    elif isinstance(span_id, str) and _HEX16.fullmatch(span_id):
+        out.span_id = bytes.fromhex(span_id)
+    else:
+        return False
+    if flags is None:
+        out.flags = 0
+    elif isinstance(flags, str) and _HEX2.fullmatch(flags):
+        out.flags = int(flags, 16)
+    elif isinstance(flags, int) and not isinstance(flags, bool) and 0 <= flags <= 0xFF:
+        out.flags = flags
+    else:
+        return False
+    return True
 
 
 _NO_TEMPLATE: Final[Any] = object()
