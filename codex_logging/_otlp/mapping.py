@@ -241,9 +241,11 @@ def build_request(  # noqa: C901, PLR0912, PLR0915 - one loop, inline for speed
     record to the next, serialized by protobuf as a ``ScopeLogs`` holding
     that one record; each scope then parses the run of its records at once
     (``ScopeLogs`` messages merge by appending their records, in order).
-    The request is the same as one built record by record with
-    :func:`_fill`, which builds the others (nested values, exceptions,
-    trace fields).
+    The request is the same, byte for byte, as one built record by record
+    with :func:`_fill` (``tests/test_otlp_template.py``), which builds the
+    others in place: a null, a list or an object among the attributes, a
+    message that is not a string, ``exc``, a trace field kept as an
+    attribute, a line over 64 KiB.
 
     Args:
         resource: The export's resource.
