@@ -55,6 +55,9 @@ STATE_FILE: Final = "otlp_watermarks.db"
 REQUEST_RECORDS: Final = 2000
 REQUEST_BYTES: Final = 4 << 20
 
+#: Where an engine's row (``_mirror/lines.py`` ``EventRow``) has the session
+#: id, seq, line and record.
+_EVENT_COLUMNS: Final = (0, 1, 8, 9)
 #: The answers that blame the batch itself: that session's file stops, the others go on.
 _BATCH_AT_FAULT: Final = frozenset({400, 413, 422})
 
@@ -250,8 +253,8 @@ class OtlpTarget:
             while end < len(events) and end - start < REQUEST_RECORDS and size < REQUEST_BYTES:
                 size += len(events[end][8])
                 end += 1
-            rows = [(row[0], row[1], row[8], row[9]) for row in events[start:end]]
-            self._send(session_id, build_request(resource, rows), len(rows))
+            request = build_request(resource, events[start:end], columns=_EVENT_COLUMNS)
+            self._send(session_id, request, end - start)
             start = end
         if not self.dry_run:
             if self._out_fd >= 0:
