@@ -408,33 +408,14 @@ class _Template:
 def _trace_fields(out: LogRecord, record: Mapping[str, Any]) -> bool:
     """Set (or clear) the trace fields of a template's record; False if one is not of their form.
 
-    As :func:`_trace`, but every field is set, so none of the previous
-    record's stays; a value that :func:`_trace` keeps as an attribute
-    sends the record the other way.
+    :func:`_trace` after clearing all three, so none of the previous record's
+    stays; a value that :func:`_trace` keeps as an attribute sends the record
+    the other way.
     """
-    trace_id, span_id = record.get("trace_id"), record.get("span_id")
-    flags = record.get("trace_flags")
-    if trace_id is None:
-        out.trace_id = b""
-    elif isinstance(trace_id, str) and _HEX32.fullmatch(trace_id):
-        out.trace_id = bytes.fromhex(trace_id)
-    else:
-        return False
-    if span_id is None:
-        out.span_id = b""
-    elif isinstance(span_id, str) and _HEX16.fullmatch(span_id):
-        out.span_id = bytes.fromhex(span_id)
-    else:
-        return False
-    if flags is None:
-        out.flags = 0
-    elif isinstance(flags, str) and _HEX2.fullmatch(flags):
-        out.flags = int(flags, 16)
-    elif isinstance(flags, int) and not isinstance(flags, bool) and 0 <= flags <= 0xFF:
-        out.flags = flags
-    else:
-        return False
-    return True
+    out.trace_id = b""
+    out.span_id = b""
+    out.flags = 0
+    return not _trace(out, record)
 
 
 _NO_TEMPLATE: Final[Any] = object()
