@@ -16,7 +16,7 @@ from codex_logging._record import (
     exception_parts,
 )
 from codex_logging._write.session import STAMPS, current_session, deferred, stamped_session
-from codex_logging._write.sink import SinkOwner
+from codex_logging._write.sink import SinkOwner, record_head
 from codex_logging._write.writer import PROCESS, WRITER, FsyncPolicy
 
 _scoped: Final = current_session.get
@@ -263,16 +263,18 @@ class CodexHandler(SinkOwner, logging.Handler):
                     "message": message,
                     "pid": pid,
                 }
-            else:
-                line = {"ts": fields["created"], "session_id": sid, "kind": kind, "level": level}
-                if not standard:  # loguru's SUCCESS, a "Level 25"
-                    line["levelno"] = fields["levelno"]
-                if name is not None:
-                    line["logger"] = name
-                line["message"] = message
-                line["pid"] = pid
-                if role is not None:
-                    line["role"] = role
+            else:  # loguru's SUCCESS, a "Level 25", no logger name, a role, a traceback
+                line = record_head(
+                    ts=fields["created"],
+                    sid=sid,
+                    kind=kind,
+                    level=level,
+                    levelno=fields["levelno"],
+                    logger=name,
+                    message=message,
+                    pid=pid,
+                    role=role,
+                )
                 if exc is not None:
                     line["exc"] = exc
             # LogRecord.__init__ sets its own attributes first, so anything from

@@ -16,7 +16,7 @@ from codex_logging._record import (
 )
 from codex_logging._write.handler import STRUCTLOG_MAPPED, CodexHandler
 from codex_logging._write.session import current_session, deferred
-from codex_logging._write.sink import OWN, SKIP, FieldNames, SinkOwner
+from codex_logging._write.sink import OWN, SKIP, FieldNames, SinkOwner, record_head
 from codex_logging._write.writer import PROCESS
 
 # Bound once: a module attribute lookup shows on the per-event path.
@@ -159,29 +159,44 @@ class CodexProcessor(SinkOwner):
                 message = redactor.text(message, counter)
             # The session is filled in once the fields showed whether the
             # event names one.
-            if known is not None and name is not None and role is None:
-                # The usual record, in one dict display.
-                record: dict[str, Any] = {
-                    "ts": _time(),
-                    "session_id": None,
-                    "kind": kind,
-                    "level": level,
-                    "logger": name,
-                    "message": message,
-                    "pid": PROCESS.pid,
-                }
+            if known is not None and role is None:
+                # The usual record, in one dict display: structlog's own
+                # loggers (PrintLogger, BytesLogger...) have no name.
+                if name is None:
+                    record: dict[str, Any] = {
+                        "ts": _time(),
+                        "session_id": None,
+                        "kind": kind,
+                        "level": level,
+                        "message": message,
+                        "pid": PROCESS.pid,
+                    }
+                else:
+                    record = {
+                        "ts": _time(),
+                        "session_id": None,
+                        "kind": kind,
+                        "level": level,
+                        "logger": name,
+                        "message": message,
+                        "pid": PROCESS.pid,
+                    }
             else:
-                record = {"ts": _time(), "session_id": None, "kind": kind, "level": level}
-                if known is None and level not in STANDARD_LEVELS:  # may carry a number
-                    levelno = level_number(level, event_dict.get("level_number"))
-                    if levelno is not None:
-                        record["levelno"] = levelno
-                if name is not None:
-                    record["logger"] = name
-                record["message"] = message
-                record["pid"] = PROCESS.pid
-                if role is not None:
-                    record["role"] = role
+                record = record_head(
+                    ts=_time(),
+                    sid=None,  # filled in below
+                    kind=kind,
+                    level=level,
+                    levelno=(
+                        level_number(level, event_dict.get("level_number"))
+                        if known is None and level not in STANDARD_LEVELS  # may carry a number
+                        else None
+                    ),
+                    logger=name,
+                    message=message,
+                    pid=PROCESS.pid,
+                    role=role,
+                )
             if _rare and (
                 exception is not None
                 or exc_info is not None

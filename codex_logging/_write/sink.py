@@ -86,6 +86,37 @@ OWN: Final = _Mark.OWN
 FieldNames = dict[object, "str | _Mark"]
 
 
+def record_head(
+    *,
+    ts: float,
+    sid: str | None,
+    kind: object,
+    level: str,
+    levelno: int | None,
+    logger: object,
+    message: object,
+    pid: int,
+    role: object,
+) -> dict[str, Any]:
+    """Return a record's own fields, in the order of docs/record-format.md.
+
+    ``levelno`` is written only for a level that is not one of the standard
+    five names, ``logger`` and ``role`` only when given. The hot paths build
+    the usual record (a standard level, a logger, no role) in one dict display
+    and come here for the others.
+    """
+    record: dict[str, Any] = {"ts": ts, "session_id": sid, "kind": kind, "level": level}
+    if levelno is not None and level not in STANDARD_LEVELS:
+        record["levelno"] = levelno
+    if logger is not None:
+        record["logger"] = logger
+    record["message"] = message
+    record["pid"] = pid
+    if role is not None:
+        record["role"] = role
+    return record
+
+
 class Sink:
     """Where and how one handler, processor or scope writes its records.
 
@@ -214,15 +245,17 @@ class Sink:
         counter = [0]
         kind, role, logger = self.texts(kind, role, logger, counter)
         message = self.message(message, counter)
-        record: dict[str, Any] = {"ts": ts, "session_id": sid, "kind": kind, "level": level}
-        if levelno is not None and level not in STANDARD_LEVELS:
-            record["levelno"] = levelno
-        if logger is not None:
-            record["logger"] = logger
-        record["message"] = message
-        record["pid"] = pid
-        if role is not None:
-            record["role"] = role
+        record = record_head(
+            ts=ts,
+            sid=sid,
+            kind=kind,
+            level=level,
+            levelno=levelno,
+            logger=logger,
+            message=message,
+            pid=pid,
+            role=role,
+        )
         if exc is not None:
             record["exc"] = exc if self.redactor is None else self.redactor.text(exc, counter)
         if exception is not None:
