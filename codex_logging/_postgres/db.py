@@ -201,6 +201,12 @@ _COMPACT_EVENTS_VIEW: Final = f"""CREATE VIEW events AS
 #: The table migration 6 renames ``session_events`` to while its rows move.
 LEGACY_TABLE: Final = "session_events_legacy"
 
+#: The views over the old table, dropped by the step after the move before it
+#: takes the table: a reader locks a view, then the tables under it, so the
+#: step takes them in the same order (the other order deadlocks with a reader
+#: holding the view and waiting for the table).
+_DROP_VIEWS: Final = ("DROP VIEW IF EXISTS events", "DROP VIEW IF EXISTS session_events")
+
 #: The levels the alert indexes hold, as the reads say them.
 _ALERTS: Final = "level IN ('WARNING', 'WARN', 'ERROR', 'CRITICAL', 'FATAL')"
 
@@ -524,8 +530,7 @@ MIGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "drop the emptied old table; the views read the compact tables alone",
         (
-            "DROP VIEW IF EXISTS events",
-            "DROP VIEW IF EXISTS session_events",
+            *_DROP_VIEWS,
             f"DROP TABLE IF EXISTS {LEGACY_TABLE}",
             _DELETE_FUNCTION.format(delete=_DELETE_ROW, legacy=""),
             f"CREATE VIEW session_events AS {_COMPACT_EVENTS}",
@@ -805,7 +810,12 @@ def migrate(
 
 
 def _apply(conn: psycopg.Connection[Any], busy_timeout: float, upto: int) -> None:
-    """Apply the migrations up to number ``upto`` in one transaction, under the lock."""
+    """Apply the migrations up to number ``upto`` in one transaction, under the lock.
+
+    A new database (no ``session_events`` yet) gets every migration in this
+    one transaction: it has no rows to move, and no reader sees a step
+    between two migrations.
+    """
     if schema_version(conn) >= upto:
         return
     with transaction(conn, busy_timeout):
@@ -813,6 +823,8 @@ def _apply(conn: psycopg.Connection[Any], busy_timeout: float, upto: int) -> Non
         conn.execute("CREATE TABLE IF NOT EXISTS codex_schema_version (version integer)")
         version = schema_version(conn)
         if version == 0:
+            if not table_exists(conn, "session_events"):
+                upto = SCHEMA_VERSION
             conn.execute("INSERT INTO codex_schema_version VALUES (0)")
         for number in range(version + 1, upto + 1):
             _name, statements = MIGRATIONS[number - 1]
@@ -835,6 +847,8 @@ def _finish_move(conn: psycopg.Connection[Any], busy_timeout: float) -> bool | N
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             if schema_version(conn) != MOVING:
                 return True
+            for statement in _DROP_VIEWS:
+                conn.execute(statement)
             if table_exists(conn, LEGACY_TABLE):
                 # Waits for the batches other connections have in flight.
                 conn.execute(f"LOCK TABLE {LEGACY_TABLE} IN ACCESS EXCLUSIVE MODE")
