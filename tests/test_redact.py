@@ -644,6 +644,12 @@ class TestAssignments:
             ('{"token": 123}', '{"token": [REDACTED]}'),
             ("password='CANARY7 unterminated", "password='[REDACTED] unterminated"),
             ("clientSecret=CANARY8", "clientSecret=[REDACTED]"),
+            # A list or tuple: every item goes, brackets and quotes inside it too.
+            ("secret=['CANARY9','x]y'] ok", "secret=[REDACTED] ok"),
+            ("{'password': ['CANARY10', 'b']}", "{'password': [REDACTED]}"),
+            ('{"api_key": [\n  "CANARY11",\n  "b"\n]}', '{"api_key": [REDACTED]}'),
+            ("[('password', ('CANARY12', 'b')), ('user', 'bob')]", "[('password', [REDACTED]), ('user', 'bob')]"),
+            ("token=[CANARY13 never closed\nnext", "token=[REDACTED]\nnext"),
         ],
     )  # fmt: skip
     def test_secret_names_in_text_lose_their_value(self, text: str, expected: str) -> None:
@@ -661,6 +667,9 @@ class TestAssignments:
             "a=b=c",
             '{"user": "bob", "tokens": 12}',
             "the password is hunter2",
+            "password=[] token=()",
+            "cache_key=[user, 42] sort_key=(created_at)",
+            "[('cache', [1, 2])]",
         ],
     )
     def test_ordinary_assignments_stay(self, text: str) -> None:

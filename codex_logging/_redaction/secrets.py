@@ -31,6 +31,9 @@ from codex_logging._redaction.names import (
 REDACTED: Final = "[REDACTED]"
 #: How far past ``scheme://user:`` a URL password is looked for.
 MAX_URL_PASSWORD: Final = 256
+#: How far a list or tuple given to a secret name (``password=['a', 'b']``)
+#: is read for its closing bracket; unclosed by then, the line's rest goes.
+MAX_BRACKETED: Final = 4096
 
 #: Every secret name (strong or weak, see names.py) contains one of these,
 #: in any case, or is two parts that join into one of JOINED_PARTS
@@ -398,6 +401,8 @@ _NAME_RUN = r"[a-z0-9_.\- \t]"
 #: characters of name, a quote and 16 blanks.
 _NAME_REACH: Final = 81
 _QUOTES: Final = frozenset("'\"")
+#: What opens a list or tuple given as a value.
+_BRACKETS: Final = frozenset("[(")
 _SINGLE_QUOTE: Final = frozenset("'")
 #: ASCII upper case to lower case, one character for one.
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -459,8 +464,8 @@ def _mark(  # noqa: PLR0911 - one answer a kind
     ``value[at:end]`` is a whole run of ``=``, or one ``:`` or ``,``. ``eq``:
     ``=`` (not ``==``, ``!=``, ``<=``, ``>=``; ``=>`` too); ``colon``: ``:``
     before a space or a tab, or after a quote (spaces between); ``pair``:
-    ``', '`` or ``", "`` (a ``b`` prefix on the second quote too), the quote
-    before the comma one of ``quotes``.
+    ``', '`` or ``", "`` (a ``b`` prefix on the second quote too, or a list or
+    tuple instead of it), the quote before the comma one of ``quotes``.
     """
     char = value[at]
     if char == "=":
@@ -479,6 +484,8 @@ def _mark(  # noqa: PLR0911 - one answer a kind
         after = at + 1
         if value[after : after + 1] == " ":
             after += 1
+        if value[after : after + 1] in _BRACKETS:
+            return at, after, "pair"  # ('password', ['a', 'b'])
         if value[after : after + 1] == "b":
             after += 1
         if value[after : after + 1] in {"'", '"'}:
@@ -535,6 +542,12 @@ def _read_value(value: str, start: int, header: bool) -> tuple[int, int, int]:
         line_end = _LINE_END.search(value, start)
         end = line_end.start() if line_end is not None else len(value)
         return start, len(value[start:end].rstrip()) + start, end
+    if quote in _BRACKETS:
+        # Every item of a list or tuple: none of them has a name of its own.
+        end = _bracketed(value, start)
+        if value[start + 1 : end - 1].strip():
+            return start, end, end
+        return start, start, end  # [] or (): nothing in it
     bare = _BARE_VALUE.match(value, start)
     if bare is None:
         return start, start, start
@@ -544,6 +557,35 @@ def _read_value(value: str, start: int, header: bool) -> tuple[int, int, int]:
         if more is not None:
             end = more.end()
     return start, end, end
+
+
+def _bracketed(value: str, start: int) -> int:
+    """Return where the list or tuple opening at ``start`` ends (after its closing bracket).
+
+    Quoted items are skipped whole (a bracket inside one does not count).
+    Not closed within :data:`MAX_BRACKETED` characters, or holding an
+    unterminated quote: the end of its line.
+    """
+    depth = 0
+    at = start
+    limit = min(len(value), start + MAX_BRACKETED)
+    while at < limit:
+        char = value[at]
+        if char in "[(":
+            depth += 1
+        elif char in "])":
+            depth -= 1
+            if not depth:
+                return at + 1
+        elif char in _QUOTED:
+            closing = _QUOTED[char].match(value, at + 1)
+            if closing is None:
+                break
+            at = closing.end()
+            continue
+        at += 1
+    line_end = value.find("\n", start)
+    return len(value) if line_end < 0 else line_end
 
 
 def _url_password(value: str, start: int) -> int:
