@@ -403,6 +403,8 @@ _NAME_REACH: Final = 81
 _QUOTES: Final = frozenset("'\"")
 #: What opens a list or tuple given as a value.
 _BRACKETS: Final = frozenset("[(")
+#: What the second item of a pair may open with.
+_PAIR_VALUES: Final = _QUOTES | _BRACKETS
 _SINGLE_QUOTE: Final = frozenset("'")
 #: ASCII upper case to lower case, one character for one.
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -484,11 +486,9 @@ def _mark(  # noqa: PLR0911 - one answer a kind
         after = at + 1
         if value[after : after + 1] == " ":
             after += 1
-        if value[after : after + 1] in _BRACKETS:
-            return at, after, "pair"  # ('password', ['a', 'b'])
         if value[after : after + 1] == "b":
             after += 1
-        if value[after : after + 1] in {"'", '"'}:
+        if value[after : after + 1] in _PAIR_VALUES:  # ('password', ['a', 'b']) too
             return at, after, "pair"
     return None
 
