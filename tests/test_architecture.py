@@ -7,9 +7,11 @@ including the lazy ones inside functions, and checked against the table.
 from __future__ import annotations
 
 import ast
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
-
-import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "codex_logging"
 FOLDERS = ("_write", "_redaction", "_mirror", "_sqlite", "_postgres", "_otlp", "_viewer", "_cli")
@@ -155,10 +157,29 @@ def test_psycopg_only_in_postgres() -> None:
     assert all(user.startswith("_postgres/") for user in users), users
 
 
-def test_every_folder_is_packaged() -> None:
-    """pyproject.toml lists every folder of the package, so a wheel carries them all."""
-    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
-    listed = set(config["tool"]["setuptools"]["packages"])
-    folders = {f"codex_logging.{p.name}" for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
-    assert folders | {"codex_logging"} == listed
+def test_a_wheel_carries_every_file_of_the_package(tmp_path: Path) -> None:
+    """A wheel (a non-editable install) holds every module and every file the viewer serves.
+
+    Built from a copy of the sources, as pip builds one: a ``build/`` left in
+    the checkout by an earlier build could hold files that are gone.
+    """
+    root = PACKAGE.parent
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(root / name, source / name)
+    shutil.copytree(PACKAGE, source / PACKAGE.name, ignore=shutil.ignore_patterns("__pycache__"))
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(dist), str(source)],
+        check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    (wheel,) = dist.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        packed = {name for name in archive.namelist() if name.startswith(f"{PACKAGE.name}/")}
+    files = {
+        path.relative_to(root).as_posix()
+        for path in PACKAGE.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert packed == files

@@ -327,26 +327,6 @@ def test_postgres_mirror_in_the_browser(
     assert "late" in rows[2].text
 
 
-def test_every_template_and_static_file_is_package_data() -> None:
-    """A wheel (a non-editable install) carries every file the viewer serves or renders."""
-    import fnmatch
-
-    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-    root = Path(__file__).resolve().parent.parent
-    data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
-    globs = data["package-data"]["codex_logging._viewer"]
-    assert "codex_logging._viewer" in data["packages"]
-    folder = root / "codex_logging" / "_viewer"
-    files = [
-        str(path.relative_to(folder))
-        for sub in ("templates", "static")
-        for path in (folder / sub).iterdir()
-    ]
-    assert files
-    missing = [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)]
-    assert missing == []
-
-
 def test_a_click_on_the_timeline_opens_the_transcript_at_that_moment(
     browser: Any, serve: Any, mirror: Path
 ) -> None:
