@@ -459,6 +459,61 @@ class TestEndRecords:
         )
 
 
+class TestFieldsNamedLikeColumns:
+    def test_a_records_own_seq_and_mark_fields_are_kept(self, tmp_path: Path) -> None:
+        """A message's own seq, status, error, host... are fields like any; the mirror's seq stays seq."""
+        import logging
+
+        from codex_logging import CodexHandler
+
+        logger = logging.getLogger("test.columns")
+        logger.propagate = False
+        handler = CodexHandler(tmp_path / "s", "f")
+        logger.handlers[:] = [handler]
+        try:
+            logger.warning(
+                "GET /api done",
+                extra={"seq": 99, "status": 503, "error": "upstream timeout", "error_type": "Timeout",
+                       "duration_s": 2.5, "signal": "weak", "host": "api.example.com", "folder": "inbox",
+                       "source_id": "feed-7", "exception": {"type": "Timeout"}},
+            )  # fmt: skip
+        finally:
+            logger.handlers.clear()
+            handler.close()
+        db = str(tmp_path / "x.db")
+        sync_to_sqlite(db, tmp_path / "s")
+        (record,) = [
+            json.loads(x)
+            for x in run("codex-logs", "query", "--db", db, "--json").stdout.splitlines()
+        ]
+        assert record["seq"] == 1  # the line number
+        assert record["extra.seq"] == 99
+        assert {k: record[k] for k in ("status", "error", "host", "source_id", "exception")} == {
+            "status": 503, "error": "upstream timeout", "host": "api.example.com", "source_id": "feed-7",
+            "exception": {"type": "Timeout"},
+        }  # fmt: skip
+        for command in (["query"], ["show", "--color", "never"]):
+            out = run("codex-logs", *command, "--db", db)
+            assert out.returncode == 0, out.stderr
+            for pair in ("extra.seq=99", "status=503", 'error="upstream timeout"', "error_type=Timeout",
+                         "duration_s=2.5", "signal=weak", "host=api.example.com", "folder=inbox",
+                         "source_id=feed-7", 'exception={"type":"Timeout"}'):  # fmt: skip
+                assert pair in out.stdout, (command, pair, out.stdout)
+
+    def test_a_traceback_is_shown_once(self, tmp_path: Path) -> None:
+        """dict_tracebacks' structured exception is the traceback shown under the line, not a field too."""
+        folder = tmp_path / "s"
+        folder.mkdir()
+        record = {"ts": 1.0, "level": "ERROR", "message": "boom", "exc": "Traceback (most recent call last):\nValueError: x",
+                  "exception": [{"exc_type": "ValueError", "exc_value": "x", "frames": []}]}  # fmt: skip
+        (folder / "f.ndjson").write_text(json.dumps(record) + "\n")
+        db = str(tmp_path / "x.db")
+        sync_to_sqlite(db, folder)
+        out = run("codex-logs", "show", "f", "--db", db, "--color", "never").stdout
+        assert "    ValueError: x" in out
+        assert "exception=" not in out
+
+
 class TestEscaping:
     HOSTILE = "clear\x1b[2J title\x1b]0;pwned\x07 cr\rdel\x7f csi\x9b tab\tend\nnext"
 

@@ -111,9 +111,21 @@ def _record(event: dict[str, Any]) -> dict[str, Any]:
                 merged.update(loaded)
     if not merged:  # the older logs table: its columns are the record
         return event
+    # A field of the record named like a column only the mirror has (the line
+    # number, a team mirror's source) is kept as "extra.<name>", as the write
+    # path keeps a field named like one of the record's own (docs/cli.md).
+    for name in _MIRROR_COLUMNS:
+        column = event.get(name)
+        if column is not None and name in merged and merged[name] != column:
+            merged.setdefault(f"extra.{name}", merged[name])
     # The normalised columns win: ts in seconds, kind always set.
     merged.update({k: v for k, v in event.items() if v is not None})
     return merged
+
+
+#: The columns a mirror adds to a record: the line number, and a team
+#: mirror's source.
+_MIRROR_COLUMNS: Final = ("seq", "source_id", "host", "folder")
 
 
 def duration(seconds: object) -> str:
@@ -180,6 +192,7 @@ def print_events(events: list[dict[str, Any]], as_json: bool, out: TextIO) -> No
     plain = Transcript(out, colour=False)
     many = _sources(events)
     for event in events:
+        team = "source_id" in event
         record = _record(event)
         if as_json:
             out.write(to_json(record) + "\n")
@@ -201,7 +214,7 @@ def print_events(events: list[dict[str, Any]], as_json: bool, out: TextIO) -> No
             message,
         )
         text = escape("  ".join(fields))
-        extras = plain.extras(record)
+        extras = plain.extras(record, team=team)
         out.write(text + (f"  {extras}" if extras else "") + plain.traceback(record) + "\n")
     out.flush()
 
@@ -278,12 +291,33 @@ class Progress:
 
 # -- the transcript (codex-logs show) ------------------------------------------
 
-#: Fields the transcript shows in its own place, not as ``key=value``.
-_SHOWN: Final = frozenset(
-    {"ts", "session_id", "seq", "kind", "level", "levelno", "logger", "message", "pid", "role"}
-    | {"exc", "exception", "status", "error_type", "error", "duration_s", "signal"}
-    | {"source_id", "host", "folder"}
+#: Fields every line shows in its own place, not as ``key=value``.
+_PLACED: Final = frozenset(
+    {
+        "ts",
+        "session_id",
+        "seq",
+        "kind",
+        "level",
+        "levelno",
+        "logger",
+        "message",
+        "pid",
+        "role",
+        "exc",
+    }
 )
+#: What a start or end mark says in its own text; on other lines, fields like any.
+_MARKED: Final = frozenset({"status", "error_type", "error", "duration_s", "signal"})
+#: A team mirror's columns: said as ``host:folder`` when the rows printed
+#: together came from several sources.
+_SOURCE: Final = frozenset({"source_id", "host", "folder"})
+#: Those hidden as ``key=value``, by (is a mark, is a team mirror's row).
+_HIDDEN: Final = {
+    (mark, team): _PLACED | (_MARKED if mark else frozenset()) | (_SOURCE if team else frozenset())
+    for mark in (False, True)
+    for team in (False, True)
+}
 #: ANSI styles, as structlog's ConsoleRenderer colours levels.
 _RESET: Final = "\x1b[0m"
 _DIM: Final = "\x1b[2m"
@@ -334,8 +368,10 @@ class Transcript:
         """Write ``events`` in order, then flush; each says its source when they have several."""
         many = _sources(events)
         for event in events:
+            team = "source_id" in event
             record = _record(event)
-            self.out.write(self.line(record, source=source_of(record) if many else None) + "\n")
+            source = source_of(record) if many else None
+            self.out.write(self.line(record, source=source, team=team) + "\n")
         self.out.flush()
 
     def _time(self, ts: object) -> str:
@@ -348,11 +384,11 @@ class Transcript:
             return full
         return clock
 
-    def line(self, record: dict[str, Any], source: str | None = None) -> str:
+    def line(self, record: dict[str, Any], source: str | None = None, *, team: bool = False) -> str:
         """Return one event's text: its line, and its traceback indented below.
 
         ``source``, when given, follows the time: the machine and folder a team
-        mirror's row came from.
+        mirror's row came from. ``team``: the record is such a row.
         """
         kind = record.get("kind") or "message"
         when = self._style(_DIM, self._time(record.get("ts")))
@@ -369,7 +405,7 @@ class Transcript:
                 head += " " + self._style(_DIM, escape(str(record["logger"])) + ":")
             message = "" if record.get("message") is None else str(record["message"])
             head += " " + self._style(_BOLD, escape(message))
-        extras = self.extras(record)
+        extras = self.extras(record, team=team)
         return f"{when} {head}" + (f"  {extras}" if extras else "") + self.traceback(record)
 
     @staticmethod
@@ -398,11 +434,20 @@ class Transcript:
         style = _MARK if parts[0] == "ok" else _LEVEL_STYLES["ERROR"]
         return self._style(style, f"── end {session} · {escape(' · '.join(parts))} ──")
 
-    def extras(self, record: dict[str, Any]) -> str:
-        """Return the record's other fields as ``key=value``, strings quoted when needed."""
+    def extras(self, record: dict[str, Any], *, team: bool = False) -> str:
+        """Return the record's other fields as ``key=value``, strings quoted when needed.
+
+        ``team``: the record is a team mirror's row, whose source columns are
+        not fields of the record.
+        """
+        hidden = _HIDDEN[record.get("kind") in {"start", "end"}, team]
+        if self.traceback(record):
+            # The structured exception (structlog's dict_tracebacks) is that
+            # traceback: shown once, as text.
+            hidden = hidden | {"exception"}
         pairs = []
         for key, value in record.items():
-            if key in _SHOWN:
+            if key in hidden:
                 continue
             if isinstance(value, str):
                 text = value
