@@ -469,7 +469,7 @@ ADVERSARIAL = {
     "providers": ["dapi", "hvs.", "key-", "_v1_", "shpat_a", "PMAK-a"],
     "mysql": ["mysql -p", "mysql -pa ", "mysql"],
     "curl_user": ["curl -u a:", "curl -u ", "curl --user=a:b "],
-    "login_flag": ["login -p ", "login -p a ", "sshpass"],
+    "login_flag": ["docker login -p ", "docker login a ", "login -p ", "sshpass -p", "redis-cli -p 1 ", "redis-cli"],
     "netrc": ["login a password ", "login ", "login password "],
     "encoded_url": ["a%3A%2F%2F", "https%3a%2f%2fu%3Ap%40", "%3A%2F%2F"],
     "flag": [" --password ", " --a ", "--token x "],
@@ -830,6 +830,9 @@ ISSUE_SHAPES = {
     "curl -u": (f"curl -u bob:{_T} https://x", _T),
     "mysql -p": (f"mysql -u root -p{_T} db", _T),
     "docker login -p": (f"docker login -u ci -p {_T} registry", _T),
+    "helm registry login -p": (f"helm registry login -u ci -p {_T} r.example.com", _T),
+    "redis-cli -a after -p": (f"redis-cli -h cache -p 6380 -a {_T} ping", _T),
+    "sshpass -p": (f"sshpass -p {_T} ssh deploy@10.0.0.4", _T),
     "--password value": (f"app --password {_T} --port 1", _T),
     "cookie": (f"Cookie: sessionid={_T}; theme=dark", _T),
     "set-cookie": (f"Set-Cookie: session={_T}; Path=/; HttpOnly", _T),
@@ -862,6 +865,12 @@ STAY = [
     "token: ${API_TOKEN} password = %s api_key: none",
     "https://h:443?m=a@b",
     "commit=3f2a1b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a",
+    # A flag of another command than the login one (redis-cli's -p is a port).
+    "redis-cli -h cache.internal -p 6380 INFO",
+    "login ok; then ran ssh -p 2222 deploy@host",
+    "user login failed, retrying: ls -a /var/log",
+    "after login, run pg_dump -p 5432 -a mydb",
+    "docker login -u ci --password-stdin && ssh -p 2222 host",
 ]
 
 

@@ -225,10 +225,17 @@ RULES: Final[tuple[tuple[str, tuple[str, ...], str], ...]] = (
         ("curl",),
         r"(?P<keep>\s(?:-u|--user)[ =]?['\"]?[^\s:'\"]{1,128}:)[^\s'\"]+",
     ),
-    (  # docker/podman/helm login -p x, sshpass -p x, redis-cli -a x
+    (  # the password flag of the command it belongs to: docker (podman, helm,
+        # az, oc, cf...) login -p x, sshpass -p x, redis-cli -a x (its -p is a
+        # port); the words between are the same command's (no ; & | before).
         "login_flag",
         ("login", "sshpass", "redis-cli"),
-        r"(?P<keep>\s(?:-p|-a|--password)[ =])(?=[^\s-])[^\s'\"]+",
+        (
+            r"(?P<keep>(?:\b(?:docker|podman|nerdctl|buildah|skopeo|oras|helm(?:[ \t]+registry)?"
+            r"|crane(?:[ \t]+auth)?|az|oc|cf|argocd)[ \t]+login|\bsshpass)(?:[ \t]+[^\s;&|]+){0,8}?"
+            r" (?:-p|--password)[ =]|\bredis-cli(?:[ \t]+[^\s;&|]+){0,12}? (?:-a|--pass)[ =])"
+            r"(?=[^\s-])[^\s'\"]+"
+        ),
     ),
     (  # .netrc: machine host login user password secret
         "netrc",
