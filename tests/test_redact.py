@@ -911,6 +911,18 @@ class TestScannerShapes:
         assert out == {"widget_key": "blue", "hook_key": "[REDACTED]", "sig": "none"}
         assert counter == [1]
 
+    def test_a_stores_own_keys_stay_and_its_secret_goes(self) -> None:
+        """redis_key, storage_key, db_key, server_key name a store's keys as often as its secret: weak."""
+        counter = [0]
+        azure = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+        plain = {"redis_key": "rl:ip:10.0.0.1", "storage_key": "uploads/2024/a.png", "db_key": "users",
+                 "database_key": "orders", "server_key": "eu-west-1a"}  # fmt: skip
+        out = Redactor().value({**plain, "AZURE_STORAGE_KEY": azure}, counter)
+        assert out == {**plain, "AZURE_STORAGE_KEY": "[REDACTED]"}
+        assert counter == [1]
+        text = f"SET redis_key=rl:ip:10.0.0.1 storage_key={azure}"
+        assert Redactor().text(text, [0]) == "SET redis_key=rl:ip:10.0.0.1 storage_key=[REDACTED]"
+
     def test_dict_template_through_the_handler(self, tmp_path: Path) -> None:
         """A %(password)s template filled from a dict is judged by the dict's names."""
         handler = CodexHandler(tmp_path, "tpl")

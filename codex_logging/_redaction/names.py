@@ -73,13 +73,17 @@ KEY_QUALIFIERS: Final = frozenset(
         "api", "secret", "private", "access", "signing", "sign", "encryption", "encrypt",
         "decryption", "master", "client", "service", "account", "auth", "app", "license",
         "licence", "webhook", "session", "shared", "sharedaccess", "consumer", "admin",
-        "root", "deploy", "ssh", "pgp", "gpg", "hmac", "jwt", "crypto", "storage",
+        "root", "deploy", "ssh", "pgp", "gpg", "hmac", "jwt", "crypto",
         "subscription", "rest", "live", "write", "sas", "stripe", "openai", "anthropic",
         "aws", "gcp", "azure", "google", "github", "gitlab", "slack", "sendgrid", "twilio",
         "mailgun", "mapbox", "algolia", "sentry", "datadog", "dd", "x_api", "aes", "kms",
-        "cipher", "db", "database", "redis", "smtp", "mail", "push", "fcm", "server",
+        "cipher", "smtp", "mail", "push", "fcm",
     }
 )  # fmt: skip
+# Not among them: words that name a store's own keys as often as its secret
+# (db, database, redis, storage, server: "redis_key=rl:ip:10.0.0.1",
+# "storage_key=uploads/a.png"). Such a name is weak: a random-looking value
+# (an Azure storage key, a Firebase server key) still goes.
 KEY_NOT_SECRET: Final = frozenset(
     {
         "cache", "sort", "routing", "route", "partition", "primary", "foreign",
