@@ -122,3 +122,30 @@ class TestQueueListener:
             pass
         assert [r["kind"] for r in read_lines(tmp_path / "s" / "q.ndjson")] == ["start", "end"]
         assert not session_file("q").exists()
+
+    def test_a_listener_made_by_hand_is_found_and_drained_before_the_end(
+        self, tmp_path: Path
+    ) -> None:
+        """QueueHandler -> QueueListener(CodexHandler) built by hand (no .listener): the scope's start
+        and end go to that handler's folder, redacted by it, and the end follows every record logged
+        in the scope, though the listener writes them on its own thread."""
+        codex = CodexHandler(tmp_path / "s", redact_keys=["customer_ref"])
+        records: queue.Queue[logging.LogRecord] = queue.Queue()
+        listener = logging.handlers.QueueListener(records, codex, respect_handler_level=True)
+        front = logging.handlers.QueueHandler(records)
+        logger = logging.getLogger("test.queue.byhand")
+        logger.setLevel(logging.INFO)
+        logger.addHandler(front)
+        listener.start()
+        try:
+            with session_scope("byhand", meta={"customer_ref": "c-19"}):
+                for n in range(300):
+                    logger.info("inside %d", n, extra={"customer_ref": "c-19"})
+        finally:
+            listener.stop()
+            logger.removeHandler(front)
+        lines = read_lines(tmp_path / "s" / "byhand.ndjson")
+        assert [r["kind"] for r in lines] == ["start", *["message"] * 300, "end"]
+        assert [r["message"] for r in lines[1:-1]] == [f"inside {n}" for n in range(300)]
+        assert {r["customer_ref"] for r in lines[:-1]} == {"[REDACTED]"}
+        assert not session_file("byhand").exists()

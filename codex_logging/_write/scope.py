@@ -72,6 +72,7 @@ class _Entry:
         "folder",
         "parent",
         "pid",
+        "queues",
         "scope_id",
         "session_id",
         "signals",
@@ -104,6 +105,8 @@ class _Entry:
         self.ended = False
         #: It holds the SIGTERM / SIGHUP handler (entered in the main thread).
         self.signals = False
+        #: The running QueueListeners that feed its sinks: drained before its end.
+        self.queues: list[Any] = []
 
     def env(self) -> dict[str, str]:
         """Return the variables a child process needs to join this entry."""
@@ -379,6 +382,7 @@ class _Signals:
                 "signal": name,
                 "duration_s": round(time.monotonic() - entry.started, 6),
             }
+            _drain(entry.queues)
             _write(entry.sinks, entry.session_id, "end", "WARNING", fields.items())
 
 
@@ -402,8 +406,8 @@ os.register_at_fork(after_in_child=_ENVIRONMENT.after_fork_in_child)
 _fallbacks: dict[str, Sink] = {}
 
 
-def _sinks() -> list[Sink]:
-    sinks = configured_sinks()
+def _sinks(queues: list[Any] | None = None) -> list[Sink]:
+    sinks = configured_sinks(queues)
     if sinks:
         return sinks
     folder = sessions_dir_path()
@@ -491,10 +495,12 @@ class session_scope:  # noqa: N801 - a context manager named like contextlib's
     def __enter__(self) -> str:
         """Start the session and return its id."""
         sid, rejected = self._resolve()
-        sinks = _sinks()
+        queues: list[Any] = []
+        sinks = _sinks(queues)
         token = current_session.set(sid)
         parent = _current_entry.get()
         entry = _Entry(sid, sinks[0].sessions_dir, token, time.monotonic(), sinks, parent)
+        entry.queues = queues
         meta = self._meta.items()
         if parent is None and sid == _ENVIRONMENT.user_session():
             # A child joining the scope it was started in (child_env) says which.
@@ -564,6 +570,7 @@ class session_scope:  # noqa: N801 - a context manager named like contextlib's
                 "status": "ok" if _succeeded(exc) else "error",
                 "duration_s": round(time.monotonic() - entry.started, 6),
             }
+            _drain(entry.queues)
             if exc_type is None or exc is None or fields["status"] == "ok":
                 _write(entry.sinks, entry.session_id, "end", "INFO", fields.items())
             else:
@@ -702,14 +709,18 @@ def _write(
             sink.report(error)
 
 
-def configured_sinks() -> list[Sink]:
+def configured_sinks(queues: list[Any] | None = None) -> list[Sink]:
     """Return the sinks the program's logging and structlog set-up write through.
 
-    The handlers reachable from the loggers (including those of a
-    ``QueueHandler``'s listener, when dictConfig made one), then the
+    The handlers reachable from the loggers (including those behind a
+    ``QueueHandler``: its listener's, see :func:`_listener`), then the
     processors in structlog's configured chain (looked at only if structlog is
     imported); the first sink of each folder, so a scope writes its start and
     end records once per folder (docs/configuration.md, "session_scope").
+
+    Args:
+        queues: Receives each running ``QueueListener`` that feeds one of
+            the sinks (a scope drains them before its end, :func:`_drain`).
 
     Returns:
         At most one sink per folder; empty when nothing is configured.
@@ -721,9 +732,12 @@ def configured_sinks() -> list[Sink]:
     for logger in loggers:
         for handler in list(getattr(logger, "handlers", ())):
             _collect(handler, found)
-            listener = getattr(handler, "listener", None)
+            listener = _listener(handler)
+            before = len(found)
             for behind in getattr(listener, "handlers", ()):
                 _collect(behind, found)
+            if queues is not None and len(found) > before and listener not in queues:
+                queues.append(listener)
     structlog = sys.modules.get("structlog")
     if structlog is not None:
         try:
@@ -739,6 +753,63 @@ def configured_sinks() -> list[Sink]:
             seen.add(sink.sessions_dir)
             out.append(sink)
     return out
+
+
+def _listener(handler: object) -> Any:
+    """Return the ``QueueListener`` a ``QueueHandler`` feeds, or None.
+
+    The one dictConfig set on it (Python 3.12+), else the running listener
+    that reads its queue: a listener made by hand is known only by the
+    thread ``QueueListener.start`` runs its ``_monitor`` in.
+    """
+    listener = getattr(handler, "listener", None)
+    if listener is not None:
+        return listener
+    handlers = sys.modules.get("logging.handlers")  # not imported: no queue
+    queue_handler = getattr(handlers, "QueueHandler", None)
+    if queue_handler is None or not isinstance(handler, queue_handler):
+        return None
+    for thread in threading.enumerate():
+        owner = getattr(getattr(thread, "_target", None), "__self__", None)
+        if isinstance(owner, handlers.QueueListener) and owner.queue is handler.queue:  # type: ignore[union-attr]
+            return owner
+    return None
+
+
+#: How long a scope waits at its end for a queue to hand on the records
+#: logged before it (a listener that stopped reading is not waited for).
+DRAIN_SECONDS: Final = 1.0
+
+
+def _drain(listeners: list[Any]) -> None:
+    """Wait until each running listener has written what its queue held.
+
+    So a scope's ``end`` follows the records logged in it through a
+    ``QueueHandler`` (docs/configuration.md, "session_scope": "Behind a queue"). Best effort,
+    at most :data:`DRAIN_SECONDS` in all: a queue that never empties (other
+    threads logging without pause) is left as it is.
+    """
+    deadline = time.monotonic() + DRAIN_SECONDS
+    for listener in listeners:
+        thread = getattr(listener, "_thread", None)
+        if thread is None or thread is threading.current_thread() or not thread.is_alive():
+            continue
+        while not _empty(listener.queue) and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        # The last record taken may still be on its way into a handler:
+        # a moment, then each handler's lock (held while it writes).
+        time.sleep(0.001)
+        for handler in getattr(listener, "handlers", ()):
+            if getattr(handler, "sink", None) is not None:
+                handler.acquire()
+                handler.release()
+
+
+def _empty(queue: Any) -> bool:
+    try:
+        return bool(queue.empty())
+    except Exception:  # no empty(), or a closed multiprocessing queue: not waited for
+        return True
 
 
 def _collect(owner: object, found: list[Sink]) -> None:
