@@ -22,6 +22,7 @@ from typing import Any, Final, TextIO
 
 from codex_logging._errors import hide_secrets
 from codex_logging._mirror.target import SyncReport
+from codex_logging._record import CORE_FIELDS
 
 #: Unicode's format characters (category Cf: bidi embeddings, overrides and
 #: isolates U+202A-202E and U+2066-2069, marks U+200E/200F/061C, zero-width
@@ -292,21 +293,7 @@ class Progress:
 # -- the transcript (codex-logs show) ------------------------------------------
 
 #: Fields every line shows in its own place, not as ``key=value``.
-_PLACED: Final = frozenset(
-    {
-        "ts",
-        "session_id",
-        "seq",
-        "kind",
-        "level",
-        "levelno",
-        "logger",
-        "message",
-        "pid",
-        "role",
-        "exc",
-    }
-)
+_PLACED: Final = (CORE_FIELDS | {"seq"}) - {"redacted"}
 #: What a start or end mark says in its own text; on other lines, fields like any.
 _MARKED: Final = frozenset({"status", "error_type", "error", "duration_s", "signal"})
 #: A team mirror's columns: said as ``host:folder`` when the rows printed
