@@ -475,6 +475,19 @@ class TestMigration:
         assert results == {"finish": True, "read": [0]}
         assert version(pg_url) == MOVING + 1
 
+    def test_last_step_with_rows_left_keeps_the_views(self, pg_url: str, tmp_path: Path) -> None:
+        """The step finds rows still to move: it takes nothing, the views still read every row."""
+        folder = tmp_path / "sessions"
+        write_sessions(folder, 3, 100)
+        old_sync(pg_url, folder)
+        before = reads(pg_url)
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            _apply(conn, 10.0, MOVING)
+            assert _finish_move(conn, 10.0) is False
+        assert version(pg_url) == MOVING
+        assert {"session_events", "events"} <= set(tables(pg_url))
+        assert_same_reads(reads(pg_url), before)
+
     def test_new_database_gets_every_step_at_once(
         self, pg_url: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
