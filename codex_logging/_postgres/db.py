@@ -842,6 +842,7 @@ def _finish_move(conn: psycopg.Connection[Any], busy_timeout: float) -> bool | N
         when the old table stayed locked (the step is left for later).
     """
     psycopg = import_psycopg()
+    left = False
     try:
         with transaction(conn, busy_timeout):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
@@ -853,19 +854,15 @@ def _finish_move(conn: psycopg.Connection[Any], busy_timeout: float) -> bool | N
                 # Waits for the batches other connections have in flight.
                 conn.execute(f"LOCK TABLE {LEGACY_TABLE} IN ACCESS EXCLUSIVE MODE")
                 if conn.execute(f"SELECT 1 FROM {LEGACY_TABLE} LIMIT 1").fetchone():  # noqa: S608
-                    raise _RowsLeft  # rolls the views' drop back
+                    left = True
+                    # psycopg's way out of a transaction block: the views' drop is undone.
+                    raise psycopg.Rollback
             for statement in MIGRATIONS[MOVING][1]:
                 conn.execute(statement)
             conn.execute("UPDATE codex_schema_version SET version = %s", (MOVING + 1,))
-    except _RowsLeft:
-        return False
     except psycopg.errors.LockNotAvailable:
         return None
-    return True
-
-
-class _RowsLeft(Exception):
-    """Rows are left in the old table: the step's transaction is rolled back."""
+    return not left
 
 
 #: The next rows to move, locked (rows another connection is moving are
