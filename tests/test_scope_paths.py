@@ -8,6 +8,8 @@ import logging.handlers
 import os
 import queue
 import signal
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from types import FrameType
@@ -122,6 +124,33 @@ class TestQueueListener:
             pass
         assert [r["kind"] for r in read_lines(tmp_path / "s" / "q.ndjson")] == ["start", "end"]
         assert not session_file("q").exists()
+
+    def test_sigterm_while_the_queue_is_held_still_ends_the_process(self, tmp_path: Path) -> None:
+        """SIGTERM lands while this thread holds the queue's lock (inside QueueHandler's put): the
+        scope's end is written and the process dies of the signal, instead of waiting on that lock."""
+        script = """
+import logging, logging.handlers, os, queue, signal, sys
+from codex_logging import CodexHandler, session_scope
+q = queue.Queue()
+listener = logging.handlers.QueueListener(q, CodexHandler(sys.argv[1]))
+logging.getLogger().addHandler(logging.handlers.QueueHandler(q))
+listener.start()
+with session_scope("held"):
+    logging.getLogger("app").warning("before")
+    with q.mutex:  # as QueueHandler.enqueue -> put holds it
+        os.kill(os.getpid(), signal.SIGTERM)
+"""
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "s")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == -signal.SIGTERM, done.stderr
+        kinds = [r["kind"] for r in read_lines(tmp_path / "s" / "held.ndjson")]
+        assert kinds[0] == "start"
+        assert kinds[-1] == "end"
 
     def test_a_listener_made_by_hand_is_found_and_drained_before_the_end(
         self, tmp_path: Path

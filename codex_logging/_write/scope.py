@@ -382,7 +382,9 @@ class _Signals:
                 "signal": name,
                 "duration_s": round(time.monotonic() - entry.started, 6),
             }
-            _drain(entry.queues)
+            # No _drain here: the interrupted thread may hold the queue's
+            # own lock (inside QueueHandler's put), and waiting for it would
+            # never end.
             _write(entry.sinks, entry.session_id, "end", "WARNING", fields.items())
 
 
@@ -785,9 +787,10 @@ def _drain(listeners: list[Any]) -> None:
     """Wait until each running listener has written what its queue held.
 
     So a scope's ``end`` follows the records logged in it through a
-    ``QueueHandler`` (docs/configuration.md, "session_scope": "Behind a queue"). Best effort,
-    at most :data:`DRAIN_SECONDS` in all: a queue that never empties (other
-    threads logging without pause) is left as it is.
+    ``QueueHandler`` (docs/configuration.md, "session_scope"). Called at a
+    scope's exit, never from a signal handler. Best effort, at most
+    :data:`DRAIN_SECONDS` in all: a queue that never empties (other threads
+    logging without pause) is left as it is.
     """
     deadline = time.monotonic() + DRAIN_SECONDS
     for listener in listeners:
@@ -800,9 +803,13 @@ def _drain(listeners: list[Any]) -> None:
         # a moment, then each handler's lock (held while it writes).
         time.sleep(0.001)
         for handler in getattr(listener, "handlers", ()):
-            if getattr(handler, "sink", None) is not None:
-                handler.acquire()
-                handler.release()
+            lock = getattr(handler, "lock", None)
+            if (
+                getattr(handler, "sink", None) is not None
+                and lock is not None
+                and lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
+            ):
+                lock.release()
 
 
 def _empty(queue: Any) -> bool:
