@@ -461,7 +461,8 @@ ADVERSARIAL = {
     "url": ["a://:@", "https://u:p@", "a://@", "://@", "a://b:c d@", "a://b:c@@", "a://b:c /"],
     "assignment": ["a=key", "a=", "password=", 'password="', "'password': \"", '"key":', "a-a=pwd", "\"password\": '\\",
                    "password: ", "('password', '", "['--password', 'x', '", "Authorization: Token ", "'a', ", "token = ", "password=x=x",
-                   "pass" * 30 + ":", "p-" * 50 + "=", "token" + " " * 90 + ":", "a salt: "],
+                   "pass" * 30 + ":", "p-" * 50 + "=", "token" + " " * 90 + ":", "a salt: ",
+                   "password=[", "('token', [", "password=['x", "salt=[a] "],
     "jwt_spaced": ["eyA-", "eyAaaaa.eyaaaa.", "eyAaaaa."],
     "google_oauth": ["ya29.", "GOCSPX-", "-ya29.a"],
     "huggingface": ["hf_", "api_org_a"],
@@ -472,7 +473,7 @@ ADVERSARIAL = {
     "login_flag": ["docker login -p ", "docker login a ", "login -p ", "sshpass -p", "redis-cli -p 1 ", "redis-cli"],
     "netrc": ["login a password ", "login ", "login password "],
     "encoded_url": ["a%3A%2F%2F", "https%3a%2f%2fu%3Ap%40", "%3A%2F%2F"],
-    "flag": [" --password ", " --a ", "--token x "],
+    "flag": [" --password ", " --a ", "--token x ", " --salt [ab ", " --sig [b", " --salt ('a"],
 }  # fmt: skip
 ADVERSARIAL_CHILD = """
 import ast, re, sys
@@ -657,6 +658,19 @@ class TestAssignments:
         counter = [0]
         assert Redactor().text(text, counter) == expected
         assert counter == [1]
+
+    @pytest.mark.parametrize(
+        "text",
+        ["('token', [it's]) password=CANARY15", "('secret', (unclosed password=CANARY15"],
+    )
+    def test_a_pair_that_is_not_one_hides_no_later_secret(self, text: str) -> None:
+        """A bracket after a pair's comma that does not close the pair: the marks after it are read."""
+        assert "CANARY15" not in Redactor().text(text, [0])
+
+    def test_a_list_with_an_item_replaced_already_is_redacted_whole(self) -> None:
+        """An item an earlier rule replaced does not make the list "already redacted"."""
+        text = "api_key=['AKIAIOSFODNN7EXAMPLE', 'CANARY14']"
+        assert Redactor().text(text, [0]) == "api_key=[REDACTED]"
 
     @pytest.mark.parametrize(
         "text",

@@ -33,7 +33,7 @@ REDACTED: Final = "[REDACTED]"
 MAX_URL_PASSWORD: Final = 256
 #: How far a list or tuple given to a secret name (``password=['a', 'b']``)
 #: is read for its closing bracket; unclosed by then, the line's rest goes.
-MAX_BRACKETED: Final = 4096
+MAX_BRACKETED: Final = 1024
 
 #: Every secret name (strong or weak, see names.py) contains one of these,
 #: in any case, or is two parts that join into one of JOINED_PARTS
@@ -569,30 +569,41 @@ def _read_value(value: str, start: int, header: bool) -> tuple[int, int, int]:
 def _bracketed(value: str, start: int) -> int:
     """Return where the list or tuple opening at ``start`` ends (after its closing bracket).
 
-    Quoted items are skipped whole (a bracket inside one does not count).
-    Not closed within :data:`MAX_BRACKETED` characters, or holding an
-    unterminated quote: the end of its line.
+    Items may be quoted (a bracket inside a quote does not count) or lists
+    and tuples themselves, one level deep. Anything else (not closed within
+    :data:`MAX_BRACKETED` characters, deeper, an unterminated quote): the
+    end of its line. One regular expression, tried once: a line of many
+    such values costs each at most what it reads.
     """
-    depth = 0
-    at = start
-    limit = min(len(value), start + MAX_BRACKETED)
-    while at < limit:
-        char = value[at]
-        if char in "[(":
-            depth += 1
-        elif char in "])":
-            depth -= 1
-            if not depth:
-                return at + 1
-        elif char in _QUOTED:
-            closing = _QUOTED[char].match(value, at + 1)
-            if closing is None:
-                break
-            at = closing.end()
-            continue
-        at += 1
+    closed = _BRACKETED[value[start]].match(value, start, start + MAX_BRACKETED)
+    if closed is not None:
+        return closed.end()
     line_end = value.find("\n", start)
     return len(value) if line_end < 0 else line_end
+
+
+def _bracket_pattern(opening: str, closing: str) -> re.Pattern[str]:
+    # A quoted item (backslash escapes honoured), any other character but a
+    # bracket (a newline too: pretty JSON), or a list or tuple of those.
+    quoted = r"'(?:[^'\\\n]|\\.)*'" + "|" + r'"(?:[^"\\\n]|\\.)*"'
+    plain = r"[^\[\]()'" + '"' + "]"
+    inner = rf"\[(?:{plain}|{quoted})*\]|\((?:{plain}|{quoted})*\)"
+    return re.compile(rf"\{opening}(?:{plain}|{quoted}|{inner})*\{closing}")
+
+
+#: A list or tuple, by its opening bracket (see _bracketed).
+_BRACKETED: Final = {"[": _bracket_pattern("[", "]"), "(": _bracket_pattern("(", ")")}
+
+
+def _plain(found: str, level: int) -> bool:
+    """Return whether a value read after a secret name is plainly not a secret.
+
+    A list may hold an item an earlier rule replaced already: the rest of
+    it is judged (``['[REDACTED]', 'hunter2']`` is not "already redacted").
+    """
+    if found[:1] in _BRACKETS:
+        found = found.replace(REDACTED, "")
+    return plainly_not_secret(found, level)
 
 
 def _url_password(value: str, start: int) -> int:
@@ -720,12 +731,13 @@ def redact_assignments(  # noqa: C901, PLR0912 - one pass over the marks
         if not level:
             continue
         header = kind == "colon" and name.lower().replace("-", "_") in HEADER_NAMES
-        start, end, read = _read_value(value, _spaces(value, mark_end, 1), header)
+        start, end, value_end = _read_value(value, _spaces(value, mark_end, 1), header)
+        if kind == "pair" and not flag and value[value_end : value_end + 1] not in {")", "]"}:
+            continue  # not a pair after all: the marks after this one are looked at
+        read = value_end
         at = max(at, read - back) if read < len(value) else len(value)
-        if kind == "pair" and not flag and value[read : read + 1] not in {")", "]"}:
-            continue
         secret = value[start:end]
-        if end > start and secret != REDACTED and not plainly_not_secret(secret, level):
+        if end > start and secret != REDACTED and not _plain(secret, level):
             parts += (value[done:start], REDACTED)
             done = end
     return spliced(value, parts, done, len(parts) // 2)
@@ -735,15 +747,16 @@ def redact_flags(value: str, strength: Callable[[str], int]) -> tuple[str, int]:
     """Replace the value after ``--secret-name`` on a command line (``--password x``)."""
     parts: list[str] = []
     done = 0
+    read = 0  # flags before here are inside a value already read
     for flag in _FLAG.finditer(value):
-        if flag.start() < done:
+        if flag.start() < read:
             continue
         level = strength(flag.group(1))
         if not level:
             continue
-        start, end, _ = _read_value(value, flag.end(), header=False)
+        start, end, read = _read_value(value, flag.end(), header=False)
         found = value[start:end]
-        if end > start and found != REDACTED and not plainly_not_secret(found, level):
+        if end > start and found != REDACTED and not _plain(found, level):
             parts += (value[done:start], REDACTED)
             done = end
     return spliced(value, parts, done, len(parts) // 2)
