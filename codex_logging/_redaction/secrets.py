@@ -92,6 +92,18 @@ _ALNUM = "A-Za-z0-9"
 # the public rules of gitleaks (github.com/gitleaks/gitleaks, MIT,
 # cmd/generate/config/rules/<file>.go; notice in docs/redaction.md) where
 # noted; the expressions are our own, written for linear time.
+#: Between a command's words: blanks, or a backslash line continuation.
+_SEP: Final = r"(?:[ \t]|\\\r?\n)+"
+#: A word of the same command.
+_WORD: Final = r"[^\s;&|\\]+"
+_LOGIN_FLAG: Final = (
+    rf"(?P<keep>(?:\b(?:docker|podman|nerdctl|buildah|skopeo|oras|helm|crane|az|oc|cf|argocd)"
+    rf"(?:{_SEP}{_WORD}){{0,6}}?{_SEP}login|\bsshpass)(?:{_SEP}{_WORD}){{0,16}}?{_SEP}(?:-p|--password)"
+    rf"(?:=|{_SEP})|\bredis-cli(?:{_SEP}{_WORD}){{0,16}}?{_SEP}(?:-a|--pass)(?:=|{_SEP}))"
+    r"(?=[^\s-])[^\s'\"]+"
+)
+
+
 RULES: Final[tuple[tuple[str, tuple[str, ...], str], ...]] = (
     (  # privatekey.go: PEM and PGP ("PRIVATE KEY BLOCK"); an unended block is cut to the end
         "private_key",
@@ -225,17 +237,13 @@ RULES: Final[tuple[tuple[str, tuple[str, ...], str], ...]] = (
         ("curl",),
         r"(?P<keep>\s(?:-u|--user)[ =]?['\"]?[^\s:'\"]{1,128}:)[^\s'\"]+",
     ),
-    (  # the password flag of the command it belongs to: docker (podman, helm,
-        # az, oc, cf...) login -p x, sshpass -p x, redis-cli -a x (its -p is a
-        # port); the words between are the same command's (no ; & | before).
+    (  # the password flag of the command it belongs to: docker (podman, helm
+        # registry, az, oc, cf...) login -p x, sshpass -p x, redis-cli -a x (its
+        # -p is a port). The words between are the same command's: blanks and
+        # line continuations between them, no ; & | (_LOGIN_FLAG below).
         "login_flag",
         ("login", "sshpass", "redis-cli"),
-        (
-            r"(?P<keep>(?:\b(?:docker|podman|nerdctl|buildah|skopeo|oras|helm(?:[ \t]+registry)?"
-            r"|crane(?:[ \t]+auth)?|az|oc|cf|argocd)[ \t]+login|\bsshpass)(?:[ \t]+[^\s;&|]+){0,8}?"
-            r" (?:-p|--password)[ =]|\bredis-cli(?:[ \t]+[^\s;&|]+){0,12}? (?:-a|--pass)[ =])"
-            r"(?=[^\s-])[^\s'\"]+"
-        ),
+        _LOGIN_FLAG,
     ),
     (  # .netrc: machine host login user password secret
         "netrc",
@@ -257,13 +265,13 @@ PROVIDER_LITERALS: Final = {
 # string with no gate at all (most messages) costs a dozen substring tests,
 # each at memory speed. A rule may run twice ("earer" and "EARER"): harmless.
 GATES: Final = (
-    ("-", ("private_key", "openai", "gitlab", "slack", "providers-")),
+    ("-", ("private_key", "openai", "gitlab", "slack", "providers-", "login_flag")),
     ("_", ("stripe", "github", "npm", "huggingface", "providers_")),
     (".", ("providers.",)),
     ("SG.", ("sendgrid",)),
     ("ya29.", ("google_oauth",)),
     ("GOCSPX-", ("google_oauth",)),
-    (" -", ("mysql", "curl_user", "login_flag")),
+    (" -", ("mysql", "curl_user")),
     ("earer", ("bearer",)),
     ("EARER", ("bearer",)),
     ("asic", ("basic",)),
