@@ -500,6 +500,19 @@ class TestFieldsNamedLikeColumns:
                          "source_id=feed-7", 'exception={"type":"Timeout"}'):  # fmt: skip
                 assert pair in out.stdout, (command, pair, out.stdout)
 
+    def test_a_team_rows_start_mark_shows_no_host(self) -> None:
+        """On a team mirror's row the scope's own host is displaced to extra.host: a mark leaves it out."""
+        from codex_logging._cli.output import Transcript
+
+        out = io.StringIO()
+        data = '{"ts": 1.0, "kind": "start", "host": "container", "pid": 3, "task": "t"}'
+        Transcript(out, colour=False).write([
+            {"session_id": "s", "seq": 1, "ts": 1.0, "kind": "start", "level": "INFO", "logger": None,
+             "role": None, "message": "session start", "data": data, "source_id": "src", "host": "vm",
+             "folder": "/f"},
+        ])  # fmt: skip
+        assert out.getvalue().endswith(" ── start s · pid 3 ──  task=t\n"), out.getvalue()
+
     def test_a_traceback_is_shown_once(self, tmp_path: Path) -> None:
         """dict_tracebacks' structured exception is the traceback shown under the line, not a field too."""
         folder = tmp_path / "s"

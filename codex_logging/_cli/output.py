@@ -295,8 +295,10 @@ class Progress:
 #: Fields every line shows in its own place, not as ``key=value``.
 _PLACED: Final = (CORE_FIELDS | {"seq"}) - {"redacted"}
 #: What a start or end mark says in its own text, or leaves out (the scope's
-#: machine); on other lines, fields like any.
-_MARKED: Final = frozenset({"status", "error_type", "error", "duration_s", "signal", "host"})
+#: machine, as "extra.host" on a team mirror's row); on other lines, fields like any.
+_MARKED: Final = frozenset(
+    {"status", "error_type", "error", "duration_s", "signal", "host", "extra.host"}
+)
 #: A team mirror's columns: said as ``host:folder`` when the rows printed
 #: together came from several sources.
 _SOURCE: Final = frozenset({"source_id", "host", "folder"})
