@@ -459,6 +459,61 @@ class TestEndRecords:
         )
 
 
+class TestCutShort:
+    def test_ctrl_c_during_a_sync_is_exit_130(self, tmp_path: Path) -> None:
+        """SIGINT cuts a sync short: 130, so `codex-logs sync && ...` stops; the rows taken stay."""
+        folder = tmp_path / "s"
+        folder.mkdir()
+        line = json.dumps({"ts": 1.0, "level": "INFO", "message": "m" * 40, "n": 1}) + "\n"
+        (folder / "big.ndjson").write_text(line * 400_000)
+        db = tmp_path / "x.db"
+        proc = subprocess.Popen(
+            [str(BIN / "codex-logs"), "sync", "--db", str(db), "--sessions-dir", str(folder)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not db.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, (out, err)
+        with db_connection(db) as conn:
+            (rows,) = conn.execute("SELECT count(*) FROM session_events").fetchone()
+        assert 0 < rows < 400_000
+
+    def test_a_full_disk_behind_stdout_is_one_line_and_exit_2(self, db: Path) -> None:
+        """Output that cannot be written (> /dev/full): one line on stderr, exit 2, no traceback."""
+        for command in (["query", "--json"], ["sessions"]):
+            with open("/dev/full", "w") as full:
+                done = subprocess.run(
+                    [str(BIN / "codex-logs"), *command, "--db", str(db)],
+                    stdout=full, stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+                )  # fmt: skip
+            assert done.returncode == 2, done.stderr
+            assert done.stderr.count("\n") == 1
+            assert "No space left on device" in done.stderr
+
+    def test_an_unreadable_sessions_folder_is_one_line_and_exit_2(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A folder that cannot be listed (no read permission; root reads anything, so faked)."""
+        folder = tmp_path / "s"
+        folder.mkdir()
+
+        def refuse(path: object) -> list[str]:
+            raise PermissionError(13, "Permission denied", str(path))
+
+        monkeypatch.setattr("codex_logging._mirror.engine.os.listdir", refuse)
+        code = main(["sync", "--db", str(tmp_path / "x.db"), "--sessions-dir", str(folder)])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert (
+            err
+            == f"codex-logs sync: error: cannot list the sessions folder {folder}: Permission denied\n"
+        )
+
+
 class TestFieldsNamedLikeColumns:
     def test_a_records_own_seq_and_mark_fields_are_kept(self, tmp_path: Path) -> None:
         """A message's own seq, status, error, host... are fields like any; the mirror's seq stays seq."""

@@ -35,6 +35,8 @@ from codex_logging._settings import (
 )
 
 EXIT_USAGE: Final = 2
+#: Cut short by Ctrl-C (128 + SIGINT), as a shell reports it.
+EXIT_INTERRUPTED: Final = 130
 #: ``sync --watch`` seconds: shorter only spins the CPU; a longer period is cron's job.
 WATCH_MIN: Final = 0.01
 WATCH_MAX: Final = 86400
@@ -110,13 +112,27 @@ def _run(prog: str, action: Callable[[], int], args: argparse.Namespace) -> int:
         print(f"{prog}: error: {one_line(str(exc), *db_sources(args))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        return 0  # Ctrl-C ends --follow: a normal way out
+        # Ctrl-C ends --follow, --watch and serve: their normal way out. Any
+        # other command was cut short: 130, as a shell says of SIGINT.
+        open_ended = getattr(args, "follow", False) or getattr(args, "watch", None)
+        return 0 if open_ended or getattr(args, "command", None) == "serve" else EXIT_INTERRUPTED
     except BrokenPipeError:
         # `| head` closed the pipe: stop quietly, and keep Python from
         # complaining again when it flushes stdout at exit.
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _quiet_stdout()
         return 0
+    except OSError as exc:
+        # Anything the commands do not turn into a message of their own:
+        # most often the output itself (a full disk behind `> file`).
+        print(f"{prog}: error: {one_line(str(exc), *db_sources(args))}", file=sys.stderr)
+        _quiet_stdout()
+        return EXIT_USAGE
+
+
+def _quiet_stdout() -> None:
+    # What is left in stdout's buffer is not flushed again at exit.
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 # -- query ------------------------------------------------------------------

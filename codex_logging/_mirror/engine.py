@@ -265,7 +265,12 @@ def _file_names(folder: str, session_id: str | None, report: SyncReport) -> list
         msg = f"the sessions folder {folder} is not a folder"
         raise SessionsDirError(msg)
     if session_id is None:
-        names = [name for name in os.listdir(folder) if name.endswith(SUFFIX)]
+        try:
+            listed = os.listdir(folder)
+        except OSError as exc:  # no read permission on the folder
+            msg = f"cannot list the sessions folder {folder}: {exc.strerror or exc}"
+            raise SessionsDirError(msg) from None
+        names = [name for name in listed if name.endswith(SUFFIX)]
         names.sort()
         return names
     path = os.path.join(folder, session_id + SUFFIX)
