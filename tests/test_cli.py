@@ -514,6 +514,39 @@ class TestCutShort:
         )
 
 
+class TestNonFiniteNumbers:
+    def test_nan_and_infinite_times_are_no_time_and_json_stays_json(self, tmp_path: Path) -> None:
+        """An older hook's NaN, Infinity, 1e400: no ts column (not first or last in every tail), and
+        --json writes them as protobuf's JSON mapping does, so every parser reads the output."""
+        folder = tmp_path / "s"
+        folder.mkdir()
+        (folder / "n.ndjson").write_text(
+            '{"ts":1796500000,"kind":"start","pid":1}\n{"ts":NaN,"message":"m","x":Infinity}\n'
+            '{"ts":1e400,"kind":"end","status":"ok","pid":1}\n{"ts":1796500001.5,"message":"last","y":-Infinity}\n'
+        )
+        db = tmp_path / "x.db"
+        sync_to_sqlite(db, folder)
+        with db_connection(db) as conn:
+            assert conn.execute("SELECT seq, ts FROM session_events ORDER BY seq").fetchall() == [
+                (1, 1796500000.0), (2, None), (3, None), (4, 1796500001.5),
+            ]  # fmt: skip
+        out = run("codex-logs", "query", "--db", str(db), "--json", "--session-id", "n").stdout
+
+        def refuse(constant: str) -> None:
+            raise ValueError(constant)
+
+        records = [json.loads(line, parse_constant=refuse) for line in out.splitlines()]
+        assert [(r["seq"], r["ts"]) for r in records] == [
+            (1, 1796500000.0), (2, "NaN"), (3, "Infinity"), (4, 1796500001.5),
+        ]  # fmt: skip
+        assert (records[1]["x"], records[3]["y"]) == ("Infinity", "-Infinity")
+        assert (
+            run("codex-logs", "query", "--db", str(db), "--tail", "1")
+            .stdout.rstrip()
+            .endswith("last  y=-Infinity")
+        )
+
+
 class TestFieldsNamedLikeColumns:
     def test_a_records_own_seq_and_mark_fields_are_kept(self, tmp_path: Path) -> None:
         """A message's own seq, status, error, host... are fields like any; the mirror's seq stays seq."""

@@ -83,9 +83,28 @@ def one_line(text: str, *sources: str | None) -> str:
 
 
 def to_json(value: object) -> str:
-    """Return ``value`` as one line of JSON with DEL, C1 and format characters escaped too."""
+    """Return ``value`` as one line of JSON with DEL, C1 and format characters escaped too.
+
+    A NaN or infinite number (an older hook's line may hold one) is written as
+    the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``, as protobuf's JSON
+    mapping writes them: the output stays JSON that every parser reads.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(value), ensure_ascii=False, default=str)
     # Outside its strings JSON text is ASCII: every match is inside a string.
-    return _JSON_CONTROLS.sub(_json_escaped, json.dumps(value, ensure_ascii=False, default=str))
+    return _JSON_CONTROLS.sub(_json_escaped, text)
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def local_time(ts: object) -> str:

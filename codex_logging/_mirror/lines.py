@@ -16,6 +16,7 @@ rules and its shape rules), since another tool may have written them.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, Final
@@ -376,7 +377,7 @@ class LineParser:
         return (  # type: ignore[return-value]  # the columns were made text just above
             session_id,
             seq,
-            ts if type(ts) is float else _ts(ts),
+            ts if type(ts) is float and ts - ts == 0.0 else _ts(ts),
             kind,
             level,
             logger,
@@ -511,9 +512,10 @@ def _dumps(obj: object) -> str:
 def _ts(value: object) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         try:
-            return float(value)
+            number = float(value)
         except OverflowError:  # a 400-digit integer is no time
             return None
+        return number if math.isfinite(number) else None  # nor is NaN, nor 1e400
     if isinstance(value, str):
         # Older hooks: ISO 8601, "Z" or an offset; no offset means UTC.
         try:
