@@ -514,6 +514,19 @@ class TestCutShort:
         )
 
 
+class TestShowOptions:
+    def test_help_says_shows_own_defaults_and_two_sessions_are_refused(self, db: Path) -> None:
+        """show --help gives show's defaults (100 events, the latest session); SESSION and another
+        --session-id are one line and exit 2."""
+        out = run("codex-logs", "show", "--help").stdout
+        assert "the latest N events (default 100)" in " ".join(out.split())
+        assert "(default: all)" not in out
+        done = run("codex-logs", "show", "a", "--session-id", "b", "--db", str(db))
+        assert (done.returncode, done.stdout) == (2, "")
+        assert done.stderr == "codex-logs show: error: two sessions named: a and --session-id b\n"
+        assert run("codex-logs", "show", "a", "--session-id", "a", "--db", str(db)).returncode == 0
+
+
 class TestNonFiniteNumbers:
     def test_nan_and_infinite_times_are_no_time_and_json_stays_json(self, tmp_path: Path) -> None:
         """An older hook's NaN, Infinity, 1e400: no ts column (not first or last in every tail), and

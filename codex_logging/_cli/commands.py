@@ -135,6 +135,9 @@ def latest_session(args: argparse.Namespace) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    if args.session and args.session_id and args.session != args.session_id:
+        msg = f"two sessions named: {args.session} and --session-id {args.session_id}"
+        raise InvalidFilterError(msg)
     session_id = args.session or args.session_id or latest_session(args)
     if args.json:
         for batch in _events(args, session_id):

@@ -138,17 +138,18 @@ def _quiet_stdout() -> None:
 # -- query ------------------------------------------------------------------
 
 
-def _query_options() -> _Parser:
-    # Shared by query_logs and codex-logs query, defined once.
+def _query_options(tail: int = 20, session: str = "only this session (default: all)") -> _Parser:
+    # Shared by query_logs, codex-logs query and show, defined once; show
+    # prints more by default and names one session.
     parent = _Parser(add_help=False)
     _add_shared(parent, "--db")
-    _add_shared(parent, "--session-id", help="only this session (default: all)")
+    _add_shared(parent, "--session-id", help=session)
     parent.add_argument(
         "--tail",
         type=_number(int, 1, _filters.MAX_TAIL, f"a whole number from 1 to {_filters.MAX_TAIL}"),
-        default=20,
+        default=tail,
         metavar="N",
-        help="the latest N events (default 20)",
+        help=f"the latest N events (default {tail})",
     )
     parent.add_argument(
         "--kind",
@@ -259,7 +260,7 @@ def _add_commands(commands: Any) -> None:
     query_parser.set_defaults(run=cmd_query)
     show = commands.add_parser(
         "show",
-        parents=[_query_options()],
+        parents=[_query_options(100, "the session, as SESSION (default: the latest)")],
         help="print a session as a transcript (the latest session by default)",
         description=(
             "Print one session as a person reads it: time, level, role, logger, message and"
@@ -275,7 +276,7 @@ def _add_commands(commands: Any) -> None:
         default="auto",
         help="colour: on a terminal without NO_COLOR (auto, the default), always or never",
     )
-    show.set_defaults(run=cmd_show, tail=100)
+    show.set_defaults(run=cmd_show)
     sessions = commands.add_parser(
         "sessions",
         help="one line per session: id, start, end, status, events and counts",
