@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from codex_logging import DatabaseError, sync_to_sqlite
+from codex_logging._errors import InvalidFilterError
 from codex_logging._sqlite.read import latest_session
 from tests.conftest import db_connection
 from tests.test_prune import count, old_session
@@ -79,6 +80,17 @@ class TestRebuild:
         moved = warning.split(" to ", 1)[1].split(";", 1)[0]
         assert moved.endswith("Z-2")
         assert count(Path(moved)) == 4
+        assert count(db) == 4
+
+    def test_a_rebuild_of_one_session_is_refused(self, tmp_path: Path) -> None:
+        """One session mirrored afresh would leave the others out: refused, nothing moved."""
+        folder = tmp_path / "sessions"
+        old_session(folder, "s")
+        db = tmp_path / "m.db"
+        sync_to_sqlite(db, folder)
+        with pytest.raises(InvalidFilterError, match="a rebuild mirrors every session file"):
+            sync_to_sqlite(db, folder, session_id="s", rebuild=True)
+        assert [p.name for p in tmp_path.iterdir() if ".damaged-" in p.name] == []
         assert count(db) == 4
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from operator import itemgetter
 from typing import Final
 
-from codex_logging._errors import DatabaseDamagedError
+from codex_logging._errors import DatabaseDamagedError, InvalidFilterError
 from codex_logging._mirror import target as _target
 from codex_logging._mirror.compact import encoded, rest_of, split
 from codex_logging._mirror.engine import LONG_LINE_BYTES, run_sync
@@ -526,13 +526,15 @@ def sync_to_sqlite(
         rebuild: First move the database aside (``<name>.damaged-<UTC time>``,
             its WAL files with it) and mirror every session file afresh: the
             way out of a :class:`DatabaseDamagedError`. Sessions whose files
-            prune already deleted are only in the copy moved aside.
+            prune already deleted are only in the copy moved aside. Not with
+            ``session_id``.
 
     Returns:
         A :class:`SyncReport`.
 
     Raises:
         InvalidSessionId: ``session_id`` is not a valid id.
+        InvalidFilterError: ``rebuild`` with a ``session_id``.
         UnknownSessionError: ``session_id`` has no session file.
         SessionsDirError: ``sessions_dir`` is a file, not a folder.
         DatabaseLockedError: The database stayed locked past ``busy_timeout``.
@@ -542,6 +544,10 @@ def sync_to_sqlite(
         DatabaseError: The database cannot be opened or written.
     """
     path = resolve_db_path(db_path)
+    if rebuild and session_id is not None:
+        # One session mirrored afresh would leave every other out of the mirror.
+        msg = f"a rebuild mirrors every session file: it takes no session id (got {session_id})"
+        raise InvalidFilterError(msg)
     moved = set_aside(path) if rebuild else None
     target = SqliteTarget(path, busy_timeout)
     with contextlib.closing(target):
