@@ -494,6 +494,22 @@ class TestCutShort:
             assert done.stderr.count("\n") == 1
             assert "No space left on device" in done.stderr
 
+    def test_export_output_on_a_full_disk_is_not_blamed_on_the_files(self, tmp_path: Path) -> None:
+        """export otlp --dry-run --json > /dev/full: one line about the output, exit 2 (it said
+        every session file was skipped, unreadable, and exit 0)."""
+        folder = tmp_path / "s"
+        folder.mkdir()
+        for n in range(3):
+            (folder / f"x{n}.ndjson").write_text(json.dumps({"ts": 1.5, "message": f"m{n}"}) + "\n")
+        with open("/dev/full", "w") as full:
+            done = subprocess.run(
+                [str(BIN / "codex-logs"), "export", "otlp", "--dry-run", "--json", "--sessions-dir", str(folder)],
+                stdout=full, stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+            )  # fmt: skip
+        assert (done.returncode, done.stderr) == (
+            2, "codex-logs export: error: cannot write the output: No space left on device\n",
+        )  # fmt: skip
+
     def test_an_unreadable_sessions_folder_is_one_line_and_exit_2(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     ) -> None:

@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from codex_logging._cli.output import Failing, one_line, to_json
-from codex_logging._errors import DatabaseError, OtlpConfigError, OtlpExportError
+from codex_logging._errors import CodexLoggingError, DatabaseError, OtlpConfigError, OtlpExportError
 from codex_logging._settings import project_paths
 
 if TYPE_CHECKING:
@@ -30,6 +30,14 @@ def _sources(args: argparse.Namespace) -> tuple[str | None, ...]:
     )
 
 
+class _PipeClosedError(CodexLoggingError, BrokenPipeError):
+    """The reader of the output went away (``| head``): the export ends quietly."""
+
+
+class _OutputError(CodexLoggingError, OSError):
+    """The output cannot be written (a full disk behind ``> file``)."""
+
+
 def export_round(args: argparse.Namespace, *, quiet_idle: bool = False) -> SyncReport:
     """Run one export and print what it did."""
     from codex_logging._otlp.sync import sync_to_otlp  # noqa: PLC0415 - the otlp extra only here
@@ -40,7 +48,15 @@ def export_round(args: argparse.Namespace, *, quiet_idle: bool = False) -> SyncR
     if args.json and args.dry_run:
 
         def write(line: str) -> None:
-            out.write(line + "\n")
+            # Written while the files are read: an error of the output is not
+            # the session file's (the sync would skip the file for it).
+            try:
+                out.write(line + "\n")
+            except BrokenPipeError:
+                raise _PipeClosedError from None
+            except OSError as exc:
+                msg = f"cannot write the output: {exc.strerror or exc}"
+                raise _OutputError(msg) from None
 
     report = sync_to_otlp(
         args.endpoint,

@@ -106,6 +106,11 @@ def _add_shared(parser: Any, *flags: str, **keywords: Any) -> None:
 def _run(prog: str, action: Callable[[], int], args: argparse.Namespace) -> int:
     try:
         return action()
+    except BrokenPipeError:
+        # `| head` closed the pipe: stop quietly, and keep Python from
+        # complaining again when it flushes stdout at exit.
+        _quiet_stdout()
+        return 0
     except CodexLoggingError as exc:
         # One line, whatever the message: a driver's error may span several;
         # and no password, whatever shape the URL has (docs/production.md).
@@ -116,11 +121,6 @@ def _run(prog: str, action: Callable[[], int], args: argparse.Namespace) -> int:
         # other command was cut short: 130, as a shell says of SIGINT.
         open_ended = getattr(args, "follow", False) or getattr(args, "watch", None)
         return 0 if open_ended or getattr(args, "command", None) == "serve" else EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # `| head` closed the pipe: stop quietly, and keep Python from
-        # complaining again when it flushes stdout at exit.
-        _quiet_stdout()
-        return 0
     except OSError as exc:
         # Anything the commands do not turn into a message of their own:
         # most often the output itself (a full disk behind `> file`).
