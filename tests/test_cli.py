@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -472,9 +473,16 @@ class TestCutShort:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         deadline = time.monotonic() + 60
-        while not db.exists() and time.monotonic() < deadline:
+
+        def stored() -> int:
+            if not db.exists():
+                return 0
+            with contextlib.suppress(sqlite3.Error), db_connection(db) as conn:
+                return int(conn.execute("SELECT count(*) FROM session_events").fetchone()[0])
+            return 0
+
+        while not stored() and time.monotonic() < deadline:  # the sync is under way
             time.sleep(0.01)
-        time.sleep(0.3)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 130, (out, err)
