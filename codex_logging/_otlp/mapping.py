@@ -319,22 +319,15 @@ def build_request(  # noqa: C901, PLR0912, PLR0915 - one loop, inline for speed
                     out.time_unix_nano = nanos
                     out.observed_time_unix_nano = observed
                     level = get("level")
-                    if type(level) is str:
-                        number = SEVERITY.get(level)
-                        out.severity_number = (
-                            severity(level, get("levelno")) if number is None else number
-                        )
-                        out.severity_text = level
-                    else:
-                        out.severity_number = severity(level, get("levelno"))
-                        out.severity_text = ""
+                    out.severity_number = severity(level, get("levelno"))
+                    out.severity_text = level if type(level) is str else ""
                     if template.body is not None:
                         template.body.string_value = message
                     event = get("kind")
                     out.event_name = EVENTS.get(event, "") if type(event) is str else ""
                     if session_id != template.session:
                         template.session_slot.string_value = template.session = session_id
-                    template.uid_slot.string_value = f"{source}/{session_id}/{seq}"
+                    template.uid_slot.string_value = record_uid(source, session_id, seq)
                     template.seq_slot.int_value = seq
                     parts.append(template.scope.SerializeToString())
                     continue
