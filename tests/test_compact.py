@@ -262,6 +262,55 @@ class TestEachValueOnce:
         assert json.loads(data) == record
         assert whole("a", row) == record
 
+    def test_lines_split_from_their_text_are_stored_as_from_their_records(
+        self, tmp_path: Path
+    ) -> None:
+        """Lines in the write path's shape (split from their text) give the rows the record's way gives."""
+        rng = random.Random(5)
+        lines = []
+        for i in range(3000):
+            record: dict[str, Any] = {
+                "ts": 1796533854.5 + i * 0.0123456, "session_id": "a",
+                "kind": ["message", "start", "end"][i % 3], "level": ["INFO", "WARNING"][i % 2],
+                "logger": "app", "message": f"step {i} ran {rng.random()}", "pid": 7 + i % 3,
+            }  # fmt: skip
+            if i % 4:
+                record["role"] = "tool"
+            if i % 5 == 1:
+                record["status"] = "error"
+            if i % 7 == 2:
+                record.update(
+                    user="b\u00f6b", n=rng.randrange(-(2**70), 2**70), f=rng.random() / 1e9
+                )
+            if i % 11 == 3:
+                record["message"] = f"token ghp_{'x1Y2z3' * 6} used"
+            if i % 13 == 4:
+                record["detail"] = "password=hunter2"
+            # As the write path writes without orjson (integers past 64 bits too).
+            text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+            lines.append(text.encode())
+        databases = []
+        for name, text in (("split", lines), ("record", [b"{ " + raw[1:] for raw in lines])):
+            folder = tmp_path / name
+            folder.mkdir()
+            (folder / "a.ndjson").write_bytes(b"\n".join(text) + b"\n")
+            databases.append(tmp_path / f"{name}.db")
+            sync_to_sqlite(databases[-1], folder)
+        answers = []
+        for db in databases:
+            with contextlib.closing(sqlite3.connect(db)) as conn:
+                answers.append(
+                    (
+                        conn.execute("SELECT * FROM session_rows ORDER BY seq").fetchall(),
+                        conn.execute("SELECT * FROM session_events ORDER BY seq").fetchall(),
+                        conn.execute("SELECT * FROM session_summary").fetchall(),
+                    )
+                )
+        assert len(answers[0][0]) == 3000
+        assert answers[0] == answers[1]
+        assert "hunter2" not in repr(answers[0])
+        assert "x1Y2z3" not in repr(answers[0])
+
     def test_split_moves_only_exact_values(self) -> None:
         """A column takes a field only when it holds the very value: else the field stays in fields."""
         record = {"ts": 1.0, "kind": "end", "message": "m", "pid": True}

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
+from pathlib import Path
 
+import orjson
 import pytest
+import structlog
 
-from codex_logging._mirror.lines import ErrorRow, EventRow, LineParser, glued_record
+from codex_logging import CodexHandler, CodexProcessor
+from codex_logging._mirror.lines import ErrorRow, EventRow, LineParser, glued_record, split_of
+from tests.redaction_corpus import ordinary_lines, secret_cases
 
 RECORD = b'{"message": "glued"}'
 
@@ -228,3 +235,189 @@ class TestLongLineShapes:
         parser.settle(events)
         assert token not in events[0][8]
         assert "[REDACTED]" in events[0][8]
+
+
+# A line as the write path writes it (``record_head``), up to its pid.
+_HEAD = '{"ts":1.5,"session_id":"s","kind":"message","level":"INFO","logger":"a.b","message":"hello","pid":42'
+_GHP = "ghp_" + "a1B2c3D4e5" * 3 + "a1B2c3"
+
+
+def _settled(lines: list[bytes]) -> list[EventRow]:
+    parser = LineParser()
+    events: list[EventRow] = []
+    errors: list[ErrorRow] = []
+    for seq, raw in enumerate(lines, 1):
+        parser.take("s", seq, 0, raw, events, errors)
+    parser.settle(events)
+    assert errors == []
+    return events
+
+
+def _assert_same_rows(fast: EventRow, slow: EventRow) -> None:
+    """The row split from a line's text is the row made from its record."""
+    assert repr((fast[0], *fast[2:8])) == repr((slow[0], *slow[2:8]))  # but seq
+    assert json.loads(fast[8]) == json.loads(slow[8])
+    assert repr(fast[9]) == repr(slow[9])  # the record, exactly (NaN, big ints)
+    (pid, shape, fields), (slow_pid, slow_shape, slow_fields) = split_of(fast), split_of(slow)
+    assert (pid, shape) == (slow_pid, slow_shape)
+    assert (fields is None) == (slow_fields is None)
+    if fields is not None:
+        assert repr(json.loads(fields)) == repr(json.loads(slow_fields))
+
+
+class TestSplitFromText:
+    """A line in the write path's shape is split from its text; the row is the one its record gives."""
+
+    @pytest.mark.parametrize(
+        ("line", "from_text"),
+        [
+            (_HEAD + "}", True),
+            (_HEAD + ',"role":"tool"}', True),
+            (_HEAD + ',"role":"tool","user":"bob","n":3,"f":1.25,"t":true,"z":null,"u":"\u00e9\u2713"}', True),
+            (_HEAD + ',"role":null,"x":1}', True),
+            (_HEAD + ',"x": 1, "y" :2}', False),  # a blank before a colon: not counted as a key
+            (_HEAD + ',"x": 1}', True),  # kept as written: the same JSON
+            (_HEAD.replace("1.5", "1.5e9") + "}", True),
+            (_HEAD.replace("1.5", "-2E-3") + "}", True),
+            (_HEAD.replace("42", str(2**63 - 1)) + "}", True),
+            (_HEAD.replace("42", str(-(2**63))) + "}", True),
+            (_HEAD.replace('"hello"', '"h\u00e9llo \u2713 \U0001f600"') + "}", True),
+            (_HEAD + ',"s":"12345678901234567890123"}', True),  # digits in a string
+            # Not split from the text: each the record's way.
+            (_HEAD + ',"role":5}', False),
+            (_HEAD + ',"x":1,"role":"tool"}', False),  # the role after other fields
+            (_HEAD + ',"big":12345678901234567890123}', False),  # orjson rounds it
+            (_HEAD + ',"big":-1234567890123456789}', False),
+            (_HEAD.replace("1.5", "123456789012345678901") + "}", False),  # an integer ts
+            (_HEAD.replace("1.5", "15") + "}", False),
+            (_HEAD.replace("42", str(2**63)) + "}", False),  # past the 64-bit column
+            (_HEAD.replace("42", "4.2") + "}", False),
+            (_HEAD.replace("42", "true") + "}", False),
+            (_HEAD + ',"message":"again"}', False),  # a repeated key: the last value counts
+            (_HEAD + ',"x":1,"x":2}', False),
+            (_HEAD + ',"ts":2.5}', False),
+            (_HEAD.replace('"session_id":"s"', '"session_id":"other"') + "}", False),
+            (_HEAD.replace('"kind":"message"', '"kind":5') + "}", False),
+            (_HEAD.replace('"message":"hello"', '"message":null') + "}", False),
+            (_HEAD.replace('"level":"INFO"', '"level":"INFO","levelno":20') + "}", False),
+            (_HEAD + "} ", False),
+            (_HEAD + "}\r", False),
+            (_HEAD + ',"x":1} ', False),
+            (_HEAD + ',"x":1}\r', False),
+            (_HEAD + ' ,"x":1}', False),
+            (_HEAD + ',"x":[1]}', False),
+            (_HEAD.replace('"hello"', '"say \\"hi\\""') + "}", False),
+        ],
+    )  # fmt: skip
+    def test_same_row_as_from_the_record(self, line: str, from_text: bool) -> None:
+        """Each line gives the row of the same line with a blank after its brace (read the record's way)."""
+        [fast] = _settled([line.encode()])
+        [slow] = _settled([b"{ " + line.encode()[1:]])
+        assert slow[10] is None
+        assert (fast[10] is not None) == from_text
+        _assert_same_rows(fast, slow)
+        if from_text:
+            assert fast[8] == line  # the line itself
+
+    @pytest.mark.parametrize(
+        ("line", "secret"),
+        [
+            (_HEAD.replace('"hello"', f'"pushed with {_GHP}"') + "}", _GHP),
+            (_HEAD + ',"detail":"password=hunter2"}', "hunter2"),
+            (_HEAD + ',"password":"hunter2"}', "hunter2"),
+            (_HEAD + f',"{_GHP}":1}}', _GHP),  # a token as a key
+            (_HEAD.replace('"a.b"', f'"{_GHP}"') + "}", _GHP),
+            (_HEAD.replace('"INFO"', f'"{_GHP}"') + "}", _GHP),
+            (_HEAD.replace('"message","level"', f'"{_GHP}","level"') + "}", _GHP),
+            (_HEAD + f',"role":"{_GHP}"}}', _GHP),
+        ],
+    )
+    def test_a_secret_anywhere_is_redacted(self, line: str, secret: str) -> None:
+        """Among clean lines of a batch, the one with a secret in any field is redacted as the record's way does."""
+        lines = [(_HEAD + f',"step":{i}}}').encode() for i in range(40)]
+        lines[17] = line.encode()
+        rows = _settled(lines)
+        assert secret in line
+        assert secret not in rows[17][8]
+        assert "[REDACTED]" in rows[17][8]
+        _assert_same_rows(rows[17], _settled([b"{ " + line.encode()[1:]])[0])
+        assert all(row[10] is not None for i, row in enumerate(rows) if i != 17)
+
+    def test_a_session_id_holding_a_secret_is_not_split(self) -> None:
+        """The file's own session id is checked alone, as the record's redaction checks it."""
+        line = _HEAD.replace('"session_id":"s"', f'"session_id":"{_GHP}"') + "}"
+        parser = LineParser()
+        events: list[EventRow] = []
+        parser.take(_GHP, 1, 0, line.encode(), events, [])
+        parser.settle(events)
+        assert _GHP not in events[0][8]
+        assert events[0][10] is None
+
+    def test_secret_corpus_in_every_place(self) -> None:
+        """Each secret of the corpus, in the message, a field, the logger or the role: the rows are the record's."""
+        lines: list[bytes] = []
+        for case in secret_cases():
+            for text in [case.text, *(v for v in case.fields.values() if isinstance(v, str))]:
+                if text is None:
+                    continue
+                for place in ("message", "detail", "logger", "role"):
+                    record = {"ts": 1.5, "session_id": "s", "kind": "message", "level": "INFO",
+                              "logger": "a.b", "message": "m", "pid": 7, "role": "tool"}  # fmt: skip
+                    record[place] = text
+                    lines.append(orjson.dumps(record))
+        assert len(lines) > 400
+        fast = _settled(lines)
+        slow = _settled([b"{ " + raw[1:] for raw in lines])
+        for raw, fast_row, slow_row in zip(lines, fast, slow, strict=True):
+            _assert_same_rows(fast_row, slow_row)
+            assert fast_row[8] != raw.decode() or "[REDACTED]" not in slow_row[8]
+        assert sum(row[10] is not None for row in fast) < len(lines)  # redacted ones were not
+
+    def test_ordinary_corpus_is_split_from_text(self) -> None:
+        """Ordinary messages (the corpus that must stay as written) are split from their text."""
+        lines = [
+            orjson.dumps(
+                {
+                    "ts": 1.5,
+                    "session_id": "s",
+                    "kind": "message",
+                    "level": "INFO",
+                    "logger": "app",
+                    "message": text,
+                    "pid": 7,
+                    **fields,
+                }
+            )
+            for text in ordinary_lines()
+            for fields in ({}, {"tool": "git", "step": 3, "ms": 1.25})
+        ]
+        fast = _settled(lines)
+        slow = _settled([b"{ " + raw[1:] for raw in lines])
+        for fast_row, slow_row in zip(fast, slow, strict=True):
+            _assert_same_rows(fast_row, slow_row)
+        escaped = sum(b"\\" in raw or b"[" in raw or b"{" in raw[1:] for raw in lines)
+        assert sum(row[10] is not None for row in fast) == len(lines) - escaped
+
+    def test_the_handlers_lines_are_split_from_text(self, tmp_path: Path) -> None:
+        """What CodexHandler and CodexProcessor write is in the shape split from the text."""
+        handler = CodexHandler(sessions_dir=str(tmp_path), session_id="s")
+        log = logging.getLogger("tests.split_from_text")
+        log.addHandler(handler)
+        log.setLevel(logging.DEBUG)
+        try:
+            log.info("step %d of %s", 3, "build", extra={"tool": "git", "ms": 1.5, "ok": True})
+            log.warning("plain", extra={"role": "tool"})
+            log.error("no extra")
+        finally:
+            log.removeHandler(handler)
+            handler.close()
+        processor = CodexProcessor(sessions_dir=str(tmp_path), session_id="s")
+        for event in ("a", "b"):
+            with contextlib.suppress(structlog.DropEvent):
+                processor(None, "info", {"event": event, "n": 1, "logger": "p"})
+        lines = (tmp_path / "s.ndjson").read_bytes().splitlines()
+        assert len(lines) == 5
+        rows = _settled(lines)
+        assert all(row[10] is not None for row in rows)
+        for row, raw in zip(rows, lines, strict=True):
+            _assert_same_rows(row, _settled([b"{ " + raw[1:]])[0])

@@ -17,19 +17,23 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, Final
 
+from codex_logging._mirror.compact import split
 from codex_logging._redaction.redactor import Redactor
 from codex_logging._settings import CACHE_SIZE
 
-#: ``(session_id, seq, ts, kind, level, logger, role, message, data, record)``:
+#: ``(session_id, seq, ts, kind, level, logger, role, message, data, record, split)``:
 #: ``data`` the line's text as stored, ``record`` the object it holds (a
 #: compact target splits it: ``_mirror/compact.py``), or None for a line
 #: longer than :data:`_JOIN_LIMIT`, whose record is read again from ``data``
 #: when needed (:func:`record_of`), so the long text and its parsed copy are
-#: not both held while the batch waits (docs/performance.md, "Sync memory").
+#: not both held while the batch waits (docs/performance.md, "Sync memory");
+#: ``split`` the compact split ``(pid, shape, fields)`` when it was made from
+#: the line's text already (a line in the write path's shape), else None.
 EventRow = tuple[
     str,
     int,
@@ -41,6 +45,7 @@ EventRow = tuple[
     str | None,
     str,
     dict[str, Any] | None,
+    tuple[int | None, int, str | None] | None,
 ]
 #: ``(session_id, seq, byte_offset, error, raw)``
 ErrorRow = tuple[str, int, int, str, "str | bytes"]
@@ -56,6 +61,11 @@ _WINDOW: Final = 1 << 20
 _OVERLAP: Final = 1 << 16
 #: The types a text column takes as they are.
 _PLAIN: Final = frozenset({str, type(None)})
+#: In the text of a flat JSON object: an integer of 19 digits or more,
+#: which orjson may read as a rounded float (see :data:`_EXACT_INTS`).
+_LONG_INT: Final = re.compile(r'":-?\d{19}')
+#: A 64-bit ``pid`` (the ``session_rows.pid`` column).
+_PID_RANGE: Final = (-(1 << 63), 1 << 63)
 
 
 def _fast_parser() -> tuple[Callable[[bytes], Any], type[Exception]]:
@@ -67,6 +77,9 @@ def _fast_parser() -> tuple[Callable[[bytes], Any], type[Exception]]:
 
 
 _fast_loads, _FastError = _fast_parser()
+#: Whether orjson reads the lines: only then is a line's own text taken as
+#: its fields' JSON (Python's json also takes NaN, which is not JSON).
+_SPLIT_FROM_TEXT: Final = _fast_loads is not json.loads
 
 
 #: orjson reads an integer outside [-2**63, 2**64) as a float: such a float
@@ -127,6 +140,20 @@ def record_of(row: EventRow) -> dict[str, Any]:
     return record_in(row[8]) if record is None else record
 
 
+def split_of(row: EventRow) -> tuple[int | None, int, str | None]:
+    """Return a row's compact split ``(pid, shape, fields)`` (``_mirror/compact.py``).
+
+    Args:
+        row: An event row.
+
+    Returns:
+        The split the parser made from the line's text, or one made now
+        from its record.
+    """
+    made = row[10]
+    return split(record_of(row), row[0], row[2:8]) if made is None else made
+
+
 def record_in(text: str) -> dict[str, Any]:
     """Return the record a row's ``data`` holds (read with Python's json, as a long line is).
 
@@ -177,6 +204,9 @@ class LineParser:
         #: one check over all of them in :meth:`settle` is far cheaper than
         #: one per line, and almost always finds nothing.
         self._unchecked: list[int] = []
+        #: The text each of those is checked in: the line, or the part of a
+        #: line in the write path's shape that is not known clean.
+        self._checks: list[str] = []
 
     def take(  # noqa: PLR0917 - called per line
         self,
@@ -204,11 +234,23 @@ class LineParser:
             The byte offset of the event appended (after a torn fragment, the
             offset of the record glued to it), or -1 when none was.
         """
+        writer_shaped = False
         try:
             try:
                 obj = _fast_loads(raw)
-                if type(obj) is dict and _rounded(obj.values()):
-                    obj = json.loads(raw)
+                if type(obj) is dict:
+                    writer_shaped = (
+                        _SPLIT_FROM_TEXT
+                        and len(raw) <= _JOIN_LIMIT
+                        and raw.startswith(b'{"ts":')
+                        and raw.find(b"\\") < 0
+                        and raw.find(b"[") < 0
+                        and raw.find(b"{", 1) < 0
+                    )
+                    # The line in the write path's shape is checked for rounded
+                    # integers in _writer_row, in its text.
+                    if not writer_shaped and _rounded(obj.values()):
+                        obj = json.loads(raw)
             except _FastError:
                 obj = json.loads(raw)  # what only Python's json takes: NaN, big ints
             if type(obj) is not dict:
@@ -227,7 +269,13 @@ class LineParser:
             raw = raw[cut:]
             offset += cut
         try:
-            events.append(self._event(session_id, seq, obj, raw, len(events)))
+            index = len(events)
+            row = None
+            if writer_shaped:
+                row = self._writer_row(session_id, seq, obj, raw, index)
+                if row is None and _rounded(obj.values()):
+                    obj = json.loads(raw)
+            events.append(self._event(session_id, seq, obj, raw, index) if row is None else row)
         except Exception as exc:  # any conversion failure stays with its line
             errors.append((session_id, seq, offset, _reason(exc), self.quarantined(raw)))
             return -1
@@ -280,6 +328,7 @@ class LineParser:
     def begin(self) -> None:
         """Start a new file: forget the checks still due for another file's rows."""
         self._unchecked.clear()
+        self._checks.clear()
 
     def settle(self, events: list[EventRow]) -> None:
         """Finish the shape checks of the flat lines queued in ``events`` (before a commit).
@@ -287,16 +336,15 @@ class LineParser:
         Args:
             events: The rows :meth:`take` appended to since the last call.
         """
-        unchecked = self._unchecked
+        unchecked, checks = self._unchecked, self._checks
         if not unchecked:
             return
         # Long lines are checked one by one, short ones joined: no copy of a long line.
-        long_lines = [i for i in unchecked if len(events[i][8]) > _JOIN_LIMIT]
+        pairs = zip(unchecked, checks, strict=True)
+        long_lines = [i for i, text in pairs if len(text) > _JOIN_LIMIT]
         counter = [0]
         if len(long_lines) < len(unchecked):
-            joined = "\n".join(
-                [events[i][8] for i in unchecked if len(events[i][8]) <= _JOIN_LIMIT]
-            )
+            joined = "\n".join([text for text in checks if len(text) <= _JOIN_LIMIT])
             self._shapes.text(joined, counter)
         if counter[0] or long_lines:  # rare: find the lines that hold a secret
             for i in unchecked if counter[0] else long_lines:
@@ -305,6 +353,7 @@ class LineParser:
                     raw = row[8].encode()
                     events[i] = self._event(row[0], row[1], loads(raw), raw, -1)
         unchecked.clear()
+        checks.clear()
 
     def _holds_shape(self, text: str) -> bool:
         """Return whether the flat line ``text`` holds a credential shape.
@@ -354,6 +403,7 @@ class LineParser:
             obj, text = self._redacted(obj, text)
         else:
             self._unchecked.append(index)
+            self._checks.append(text)
         get = obj.get
         ts = get("ts")
         kind, level, logger, role, message = (
@@ -385,7 +435,88 @@ class LineParser:
             message,
             text,
             None if len(text) > _JOIN_LIMIT else obj,
+            None,
         )
+
+    def _writer_row(
+        self, session_id: str, seq: int, obj: dict[str, Any], raw: bytes, index: int
+    ) -> EventRow | None:
+        """Return the row of a line in the write path's own shape, already split; else None.
+
+        That shape (``_write/sink.py``, ``record_head``): a flat object
+        without escapes whose text starts with a float ``ts``, then the file's
+        ``session_id``, ``kind``, ``level``, ``logger`` and ``message`` as
+        strings, a 64-bit ``pid`` and maybe a ``role`` string, in this order,
+        without blanks; each key once. Its values are as they are in its
+        text, so the compact split is taken from the text: the columns hold
+        the head, and the fields no column holds are the rest of the line as
+        it is. The head is checked by writing it out from the parsed values
+        and comparing: any other text differs. The row is what
+        :meth:`_event` and :func:`~codex_logging._mirror.compact.split` give
+        (tests/test_lines.py compares them) at about half the cost.
+
+        The shape check is deferred as for any flat line, over the message
+        and the rest of the line: the file's session id and the ``kind``,
+        ``level``, ``logger`` and ``role`` values are each checked alone (as
+        the record's redaction reads them) and remembered when clean.
+        """
+        get: Callable[[str], Any] = obj.get
+        ts, kind, level, logger = get("ts"), get("kind"), get("level"), get("logger")
+        message, pid, role = get("message"), get("pid"), get("role")
+        if (
+            ts.__class__ is not float
+            or ts - ts != 0.0  # not NaN or infinite
+            or pid.__class__ is not int
+            or not _PID_RANGE[0] <= pid < _PID_RANGE[1]
+            or (role is not None and role.__class__ is not str)
+        ):
+            return None
+        text = raw.decode("utf-8")
+        comma = text.find(",", 6)
+        literal = text[6:comma]
+        if comma < 0 or ("." not in literal and "e" not in literal and "E" not in literal):
+            return None  # an integer orjson read as a float
+        # The head written out from the values, each text in its quotes as it is.
+        head = (
+            f'"session_id":"{session_id}","kind":"{kind}","level":"{level}",'
+            f'"logger":"{logger}","message":"{message}","pid":{pid}'
+        )
+        if role is not None:
+            head = f'{head},"role":"{role}"'
+        if not text.startswith(head, comma + 1):
+            return None
+        rest = text[comma + 1 + len(head) :]
+        if rest == "}":
+            fields = None
+        elif rest[:1] == "," and rest[-1] == "}" and _LONG_INT.search(rest) is None:
+            fields = "{" + rest[1:]
+        else:
+            return None
+        clean = self._redactor.clean
+        if (
+            # Each key once: a repeated key's last value is the record's.
+            len(obj) != (7 if role is None else 8) + rest.count('":')
+            or not (self._clean_keys.issuperset(obj) or self._keys_clean(obj))
+            or not (session_id in clean or self._alone_clean(session_id))
+            or not (kind in clean or self._alone_clean(kind))
+            or not (level in clean or self._alone_clean(level))
+            or not (logger in clean or self._alone_clean(logger))
+            or not (role is None or role in clean or self._alone_clean(role))
+        ):
+            return None
+        self._unchecked.append(index)
+        self._checks.append(f'"{message}"{rest}')
+        split = (pid, 127 if role is None else 255, fields)
+        return (session_id, seq, ts, kind, level, logger, role, message, text, obj, split)
+
+    def _alone_clean(self, value: str) -> bool:
+        """Return whether the record's redaction leaves the text ``value`` as it is.
+
+        A short clean text is remembered in the redactor's ``clean`` set.
+        """
+        counter = [0]
+        self._redactor.text(value, counter)
+        return not counter[0]
 
     def _keys_clean(self, obj: dict[str, Any]) -> bool:
         """Return whether no key of a flat object is secret, remembering clean keys."""

@@ -36,9 +36,8 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from codex_logging._mirror import target as _target
-from codex_logging._mirror.compact import split
 from codex_logging._mirror.engine import run_sync
-from codex_logging._mirror.lines import ErrorRow, EventRow, record_of
+from codex_logging._mirror.lines import ErrorRow, EventRow, split_of
 from codex_logging._mirror.target import Progress, SyncReport
 from codex_logging._postgres.db import (
     BUSY_TIMEOUT,
@@ -97,7 +96,7 @@ def _compact(sid: int, row: EventRow) -> tuple[Any, ...]:
     """
     if "\\u0000" in row[8]:  # only an escape parses to NUL
         row = _safe_row(row)
-    pid, shape, fields = split(record_of(row), row[0], row[2:8])
+    pid, shape, fields = split_of(row)
     if fields is None:
         if not shape:
             fields = "{}"  # the empty record: data is never NULL

@@ -17,9 +17,9 @@ from typing import Final
 
 from codex_logging._errors import DatabaseDamagedError, InvalidFilterError
 from codex_logging._mirror import target as _target
-from codex_logging._mirror.compact import encoded, rest_of, split
+from codex_logging._mirror.compact import encoded, rest_of
 from codex_logging._mirror.engine import LONG_LINE_BYTES, run_sync
-from codex_logging._mirror.lines import ErrorRow, EventRow, column_text, record_in, record_of
+from codex_logging._mirror.lines import ErrorRow, EventRow, column_text, record_in, split_of
 from codex_logging._mirror.target import WATERMARK_FIELDS, Progress, SyncReport
 from codex_logging._settings import db_path as resolve_db_path
 from codex_logging._settings import sessions_dir_path
@@ -272,7 +272,12 @@ class SqliteTarget:
             else:
                 try:
                     if events:
-                        conn.executemany(INSERT_ROW, [_compact(sid, row) for row in events])
+                        # A row split already (most are) is written out here, not by a call.
+                        params = [
+                            _compact(sid, row) if row[10] is None else (sid, *row[1:8], *row[10])
+                            for row in events
+                        ]
+                        conn.executemany(INSERT_ROW, params)
                     if errors:
                         conn.executemany(_INSERT_ERROR, errors)
                 except Exception as exc:
@@ -337,8 +342,7 @@ class _Handoff:
 
 def _compact(sid: int, row: EventRow) -> tuple[object, ...]:
     """Return the ``session_rows`` parameters of an event row (``_mirror/compact.py``)."""
-    pid, shape, fields = split(record_of(row), row[0], row[2:8])
-    return (sid, *row[1:8], pid, shape, fields)
+    return (sid, *row[1:8], *split_of(row))
 
 
 def _handoff(
@@ -364,7 +368,7 @@ def _handoff(
     ):
         return None
     head = row[:7]
-    events[0] = (*head, None, "", {})
+    events[0] = (*head, None, "", {}, None)
     # The row's own copy of a long message goes first; the record is parsed
     # again from the line (a long row does not carry its record), which then
     # goes: the long value is held twice at most, never three times
