@@ -10,6 +10,10 @@ end per session) are synced three ways, each in its own process:
 - the compact mirror, by this code;
 - the compact mirror with the grep index on.
 
+The first two take turns BENCH_COMPACT_ROUNDS times (3 by default), each into
+a new database, and the median rate is shown with each turn's; the third is
+synced once (it takes about four times as long).
+
 Then the reads the issue names, across all sessions, timed in process with
 today's read code (median of 5): ``--level warning --tail 20``, ``--kind end
 --tail 20``, ``--grep`` of a word in 10 lines. A second table is the growth
@@ -43,6 +47,8 @@ CURVE = [
     int(n) for n in os.environ.get("BENCH_COMPACT_CURVE", "100000,1000000,10000000").split(",") if n
 ]
 INDEX_SYNC_MAX = int(os.environ.get("BENCH_COMPACT_INDEX_SYNC_MAX", "1000000"))
+#: How many times the syncs without the grep index take turns (the median is shown).
+ROUNDS = int(os.environ.get("BENCH_COMPACT_ROUNDS", "3"))
 #: The last commit whose mirror had the schema-7 layout.
 OLD_COMMIT = "abceb7e"
 SYNC = "import sys; from codex_logging import sync_to_sqlite; r = sync_to_sqlite(sys.argv[1], sys.argv[2]); print(r.rows_inserted)"
@@ -164,14 +170,27 @@ def main() -> str:
         ]
         base_rate = None
         sizes: dict[str, Path] = {}
-        for name, path, index in variants:
-            db = scratch / f"{len(sizes)}.db"
-            if index:
-                with contextlib.closing(connect(str(db))) as conn:
-                    set_grep_index(conn, str(db), on=True)
-            seconds, rows = timed_sync(db, folder, path)
-            assert rows == EVENTS, (name, rows)
-            rate = rows / seconds
+        rates: dict[str, list[float]] = {name: [] for name, _, _ in variants}
+        # The syncs without the index take turns, ROUNDS times each, each into
+        # a new database: on a shared machine the median of alternate runs is
+        # steadier than one run of each.
+        for turn in range(ROUNDS):
+            for number, (name, path, index) in enumerate(variants):
+                if index and turn:
+                    continue  # about four times as long: synced once
+                db = scratch / f"{number}.db"
+                for old_file in scratch.glob(f"{number}.db*"):
+                    old_file.unlink()
+                if index:
+                    with contextlib.closing(connect(str(db))) as conn:
+                        set_grep_index(conn, str(db), on=True)
+                seconds, rows = timed_sync(db, folder, path)
+                assert rows == EVENTS, (name, rows)
+                rates[name].append(rows / seconds)
+                sizes[name] = db
+        for name, _path, _index in variants:
+            db = sizes[name]
+            rate = statistics.median(rates[name])
             base_rate = base_rate or rate
             total = size(db)
             reads = [read_ms(db, **filters) for _, filters in READS]
@@ -179,7 +198,9 @@ def main() -> str:
                 f"| {name} | {total / ndjson:.2f}x | {total / EVENTS:.0f} | {rate:,.0f}"
                 f" | {rate / base_rate:.2f}x |" + "".join(f" {ms:.1f} |" for ms in reads)
             )
-            sizes[name] = db
+        out += ["", "Sync rows/s of each turn: " + "; ".join(
+            f"{name}: " + ", ".join(f"{rate:,.0f}" for rate in found) for name, found in rates.items()
+        )]  # fmt: skip
         compact = sizes["compact"]
         out += ["", "Bytes per event by table and index (compact):", "",
                 "| table or index | bytes / event |", "| --- | ---: |"]  # fmt: skip
