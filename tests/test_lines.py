@@ -276,7 +276,12 @@ class TestSplitFromText:
             (_HEAD + ',"role":"tool","user":"bob","n":3,"f":1.25,"t":true,"z":null,"u":"\u00e9\u2713"}', True),
             (_HEAD + ',"role":null,"x":1}', True),
             (_HEAD + ',"x": 1, "y" :2}', False),  # a blank before a colon: not counted as a key
-            (_HEAD + ',"x": 1}', True),  # kept as written: the same JSON
+            (_HEAD + ',"detail":"a b, c: d","n":1}', True),  # blanks in a string only
+            (_HEAD + ',"x": 1}', False),  # a blank: not in the shape
+            (_HEAD + ',"x":\t1}', False),
+            (_HEAD + ',"a":"b c","x" :1}', False),
+            (_HEAD + ',"status":"ok","status" :"error"}', False),  # a key the count would miss
+            (_HEAD + ',"big": 12345678901234567890123}', False),
             (_HEAD.replace("1.5", "1.5e9") + "}", True),
             (_HEAD.replace("1.5", "-2E-3") + "}", True),
             (_HEAD.replace("42", str(2**63 - 1)) + "}", True),
@@ -300,6 +305,14 @@ class TestSplitFromText:
             (_HEAD.replace('"kind":"message"', '"kind":5') + "}", False),
             (_HEAD.replace('"message":"hello"', '"message":null') + "}", False),
             (_HEAD.replace('"level":"INFO"', '"level":"INFO","levelno":20') + "}", False),
+            # A value before the message that a rule could read on from, or that lets a rule
+            # run: the line is checked whole (as any flat line), not from its message.
+            (_HEAD.replace('"a.b"', '"a\'b"') + "}", False),
+            (_HEAD.replace('"a.b"', '"a(b"') + "}", False),
+            (_HEAD.replace('"a.b"', '"a b"') + "}", False),
+            (_HEAD.replace('"a.b"', '"db.mysql"') + "}", False),
+            (_HEAD.replace('"message","level"', '"login","level"') + "}", False),
+            (_HEAD.replace('"INFO"', '"curl"') + "}", False),
             (_HEAD + "} ", False),
             (_HEAD + "}\r", False),
             (_HEAD + ',"x":1} ', False),
@@ -330,6 +343,16 @@ class TestSplitFromText:
             (_HEAD.replace('"INFO"', f'"{_GHP}"') + "}", _GHP),
             (_HEAD.replace('"message","level"', f'"{_GHP}","level"') + "}", _GHP),
             (_HEAD + f',"role":"{_GHP}"}}', _GHP),
+            # A quoted value read on past the message's end: the check reads what follows it.
+            (
+                _HEAD.replace(
+                    '"hello","pid":42',
+                    '"upload signature=\'Q7wZ4kP9xM aaaaaaaaaaaaaaaa","pid":1234567890',
+                )
+                + ',"n":"\'"}',
+                "Q7wZ4kP9xM",
+            ),
+            (_HEAD.replace('"hello"', '"password=\'<abc"') + ',"role":">","n":">\'"}', "<abc"),
         ],
     )
     def test_a_secret_anywhere_is_redacted(self, line: str, secret: str) -> None:

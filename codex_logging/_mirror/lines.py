@@ -61,9 +61,16 @@ _WINDOW: Final = 1 << 20
 _OVERLAP: Final = 1 << 16
 #: The types a text column takes as they are.
 _PLAIN: Final = frozenset({str, type(None)})
-#: In the text of a flat JSON object: an integer of 19 digits or more,
-#: which orjson may read as a rounded float (see :data:`_EXACT_INTS`).
+#: The rest of a line in the write path's shape after its head: members
+#: written without blanks, each value a string without escapes or one bare
+#: word (a number, true, false, null). Every key then ends in ``":``, and
+#: nothing else does.
+_COMPACT_REST: Final = re.compile(r'(?:,"[^"]*":(?:"[^"]*"|[-+.\w]+))*\}')
+#: In such a rest: an integer of 19 digits or more, which orjson may read as
+#: a rounded float (see :data:`_EXACT_INTS`).
 _LONG_INT: Final = re.compile(r'":-?\d{19}')
+#: A head value that no credential rule can read across into another field.
+_INERT: Final = re.compile(r"[A-Za-z0-9_.\-]*")
 #: A 64-bit ``pid`` (the ``session_rows.pid`` column).
 _PID_RANGE: Final = (-(1 << 63), 1 << 63)
 
@@ -204,9 +211,11 @@ class LineParser:
         #: one check over all of them in :meth:`settle` is far cheaper than
         #: one per line, and almost always finds nothing.
         self._unchecked: list[int] = []
-        #: The text each of those is checked in: the line, or the part of a
-        #: line in the write path's shape that is not known clean.
-        self._checks: list[str] = []
+        #: Where in its line each of those is checked from: 0, or for a line
+        #: split from its text, its message (see :meth:`_writer_row`).
+        self._checks: list[int] = []
+        #: Head values known inert and clean (see :meth:`_plain_head`).
+        self._plain_heads: set[str] = set()
 
     def take(  # noqa: PLR0917 - called per line
         self,
@@ -340,11 +349,16 @@ class LineParser:
         if not unchecked:
             return
         # Long lines are checked one by one, short ones joined: no copy of a long line.
-        pairs = zip(unchecked, checks, strict=True)
-        long_lines = [i for i, text in pairs if len(text) > _JOIN_LIMIT]
+        long_lines = [i for i in unchecked if len(events[i][8]) > _JOIN_LIMIT]
         counter = [0]
         if len(long_lines) < len(unchecked):
-            joined = "\n".join([text for text in checks if len(text) <= _JOIN_LIMIT])
+            joined = "\n".join(
+                [
+                    events[i][8][at:]
+                    for i, at in zip(unchecked, checks, strict=True)
+                    if len(events[i][8]) <= _JOIN_LIMIT
+                ]
+            )
             self._shapes.text(joined, counter)
         if counter[0] or long_lines:  # rare: find the lines that hold a secret
             for i in unchecked if counter[0] else long_lines:
@@ -403,7 +417,7 @@ class LineParser:
             obj, text = self._redacted(obj, text)
         else:
             self._unchecked.append(index)
-            self._checks.append(text)
+            self._checks.append(0)
         get = obj.get
         ts = get("ts")
         kind, level, logger, role, message = (
@@ -455,10 +469,16 @@ class LineParser:
         :meth:`_event` and :func:`~codex_logging._mirror.compact.split` give
         (tests/test_lines.py compares them) at about half the cost.
 
-        The shape check is deferred as for any flat line, over the message
-        and the rest of the line: the file's session id and the ``kind``,
-        ``level``, ``logger`` and ``role`` values are each checked alone (as
-        the record's redaction reads them) and remembered when clean.
+        The shape check is deferred as for any flat line, over the line from
+        ``"message"`` on: what every rule reads there is what it reads in
+        the whole line, since the values before (the file's session id,
+        ``kind``, ``level``, ``logger``) must be inert words (letters,
+        digits, ``_.-``: no quote, mark or bracket a rule could read on from;
+        no keyword that lets a rule run) and are each checked alone, as the
+        record's redaction reads them (remembered when so). The fields keep
+        the line's own text: the same JSON as the record's, its numbers as
+        the line wrote them (``1e-07`` from Python's json where orjson
+        writes ``1e-7``).
         """
         get: Callable[[str], Any] = obj.get
         ts, kind, level, logger = get("ts"), get("kind"), get("level"), get("logger")
@@ -477,46 +497,56 @@ class LineParser:
         if comma < 0 or ("." not in literal and "e" not in literal and "E" not in literal):
             return None  # an integer orjson read as a float
         # The head written out from the values, each text in its quotes as it is.
-        head = (
-            f'"session_id":"{session_id}","kind":"{kind}","level":"{level}",'
-            f'"logger":"{logger}","message":"{message}","pid":{pid}'
+        columns = (
+            f'"session_id":"{session_id}","kind":"{kind}","level":"{level}","logger":"{logger}",'
         )
+        tail = f'"message":"{message}","pid":{pid}'
         if role is not None:
-            head = f'{head},"role":"{role}"'
-        if not text.startswith(head, comma + 1):
+            tail = f'{tail},"role":"{role}"'
+        message_at = comma + 1 + len(columns)
+        if not (text.startswith(columns, comma + 1) and text.startswith(tail, message_at)):
             return None
-        rest = text[comma + 1 + len(head) :]
-        if rest == "}":
-            fields = None
-        elif rest[:1] == "," and rest[-1] == "}" and _LONG_INT.search(rest) is None:
-            fields = "{" + rest[1:]
-        else:
+        rest = text[message_at + len(tail) :]
+        # JSON's blanks are " \t\r\n"; a string holds no tab or CR (orjson read it).
+        if (
+            "\t" in rest
+            or "\r" in rest
+            or _LONG_INT.search(rest) is not None
+            or (" " in rest and _COMPACT_REST.fullmatch(rest) is None)
+        ):
             return None
-        clean = self._redactor.clean
+        plain = self._plain_heads
         if (
             # Each key once: a repeated key's last value is the record's.
             len(obj) != (7 if role is None else 8) + rest.count('":')
             or not (self._clean_keys.issuperset(obj) or self._keys_clean(obj))
-            or not (session_id in clean or self._alone_clean(session_id))
-            or not (kind in clean or self._alone_clean(kind))
-            or not (level in clean or self._alone_clean(level))
-            or not (logger in clean or self._alone_clean(logger))
-            or not (role is None or role in clean or self._alone_clean(role))
+            or not (session_id in plain or self._plain_head(session_id))
+            or not (kind in plain or self._plain_head(kind))
+            or not (level in plain or self._plain_head(level))
+            or not (logger in plain or self._plain_head(logger))
         ):
             return None
         self._unchecked.append(index)
-        self._checks.append(f'"{message}"{rest}')
+        self._checks.append(message_at)
+        fields = None if len(rest) == 1 else "{" + rest[1:]
         split = (pid, 127 if role is None else 255, fields)
         return (session_id, seq, ts, kind, level, logger, role, message, text, obj, split)
 
-    def _alone_clean(self, value: str) -> bool:
-        """Return whether the record's redaction leaves the text ``value`` as it is.
+    def _plain_head(self, value: str) -> bool:
+        """Return whether a head value is inert, enables no rule, and is left as it is by redaction.
 
-        A short clean text is remembered in the redactor's ``clean`` set.
+        Such a value is remembered (bounded): the check of a line split from
+        its text then starts at its message (see :meth:`_writer_row`).
         """
+        if _INERT.fullmatch(value) is None or not self._shapes.enables_no_rule(value):
+            return False
         counter = [0]
         self._redactor.text(value, counter)
-        return not counter[0]
+        if counter[0]:
+            return False
+        if len(self._plain_heads) < CACHE_SIZE:  # bounded: foreign files may hold any
+            self._plain_heads.add(value)
+        return True
 
     def _keys_clean(self, obj: dict[str, Any]) -> bool:
         """Return whether no key of a flat object is secret, remembering clean keys."""

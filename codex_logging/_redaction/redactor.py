@@ -217,6 +217,21 @@ class Redactor:
             }
         )
 
+    def enables_no_rule(self, value: str) -> bool:
+        """Return whether ``value`` holds no keyword of a rule longer than one character.
+
+        In a longer text such a value lets no rule run that the rest of the
+        text does not let run (the one-character gates, ``-`` ``_`` ``.``
+        ``:`` ``=``, are in every match of the rules they gate).
+
+        Args:
+            value: Any string.
+
+        Returns:
+            True when no rule keyword of two or more characters is in it.
+        """
+        return all(len(word) == 1 for word in self._keywords.present(value))
+
     def is_secret_key(self, key: object) -> bool:
         """Return whether values under ``key`` are secret.
 

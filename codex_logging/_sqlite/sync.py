@@ -94,6 +94,10 @@ _FAILED: Final = (
 _STATUS: Final = (
     "SELECT json_extract(CASE WHEN json_valid(d) THEN d END, '$.status') FROM (SELECT ? AS d)"
 )
+#: :data:`INSERT_ROW` with the session's key written in (an integer): a
+#: batch's rows then bind one value fewer each, and a row split already
+#: gives its values as two slices joined.
+_INSERT_OF_SESSION: Final = INSERT_ROW.replace("VALUES (?, ", "VALUES ({sid}, ", 1)
 _WARNINGS: Final = ("WARNING", "WARN")
 _ERRORS: Final = ("ERROR", "CRITICAL", "FATAL")
 _TS = itemgetter(2)
@@ -274,10 +278,10 @@ class SqliteTarget:
                     if events:
                         # A row split already (most are) is written out here, not by a call.
                         params = [
-                            _compact(sid, row) if row[10] is None else (sid, *row[1:8], *row[10])
+                            _values(row) if row[10] is None else row[1:8] + row[10]
                             for row in events
                         ]
-                        conn.executemany(INSERT_ROW, params)
+                        conn.executemany(_INSERT_OF_SESSION.format(sid=int(sid)), params)
                     if errors:
                         conn.executemany(_INSERT_ERROR, errors)
                 except Exception as exc:
@@ -340,9 +344,9 @@ class _Handoff:
         return value
 
 
-def _compact(sid: int, row: EventRow) -> tuple[object, ...]:
-    """Return the ``session_rows`` parameters of an event row (``_mirror/compact.py``)."""
-    return (sid, *row[1:8], *split_of(row))
+def _values(row: EventRow) -> tuple[object, ...]:
+    """Return the ``session_rows`` values of an event row but ``sid`` (``_mirror/compact.py``)."""
+    return (*row[1:8], *split_of(row))
 
 
 def _handoff(
@@ -431,7 +435,7 @@ def _insert_one_by_one(
     inserted = []
     for event, offset in zip(events, offsets, strict=True):
         try:
-            conn.execute(INSERT_ROW, _compact(sid, event))
+            conn.execute(INSERT_ROW, (sid, *_values(event)))
             inserted.append(event)
         except Exception as exc:
             if not _refused(exc):
