@@ -313,6 +313,7 @@ class TestSplitFromText:
             (_HEAD.replace('"a.b"', '"db.mysql"') + "}", False),
             (_HEAD.replace('"message","level"', '"login","level"') + "}", False),
             (_HEAD.replace('"INFO"', '"curl"') + "}", False),
+            (_HEAD.replace('"logger":"a.b",', "") + "}", False),  # no logger
             (_HEAD + "} ", False),
             (_HEAD + "}\r", False),
             (_HEAD + ',"x":1} ', False),

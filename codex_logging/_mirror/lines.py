@@ -32,8 +32,10 @@ from codex_logging._settings import CACHE_SIZE
 #: longer than :data:`_JOIN_LIMIT`, whose record is read again from ``data``
 #: when needed (:func:`record_of`), so the long text and its parsed copy are
 #: not both held while the batch waits (docs/performance.md, "Sync memory");
-#: ``split`` the compact split ``(pid, shape, fields)`` when it was made from
-#: the line's text already (a line in the write path's shape), else None.
+#: ``values`` the row's compact values but its session (``seq, ts, kind,
+#: level, logger, role, message, pid, shape, fields``: ``session_rows``'
+#: order) when they were made from the line's text already (a line in the
+#: write path's shape), else None.
 EventRow = tuple[
     str,
     int,
@@ -45,7 +47,7 @@ EventRow = tuple[
     str | None,
     str,
     dict[str, Any] | None,
-    tuple[int | None, int, str | None] | None,
+    tuple[Any, ...] | None,
 ]
 #: ``(session_id, seq, byte_offset, error, raw)``
 ErrorRow = tuple[str, int, int, str, "str | bytes"]
@@ -154,11 +156,14 @@ def split_of(row: EventRow) -> tuple[int | None, int, str | None]:
         row: An event row.
 
     Returns:
-        The split the parser made from the line's text, or one made now
-        from its record.
+        The split the parser made from the line's text (the end of its
+        values), or one made now from its record.
     """
     made = row[10]
-    return split(record_of(row), row[0], row[2:8]) if made is None else made
+    if made is None:
+        return split(record_of(row), row[0], row[2:8])
+    pid, shape, fields = made[7:]
+    return pid, shape, fields
 
 
 def record_in(text: str) -> dict[str, Any]:
@@ -480,9 +485,12 @@ class LineParser:
         the line wrote them (``1e-07`` from Python's json where orjson
         writes ``1e-7``).
         """
-        get: Callable[[str], Any] = obj.get
-        ts, kind, level, logger = get("ts"), get("kind"), get("level"), get("logger")
-        message, pid, role = get("message"), get("pid"), get("role")
+        try:
+            ts, kind, level, logger = obj["ts"], obj["kind"], obj["level"], obj["logger"]
+            message, pid = obj["message"], obj["pid"]
+        except KeyError:  # not in the shape: the check below returns
+            ts = kind = level = logger = message = pid = None
+        role = obj.get("role")
         if (
             ts.__class__ is not float
             or ts - ts != 0.0  # not NaN or infinite
@@ -529,8 +537,9 @@ class LineParser:
         self._unchecked.append(index)
         self._checks.append(message_at)
         fields = None if len(rest) == 1 else "{" + rest[1:]
-        split = (pid, 127 if role is None else 255, fields)
-        return (session_id, seq, ts, kind, level, logger, role, message, text, obj, split)
+        shape = 127 if role is None else 255
+        values = (seq, ts, kind, level, logger, role, message, pid, shape, fields)
+        return (session_id, seq, ts, kind, level, logger, role, message, text, obj, values)
 
     def _plain_head(self, value: str) -> bool:
         """Return whether a head value is inert, enables no rule, and is left as it is by redaction.
