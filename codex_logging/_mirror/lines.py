@@ -73,8 +73,10 @@ _COMPACT_REST: Final = re.compile(r'(?:,"[^"]*":(?:"[^"]*"|[-+.\w]+))*\}')
 _LONG_INT: Final = re.compile(r'":-?\d{19}')
 #: A head value that no credential rule can read across into another field.
 _INERT: Final = re.compile(r"[A-Za-z0-9_.\-]*")
-#: A 64-bit ``pid`` (the ``session_rows.pid`` column).
-_PID_RANGE: Final = (-(1 << 63), 1 << 63)
+#: A 64-bit ``pid`` (the ``session_rows.pid`` column) is at least its
+#: negation and below it; a float below it in magnitude is no integer orjson
+#: rounded (see :data:`_EXACT_INTS`).
+_INT64_LIMIT: Final = 1 << 63
 
 
 def _fast_parser() -> tuple[Callable[[bytes], Any], type[Exception]]:
@@ -219,7 +221,7 @@ class LineParser:
         #: Where in its line each of those is checked from: 0, or for a line
         #: split from its text, its message (see :meth:`_writer_row`).
         self._checks: list[int] = []
-        #: Head values known inert and clean (see :meth:`_plain_head`).
+        #: Heads (session id to logger) known inert and clean (see :meth:`_plain_head`).
         self._plain_heads: set[str] = set()
 
     def take(  # noqa: PLR0917 - called per line
@@ -493,17 +495,15 @@ class LineParser:
         role = obj.get("role")
         if (
             ts.__class__ is not float
-            or ts - ts != 0.0  # not NaN or infinite
+            # Not NaN or infinite, nor an integer orjson read as a float.
+            or not -_INT64_LIMIT < ts < _INT64_LIMIT
             or pid.__class__ is not int
-            or not _PID_RANGE[0] <= pid < _PID_RANGE[1]
+            or not -_INT64_LIMIT <= pid < _INT64_LIMIT
             or (role is not None and role.__class__ is not str)
         ):
             return None
         text = raw.decode("utf-8")
-        comma = text.find(",", 6)
-        literal = text[6:comma]
-        if comma < 0 or ("." not in literal and "e" not in literal and "E" not in literal):
-            return None  # an integer orjson read as a float
+        comma = text.find(",", 6)  # after the ts (none: the head below does not match)
         # The head written out from the values, each text in its quotes as it is.
         columns = (
             f'"session_id":"{session_id}","kind":"{kind}","level":"{level}","logger":"{logger}",'
@@ -523,15 +523,11 @@ class LineParser:
             or (" " in rest and _COMPACT_REST.fullmatch(rest) is None)
         ):
             return None
-        plain = self._plain_heads
         if (
             # Each key once: a repeated key's last value is the record's.
             len(obj) != (7 if role is None else 8) + rest.count('":')
             or not (self._clean_keys.issuperset(obj) or self._keys_clean(obj))
-            or not (session_id in plain or self._plain_head(session_id))
-            or not (kind in plain or self._plain_head(kind))
-            or not (level in plain or self._plain_head(level))
-            or not (logger in plain or self._plain_head(logger))
+            or not (columns in self._plain_heads or self._plain_head(columns, obj))
         ):
             return None
         self._unchecked.append(index)
@@ -541,20 +537,25 @@ class LineParser:
         values = (seq, ts, kind, level, logger, role, message, pid, shape, fields)
         return (session_id, seq, ts, kind, level, logger, role, message, text, obj, values)
 
-    def _plain_head(self, value: str) -> bool:
-        """Return whether a head value is inert, enables no rule, and is left as it is by redaction.
+    def _plain_head(self, columns: str, obj: dict[str, Any]) -> bool:
+        """Return whether the head values before the message are plain (see :meth:`_writer_row`).
 
-        Such a value is remembered (bounded): the check of a line split from
-        its text then starts at its message (see :meth:`_writer_row`).
+        Each of the session id, ``kind``, ``level`` and ``logger`` must be an
+        inert word that lets no rule run and that the record's redaction
+        leaves as it is. The head's text ``columns`` is then remembered.
         """
-        if _INERT.fullmatch(value) is None or not self._shapes.enables_no_rule(value):
-            return False
-        counter = [0]
-        self._redactor.text(value, counter)
-        if counter[0]:
-            return False
+        for name in ("session_id", "kind", "level", "logger"):
+            value = obj[name]
+            counter = [0]
+            if (
+                _INERT.fullmatch(value) is None
+                or not self._shapes.enables_no_rule(value)
+                or self._redactor.text(value, counter) is not value
+                or counter[0]
+            ):
+                return False
         if len(self._plain_heads) < CACHE_SIZE:  # bounded: foreign files may hold any
-            self._plain_heads.add(value)
+            self._plain_heads.add(columns)
         return True
 
     def _keys_clean(self, obj: dict[str, Any]) -> bool:
