@@ -7,6 +7,7 @@ import json
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -445,3 +446,27 @@ class TestSplitFromText:
         assert all(row[10] is not None for row in rows)
         for row, raw in zip(rows, lines, strict=True):
             _assert_same_rows(row, _settled([b"{ " + raw[1:]])[0])
+
+    def test_many_sessions_keep_the_head_checks_few(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Past the cache's size (thousands of sessions in one sync) a word is still checked about once."""
+        calls = [0]
+        plain_head = LineParser._plain_head
+
+        def counted(self: LineParser, columns: str, obj: dict[str, Any]) -> bool:
+            calls[0] += 1
+            return plain_head(self, columns, obj)
+
+        monkeypatch.setattr(LineParser, "_plain_head", counted)
+        parser = LineParser()
+        events: list[EventRow] = []
+        sessions = 6000
+        for n in range(sessions):
+            sid = f"run-{n}"
+            parser.begin()
+            for seq in range(1, 4):
+                line = _HEAD.replace('"session_id":"s"', f'"session_id":"{sid}"') + "}"
+                parser.take(sid, seq, 0, line.encode(), events, [])
+            parser.settle(events)
+        assert all(row[10] is not None for row in events)
+        assert len(events) == 3 * sessions
+        assert calls[0] == sessions  # each session's head once

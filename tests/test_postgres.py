@@ -377,7 +377,7 @@ class TestManyMachines:
         try:
             for seq in range(1, 9):
                 record = {"message": "m"}
-                row = ("s", seq, float(seq), "message", None, None, None, "m", "{}", record)
+                row = ("s", seq, float(seq), "message", None, None, None, "m", "{}", record, None)
                 target.commit(Batch("s", seq - 1, [row], [], Watermark(seq=seq), [0]))
                 assert target.read_watermark("s") is not None
             prepared = target.conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()
@@ -396,7 +396,7 @@ class TestManyMachines:
         try:
             assert first.read_watermark("s") is None
             assert second.read_watermark("s") is None
-            row = ("s", 1, 1.0, "message", None, None, None, "one", "{}", {"message": "one"})
+            row = ("s", 1, 1.0, "message", None, None, None, "one", "{}", {"message": "one"}, None)
             mark = Watermark(seq=1, byte_offset=20)
             assert first.commit(Batch("s", 0, [row], [], mark, [0])) == 1
             with pytest.raises(WatermarkMovedError):
@@ -409,7 +409,7 @@ class TestManyMachines:
             # A raw NUL, which no parsed line holds but PostgreSQL text refuses:
             # that row alone is quarantined, its line kept byte for byte.
             raw = '{"m": "a\x00b"}'
-            nul = ("s", 2, 2.0, "message", None, None, None, "a\x00b", raw, {"m": "a\x00b"})
+            nul = ("s", 2, 2.0, "message", None, None, None, "a\x00b", raw, {"m": "a\x00b"}, None)
             assert first.commit(Batch("s", 1, [nul], [], Watermark(seq=2), [20])) == 0
             error = ("s", 3, 40, "bad", "x")
             assert first.commit(Batch("s", 2, [], [error], Watermark(seq=3), [])) == 0

@@ -22,11 +22,11 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, Final
 
-from codex_logging._mirror.compact import split
+from codex_logging._mirror.compact import BIT, split
 from codex_logging._redaction.redactor import Redactor
 from codex_logging._settings import CACHE_SIZE
 
-#: ``(session_id, seq, ts, kind, level, logger, role, message, data, record, split)``:
+#: ``(session_id, seq, ts, kind, level, logger, role, message, data, record, values)``:
 #: ``data`` the line's text as stored, ``record`` the object it holds (a
 #: compact target splits it: ``_mirror/compact.py``), or None for a line
 #: longer than :data:`_JOIN_LIMIT`, whose record is read again from ``data``
@@ -73,6 +73,10 @@ _COMPACT_REST: Final = re.compile(r'(?:,"[^"]*":(?:"[^"]*"|[-+.\w]+))*\}')
 _LONG_INT: Final = re.compile(r'":-?\d{19}')
 #: A head value that no credential rule can read across into another field.
 _INERT: Final = re.compile(r"[A-Za-z0-9_.\-]*")
+#: The ``shape`` of a line split from its text, with a ``role`` and without:
+#: every column holds its field.
+_ALL_FIELDS: Final = sum(BIT.values())
+_ALL_BUT_ROLE: Final = _ALL_FIELDS & ~BIT["role"]
 #: A 64-bit ``pid`` (the ``session_rows.pid`` column) is at least its
 #: negation and below it; a float below it in magnitude is no integer orjson
 #: rounded (see :data:`_EXACT_INTS`).
@@ -221,8 +225,10 @@ class LineParser:
         #: Where in its line each of those is checked from: 0, or for a line
         #: split from its text, its message (see :meth:`_writer_row`).
         self._checks: list[int] = []
-        #: Heads (session id to logger) known inert and clean (see :meth:`_plain_head`).
+        #: The texts of heads (session id to logger) known plain, and the
+        #: words known plain (see :meth:`_plain_head`).
         self._plain_heads: set[str] = set()
+        self._plain_words: set[str] = set()
 
     def take(  # noqa: PLR0917 - called per line
         self,
@@ -533,30 +539,42 @@ class LineParser:
         self._unchecked.append(index)
         self._checks.append(message_at)
         fields = None if len(rest) == 1 else "{" + rest[1:]
-        shape = 127 if role is None else 255
+        shape = _ALL_BUT_ROLE if role is None else _ALL_FIELDS
         values = (seq, ts, kind, level, logger, role, message, pid, shape, fields)
         return (session_id, seq, ts, kind, level, logger, role, message, text, obj, values)
 
     def _plain_head(self, columns: str, obj: dict[str, Any]) -> bool:
-        """Return whether the head values before the message are plain (see :meth:`_writer_row`).
+        """Return whether the values before the message are plain words; remember the head's text.
 
-        Each of the session id, ``kind``, ``level`` and ``logger`` must be an
-        inert word that lets no rule run and that the record's redaction
-        leaves as it is. The head's text ``columns`` is then remembered.
+        The session id, ``kind``, ``level`` and ``logger`` (:meth:`_plain`).
         """
+        words = self._plain_words
         for name in ("session_id", "kind", "level", "logger"):
             value = obj[name]
-            if _INERT.fullmatch(value) is None or not self._shapes.enables_no_rule(value):
-                return False
-            # No rule of today's finds anything in such a word; one that needs
-            # no keyword would, and is asked here.
-            counter = [0]
-            self._redactor.text(value, counter)
-            if counter[0]:
-                return False
-        if len(self._plain_heads) < CACHE_SIZE:  # bounded: foreign files may hold any
-            self._plain_heads.add(columns)
+            if value not in words:
+                if not self._plain(value):
+                    return False
+                if len(words) >= CACHE_SIZE:  # bounded; the frequent ones come back
+                    words.clear()
+                words.add(value)
+        if len(self._plain_heads) >= CACHE_SIZE:
+            self._plain_heads.clear()
+        self._plain_heads.add(columns)
         return True
+
+    def _plain(self, value: str) -> bool:
+        """Return whether a value before the message is a plain word (see :meth:`_writer_row`).
+
+        An inert word (letters, digits, ``_.-``) that lets no rule run and
+        that the record's redaction leaves as it is.
+        """
+        if _INERT.fullmatch(value) is None or not self._shapes.enables_no_rule(value):
+            return False
+        # No rule of today's finds anything in such a word; one that needs no
+        # keyword would, and is asked here.
+        counter = [0]
+        self._redactor.text(value, counter)
+        return not counter[0]
 
     def _keys_clean(self, obj: dict[str, Any]) -> bool:
         """Return whether no key of a flat object is secret, remembering clean keys."""

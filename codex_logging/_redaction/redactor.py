@@ -221,8 +221,9 @@ class Redactor:
         """Return whether ``value`` holds no keyword of a rule longer than one character.
 
         In a longer text such a value lets no rule run that the rest of the
-        text does not let run (the one-character gates, ``-`` ``_`` ``.``
-        ``:`` ``=``, are in every match of the rules they gate).
+        text does not let run for a match in the rest: every match holds a
+        gate and keyword that let its rule run (a one-character gate, ``-``
+        ``_`` ``.`` ``:`` ``=``, is in the match itself).
 
         Args:
             value: Any string.

@@ -97,7 +97,8 @@ _STATUS: Final = (
 )
 #: :data:`INSERT_ROW` split at its values, which are written in with the
 #: session's key (an integer): a batch's rows then bind one value fewer each,
-#: and a row split already gives its values as two slices joined.
+#: and a row split from its line's text binds its values as they are. (One
+#: statement text a session: a session new to the run is compiled once.)
 _INSERT_HEAD, _INSERT_VALUES = INSERT_ROW.split("VALUES ")
 _ROW_VALUES: Final = _INSERT_VALUES.replace("(?, ", "({sid}, ", 1)
 #: Rows a statement inserts: one multi-row VALUES for many rows runs in about
