@@ -327,6 +327,13 @@ _HIDDEN: Final = {
     for mark in (False, True)
     for team in (False, True)
 }
+
+
+def _has_traceback(record: dict[str, Any]) -> bool:
+    exc = record.get("exc")
+    return isinstance(exc, str) and bool(exc.strip())
+
+
 #: ANSI styles, as structlog's ConsoleRenderer colours levels.
 _RESET: Final = "\x1b[0m"
 _DIM: Final = "\x1b[2m"
@@ -420,10 +427,9 @@ class Transcript:
     @staticmethod
     def traceback(record: dict[str, Any]) -> str:
         """Return the record's traceback as lines indented under its own, or ``""``."""
-        exc = record.get("exc")
-        if not isinstance(exc, str) or not exc.strip():
+        if not _has_traceback(record):
             return ""
-        return "".join("\n    " + escape(line) for line in exc.rstrip("\n").split("\n"))
+        return "".join("\n    " + escape(line) for line in record["exc"].rstrip("\n").split("\n"))
 
     def _mark(self, record: dict[str, Any], kind: str) -> str:
         session = escape(str(record.get("session_id") or "-"))
@@ -450,7 +456,7 @@ class Transcript:
         not fields of the record.
         """
         hidden = _HIDDEN[record.get("kind") in {"start", "end"}, team]
-        if self.traceback(record):
+        if _has_traceback(record):
             # The structured exception (structlog's dict_tracebacks) is that
             # traceback: shown once, as text.
             hidden = hidden | {"exception"}
