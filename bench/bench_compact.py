@@ -10,9 +10,11 @@ end per session) are synced three ways, each in its own process:
 - the compact mirror, by this code;
 - the compact mirror with the grep index on.
 
-The first two take turns BENCH_COMPACT_ROUNDS times (3 by default), each into
-a new database, and the median rate is shown with each turn's; the third is
-synced once (it takes about four times as long). Before each timed sync the
+The first two take turns BENCH_COMPACT_ROUNDS times (5 by default), each into
+a new database: the median rate is shown with each turn's, and the ratio is
+the median of the turns' ratios (the two syncs of a turn run back to back, so
+a slow spell of the machine weighs on both); the third is synced once (it
+takes about four times as long) and is set beside the median rate. Before each timed sync the
 page cache is written back (``os.sync``): no sync pays for the writes of the
 one before it (or of an earlier benchmark of ``make bench``).
 
@@ -50,7 +52,7 @@ CURVE = [
 ]
 INDEX_SYNC_MAX = int(os.environ.get("BENCH_COMPACT_INDEX_SYNC_MAX", "1000000"))
 #: How many times the syncs without the grep index take turns (the median is shown).
-ROUNDS = int(os.environ.get("BENCH_COMPACT_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_COMPACT_ROUNDS", "5"))
 #: The last commit whose mirror had the schema-7 layout.
 OLD_COMMIT = "abceb7e"
 SYNC = "import sys; from codex_logging import sync_to_sqlite; r = sync_to_sqlite(sys.argv[1], sys.argv[2]); print(r.rows_inserted)"
@@ -173,7 +175,6 @@ def main() -> str:
             + "".join(f" `{name}` ms |" for name, _ in READS),
             "| --- | ---: | ---: | ---: | ---: |" + " ---: |" * len(READS),
         ]
-        base_rate = None
         sizes: dict[str, Path] = {}
         rates: dict[str, list[float]] = {name: [] for name, _, _ in variants}
         # The syncs without the index take turns, ROUNDS times each, each into
@@ -193,19 +194,30 @@ def main() -> str:
                 assert rows == EVENTS, (name, rows)
                 rates[name].append(rows / seconds)
                 sizes[name] = db
+        base = rates[variants[0][0]]
         for name, _path, _index in variants:
             db = sizes[name]
             rate = statistics.median(rates[name])
-            base_rate = base_rate or rate
+            found = rates[name]
+            vs_base = (
+                statistics.median(mine / theirs for mine, theirs in zip(found, base, strict=True))
+                if len(found) == len(base)
+                else rate / statistics.median(base)
+            )
             total = size(db)
             reads = [read_ms(db, **filters) for _, filters in READS]
             out.append(
                 f"| {name} | {total / ndjson:.2f}x | {total / EVENTS:.0f} | {rate:,.0f}"
-                f" | {rate / base_rate:.2f}x |" + "".join(f" {ms:.1f} |" for ms in reads)
+                f" | {vs_base:.2f}x |" + "".join(f" {ms:.1f} |" for ms in reads)
             )
         out += ["", "Sync rows/s of each turn: " + "; ".join(
             f"{name}: " + ", ".join(f"{rate:,.0f}" for rate in found) for name, found in rates.items()
         )]  # fmt: skip
+        if old is not None:
+            paired = [rates[name] for name, _, index in variants if not index]
+            out.append("Each turn's ratio, compact / schema 7: " + ", ".join(
+                f"{mine / theirs:.2f}" for mine, theirs in zip(paired[-1], paired[0], strict=True)
+            ))  # fmt: skip
         compact = sizes["compact"]
         out += ["", "Bytes per event by table and index (compact):", "",
                 "| table or index | bytes / event |", "| --- | ---: |"]  # fmt: skip
