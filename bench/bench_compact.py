@@ -14,9 +14,10 @@ The first two take turns BENCH_COMPACT_ROUNDS times (5 by default), each into
 a new database: the median rate is shown with each turn's, and the ratio is
 the median of the turns' ratios (the two syncs of a turn run back to back, so
 a slow spell of the machine weighs on both); the third is synced once (it
-takes about four times as long) and is set beside the median rate. Before each timed sync the
-page cache is written back (``os.sync``): no sync pays for the writes of the
-one before it (or of an earlier benchmark of ``make bench``).
+takes about four times as long) and is set beside the median rate. Before
+each timed sync the page cache is written back (``os.sync``): no sync pays
+for the writes of the one before it (or of an earlier benchmark of ``make
+bench``).
 
 Then the reads the issue names, across all sessions, timed in process with
 today's read code (median of 5): ``--level warning --tail 20``, ``--kind end
@@ -197,8 +198,8 @@ def main() -> str:
         base = rates[variants[0][0]]
         for name, _path, _index in variants:
             db = sizes[name]
-            rate = statistics.median(rates[name])
             found = rates[name]
+            rate = statistics.median(found)
             vs_base = (
                 statistics.median(mine / theirs for mine, theirs in zip(found, base, strict=True))
                 if len(found) == len(base)
