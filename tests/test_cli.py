@@ -785,6 +785,26 @@ class TestEscapingProperty:
         ]
 
 
+def test_a_lone_surrogate_in_a_field_is_shown_as_its_escape(tmp_path: Path) -> None:
+    """A line another tool wrote with an escaped lone surrogate reads back on every output."""
+    folder = tmp_path / "sessions"
+    folder.mkdir()
+    (folder / "s.ndjson").write_text(
+        '{"ts":1796600005.5,"message":"lone","x":"\\udfff","y":["\\ud800"]}\n'
+    )
+    db = tmp_path / "m.db"
+    sync_to_sqlite(db, folder)
+    env = {"CODEX_LOG_DB_PATH": str(db)}
+    out = run("codex-logs", "query", "--all", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    record = json.loads(out.stdout)
+    assert (record["x"], record["y"]) == ("\udfff", ["\ud800"])
+    for args in (("codex-logs", "query", "--all"), ("codex-logs", "show", "s"), ("query_logs",)):
+        out = run(*args, env=env)
+        assert out.returncode == 0, out.stderr
+        assert 'x=\\udfff y=["\\ud800"]' in out.stdout, out.stdout
+
+
 class TestDiscovery:
     def test_finds_the_nearest_codex_folder_upward(self, db: Path) -> None:
         """From a subdirectory, with no flag and no variable, commands use the parent's .codex/."""

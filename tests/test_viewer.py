@@ -348,3 +348,22 @@ def test_a_click_on_the_timeline_opens_the_transcript_at_that_moment(
     # The tool's rows from that moment on: not the warning at NOW + 2, the error at NOW + 4.
     rows = browser.find_elements("css selector", "#events .ev")
     assert [r.get_attribute("id") for r in rows] == ["e-6"]
+
+
+def test_a_lone_surrogate_goes_out_as_its_escape(serve: Any, tmp_path: Path) -> None:
+    """A field another tool wrote as an escaped lone surrogate (UTF-8 has no such character)."""
+    folder = tmp_path / "sessions"
+    folder.mkdir()
+    (folder / "s.ndjson").write_text(
+        '{"ts":1796600005.5,"message":"lone","x":"\\udfff","y":["\\ud800"]}\n'
+    )
+    db = tmp_path / "m.db"
+    sync_to_sqlite(db, folder)
+    server = serve(db)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("GET", "/api/s/s/events")
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    assert response.status == 200, body
+    assert json.loads(body)["events"][0]["fields"] == {"x": "\udfff", "y": '["\ud800"]'}

@@ -38,11 +38,13 @@ FORMAT_CHARACTERS: Final = (
 )
 #: C0 controls but tab and newline, DEL and C1: what could move the cursor,
 #: ring the bell or retitle the window (tab only moves right: it stays); and
-#: the format characters.
-_CONTROLS: Final = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{FORMAT_CHARACTERS}]")
+#: the format characters; and a lone surrogate (an escaped ``\\udfff`` in an
+#: older hook's line), which no output stream can encode.
+_CONTROLS: Final = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{FORMAT_CHARACTERS}\ud800-\udfff]")
 _NAMED: Final = {"\r": "\\r"}
-#: JSON already escapes C0; DEL, C1 and the format characters are escaped as well.
-_JSON_CONTROLS: Final = re.compile(f"[\x7f-\x9f{FORMAT_CHARACTERS}]")
+#: JSON already escapes C0; DEL, C1, the format characters and a lone
+#: surrogate (written back as the escape it was read from) are escaped as well.
+_JSON_CONTROLS: Final = re.compile(f"[\x7f-\x9f{FORMAT_CHARACTERS}\ud800-\udfff]")
 
 
 def _escaped(match: re.Match[str]) -> str:

@@ -11,6 +11,7 @@ Content-Security-Policy to every response (docs/viewer.md, "Safety").
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import time
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import jinja2
 from starlette.applications import Starlette
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -98,6 +99,20 @@ class Guard:
             await PlainResponse("read-only: GET and HEAD only\n", 405)(scope, receive, secured)
             return
         await self.app(scope, receive, secured)
+
+
+class _JSONResponse(Response):
+    """JSON whose non-ASCII characters go as escapes.
+
+    So a lone surrogate (an escaped ``\\udfff`` in an older hook's line, kept
+    as it was read) goes out as that escape, where UTF-8 cannot encode it.
+    """
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        """Return ``content`` as compact JSON bytes."""
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 def _asset_version() -> str:
@@ -191,7 +206,7 @@ class Viewer:
             code = 400
         text = hide_secrets(str(exc), getattr(self.backend, "url", None))
         if json:
-            return JSONResponse({"error": text}, code)
+            return _JSONResponse({"error": text}, code)
         return self.page("error.html", code, message=text, status=code)
 
     def sessions(self, request: Request) -> Response:
@@ -262,7 +277,7 @@ class Viewer:
         params = request.query_params
         limit = min(_whole(params.get("limit"), EVENTS_PER_PAGE) or 1, MAX_EVENTS_PER_PAGE)
         try:
-            return JSONResponse(self.first_page(sid, params, limit))
+            return _JSONResponse(self.first_page(sid, params, limit))
         except CodexLoggingError as exc:
             return self.failure(exc, json=True)
 
@@ -273,7 +288,7 @@ class Viewer:
             shape = self.backend.timeline(sid)
         except CodexLoggingError as exc:
             return self.failure(exc, json=True)
-        return JSONResponse(shape)
+        return _JSONResponse(shape)
 
     async def not_found(self, request: Request, exc: Exception) -> Response:
         del request, exc
