@@ -327,15 +327,64 @@ class TestEachValueOnce:
                 ' \'{"message": "hi", "k": 1}\')'
             )
             assert conn.execute("SELECT session_id, seq, data FROM session_events").fetchall() == [
-                ("t", 1, '{"message": "hi", "k": 1}')
+                ("t", 1, '{"message":"hi","k":1}')
             ]
             conn.execute("DELETE FROM session_events WHERE session_id = 't'")
             assert conn.execute("SELECT COUNT(*) FROM session_rows").fetchone() == (0,)
 
+    #: The insert trigger of schema 8 to 10: its session key was replaced by an outer REPLACE.
+    OLD_TRIGGER = """CREATE TRIGGER session_events_insert INSTEAD OF INSERT ON session_events
+        BEGIN
+            INSERT OR IGNORE INTO session_keys (session_id) VALUES (NEW.session_id);
+            INSERT INTO session_rows (sid, seq, ts, kind, level, logger, role, message, pid,
+                shape, fields)
+            VALUES ((SELECT id FROM session_keys WHERE session_id = NEW.session_id), NEW.seq,
+                NEW.ts, NEW.kind, NEW.level, NEW.logger, NEW.role, NEW.message, NULL, 0, NEW.data);
+        END"""
+
+    def test_a_tools_upsert_and_data_are_kept_whole(self, tmp_path: Path) -> None:
+        """sqlite-utils' upsert (INSERT OR REPLACE) hides no row; data reads back as the JSON written.
+
+        Also on a mirror made before (schema 10), once opened.
+        """
+        db = tmp_path / "x.db"
+        with contextlib.closing(connect(str(db))) as conn:
+            conn.execute("DROP TRIGGER session_events_insert")
+            conn.execute(self.OLD_TRIGGER)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+        with contextlib.closing(connect(str(db))) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+            datas = ('{"a": 1}\n', ' {"b":[1, 2]}', '{\n  "c": "x"\n}', None)
+            for seq, data in enumerate(datas, 1):
+                conn.execute(
+                    "INSERT INTO session_events (session_id, seq, message, data) VALUES (?, ?, ?, ?)",
+                    ("t", seq, f"m{seq}", data),
+                )
+            conn.execute(
+                "INSERT OR REPLACE INTO session_events (session_id, seq, message, data)"
+                " VALUES ('t', 2, 'again', '{\"b\":3}')"
+            )
+            assert conn.execute(
+                "SELECT seq, message, data FROM session_events ORDER BY seq"
+            ).fetchall() == [
+                (1, "m1", '{"a":1}'),
+                (2, "again", '{"b":3}'),
+                (3, "m3", '{"c":"x"}'),
+                (4, "m4", "{}"),
+            ]
+            assert conn.execute("SELECT * FROM session_keys").fetchall() == [(1, "t")]
+            for bad in ("[1, 2]", "not json", '{"a":1}}', "7"):
+                with pytest.raises(sqlite3.IntegrityError, match="must be a JSON object"):
+                    conn.execute(
+                        "INSERT INTO session_events (session_id, seq, data) VALUES ('t', 9, ?)",
+                        (bad,),
+                    )
+            assert conn.execute("SELECT COUNT(*) FROM session_rows").fetchone() == (4,)
+
 
 class TestGrepIndex:
     NEEDLES = ("needle", "NEEDLE", "bob", "git", "é €", "ab", "x", '"q"', "status", "zzz-none",
-               "agen", "assist", "codex_log", "23580", "ok")  # fmt: skip
+               "agen", "assist", "codex_log", "23580", "ok", "straße", "SPAß")  # fmt: skip
 
     def test_same_answers_with_and_without_it_and_kept_by_the_sync(self, old_mirror: Path) -> None:
         """--grep gives what it gives without the index, for rows synced before and after it was built."""

@@ -395,15 +395,25 @@ _COMPACT_EVENTS_VIEW: Final = f"""CREATE VIEW events AS
 
 #: A row written to ``session_events`` by a tool (or an older test) goes into
 #: the compact tables whole: ``fields`` the line, ``shape`` 0 (no field moved).
+#: A row a tool writes to ``session_events`` goes into the compact tables
+#: whole: ``fields`` its ``data`` (a JSON object, minified by SQLite's
+#: ``json()``; any other text is refused, as the whole record could not be
+#: given back), ``shape`` 0. The session's key is added only when missing, so
+#: an outer ``INSERT OR REPLACE`` (sqlite-utils' upsert) cannot replace it and
+#: leave the session's other rows under a key no longer its own.
 _INSERT_TRIGGER: Final = """CREATE TRIGGER session_events_insert
     INSTEAD OF INSERT ON session_events
     BEGIN
-        INSERT OR IGNORE INTO session_keys (session_id) VALUES (NEW.session_id);
+        SELECT RAISE(ABORT, 'session_events.data must be a JSON object (the whole record)')
+        WHERE NEW.data IS NOT NULL
+            AND NOT (json_valid(NEW.data) AND json_type(NEW.data) = 'object');
+        INSERT INTO session_keys (session_id) SELECT NEW.session_id
+        WHERE NOT EXISTS (SELECT 1 FROM session_keys WHERE session_id = NEW.session_id);
         INSERT INTO session_rows (sid, seq, ts, kind, level, logger, role, message, pid,
             shape, fields)
         VALUES ((SELECT id FROM session_keys WHERE session_id = NEW.session_id), NEW.seq,
             NEW.ts, NEW.kind, NEW.level, NEW.logger, NEW.role, NEW.message, NULL, 0,
-            NEW.data);
+            json(NEW.data));
     END"""
 
 _DELETE_TRIGGER: Final = """CREATE TRIGGER session_events_delete
@@ -532,6 +542,10 @@ MIGRATIONS += (
             "DROP VIEW IF EXISTS sessions",
             _SESSIONS_VIEW,
         ),
+    ),
+    (
+        "a row written to session_events keeps its session's key and a whole JSON record",
+        ("DROP TRIGGER IF EXISTS session_events_insert", _INSERT_TRIGGER),
     ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
