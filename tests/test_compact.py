@@ -393,6 +393,8 @@ class TestGrepIndex:
         sessions = old_mirror.parent / "sessions"
         with (sessions / "agent-run.ndjson").open("a") as f:
             f.write(json.dumps({"ts": 2.0e9, "message": "later needle", "q": 'say "q"'}) + "\n")
+            # Needles whose folded form is ASCII: not looked up in the index.
+            f.write(json.dumps({"ts": 2.0e9 + 1, "message": "Straße zu", "x": "viel Spaß"}) + "\n")
         sync_to_sqlite(old_mirror, sessions)
         without = {n: query(str(old_mirror), grep=n, tail=None) for n in self.NEEDLES}
         assert run_cli(old_mirror, "migrate", "--grep-index", "on").returncode == 0
@@ -400,6 +402,11 @@ class TestGrepIndex:
             assert conn.execute("SELECT COUNT(*) FROM session_grep").fetchone()[0] > 0
         assert {n: query(str(old_mirror), grep=n, tail=None) for n in self.NEEDLES} == without
         assert [e["message"] for e in without["needle"]][-1] == "later needle"
+        assert (
+            [e["message"] for e in without["straße"]]
+            == ["Straße zu"]
+            == [e["message"] for e in without["SPAß"]]
+        )
         # Rows the sync adds are in the index at once (the same transaction).
         with (sessions / "structlog-run.ndjson").open("a") as f:
             f.write(json.dumps({"ts": 2.1e9, "message": "m", "detail": "fresh needle"}) + "\n")

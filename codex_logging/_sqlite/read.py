@@ -248,10 +248,13 @@ def _level_terms(filters: Filters) -> tuple[list[str], list[Any]]:
     return terms, params
 
 
-def _grep_terms(needle: str, source: Source) -> tuple[list[str], list[Any]]:
+def _grep_terms(typed: str, source: Source) -> tuple[list[str], list[Any]]:
     where: list[str] = []
     params: list[Any] = []
-    if source.grep_index and len(needle) >= 3 and needle.isascii() and _spelled_as_is(needle):
+    needle = typed.casefold()
+    # ASCII as typed, not only once folded: "straße" folds to "strasse",
+    # which the index (folding one character at a time) does not hold.
+    if source.grep_index and len(needle) >= 3 and typed.isascii() and _spelled_as_is(needle):
         # The rows whose message or fields' text holds the needle's
         # trigrams (docs/mirror.md, "The grep index"); the test below
         # still decides, on the fields' values alone.
@@ -300,7 +303,7 @@ def sqlite_where(filters: Filters, source: Source) -> tuple[list[str], list[Any]
     where.extend(terms)
     params.extend(values)
     if filters.grep is not None:
-        terms, values = _grep_terms(filters.grep.casefold(), source)
+        terms, values = _grep_terms(filters.grep, source)
         where += terms
         params += values
     equal = (
