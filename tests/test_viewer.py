@@ -350,12 +350,13 @@ def test_a_click_on_the_timeline_opens_the_transcript_at_that_moment(
     assert [r.get_attribute("id") for r in rows] == ["e-6"]
 
 
-def test_a_lone_surrogate_goes_out_as_its_escape(serve: Any, tmp_path: Path) -> None:
-    """A field another tool wrote as an escaped lone surrogate (UTF-8 has no such character)."""
+def test_values_utf8_or_json_cannot_hold_go_out_all_the_same(serve: Any, tmp_path: Path) -> None:
+    """An escaped lone surrogate (no UTF-8 for it) and a NaN pid (no JSON for it), from another tool."""
     folder = tmp_path / "sessions"
     folder.mkdir()
     (folder / "s.ndjson").write_text(
         '{"ts":1796600005.5,"message":"lone","x":"\\udfff","y":["\\ud800"]}\n'
+        '{"ts":1796600006.5,"message":"nan","pid":NaN,"v":Infinity}\n'
     )
     db = tmp_path / "m.db"
     sync_to_sqlite(db, folder)
@@ -366,4 +367,6 @@ def test_a_lone_surrogate_goes_out_as_its_escape(serve: Any, tmp_path: Path) -> 
     body = response.read()
     conn.close()
     assert response.status == 200, body
-    assert json.loads(body)["events"][0]["fields"] == {"x": "\udfff", "y": '["\ud800"]'}
+    lone, nan = json.loads(body)["events"]
+    assert lone["fields"] == {"x": "\udfff", "y": '["\ud800"]'}
+    assert (nan["pid"], nan["fields"]) == (None, {"v": "Infinity"})

@@ -164,6 +164,9 @@ def event_view(row: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(record, dict):
         record = {}
     exc = record.get("exc")
+    pid = record.get("pid")
+    if isinstance(pid, float) and not math.isfinite(pid):  # an older hook's NaN: no JSON for it
+        pid = None
     fields = {
         key: value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         for key, value in record.items()
@@ -181,7 +184,7 @@ def event_view(row: dict[str, Any]) -> dict[str, Any]:
         "logger": row["logger"],
         "role": row["role"],
         "message": row["message"],
-        "pid": record.get("pid"),
+        "pid": pid,
         "exc": exc if isinstance(exc, str) else None,
         "fields": fields,
         "source": source,
