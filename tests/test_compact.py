@@ -311,6 +311,34 @@ class TestEachValueOnce:
         assert "hunter2" not in repr(answers[0])
         assert "x1Y2z3" not in repr(answers[0])
 
+    def test_an_infinite_number_stays_json(self, tmp_path: Path) -> None:
+        """1e400 (valid JSON, an infinite double) and an older hook's Infinity are stored as 1e999.
+
+        Written as Infinity, the whole record was no JSON: SQLite's JSON
+        functions failed on any query that reached it.
+        """
+        from codex_logging.query_logs import query
+
+        folder = tmp_path / "sessions"
+        folder.mkdir()
+        (folder / "s.ndjson").write_text(
+            '{"ts":1796600005.5,"message":"huge","j":1e400,"k":[-1e400]}\n'
+            '{"ts":1796600006.5,"message":"older","j":Infinity,"s":"Infinity"}\n'
+        )
+        db = tmp_path / "m.db"
+        sync_to_sqlite(db, folder)
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            rows = conn.execute(
+                "SELECT json_valid(data), json_extract(data, '$.j'), data FROM session_events"
+                " ORDER BY seq"
+            ).fetchall()
+        assert [row[:2] for row in rows] == [(1, float("inf")), (1, float("inf"))]
+        assert [json.loads(row[2]) for row in rows] == [
+            {"ts": 1796600005.5, "message": "huge", "j": float("inf"), "k": [float("-inf")]},
+            {"ts": 1796600006.5, "message": "older", "j": float("inf"), "s": "Infinity"},
+        ]
+        assert [e["message"] for e in query(str(db), where=["j>1"], tail=None)] == ["huge", "older"]
+
     def test_split_moves_only_exact_values(self) -> None:
         """A column takes a field only when it holds the very value: else the field stays in fields."""
         record = {"ts": 1.0, "kind": "end", "message": "m", "pid": True}

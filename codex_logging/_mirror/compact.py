@@ -17,6 +17,7 @@ own id, the texts as they are. Anything else (an ISO ``ts`` of an older hook, a
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Final
 
 #: The fields a column can hold, in the order the whole record gives them back
@@ -75,7 +76,21 @@ def encoded(obj: dict[str, Any]) -> bytes | str:
             if b"null" not in out or _same(out, obj):
                 return out
     text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    if "Infinity" in text:
+        text = _INFINITY.sub(_finite_spelling, text)
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+#: A string of json's output, or an infinite number it wrote as ``Infinity``
+#: (not JSON: SQLite's JSON functions then fail on the whole query).
+_INFINITY: Final = re.compile(r'("(?:[^"\\]|\\.)*")|(-?)Infinity')
+
+
+def _finite_spelling(match: re.Match[str]) -> str:
+    # A number too large for a double, as a line may write it (1e400): the
+    # same infinity to any JSON reader, and valid JSON.
+    string, sign = match.groups()
+    return string if string is not None else f"{sign}1e999"
 
 
 def _same(out: bytes, obj: dict[str, Any]) -> bool:
