@@ -217,7 +217,14 @@ def resolve_level(
         return filters
     number = lookup(name)
     if number is None:
-        names = sorted({str(n).lower() for n in held() if n} | {n.lower() for n in LEVELS})
+        found = {str(n).lower() for n in held() if n}
+        if name.lower() in found:
+            msg = (
+                f"level {name.lower()!r} has no number in this mirror (its records carry no"
+                " levelno): give the number instead, such as --level 25"
+            )
+            raise InvalidFilterError(msg)
+        names = sorted(found | {n.lower() for n in LEVELS})
         msg = f"unknown level {name.lower()!r}: choose from {', '.join(names)}, or a number"
         raise InvalidFilterError(msg)
     return dataclasses.replace(filters, min_level=number)
