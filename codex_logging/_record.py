@@ -52,6 +52,28 @@ def safe_str(value: object) -> str:
     return f"<unprintable {type(value).__name__}>"
 
 
+def unformatted(template: object, args: object) -> str:
+    """Return a message whose ``template % args`` failed: the two side by side.
+
+    As structlog keeps an event whose arguments do not fit: the record is
+    written, never lost (``"retry %d ('three',)"``); an argument whose
+    ``repr`` fails shows as a placeholder.
+    """
+    if isinstance(args, tuple):
+        shown = ", ".join(_safe_repr(arg) for arg in args)
+        text = f"({shown},)" if len(args) == 1 else f"({shown})"
+    else:
+        text = _safe_repr(args)
+    return f"{safe_str(template)} {text}"
+
+
+def _safe_repr(value: object) -> str:
+    try:
+        return repr(value)
+    except Exception:  # an object whose __repr__ raises must not lose the record
+        return f"<unprintable {type(value).__name__}>"
+
+
 def _make_encoder(*, ensure_ascii: bool) -> Callable[[Any], str]:
     # JSONEncoder.encode builds a new C encoder on every call; build it once.
     # Without circular-reference markers a cycle ends in RecursionError, which

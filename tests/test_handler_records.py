@@ -37,3 +37,42 @@ def test_a_traceback_given_as_text_is_kept(tmp_path: Path) -> None:
     )  # fmt: skip
     (rec,) = read_lines(tmp_path / "h.ndjson")
     assert (rec["message"], rec["level"], rec["exc"]) == ("failed", "ERROR", tb)
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+class OwnRecord(logging.LogRecord):
+    """A record class with a getMessage of its own (as some frameworks install)."""
+
+    def getMessage(self) -> str:
+        return str(self.msg) % self.args
+
+
+def test_arguments_that_do_not_fit_are_written_beside_the_message(tmp_path: Path) -> None:
+    """As structlog keeps such an event: the record is written, not dropped."""
+    handler = CodexHandler(tmp_path, session_id="h")
+    log = logging.getLogger("handler.records.args")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    log.info("user %s logged in from %s", "bob")  # noqa: PLE1206 - the case tested
+    log.info("retry %d", "three")
+    log.info("obj %s", Unprintable())
+    log.info("%(x)s", {"y": 1})
+    log.info("token %s", "ghp_" + "a1B2" * 9, "extra")  # noqa: PLE1205 - the case tested
+    handler.handle(OwnRecord("own", logging.INFO, "f.py", 1, "%s and %s", ("one",), None))
+    assert handler.dropped == 0
+    assert [r["message"] for r in read_lines(tmp_path / "h.ndjson")] == [
+        "user %s logged in from %s ('bob',)",
+        "retry %d ('three',)",
+        "obj %s (<unprintable Unprintable>,)",
+        "%(x)s {'y': 1}",
+        "token %s ('[REDACTED]', 'extra')",
+        "%s and %s ('one',)",
+    ]

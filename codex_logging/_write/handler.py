@@ -14,6 +14,7 @@ from codex_logging._record import (
     STACK_HEADER,
     STANDARD_LEVELS,
     exception_parts,
+    unformatted,
 )
 from codex_logging._write.session import STAMPS, current_session, deferred, stamped_session
 from codex_logging._write.sink import SinkOwner, record_head
@@ -204,9 +205,15 @@ class CodexHandler(SinkOwner, logging.Handler):
                     if args.__class__ is dict and sink.redactor is not None:
                         # "%(password)s" % {...}: the dict's names say what is secret.
                         args = sink.redactor.template_args(args, counter)
-                    message %= args
+                    try:
+                        message %= args
+                    except Exception:  # arguments that do not fit: both are written
+                        message = unformatted(message, args)
             else:
-                message = record.getMessage()
+                try:
+                    message = record.getMessage()
+                except Exception:  # as above, for a record class of its own
+                    message = unformatted(fields["msg"], args)
             if fields["exc_info"] or fields["exc_text"] or fields["stack_info"]:
                 exc = self._record_exception(record)
             elif args is None:
@@ -337,8 +344,8 @@ class CodexHandler(SinkOwner, logging.Handler):
         if args and isinstance(message, str):  # the chain had no PositionalArgumentsFormatter
             try:
                 message = message % args
-            except (TypeError, ValueError, KeyError):
-                message = f"{message} {args!r}"
+            except Exception:  # arguments that do not fit: both are written
+                message = unformatted(message, args)
         stack = get("stack")
         exc, structured = exception_parts(
             get("exception"), get("exc_info"), stack, get("stack_info")

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any, Final
 
+from codex_logging._record import unformatted
 from codex_logging._redaction.redactor import Redactor
 from codex_logging._write.processor import LEVEL_NAMES, CodexProcessor
 from codex_logging._write.writer import FsyncPolicy
@@ -274,5 +275,5 @@ def _interpolate(event: Any, args: tuple[Any, ...]) -> Any:
         args = args[0]  # type: ignore[assignment]  # a mapping for %(name)s
     try:
         return event % args
-    except (TypeError, ValueError, KeyError):
-        return f"{event} {args!r}"
+    except Exception:  # arguments that do not fit: both are kept
+        return unformatted(event, args)
