@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -14,6 +15,11 @@ import structlog
 
 from codex_logging import CodexHandler, CodexProcessor, configure_structlog, session_scope
 from tests.conftest import read_lines, session_file
+
+
+@dataclasses.dataclass
+class Credentials:
+    password: str
 
 
 class TestProcessor:
@@ -263,9 +269,22 @@ class TestConfigureStructlog:
         configure_structlog(redact=redact)
         log = structlog.get_logger()
         log.info("login", password="hunter2-canary", header="Bearer CANARYconsole0123456789")
+        # Values the console shows by their repr: bytes and a dataclass, nested too.
+        log.info(
+            "objects",
+            body=b"api_key=CANARYbytes0123456789abcdef",
+            cfg=Credentials("hunter3-canary"),
+            items=[{"deep": Credentials("hunter4-canary")}],
+        )
         log.info("plain", n=1)
         err = capsys.readouterr().err
-        secrets = ("hunter2-canary", "CANARYconsole0123456789")
+        secrets = (
+            "hunter2-canary",
+            "CANARYconsole0123456789",
+            "CANARYbytes0123456789abcdef",
+            "hunter3-canary",
+            "hunter4-canary",
+        )
         assert all((s in err) is not redact for s in secrets), err
         assert "plain" in err
         raw = session_file("con").read_text()

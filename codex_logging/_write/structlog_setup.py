@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any, Final
 
-from codex_logging._record import unformatted
+from codex_logging._record import MAX_DEPTH, SCALARS, normalize, unformatted
 from codex_logging._redaction.redactor import Redactor
 from codex_logging._write.processor import LEVEL_NAMES, CodexProcessor
 from codex_logging._write.writer import FsyncPolicy
@@ -41,7 +41,29 @@ class _RedactDownstream:
     ) -> MutableMapping[str, Any]:
         counter = [0]
         redacted = self.redactor.mapping(event_dict, counter)
+        # The redactor takes bytes, a dataclass or any other object as it is,
+        # and the console renders its repr: such a value holding a secret
+        # goes on as the file's copy has it (normalized, then redacted).
+        for key, value in redacted.items():
+            if key != "exc_info":  # the renderer formats the exception itself
+                redacted[key] = self._opaque(value, counter)
         return redacted if counter[0] else event_dict
+
+    def _opaque(self, value: Any, counter: list[int], depth: int = 0) -> Any:
+        if value.__class__ is str or isinstance(value, SCALARS):
+            return value
+        if isinstance(value, dict | list) and depth < MAX_DEPTH:
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            out = value.copy()
+            for at, item in items:
+                out[at] = self._opaque(item, counter, depth + 1)
+            return out
+        found = [0]
+        hidden = self.redactor.value(normalize(value), found)
+        if not found[0]:
+            return value
+        counter[0] += found[0]
+        return hidden
 
 
 def _level_name(name: str) -> str:
