@@ -178,6 +178,7 @@ def _section_blocks(page: str, heading: str) -> list[str]:
 RUN_SECTIONS = {
     "asyncio": [f"job-{n}" for n in range(6)],
     "Subprocesses": [f"worker-{n}" for n in range(4)],
+    "Process pools": ["pool-first", "pool-second"],
 }
 
 
