@@ -934,6 +934,16 @@ class TestScannerShapes:
         out = Redactor().value({"widget_key": "blue", "hook_key": _T, "sig": "none"}, counter)
         assert out == {"widget_key": "blue", "hook_key": "[REDACTED]", "sig": "none"}
         assert counter == [1]
+        # Words between blanks and punctuation, in any script: an e-mail signature.
+        words = ("Dr. Smith", "Jane Doe, CFO", "Best regards, Bob", "José Martínez (CTO)")
+        for value in words:
+            assert Redactor().value({"signature": value, "email_signature": value}, [0]) == {
+                "signature": value,
+                "email_signature": value,
+            }
+        assert Redactor().value({"signature": "q8Zk2+Lw9/xY0aP3="}, [0]) == {
+            "signature": "[REDACTED]"
+        }
 
     def test_a_stores_own_keys_stay_and_its_secret_goes(self) -> None:
         """redis_key, storage_key, db_key, server_key name a store's keys as often as its secret: weak."""

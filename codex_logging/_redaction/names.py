@@ -196,7 +196,9 @@ _ISO_TIME = re.compile(
 )
 _HEX_HASH = re.compile(r"(?:[0-9a-f]{7,12}|[0-9a-f]{32}|[0-9a-f]{40}|[0-9a-f]{64})")
 _NUMBER = re.compile(r"[-+]?\d+(?:[.,]\d+)*%?")
-_WORDS = re.compile(r"[A-Za-z]+(?:[ _.:/-][A-Za-z]+)*")
+#: Words in any script, between blanks and punctuation ("Dr. Smith", "Jane
+#: Doe, CFO", "José Martínez").
+_WORDS = re.compile(r"[^\W\d_]+(?:[ _.:/,;'&()-]+[^\W\d_]+)*[.!?)]*")
 _PATH = re.compile(r"(?:~|\.{1,2})?/[\w.@%+~-]*(?:/[\w.@%+~-]*)*|[\w.-]+/[\w./-]+\.\w{1,5}")
 #: Entropy a weak name's value needs (bits a character, as gitleaks' generic rule).
 WEAK_ENTROPY: Final = 3.0
