@@ -311,6 +311,15 @@ class TestConfigureStructlog:
         (rec,) = read_lines(session_file("bridge"))
         assert (rec["message"], rec["api_key"], rec["redacted"]) == ("login", "[REDACTED]", 1)
 
+    def test_stack_info_ends_at_the_call(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """stack_info=True: the stack ends at the program's call, as logging's does."""
+        monkeypatch.setenv("CODEX_SESSION_ID", "stk")
+        configure_structlog(logger_factory=structlog.ReturnLoggerFactory())
+        structlog.get_logger().info("where", stack_info=True)
+        (rec,) = read_lines(session_file("stk"))
+        assert rec["exc"].endswith('structlog.get_logger().info("where", stack_info=True)'), rec
+        assert "codex_logging" not in rec["exc"]
+
     def test_min_level_drops_events(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Events below min_level are neither written nor printed."""
         monkeypatch.setenv("CODEX_SESSION_ID", "lv")

@@ -138,7 +138,8 @@ def configure_structlog(
     chain: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.StackInfoRenderer(),
+        # The stack ends at the program's call, not in this module's log method.
+        structlog.processors.StackInfoRenderer(additional_ignores=["codex_logging"]),
         structlog.dev.set_exc_info,
         structlog.processors.format_exc_info,
         processor,
