@@ -84,13 +84,56 @@ class TestEndpointAnswers:
         )
         assert len(waits) == transport.ATTEMPTS - 1
 
+    def test_a_redirect_is_not_followed(
+        self, folder: Path, receiver: Receiver, waits: list[float]
+    ) -> None:
+        """A 302 is an error naming where it points: urllib would resend it as a GET, no logs in it."""
+        where = "http://127.0.0.1:9/elsewhere"
+        receiver.faults = [("status", 302, {"Location": where}, b"")]
+        with pytest.raises(OtlpExportError) as caught:
+            sync_to_otlp(receiver.url, folder)
+        assert str(caught.value) == (
+            f"the OTLP endpoint {receiver.url} answered HTTP 302:"
+            f" a redirect to {where}, not followed (set the endpoint to it)"
+        )
+        assert waits == []
+        assert sync_to_otlp(receiver.url, folder).rows_inserted == 5  # the watermark stayed
+
+    def test_user_info_is_basic_authentication(self, folder: Path, receiver: Receiver) -> None:
+        """http://user:password@host/: the host is connected to, the pair sent as Basic auth."""
+        url = receiver.url.replace("http://", "http://agent:pa%40ss@")
+        assert sync_to_otlp(url, folder).rows_inserted == 5
+        assert receiver.headers[0]["Authorization"] == "Basic YWdlbnQ6cGFAc3M="  # agent:pa@ss
+
 
 class TestSettings:
     @pytest.mark.parametrize(
-        ("endpoint", "headers", "match"),
+        ("endpoint", "env", "match"),
         [
-            ("http://127.0.0.1:9/v1/logs", "auth=a%0Ab", "the value of 'auth' holds a line break"),
-            ("http://127.0.0.1:99999/v1/logs", None, "http"),
+            (
+                "http://127.0.0.1:9/v1/logs",
+                {"OTEL_EXPORTER_OTLP_HEADERS": "auth=a%0Ab"},
+                "OTEL_EXPORTER_OTLP_HEADERS: the value of 'auth' holds a line break",
+            ),
+            (
+                "http://127.0.0.1:9/v1/logs",
+                {"OTEL_EXPORTER_OTLP_LOGS_HEADERS": "auth=Bearer%20s%C3%A9cret%E2%82%AC"},
+                "^OTEL_EXPORTER_OTLP_LOGS_HEADERS: the value of 'auth' is not Latin-1 text,"
+                " which HTTP cannot send$",
+            ),
+            (
+                "http://127.0.0.1:9/v1/logs",
+                {"OTEL_EXPORTER_OTLP_HEADERS": "auth=%ff"},
+                "the value of 'auth' is not Latin-1 text",
+            ),
+            (
+                "http://127.0.0.1:9/v1/logs",
+                {"OTEL_EXPORTER_OTLP_LOGS_TIMEOUT": "1e-9"},
+                "^OTEL_EXPORTER_OTLP_LOGS_TIMEOUT: expected milliseconds",
+            ),
+            ("http://127.0.0.1:99999/v1/logs", {}, "http"),
+            ("http://127.0.0.1:9/v1/lögs", {}, "percent-encode it"),
+            ("http://127.0.0.1:9/v1 logs", {}, "percent-encode it"),
         ],
     )
     def test_refused_before_anything_is_sent(
@@ -98,11 +141,11 @@ class TestSettings:
         folder: Path,
         monkeypatch: pytest.MonkeyPatch,
         endpoint: str,
-        headers: str | None,
+        env: dict[str, str],
         match: str,
     ) -> None:
-        if headers is not None:
-            monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", headers)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
         with pytest.raises(OtlpConfigError, match=match):
             sync_to_otlp(endpoint, folder)
 

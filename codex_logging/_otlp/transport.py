@@ -8,6 +8,7 @@ every message names the endpoint through :func:`hide_secrets`.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import email.utils
 import functools
@@ -15,6 +16,7 @@ import gzip
 import http.client
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -23,7 +25,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
@@ -44,13 +46,16 @@ FIRST_WAIT: Final = 0.5
 _CONTENT_TYPE: Final = "application/x-protobuf"
 
 
-def _env(name: str) -> str | None:
-    """Return ``OTEL_EXPORTER_OTLP_LOGS_<name>``, else ``OTEL_EXPORTER_OTLP_<name>``, else None."""
+def _env(name: str) -> tuple[str, str]:
+    """Return ``(variable, value)``: ``OTEL_EXPORTER_OTLP_LOGS_<name>``, else ``..._<name>``.
+
+    The value is ``""`` when neither is set.
+    """
     for key in (f"OTEL_EXPORTER_OTLP_LOGS_{name}", f"OTEL_EXPORTER_OTLP_{name}"):
         value = os.environ.get(key, "").strip()
         if value:
-            return value
-    return None
+            return key, value
+    return f"OTEL_EXPORTER_OTLP_{name}", ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,35 +111,53 @@ def settings(endpoint: str | None = None) -> Settings:
         base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
         url = base.rstrip("/") + "/v1/logs" if base else DEFAULT_ENDPOINT
     _check_url(url)
-    headers: dict[str, str] = {}
-    for item in (_env("HEADERS") or "").split(","):
-        if not item.strip():
-            continue
-        key, equals, value = item.partition("=")
-        name = unquote(key.strip())
-        if not equals or not name or any(c in name for c in " \t:\r\n"):
-            msg = f"OTEL_EXPORTER_OTLP_HEADERS: expected key=value pairs, got a pair named {name!r}"
-            raise OtlpConfigError(hide_secrets(msg))
-        text = unquote(value.strip())
-        if any(c in text for c in "\r\n\0"):
-            msg = f"OTEL_EXPORTER_OTLP_HEADERS: the value of {name!r} holds a line break"
-            raise OtlpConfigError(msg)
-        headers[name] = text
+    headers = _headers()
     timeout = DEFAULT_TIMEOUT
-    given = _env("TIMEOUT")
-    if given is not None:
+    variable, given = _env("TIMEOUT")
+    if given:
         try:
             timeout = float(given) / 1000
         except ValueError:
             timeout = -1
-        if not 0 < timeout < 86400:
-            msg = f"OTEL_EXPORTER_OTLP_TIMEOUT: expected milliseconds, got {given!r}"
+        if not 0.001 <= timeout < 86400:
+            msg = f"{variable}: expected milliseconds from 1 to 86400000, got {given!r}"
             raise OtlpConfigError(msg)
-    compression = (_env("COMPRESSION") or "none").lower()
+    variable, given = _env("COMPRESSION")
+    compression = (given or "none").lower()
     if compression not in {"gzip", "none"}:
-        msg = f"OTEL_EXPORTER_OTLP_COMPRESSION: expected gzip or none, got {compression!r}"
+        msg = f"{variable}: expected gzip or none, got {compression!r}"
         raise OtlpConfigError(msg)
     return Settings(url, headers, timeout, compression == "gzip")
+
+
+def _headers() -> dict[str, str]:
+    """Return the headers of ``OTEL_EXPORTER_OTLP_[LOGS_]HEADERS`` (see :func:`settings`)."""
+    headers: dict[str, str] = {}
+    variable, given = _env("HEADERS")
+    for item in given.split(","):
+        if not item.strip():
+            continue
+        key, equals, value = item.partition("=")
+        name = unquote(key.strip())
+        if not equals or not _TOKEN.fullmatch(name):
+            msg = f"{variable}: expected key=value pairs, got a pair named {name!r}"
+            raise OtlpConfigError(hide_secrets(msg))
+        try:
+            text = unquote(value.strip(), errors="strict")
+            text.encode("latin-1")
+        except UnicodeError:
+            # HTTP sends a header's value as Latin-1 bytes (RFC 9110 5.5).
+            msg = f"{variable}: the value of {name!r} is not Latin-1 text, which HTTP cannot send"
+            raise OtlpConfigError(msg) from None
+        if any(c in text for c in "\r\n\0"):
+            msg = f"{variable}: the value of {name!r} holds a line break"
+            raise OtlpConfigError(msg)
+        headers[name] = text
+    return headers
+
+
+#: A header's name (RFC 9110's token).
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def file_settings(path: str) -> Settings:
@@ -151,7 +174,45 @@ def _check_url(url: str) -> None:
     if parts is None or parts.scheme not in {"http", "https"} or not parts.hostname:
         msg = f"the OTLP endpoint must be an http:// or https:// URL with a host, got {url!r}"
         raise OtlpConfigError(hide_secrets(msg, url))
+    if not url.isascii() or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        msg = (
+            f"the OTLP endpoint {url!r} holds a blank, a control or a character beyond ASCII:"
+            " percent-encode it (%20, %C3%B6)"
+        )
+        raise OtlpConfigError(hide_secrets(msg, url))
     del port
+
+
+def _request_target(config: Settings) -> tuple[str, dict[str, str]]:
+    """Return the URL a request goes to and the headers its user info makes.
+
+    ``http://user:password@host/...``: the host alone is connected to (urllib
+    would look up ``user:password@host`` as a name), and the user info is
+    sent as Basic authentication, unless the headers set ``Authorization``.
+    """
+    parts = urlsplit(config.endpoint)
+    if "@" not in parts.netloc:
+        return config.endpoint, {}
+    userinfo, _, where = parts.netloc.rpartition("@")
+    url = urlunsplit((parts.scheme, where, parts.path, parts.query, parts.fragment))
+    if any(name.lower() == "authorization" for name in config.headers):
+        return url, {}
+    user, _, password = userinfo.partition(":")
+    pair = f"{unquote(user)}:{unquote(password)}".encode()
+    return url, {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed: urllib would send a 302's GET without the body.
+
+    The 3xx comes back as an ``HTTPError`` (see :func:`post`).
+    """
+
+    def redirect_request(self, *_args: object, **_kwargs: object) -> None:
+        return None
+
+
+_OPENER: Final = urllib.request.build_opener(_NoRedirect)
 
 
 class RefusedError(Exception):
@@ -186,7 +247,8 @@ def post(config: Settings, body: bytes, stop: threading.Event | None = None) -> 
         RefusedError: A 4xx other than 429 (the request is at fault: not retried).
         OtlpExportError: Still failing after the last try, or a 3xx/5xx not retried.
     """
-    headers = {"Content-Type": _CONTENT_TYPE, "User-Agent": "codex-logging"}
+    url, headers = _request_target(config)
+    headers.update({"Content-Type": _CONTENT_TYPE, "User-Agent": "codex-logging"})
     headers.update(config.headers)
     if config.gzip:
         body = gzip.compress(body, compresslevel=6)
@@ -204,23 +266,17 @@ def post(config: Settings, body: bytes, stop: threading.Event | None = None) -> 
             backoff = min(MAX_WAIT, backoff * 2)
             pause = None
         tries += 1
-        request = urllib.request.Request(config.endpoint, data=body, headers=headers, method="POST")  # noqa: S310 - http(s) checked in settings()
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - http(s) checked in settings()
         try:
-            with urllib.request.urlopen(request, timeout=config.timeout) as answer:  # noqa: S310
+            with _OPENER.open(request, timeout=config.timeout) as answer:
                 return answer.status, answer.read()
         except urllib.error.HTTPError as exc:
             status = exc.code
             text = _answer_text(exc)
-            if status in RETRYABLE:
-                problem = f"HTTP {status}" + (f": {text}" if text else "")
-                pause = _retry_after(exc.headers.get("Retry-After"))
-                continue
-            if 400 <= status < 500:
-                raise RefusedError(status, text) from None
-            msg = f"the OTLP endpoint {config.shown} answered HTTP {status}" + (
-                f": {text}" if text else ""
-            )
-            raise OtlpExportError(hide_secrets(msg, config.endpoint)) from None
+            if status not in RETRYABLE:
+                raise _refusal(config, exc, text) from None
+            problem = f"HTTP {status}" + (f": {text}" if text else "")
+            pause = _retry_after(exc.headers.get("Retry-After"))
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             problem = str(reason) or type(reason).__name__
@@ -228,6 +284,20 @@ def post(config: Settings, body: bytes, stop: threading.Event | None = None) -> 
                 problem = f"no answer within {config.timeout:g} s"
     msg = f"cannot send to the OTLP endpoint {config.shown} after {tries} tries: {problem}"
     raise OtlpExportError(hide_secrets(msg, config.endpoint))
+
+
+def _refusal(config: Settings, exc: urllib.error.HTTPError, text: str) -> Exception:
+    """Return the error of an answer not worth another try (see :func:`post`)."""
+    status = exc.code
+    if 400 <= status < 500:
+        return RefusedError(status, text)
+    if 300 <= status < 400:
+        # Not followed: the endpoint is to be set to where it points.
+        where = exc.headers.get("Location") or "no Location"
+        text = f"a redirect to {where}, not followed (set the endpoint to it)"
+        text = hide_secrets(text, where)
+    msg = f"the OTLP endpoint {config.shown} answered HTTP {status}" + (f": {text}" if text else "")
+    return OtlpExportError(hide_secrets(msg, config.endpoint))
 
 
 def _answer_text(exc: urllib.error.HTTPError) -> str:
