@@ -118,8 +118,10 @@ class TestSettings:
             (
                 "http://127.0.0.1:9/v1/logs",
                 {"OTEL_EXPORTER_OTLP_LOGS_HEADERS": "auth=Bearer%20s%C3%A9cret%E2%82%AC"},
-                "^OTEL_EXPORTER_OTLP_LOGS_HEADERS: the value of 'auth' is not Latin-1 text,"
-                " which HTTP cannot send$",
+                (
+                    "^OTEL_EXPORTER_OTLP_LOGS_HEADERS: the value of 'auth' is not Latin-1 text,"
+                    " which HTTP cannot send$"
+                ),
             ),
             (
                 "http://127.0.0.1:9/v1/logs",
