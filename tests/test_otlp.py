@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import logging
 import os
 import re
 import signal
@@ -32,6 +33,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 )
 
 from codex_logging import (
+    CodexHandler,
     OtlpConfigError,
     OtlpExportError,
     UnknownSessionError,
@@ -372,6 +374,30 @@ def test_environment_headers_gzip_and_base_endpoint(
     write_session(folder, "s2", LINES)
     sync_to_otlp(sessions_dir=folder)
     assert receiver.paths[-1] == "/custom"
+
+
+def test_a_lone_surrogate_goes_as_its_escape(tmp_path: Path, receiver: Receiver) -> None:
+    """A file name os.fsdecode made (the library writes \\udce9), in a value or a key.
+
+    protobuf strings are UTF-8: the export failed on it, every run, and no file
+    after it was sent.
+    """
+    folder = tmp_path / "sessions"
+    handler = CodexHandler(folder, session_id="a-lone")
+    log = logging.getLogger("otlp.lone")
+    log.addHandler(handler)
+    log.propagate = False
+    log.warning("opened %s", os.fsdecode(b"caf\xe9.txt"))
+    handler.close()
+    (folder / "b-other.ndjson").write_text(
+        '{"ts":1796600005.5,"message":"k","k\\ud83d":"x","pair":"\\ud83d\\ude00"}\n'
+    )
+    report = sync_to_otlp(receiver.url, folder)
+    assert report.rows_inserted == 2
+    got = {a["session.id"]: (record.body.string_value, a) for _, _, record, a in receiver.records()}
+    assert got["a-lone"][0] == "opened caf\\udce9.txt"
+    assert got["b-other"][1]["k\\ud83d"] == "x"
+    assert got["b-other"][1]["pair"] == "\U0001f600"  # a pair is a character: as it is
 
 
 def test_503_with_retry_after_then_success(

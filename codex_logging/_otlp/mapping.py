@@ -266,6 +266,8 @@ def build_request(  # noqa: C901, PLR0912, PLR0915 - one loop, inline for speed
     for row in rows:
         session_id, seq, line = row[at_session], row[at_seq], row[at_line]
         record, nanos = _parse(line, row[at_record] if len(row) > at_record else None)
+        if "\\ud" in line or "\\uD" in line:  # a surrogate escape: maybe a lone one
+            record = _utf8(record)
         get = record.get
         pid = get("pid")
         pid_key = pid if type(pid) is int else None
@@ -340,6 +342,25 @@ def build_request(  # noqa: C901, PLR0912, PLR0915 - one loop, inline for speed
     for scope, parts in scopes.values():
         _merge(scope, parts)
     return request
+
+
+def _utf8(value: Any) -> Any:
+    """Return ``value`` with each lone surrogate in its texts as its escape (``\\udce9``).
+
+    A line may hold one (``os.fsdecode`` of a file name that is not UTF-8,
+    written by the library as ``\\udce9``); protobuf's strings are UTF-8.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {_utf8(key): _utf8(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_utf8(item) for item in value]
+    return value
 
 
 def _merge(scope: Any, parts: list[bytes]) -> None:
