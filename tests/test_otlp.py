@@ -848,6 +848,31 @@ def test_cli_watch_sends_new_lines_and_outlives_a_down_endpoint(
     assert out.startswith("exported 1 file: sent 5 records")
 
 
+def test_cli_watch_outlives_an_endpoint_down_from_the_start(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """--watch started before its collector answers: said once, sent once it does."""
+    folder = tmp_path / "sessions"
+    write_session(folder, "s1", LINES)
+    receiver.faults = [("status", 401, {}, b"")] * 2
+    argv = [*CLI, "export", "otlp", "--endpoint", receiver.url, "--sessions-dir", str(folder)]
+    with subprocess.Popen(
+        [*argv, "--watch", "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            deadline = time.monotonic() + 60
+            while len(receiver.uids()) < 5 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert len(receiver.uids()) == 5
+    assert err.count("HTTP 401") == 1
+    assert "export resumed" in err
+    assert out == "exported 1 file: sent 5 records, 0 lines quarantined\n"
+
+
 def test_ts_not_first_and_long_integers_keep_their_digits() -> None:
     """Lines another tool wrote (ts anywhere, big integers) are read digit for digit."""
     from codex_logging._otlp.mapping import Resource, build_request

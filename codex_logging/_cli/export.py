@@ -108,7 +108,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     failing = Failing("the endpoint answers again: export resumed")
     previous = signal.signal(signal.SIGINT, stop)
     try:
-        export_round(args)  # a wrong endpoint or folder fails here: one line, exit 2
+        try:
+            export_round(args)  # a wrong setting or folder fails here: one line, exit 2
+        except OtlpExportError as exc:  # an endpoint not up yet: as in any later round
+            failing.failed(one_line(str(exc), *_sources(args)))
         while not stopped[0]:
             deadline = time.monotonic() + args.watch
             while not stopped[0] and time.monotonic() < deadline:
@@ -120,8 +123,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _watch_round(args: argparse.Namespace, failing: Failing) -> None:
-    # An endpoint down after the first round does not end --watch: said once,
-    # tried again each round (the watermark did not move), until it answers.
+    # An endpoint that is down does not end --watch: said once, tried again
+    # each round (the watermark did not move), until it answers.
     try:
         export_round(args, quiet_idle=True)
     except (OtlpExportError, DatabaseError) as exc:
