@@ -928,6 +928,71 @@ def test_exception_forms_and_odd_trace_fields() -> None:
     assert got[6][0].event_name == ""
 
 
+def test_exception_type_and_message_are_the_raised_exceptions_whole() -> None:
+    """A message of several lines, a chain, a note, a group, a scope's end: as Python says them."""
+    import traceback
+
+    from codex_logging._otlp.mapping import Resource, build_request
+
+    def throw(error: BaseException) -> None:
+        raise error
+
+    def text(error: BaseException) -> str:
+        try:
+            throw(error)
+        except BaseException as caught:
+            return "".join(traceback.format_exception(caught)).rstrip("\n")
+        return ""
+
+    def chain() -> None:
+        try:
+            {}["inner"]  # the KeyError raised
+        except KeyError as exc:
+            raise RuntimeError("git failed:\nfatal: not a git repository") from exc
+
+    def chained() -> str:
+        try:
+            chain()
+        except RuntimeError as caught:
+            return "".join(traceback.format_exception(caught)).rstrip("\n")
+        return ""
+
+    noted = ValueError("with a note")
+    noted.add_note("see above")
+    group = ExceptionGroup("two failed", [ValueError("v"), KeyError("k")])  # noqa: F821 - 3.11+
+    lines = [
+        {"ts": 1, "exc": text(ValueError("line1\nline2 has spaces"))},
+        {"ts": 2, "exc": chained()},
+        {"ts": 3, "exc": text(noted)},
+        {"ts": 4, "exc": text(group)},
+        {"ts": 5, "kind": "end", "exc": "x", "error_type": "RuntimeError", "error": "a\nb"},
+        {
+            "ts": 6,
+            "exc": chained(),
+            "exception": [{"exc_type": "RuntimeError", "exc_value": "v"}, {"exc_type": "KeyError"}],
+        },
+    ]
+    rows = [("s", i, json.dumps(line)) for i, line in enumerate(lines, 1)]
+    request = build_request(Resource("src"), rows, observed=1)
+    got = {
+        (a := attrs(r.attributes))["codex.seq"]: (
+            a.get("exception.type"),
+            a.get("exception.message"),
+        )
+        for res in request.resource_logs
+        for sc in res.scope_logs
+        for r in sc.log_records
+    }
+    assert got == {
+        1: ("ValueError", "line1\nline2 has spaces"),
+        2: ("RuntimeError", "git failed:\nfatal: not a git repository"),
+        3: ("ValueError", "with a note\nsee above"),
+        4: ("ExceptionGroup", "two failed (2 sub-exceptions)"),
+        5: ("RuntimeError", "a\nb"),
+        6: ("RuntimeError", "v"),
+    }
+
+
 def test_watermark_file_that_cannot_be_made_is_a_database_error(tmp_path: Path) -> None:
     """The folder beside the sessions is not writable (a file stands in the way): a named error."""
     from codex_logging import DatabaseError

@@ -75,6 +75,11 @@ _HEX2: Final = re.compile(r"[0-9a-fA-F]{1,2}")
 #: The last line of a Python traceback: ``pkg.Error: message`` (or the bare name).
 _EXC_LINE: Final = re.compile(r"([A-Za-z_][\w.]*)(?::\s?(.*))?")
 _STACK: Final = "Stack (most recent call last):"
+#: The first line of a traceback at the top level: an exception's, a group's.
+_TRACEBACKS: Final = (
+    "Traceback (most recent call last):",
+    "  + Exception Group Traceback (most recent call last):",
+)
 #: A line that starts with its ``ts``, as the writer writes it: the digits.
 _TS_FIRST: Final = re.compile(r'\{\s*"ts"\s*:\s*(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)\s*[,}]')
 
@@ -167,25 +172,45 @@ def _attribute(attributes: Any, key: str, value: Any) -> None:
 
 
 def _exception(record: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """Return ``exception.type`` and ``exception.message`` of a record, if it says them."""
+    """Return ``exception.type`` and ``exception.message`` of a record, if it says them.
+
+    From what says them whole: a scope's ``end`` (``error_type``, ``error``),
+    structlog's ``dict_tracebacks`` (its first exception is the one raised),
+    else the traceback text: the lines after the frames of its last
+    traceback (the exception raised), its message on as many lines as it has.
+    """
+    kind, text = record.get("error_type"), record.get("error")
+    if isinstance(kind, str) and kind:
+        return kind, text if isinstance(text, str) else None
     structured = record.get("exception")
-    if isinstance(structured, list) and structured and isinstance(structured[-1], dict):
-        last = structured[-1]
-        kind, text = last.get("exc_type"), last.get("exc_value")
+    if isinstance(structured, list) and structured and isinstance(structured[0], dict):
+        kind, text = structured[0].get("exc_type"), structured[0].get("exc_value")
         if isinstance(kind, str):
             return kind, text if isinstance(text, str) else None
     exc = record.get("exc")
-    if not isinstance(exc, str):
+    if not isinstance(exc, str) or exc.startswith(_STACK):
         return None, None
-    text = exc.split(_STACK, 1)[0] if not exc.startswith(_STACK) else ""
-    for line in reversed(text.rstrip("\n").splitlines()):
-        if not line or line[0].isspace() or line.startswith("^"):
-            continue
-        found = _EXC_LINE.fullmatch(line)
-        if found is None or line.startswith("Traceback "):
-            return None, None
-        return found.group(1), found.group(2)
-    return None, None
+    lines = exc.split("\n" + _STACK, 1)[0].split("\n")
+    # The last traceback at the top level is the exception raised.
+    start, group = 0, False
+    for i, line in enumerate(lines):
+        if line in _TRACEBACKS:
+            start, group = i + 1, line != _TRACEBACKS[0]
+    if group:  # its own lines behind "  | ", its members' behind more
+        lines = [line[4:] if line.startswith("  | ") else "  " + line for line in lines[start:]]
+        start = 0
+    # The frames are indented ("  File ...", its source line, its carets).
+    first = next(
+        (i for i in range(start, len(lines)) if lines[i] and not lines[i][0].isspace()), None
+    )
+    found = None if first is None else _EXC_LINE.fullmatch(lines[first])
+    if found is None or first is None or lines[first].startswith("Traceback "):
+        return None, None
+    if found.group(2) is None:
+        return found.group(1), None
+    # A message of several lines goes on to the end (a group's: its first line).
+    rest = [] if group else lines[first + 1 :]
+    return found.group(1), "\n".join([found.group(2), *rest]).rstrip("\n")
 
 
 class Resource:
