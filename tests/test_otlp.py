@@ -993,6 +993,30 @@ def test_exception_type_and_message_are_the_raised_exceptions_whole() -> None:
     }
 
 
+def test_an_older_hooks_lines_as_the_mirrors_read_them() -> None:
+    """An ISO ts is the time it names; "type": "session_start" is the session.start event."""
+    from codex_logging._otlp.mapping import Resource, build_request
+
+    lines = [
+        {"ts": "2026-11-24T10:00:00.123456Z", "type": "session_start", "message": "m"},
+        {"ts": "2026-11-24T11:00:00", "type": "session_end", "message": "m", "n": [1]},
+        {"ts": "not a time", "type": "other", "message": "m"},
+    ]
+    rows = [("s", i, json.dumps(line)) for i, line in enumerate(lines, 1)]
+    request = build_request(Resource("src"), rows, observed=1)
+    got = [
+        (r.time_unix_nano, r.event_name)
+        for res in request.resource_logs
+        for sc in res.scope_logs
+        for r in sc.log_records
+    ]
+    assert got == [
+        (1795514400123456000, "session.start"),
+        (1795518000000000000, "session.end"),
+        (0, ""),
+    ]
+
+
 def test_watermark_file_that_cannot_be_made_is_a_database_error(tmp_path: Path) -> None:
     """The folder beside the sessions is not writable (a file stands in the way): a named error."""
     from codex_logging import DatabaseError

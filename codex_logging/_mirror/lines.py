@@ -441,7 +441,7 @@ class LineParser:
             get("message"),
         )
         if type(kind) is not str:
-            kind = _kind(obj)
+            kind = legacy_kind(obj)
         if escaped or not (
             type(level) in _PLAIN
             and type(logger) in _PLAIN
@@ -706,18 +706,28 @@ def _ts(value: object) -> float | None:
             return None
         return number if math.isfinite(number) else None  # nor is NaN, nor 1e400
     if isinstance(value, str):
-        # Older hooks: ISO 8601, "Z" or an offset; no offset means UTC.
-        try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-        except ValueError:
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-        return moment.timestamp()
+        moment = iso_time(value)
+        return None if moment is None else moment.timestamp()
     return None
 
 
-def _kind(obj: dict[str, Any]) -> str:
+def iso_time(text: str) -> datetime | None:
+    """Return the moment of an older hook's ``ts``: ISO 8601, ``Z`` or an offset (none: UTC).
+
+    Args:
+        text: The ``ts`` text.
+
+    Returns:
+        An aware datetime, or None when the text is no such time.
+    """
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def legacy_kind(obj: dict[str, Any]) -> str:
     """Return the kind of a line whose ``kind`` is not a string: older hooks' ``type``."""
     legacy = obj.get("type")
     if isinstance(legacy, str) and legacy in _LEGACY_KINDS:

@@ -15,12 +15,13 @@ import re
 import socket
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote
 
 from codex_logging._errors import OtlpNotInstalledError
-from codex_logging._mirror.lines import loads
+from codex_logging._mirror.lines import iso_time, legacy_kind, loads
 
 try:
     from google.protobuf import json_format
@@ -69,6 +70,7 @@ _LONG_LINE: Final = 64 << 10
 _INT64: Final = 1 << 63
 _UINT64: Final = 1 << 64
 _NANO: Final = Decimal(1_000_000_000)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _HEX32: Final = re.compile(r"[0-9a-fA-F]{32}")
 _HEX16: Final = re.compile(r"[0-9a-fA-F]{16}")
 _HEX2: Final = re.compile(r"[0-9a-fA-F]{1,2}")
@@ -98,6 +100,12 @@ def time_unix_nano(value: object) -> int:
     Returns:
         Nanoseconds since the Unix epoch, or 0.
     """
+    if isinstance(value, str):  # an older hook's ISO time, as the mirrors read it
+        moment = iso_time(value)
+        if moment is None:
+            return 0
+        delta = moment - _EPOCH
+        value = Decimal(delta.days * 86400 + delta.seconds) + Decimal(delta.microseconds) / 10**6
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
         return 0
     try:
@@ -351,7 +359,9 @@ def build_request(  # noqa: C901, PLR0912, PLR0915 - one loop, inline for speed
                     if template.body is not None:
                         template.body.string_value = message
                     event = get("kind")
-                    out.event_name = EVENTS.get(event, "") if type(event) is str else ""
+                    if type(event) is not str:  # an older hook's "type"
+                        event = legacy_kind(record)
+                    out.event_name = EVENTS.get(event, "")
                     if session_id != template.session:
                         template.session_slot.string_value = template.session = session_id
                     template.uid_slot.string_value = record_uid(source, session_id, seq)
@@ -508,7 +518,9 @@ def _fill(  # noqa: PLR0917 - one record's parts
     if message is not None:
         _any(message, out.body)
     kind = record.get("kind")
-    if isinstance(kind, str) and kind in EVENTS:
+    if not isinstance(kind, str):  # an older hook's "type": session_start, as the mirrors read it
+        kind = legacy_kind(record)
+    if kind in EVENTS:
         out.event_name = EVENTS[kind]
     attributes = out.attributes
     leftover = _trace(out, record)
