@@ -37,6 +37,8 @@ CORE_FIELDS: Final = frozenset(
         "redacted",
     }
 )
+#: The kinds a record can have (docs/record-format.md).
+KINDS: Final = ("start", "message", "end")
 #: Level names whose number every reader knows; a record at any other level
 #: also carries its number as ``levelno`` (docs/record-format.md).
 STANDARD_LEVELS: Final = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})

@@ -76,3 +76,21 @@ def test_arguments_that_do_not_fit_are_written_beside_the_message(tmp_path: Path
         "token %s ('[REDACTED]', 'extra')",
         "%s and %s ('one',)",
     ]
+
+
+def test_a_kind_of_its_own_is_a_message_keeping_it(tmp_path: Path) -> None:
+    """kind is start, message or end (docs/record-format.md): another is kept as extra.kind."""
+    handler = CodexHandler(tmp_path, session_id="h")
+    log = logging.getLogger("handler.records.kind")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    log.info("a", extra={"kind": "end", "status": "ok"})
+    log.info("b", extra={"kind": "tool_call"})
+    log.info("c", extra={"kind": 5})
+    records = read_lines(tmp_path / "h.ndjson")
+    assert [(r["kind"], r.get("extra.kind")) for r in records] == [
+        ("end", None),
+        ("message", "tool_call"),
+        ("message", "5"),
+    ]

@@ -311,6 +311,23 @@ class TestConfigureStructlog:
         (rec,) = read_lines(session_file("bridge"))
         assert (rec["message"], rec["api_key"], rec["redacted"]) == ("login", "[REDACTED]", 1)
 
+    def test_a_kind_of_its_own_is_a_message_keeping_it(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """kind is start, message or end: another is kept as extra.kind, redacted as any text."""
+        monkeypatch.setenv("CODEX_SESSION_ID", "knd")
+        configure_structlog(logger_factory=structlog.ReturnLoggerFactory())
+        log = structlog.get_logger()
+        log.info("x", kind="tool_call")
+        log.info("y", kind="start")
+        log.info("z", kind="password=hunter2-canary")
+        records = read_lines(session_file("knd"))
+        assert [(r["kind"], r.get("extra.kind")) for r in records] == [
+            ("message", "tool_call"),
+            ("start", None),
+            ("message", "password=[REDACTED]"),
+        ]
+
     def test_stack_info_ends_at_the_call(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """stack_info=True: the stack ends at the program's call, as logging's does."""
         monkeypatch.setenv("CODEX_SESSION_ID", "stk")

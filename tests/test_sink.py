@@ -127,11 +127,11 @@ class TestNormaliseThenRedact:
         assert [(r["[REDACTED]"], r["plain"], r["redacted"]) for r in records] == [(1, 2, 1)] * 3
 
     def test_unhashable_kind_and_role_are_written(self, tmp_path: Path) -> None:
-        """A kind or role that is a list is written as text, never dropped."""
+        """A kind or role that is a list is written as text, never dropped (a kind as extra.kind)."""
         processor = CodexProcessor(tmp_path, "p")
         processor(None, "info", {"event": "m", "kind": ["a"], "role": {"r": 1}})
         (rec,) = read_lines(tmp_path / "p.ndjson")
-        assert (rec["kind"], rec["role"]) == ("['a']", "{'r': 1}")
+        assert (rec["kind"], rec["extra.kind"], rec["role"]) == ("message", "['a']", "{'r': 1}")
         assert processor.dropped == 0
 
     def test_redact_false_writes_values_as_given(self, tmp_path: Path) -> None:

@@ -18,7 +18,8 @@ from datetime import datetime
 from typing import Final, NamedTuple
 
 from codex_logging._errors import InvalidFilterError
-from codex_logging._mirror.schema import KINDS, LEVEL_ALIASES, LEVELS
+from codex_logging._mirror.schema import LEVEL_ALIASES, LEVELS
+from codex_logging._record import KINDS
 from codex_logging._settings import validate_session_id
 
 #: Seconds per unit of an age such as ``10m`` or ``3d``.

@@ -1,4 +1,4 @@
-"""The mirror's shared vocabulary: the event and session columns, the kinds, the levels.
+"""The mirror's shared vocabulary: the event and session columns, the levels.
 
 The sync writes ``session_events`` and the read side selects from it; both take
 the column list from here, so a column is added in one place.
@@ -47,9 +47,6 @@ SESSION_COLUMNS: Final = (
     "start_ts",
     "end_ts",
 )
-
-#: The kinds a record can have (docs/record-format.md).
-KINDS: Final = ("start", "message", "end")
 
 #: Level names and their numbers, as the stdlib ``logging`` module has them.
 LEVELS: Final = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}

@@ -225,10 +225,11 @@ class CodexHandler(SinkOwner, logging.Handler):
             role = fields.get("role")
             # The usual record names no kind and no role, and its logger name
             # was found clean before: nothing to convert or redact.
+            other = None  # a kind of its own, kept as extra.kind
             if kind is None and role is None and name.__class__ is str and name in sink.clean_texts:
                 kind = "message"
             else:
-                kind, role, name = sink.texts(kind, role, name, counter)
+                kind, role, name, other = sink.texts(kind, role, name, counter)
             redactor = sink.redactor
             if redactor is not None:
                 if not args:
@@ -290,7 +291,9 @@ class CodexHandler(SinkOwner, logging.Handler):
             # rest of this block). A record of a subclass whose first key is
             # not "name" was built some other way: it is filtered in full.
             added = len(fields) - _PLAIN_RECORD_SIZE
-            if added > 0:
+            if added > 0:  # a kind of the record's own came this way too
+                if other is not None:
+                    line["extra.kind"] = other
                 keys: Iterable[str]
                 if not plain and next(iter(fields)) != "name":
                     keys = fields

@@ -148,9 +148,9 @@ class CodexProcessor(SinkOwner):
                 and role is None
                 and (name is None or (name.__class__ is str and name in sink.clean_texts))
             ):
-                kind = "message"
+                kind, other = "message", None
             else:
-                kind, role, name = sink.texts(kind, role, name, counter)
+                kind, role, name, other = sink.texts(kind, role, name, counter)
             redactor = sink.redactor
             message = event = event_dict.get("event")
             if message.__class__ is not str:
@@ -197,6 +197,8 @@ class CodexProcessor(SinkOwner):
                     pid=PROCESS.pid,
                     role=role,
                 )
+            if other is not None:  # a kind of the event's own
+                record["extra.kind"] = other
             if _rare and (
                 exception is not None
                 or exc_info is not None

@@ -30,6 +30,7 @@ from codex_logging._errors import InvalidSessionId, UnsafePathError, WriteError
 from codex_logging._record import (
     CORE_FIELDS,
     FAST_OPTIONS,
+    KINDS,
     OTEL_TRACE,
     STANDARD_LEVELS,
     add_trace_context,
@@ -243,7 +244,7 @@ class Sink:
         """
         sid = self.route(session)
         counter = [0]
-        kind, role, logger = self.texts(kind, role, logger, counter)
+        kind, role, logger, other = self.texts(kind, role, logger, counter)
         message = self.message(message, counter)
         record = record_head(
             ts=ts,
@@ -256,6 +257,8 @@ class Sink:
             pid=pid,
             role=role,
         )
+        if other is not None:
+            record["extra.kind"] = other
         if exc is not None:
             record["exc"] = exc if self.redactor is None else self.redactor.text(exc, counter)
         if exception is not None:
@@ -292,7 +295,7 @@ class Sink:
 
     def texts(
         self, kind: object, role: object, logger: object, counter: list[int]
-    ) -> tuple[str, Any, Any]:
+    ) -> tuple[str, Any, Any, str | None]:
         """Return kind, role and logger name as text, redacted (``None`` stays ``None``).
 
         Args:
@@ -302,13 +305,12 @@ class Sink:
             counter: A one-item list counting replacements.
 
         Returns:
-            ``(kind, role, logger)``.
+            ``(kind, role, logger, other)``: a kind that is none of ``start``,
+            ``message`` and ``end`` makes the record a ``message``, the text
+            given kept as ``other`` (written as ``extra.kind``), else None.
 
         """
-        if kind is None:
-            kind = "message"
-        elif kind.__class__ is not str:
-            kind = safe_str(kind)
+        kind, other = _kind_text(kind)
         if role is not None and role.__class__ is not str:
             role = safe_str(role)
         if logger is not None and logger.__class__ is not str:
@@ -321,7 +323,9 @@ class Sink:
                 role = self._text(role, counter)
             if logger is not None and logger not in clean:
                 logger = self._text(logger, counter)
-        return kind, role, logger
+            if other is not None:
+                other = self._text(other, counter)
+        return kind, role, logger, other
 
     def message(self, message: object, counter: list[int]) -> str:
         """Return a message as text, redacted.
@@ -638,3 +642,11 @@ class SinkOwner:
     def redactor(self) -> Redactor | None:
         """The redactor, or ``None`` with ``redact=False``."""
         return self.sink.redactor
+
+
+def _kind_text(kind: object) -> tuple[str, str | None]:
+    """Return ``(kind, other)``: the record's kind, and a kind of its own given (see ``texts``)."""
+    if kind is None:
+        return "message", None
+    text = kind if kind.__class__ is str else safe_str(kind)
+    return (text, None) if text in KINDS else ("message", text)
