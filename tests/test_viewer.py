@@ -36,7 +36,7 @@ def mirror(tmp_path: Path) -> Path:
     write(folder, "run-1", [
         first[0], second[0],
         {"ts": NOW + 1.5, "level": "INFO", "logger": "agent", "message": "Why does it fail?", "pid": 11, "role": "user"},
-        {"ts": NOW + 2, "level": "WARNING", "logger": "tool.shell", "message": "retrying: database is locked", "pid": 12, "role": "tool", "attempt": 2, "note": TAG},
+        {"ts": NOW + 2, "level": "WARNING", "logger": "tool.shell", "message": "retrying: database is locked", "pid": 12, "role": "tool", "attempt": 2, "note": TAG, "__proto__": "a field like any other"},
         {"ts": NOW + 3, "level": "INFO", "logger": "agent", "message": SCRIPT, "pid": 11, "role": "assistant"},
         {"ts": NOW + 4, "level": "ERROR", "logger": "agent", "message": "the patch does not apply", "pid": 11, "role": "tool", "exc": TRACEBACK},
         first[1], second[1],
@@ -116,6 +116,7 @@ def test_session_page_shows_the_timeline_and_the_transcript_with_text_as_text(
     assert "retrying: database is locked" in events[3].text
     assert "attempt=2" in events[3].text
     assert f"note={TAG}" in events[3].text  # a field's value is text too
+    assert "__proto__=a field like any other" in events[3].text  # not the object's prototype
     assert browser.find_elements("css selector", "#events img") == []
     # A logged tag is text: shown as typed, never run or parsed.
     assert SCRIPT in events[4].text

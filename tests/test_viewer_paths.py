@@ -103,6 +103,42 @@ class TestPages:
         ]
 
 
+class TestOddParameters:
+    """Numbers past 64 bits, other scripts' digits, a NUL, a search no id can hold: never a 500."""
+
+    @pytest.mark.parametrize(
+        ("path", "query", "status"),
+        [
+            ("/", "offset=9223372036854775808", 200),
+            ("/", "offset=99999999999999999999999", 200),
+            ("/", "offset=%D9%A3", 200),  # an Arabic-Indic three: not a count here
+            ("/s/run-1", "after=99999999999999999999999", 400),
+            ("/api/s/run-1/events", "after=9223372036854775808", 400),
+            ("/api/s/run-1/events", "after=%D9%A3", 400),
+            ("/api/s/run-1/events", "after=%20%201", 400),
+            ("/api/s/run-1/events", "limit=99999999999999999999999", 200),
+            ("/api/s/run-1/events", "q=%00", 400),
+            ("/api/s/run-1/events", "where=tool%3D%00", 400),
+            ("/", "q=" + "x" * 60000, 200),
+            ("/", "q=%00", 200),
+        ],
+    )
+    def test_answered_as_a_page_or_a_400(
+        self, app: Any, path: str, query: str, status: int
+    ) -> None:
+        assert response(app, path, query)[0] == status
+
+    def test_a_search_no_session_id_holds_lists_none(self, app: Any) -> None:
+        _, body = response(app, "/", "q=run 1")
+        assert "run-1" not in body
+
+    def test_a_moment_past_the_last_event_follows_from_the_end(self, app: Any) -> None:
+        """The page shows nothing yet and polls after the last event, not from the first."""
+        status, body = response(app, "/api/s/run-1/events", "at=99999999999")
+        page = json.loads(body)
+        assert (status, page["events"], page["after"], page["cursor"]) == (200, [], "4", "4")
+
+
 class TestFormatting:
     @pytest.mark.parametrize(
         ("seconds", "text"),

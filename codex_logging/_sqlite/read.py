@@ -764,8 +764,11 @@ def events_page(
     return [dict(row) for row in rows], following
 
 
-def seq_at(database: str | None, session_id: str, ts: float) -> int | None:
-    """Return the ``seq`` of a session's first event at or after ``ts``, or None.
+def seq_at(database: str | None, session_id: str, ts: float) -> int:
+    """Return the ``seq`` of a session's first event at or after ``ts``.
+
+    When none is, one past its last ``seq`` (1 for a session with none): the
+    events that come later, and no earlier one, follow it.
 
     Raises:
         DatabaseNotFoundError: There is no database.
@@ -777,7 +780,12 @@ def seq_at(database: str | None, session_id: str, ts: float) -> int | None:
             "SELECT seq FROM session_events WHERE session_id = ? AND ts >= ? ORDER BY ts LIMIT 1",
             (session_id, ts),
         ).fetchone()
-    return None if row is None else int(row[0])
+        if row is None:
+            row = conn.execute(
+                "SELECT coalesce(MAX(seq), 0) + 1 FROM session_events WHERE session_id = ?",
+                (session_id,),
+            ).fetchone()
+    return int(row[0])
 
 
 def timeline(database: str | None, session_id: str, *, bins: int = 120) -> dict[str, Any]:

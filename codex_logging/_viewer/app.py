@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
@@ -31,7 +32,13 @@ from codex_logging._errors import (
     UnknownSessionError,
     hide_secrets,
 )
-from codex_logging._mirror.filters import Filters, check_level, finite_number, parse_where
+from codex_logging._mirror.filters import (
+    MAX_TAIL,
+    Filters,
+    check_level,
+    finite_number,
+    parse_where,
+)
 from codex_logging._settings import validate_session_id
 from codex_logging._viewer.backend import Backend, event_view
 
@@ -214,7 +221,11 @@ class Viewer:
         status = request.query_params.get("status") or None
         offset = _whole(request.query_params.get("offset"), 0)
         try:
-            total, rows = self.backend.sessions(q, status, offset, SESSIONS_PER_PAGE)
+            rows: list[dict[str, Any]] = []
+            if q is not None and _ID_PART.fullmatch(q) is None:
+                total = 0  # no session id holds it (nor is it a pattern to build)
+            else:
+                total, rows = self.backend.sessions(q, status, offset, SESSIONS_PER_PAGE)
         except CodexLoggingError as exc:
             return self.failure(exc, json=False)
         return self.page(
@@ -310,11 +321,15 @@ def create_app(backend: Backend, hosts: Iterable[str]) -> ASGIApp:
     return Guard(app, hosts)
 
 
+#: What a part of a session id can be (docs/configuration.md: 1 to 128 of these).
+_ID_PART: Final = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+
+
 def _whole(text: str | None, default: int) -> int:
-    try:
-        return max(int(text), 0) if text else default
-    except ValueError:
+    # A count or an offset: ASCII digits, at most what SQLite and PostgreSQL hold.
+    if not text or not text.isascii() or not text.isdigit():
         return default
+    return min(int(text), MAX_TAIL)
 
 
 def _moment(text: str) -> float:
@@ -326,6 +341,10 @@ def _moment(text: str) -> float:
 
 
 def _filters(sid: str, params: Any) -> Filters:
+    for name in ("level", "role", "logger", "q", "where"):
+        if "\0" in (params.get(name) or ""):  # no text in either database holds one
+            msg = f"invalid {name}: it holds a NUL character"
+            raise InvalidFilterError(msg)
     level = params.get("level") or None
     role = params.get("role") or None
     logger = params.get("logger") or None

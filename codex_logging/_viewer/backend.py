@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Final, Protocol
 
 from codex_logging._errors import InvalidFilterError
@@ -68,21 +69,15 @@ class SqliteBackend:
     def events(
         self, filters: Filters, after: str | None, limit: int
     ) -> tuple[list[dict[str, Any]], str]:
-        start = 0
-        if after:
-            try:
-                start = int(after)
-            except ValueError:
-                msg = f"invalid cursor {after!r}"
-                raise InvalidFilterError(msg) from None
+        start = 0 if not after else cursor_number(after, after)
         rows, following = _sqlite.events_page(self.path, filters, after=start, limit=limit)
         for row in rows:
             row["cursor"] = str(row["seq"])
         return rows, str(following)
 
     def cursor_at(self, session_id: str, ts: float) -> str | None:
-        seq = _sqlite.seq_at(self.path, session_id, ts)
-        return None if seq is None else str(seq - 1)
+        # Past the last event: after it, so only what comes later is shown.
+        return str(_sqlite.seq_at(self.path, session_id, ts) - 1)
 
     def timeline(self, session_id: str) -> dict[str, Any]:
         return _sqlite.timeline(self.path, session_id)
@@ -146,10 +141,27 @@ def _pg_cursor(text: str | None) -> tuple[float | None, str, int] | None:
         moment = None if ts == "" else float(ts)
         if moment is not None and not math.isfinite(moment):
             raise ValueError  # noqa: TRY301 - one message for every bad cursor
-        return moment, source, int(seq)
     except ValueError:
         msg = f"invalid cursor {text!r}"
         raise InvalidFilterError(msg) from None
+    return moment, source, cursor_number(seq, text)
+
+
+#: A cursor's number: at most 19 ASCII digits, -1 at the least (Python's
+#: int() also takes other scripts' digits and blanks).
+_NUMBER: Final = re.compile(r"-?[0-9]{1,19}")
+
+
+def cursor_number(text: str, cursor: str) -> int:
+    """Return the number in a cursor, one the databases' 64-bit integers hold.
+
+    Raises:
+        InvalidFilterError: Anything else (named as ``cursor``).
+    """
+    if _NUMBER.fullmatch(text) is None or not -1 <= int(text) < 1 << 63:
+        msg = f"invalid cursor {cursor!r}"
+        raise InvalidFilterError(msg)
+    return int(text)
 
 
 def event_view(row: dict[str, Any]) -> dict[str, Any]:

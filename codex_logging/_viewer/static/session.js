@@ -98,7 +98,8 @@
     }
     const body = el("div", "body");
     if (ev.role) body.append(el("span", "role", "[" + ev.role + "]"));
-    const fields = Object.assign({}, ev.fields);
+    // No prototype: a field named __proto__ is a field like any other.
+    const fields = Object.assign(Object.create(null), ev.fields);
     let text = ev.message === null || ev.message === undefined ? "" : String(ev.message);
     if (ev.kind === "start") {
       text = "\u25B6 " + text;
