@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 import sqlite3
 import subprocess
 import sys
@@ -197,6 +198,48 @@ class TestRebuild:
         (aside,) = db.parent.glob("mirror.db.damaged-*Z")
         assert report.rows_inserted == 3006
         assert report.warnings[0].startswith(f"moved the damaged database aside to {aside}")
+
+    def test_a_rebuild_that_fails_leaves_the_database_as_it_was(
+        self, damaged: tuple[Path, Path]
+    ) -> None:
+        """A file-size limit (as a full disk) stops the rebuild: one line, the old file back."""
+        db, folder = damaged
+        before = db.read_bytes()
+
+        def small_files() -> None:  # the new database cannot grow past 200 KiB
+            resource.setrlimit(resource.RLIMIT_FSIZE, (200 << 10, 200 << 10))
+
+        out = subprocess.run(
+            [str(BIN / "codex-logs"), "sync", "--rebuild", "--db", str(db), "--sessions-dir",
+             str(folder)],
+            capture_output=True, text=True, timeout=120, check=False, preexec_fn=small_files,
+        )  # fmt: skip
+        assert (out.returncode, len(out.stderr.splitlines())) == (2, 1), out.stderr
+        assert "Traceback" not in out.stderr
+        assert db.read_bytes() == before
+        assert list(db.parent.glob("mirror.db.damaged-*")) == []
+
+    def test_a_rebuild_cut_short_from_the_api_puts_it_back(
+        self, damaged: tuple[Path, Path]
+    ) -> None:
+        """Anything that ends the rebuild early (here Ctrl-C in a progress callback) undoes it."""
+        db, folder = damaged
+
+        def files() -> dict[str, bytes]:  # the state file goes: the next sync checks the file
+            return {
+                p.name: p.read_bytes()
+                for p in db.parent.glob("mirror.db*")
+                if p.is_file() and not p.name.endswith(".codex-state")
+            }
+
+        before = files()
+
+        def interrupt(*_args: object) -> None:
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            sync_to_sqlite(db, folder, rebuild=True, progress=interrupt)
+        assert files() == before
 
     def test_rebuild_is_for_sqlite(self, tmp_path: Path) -> None:
         """--rebuild with a PostgreSQL URL is refused in one line."""

@@ -865,6 +865,27 @@ def set_aside(path: str) -> str | None:
     return aside
 
 
+def put_back(path: str, aside: str) -> None:
+    """Undo :func:`set_aside`: the database moved to ``aside`` goes back to ``path``.
+
+    For a rebuild that did not finish (a full disk, Ctrl-C): what it built
+    at ``path`` is removed, and the database is as it was before. Best effort:
+    if a file cannot be moved, the copy stays at ``aside``.
+
+    Args:
+        path: The database.
+        aside: Where :func:`set_aside` moved it.
+    """
+    with contextlib.suppress(OSError):
+        for suffix in ("-wal", "-shm", "", STATE_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path + suffix)
+        os.rename(aside, path)
+        for suffix in ("-wal", "-shm"):  # after the database, as set_aside moved them before it
+            if os.path.lexists(aside + suffix):
+                os.rename(aside + suffix, path + suffix)
+
+
 @contextlib.contextmanager
 def reading(path: str) -> Iterator[None]:
     """Turn SQLite errors raised while reading into this package's errors.

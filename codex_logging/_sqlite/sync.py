@@ -31,6 +31,7 @@ from codex_logging._sqlite.db import (
     atomic,
     changed_outside,
     connect,
+    put_back,
     quick_check,
     remember_state,
     session_key,
@@ -576,18 +577,23 @@ def sync_to_sqlite(
         raise InvalidFilterError(msg)
     moved = set_aside(path) if rebuild else None
     target = SqliteTarget(path, busy_timeout)
-    with contextlib.closing(target):
-        try:
-            report = run_sync(
-                target,
-                sessions_dir_path(sessions_dir),
-                session_id=session_id,
-                busy_timeout=busy_timeout,
-                progress=progress,
-            )
-        except DatabaseDamagedError:
-            target.damaged()
-            raise
+    try:
+        with contextlib.closing(target):
+            try:
+                report = run_sync(
+                    target,
+                    sessions_dir_path(sessions_dir),
+                    session_id=session_id,
+                    busy_timeout=busy_timeout,
+                    progress=progress,
+                )
+            except DatabaseDamagedError:
+                target.damaged()
+                raise
+    except BaseException:
+        if moved is not None:  # a rebuild cut short: the database as it was
+            put_back(path, moved)
+        raise
     if moved is not None:
         report.warnings.insert(
             0, f"moved the damaged database aside to {moved}; mirrored the session files afresh"
