@@ -544,16 +544,19 @@ class Writer:
         # Called with the lock held, once per descriptor. A file removed
         # while open keeps what was written to it until its last descriptor
         # closes, then it is gone: the records written since the path was
-        # last seen naming it are counted lost (some may have been written
-        # just before the removal; the writer cannot tell those apart).
+        # last seen naming it are counted lost. Unless the removal came after
+        # the last write (its change time is later than its last write's: a
+        # prune that retired a session already mirrored), when none was
+        # written to it removed; within one clock tick the writer cannot tell
+        # them apart, and counts them.
         unchecked = entry.writes - entry.checked
         if unchecked <= 0 or entry.closed:
             return
         try:
-            removed = os.fstat(entry.fd).st_nlink == 0
+            info = os.fstat(entry.fd)
         except OSError:
             return
-        if removed:
+        if info.st_nlink == 0 and info.st_mtime_ns >= info.st_ctime_ns:
             folder = os.path.dirname(path)
             self._lost[folder] = self._lost.get(folder, 0) + unchecked
 
