@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -162,6 +163,24 @@ class TestChecked:
         sync_to_sqlite(db, folder)
         sync_to_sqlite(db, folder)
         assert len(checks) == 2
+
+    def test_a_state_that_cannot_be_written_leaves_no_file(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A full disk as the sync records the database's state: no empty .tmp left behind."""
+        folder = tmp_path / "sessions"
+        write_sessions(folder, lines=10)
+        db = tmp_path / "mirror.db"
+
+        def full(*_args: object) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "replace", full)
+        assert sync_to_sqlite(db, folder).rows_inserted == 36
+        assert sorted(p.name for p in tmp_path.iterdir() if ".codex-state" in p.name) == []
+        monkeypatch.undo()
+        assert sync_to_sqlite(db, folder).rows_inserted == 0  # checked again, and sound
+        assert (tmp_path / f"mirror.db{STATE_SUFFIX}").is_file()
 
 
 class TestRebuild:

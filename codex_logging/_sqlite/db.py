@@ -798,13 +798,17 @@ def remember_state(path: str) -> None:
         fd = os.open(
             temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
         )
+    except OSError:
+        return
+    try:
         try:
             os.write(fd, f"{info.st_size} {info.st_mtime_ns}\n".encode())
         finally:
             os.close(fd)
         os.replace(temporary, state)
     except OSError:
-        return
+        with contextlib.suppress(OSError):  # a full disk: no empty file left behind
+            os.unlink(temporary)
 
 
 def changed_outside(path: str) -> bool:
