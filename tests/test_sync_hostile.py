@@ -141,7 +141,10 @@ class TestHostileLines:
         assert json.loads(got[3][4])["message"] == json.loads(got[3][3])
 
     def test_library_written_surrogate_kind(self, tmp_path: Path) -> None:
-        """A kind the library itself writes from an undecodable file name syncs, and so does the rest."""
+        """A kind the library itself writes from an undecodable file name syncs, and so does the rest.
+
+        Not one of the three kinds: the record is a message, that text its extra.kind.
+        """
         folder = tmp_path / "s"
         log = logging.getLogger("hostile")
         handler = CodexHandler(str(folder), "lib")
@@ -158,9 +161,12 @@ class TestHostileLines:
         report = sync_to_sqlite(db, folder)
         assert (report.rows_inserted, report.lines_quarantined, report.warnings) == (3, 0, [])
         with db_connection(db) as conn:
-            assert conn.execute(
-                "SELECT kind, message FROM session_events WHERE session_id = 'lib' ORDER BY seq"
-            ).fetchall() == [("upload-\ufffd\ufffd\ufffd.csv", "up"), ("message", "next")]
+            rows = conn.execute(
+                "SELECT kind, message, data FROM session_events WHERE session_id = 'lib'"
+                " ORDER BY seq"
+            ).fetchall()
+        assert [row[:2] for row in rows] == [("message", "up"), ("message", "next")]
+        assert json.loads(rows[0][2])["extra.kind"] == "upload-\udcff.csv"
         text_columns_are_utf8(db)
 
     def test_cli_sync_survives_every_hostile_line(self, tmp_path: Path) -> None:
