@@ -102,3 +102,19 @@ class TestEmptyDatabase:
         with pytest.raises(DatabaseError, match="has no sessions view"):
             latest_session(str(db))
         assert count(db, "unrelated") == 0  # left as it was
+
+
+class TestFileNames:
+    def test_a_file_not_named_as_a_session_is_skipped_with_a_warning(self, tmp_path: Path) -> None:
+        """`bad id.ndjson` is no session file: said (once a sync), never mirrored."""
+        folder = tmp_path / "s"
+        folder.mkdir()
+        (folder / "bad id.ndjson").write_text('{"message": "x"}\n')
+        (folder / "good.ndjson").write_text('{"message": "y"}\n')
+        report = sync_to_sqlite(tmp_path / "m.db", folder)
+        assert (report.files, report.rows_inserted) == (1, 1)
+        (warning,) = report.warnings
+        assert warning == (
+            f"bad id: skipped, {folder / 'bad id.ndjson'} is not named as a session file is:"
+            " 1 to 128 of A-Z a-z 0-9 _ . -, not starting with . or -"
+        )

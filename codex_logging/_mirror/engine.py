@@ -211,6 +211,10 @@ def _sync_files(run: _Run, names: list[str]) -> None:
                     continue
                 looks_settled = True
             if not is_valid_session_id(sid):  # a settled id was checked when first synced
+                report.warnings.append(
+                    f"{sid}: skipped, {prefix + name} is not named as a session file is:"
+                    " 1 to 128 of A-Z a-z 0-9 _ . -, not starting with . or -"
+                )
                 continue
             files_seen += 1
             add_session(sid)
