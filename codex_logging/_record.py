@@ -46,7 +46,12 @@ STANDARD_LEVELS: Final = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITIC
 
 def safe_str(value: object) -> str:
     """Return ``str(value)``, or a placeholder when even that fails."""
-    for convert in (str, repr):
+    return _shown(value, (str, repr))
+
+
+def _shown(value: object, converts: tuple[Callable[[object], str], ...]) -> str:
+    """Return the first of ``converts`` that takes ``value``, or a placeholder."""
+    for convert in converts:
         try:
             return convert(value)
         except Exception:  # noqa: S112 - an object whose __str__ raises must not lose the record
@@ -62,18 +67,11 @@ def unformatted(template: object, args: object) -> str:
     ``repr`` fails shows as a placeholder.
     """
     if isinstance(args, tuple):
-        shown = ", ".join(_safe_repr(arg) for arg in args)
+        shown = ", ".join(_shown(arg, (repr,)) for arg in args)
         text = f"({shown},)" if len(args) == 1 else f"({shown})"
     else:
-        text = _safe_repr(args)
+        text = _shown(args, (repr,))
     return f"{safe_str(template)} {text}"
-
-
-def _safe_repr(value: object) -> str:
-    try:
-        return repr(value)
-    except Exception:  # an object whose __repr__ raises must not lose the record
-        return f"<unprintable {type(value).__name__}>"
 
 
 def _make_encoder(*, ensure_ascii: bool) -> Callable[[Any], str]:
