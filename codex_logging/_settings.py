@@ -42,10 +42,12 @@ BUSY_TIMEOUT: Final = 10.0
 #: The folder looked for upward, as git looks for ``.git``, by writers and commands alike.
 PROJECT_DIR: Final = ".codex"
 
-# 1 to 128 characters of A-Z a-z 0-9 _ . -, not starting with "." or "-"
-# (docs/configuration.md, "Which session a record goes to").
-# Spelled out instead of \w so that unicode look-alikes never pass.
-_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+#: The characters of a session id, as a regex class's contents: A-Z a-z 0-9 _ . -
+#: (docs/configuration.md, "Which session a record goes to"). Spelled out
+#: instead of \w so that unicode look-alikes never pass.
+ID_CHARACTERS: Final = r"A-Za-z0-9_.\-"
+# 1 to 128 of them, not starting with "." or "-".
+_ID_PATTERN: Final = re.compile(rf"[A-Za-z0-9_][{ID_CHARACTERS}]{{0,127}}")
 
 #: Entries of each bounded cache of names a program may make up at run time
 #: (session ids, paths, field names, clean texts): past this, no more are kept.

@@ -115,6 +115,6 @@ class TestFileNames:
         assert (report.files, report.rows_inserted) == (1, 1)
         (warning,) = report.warnings
         assert warning == (
-            f"bad id: skipped, {folder / 'bad id.ndjson'} is not named as a session file is:"
-            " 1 to 128 of A-Z a-z 0-9 _ . -, not starting with . or -"
+            f"bad id: skipped, {folder / 'bad id.ndjson'}: invalid session id 'bad id':"
+            " use 1 to 128 characters of A-Z a-z 0-9 _ . -, not starting with '.' or '-'"
         )

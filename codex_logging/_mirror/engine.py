@@ -25,7 +25,12 @@ from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Final
 
-from codex_logging._errors import CodexLoggingError, SessionsDirError, UnknownSessionError
+from codex_logging._errors import (
+    CodexLoggingError,
+    InvalidSessionId,
+    SessionsDirError,
+    UnknownSessionError,
+)
 from codex_logging._mirror.lines import ErrorRow, EventRow, LineParser
 from codex_logging._mirror.target import (
     Batch,
@@ -210,11 +215,10 @@ def _sync_files(run: _Run, names: list[str]) -> None:
                     add_session(sid)
                     continue
                 looks_settled = True
-            if not is_valid_session_id(sid):  # a settled id was checked when first synced
-                report.warnings.append(
-                    f"{sid}: skipped, {prefix + name} is not named as a session file is:"
-                    " 1 to 128 of A-Z a-z 0-9 _ . -, not starting with . or -"
-                )
+            try:  # a settled id was checked when first synced
+                validate_session_id(sid)
+            except InvalidSessionId as exc:
+                report.warnings.append(f"{sid}: skipped, {prefix + name}: {exc}")
                 continue
             files_seen += 1
             add_session(sid)

@@ -39,7 +39,7 @@ from codex_logging._mirror.filters import (
     finite_number,
     parse_where,
 )
-from codex_logging._settings import validate_session_id
+from codex_logging._settings import ID_CHARACTERS, validate_session_id
 from codex_logging._viewer.backend import Backend, event_view
 
 if TYPE_CHECKING:
@@ -321,8 +321,8 @@ def create_app(backend: Backend, hosts: Iterable[str]) -> ASGIApp:
     return Guard(app, hosts)
 
 
-#: What a part of a session id can be (docs/configuration.md: 1 to 128 of these).
-_ID_PART: Final = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+#: What a part of a session id can be: 1 to 128 of its characters.
+_ID_PART: Final = re.compile(rf"[{ID_CHARACTERS}]{{1,128}}")
 
 
 def _whole(text: str | None, default: int) -> int:
