@@ -15,7 +15,7 @@ import re
 from typing import Any, Final, Protocol
 
 from codex_logging._errors import InvalidFilterError
-from codex_logging._mirror.filters import Filters
+from codex_logging._mirror.filters import MAX_TAIL, Filters
 from codex_logging._sqlite import read as _sqlite
 
 #: The fields a transcript line shows in its own columns; the rest are extras.
@@ -158,7 +158,7 @@ def cursor_number(text: str, cursor: str) -> int:
     Raises:
         InvalidFilterError: Anything else (named as ``cursor``).
     """
-    if _NUMBER.fullmatch(text) is None or not -1 <= int(text) < 1 << 63:
+    if _NUMBER.fullmatch(text) is None or not -1 <= int(text) <= MAX_TAIL:
         msg = f"invalid cursor {cursor!r}"
         raise InvalidFilterError(msg)
     return int(text)
