@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import structlog
 
+from codex_logging import sync_to_sqlite
 from codex_logging._write.sink import _REPORTED as REPORTED
 from codex_logging._write.writer import WRITER
 
@@ -53,6 +54,20 @@ def _isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def _all_loggers() -> list[logging.Logger]:
     loggers = logging.Logger.manager.loggerDict.values()
     return [logging.getLogger(), *(lg for lg in loggers if isinstance(lg, logging.Logger))]
+
+
+def synced_text(tmp_path: Path, text: str, sid: str = "s") -> Path:
+    """Return a new mirror of one session file holding ``text``, lines as written.
+
+    For lines no JSON writer makes (``NaN``, ``1e400``, escaped lone
+    surrogates), written by hand as another tool would.
+    """
+    folder = tmp_path / "sessions"
+    folder.mkdir()
+    (folder / f"{sid}.ndjson").write_text(text)
+    db = tmp_path / "m.db"
+    sync_to_sqlite(db, folder)
+    return db
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:

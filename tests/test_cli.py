@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from codex_logging import sync_to_sqlite
 from codex_logging._cli.main import import_main, main, query_main
 from tests.checks import write_rich_session
-from tests.conftest import db_connection
+from tests.conftest import db_connection, synced_text
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -555,14 +555,12 @@ class TestNonFiniteNumbers:
     def test_nan_and_infinite_times_are_no_time_and_json_stays_json(self, tmp_path: Path) -> None:
         """An older hook's NaN, Infinity, 1e400: no ts column (not first or last in every tail), and
         --json writes them as protobuf's JSON mapping does, so every parser reads the output."""
-        folder = tmp_path / "s"
-        folder.mkdir()
-        (folder / "n.ndjson").write_text(
+        db = synced_text(
+            tmp_path,
             '{"ts":1796500000,"kind":"start","pid":1}\n{"ts":NaN,"message":"m","x":Infinity}\n'
-            '{"ts":1e400,"kind":"end","status":"ok","pid":1}\n{"ts":1796500001.5,"message":"last","y":-Infinity}\n'
+            '{"ts":1e400,"kind":"end","status":"ok","pid":1}\n{"ts":1796500001.5,"message":"last","y":-Infinity}\n',
+            sid="n",
         )
-        db = tmp_path / "x.db"
-        sync_to_sqlite(db, folder)
         with db_connection(db) as conn:
             assert conn.execute("SELECT seq, ts FROM session_events ORDER BY seq").fetchall() == [
                 (1, 1796500000.0), (2, None), (3, None), (4, 1796500001.5),
@@ -787,13 +785,9 @@ class TestEscapingProperty:
 
 def test_a_lone_surrogate_in_a_field_is_shown_as_its_escape(tmp_path: Path) -> None:
     """A line another tool wrote with an escaped lone surrogate reads back on every output."""
-    folder = tmp_path / "sessions"
-    folder.mkdir()
-    (folder / "s.ndjson").write_text(
-        '{"ts":1796600005.5,"message":"lone","x":"\\udfff","y":["\\ud800"]}\n'
+    db = synced_text(
+        tmp_path, '{"ts":1796600005.5,"message":"lone","x":"\\udfff","y":["\\ud800"]}\n'
     )
-    db = tmp_path / "m.db"
-    sync_to_sqlite(db, folder)
     env = {"CODEX_LOG_DB_PATH": str(db)}
     out = run("codex-logs", "query", "--all", "--json", env=env)
     assert out.returncode == 0, out.stderr

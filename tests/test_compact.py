@@ -28,6 +28,7 @@ from codex_logging import sync_to_sqlite
 from codex_logging._mirror.compact import BIT, split, whole
 from codex_logging._sqlite.db import LEGACY_TABLE, SCHEMA_VERSION, connect
 
+from .conftest import synced_text
 from .data.make_mirror_v7 import CLI, READS, viewer_answers
 
 DATA = Path(__file__).resolve().parent / "data" / "mirror_v7"
@@ -319,14 +320,11 @@ class TestEachValueOnce:
         """
         from codex_logging.query_logs import query
 
-        folder = tmp_path / "sessions"
-        folder.mkdir()
-        (folder / "s.ndjson").write_text(
+        db = synced_text(
+            tmp_path,
             '{"ts":1796600005.5,"message":"huge","j":1e400,"k":[-1e400]}\n'
-            '{"ts":1796600006.5,"message":"older","j":Infinity,"s":"Infinity"}\n'
+            '{"ts":1796600006.5,"message":"older","j":Infinity,"s":"Infinity"}\n',
         )
-        db = tmp_path / "m.db"
-        sync_to_sqlite(db, folder)
         with contextlib.closing(sqlite3.connect(db)) as conn:
             rows = conn.execute(
                 "SELECT json_valid(data), json_extract(data, '$.j'), data FROM session_events"

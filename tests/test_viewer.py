@@ -14,6 +14,7 @@ import pytest
 
 from codex_logging import sync_to_sqlite
 from tests.browser import BIN, browser, serve
+from tests.conftest import synced_text
 from tests.test_read import NOW, scope, write
 
 __all__ = ["browser", "serve"]  # fixtures, imported for their use here
@@ -353,14 +354,11 @@ def test_a_click_on_the_timeline_opens_the_transcript_at_that_moment(
 
 def test_values_utf8_or_json_cannot_hold_go_out_all_the_same(serve: Any, tmp_path: Path) -> None:
     """An escaped lone surrogate (no UTF-8 for it) and a NaN pid (no JSON for it), from another tool."""
-    folder = tmp_path / "sessions"
-    folder.mkdir()
-    (folder / "s.ndjson").write_text(
+    db = synced_text(
+        tmp_path,
         '{"ts":1796600005.5,"message":"lone","x":"\\udfff","y":["\\ud800"]}\n'
-        '{"ts":1796600006.5,"message":"nan","pid":NaN,"v":Infinity}\n'
+        '{"ts":1796600006.5,"message":"nan","pid":NaN,"v":Infinity}\n',
     )
-    db = tmp_path / "m.db"
-    sync_to_sqlite(db, folder)
     server = serve(db)
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     conn.request("GET", "/api/s/s/events")
