@@ -12,6 +12,7 @@ import pytest
 from codex_logging import sync_to_sqlite
 from codex_logging._viewer.app import create_app, duration, when
 from codex_logging._viewer.backend import PostgresBackend, SqliteBackend, event_view
+from tests.conftest import synced_text
 from tests.test_prune import old_session
 
 HOST = "127.0.0.1:8000"
@@ -137,6 +138,19 @@ class TestOddParameters:
         status, body = response(app, "/api/s/run-1/events", "at=99999999999")
         page = json.loads(body)
         assert (status, page["events"], page["after"], page["cursor"]) == (200, [], "4", "4")
+
+
+class TestFirstPage:
+    def test_fields_keep_the_records_order(self, tmp_path: Path) -> None:
+        """The page's first events show their fields as the later fetched ones do: record order."""
+        db = synced_text(tmp_path, '{"ts":1796600000.5,"message":"m","zeta":1,"alpha":2}\n')
+        app = create_app(SqliteBackend(str(db)), {HOST})
+        status, body = response(app, "/s/s")
+        embedded = body.split('<script type="application/json" id="first-page">', 1)[1]
+        first = json.loads(embedded.split("</script>", 1)[0])
+        assert (status, list(first["events"][0]["fields"])) == (200, ["zeta", "alpha"])
+        _, fetched = response(app, "/api/s/s/events")
+        assert list(json.loads(fetched)["events"][0]["fields"]) == ["zeta", "alpha"]
 
 
 class TestFormatting:
