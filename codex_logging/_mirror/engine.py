@@ -21,7 +21,8 @@ import os
 import stat
 import sys
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Final
 
@@ -32,6 +33,7 @@ from codex_logging._errors import (
     UnknownSessionError,
 )
 from codex_logging._mirror.lines import ErrorRow, EventRow, LineParser
+from codex_logging._mirror.parse_worker import ParseWorker, WorkerLostError
 from codex_logging._mirror.target import (
     Batch,
     BatchRefusedError,
@@ -67,6 +69,22 @@ HEAD_BYTES: Final = 4096
 #: (a few milliseconds), and a file rewritten right after a sync must be read.
 SETTLE_SECONDS: Final = 1.0
 _S_IFMT: Final = 0o170000
+#: A sync that has this many bytes of lines to take starts a parse worker
+#: (``_mirror/parse_worker.py``): a periodic sync of what a few minutes wrote
+#: never starts one. A file this large waits for it to start (about 0.1 s,
+#: what the two processes save on about 4 MiB of lines); smaller files are
+#: parsed here until it is ready.
+WORKER_RUN_BYTES: Final = 4 << 20
+#: With a worker, a file with this many bytes to take is parsed with it.
+WORKER_FILE_BYTES: Final = 256 << 10
+#: Bytes of lines per transaction with a worker (about 1,000 lines of the
+#: write path's): the worker parses a batch while the last one commits, so a
+#: file's first parse and last commit, which cannot overlap, are short
+#: (batches of 1,000 lines sync as fast as 5,000 without a worker).
+WORKER_BATCH_BYTES: Final = 256 << 10
+#: The share of a batch's bytes the engine parses itself until both sides'
+#: speeds are measured (see :class:`_Balance`).
+WORKER_SHARE: Final = 0.2
 
 
 def run_sync(
@@ -104,14 +122,16 @@ def run_sync(
         return report
     source = target.open_source(sessions_dir)
     run = _Run(target, source, sessions_dir, report, busy_timeout, progress)
-    if run.pool is None:
-        _sync_files(run, names)
-        return report
     try:
-        with _TIMESLICES:
+        if run.pool is None:
             _sync_files(run, names)
+        else:
+            with _TIMESLICES:
+                _sync_files(run, names)
     finally:
-        run.pool.shutdown()
+        if run.pool is not None:
+            run.pool.shutdown()
+        run.drop_worker()
     return report
 
 
@@ -321,6 +341,87 @@ def _refused(info: os.stat_result) -> str | None:
 
 
 @dataclasses.dataclass
+class _Batch:
+    """A batch of lines read with a parse worker: where it ends, and its rows as they come."""
+
+    seq: int
+    pos: int
+    #: Its bytes, the engine's part of them, and the seconds the engine took to parse it.
+    size: int
+    own: int
+    own_seconds: float = 0.0
+    events: list[EventRow] = dataclasses.field(default_factory=list)
+    errors: list[ErrorRow] = dataclasses.field(default_factory=list)
+    offsets: list[int] = dataclasses.field(default_factory=list)
+    #: The seconds the worker took to parse its part (none sent: 0), and
+    #: the engine to receive its rows.
+    worker_seconds: float = 0.0
+    receive_seconds: float = 0.0
+    received: bool = False
+
+    def finish(self, worker: ParseWorker) -> None:
+        """Add the worker's rows after the engine's, once.
+
+        The time spent waiting for them is not counted, the time to receive them is.
+        """
+        if self.received or self.own == self.size:
+            return
+        worker.answered()  # waits
+        clock = time.perf_counter()
+        events, errors, offsets, self.worker_seconds = worker.receive()
+        self.events += events
+        self.errors += errors
+        self.offsets += offsets
+        self.received = True
+        self.receive_seconds = time.perf_counter() - clock
+
+
+class _Balance:
+    """How much of a batch the engine parses itself, so that both processes stay busy.
+
+    While the worker parses its part of a batch, the engine parses its own
+    part, commits the batch before (none for a file's first batch) and
+    receives the worker's rows. With each of these measured in seconds a
+    byte (smoothed over the last batches), the engine's part ``own`` of a
+    batch of ``size`` bytes is the one that makes both sides take as long:
+    ``own * mine + before * commit + (size - own) * receive = (size - own) * theirs``.
+    """
+
+    WEIGHT: Final = 0.3  # of the newest measurement
+
+    def __init__(self) -> None:
+        self.mine: float | None = None  # the engine's parse
+        self.theirs: float | None = None  # the worker's parse, and its pickling
+        self.commit = 0.0  # a batch's commit, a byte of the batch
+        self.receive = 0.0  # the worker's rows received, a byte of its part
+
+    def own(self, size: int, before: int) -> int:
+        """Return how many of a batch's ``size`` bytes the engine parses.
+
+        ``before``: the bytes of the batch it commits meanwhile (0: none).
+        """
+        mine, theirs = self.mine, self.theirs
+        if mine is None or theirs is None:
+            return int(size * WORKER_SHARE)
+        left = theirs - self.receive
+        own = (size * left - before * self.commit) / max(mine + left, 1e-12)
+        return int(min(size, max(0.0, own)))
+
+    def note(self, batch: _Batch, commit: float) -> None:
+        """Take in a committed batch's times; ``commit``: the seconds its commit took."""
+        theirs = batch.size - batch.own
+        if batch.own:
+            self.mine = self._mean(self.mine, batch.own_seconds / batch.own)
+        if theirs:
+            self.theirs = self._mean(self.theirs, batch.worker_seconds / theirs)
+            self.receive = self._mean(self.receive, batch.receive_seconds / theirs)
+        self.commit = self._mean(self.commit, commit / batch.size)
+
+    def _mean(self, old: float | None, new: float) -> float:
+        return new if old is None else old + self.WEIGHT * (new - old)
+
+
+@dataclasses.dataclass
 class _Run:
     """What every file of one sync call shares."""
 
@@ -333,10 +434,66 @@ class _Run:
     parser: LineParser = dataclasses.field(default_factory=LineParser)
     #: The thread a pipelined target commits in (see ``_FileSync._commit``).
     pool: ThreadPoolExecutor | None = None
+    #: The parse worker, once started (see :meth:`worker_for`).
+    worker: ParseWorker | None = None
+    #: No worker (again) in this run: it could not start, or it was lost.
+    no_worker: bool = False
+    #: Bytes of lines the files looked at so far had to take.
+    pending_bytes: int = 0
+    #: How a batch is shared with the worker.
+    balance: _Balance = dataclasses.field(default_factory=_Balance)
 
     def __post_init__(self) -> None:
         if self.target.pipelined:
             self.pool = ThreadPoolExecutor(1, thread_name_prefix="codex-sync")
+
+    def worker_for(self, pending: int) -> ParseWorker | None:
+        """Return the parse worker for a file with ``pending`` bytes to take, or None.
+
+        The worker is started once the run has had WORKER_RUN_BYTES to take,
+        on a machine with two processors or more for this process, and used
+        from the first file it is ready for (a file this large waits for it):
+        files before that are parsed here while it starts. One that cannot
+        start, or is lost, is not asked for again; the sync goes on without it.
+        """
+        self.pending_bytes += pending
+        worker = self.worker
+        if worker is None:
+            if (
+                self.no_worker
+                or self.pending_bytes < WORKER_RUN_BYTES
+                or _processors() < 2  # two processes at once
+            ):
+                return None
+            try:
+                worker = self.worker = ParseWorker(
+                    keep_records=self.target.reads_records, block_bytes=WORKER_BATCH_BYTES
+                )
+            except WorkerLostError:
+                self.no_worker = True
+                return None
+        if pending < WORKER_FILE_BYTES:
+            return None
+        try:
+            return worker if worker.ready(wait=pending >= WORKER_RUN_BYTES) else None
+        except WorkerLostError:
+            self.drop_worker()
+            return None
+
+    def drop_worker(self) -> None:
+        """End the parse worker, if any; the rest of the run parses in this process."""
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            self.no_worker = True
+            worker.close()
+
+
+def _processors() -> int:
+    """Return how many processors this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 class _FileSync:
@@ -486,6 +643,10 @@ class _FileSync:
         self.mark = mark
         self.batch_seq, self.batch_pos = mark.seq, mark.byte_offset
         self.committed = mark.byte_offset
+        if mark.scanned_to <= mark.byte_offset:  # no long line pending
+            worker = self.run_.worker_for(size - mark.byte_offset)
+            if worker is not None:
+                self._read_with(worker, size)
         self._read(size)
 
     def _moved_from(self, info: os.stat_result) -> tuple[str, Watermark] | None:
@@ -569,6 +730,109 @@ class _FileSync:
 
     def _head_hash(self, length: int) -> str:
         return hashlib.sha256(os.pread(self.fd, length, 0)).hexdigest()
+
+    def _read_with(self, worker: ParseWorker, size: int) -> None:
+        """Take the complete lines up to ``size`` in batches that two processes parse.
+
+        The first part of each batch is parsed here and the rest by the
+        worker, which parses it while the batch before commits; the batches
+        commit here, one after another, each with its watermark, as in
+        :meth:`_read`. Stops at a line of LONG_LINE_BYTES or more, or at the
+        unfinished last line: :meth:`_read` takes the rest from the last
+        commit. A lost worker is dropped, and :meth:`_read` goes on from the
+        last commit too (docs/mirror.md, "Sync").
+        """
+        run = self.run_
+        held: _Batch | None = None  # parsed, waiting for its commit
+        try:
+            for batch in self._batches_with(worker, size):
+                if held is not None:
+                    self._commit_batch(held, worker)
+                if worker.depth == 1:
+                    batch.finish(worker)  # before the next block is sent
+                held = batch
+            if held is not None:
+                self._commit_batch(held, worker)
+        except WorkerLostError:
+            run.drop_worker()  # what was committed stays; _read goes on from there
+        except BaseException:
+            if worker.waiting:
+                run.drop_worker()  # it owes an answer no one will read
+            raise
+
+    def _batches_with(self, worker: ParseWorker, size: int) -> Iterator[_Batch]:
+        """Yield the batches of complete lines from the watermark, each handed out.
+
+        A batch is the complete lines in the next WORKER_BATCH_BYTES; its
+        first part (see :class:`_Balance`) is parsed here and the rest sent
+        to the worker before the batch is yielded.
+        """
+        fd, sid, parser, balance = self.fd, self.sid, self.run_.parser, self.run_.balance
+        seq, pos = self.mark.seq, self.mark.byte_offset
+        end = pos  # the file offset the buffer ends at
+        buf, start = b"", 0  # buf[start:] is the file from pos on, read and not taken
+        first, before = True, 0  # first: no block of this file sent yet
+        while True:
+            if len(buf) - start < WORKER_BATCH_BYTES and end < size:
+                chunk = os.pread(fd, min(CHUNK_BYTES, size - end), end)
+                buf, start = buf[start:] + chunk, 0
+                end += len(chunk)
+            stop = buf.rfind(b"\n", start, start + WORKER_BATCH_BYTES) + 1 or (
+                # A line longer than a batch: up to its end, read on if need
+                # be, and parsed here (a block that large could fill both
+                # pipes at once).
+                buf.find(b"\n", start) + 1
+            )
+            while not stop and end < size and len(buf) - start < LONG_LINE_BYTES:
+                chunk = os.pread(fd, min(CHUNK_BYTES, size - end), end)
+                if not chunk:
+                    break
+                buf, start = buf[start:] + chunk, 0
+                end += len(chunk)
+                stop = buf.find(b"\n", len(buf) - len(chunk)) + 1
+            if not stop:
+                # No line end: the unfinished last line, a line of
+                # LONG_LINE_BYTES or more, or a file that shrank meanwhile.
+                # _read takes it.
+                return
+            find = buf.find
+            # The batch before this one commits while the worker parses.
+            own = balance.own(stop - start, before)
+            if stop - start > WORKER_BATCH_BYTES:
+                own = stop - start
+            cut = start if own <= 0 else find(b"\n", start + own - 1) + 1
+            lines = buf.count(b"\n", start, stop)
+            batch = _Batch(seq + lines, pos + stop - start, stop - start, cut - start)
+            if stop > cut:
+                mine = buf.count(b"\n", start, cut)
+                worker.send(sid, seq + mine, pos + cut - start, buf[cut:stop], new_file=first)
+                first = False  # the worker's parser has begun this file
+            clock = time.perf_counter()
+            events, errors, offsets = batch.events, batch.errors, batch.offsets
+            take, add = parser.take, offsets.append
+            at = start
+            while at < cut:
+                line_end = find(b"\n", at)
+                seq += 1
+                taken = take(sid, seq, pos + at - start, buf[at:line_end], events, errors)
+                if taken >= 0:
+                    add(taken)
+                at = line_end + 1
+            parser.settle(events)
+            batch.own_seconds = time.perf_counter() - clock
+            seq, pos, start, before = batch.seq, batch.pos, stop, batch.size
+            yield batch
+
+    def _commit_batch(self, batch: _Batch, worker: ParseWorker) -> None:
+        """Commit a batch read with the worker (its rows received first, if they are not yet)."""
+        batch.finish(worker)
+        clock = time.perf_counter()
+        self.events.extend(batch.events)
+        self.errors.extend(batch.errors)
+        self.offsets.extend(batch.offsets)
+        batch.events, batch.errors, batch.offsets = [], [], []
+        self._commit(batch.seq, batch.pos, batch.pos)
+        self.run_.balance.note(batch, time.perf_counter() - clock)
 
     def _read(self, size: int) -> None:
         """Take the complete lines up to ``size``, in batches.

@@ -122,6 +122,10 @@ class Target(Protocol):
     #: True if :meth:`commit` may run in a worker thread while the engine reads
     #: the next batch (one batch in flight at a time, never two at once).
     pipelined: bool
+    #: True if :meth:`commit` reads each row's parsed record when it has one
+    #: (the engine's parse worker then sends it along; else a row whose
+    #: values were made from its text comes without it).
+    reads_records: bool
 
     def settled_files(self, source_id: str) -> Mapping[str, SettledRow]:
         """Return the settled watermarks of folder ``source_id``, by session id.

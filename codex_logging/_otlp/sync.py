@@ -94,6 +94,8 @@ class OtlpTarget:
     """
 
     pipelined = True
+    #: Each record's attributes come from its parsed record when the row has it.
+    reads_records = True
 
     def __init__(
         self,

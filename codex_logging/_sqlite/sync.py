@@ -130,6 +130,8 @@ class SqliteTarget:
 
     #: Its connection stays in the thread that made it.
     pipelined = False
+    #: A row's columns and fields come from its values (``split_of``).
+    reads_records = False
 
     def __init__(self, path: str, busy_timeout: float) -> None:
         """Remember where; nothing is opened or created yet.

@@ -1,0 +1,305 @@
+"""A second process that turns blocks of lines into rows while the sync commits.
+
+A sync of many lines spends about two thirds of its time in Python turning
+lines into rows (:class:`LineParser`) and a third committing them; one
+interpreter does one at a time. For a large sync the engine
+(``_mirror/engine.py``) hands blocks of complete lines to this worker, a
+child process started with the same interpreter and this same package, and
+commits the rows of one block while the worker parses the next
+(docs/mirror.md, "Sync"; docs/performance.md, "The sync's parse in a second
+process").
+
+The worker only parses: the file, its lock and its watermark stay with the
+engine, which decides where each block starts and commits each batch with
+its watermark, as it does without a worker. So nothing about exactly once
+changes; a worker that dies or answers wrongly is dropped, and the engine
+parses the rest itself from its last commit.
+
+The protocol, over the child's stdin and stdout, between two processes of
+the same program: in, a pickle of ``(session_id, seq, offset, block,
+new_file)`` a block; out, once the child is ready an empty frame, then for
+each block in order a frame: a header (the seconds the block's parse took,
+the length of what follows) and the pickle of ``(events, errors,
+offsets)``. Frames let the engine ask ``select`` whether an answer is
+there: it never reads ahead of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import os
+import pickle
+import select
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any, Final
+
+from codex_logging._mirror.lines import ErrorRow, EventRow, LineParser, split_of
+
+#: The package's parent folder: the child imports this same code.
+_ROOT: Final = str(Path(__file__).resolve().parent.parent.parent)
+#: Bytes a pipe between the two holds (Linux lets an unprivileged process go
+#: up to 1 MiB): a block passes in a few writes, not one per 64 KiB.
+_PIPE_BYTES: Final = 1 << 20
+_F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_F_GETPIPE_SZ: Final = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+#: An answer's header: the parse's seconds, then the length of the pickle.
+_HEADER: Final = struct.Struct("<dQ")
+#: Seconds the engine waits for a worker to start before it parses alone.
+START_SECONDS: Final = 10.0
+
+#: ``(events, errors, offsets, seconds)``: a block's rows, and the seconds its parse took.
+Answer = tuple[list[EventRow], list[ErrorRow], list[int], float]
+
+
+class WorkerLostError(Exception):
+    """The worker did not answer a block as it should (it died, or could not start)."""
+
+
+class ParseWorker:
+    """The engine's side of one worker process; one per sync call."""
+
+    def __init__(self, *, keep_records: bool, block_bytes: int) -> None:
+        """Start the worker process (it imports the package while the caller goes on).
+
+        Args:
+            keep_records: Send each row as the parser made it, its parsed
+                record included (a target that reads the record, such as
+                the OTLP export); else each row comes with its compact
+                values (``split_of``) and without its record, in about half
+                the bytes.
+            block_bytes: The most bytes of lines a block holds.
+
+        Raises:
+            WorkerLostError: The process could not be started.
+        """
+        if not sys.executable:
+            msg = "no Python interpreter to start (sys.executable is empty)"
+            raise WorkerLostError(msg)
+        code = (
+            "import sys; sys.path[0] = sys.argv[1];"
+            " from codex_logging._mirror.parse_worker import serve; serve(sys.argv[2] == '1')"
+        )
+        try:
+            # This interpreter, this package.
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", code, _ROOT, "1" if keep_records else "0"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                close_fds=True,
+                bufsize=0,  # the answers are read frame by frame, never ahead
+            )
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            raise WorkerLostError(str(exc)) from None
+        stdin, stdout = self._process.stdin, self._process.stdout
+        assert stdin is not None  # PIPE gives both
+        assert stdout is not None
+        room = []
+        for pipe in (stdin, stdout):
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
+            try:
+                room.append(fcntl.fcntl(pipe.fileno(), _F_GETPIPE_SZ))
+            except OSError:  # pragma: no cover - not Linux
+                room.append(0)
+        #: Blocks the engine may have sent and not had answered: two when a
+        #: pipe holds two blocks and more (a block goes in while the worker
+        #: still parses the one before, so the worker never waits for the
+        #: engine), else one: with both sides' writes able to block, a
+        #: second block could meet an answer that fills the other pipe.
+        self.depth = 2 if min(room) >= 4 * block_bytes else 1
+        self._in: IO[bytes] = io.BufferedWriter(stdin, 1 << 16)
+        #: The worker's answers (a pipe: ``select`` tells whether one is there).
+        self.answers: IO[bytes] = stdout
+        #: Blocks sent and not yet answered.
+        self.waiting = 0
+        self._ready = False
+
+    def ready(self, *, wait: bool) -> bool:
+        """Return whether the worker has started (with ``wait``, wait up to START_SECONDS for it).
+
+        Raises:
+            WorkerLostError: It ended, or did not start in time when waited for.
+        """
+        if not self._ready:
+            if not self.answered(START_SECONDS if wait else 0.0):
+                if wait:
+                    msg = f"the parse worker did not start in {START_SECONDS:g} s"
+                    raise WorkerLostError(msg)
+                return False
+            seconds, length = _HEADER.unpack(self._read(_HEADER.size))
+            if length or seconds:
+                msg = "the parse worker did not start as it should"
+                raise WorkerLostError(msg)
+            self._ready = True
+        return True
+
+    def answered(self, timeout: float | None = None) -> bool:
+        """Return whether the next answer (or the start signal) is there to read."""
+        return bool(select.select([self.answers], [], [], timeout)[0])
+
+    def send(self, session_id: str, seq: int, offset: int, block: bytes, *, new_file: bool) -> None:
+        """Hand the worker a block of complete lines, each ending in ``\\n``.
+
+        Args:
+            session_id: The file's session.
+            seq: The seq of the line before the block's first line.
+            offset: The file offset of the block's first byte.
+            block: The lines.
+            new_file: The block is the first of a file (the parser begins a file).
+
+        Raises:
+            WorkerLostError: The worker is gone.
+        """
+        try:
+            pickle.dump((session_id, seq, offset, block, new_file), self._in, protocol=5)
+            self._in.flush()
+        except (OSError, ValueError) as exc:
+            raise WorkerLostError(str(exc)) from None
+        self.waiting += 1
+
+    def receive(self) -> Answer:
+        """Return the rows of the oldest block sent and not yet answered.
+
+        Raises:
+            WorkerLostError: The worker is gone or its answer is not one.
+        """
+        seconds, length = _HEADER.unpack(self._read(_HEADER.size))
+        try:
+            rows = pickle.loads(self._read(length))  # noqa: S301 - our own child's pickles
+        except Exception as exc:  # a cut or garbled pickle
+            msg = f"{type(exc).__name__}: {exc}"
+            raise WorkerLostError(msg) from None
+        self.waiting -= 1
+        if not (isinstance(rows, tuple) and len(rows) == 3):  # three lists
+            msg = f"the parse worker answered {type(rows).__name__}, not rows"
+            raise WorkerLostError(msg)
+        return (*rows, seconds)
+
+    def _read(self, length: int) -> bytearray:
+        """Read exactly ``length`` bytes of the answers."""
+        data = bytearray(length)
+        view = memoryview(data)
+        got = 0
+        while got < length:
+            try:
+                count = self.answers.readinto(view[got:])  # type: ignore[attr-defined]
+            except OSError as exc:
+                raise WorkerLostError(str(exc)) from None
+            if not count:
+                msg = "the parse worker ended"
+                raise WorkerLostError(msg)
+            got += count
+        return data
+
+    def close(self) -> None:
+        """End the worker: at once when it still owes an answer, else when it reads the end."""
+        process = self._process
+        if self.waiting:
+            process.kill()
+        with contextlib.suppress(OSError):
+            self._in.close()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        self.answers.close()
+
+
+def serve(keep_records: bool) -> None:  # pragma: no cover - runs in the child
+    """Parse each block read from stdin and answer on stdout, until stdin ends (the child)."""
+    # Ctrl-C reaches the whole process group: the engine decides what stops,
+    # and it closes this worker (or its end of the pipe ends it).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    source = os.fdopen(os.dup(0), "rb")
+    answers = os.fdopen(os.dup(1), "wb")
+    # Nothing else may write into the answers' pipe.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    parser = LineParser()
+    answers.write(_HEADER.pack(0.0, 0))  # started
+    answers.flush()
+    while True:
+        try:
+            session_id, seq, offset, block, new_file = pickle.load(source)  # noqa: S301 - our parent's pickles
+        except EOFError:
+            return
+        if new_file:
+            parser.begin()
+        clock = time.perf_counter()
+        rows = parse_block(parser, session_id, seq, offset, block, keep_records=keep_records)
+        del block
+        pickled = io.BytesIO()
+        pickler = pickle.Pickler(pickled, protocol=5)
+        # No memo: rows share nothing worth a reference but the session id,
+        # and the memo costs more than it saves (about 2.1 against 0.4 us a row).
+        pickler.fast = True
+        pickler.dump(rows)
+        del rows
+        answers.write(_HEADER.pack(time.perf_counter() - clock, pickled.tell()))
+        answers.write(pickled.getbuffer())
+        answers.flush()
+
+
+def parse_block(
+    parser: LineParser,
+    session_id: str,
+    seq: int,
+    offset: int,
+    block: bytes,
+    *,
+    keep_records: bool,
+) -> tuple[list[EventRow], list[ErrorRow], list[int]]:
+    """Return the rows of a block of complete lines, settled, as the engine would make them.
+
+    Args:
+        parser: The worker's parser (it keeps its caches from block to block).
+        session_id: The file's session.
+        seq: The seq of the line before the block's first line.
+        offset: The file offset of the block's first byte.
+        block: The lines, each ending in ``\\n``.
+        keep_records: Keep each row's record (see :class:`ParseWorker`).
+
+    Returns:
+        ``(events, errors, offsets)`` as the engine's batch holds them.
+    """
+    events: list[EventRow] = []
+    errors: list[ErrorRow] = []
+    offsets: list[int] = []
+    take, add, find = parser.take, offsets.append, block.find
+    start = 0
+    while True:
+        end = find(b"\n", start)
+        if end < 0:
+            break
+        seq += 1
+        at = take(session_id, seq, offset + start, block[start:end], events, errors)
+        if at >= 0:
+            add(at)
+        start = end + 1
+    parser.settle(events)
+    if not keep_records:
+        events = [_lean(row) for row in events]
+    return events, errors, offsets
+
+
+def _lean(row: EventRow) -> Any:
+    """Return the row with its compact values and without its record.
+
+    The values are made here, before the row is pickled: the split tells a
+    column that holds the record's very text object (``is``) from one the
+    mirror repaired, which a pickle without a memo cannot keep apart.
+    """
+    values = row[10]
+    if values is None:
+        values = (*row[1:8], *split_of(row))
+    return (*row[:9], None, values)
