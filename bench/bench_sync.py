@@ -81,15 +81,20 @@ def timed(fn: object, repeats: int, folder: Path, name: str) -> float:
 
 
 # VmHWM, not ru_maxrss: the latter keeps the forking parent's peak across exec.
+# The parse worker's peak (a child the sync waited for): ru_maxrss of the children.
 PEAK = """
-import sys, time
+import resource, sys, time
 from codex_logging import sync_to_sqlite
 start = time.perf_counter()
 report = sync_to_sqlite(sys.argv[1], sys.argv[2])
 elapsed = time.perf_counter() - start
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
-print(report.rows_inserted, hwm, elapsed)
+worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(report.rows_inserted, hwm, elapsed, worker)
 """
+
+#: The parse worker's peak RSS (KiB) in the last run_peak, 0 when it had none.
+WORKER_PEAK = [0]
 
 
 def run_peak(db: Path, sessions: Path) -> tuple[int, int, float]:
@@ -100,7 +105,8 @@ def run_peak(db: Path, sessions: Path) -> tuple[int, int, float]:
         text=True,
         check=True,
     )
-    rows, rss_kb, elapsed = out.stdout.split()
+    rows, rss_kb, elapsed, worker_kb = out.stdout.split()
+    WORKER_PEAK[0] = int(worker_kb)
     return int(rows), int(rss_kb), float(elapsed)
 
 
@@ -215,7 +221,10 @@ def main() -> str:
         if BIG_MB:
             size, rss_kb, elapsed = peak_memory(folder)
             peak = f"Peak RSS of a process syncing a {size / 2**30:.2f} GiB file: {rss_kb / 1024:.0f} MiB"
-            out += ["", f"{peak} ({elapsed:.0f} s)"]
+            worker = (
+                f", its parse worker's {WORKER_PEAK[0] / 1024:.0f} MiB" if WORKER_PEAK[0] else ""
+            )
+            out += ["", f"{peak} ({elapsed:.0f} s{worker})"]
         out += extra_rows(folder)
         self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         out.append(

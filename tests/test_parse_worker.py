@@ -214,6 +214,23 @@ class TestSameMirror:
         assert len(sent) > 10
         assert max(sent) <= 4 << 10
 
+    def test_lines_longer_than_a_batch_commit_one_by_one(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Each 1 MiB record is a batch of its own: memory follows the line.
+        sessions = tmp_path / "sessions"
+        sessions.mkdir()
+        with (sessions / "big.ndjson").open("wb") as f:
+            for i in range(12):
+                f.write(json.dumps({"message": f"m{i}", "pad": "x" * (1 << 20)}).encode() + b"\n")
+        sent = spy_sends(monkeypatch)
+        seen: list[int] = []
+        sync_to_sqlite(
+            tmp_path / "x.db", sessions, progress=lambda _s, r: seen.append(r.rows_inserted)
+        )
+        assert seen == list(range(1, 13))
+        assert sent == []  # a block that large is never sent
+
     def test_a_line_of_8_mib_goes_the_engine_s_own_way(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -30,6 +30,7 @@ from codex_logging import (
     sync_to_sqlite,
 )
 from codex_logging._errors import SessionsDirError
+from codex_logging._mirror import engine
 from codex_logging._mirror.engine import LONG_LINE_BYTES
 from codex_logging._mirror.target import Batch
 from codex_logging._sqlite.db import MIGRATIONS, SCHEMA_VERSION, atomic, connect
@@ -936,8 +937,15 @@ def _proc_read_bytes() -> int:
 
 
 class TestBoundedWork:
-    def test_batches_close_at_a_byte_budget(self, tmp_path: Path, sessions: Path) -> None:
-        """30 records of 1 MiB commit in batches of 8 (8 MiB), not all in one 5,000-line batch."""
+    def test_batches_close_at_a_byte_budget(
+        self, tmp_path: Path, sessions: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """30 records of 1 MiB commit in batches of 8 (8 MiB), not all in one 5,000-line batch.
+
+        Without a parse worker (with one, a line longer than its batches
+        commits alone: tests/test_parse_worker.py).
+        """
+        monkeypatch.setattr(engine, "WORKER_RUN_BYTES", 1 << 60)
         db = tmp_path / "x.db"
         with (sessions / "big.ndjson").open("wb") as f:
             for i in range(30):

@@ -519,6 +519,9 @@ class _FileSync:
         # The batch a pipelined target is committing while the next one is read:
         # (its commit, its end offset, its events, its quarantined lines).
         self.pending: tuple[Future[int], int, int, int] | None = None
+        #: :meth:`_read` stops at the first line boundary at or past this
+        #: offset, once what it took up to there is committed.
+        self.until = sys.maxsize
 
     def run(self) -> None:
         # Imported here: it costs ~20 ms, which every short-lived process that
@@ -643,10 +646,19 @@ class _FileSync:
         self.mark = mark
         self.batch_seq, self.batch_pos = mark.seq, mark.byte_offset
         self.committed = mark.byte_offset
+        worker = None
         if mark.scanned_to <= mark.byte_offset:  # no long line pending
             worker = self.run_.worker_for(size - mark.byte_offset)
-            if worker is not None:
-                self._read_with(worker, size)
+        while worker is not None and worker is self.run_.worker:
+            self._read_with(worker, size)
+            if worker is not self.run_.worker:
+                break  # lost: _read goes on from the last commit
+            # A line too long for the worker's batches, or the unfinished
+            # last line: _read takes it, then the worker goes on.
+            self.until = self.mark.byte_offset + 1
+            if not self._read(size):
+                return  # the file's end
+            self.until = sys.maxsize
         self._read(size)
 
     def _moved_from(self, info: os.stat_result) -> tuple[str, Watermark] | None:
@@ -737,10 +749,10 @@ class _FileSync:
         The first part of each batch is parsed here and the rest by the
         worker, which parses it while the batch before commits; the batches
         commit here, one after another, each with its watermark, as in
-        :meth:`_read`. Stops at a line of LONG_LINE_BYTES or more, or at the
-        unfinished last line: :meth:`_read` takes the rest from the last
-        commit. A lost worker is dropped, and :meth:`_read` goes on from the
-        last commit too (docs/mirror.md, "Sync").
+        :meth:`_read`. Stops at a line longer than a chunk, or at the
+        unfinished last line, for :meth:`_read` to take from the last commit.
+        A lost worker is dropped, and :meth:`_read` goes on from the last
+        commit too (docs/mirror.md, "Sync").
         """
         run = self.run_
         held: _Batch | None = None  # parsed, waiting for its commit
@@ -778,22 +790,14 @@ class _FileSync:
                 buf, start = buf[start:] + chunk, 0
                 end += len(chunk)
             stop = buf.rfind(b"\n", start, start + WORKER_BATCH_BYTES) + 1 or (
-                # A line longer than a batch: up to its end, read on if need
-                # be, and parsed here (a block that large could fill both
-                # pipes at once).
+                # A line longer than a batch that ends in what was read: a
+                # batch of its own, parsed here (a block that large could fill
+                # both pipes at once).
                 buf.find(b"\n", start) + 1
             )
-            while not stop and end < size and len(buf) - start < LONG_LINE_BYTES:
-                chunk = os.pread(fd, min(CHUNK_BYTES, size - end), end)
-                if not chunk:
-                    break
-                buf, start = buf[start:] + chunk, 0
-                end += len(chunk)
-                stop = buf.find(b"\n", len(buf) - len(chunk)) + 1
             if not stop:
-                # No line end: the unfinished last line, a line of
-                # LONG_LINE_BYTES or more, or a file that shrank meanwhile.
-                # _read takes it.
+                # No line end read: a line longer than a chunk, the unfinished
+                # last line, or a file that shrank meanwhile. _read takes it.
                 return
             find = buf.find
             # The batch before this one commits while the worker parses.
@@ -834,11 +838,13 @@ class _FileSync:
         self._commit(batch.seq, batch.pos, batch.pos)
         self.run_.balance.note(batch, time.perf_counter() - clock)
 
-    def _read(self, size: int) -> None:
+    def _read(self, size: int) -> bool:
         """Take the complete lines up to ``size``, in batches.
 
         Each byte is scanned for a line end once; a line longer than a chunk
         is not held while its end is searched for, then read in one piece.
+        Returns True when it stopped at ``until`` (see ``__init__``), with
+        what it took committed; False at ``size``.
         """
         fd = self.fd
         mark = self.mark
@@ -864,34 +870,42 @@ class _FileSync:
                     tail = chunk
                 continue
             if long_line:
-                length = base + end - pos
-                if length >= LONG_LINE_BYTES:
-                    self._hold_alone(seq, pos)
-                raw = os.pread(fd, length, pos)
-                if len(raw) != length:
+                if not self._take_long(seq + 1, pos, base + end - pos):
                     scanned = pos  # the file shrank meanwhile: claim nothing past pos
                     break
                 long_line = False
                 seq += 1
-                if length >= LONG_LINE_BYTES and raw.isascii():
-                    # Decoded, then the bytes dropped before the parse: the line
-                    # is never held as bytes, text and parsed object at once.
-                    text = raw.decode("ascii")
-                    del raw
-                    self._take_text(seq, pos, text)
-                    del text
-                else:
-                    self._take(seq, pos, raw)
-                    del raw
             else:
                 raw = tail + chunk[:end] if tail else chunk[:end]
                 seq += 1
                 self._take(seq, pos, raw)
                 del raw
             seq, pos, start = self._lines_of(chunk, base, end + 1, seq)
+            if pos >= self.until:
+                return True  # committed up to pos; the rest of the chunk is read again
             tail = chunk[start:]
         if self.offsets or self.errors or self.dirty or scanned != max(pos, mark.scanned_to):
             self._commit(seq, pos, scanned)
+        return False
+
+    def _take_long(self, seq: int, pos: int, length: int) -> bool:
+        """Read line ``seq`` (longer than a chunk) in one piece and take it; False: it is cut."""
+        if length >= LONG_LINE_BYTES:
+            self._hold_alone(seq - 1, pos)
+        raw = os.pread(self.fd, length, pos)
+        if len(raw) != length:
+            return False
+        if length >= LONG_LINE_BYTES and raw.isascii():
+            # Decoded, then the bytes dropped before the parse: the line
+            # is never held as bytes, text and parsed object at once.
+            text = raw.decode("ascii")
+            del raw
+            self._take_text(seq, pos, text)
+            del text
+        else:
+            self._take(seq, pos, raw)
+            del raw
+        return True
 
     def _lines_of(self, chunk: bytes, base: int, start: int, seq: int) -> tuple[int, int, int]:
         """Queue the complete lines of ``chunk`` from ``start``; return seq, offset, index.
@@ -902,12 +916,17 @@ class _FileSync:
         sid, events, errors, append_offset = self.sid, self.events, self.errors, self.offsets.append
         find = chunk.find
         # A batch closes at BATCH_LINES lines or BATCH_BYTES bytes, whichever first.
-        line_limit, byte_limit = self.batch_seq + BATCH_LINES, self.batch_pos + BATCH_BYTES
+        # (or at ``until``, where the batch commits and the loop stops).
+        until = self.until
+        line_limit = self.batch_seq + BATCH_LINES
+        byte_limit = min(self.batch_pos + BATCH_BYTES, until)
         while True:
             pos = base + start
             if seq >= line_limit or pos >= byte_limit:
                 self._commit(seq, pos, pos)
-                line_limit, byte_limit = seq + BATCH_LINES, pos + BATCH_BYTES
+                if pos >= until:
+                    return seq, pos, start
+                line_limit, byte_limit = seq + BATCH_LINES, min(pos + BATCH_BYTES, until)
             end = find(b"\n", start)
             if end < 0:
                 return seq, pos, start
