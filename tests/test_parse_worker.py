@@ -179,11 +179,22 @@ class TestSameMirror:
         assert (sent == []) == (share == 1.0)
         assert tables(db) == alone
 
-    def test_one_block_in_flight_with_small_pipes(
-        self, folder: Path, tmp_path: Path, alone: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    @pytest.mark.parametrize("why", ["small pipes", "pipe size unknown"])
+    def test_one_block_in_flight(
+        self,
+        folder: Path,
+        tmp_path: Path,
+        alone: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch,
+        why: str,
     ) -> None:
-        # Pipes that hold less than two blocks: one block at a time.
-        force_worker(monkeypatch, batch=1 << 20)
+        # Pipes that hold less than two blocks, or whose size the system
+        # does not tell (not Linux): one block at a time.
+        if why == "small pipes":
+            force_worker(monkeypatch, batch=1 << 20)
+        else:
+            force_worker(monkeypatch)
+            monkeypatch.setattr(parse_worker, "_F_GETPIPE_SZ", None)
         depths = []
         real = ParseWorker.__init__
 

@@ -47,8 +47,8 @@ _ROOT: Final = str(Path(__file__).resolve().parent.parent.parent)
 #: Bytes a pipe between the two holds (Linux lets an unprivileged process go
 #: up to 1 MiB): a block passes in a few writes, not one per 64 KiB.
 _PIPE_BYTES: Final = 1 << 20
-_F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-_F_GETPIPE_SZ: Final = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+_F_SETPIPE_SZ: Final[int | None] = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only
+_F_GETPIPE_SZ: Final[int | None] = getattr(fcntl, "F_GETPIPE_SZ", None)
 #: An answer's header: the parse's seconds, then the length of the pickle.
 _HEADER: Final = struct.Struct("<dQ")
 #: Seconds the engine waits for a worker to start before it parses alone.
@@ -101,14 +101,13 @@ class ParseWorker:
         stdin, stdout = self._process.stdin, self._process.stdout
         assert stdin is not None  # PIPE gives both
         assert stdout is not None
-        room = []
-        for pipe in (stdin, stdout):
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
-            try:
+        room = [0]  # a pipe of unknown size: one block at a time
+        if _F_SETPIPE_SZ is not None and _F_GETPIPE_SZ is not None:
+            room = []
+            for pipe in (stdin, stdout):
+                with contextlib.suppress(OSError):
+                    fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
                 room.append(fcntl.fcntl(pipe.fileno(), _F_GETPIPE_SZ))
-            except OSError:  # pragma: no cover - not Linux
-                room.append(0)
         #: Blocks the engine may have sent and not had answered: two when a
         #: pipe holds two blocks and more (a block goes in while the worker
         #: still parses the one before, so the worker never waits for the
