@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from codex_logging import sync_to_otlp, sync_to_postgres, sync_to_sqlite
-from codex_logging._mirror import engine
+from codex_logging._mirror import engine, parse_worker
 from codex_logging._mirror.lines import LineParser, split_of
 from codex_logging._mirror.parse_worker import ParseWorker, parse_block
 from tests.conftest import db_connection
