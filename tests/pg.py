@@ -19,10 +19,10 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NoReturn
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import pytest
 
@@ -143,28 +143,3 @@ def pg_url(pg_server: Server) -> Iterator[str]:
     yield pg_server.url(name)
     with psycopg.connect(pg_server.url(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
-def database_name(url: str) -> str:
-    """Return the database a URL names."""
-    return urlsplit(url).path.lstrip("/")
-
-
-@pytest.fixture
-def clone(pg_server: Server, pg_url: str) -> Iterator[Callable[[str], str]]:
-    """Return a function that copies a database (``CREATE DATABASE ... TEMPLATE``)."""
-    import psycopg
-
-    made: list[str] = []
-
-    def copy(url: str) -> str:
-        name = f"{database_name(pg_url)}_c{len(made)}"
-        with psycopg.connect(pg_server.url(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{database_name(url)}"')
-        made.append(name)
-        return pg_server.url(name)
-
-    yield copy
-    with psycopg.connect(pg_server.url(), autocommit=True) as conn:
-        for name in made:
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')

@@ -16,10 +16,11 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -54,6 +55,7 @@ from codex_logging._postgres.read import (
 )
 from codex_logging._postgres.sync import PostgresTarget, _safe_row
 from codex_logging._settings import sessions_dir_path
+from tests.pg import Server
 
 psycopg = pytest.importorskip("psycopg") if not os.environ.get("CI") else __import__("psycopg")
 
@@ -241,6 +243,28 @@ def assert_same_reads(got: dict[str, Any], expected: dict[str, Any]) -> None:
     for name, answer in expected.items():
         assert got[name] == answer, name
     assert len(expected["all"]) > 100
+
+
+def database_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")
+
+
+@pytest.fixture
+def clone(pg_server: Server, pg_url: str) -> Iterator[Callable[[str], str]]:
+    """Return a function that copies a database (``CREATE DATABASE ... TEMPLATE``)."""
+    made: list[str] = []
+
+    def copy(url: str) -> str:
+        name = f"{database_name(pg_url)}_c{len(made)}"
+        with psycopg.connect(pg_server.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{database_name(url)}"')
+        made.append(name)
+        return pg_server.url(name)
+
+    yield copy
+    with psycopg.connect(pg_server.url(), autocommit=True) as conn:
+        for name in made:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def tables(url: str) -> list[str]:

@@ -461,14 +461,13 @@ class _Run:
         if worker is None:
             if (
                 self.no_worker
+                or not self.target.parse_worker
                 or self.pending_bytes < WORKER_RUN_BYTES
                 or _processors() < 2  # two processes at once
             ):
                 return None
             try:
-                worker = self.worker = ParseWorker(
-                    keep_records=self.target.reads_records, block_bytes=WORKER_BATCH_BYTES
-                )
+                worker = self.worker = ParseWorker(block_bytes=WORKER_BATCH_BYTES)
             except WorkerLostError:
                 self.no_worker = True
                 return None

@@ -65,15 +65,10 @@ class WorkerLostError(Exception):
 class ParseWorker:
     """The engine's side of one worker process; one per sync call."""
 
-    def __init__(self, *, keep_records: bool, block_bytes: int) -> None:
+    def __init__(self, *, block_bytes: int) -> None:
         """Start the worker process (it imports the package while the caller goes on).
 
         Args:
-            keep_records: Send each row as the parser made it, its parsed
-                record included (a target that reads the record, such as
-                the OTLP export); else each row comes with its compact
-                values (``split_of``) and without its record, in about half
-                the bytes.
             block_bytes: The most bytes of lines a block holds.
 
         Raises:
@@ -84,12 +79,12 @@ class ParseWorker:
             raise WorkerLostError(msg)
         code = (
             "import sys; sys.path[0] = sys.argv[1];"
-            " from codex_logging._mirror.parse_worker import serve; serve(sys.argv[2] == '1')"
+            " from codex_logging._mirror.parse_worker import serve; serve()"
         )
         try:
             # This interpreter, this package.
             self._process = subprocess.Popen(
-                [sys.executable, "-c", code, _ROOT, "1" if keep_records else "0"],
+                [sys.executable, "-c", code, _ROOT],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -213,7 +208,7 @@ class ParseWorker:
         self.answers.close()
 
 
-def serve(keep_records: bool) -> None:  # pragma: no cover - runs in the child
+def serve() -> None:  # pragma: no cover - runs in the child
     """Parse each block read from stdin and answer on stdout, until stdin ends (the child)."""
     # Ctrl-C reaches the whole process group: the engine decides what stops,
     # and it closes this worker (or its end of the pipe ends it).
@@ -235,7 +230,7 @@ def serve(keep_records: bool) -> None:  # pragma: no cover - runs in the child
         if new_file:
             parser.begin()
         clock = time.perf_counter()
-        rows = parse_block(parser, session_id, seq, offset, block, keep_records=keep_records)
+        rows = parse_block(parser, session_id, seq, offset, block)
         del block
         pickled = io.BytesIO()
         pickler = pickle.Pickler(pickled, protocol=5)
@@ -255,8 +250,6 @@ def parse_block(
     seq: int,
     offset: int,
     block: bytes,
-    *,
-    keep_records: bool,
 ) -> tuple[list[EventRow], list[ErrorRow], list[int]]:
     """Return the rows of a block of complete lines, settled, as the engine would make them.
 
@@ -266,7 +259,6 @@ def parse_block(
         seq: The seq of the line before the block's first line.
         offset: The file offset of the block's first byte.
         block: The lines, each ending in ``\\n``.
-        keep_records: Keep each row's record (see :class:`ParseWorker`).
 
     Returns:
         ``(events, errors, offsets)`` as the engine's batch holds them.
@@ -286,9 +278,9 @@ def parse_block(
             add(at)
         start = end + 1
     parser.settle(events)
-    if not keep_records:
-        events = [_lean(row) for row in events]
-    return events, errors, offsets
+    # Each row with its compact values and without its record: about half
+    # the bytes to send, and the values made before the pickle.
+    return [_lean(row) for row in events], errors, offsets
 
 
 def _lean(row: EventRow) -> Any:

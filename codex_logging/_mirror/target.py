@@ -122,10 +122,11 @@ class Target(Protocol):
     #: True if :meth:`commit` may run in a worker thread while the engine reads
     #: the next batch (one batch in flight at a time, never two at once).
     pipelined: bool
-    #: True if :meth:`commit` reads each row's parsed record when it has one
-    #: (the engine's parse worker then sends it along; else a row whose
-    #: values were made from its text comes without it).
-    reads_records: bool
+    #: True if a large sync may parse in a second process while this target
+    #: commits (``_mirror/parse_worker.py``): a target whose commits are this
+    #: process's own work. Rows from the worker carry their compact values and
+    #: no parsed record.
+    parse_worker: bool
 
     def settled_files(self, source_id: str) -> Mapping[str, SettledRow]:
         """Return the settled watermarks of folder ``source_id``, by session id.

