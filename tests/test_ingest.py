@@ -162,6 +162,7 @@ class _PipelinedTarget:
     """
 
     pipelined = True
+    parse_worker = False
 
     def __init__(
         self, log: list[tuple[str, int]], fail_at: int = 0, error: Exception | None = None

@@ -460,9 +460,9 @@ class _Run:
         worker = self.worker
         if worker is None:
             if (
-                self.no_worker
+                self.pending_bytes < WORKER_RUN_BYTES
+                or self.no_worker
                 or not self.target.parse_worker
-                or self.pending_bytes < WORKER_RUN_BYTES
                 or _processors() < 2  # two processes at once
             ):
                 return None
