@@ -288,12 +288,17 @@ class TestWorkerTrouble:
     ) -> None:
         force_worker(monkeypatch)
         sent = spy_sends(monkeypatch)
-        for executable in ("", str(tmp_path / "no-python")):
+        # Empty, missing, or a program that embeds Python (never started).
+        uwsgi = tmp_path / "uwsgi"
+        uwsgi.write_text(f"#!/bin/sh\ntouch {tmp_path / 'started'}\n")
+        uwsgi.chmod(0o755)
+        for executable in ("", str(tmp_path / "python3-missing"), str(uwsgi)):
             monkeypatch.setattr(sys, "executable", executable)
             db = tmp_path / f"worker{len(executable)}.db"
             sync_to_sqlite(db, folder)
             assert tables(db) == alone
         assert sent == []
+        assert not (tmp_path / "started").exists()
 
     @pytest.mark.parametrize("child", ["exit 3", "printf 'not the start of a worker'; sleep 1"])
     def test_ends_or_babbles_at_start(

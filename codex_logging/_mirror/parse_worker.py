@@ -74,8 +74,11 @@ class ParseWorker:
         Raises:
             WorkerLostError: The process could not be started.
         """
-        if not sys.executable:
-            msg = "no Python interpreter to start (sys.executable is empty)"
+        name = os.path.basename(sys.executable or "").lower()
+        if not name.startswith(("python", "pypy")):
+            # Empty, or a program embedding Python (uWSGI, an editor): it is
+            # not started with arguments meant for Python.
+            msg = f"no Python interpreter to start (sys.executable is {sys.executable!r})"
             raise WorkerLostError(msg)
         code = (
             "import sys; sys.path[0] = sys.argv[1];"
