@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import resource
 import signal
 import subprocess
 import sys
@@ -259,6 +260,95 @@ class TestSameMirror:
 def tables_of_sync(sessions: Path, db: Path) -> dict[str, list[tuple[Any, ...]]]:
     sync_to_sqlite(db, sessions)
     return tables(db)
+
+
+class TestAsThisProcessParses:
+    """The worker parses as the syncing process would: its limits, its path, its descriptors."""
+
+    def test_raised_limits_are_the_worker_s_too(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # A program that raised the recursion limit and lifted the integer
+        # digits limit: lines nested 1,500 deep and 5,000-digit integers are
+        # events for it, on either side of a batch.
+        limit, digits = sys.getrecursionlimit(), sys.get_int_max_str_digits()
+        sys.setrecursionlimit(20_000)
+        sys.set_int_max_str_digits(0)
+        try:
+            sessions = tmp_path / "sessions"
+            sessions.mkdir()
+            odd = [
+                b'{"message": ' + b"[" * 1500 + b"]" * 1500 + b"}",
+                b'{"n": ' + b"7" * 5000 + b"}",
+            ]
+            lines = [odd[i % 2] if i % 5 == 2 else writer_line("s", i) for i in range(1200)]
+            (sessions / "s.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+            expected = tables_of_sync(sessions, tmp_path / "alone.db")
+            assert expected["session_ingest_errors"] == []
+            force_worker(monkeypatch, batch=4 << 10)
+            sent = spy_sends(monkeypatch)
+            assert tables_of_sync(sessions, tmp_path / "worker.db") == expected
+            assert len(sent) > 20
+        finally:
+            sys.setrecursionlimit(limit)
+            sys.set_int_max_str_digits(digits)
+
+    def test_a_worker_that_parses_otherwise_is_not_used(
+        self, folder: Path, tmp_path: Path, alone: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Say orjson were found here and not there (another module path).
+        force_worker(monkeypatch)
+        real = parse_worker.parse_state
+        monkeypatch.setattr(parse_worker, "parse_state", lambda: (not real()[0], *real()[1:]))
+        sent = spy_sends(monkeypatch)
+        db = tmp_path / "worker.db"
+        sync_to_sqlite(db, folder)
+        assert tables(db) == alone
+        assert sent == []
+
+    def test_descriptors_past_1024(
+        self, folder: Path, tmp_path: Path, alone: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard < 2048:
+            pytest.skip(f"this process may open {hard} files")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
+        held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+        try:
+            force_worker(monkeypatch)
+            sent = spy_sends(monkeypatch)
+            db = tmp_path / "worker.db"
+            sync_to_sqlite(db, folder)
+            assert tables(db) == alone
+            assert len(sent) > 20
+        finally:
+            for fd in held:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    def test_after_a_line_pending_since_the_last_sync(
+        self, folder: Path, tmp_path: Path, alone: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The first sync ends in a line still being written; the next one
+        # takes that line and the many after it with the worker.
+        whole = {path: path.read_bytes() for path in folder.iterdir()}
+        for path, data in whole.items():
+            cut = data.index(b"\n", len(data) // 3) + 20  # inside a line
+            path.write_bytes(data[:cut])
+        db = tmp_path / "worker.db"
+        sync_to_sqlite(db, folder)
+        with db_connection(db) as conn:
+            pending = conn.execute(
+                "SELECT count(*) FROM session_ingest_watermark WHERE scanned_to > byte_offset"
+            ).fetchone()[0]
+        assert pending == 3
+        for path, data in whole.items():
+            path.write_bytes(data)
+        force_worker(monkeypatch)
+        sent = spy_sends(monkeypatch)
+        sync_to_sqlite(db, folder)
+        assert tables(db) == alone
+        assert len(sent) > 10
 
 
 class TestWorkerTrouble:

@@ -645,15 +645,16 @@ class _FileSync:
         self.mark = mark
         self.batch_seq, self.batch_pos = mark.seq, mark.byte_offset
         self.committed = mark.byte_offset
-        worker = None
-        if mark.scanned_to <= mark.byte_offset:  # no long line pending
-            worker = self.run_.worker_for(size - mark.byte_offset)
+        # What is left to read: a line pending since the last sync was scanned.
+        worker = self.run_.worker_for(size - max(mark.byte_offset, mark.scanned_to))
         while worker is not None and worker is self.run_.worker:
-            self._read_with(worker, size)
-            if worker is not self.run_.worker:
-                break  # lost: _read goes on from the last commit
-            # A line too long for the worker's batches, or the unfinished
-            # last line: _read takes it, then the worker goes on.
+            if self.mark.scanned_to <= self.mark.byte_offset:
+                self._read_with(worker, size)
+                if worker is not self.run_.worker:
+                    break  # lost: _read goes on from the last commit
+            # A line too long for the worker's batches, the unfinished last
+            # line, or one pending since the last sync (read on from where it
+            # was scanned): _read takes it, then the worker goes on.
             self.until = self.mark.byte_offset + 1
             if not self._read(size):
                 return  # the file's end

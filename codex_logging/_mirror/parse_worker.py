@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import io
+import json
 import os
 import pickle
 import select
@@ -40,6 +41,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Final
 
+from codex_logging._mirror import compact, lines
 from codex_logging._mirror.lines import ErrorRow, EventRow, LineParser, split_of
 
 #: The package's parent folder: the child imports this same code.
@@ -54,8 +56,43 @@ _HEADER: Final = struct.Struct("<dQ")
 #: Seconds the engine waits for a worker to start before it parses alone.
 START_SECONDS: Final = 10.0
 
+#: The child's start: the parent's module path, recursion limit and integer
+#: digits limit (JSON in argv), then the loop.
+_CHILD: Final = """import json, sys
+paths, recursion, digits = json.loads(sys.argv[1])
+sys.path[:] = paths
+sys.setrecursionlimit(recursion)
+if digits is not None:
+    sys.set_int_max_str_digits(digits)
+from codex_logging._mirror.parse_worker import serve
+serve()
+"""
+#: Bounds of the start frame and of an answer (a header announcing more is no worker's).
+_START_BYTES: Final = 1 << 16
+_ANSWER_BYTES: Final = 1 << 31
+
 #: ``(events, errors, offsets, seconds)``: a block's rows, and the seconds its parse took.
 Answer = tuple[list[EventRow], list[ErrorRow], list[int], float]
+
+
+def _int_digits() -> int | None:
+    """Return the interpreter's limit on the digits of an integer read from text (3.11+)."""
+    get = getattr(sys, "get_int_max_str_digits", None)
+    return None if get is None else int(get())
+
+
+def parse_state() -> tuple[object, ...]:
+    """Return what the rows a process makes depend on beyond the code: compared at the start.
+
+    Whether orjson parses and writes (the split from the text is made only
+    with it), and the limits that decide which lines Python's json takes.
+    """
+    return (
+        lines._SPLIT_FROM_TEXT,  # noqa: SLF001 - the parse's own switch
+        compact._orjson_dumps is not None,  # noqa: SLF001 - the writer of fields
+        sys.getrecursionlimit(),
+        _int_digits(),
+    )
 
 
 class WorkerLostError(Exception):
@@ -80,14 +117,13 @@ class ParseWorker:
             # not started with arguments meant for Python.
             msg = f"no Python interpreter to start (sys.executable is {sys.executable!r})"
             raise WorkerLostError(msg)
-        code = (
-            "import sys; sys.path[0] = sys.argv[1];"
-            " from codex_logging._mirror.parse_worker import serve; serve()"
-        )
+        # This interpreter, this package, and what else the parse depends on
+        # as this process has it: its module path (orjson or not), its
+        # recursion and integer-digit limits (checked again at the start).
+        setup = json.dumps([[_ROOT, *sys.path], sys.getrecursionlimit(), _int_digits()])
         try:
-            # This interpreter, this package.
             self._process = subprocess.Popen(
-                [sys.executable, "-c", code, _ROOT],
+                [sys.executable, "-c", _CHILD, setup],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -113,8 +149,11 @@ class ParseWorker:
         #: second block could meet an answer that fills the other pipe.
         self.depth = 2 if min(room) >= 4 * block_bytes else 1
         self._in: IO[bytes] = io.BufferedWriter(stdin, 1 << 16)
-        #: The worker's answers (a pipe: ``select`` tells whether one is there).
+        #: The worker's answers (a pipe: ``poll`` tells whether one is there).
         self.answers: IO[bytes] = stdout
+        # poll, not select: a process may hold descriptors past 1024.
+        self._poll = select.poll()
+        self._poll.register(stdout.fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)
         #: Blocks sent and not yet answered.
         self.waiting = 0
         self._ready = False
@@ -132,15 +171,23 @@ class ParseWorker:
                     raise WorkerLostError(msg)
                 return False
             seconds, length = _HEADER.unpack(self._read(_HEADER.size))
-            if length or seconds:
+            if seconds or not 0 < length < _START_BYTES:
                 msg = "the parse worker did not start as it should"
+                raise WorkerLostError(msg)
+            try:
+                theirs = pickle.loads(self._read(length))  # noqa: S301 - our own child's pickle
+            except Exception:  # anything else is no start either
+                theirs = None
+            if theirs != parse_state():
+                # Rows would differ from the ones this process makes.
+                msg = f"the parse worker parses otherwise ({theirs!r}, here {parse_state()!r})"
                 raise WorkerLostError(msg)
             self._ready = True
         return True
 
     def answered(self, timeout: float | None = None) -> bool:
         """Return whether the next answer (or the start signal) is there to read."""
-        return bool(select.select([self.answers], [], [], timeout)[0])
+        return bool(self._poll.poll(None if timeout is None else int(timeout * 1000)))
 
     def send(self, session_id: str, seq: int, offset: int, block: bytes, *, new_file: bool) -> None:
         """Hand the worker a block of complete lines, each ending in ``\\n``.
@@ -169,6 +216,9 @@ class ParseWorker:
             WorkerLostError: The worker is gone or its answer is not one.
         """
         seconds, length = _HEADER.unpack(self._read(_HEADER.size))
+        if length > _ANSWER_BYTES:
+            msg = f"the parse worker announced an answer of {length} bytes"
+            raise WorkerLostError(msg)
         try:
             rows = pickle.loads(self._read(length))  # noqa: S301 - our own child's pickles
         except Exception as exc:  # a cut or garbled pickle
@@ -223,7 +273,8 @@ def serve() -> None:  # pragma: no cover - runs in the child
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     parser = LineParser()
-    answers.write(_HEADER.pack(0.0, 0))  # started
+    state = pickle.dumps(parse_state())
+    answers.write(_HEADER.pack(0.0, len(state)) + state)  # started, and how it parses
     answers.flush()
     while True:
         try:
