@@ -413,6 +413,39 @@ class TestWorkerTrouble:
         assert report.warnings == []
         assert sent == []
 
+    @pytest.mark.parametrize(
+        "child",
+        [
+            # Starts, then announces an answer of a TiB.
+            "start(); read(); out.write(HEADER.pack(0.0, 1 << 40)); out.flush(); read()",
+            # Starts, then answers what is no rows.
+            "start(); read(); answer(pickle.dumps('rows')); read()",
+            # A start frame whose state is no pickle.
+            "out.write(HEADER.pack(0.0, 4) + b'junk'); out.flush(); read()",
+            # Never starts, and does not end when told to.
+            "import time; time.sleep(30)",
+        ],
+        ids=["huge answer", "not rows", "garbled start", "no start"],
+    )
+    def test_misbehaves(
+        self,
+        folder: Path,
+        tmp_path: Path,
+        alone: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch,
+        child: str,
+    ) -> None:
+        force_worker(monkeypatch)
+        monkeypatch.setattr(parse_worker, "START_SECONDS", 0.5)
+        monkeypatch.setattr(parse_worker, "CLOSE_SECONDS", 0.2)
+        monkeypatch.setattr(parse_worker, "_CHILD", MISBEHAVING.format(child=child))
+        db = tmp_path / "worker.db"
+        started = time.monotonic()
+        report = sync_to_sqlite(db, folder)
+        assert tables(db) == alone
+        assert report.warnings == []
+        assert time.monotonic() - started < 10
+
     def test_garbled_answer(
         self, folder: Path, tmp_path: Path, alone: dict[str, Any], monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -464,6 +497,24 @@ class TestWorkerTrouble:
         sync_to_sqlite(db, folder)
         assert tables(db) == alone
 
+
+#: A child that speaks the protocol, then does what the test says.
+MISBEHAVING = """
+import json, os, pickle, sys
+paths, recursion, digits = json.loads(sys.argv[1])
+sys.path[:] = paths
+from codex_logging._mirror.parse_worker import _HEADER as HEADER, parse_state
+out = os.fdopen(1, "wb")
+source = os.fdopen(0, "rb")
+def read():
+    return pickle.load(source)
+def answer(data):
+    out.write(HEADER.pack(0.0, len(data)) + data)
+    out.flush()
+def start():
+    answer(pickle.dumps(parse_state()))
+{child}
+"""
 
 KILLED_SYNC = """
 import os, sys

@@ -53,8 +53,10 @@ _F_SETPIPE_SZ: Final[int | None] = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux
 _F_GETPIPE_SZ: Final[int | None] = getattr(fcntl, "F_GETPIPE_SZ", None)
 #: An answer's header: the parse's seconds, then the length of the pickle.
 _HEADER: Final = struct.Struct("<dQ")
-#: Seconds the engine waits for a worker to start before it parses alone.
+#: Seconds the engine waits for a worker to start before it parses alone,
+#: and for one told to end before it is killed.
 START_SECONDS: Final = 10.0
+CLOSE_SECONDS: Final = 5.0
 
 #: The child's start: the parent's module path, recursion limit and integer
 #: digits limit (JSON in argv), then the loop.
@@ -254,7 +256,7 @@ class ParseWorker:
         with contextlib.suppress(OSError):
             self._in.close()
         try:
-            process.wait(timeout=5)
+            process.wait(timeout=CLOSE_SECONDS)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
