@@ -293,6 +293,19 @@ class TestAsThisProcessParses:
             sys.setrecursionlimit(limit)
             sys.set_int_max_str_digits(digits)
 
+    def test_a_module_path_with_paths_of_every_kind(
+        self, folder: Path, tmp_path: Path, alone: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Programs put Path objects, bytes and even other objects on sys.path.
+        weird = [tmp_path, os.fsencode(tmp_path / "b\udcff"), tmp_path / "ü", None]
+        monkeypatch.setattr(sys, "path", [*sys.path, *weird])
+        force_worker(monkeypatch)
+        sent = spy_sends(monkeypatch)
+        db = tmp_path / "worker.db"
+        sync_to_sqlite(db, folder)
+        assert tables(db) == alone
+        assert len(sent) > 20
+
     def test_a_worker_that_parses_otherwise_is_not_used(
         self, folder: Path, tmp_path: Path, alone: dict[str, Any], monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -17,11 +17,12 @@ parses the rest itself from its last commit.
 
 The protocol, over the child's stdin and stdout, between two processes of
 the same program: in, a pickle of ``(session_id, seq, offset, block,
-new_file)`` a block; out, once the child is ready an empty frame, then for
-each block in order a frame: a header (the seconds the block's parse took,
-the length of what follows) and the pickle of ``(events, errors,
-offsets)``. Frames let the engine ask ``select`` whether an answer is
-there: it never reads ahead of one.
+new_file)`` a block; out, frames of a header (seconds, the length of what
+follows) and a pickle: once the child is ready, how it parses
+(:func:`parse_state`, compared with the engine's), then for each block in
+order the seconds its parse took and ``(events, errors, offsets)``. Frames
+let the engine ``poll`` whether an answer is there: it never reads ahead
+of one.
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ class ParseWorker:
         # This interpreter, this package, and what else the parse depends on
         # as this process has it: its module path (orjson or not), its
         # recursion and integer-digit limits (checked again at the start).
-        setup = json.dumps([[_ROOT, *sys.path], sys.getrecursionlimit(), _int_digits()])
+        paths = [os.fsdecode(p) for p in sys.path if isinstance(p, str | bytes | os.PathLike)]
+        setup = json.dumps([[_ROOT, *paths], sys.getrecursionlimit(), _int_digits()])
         try:
             self._process = subprocess.Popen(
                 [sys.executable, "-c", _CHILD, setup],
