@@ -88,6 +88,14 @@ def tables(db: Path) -> dict[str, list[tuple[Any, ...]]]:
         }
 
 
+def assert_as_alone(tmp_path: Path, folder: Path, alone: dict[str, Any]) -> None:
+    """Sync ``folder`` into a new mirror: the same tables as the sync that parsed alone, no warning."""
+    db = tmp_path / "worker.db"
+    report = sync_to_sqlite(db, folder)
+    assert tables(db) == alone
+    assert report.warnings == []
+
+
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     sessions = tmp_path / "sessions"
@@ -136,13 +144,10 @@ class TestSameMirror:
     ) -> None:
         force_worker(monkeypatch)
         sent = spy_sends(monkeypatch)
-        db = tmp_path / "worker.db"
-        report = sync_to_sqlite(db, folder)
+        assert_as_alone(tmp_path, folder, alone)
         assert len(sent) > 20  # the worker parsed most batches
-        assert tables(db) == alone
-        assert report.warnings == []
         # The secret and the password never reached the mirror, either way.
-        text = json.dumps(tables(db), default=str)
+        text = json.dumps(tables(tmp_path / "worker.db"), default=str)
         assert SECRET not in text
         assert "hunter2" not in text
 
@@ -174,10 +179,8 @@ class TestSameMirror:
         force_worker(monkeypatch)
         monkeypatch.setattr(engine._Balance, "own", lambda _self, size, _before: int(size * share))
         sent = spy_sends(monkeypatch)
-        db = tmp_path / "worker.db"
-        sync_to_sqlite(db, folder)
+        assert_as_alone(tmp_path, folder, alone)
         assert (sent == []) == (share == 1.0)
-        assert tables(db) == alone
 
     @pytest.mark.parametrize("why", ["small pipes", "pipe size unknown"])
     def test_one_block_in_flight(
@@ -203,27 +206,34 @@ class TestSameMirror:
             depths.append(self.depth)
 
         monkeypatch.setattr(ParseWorker, "__init__", init)
-        db = tmp_path / "worker.db"
-        sync_to_sqlite(db, folder)
+        assert_as_alone(tmp_path, folder, alone)
         assert depths == [1]
-        assert tables(db) == alone
 
-    def test_a_line_longer_than_a_batch_is_parsed_by_the_engine(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    @pytest.mark.parametrize("length", [50_000, engine.LONG_LINE_BYTES + 10], ids=["50 KB", "8 MiB"])
+    def test_a_line_longer_than_a_batch_goes_to_the_engine(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, length: int
     ) -> None:
+        # Parsed by the engine (50 KB: a batch of its own; 8 MiB: its own
+        # reader, as without a worker); the worker goes on after it.
         sessions = tmp_path / "sessions"
         sessions.mkdir()
         lines = [writer_line("s", i) for i in range(300)]
-        lines[150] = json.dumps({"message": "y" * 50_000}).encode()
+        lines[150] = json.dumps({"message": "y" * length}).encode()
         (sessions / "s.ndjson").write_bytes(b"\n".join(lines) + b"\n")
         expected = tables_of_sync(sessions, tmp_path / "alone.db")
         force_worker(monkeypatch, batch=4 << 10)
-        sent = spy_sends(monkeypatch)
+        sent: list[tuple[int, int]] = []
+        real = ParseWorker.send
+
+        def send(self: ParseWorker, *args: Any, **kwargs: Any) -> None:
+            sent.append((args[1], len(args[3])))  # the seq before the block, its size
+            real(self, *args, **kwargs)
+
+        monkeypatch.setattr(ParseWorker, "send", send)
         assert tables_of_sync(sessions, tmp_path / "worker.db") == expected
-        # Blocks went to the worker before the long line and after it, never
-        # the long line.
-        assert len(sent) > 10
-        assert max(sent) <= 4 << 10
+        assert max(size for _seq, size in sent) <= 4 << 10  # never the long line
+        assert any(seq < 150 for seq, _size in sent)
+        assert any(seq > 151 for seq, _size in sent)
 
     def test_lines_longer_than_a_batch_commit_one_by_one(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -241,21 +251,6 @@ class TestSameMirror:
         )
         assert seen == list(range(1, 13))
         assert sent == []  # a block that large is never sent
-
-    def test_a_line_of_8_mib_goes_the_engine_s_own_way(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        sessions = tmp_path / "sessions"
-        sessions.mkdir()
-        lines = [writer_line("s", i) for i in range(200)]
-        lines[100] = json.dumps({"message": "z" * (engine.LONG_LINE_BYTES + 10)}).encode()
-        (sessions / "s.ndjson").write_bytes(b"\n".join(lines) + b"\n")
-        expected = tables_of_sync(sessions, tmp_path / "alone.db")
-        force_worker(monkeypatch, batch=4 << 10)
-        sent = spy_sends(monkeypatch)
-        assert tables_of_sync(sessions, tmp_path / "worker.db") == expected
-        assert 0 < len(sent) < 20  # up to the long line only
-
 
 def tables_of_sync(sessions: Path, db: Path) -> dict[str, list[tuple[Any, ...]]]:
     sync_to_sqlite(db, sessions)
@@ -301,9 +296,7 @@ class TestAsThisProcessParses:
         monkeypatch.setattr(sys, "path", [*sys.path, *weird])
         force_worker(monkeypatch)
         sent = spy_sends(monkeypatch)
-        db = tmp_path / "worker.db"
-        sync_to_sqlite(db, folder)
-        assert tables(db) == alone
+        assert_as_alone(tmp_path, folder, alone)
         assert len(sent) > 20
 
     def test_a_worker_that_parses_otherwise_is_not_used(
@@ -314,9 +307,7 @@ class TestAsThisProcessParses:
         real = parse_worker.parse_state
         monkeypatch.setattr(parse_worker, "parse_state", lambda: (not real()[0], *real()[1:]))
         sent = spy_sends(monkeypatch)
-        db = tmp_path / "worker.db"
-        sync_to_sqlite(db, folder)
-        assert tables(db) == alone
+        assert_as_alone(tmp_path, folder, alone)
         assert sent == []
 
     def test_descriptors_past_1024(
@@ -330,9 +321,7 @@ class TestAsThisProcessParses:
         try:
             force_worker(monkeypatch)
             sent = spy_sends(monkeypatch)
-            db = tmp_path / "worker.db"
-            sync_to_sqlite(db, folder)
-            assert tables(db) == alone
+            assert_as_alone(tmp_path, folder, alone)
             assert len(sent) > 20
         finally:
             for fd in held:
@@ -380,10 +369,7 @@ class TestWorkerTrouble:
             real(self, *args, **kwargs)
 
         monkeypatch.setattr(ParseWorker, "send", send)
-        db = tmp_path / "worker.db"
-        report = sync_to_sqlite(db, folder)
-        assert tables(db) == alone
-        assert report.warnings == []
+        assert_as_alone(tmp_path, folder, alone)
         assert len(set(pids)) == 1  # not started again in the same sync
 
     def test_no_interpreter_to_start(
@@ -403,29 +389,6 @@ class TestWorkerTrouble:
         assert sent == []
         assert not (tmp_path / "started").exists()
 
-    @pytest.mark.parametrize("child", ["exit 3", "printf 'not the start of a worker'; sleep 1"])
-    def test_ends_or_babbles_at_start(
-        self,
-        folder: Path,
-        tmp_path: Path,
-        alone: dict[str, Any],
-        monkeypatch: pytest.MonkeyPatch,
-        child: str,
-    ) -> None:
-        # Something that starts but is no worker: ends at once, or writes
-        # what is not the start signal.
-        fake = tmp_path / "python"
-        fake.write_text(f"#!/bin/sh\n{child}\n")
-        fake.chmod(0o755)
-        monkeypatch.setattr(sys, "executable", str(fake))
-        force_worker(monkeypatch)
-        sent = spy_sends(monkeypatch)
-        db = tmp_path / "worker.db"
-        report = sync_to_sqlite(db, folder)
-        assert tables(db) == alone
-        assert report.warnings == []
-        assert sent == []
-
     @pytest.mark.parametrize(
         "child",
         [
@@ -437,8 +400,12 @@ class TestWorkerTrouble:
             "out.write(HEADER.pack(0.0, 4) + b'junk'); out.flush(); read()",
             # Never starts, and does not end when told to.
             "import time; time.sleep(30)",
+            # Ends at once.
+            "sys.exit(3)",
+            # Writes what is not the start signal.
+            "out.write(b'not the start of a worker, this'); out.flush(); read()",
         ],
-        ids=["huge answer", "not rows", "garbled start", "no start"],
+        ids=["huge answer", "not rows", "garbled start", "no start", "ends", "babbles"],
     )
     def test_misbehaves(
         self,
@@ -452,11 +419,8 @@ class TestWorkerTrouble:
         monkeypatch.setattr(parse_worker, "START_SECONDS", 0.5)
         monkeypatch.setattr(parse_worker, "CLOSE_SECONDS", 0.2)
         monkeypatch.setattr(parse_worker, "_CHILD", MISBEHAVING.format(child=child))
-        db = tmp_path / "worker.db"
         started = time.monotonic()
-        report = sync_to_sqlite(db, folder)
-        assert tables(db) == alone
-        assert report.warnings == []
+        assert_as_alone(tmp_path, folder, alone)
         assert time.monotonic() - started < 10
 
     def test_garbled_answer(
@@ -474,9 +438,7 @@ class TestWorkerTrouble:
             return data
 
         monkeypatch.setattr(ParseWorker, "_read", read)
-        db = tmp_path / "worker.db"
-        sync_to_sqlite(db, folder)
-        assert tables(db) == alone
+        assert_as_alone(tmp_path, folder, alone)
 
     def test_ctrl_c_ends_the_worker(
         self, folder: Path, tmp_path: Path, alone: dict[str, Any], monkeypatch: pytest.MonkeyPatch
