@@ -209,7 +209,9 @@ class TestSameMirror:
         assert_as_alone(tmp_path, folder, alone)
         assert depths == [1]
 
-    @pytest.mark.parametrize("length", [50_000, engine.LONG_LINE_BYTES + 10], ids=["50 KB", "8 MiB"])
+    @pytest.mark.parametrize(
+        "length", [50_000, engine.LONG_LINE_BYTES + 10], ids=["50 KB", "8 MiB"]
+    )
     def test_a_line_longer_than_a_batch_goes_to_the_engine(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, length: int
     ) -> None:
@@ -251,6 +253,7 @@ class TestSameMirror:
         )
         assert seen == list(range(1, 13))
         assert sent == []  # a block that large is never sent
+
 
 def tables_of_sync(sessions: Path, db: Path) -> dict[str, list[tuple[Any, ...]]]:
     sync_to_sqlite(db, sessions)
