@@ -172,6 +172,18 @@ def split_of(row: EventRow) -> tuple[int | None, int, str | None]:
     return pid, shape, fields
 
 
+def values_of(row: EventRow) -> tuple[Any, ...]:
+    """Return a row's compact values but its session, in ``session_rows``' order (``compact.py``).
+
+    Args:
+        row: An event row.
+
+    Returns:
+        ``(seq, ts, kind, level, logger, role, message, pid, shape, fields)``.
+    """
+    return (*row[1:8], *split_of(row))
+
+
 def record_in(text: str) -> dict[str, Any]:
     """Return the record a row's ``data`` holds (read with Python's json, as a long line is).
 

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from codex_logging._mirror import compact, lines
-from codex_logging._mirror.lines import ErrorRow, EventRow, LineParser, split_of
+from codex_logging._mirror.lines import ErrorRow, EventRow, LineParser, values_of
 
 #: The package's parent folder: the child imports this same code.
 _ROOT: Final = str(Path(__file__).resolve().parent.parent.parent)
@@ -349,6 +349,4 @@ def _lean(row: EventRow) -> Any:
     mirror repaired, which a pickle without a memo cannot keep apart.
     """
     values = row[10]
-    if values is None:
-        values = (*row[1:8], *split_of(row))
-    return (*row[:9], None, values)
+    return (*row[:9], None, values_of(row) if values is None else values)

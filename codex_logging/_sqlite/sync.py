@@ -20,7 +20,7 @@ from codex_logging._errors import DatabaseDamagedError, InvalidFilterError
 from codex_logging._mirror import target as _target
 from codex_logging._mirror.compact import encoded, rest_of
 from codex_logging._mirror.engine import LONG_LINE_BYTES, run_sync
-from codex_logging._mirror.lines import ErrorRow, EventRow, column_text, record_in, split_of
+from codex_logging._mirror.lines import ErrorRow, EventRow, column_text, record_in, values_of
 from codex_logging._mirror.target import WATERMARK_FIELDS, Progress, SyncReport
 from codex_logging._settings import db_path as resolve_db_path
 from codex_logging._settings import sessions_dir_path
@@ -287,7 +287,7 @@ class SqliteTarget:
                 try:
                     if events:
                         # A row split already (most are) holds its values: no call.
-                        rows = [_values(row) if row[10] is None else row[10] for row in events]
+                        rows = [values_of(row) if row[10] is None else row[10] for row in events]
                         _insert_rows(conn, sid, rows)
                     if errors:
                         conn.executemany(_INSERT_ERROR, errors)
@@ -352,7 +352,7 @@ class _Handoff:
 
 
 def _insert_rows(conn: sqlite3.Connection, sid: int, values: list[tuple[object, ...]]) -> None:
-    """Insert one session's rows (:func:`_values` each), many to a statement."""
+    """Insert one session's rows (:func:`values_of` each), many to a statement."""
     one = _ROW_VALUES.format(sid=int(sid))
     many = len(values) - len(values) % _ROWS_PER_STATEMENT
     if many:
@@ -364,11 +364,6 @@ def _insert_rows(conn: sqlite3.Connection, sid: int, values: list[tuple[object, 
         )
     if many < len(values):
         conn.executemany(_INSERT_HEAD + "VALUES " + one, values[many:])
-
-
-def _values(row: EventRow) -> tuple[object, ...]:
-    """Return the ``session_rows`` values of an event row but ``sid`` (``_mirror/compact.py``)."""
-    return (*row[1:8], *split_of(row))
 
 
 def _handoff(
@@ -457,7 +452,7 @@ def _insert_one_by_one(
     inserted = []
     for event, offset in zip(events, offsets, strict=True):
         try:
-            conn.execute(INSERT_ROW, (sid, *_values(event)))
+            conn.execute(INSERT_ROW, (sid, *values_of(event)))
             inserted.append(event)
         except Exception as exc:
             if not _refused(exc):
