@@ -93,12 +93,9 @@ worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 print(report.rows_inserted, hwm, elapsed, worker)
 """
 
-#: The parse worker's peak RSS (KiB) in the last run_peak, 0 when it had none.
-WORKER_PEAK = [0]
 
-
-def run_peak(db: Path, sessions: Path) -> tuple[int, int, float]:
-    """Sync in a fresh process: rows inserted, its peak RSS (KiB) and the sync's seconds."""
+def run_peak(db: Path, sessions: Path) -> tuple[int, int, float, int]:
+    """Sync in a fresh process: rows, its peak RSS (KiB), seconds, its parse worker's peak (KiB, 0: none)."""
     out = subprocess.run(
         [sys.executable, "-c", PEAK, str(db), str(sessions)],
         capture_output=True,
@@ -106,8 +103,7 @@ def run_peak(db: Path, sessions: Path) -> tuple[int, int, float]:
         check=True,
     )
     rows, rss_kb, elapsed, worker_kb = out.stdout.split()
-    WORKER_PEAK[0] = int(worker_kb)
-    return int(rows), int(rss_kb), float(elapsed)
+    return int(rows), int(rss_kb), float(elapsed), int(worker_kb)
 
 
 def idle_rounds(folder: Path) -> tuple[float, float]:
@@ -139,7 +135,7 @@ def large_records(folder: Path) -> tuple[int, int, float]:
         for i in range(LARGE_RECORDS):
             f.write(encode({"ts": 1.0 + i, "message": f"record {i}", "pad": pad}))
     size = (sessions / "large.ndjson").stat().st_size
-    rows, rss_kb, elapsed = run_peak(folder / "large.db", sessions)
+    rows, rss_kb, elapsed, _worker_kb = run_peak(folder / "large.db", sessions)
     assert rows == LARGE_RECORDS, rows
     return size, rss_kb, elapsed
 
@@ -154,7 +150,7 @@ def long_line(folder: Path, mib: int, field: str) -> tuple[int, int, float]:
             f.write(b"y" * (1 << 20))
         f.write(b'"}\n')
     size = (sessions / "long.ndjson").stat().st_size
-    rows, rss_kb, elapsed = run_peak(folder / f"long-{field}-{mib}.db", sessions)
+    rows, rss_kb, elapsed, _worker_kb = run_peak(folder / f"long-{field}-{mib}.db", sessions)
     assert rows == 1, rows
     shutil.rmtree(sessions)
     return size, rss_kb, elapsed
@@ -190,7 +186,8 @@ def baseline_rss() -> int:
     return int(out.stdout)
 
 
-def peak_memory(folder: Path) -> tuple[int, int, float]:
+def peak_memory(folder: Path) -> tuple[int, int, float, int]:
+    """Sync a file of BIG_MB MiB in a fresh process: its size, then :func:`run_peak`'s but the rows."""
     big = folder / "big"
     big.mkdir()
     line_size = len(
@@ -199,10 +196,10 @@ def peak_memory(folder: Path) -> tuple[int, int, float]:
     lines = BIG_MB * 1024 * 1024 // (line_size + 120)
     make_file(big / "big.ndjson", lines, pad=900)
     size = (big / "big.ndjson").stat().st_size
-    rows, rss_kb, elapsed = run_peak(folder / "big.db", big)
+    rows, rss_kb, elapsed, worker_kb = run_peak(folder / "big.db", big)
     assert rows == lines, (rows, lines)
     shutil.rmtree(big)
-    return size, rss_kb, elapsed
+    return size, rss_kb, elapsed, worker_kb
 
 
 def main() -> str:
@@ -219,11 +216,9 @@ def main() -> str:
                f"| floor: read + json.loads + one executemany, one transaction | {base:,.0f} | 1.00x |",
                f"| sync_to_sqlite (batches of 5,000, watermark per batch) | {ours:,.0f} | {ours / base:.2f}x |"]  # fmt: skip
         if BIG_MB:
-            size, rss_kb, elapsed = peak_memory(folder)
+            size, rss_kb, elapsed, worker_kb = peak_memory(folder)
             peak = f"Peak RSS of a process syncing a {size / 2**30:.2f} GiB file: {rss_kb / 1024:.0f} MiB"
-            worker = (
-                f", its parse worker's {WORKER_PEAK[0] / 1024:.0f} MiB" if WORKER_PEAK[0] else ""
-            )
+            worker = f", its parse worker's {worker_kb / 1024:.0f} MiB" if worker_kb else ""
             out += ["", f"{peak} ({elapsed:.0f} s{worker})"]
         out += extra_rows(folder)
         self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
