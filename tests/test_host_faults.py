@@ -6,6 +6,7 @@ import contextlib
 import errno
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from codex_logging import CodexProcessor
+from codex_logging import CodexProcessor, sync_to_sqlite
 from codex_logging._write.writer import RECHECK_SECONDS, Writer
 from tests.conftest import read_lines
 
@@ -303,6 +304,47 @@ print(handler.dropped)
 """
 
 
+# Records of one length (a fixed time) to one session; a file-size limit
+# ends the file one byte before the fourth record's newline. With "after",
+# a process without the limit appends one record.
+CUT_CHILD = """
+import logging, os, resource, sys
+from codex_logging import CodexHandler
+
+class Fixed(logging.Filter):
+    def filter(self, record):
+        record.created = 1700000000.5
+        return True
+
+handler = CodexHandler(sys.argv[1], "cut")
+log = logging.getLogger("cut")
+log.addFilter(Fixed())
+log.addHandler(handler)
+log.setLevel(logging.INFO)
+if sys.argv[2:] == ["after"]:
+    log.info("n=5")
+    raise SystemExit
+path = os.path.join(sys.argv[1], "cut.ndjson")
+log.info("n=0")
+first = os.path.getsize(path)
+log.info("n=1")
+each = os.path.getsize(path) - first
+resource.setrlimit(resource.RLIMIT_FSIZE, (first + 3 * each - 1, resource.RLIM_INFINITY))
+for n in (2, 3, 4):
+    log.info("n=%d", n)
+print(handler.dropped)
+"""
+
+
+def messages(db: Path) -> list[str]:
+    """The mirrored messages of the session ``cut``, in order."""
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        rows = con.execute(
+            "SELECT message FROM session_events WHERE session_id = 'cut' AND kind = 'message' ORDER BY seq"
+        )
+        return [m for (m,) in rows]
+
+
 @contextlib.contextmanager
 def small_filesystem(size: str) -> Iterator[Path]:
     """Mount a tmpfs of ``size``; skip where the tests cannot (not root, no mount)."""
@@ -343,11 +385,33 @@ class TestOutOfSpace:
         (line,) = err.splitlines()
         assert "(free disk space or raise the file-size limit)" in line
 
+    def test_a_record_cut_just_before_its_newline(self, tmp_path: Path) -> None:
+        """Cut one byte short it is dropped, not a line; the next process's record ends it."""
+        folder = tmp_path / "s"
+        out, err = run(CUT_CHILD, tmp_path, str(folder))
+        path = folder / "cut.ndjson"
+        last = path.read_bytes().rsplit(b"\n", 1)[-1]
+        assert json.loads(last)["message"] == "n=3"  # whole but for its newline
+        assert int(out) == 2  # n=3 cut one byte short, n=4 not written at all
+        assert "short write to" in err
+        assert [r["message"] for r in read_lines_lenient(path)] == ["n=0", "n=1", "n=2"]
+        db = tmp_path / "m.db"
+        sync_to_sqlite(db, folder)
+        assert messages(db) == ["n=0", "n=1", "n=2"]  # the unended record waits
+        run(CUT_CHILD, tmp_path, str(folder), "after")
+        sync_to_sqlite(db, folder)
+        assert messages(db) == ["n=0", "n=1", "n=2", "n=3", "n=5"]
+
 
 def read_lines_lenient(path: Path) -> list[dict[str, object]]:
-    """The whole records of a file, leaving out fragments a short write left."""
+    """The whole records of a file, leaving out fragments a short write left.
+
+    A line is whole once it ends: a record cut just before its newline is
+    valid JSON but not yet a line (the sync waits for its end, and the
+    handler counted it dropped).
+    """
     found = []
-    for line in path.read_bytes().split(b"\n"):
+    for line in path.read_bytes().split(b"\n")[:-1]:
         with contextlib.suppress(ValueError):
             found.append(json.loads(line))
     return found
