@@ -375,6 +375,28 @@ class TestWorkerTrouble:
         assert_as_alone(tmp_path, folder, alone)
         assert len(set(pids)) == 1  # not started again in the same sync
 
+    def test_stopped_mid_sync(
+        self, folder: Path, tmp_path: Path, alone: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A worker stopped (SIGSTOP) is taken for hung: the sync goes on alone, the worker is ended."""
+        force_worker(monkeypatch)
+        monkeypatch.setattr(parse_worker, "ANSWER_SECONDS", 0.5)
+        real = ParseWorker.send
+        workers = []
+
+        def send(self: ParseWorker, *args: Any, **kwargs: Any) -> None:
+            workers.append(self)
+            if len(workers) == 10:
+                os.kill(self._process.pid, signal.SIGSTOP)
+            real(self, *args, **kwargs)
+
+        monkeypatch.setattr(ParseWorker, "send", send)
+        started = time.monotonic()
+        assert_as_alone(tmp_path, folder, alone)
+        assert time.monotonic() - started < 10
+        assert len(set(workers)) == 1
+        assert workers[0]._process.returncode == -signal.SIGKILL
+
     def test_no_interpreter_to_start(
         self, folder: Path, tmp_path: Path, alone: dict[str, Any], monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -407,8 +429,24 @@ class TestWorkerTrouble:
             "sys.exit(3)",
             # Writes what is not the start signal.
             "out.write(b'not the start of a worker, this'); out.flush(); read()",
+            # Takes a block, then neither answers nor ends.
+            "start(); read(); time.sleep(30)",
+            # Stops halfway through an answer.
+            "start(); read(); out.write(HEADER.pack(0.0, 99) + b'x'); out.flush(); time.sleep(30)",
+            # Reads nothing, through a pipe too small for a block.
+            "fcntl.fcntl(0, fcntl.F_SETPIPE_SZ, 4096); start(); time.sleep(30)",
         ],
-        ids=["huge answer", "not rows", "garbled start", "no start", "ends", "babbles"],
+        ids=[
+            "huge answer",
+            "not rows",
+            "garbled start",
+            "no start",
+            "ends",
+            "babbles",
+            "hangs",
+            "hangs mid-answer",
+            "takes no block",
+        ],
     )
     def test_misbehaves(
         self,
@@ -421,6 +459,7 @@ class TestWorkerTrouble:
         force_worker(monkeypatch)
         monkeypatch.setattr(parse_worker, "START_SECONDS", 0.5)
         monkeypatch.setattr(parse_worker, "CLOSE_SECONDS", 0.2)
+        monkeypatch.setattr(parse_worker, "ANSWER_SECONDS", 0.5)
         monkeypatch.setattr(parse_worker, "_CHILD", MISBEHAVING.format(child=child))
         started = time.monotonic()
         assert_as_alone(tmp_path, folder, alone)
@@ -478,7 +517,7 @@ class TestWorkerTrouble:
 
 #: A child that speaks the protocol, then does what the test says.
 MISBEHAVING = """
-import json, os, pickle, sys
+import fcntl, json, os, pickle, sys, time
 paths, recursion, digits = json.loads(sys.argv[1])
 sys.path[:] = paths
 from codex_logging._mirror.parse_worker import _HEADER as HEADER, parse_state

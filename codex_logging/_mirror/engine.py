@@ -366,7 +366,7 @@ class _Batch:
         """
         if self.received or self.own == self.size:
             return
-        worker.answered()  # waits
+        worker.wait()
         clock = time.perf_counter()
         events, errors, offsets, self.worker_seconds = worker.receive()
         self.events += events

@@ -58,6 +58,10 @@ _HEADER: Final = struct.Struct("<dQ")
 #: and for one told to end before it is killed.
 START_SECONDS: Final = 10.0
 CLOSE_SECONDS: Final = 5.0
+#: Seconds the engine waits for an answer, or for room in the pipe to hand
+#: over a block, before it takes the worker for hung (stopped, say) and
+#: parses alone: a block is parsed in well under a second.
+ANSWER_SECONDS: Final = 30.0
 
 #: The child's start: the parent's module path, recursion limit and integer
 #: digits limit (JSON in argv), then the loop.
@@ -152,7 +156,12 @@ class ParseWorker:
         #: engine), else one: with both sides' writes able to block, a
         #: second block could meet an answer that fills the other pipe.
         self.depth = 2 if min(room) >= 4 * block_bytes else 1
-        self._in: IO[bytes] = io.BufferedWriter(stdin, 1 << 16)
+        # Blocks go in without blocking, so that a worker that stops reading
+        # cannot hold the sync: the engine waits for room with a timeout.
+        self._in = stdin
+        os.set_blocking(stdin.fileno(), False)
+        self._room = select.poll()
+        self._room.register(stdin.fileno(), select.POLLOUT)
         #: The worker's answers (a pipe: ``poll`` tells whether one is there).
         self.answers: IO[bytes] = stdout
         # poll, not select: a process may hold descriptors past 1024.
@@ -193,6 +202,16 @@ class ParseWorker:
         """Return whether the next answer (or the start signal) is there to read."""
         return bool(self._poll.poll(None if timeout is None else int(timeout * 1000)))
 
+    def wait(self) -> None:
+        """Wait for the next answer.
+
+        Raises:
+            WorkerLostError: None came in ANSWER_SECONDS.
+        """
+        if not self.answered(ANSWER_SECONDS):
+            msg = f"the parse worker gave no answer in {ANSWER_SECONDS:g} s"
+            raise WorkerLostError(msg)
+
     def send(self, session_id: str, seq: int, offset: int, block: bytes, *, new_file: bool) -> None:
         """Hand the worker a block of complete lines, each ending in ``\\n``.
 
@@ -206,11 +225,17 @@ class ParseWorker:
         Raises:
             WorkerLostError: The worker is gone.
         """
-        try:
-            pickle.dump((session_id, seq, offset, block, new_file), self._in, protocol=5)
-            self._in.flush()
-        except (OSError, ValueError) as exc:
-            raise WorkerLostError(str(exc)) from None
+        data = memoryview(pickle.dumps((session_id, seq, offset, block, new_file), protocol=5))
+        fd = self._in.fileno()
+        while data:
+            try:
+                data = data[os.write(fd, data) :]
+            except BlockingIOError:
+                if not self._room.poll(ANSWER_SECONDS * 1000):
+                    msg = f"the parse worker took no block in {ANSWER_SECONDS:g} s"
+                    raise WorkerLostError(msg) from None
+            except OSError as exc:  # it ended (EPIPE)
+                raise WorkerLostError(str(exc)) from None
         self.waiting += 1
 
     def receive(self) -> Answer:
@@ -240,6 +265,7 @@ class ParseWorker:
         view = memoryview(data)
         got = 0
         while got < length:
+            self.wait()  # a worker may stop halfway through a frame
             try:
                 count = self.answers.readinto(view[got:])  # type: ignore[attr-defined]
             except OSError as exc:
