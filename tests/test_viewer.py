@@ -224,7 +224,8 @@ def test_the_guard_refuses_other_hosts_and_writes_and_sends_a_strict_policy(
         refused = get(server.port, "/", host)
         assert refused.status == 421, host
         assert "default-src 'self'" in refused.getheader("Content-Security-Policy")
-    assert get(server.port, "/", method="POST").status == 405
+    posted = get(server.port, "/", method="POST")
+    assert (posted.status, posted.getheader("Allow")) == (405, "GET, HEAD")
     assert get(server.port, "/static/session.js").status == 200
     assert get(server.port, "/s/nope").status == 404
     assert get(server.port, "/s/bad%20id").status == 400
@@ -369,3 +370,22 @@ def test_values_utf8_or_json_cannot_hold_go_out_all_the_same(serve: Any, tmp_pat
     lone, nan = json.loads(body)["events"]
     assert lone["fields"] == {"x": "\udfff", "y": '["\ud800"]'}
     assert (nan["pid"], nan["fields"]) == (None, {"v": "Infinity"})
+
+
+def test_times_no_date_can_hold_are_shown_as_numbers(
+    browser: Any, serve: Any, tmp_path: Path
+) -> None:
+    """Another tool's ``ts`` past any date (1e300): the pages show the number, never NaN or a 500."""
+    db = synced_text(
+        tmp_path,
+        '{"ts":1e300,"kind":"start","session_id":"s","pid":7}\n'
+        '{"ts":1e300,"message":"far","pid":7}\n',
+    )
+    server = serve(db)
+    assert get(server.port, "/").status == 200
+    assert get(server.port, "/s/s").status == 200
+    browser.get(server.url + "s/s")
+    rows = wait_for(browser, "#events .ev", 2)
+    assert [r.find_element("css selector", ".t").text for r in rows] == ["1e+300"] * 2
+    assert "1e+300 (link" in rows[0].find_element("css selector", ".t").get_attribute("title")
+    assert "NaN" not in browser.find_element("css selector", "body").text

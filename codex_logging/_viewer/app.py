@@ -103,7 +103,8 @@ class Guard:
             await PlainResponse(text, 421)(scope, receive, secured)
             return
         if scope["method"] not in {"GET", "HEAD"}:
-            await PlainResponse("read-only: GET and HEAD only\n", 405)(scope, receive, secured)
+            refused = PlainResponse("read-only: GET and HEAD only\n", 405, {"allow": "GET, HEAD"})
+            await refused(scope, receive, secured)
             return
         await self.app(scope, receive, secured)
 
@@ -156,7 +157,10 @@ def when(ts: float | None) -> str:
     """Local date and time to the second, as the command line shows times."""
     if ts is None:
         return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    except (OverflowError, ValueError, OSError):  # another tool's time past any date
+        return str(ts)
 
 
 def duration(seconds: float | None) -> str:
