@@ -47,6 +47,14 @@ class Unprintable:
         raise RuntimeError("no repr")
 
 
+class ReprOnly:
+    def __str__(self) -> str:
+        raise ValueError("cannot render postgresql://app:Hunter2Secret@db/prod")
+
+    def __repr__(self) -> str:
+        return "<ReprOnly>"
+
+
 class OwnRecord(logging.LogRecord):
     """A record class with a getMessage of its own (as some frameworks install)."""
 
@@ -67,6 +75,8 @@ def test_arguments_that_do_not_fit_are_written_beside_the_message(tmp_path: Path
     log.info("%(x)s", {"y": 1})
     log.info("token %s", "ghp_" + "a1B2" * 9, "extra")  # noqa: PLE1205 - the case tested
     handler.handle(OwnRecord("own", logging.INFO, "f.py", 1, "%s and %s", ("one",), None))
+    log.info(ReprOnly())  # a message object whose str() raises: its repr
+    log.info(Unprintable())
     assert handler.dropped == 0
     assert [r["message"] for r in read_lines(tmp_path / "h.ndjson")] == [
         "user %s logged in from %s ('bob',)",
@@ -75,6 +85,8 @@ def test_arguments_that_do_not_fit_are_written_beside_the_message(tmp_path: Path
         "%(x)s {'y': 1}",
         "token %s ('[REDACTED]', 'extra')",
         "%s and %s ('one',)",
+        "<ReprOnly>",
+        "<unprintable Unprintable>",
     ]
 
 

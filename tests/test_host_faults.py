@@ -418,6 +418,23 @@ def read_lines_lenient(path: Path) -> list[dict[str, object]]:
 
 
 class TestOnePerKind:
+    def test_the_line_is_redacted(self, tmp_path: Path) -> None:
+        """An error's text quoting what was logged (an invalid id, an object's str) goes out redacted."""
+        code = """
+import logging, sys
+from codex_logging import CodexHandler
+log = logging.getLogger("app")
+log.addHandler(CodexHandler(sys.argv[1], session_id="h"))
+log.warning("a", extra={"session_id": "password=Hunter2Secret!"})
+log.warning("b", extra={"session_id": "ghp_" + "a1B2" * 9 + "/"})
+"""
+        _, err = run(code, tmp_path, str(tmp_path / "s"))
+        lines = err.splitlines()
+        assert len(lines) == 2
+        assert "Hunter2Secret" not in err
+        assert "a1B2a1B2" not in err
+        assert all("[REDACTED]" in line for line in lines)
+
     def test_permission_failures_on_many_files_are_one_line(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
@@ -504,6 +521,17 @@ class TestBadInheritedId:
         assert line.startswith("codex_logging: CODEX_SESSION_ID is not used: invalid session id")
         assert "set CODEX_SESSION_ID to a valid id" in line
         assert sorted(os.listdir(tmp_path / "s")) == sorted(f"{sid}.ndjson" for sid in sids)
+
+    def test_a_secret_set_as_the_id_is_redacted_on_stderr_and_in_the_record(
+        self, tmp_path: Path
+    ) -> None:
+        out, err = run(BAD_ID_SCOPE, tmp_path, env={"CODEX_SESSION_ID": "password=Hunter2Secret!"})
+        sid = out.split("|")[0]
+        (start, *_) = read_lines(tmp_path / "s" / f"{sid}.ndjson")
+        assert start["rejected_session_id"] == "password=[REDACTED]"
+        (line,) = err.splitlines()
+        assert "invalid session id 'password=[REDACTED]'" in line
+        assert "Hunter2Secret" not in err
 
     def test_a_valid_inherited_id_is_joined_as_before(self, tmp_path: Path) -> None:
         """A valid CODEX_SESSION_ID is joined, and no start record names a rejected id."""

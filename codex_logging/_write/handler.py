@@ -14,6 +14,7 @@ from codex_logging._record import (
     STACK_HEADER,
     STANDARD_LEVELS,
     exception_parts,
+    safe_str,
     unformatted,
 )
 from codex_logging._write.session import STAMPS, current_session, deferred, stamped_session
@@ -199,7 +200,7 @@ class CodexHandler(SinkOwner, logging.Handler):
             if record_class.getMessage is _STOCK_GET_MESSAGE:
                 message = fields["msg"]
                 if message.__class__ is not str:
-                    message = str(message)
+                    message = safe_str(message)  # its repr if str() raises
                 if args:
                     template = message
                     if args.__class__ is dict and sink.redactor is not None:

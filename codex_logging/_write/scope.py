@@ -633,8 +633,12 @@ def _say_rejected(value: str, fresh: str, error: InvalidSessionId) -> None:
     if value in _rejected or len(_rejected) >= _MAX_REJECTED:
         return
     _rejected.add(value)
+    try:  # the value may be a secret set by mistake: stderr is redacted as records are
+        shown = Redactor().text(str(error), [0])
+    except Exception:  # a redactor that fails: no value at all
+        shown = "invalid session id"
     line = (
-        f"codex_logging: {ENV_SESSION_ID} is not used: {error}; session_scope() runs as"
+        f"codex_logging: {ENV_SESSION_ID} is not used: {shown}; session_scope() runs as"
         f" session {fresh} instead (its start record keeps the rejected id in"
         f" {REJECTED_FIELD}); set {ENV_SESSION_ID} to a valid id\n"
     )

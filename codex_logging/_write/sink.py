@@ -524,8 +524,16 @@ class Sink:
         if not loud or stream is None:
             return
         what = "a record" if count == 1 else f"{count} records"
+        # The error's text may quote what was logged (an object's __str__, an
+        # invalid session id): stderr is redacted as the records are.
+        text = safe_str(error)[:4096]
+        if self.redactor is not None:
+            try:
+                text = self.redactor.text(text, [0])
+            except Exception:  # a redactor that fails: the kind of error only
+                text = type(error).__name__
         line = (
-            f"codex_logging: dropped {what} for {self.sessions_dir}: {safe_str(error)[:300]}"
+            f"codex_logging: dropped {what} for {self.sessions_dir}: {text[:300]}"
             f"{_hint(error)}; later records failing the same way are only counted (.dropped)\n"
         )
         try:
