@@ -219,6 +219,37 @@ class TestConfigureStructlog:
             ("CRITICAL", "svc"),
         ]
 
+    @pytest.mark.parametrize("to_stdlib", [False, True])
+    def test_min_level_by_name(self, sid: str, to_stdlib: bool) -> None:
+        """min_level="warning", as structlog's filtering logger takes it; a bad one is refused at once."""
+        configure_structlog(min_level="warning", to_stdlib=to_stdlib)
+        if to_stdlib:
+            logging.getLogger().addHandler(CodexHandler())
+            logging.getLogger().setLevel(logging.DEBUG)
+        log = structlog.get_logger("svc")
+        log.info("hidden")
+        log.warning("shown")
+        assert [r["message"] for r in read_lines(session_file(sid))] == ["shown"]
+        with pytest.raises(ValueError, match="min_level must be a level number or name"):
+            configure_structlog(min_level="loud")
+
+    def test_a_level_of_its_own_keeps_its_number(
+        self, sid: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """log(35) and a name given with addLevelName are written as such, never as INFO."""
+        logging.addLevelName(33, "NOTICE_CODEX_TEST")
+        configure_structlog(min_level=logging.WARNING)
+        log = structlog.get_logger("svc")
+        log.log(35, "between %s", "warning and error")
+        log.log(33, "noticed")
+        log.log(29, "dropped")
+        records = read_lines(session_file(sid))
+        assert [(r["message"], r["level"], r["levelno"]) for r in records] == [
+            ("between warning and error", "LEVEL 35", 35),
+            ("noticed", "NOTICE_CODEX_TEST", 33),
+        ]
+        assert "between warning and error" in capsys.readouterr().err  # and on the console
+
     def test_async_methods(self, sid: str) -> None:
         """await log.ainfo(...) writes like log.info."""
         import asyncio

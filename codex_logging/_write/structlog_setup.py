@@ -70,6 +70,22 @@ def _level_name(name: str) -> str:
     return LEVEL_NAMES.get(name) or name.upper()
 
 
+def _min_level(value: object) -> int:
+    """Return ``min_level`` as a number: an int, or a level name as stdlib and structlog take it.
+
+    Raises:
+        ValueError: Neither (checked once here, never at a log call).
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        number = logging.getLevelName(value.upper())  # "warning", "WARNING", "NOTICE"
+        if isinstance(number, int):
+            return number
+    msg = f"min_level must be a level number or name (debug ... critical), not {value!r}"
+    raise ValueError(msg)
+
+
 def _drop_below(min_level: int, drop: type[BaseException]) -> Any:
     def drop_below(_logger: Any, method_name: str, event_dict: Any) -> Any:
         if _LEVEL_NUMBERS.get(_level_name(method_name), logging.INFO) < min_level:
@@ -87,7 +103,7 @@ def configure_structlog(
     redact: bool = True,
     redact_keys: Iterable[str] = (),
     redact_patterns: Iterable[str] = (),
-    min_level: int = logging.DEBUG,
+    min_level: int | str = logging.DEBUG,
     to_stdlib: bool = False,
     **structlog_kw: Any,
 ) -> CodexProcessor:
@@ -116,7 +132,8 @@ def configure_structlog(
         redact: As for :class:`CodexProcessor`.
         redact_keys: As for :class:`CodexProcessor`.
         redact_patterns: As for :class:`CodexProcessor`.
-        min_level: Events below this stdlib level are dropped before any work.
+        min_level: Events below this stdlib level (a number, or a name such as
+            ``"warning"``) are dropped before any work.
         to_stdlib: Forward events to stdlib logging instead of printing them.
         **structlog_kw: Passed to ``structlog.configure`` and win over the
             defaults above (``processors``, ``logger_factory``, ...).
@@ -124,9 +141,13 @@ def configure_structlog(
     Returns:
         The processor placed in the chain.
 
+    Raises:
+        ValueError: ``min_level`` is neither a level number nor a level name.
+
     """
     import structlog  # noqa: PLC0415 - only this function needs structlog
 
+    level = _min_level(min_level)
     processor = CodexProcessor(
         sessions_dir,
         session_id,
@@ -150,7 +171,7 @@ def configure_structlog(
     settings: dict[str, Any] = {"cache_logger_on_first_use": True}
     if to_stdlib:
         chain[:0] = [
-            _drop_below(min_level, structlog.DropEvent),
+            _drop_below(level, structlog.DropEvent),
             structlog.stdlib.filter_by_level,
             structlog.stdlib.add_logger_name,
         ]
@@ -161,7 +182,7 @@ def configure_structlog(
     else:
         chain.append(structlog.dev.ConsoleRenderer(colors=False))
         settings["logger_factory"] = _named_print_logger_factory(sys.stderr)
-        settings["wrapper_class"] = _bound_logger_class(min_level)
+        settings["wrapper_class"] = _bound_logger_class(level)
     settings["processors"] = chain
     settings.update(structlog_kw)
     if "logger_factory" in structlog_kw:
@@ -269,17 +290,38 @@ def _bound_logger_class(min_level: int) -> type:
         methods[name] = method(name, number)
     methods["exception"] = method("exception", logging.ERROR, exc_info=True)
 
-    def log_at(self: Any, level: int, event: Any = None, *args: Any, **kw: Any) -> Any:
-        if level < min_level:
-            return None
-        name = logging.getLevelName(level)
-        name = name.lower() if isinstance(name, str) and name.lower() in methods else "info"
-        return self._proxy_to_logger(name, _interpolate(event, args), **kw)
-
-    methods["log"] = log_at
+    methods["log"] = _log_at(min_level, methods)
     for name in [*methods]:
         methods["a" + name] = _async(methods[name])
     return type("CodexBoundLogger", (structlog.BoundLoggerBase,), methods)
+
+
+def _log_at(min_level: int, methods: dict[str, Any]) -> Any:
+    # The bound logger's log(level, event, *args).
+    def log_at(self: Any, level: int, event: Any = None, *args: Any, **kw: Any) -> Any:
+        if level < min_level:
+            return None
+        name = str(logging.getLevelName(level)).lower()  # "warning", "notice", "level 35"
+        if name in methods:
+            return self._proxy_to_logger(name, _interpolate(event, args), **kw)
+        return _log_own_level(self, level, name, _interpolate(event, args), kw)
+
+    return log_at
+
+
+def _log_own_level(bound: Any, level: int, name: str, event: Any, kw: dict[str, Any]) -> Any:
+    # A level of its own (log(35), a name from addLevelName): the processors
+    # see its name, the record's level; the logger at the end gets the method
+    # of the standard level at or below it, its loggers having no other.
+    import structlog  # noqa: PLC0415 - only configure_structlog needs structlog
+
+    try:
+        args, kw = bound._process_event(name, event, kw)  # noqa: SLF001 - as structlog's loggers
+    except structlog.DropEvent:
+        return None
+    below = [known for known, number in _LEVEL_NUMBERS.items() if number <= level]
+    final = bound._logger  # noqa: SLF001 - as structlog's own bound loggers
+    return getattr(final, below[-1].lower() if below else "debug")(*args, **kw)
 
 
 def _async(sync: Any) -> Any:
