@@ -6,6 +6,7 @@ import asyncio
 import copy
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +35,20 @@ class TestRecords:
         assert (end["kind"], end["status"]) == ("end", "ok")
         assert 0 <= end["duration_s"] < 5
         assert "CODEX_SESSION_ID" not in os.environ
+
+    def test_a_meta_key_the_scope_writes_itself_is_kept_beside_it(self) -> None:
+        """meta host, parent_scope and rejected_session_id are kept as extra.<key>, the scope's beside."""
+        meta = {"host": "db-3.internal", "parent_scope": "p", "rejected_session_id": "r", "ts": 1}
+        with session_scope("s1", meta=meta):
+            pass
+        start = read_lines(session_file("s1"))[0]
+        assert start["host"] == socket.gethostname()
+        assert start["extra.host"] == "db-3.internal"
+        assert (start["parent_scope"], start["rejected_session_id"]) == (
+            "p",
+            "r",
+        )  # none written here
+        assert (start["extra.ts"], type(start["ts"])) == (1, float)
 
     def test_error_end_record_and_propagation(self) -> None:
         """On an exception the end record says error, its type and message, and it propagates."""

@@ -503,23 +503,24 @@ class session_scope:  # noqa: N801 - a context manager named like contextlib's
         parent = _current_entry.get()
         entry = _Entry(sid, sinks[0].sessions_dir, token, time.monotonic(), sinks, parent)
         entry.queues = queues
-        meta = self._meta.items()
+        # The machine, so a reader on it can tell a session whose processes
+        # are all gone (docs/cli.md, "abandoned").
+        own: dict[str, Any] = {"host": _HOST}
         if parent is None and sid == _ENVIRONMENT.user_session():
             # A child joining the scope it was started in (child_env) says which.
             parent_scope = _ENVIRONMENT.user_value(ENV_PARENT_SCOPE)
             if parent_scope is not None:
-                meta = {**self._meta, "parent_scope": parent_scope[:64]}.items()
+                own["parent_scope"] = parent_scope[:64]
+        if rejected is not None:
+            own[REJECTED_FIELD] = rejected[:REJECTED_LENGTH]
         self._entries.set((*self._entries.get(), entry))
         _current_entry.set(entry)
         _ENVIRONMENT.enter(entry)
         if _wants_signals(self._record_signals):
             entry.signals = _SIGNALS.acquire()
-        # The machine, so a reader on it can tell a session whose processes
-        # are all gone (docs/cli.md, "abandoned").
-        fields: Iterable[tuple[str, Any]] = [*meta, ("host", _HOST)]
-        if rejected is not None:
-            fields = [*fields, (REJECTED_FIELD, rejected[:REJECTED_LENGTH])]
-        _write(sinks, sid, "start", "INFO", fields)
+        # A meta key the scope writes itself is kept beside it, as extra.<key>.
+        fields = [(f"extra.{k}" if k in own else k, v) for k, v in self._meta.items()]
+        _write(sinks, sid, "start", "INFO", [*fields, *own.items()])
         return sid
 
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
