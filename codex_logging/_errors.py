@@ -89,6 +89,12 @@ class UnknownSessionError(CodexLoggingError, LookupError):
 class InvalidFilterError(CodexLoggingError, ValueError):
     """A query filter is not understood: an unknown kind or level, a bad time or age."""
 
+    def __init__(self, message: str, *, flag: str | None = None) -> None:
+        """Keep the command-line flag the filter came from, when only a read found it bad."""
+        super().__init__(message)
+        #: The flag (``"--level"``) the command line names in its error.
+        self.flag = flag
+
 
 class SessionsDirError(CodexLoggingError, NotADirectoryError):
     """The sessions folder given to a sync is a file, not a folder."""

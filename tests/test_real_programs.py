@@ -1240,7 +1240,8 @@ class TestLevels:
         bad = codex_logs_in(tmp_path, "query", "--level", "loud")
         assert bad.returncode == 2
         assert bad.stderr.endswith(
-            "unknown level 'loud': choose from critical, debug, error, info, level 25,"
+            "error: argument --level: unknown level 'loud': choose from critical, debug, error,"
+            " info, level 25,"
             " success, trace, warning, or a number\n"
         )
         assert len(bad.stderr.splitlines()) == 1

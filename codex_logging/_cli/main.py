@@ -114,7 +114,10 @@ def _run(prog: str, action: Callable[[], int], args: argparse.Namespace) -> int:
     except CodexLoggingError as exc:
         # One line, whatever the message: a driver's error may span several;
         # and no password, whatever shape the URL has (docs/production.md).
-        print(f"{prog}: error: {one_line(str(exc), *db_sources(args))}", file=sys.stderr)
+        # A flag only a read found bad is named as argparse names one.
+        flag = getattr(exc, "flag", None)
+        text = f"argument {flag}: {exc}" if flag else str(exc)
+        print(f"{prog}: error: {one_line(text, *db_sources(args))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         # Ctrl-C ends --follow, --watch and serve: their normal way out. Any

@@ -224,10 +224,10 @@ def resolve_level(
                 f"level {name.lower()!r} has no number in this mirror (its records carry no"
                 " levelno): give the number instead, such as --level 25"
             )
-            raise InvalidFilterError(msg)
+            raise InvalidFilterError(msg, flag="--level")
         names = sorted(found | {n.lower() for n in LEVELS})
         msg = f"unknown level {name.lower()!r}: choose from {', '.join(names)}, or a number"
-        raise InvalidFilterError(msg)
+        raise InvalidFilterError(msg, flag="--level")
     return dataclasses.replace(filters, min_level=number)
 
 
