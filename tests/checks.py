@@ -51,3 +51,31 @@ def write_rich_session(folder: Path) -> None:
          "status": "error", "error_type": "KeyboardInterrupt", "error": "", "duration_s": 4.0},
     ]  # fmt: skip
     (folder / "r.ndjson").write_text("".join(json.dumps(x) + "\n" for x in records))
+
+
+#: Session 'n': numbers spelled as writers spell them (orjson's 1e-7, a float
+#: off its short form, a 64-bit overflow), and texts that look like numbers.
+NUMBER_LINES = (
+    '{"ts":1.0,"message":"sum","x":0.30000000000000004}\n'
+    '{"ts":2.0,"message":"tenths","x":0.3}\n'
+    '{"ts":3.0,"message":"tiny","x":1e-7}\n'
+    '{"ts":4.0,"message":"huge","x":18446744073709551616}\n'
+    '{"ts":5.0,"message":"text","x":"0.3"}\n'
+    '{"ts":6.0,"message":"five","x":5}\n'
+    '{"ts":7.0,"message":"yes","x":true}\n'
+    '{"ts":8.0,"message":"none"}\n'
+)
+#: ``--where`` tests on those lines, and the messages each finds in order.
+NUMBER_WHERE = (
+    ("x=0.30000000000000004", ["sum"]),
+    ("x=0.3", ["tenths", "text"]),
+    ("x=1e-07", ["tiny"]),
+    ("x=1e-7", ["tiny"]),
+    ("x=0.0000001", ["tiny"]),
+    ("x=18446744073709551616", ["huge"]),
+    ("x=5", ["five"]),
+    ("x=5.0", ["five"]),
+    ("x=true", ["yes"]),
+    ("x!=0.3", ["sum", "tiny", "huge", "five", "yes", "none"]),
+    ("x!=5", ["sum", "tenths", "tiny", "huge", "text", "yes", "none"]),
+)

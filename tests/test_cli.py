@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from codex_logging import sync_to_sqlite
 from codex_logging._cli.main import import_main, main, query_main
-from tests.checks import write_rich_session
+from tests.checks import NUMBER_LINES, NUMBER_WHERE, write_rich_session
 from tests.conftest import db_connection, synced_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -935,6 +935,13 @@ class TestWhereAndGrep:
         assert len(messages(run(*q, "--where", "tool!=git"))) == 5
         # a text field never compares as a number
         assert messages(run(*q, "--where", "tool>1")) == []
+
+    def test_where_compares_a_number_as_a_number(self, tmp_path: Path) -> None:
+        """A number given to = and != meets a field's number as a number, however either is spelled."""
+        db = synced_text(tmp_path, NUMBER_LINES, sid="n")
+        q = ("codex-logs", "query", "--db", str(db), "--json", "--all")
+        found = [(test, messages(run(*q, "--where", test))) for test, _ in NUMBER_WHERE]
+        assert found == list(NUMBER_WHERE)
 
     def test_grep_searches_field_values_not_names(self, rich: Path) -> None:
         """--grep finds a field's value (any case), never a field name, the time or the level."""

@@ -27,7 +27,7 @@ from codex_logging._postgres.read import query_postgres, query_where, sessions_p
 from codex_logging._postgres.sync import PostgresTarget
 from codex_logging._sqlite.read import query as sqlite_query
 from tests.checks import assert_exactly_once
-from tests.conftest import db_connection
+from tests.conftest import db_connection, synced_text
 
 psycopg = pytest.importorskip("psycopg") if not os.environ.get("CI") else __import__("psycopg")
 
@@ -1252,6 +1252,23 @@ class TestReadingAlike:
         assert by_case[("--grep", "ALICE")] == ["calling git"]
         assert by_case[("--grep", "user")] == []
         assert "── end r · error · KeyboardInterrupt · 4.00s ──" in answers["postgres"][-1][-1]
+
+    def test_numbers_alike(
+        self, pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--where with a number finds the same rows, however the number is spelled."""
+        from codex_logging._cli.main import main
+        from tests.checks import NUMBER_LINES, NUMBER_WHERE
+
+        sqlite = synced_text(tmp_path, NUMBER_LINES, sid="n")
+        sync_to_postgres(pg_url, tmp_path / "sessions")
+        for db in (str(sqlite), pg_url):
+            found = []
+            for test, _ in NUMBER_WHERE:
+                assert main(["query", "--db", db, "--json", "--all", "--where", test]) == 0
+                lines = capsys.readouterr().out.splitlines()
+                found.append((test, [json.loads(line)["message"] for line in lines]))
+            assert found == list(NUMBER_WHERE), db
 
 
 def test_events_time_is_a_timestamp_on_sqlites_millisecond(pg_url: str, tmp_path: Path) -> None:

@@ -117,6 +117,24 @@ def finite_number(text: str) -> float | None:
     return number if math.isfinite(number) else None
 
 
+#: A number as a person types one: ``5``, ``-0.25``, ``1e-07``, ``.5``.
+_NUMBER: Final = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_INT64: Final = 1 << 63
+
+
+def where_number(text: str) -> int | float | None:
+    """Return the number ``--where KEY=VALUE`` compares a number field with, if VALUE is one.
+
+    An integer as an exact int (a float past 64 bits, where SQLite's JSON
+    holds such a number as one too), anything else as a finite float.
+    """
+    if not _NUMBER.fullmatch(text):
+        return None
+    if text.lstrip("+-").isdigit() and -_INT64 <= int(text) < _INT64:
+        return int(text)
+    return finite_number(text)
+
+
 def check_kind(kind: str) -> str:
     """Return ``kind`` if it is ``start``, ``message`` or ``end``.
 
@@ -263,8 +281,9 @@ class FieldTest(NamedTuple):
 def parse_where(text: str) -> FieldTest:
     """Return the test ``KEY=VALUE``, ``KEY!=VALUE``, ``KEY>N``, ``KEY<N``, ``KEY>=N``, ``KEY<=N``.
 
-    ``=`` and ``!=`` compare the field's text (a number as written, ``true``,
-    ``false``, ``null``); the others compare numbers and match only fields that
+    ``=`` and ``!=`` compare the field's text (``true``, ``false``, ``null``),
+    or its number when both hold one (:func:`where_number`: ``x=1e-07``
+    finds ``1e-7``); the others compare numbers and match only fields that
     hold one.
 
     Args:

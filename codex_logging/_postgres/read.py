@@ -21,6 +21,7 @@ from codex_logging._mirror.filters import (
     check_tail,
     resolve_level,
     standard_names,
+    where_number,
 )
 from codex_logging._mirror.liveness import abandoned
 from codex_logging._mirror.pages import (
@@ -215,9 +216,15 @@ def _field_term(test: FieldTest, record: str) -> tuple[str, list[Any]]:
         f"(CASE jsonb_typeof({record} -> %s) WHEN 'string' THEN {record} ->> %s"
         f" WHEN 'object' THEN NULL WHEN 'array' THEN NULL ELSE ({record} -> %s)::text END)"
     )
-    if test.op == "=":
-        return f"{text} = %s", [test.key, test.key, test.key, test.value]
-    return f"{text} IS DISTINCT FROM %s", [test.key, test.key, test.key, test.value]
+    compare = "=" if test.op == "=" else "IS DISTINCT FROM"
+    term, params = f"{text} {compare} %s", [test.key, test.key, test.key, test.value]
+    if where_number(str(test.value)) is None:
+        return term, params
+    # A number given, a field holding one: compared as numbers (1e-07 is 1e-7).
+    op = "=" if test.op == "=" else "<>"
+    number = f"({record} -> %s)::numeric {op} %s::numeric"
+    term = f"(CASE WHEN jsonb_typeof({record} -> %s) = 'number' THEN {number} ELSE {term} END)"
+    return term, [test.key, test.key, str(test.value), *params]
 
 
 def _tail(cur: Any, url: str, where: Filters, tail: int | None) -> list[dict[str, Any]]:

@@ -32,6 +32,7 @@ from codex_logging._mirror.filters import (
     level_number,
     resolve_level,
     standard_names,
+    where_number,
 )
 from codex_logging._mirror.liveness import abandoned
 from codex_logging._mirror.pages import (
@@ -342,8 +343,18 @@ def _field_term(test: FieldTest) -> tuple[str, list[Any]]:
         f" ELSE CAST(json_extract({data}, ?) AS TEXT) END)"
     )
     if test.op == "=":
-        return f"{text} = ?", [path, path, test.value]
-    return f"({text} IS NULL OR {text} <> ?)", [path, path, path, path, test.value]
+        term, params = f"{text} = ?", [path, path, test.value]
+    else:
+        term, params = f"({text} IS NULL OR {text} <> ?)", [path, path, path, path, test.value]
+    number = where_number(str(test.value))
+    if number is None:
+        return term, params
+    # A number given, a field holding one: compared as numbers, not as
+    # SQLite's 15-digit text of the field (0.3 is not 0.30000000000000004).
+    op = "=" if test.op == "=" else "<>"
+    numeric = f"json_type({data}, ?) IN ('integer', 'real')"
+    term = f"(CASE WHEN {numeric} THEN json_extract({data}, ?) {op} ? ELSE {term} END)"
+    return term, [path, path, number, *params]
 
 
 class _Reader:
