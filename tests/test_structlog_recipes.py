@@ -233,22 +233,36 @@ class TestConfigureStructlog:
         with pytest.raises(ValueError, match="min_level must be a level number or name"):
             configure_structlog(min_level="loud")
 
+    @pytest.mark.parametrize(("to_stdlib", "name_35"), [(False, "LEVEL 35"), (True, "Level 35")])
     def test_a_level_of_its_own_keeps_its_number(
-        self, sid: str, capsys: pytest.CaptureFixture[str]
+        self, sid: str, capsys: pytest.CaptureFixture[str], to_stdlib: bool, name_35: str
     ) -> None:
-        """log(35) and a name given with addLevelName are written as such, never as INFO."""
+        """log(35) and a name given with addLevelName are written as such, never as INFO.
+
+        With to_stdlib the CodexHandler writes stdlib's name for 35 (as for
+        any stdlib record), the processor alone structlog's, upper-cased.
+        """
         logging.addLevelName(33, "NOTICE_CODEX_TEST")
-        configure_structlog(min_level=logging.WARNING)
-        log = structlog.get_logger("svc")
+        configure_structlog(min_level=logging.WARNING, to_stdlib=to_stdlib)
+        if to_stdlib:
+            logging.getLogger().addHandler(CodexHandler())
+            logging.getLogger().setLevel(logging.DEBUG)
+        log = structlog.get_logger("svc.own-levels")
         log.log(35, "between %s", "warning and error")
         log.log(33, "noticed")
         log.log(29, "dropped")
+        if to_stdlib:
+            stdlib_logger = logging.getLogger("svc.own-levels")
+            stdlib_logger.setLevel(logging.ERROR)
+            log.log(35, "below the logger's level")
+            stdlib_logger.setLevel(logging.NOTSET)
         records = read_lines(session_file(sid))
         assert [(r["message"], r["level"], r["levelno"]) for r in records] == [
-            ("between warning and error", "LEVEL 35", 35),
+            ("between warning and error", name_35, 35),
             ("noticed", "NOTICE_CODEX_TEST", 33),
         ]
-        assert "between warning and error" in capsys.readouterr().err  # and on the console
+        if not to_stdlib:
+            assert "between warning and error" in capsys.readouterr().err  # and on the console
 
     def test_async_methods(self, sid: str) -> None:
         """await log.ainfo(...) writes like log.info."""

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from codex_logging._record import MAX_DEPTH, SCALARS, normalize, unformatted
 from codex_logging._redaction.redactor import Redactor
-from codex_logging._write.processor import LEVEL_NAMES, CodexProcessor
+from codex_logging._write.processor import LEVEL_NAMES, CodexProcessor, level_number
 from codex_logging._write.writer import FsyncPolicy
 
 _LEVEL_NUMBERS: Final = {
@@ -86,13 +86,33 @@ def _min_level(value: object) -> int:
     raise ValueError(msg)
 
 
+def _number_of(method_name: str) -> int:
+    # The level of a method name: the standard five, warn and the like, a
+    # level of the program's own ("level 35", a name from addLevelName).
+    name = _level_name(method_name)
+    number = _LEVEL_NUMBERS.get(name)
+    if number is None:
+        number = level_number(name)
+    return logging.INFO if number is None else number
+
+
 def _drop_below(min_level: int, drop: type[BaseException]) -> Any:
     def drop_below(_logger: Any, method_name: str, event_dict: Any) -> Any:
-        if _LEVEL_NUMBERS.get(_level_name(method_name), logging.INFO) < min_level:
+        if _number_of(method_name) < min_level:
             raise drop
         return event_dict
 
     return drop_below
+
+
+def _filter_by_level(logger: Any, method_name: str, event_dict: Any) -> Any:
+    # structlog.stdlib.filter_by_level, for a level of the program's own too
+    # (structlog's raises KeyError for a name it does not know).
+    import structlog  # noqa: PLC0415 - only configure_structlog needs structlog
+
+    if logger.disabled or _number_of(method_name) < logger.getEffectiveLevel():
+        raise structlog.DropEvent
+    return event_dict
 
 
 def configure_structlog(
@@ -172,13 +192,13 @@ def configure_structlog(
     if to_stdlib:
         chain[:0] = [
             _drop_below(level, structlog.DropEvent),
-            structlog.stdlib.filter_by_level,
+            _filter_by_level,
             structlog.stdlib.add_logger_name,
         ]
         chain.insert(chain.index(processor), structlog.stdlib.PositionalArgumentsFormatter())
         chain.append(_wrap_for_formatter)
         settings["logger_factory"] = structlog.stdlib.LoggerFactory()
-        settings["wrapper_class"] = structlog.stdlib.BoundLogger
+        settings["wrapper_class"] = _stdlib_bound_logger_class()
     else:
         chain.append(structlog.dev.ConsoleRenderer(colors=False))
         settings["logger_factory"] = _named_print_logger_factory(sys.stderr)
@@ -294,6 +314,28 @@ def _bound_logger_class(min_level: int) -> type:
     for name in [*methods]:
         methods["a" + name] = _async(methods[name])
     return type("CodexBoundLogger", (structlog.BoundLoggerBase,), methods)
+
+
+@functools.cache
+def _stdlib_bound_logger_class() -> type:
+    """Return structlog's stdlib bound logger, whose ``log`` takes levels of the program too."""
+    import structlog  # noqa: PLC0415 - only configure_structlog needs structlog
+
+    class CodexStdlibBoundLogger(structlog.stdlib.BoundLogger):
+        def log(self, level: int, event: Any = None, *args: Any, **kw: Any) -> Any:
+            """Log at ``level``; one that is not one of the standard five keeps its number."""
+            if level in _LEVEL_NUMBERS.values():
+                return super().log(level, event, *args, **kw)
+            name = str(logging.getLevelName(level)).lower()  # "notice", "level 35"
+            if args:
+                kw["positional_args"] = args
+            try:
+                call_args, call_kw = self._process_event(name, event, kw)
+            except structlog.DropEvent:
+                return None
+            return self._logger.log(level, *call_args, **call_kw)
+
+    return CodexStdlibBoundLogger
 
 
 def _log_at(min_level: int, methods: dict[str, Any]) -> Any:
