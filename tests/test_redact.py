@@ -358,6 +358,35 @@ class TestKeysAndShapes:
         }
         assert counter == [2]
 
+    def test_an_argv_list_loses_the_value_after_a_secret_flag(self, tmp_path: Path) -> None:
+        """["tool", "--password", x]: x is the flag's value (as in a command line's text)."""
+        counter = [0]
+        argv = ["tool", "--password", "CANARY1", "--user", "bob", "--api-key", "CANARY2x", "--"]
+        assert Redactor().value({"argv": argv}, counter) == {
+            "argv": [
+                "tool",
+                "--password",
+                "[REDACTED]",
+                "--user",
+                "bob",
+                "--api-key",
+                "[REDACTED]",
+                "--",
+            ]
+        }
+        assert counter == [2]
+        # Written through the handler, and a message that starts with the flag.
+        handler = CodexHandler(tmp_path, session_id="argv")
+        log = logging.getLogger("redact.argv")
+        log.addHandler(handler)
+        log.propagate = False
+        log.warning("--password CANARY3 --port 1", extra={"argv": ["--token", "CANARY4"]})
+        (record,) = read_lines(tmp_path / "argv.ndjson")
+        assert (record["message"], record["argv"]) == (
+            "--password [REDACTED] --port 1",
+            ["--token", "[REDACTED]"],
+        )
+
     def test_dict_keys_are_scanned_and_stay_unique(self) -> None:
         """A credential in a dict key is redacted; a collision gets a #n suffix."""
         counter = [0]
@@ -858,6 +887,9 @@ ISSUE_SHAPES = {
         _T,
     ),
     "--password value": (f"app --password {_T} --port 1", _T),
+    "--password first": (f"--password {_T} --port 1", _T),
+    "--token after a tab": (f"run\t--token {_T}", _T),
+    "--api-key on a new line": (f"app \\\n--api-key {_T}", _T),
     "cookie": (f"Cookie: sessionid={_T}; theme=dark", _T),
     "set-cookie": (f"Set-Cookie: session={_T}; Path=/; HttpOnly", _T),
     "authorization token": (f"Authorization: Token {_T}", _T),

@@ -79,6 +79,8 @@ _MAX_STOPS: Final = 16
 #: The conversion letter of each ``%`` in a template; ``%(name)s`` gives
 #: ``(`` and ``%ld`` the ``l``, so both count as unknown.
 _CONVERSION: Final = re.compile(r"%[^a-zA-Z%(]*([a-zA-Z%(])")
+#: An argv item naming a flag whose value is the next item: ``--password``.
+_ARGV_FLAG: Final = re.compile(r"--([A-Za-z][A-Za-z0-9_-]{0,40})")
 
 
 class _SecretKeys(dict[object, int]):
@@ -184,7 +186,7 @@ class Redactor:
             "url": (("://",), redact_url_passwords),
             "encoded_url": (("%3A", "%3a"), self._encoded_urls),
             "assignment": (("=", ":", "', ", '", '), self._assignments),
-            "flag": ((" --",), self._flags),
+            "flag": (("--",), self._flags),
         }
         for name, literals, source in RULES:
             pattern = re.compile(source, re.DOTALL)
@@ -453,7 +455,13 @@ class Redactor:
             if _holds_pem_lines(value):
                 value = _pem_lines_redacted(value, counter)
             out = []
+            flag_level = NOT_SECRET  # the item before was "--password" (an argv list)
             for item in value:
+                if flag_level != NOT_SECRET and item.__class__ is str:
+                    out.append(self.keyed(flag_level, item, counter, seen))
+                    flag_level = NOT_SECRET
+                    continue
+                flag_level = self._flag_level(item)
                 if (
                     isinstance(item, list | tuple)
                     and len(item) == 2  # a (name, value) pair
@@ -470,6 +478,14 @@ class Redactor:
                     out.append(self.value(item, counter, seen))
             return out
         return value
+
+    def _flag_level(self, item: object) -> int:
+        # The secrecy of the name in an argv item "--password" (NOT_SECRET for
+        # any other item): the item after it is its value.
+        if item.__class__ is not str or not item.startswith("--"):
+            return NOT_SECRET
+        flag = _ARGV_FLAG.fullmatch(item)
+        return NOT_SECRET if flag is None else self.secret_keys[flag.group(1)]
 
     def mapping(
         self, value: Mapping[Any, Any], counter: list[int], _seen: frozenset[int] = frozenset()

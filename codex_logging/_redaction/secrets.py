@@ -294,7 +294,7 @@ GATES: Final = (
     (":", ("assignment",)),
     ("', ", ("assignment",)),
     ('", ', ("assignment",)),
-    (" --", ("flag",)),
+    ("--", ("flag",)),  # after a blank or a quote, or first: "--password x"
 )  # fmt: skip
 #: Each gate holds one of these characters; a text without a gate's
 #: character cannot hold the gate. One-character tests (at memory speed)
