@@ -164,7 +164,10 @@ def check_level(level: str | int) -> int | str:
     if isinstance(level, int):
         return level
     text = level.strip()
-    if text.isdigit() and len(text) <= 9:
+    if text.isdigit():
+        if len(text) > 9:
+            msg = f"level {level!r} is too large: a level number has at most 9 digits"
+            raise InvalidFilterError(msg)
         return int(text)
     numbered = _NUMBERED.fullmatch(text)
     if numbered:

@@ -286,8 +286,9 @@ def sqlite_where(filters: Filters, source: Source) -> tuple[list[str], list[Any]
     )
     if source.legacy and (any(value is not None for value in lacking) or filters.fields):
         msg = (
-            "--level, --role, --logger, --since, --until and --where need the"
-            " session_events table; this database has only the older logs table"
+            "filtering by level, role, logger, time or field (--level, --role, --since,"
+            " --until, --where) needs the session_events table; this database has only"
+            " the older logs table"
         )
         raise DatabaseError(msg)
     if filters.session_id is not None:
