@@ -124,14 +124,43 @@ class TestFound:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert proc.stdout is not None
-        assert proc.stdout.readline().startswith("synced 3 files: 3,006 rows inserted")
-        time.sleep(0.3)
-        damage(db)
-        out, err = proc.communicate(timeout=60)
+        try:
+            assert proc.stdout.readline().startswith("synced 3 files: 3,006 rows inserted")
+            time.sleep(0.3)
+            damage(db)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()  # a watch that missed the damage is not left behind
+            proc.wait()
         assert_damage_line(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), db)
 
 
 class TestChecked:
+    def test_damage_during_a_round_that_wrote_nothing_is_found_next(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A round with nothing to write does not take the file as it finds it at the end for its own."""
+        folder = tmp_path / "sessions"
+        write_sessions(folder)
+        # Settled files: a round looks at them again only if they change.
+        hour_ago = time.time() - 3600
+        for path in folder.iterdir():
+            os.utime(path, (hour_ago, hour_ago))
+        db = tmp_path / "mirror.db"
+        sync_to_sqlite(db, folder)
+        real = sqlite_sync.SqliteTarget.settled_files
+
+        def damaged_meanwhile(self: Any, source_id: str) -> Any:
+            found = real(self, source_id)
+            damage(db)  # after this round's check, while it runs
+            return found
+
+        monkeypatch.setattr(sqlite_sync.SqliteTarget, "settled_files", damaged_meanwhile)
+        sync_to_sqlite(db, folder)  # nothing to write
+        monkeypatch.setattr(sqlite_sync.SqliteTarget, "settled_files", real)
+        with pytest.raises(DatabaseDamagedError):
+            sync_to_sqlite(db, folder)
+
     def test_quick_check_only_when_the_file_changed_outside_the_sync(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -145,6 +145,13 @@ class SqliteTarget:
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._sound = False  # opened, and checked if it had to be
+        # The file as it is at the end is this sync's own when it changed it
+        # (created, migrated or committed to it), or when it is as this sync
+        # found it sound. A round that wrote nothing and finds the file
+        # changed at its end leaves the record alone: damage done meanwhile
+        # is still found by the next sync.
+        self._wrote = False
+        self._seen: tuple[int, int] | None = None
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -156,7 +163,9 @@ class SqliteTarget:
         """
         if self._conn is None:
             changed = changed_outside(self.name)
+            before = _file_state(self.name)
             conn = connect(self.name, busy_timeout=self.busy_timeout)
+            self._wrote = _file_state(self.name) != before
             if changed:
                 try:
                     quick_check(conn, self.name)
@@ -165,6 +174,7 @@ class SqliteTarget:
                     raise
             self._conn = conn
             self._sound = True
+            self._seen = _file_state(self.name)
         return self._conn
 
     def settled_files(self, source_id: str) -> dict[str, _target.SettledRow]:
@@ -256,6 +266,7 @@ class SqliteTarget:
         Raises:
             WatermarkMovedError: Another sync moved the watermark meanwhile.
         """
+        self._wrote = True
         try:
             return self._commit(batch, one_by_one=False)
         except _RefusedError:
@@ -313,8 +324,16 @@ class SqliteTarget:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-            if self._sound:
+            if self._sound and (self._wrote or _file_state(self.name) == self._seen):
                 remember_state(self.name)
+
+
+def _file_state(path: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_size, info.st_mtime_ns)
 
 
 #: SQLite's default SQLITE_MAX_LENGTH, for Pythons without Connection.getlimit.
