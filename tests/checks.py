@@ -76,6 +76,7 @@ NUMBER_WHERE = (
     ("x=5", ["five"]),
     ("x=5.0", ["five"]),
     ("x=true", ["yes"]),
+    ("x=\u0665", []),  # ARABIC-INDIC DIGIT FIVE: a text, not the number 5
     ("x!=0.3", ["sum", "tiny", "huge", "five", "yes", "none"]),
     ("x!=5", ["sum", "tenths", "tiny", "huge", "text", "yes", "none"]),
 )

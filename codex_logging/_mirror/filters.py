@@ -118,7 +118,8 @@ def finite_number(text: str) -> float | None:
 
 
 #: A number as a person types one: ``5``, ``-0.25``, ``1e-07``, ``.5``.
-_NUMBER: Final = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_NUMBER: Final = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_INTEGER: Final = re.compile(r"[+-]?[0-9]+")
 _INT64: Final = 1 << 63
 
 
@@ -130,7 +131,7 @@ def where_number(text: str) -> int | float | None:
     """
     if not _NUMBER.fullmatch(text):
         return None
-    if text.lstrip("+-").isdigit() and -_INT64 <= int(text) < _INT64:
+    if _INTEGER.fullmatch(text) and -_INT64 <= int(text) < _INT64:
         return int(text)
     return finite_number(text)
 
