@@ -177,6 +177,14 @@ class TestQueueHandlerPlainLogging:
         assert (plain["message"], "exc" in plain) == ("plain 2", False)
 
 
+def configure_in_mode(to_stdlib: bool, **kw: Any) -> None:
+    """configure_structlog; with to_stdlib, a CodexHandler on the root logger writes."""
+    configure_structlog(to_stdlib=to_stdlib, **kw)
+    if to_stdlib:
+        logging.getLogger().addHandler(CodexHandler())
+        logging.getLogger().setLevel(logging.DEBUG)
+
+
 class TestConfigureStructlog:
     def test_printf_arguments(self, sid: str) -> None:
         """log.info("hello %s", "world") works as in plain structlog and stdlib logging."""
@@ -187,13 +195,11 @@ class TestConfigureStructlog:
         messages = [r["message"] for r in read_lines(session_file(sid))]
         assert messages == ["hello world", "ann here", "%d items ('not a number',)"]
 
+    @pytest.mark.parametrize("min_level", [logging.INFO, "info", "INFO"])
     @pytest.mark.parametrize("to_stdlib", [False, True])
-    def test_min_level_in_both_modes(self, sid: str, to_stdlib: bool) -> None:
-        """min_level=INFO drops debug events, with or without the stdlib bridge."""
-        configure_structlog(min_level=logging.INFO, to_stdlib=to_stdlib)
-        if to_stdlib:
-            logging.getLogger().addHandler(CodexHandler())
-            logging.getLogger().setLevel(logging.DEBUG)
+    def test_min_level_in_both_modes(self, sid: str, to_stdlib: bool, min_level: int | str) -> None:
+        """min_level=INFO (or its name, as structlog takes it) drops debug events, in both modes."""
+        configure_in_mode(to_stdlib, min_level=min_level)
         log = structlog.get_logger("svc")
         log.debug("hidden")
         log.info("shown")
@@ -204,10 +210,7 @@ class TestConfigureStructlog:
     @pytest.mark.parametrize("to_stdlib", [False, True])
     def test_logger_name_and_levels(self, sid: str, to_stdlib: bool) -> None:
         """get_logger("svc") records logger "svc"; warn, exception and log(level) map to the record's levels."""
-        configure_structlog(to_stdlib=to_stdlib)
-        if to_stdlib:
-            logging.getLogger().addHandler(CodexHandler())
-            logging.getLogger().setLevel(logging.DEBUG)
+        configure_in_mode(to_stdlib)
         log = structlog.get_logger("svc")
         log.warning("w")
         log.error("e")
@@ -219,17 +222,7 @@ class TestConfigureStructlog:
             ("CRITICAL", "svc"),
         ]
 
-    @pytest.mark.parametrize("to_stdlib", [False, True])
-    def test_min_level_by_name(self, sid: str, to_stdlib: bool) -> None:
-        """min_level="warning", as structlog's filtering logger takes it; a bad one is refused at once."""
-        configure_structlog(min_level="warning", to_stdlib=to_stdlib)
-        if to_stdlib:
-            logging.getLogger().addHandler(CodexHandler())
-            logging.getLogger().setLevel(logging.DEBUG)
-        log = structlog.get_logger("svc")
-        log.info("hidden")
-        log.warning("shown")
-        assert [r["message"] for r in read_lines(session_file(sid))] == ["shown"]
+    def test_a_min_level_of_no_level_is_refused_at_once(self) -> None:
         with pytest.raises(ValueError, match="min_level must be a level number or name"):
             configure_structlog(min_level="loud")
 
@@ -243,10 +236,7 @@ class TestConfigureStructlog:
         any stdlib record), the processor alone structlog's, upper-cased.
         """
         logging.addLevelName(33, "NOTICE_CODEX_TEST")
-        configure_structlog(min_level=logging.WARNING, to_stdlib=to_stdlib)
-        if to_stdlib:
-            logging.getLogger().addHandler(CodexHandler())
-            logging.getLogger().setLevel(logging.DEBUG)
+        configure_in_mode(to_stdlib, min_level=logging.WARNING)
         log = structlog.get_logger("svc.own-levels")
         log.log(35, "between %s", "warning and error")
         log.log(33, "noticed")
