@@ -36,6 +36,9 @@ class CodexLoggingError(Exception):
 class InvalidSessionId(CodexLoggingError, ValueError):  # noqa: N818 - a public name, kept
     """A session id is not 1 to 128 characters of ``A-Z a-z 0-9 _ . -``."""
 
+    #: The value refused, whole (the message shows its first characters).
+    value: object = None
+
 
 class WriteError(CodexLoggingError, OSError):
     """A record could not be appended whole (short write, refused file)."""

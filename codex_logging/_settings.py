@@ -13,6 +13,7 @@ import os
 import re
 import stat
 import sys
+from collections.abc import Callable
 from typing import Final
 
 from codex_logging._errors import InvalidFilterError, InvalidSessionId, UnsafePathError
@@ -71,19 +72,32 @@ def validate_session_id(value: object) -> str:
     if isinstance(value, str) and value in _valid_ids:
         return value
     if not isinstance(value, str) or _ID_PATTERN.fullmatch(value) is None:
-        shown = repr(value)
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
-        rule = (
-            "it must be a string"
-            if not isinstance(value, str)
-            else "use 1 to 128 characters of A-Z a-z 0-9 _ . -, not starting with '.' or '-'"
-        )
-        msg = f"invalid session id {shown}: {rule}"
-        raise InvalidSessionId(msg)
+        error = InvalidSessionId(invalid_id_message(value))
+        error.value = value
+        raise error
     if len(_valid_ids) < CACHE_SIZE:  # bounded: a program may mint ids forever
         _valid_ids.add(value)
     return value
+
+
+def invalid_id_message(value: object, show: Callable[[str], str] | None = None) -> str:
+    """Return :class:`InvalidSessionId`'s message for ``value``.
+
+    Args:
+        value: The value refused.
+        show: Applied to the value's ``repr`` before it is cut to 60
+            characters (a redactor: a secret set as the id by mistake must be
+            found whole, not cut before its end).
+    """
+    shown = repr(value) if show is None else show(repr(value))
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    rule = (
+        "it must be a string"
+        if not isinstance(value, str)
+        else "use 1 to 128 characters of A-Z a-z 0-9 _ . -, not starting with '.' or '-'"
+    )
+    return f"invalid session id {shown}: {rule}"
 
 
 def is_valid_session_id(value: object) -> bool:

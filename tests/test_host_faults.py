@@ -427,10 +427,11 @@ log = logging.getLogger("app")
 log.addHandler(CodexHandler(sys.argv[1], session_id="h"))
 log.warning("a", extra={"session_id": "password=Hunter2Secret!"})
 log.warning("b", extra={"session_id": "ghp_" + "a1B2" * 9 + "/"})
+log.warning("c", extra={"session_id": "postgresql://a_very_long_user_name:Hunter2Secret1234567890@host/db"})
 """
         _, err = run(code, tmp_path, str(tmp_path / "s"))
         lines = err.splitlines()
-        assert len(lines) == 2
+        assert len(lines) == 3
         assert "Hunter2Secret" not in err
         assert "a1B2a1B2" not in err
         assert all("[REDACTED]" in line for line in lines)
@@ -522,15 +523,31 @@ class TestBadInheritedId:
         assert "set CODEX_SESSION_ID to a valid id" in line
         assert sorted(os.listdir(tmp_path / "s")) == sorted(f"{sid}.ndjson" for sid in sids)
 
+    @pytest.mark.parametrize(
+        ("bad", "shown"),
+        [
+            ("password=Hunter2Secret!", "'password=[REDACTED]'"),
+            # Its repr is cut at 60 characters: redacted whole first.
+            (
+                "postgresql://a_very_long_user_name:Hunter2Secret12345@host/db",
+                "'postgresql://a_very_long_user_name:[REDACTED]@host/db'",
+            ),
+            # A pattern of the program's own, given to its handler.
+            ("ticket corp-Hunter2Secret", "'ticket [REDACTED]'"),
+        ],
+    )
     def test_a_secret_set_as_the_id_is_redacted_on_stderr_and_in_the_record(
-        self, tmp_path: Path
+        self, tmp_path: Path, bad: str, shown: str
     ) -> None:
-        out, err = run(BAD_ID_SCOPE, tmp_path, env={"CODEX_SESSION_ID": "password=Hunter2Secret!"})
+        code = BAD_ID_SCOPE.replace(
+            'CodexHandler("s")', 'CodexHandler("s", redact_patterns=[r"corp-[A-Za-z0-9]+"])'
+        )
+        out, err = run(code, tmp_path, env={"CODEX_SESSION_ID": bad})
         sid = out.split("|")[0]
         (start, *_) = read_lines(tmp_path / "s" / f"{sid}.ndjson")
-        assert start["rejected_session_id"] == "password=[REDACTED]"
+        assert start["rejected_session_id"] == shown.strip("'")
         (line,) = err.splitlines()
-        assert "invalid session id 'password=[REDACTED]'" in line
+        assert f"invalid session id {shown}" in line
         assert "Hunter2Secret" not in err
 
     def test_a_valid_inherited_id_is_joined_as_before(self, tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ from codex_logging._settings import (
     ENV_SCOPE_SIGNALS,
     ENV_SESSION_ID,
     ENV_SESSIONS_DIR,
+    invalid_id_message,
     sessions_dir_path,
     validate_session_id,
 )
@@ -488,10 +489,8 @@ class session_scope:  # noqa: N801 - a context manager named like contextlib's
         if joined is not None:
             try:
                 return validate_session_id(joined), None
-            except InvalidSessionId as error:
-                fresh = str(uuid.uuid4())
-                _say_rejected(joined, fresh, error)
-                return fresh, joined
+            except InvalidSessionId:
+                return str(uuid.uuid4()), joined
         return str(uuid.uuid4()), None
 
     def __enter__(self) -> str:
@@ -499,6 +498,8 @@ class session_scope:  # noqa: N801 - a context manager named like contextlib's
         sid, rejected = self._resolve()
         queues: list[Any] = []
         sinks = _sinks(queues)
+        if rejected is not None:
+            _say_rejected(rejected, sid, sinks)
         token = current_session.set(sid)
         parent = _current_entry.get()
         entry = _Entry(sid, sinks[0].sessions_dir, token, time.monotonic(), sinks, parent)
@@ -628,14 +629,22 @@ class session_scope:  # noqa: N801 - a context manager named like contextlib's
         return run
 
 
-def _say_rejected(value: str, fresh: str, error: InvalidSessionId) -> None:
+def _say_rejected(value: str, fresh: str, sinks: list[Sink]) -> None:
     # Once per process and rejected value, on stderr (never a warning, which
-    # -W error would raise into the program).
+    # -W error would raise into the program). The value may be a secret set
+    # by mistake: it is redacted as the start record that keeps it is.
     if value in _rejected or len(_rejected) >= _MAX_REJECTED:
         return
     _rejected.add(value)
-    try:  # the value may be a secret set by mistake: stderr is redacted as records are
-        shown = Redactor().text(str(error), [0])
+
+    def show(text: str) -> str:
+        for sink in sinks:
+            if sink.redactor is not None:
+                text = sink.redactor.text(text, [0])
+        return text
+
+    try:
+        shown = invalid_id_message(value, show)
     except Exception:  # a redactor that fails: no value at all
         shown = "invalid session id"
     line = (

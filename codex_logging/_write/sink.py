@@ -44,6 +44,7 @@ from codex_logging._settings import (
     CACHE_SIZE,
     ENV_SESSION_ID,
     ENV_SESSIONS_DIR,
+    invalid_id_message,
     is_valid_session_id,
     sessions_dir_path,
     validate_session_id,
@@ -529,7 +530,7 @@ class Sink:
         text = safe_str(error)[:4096]
         if self.redactor is not None:
             try:
-                text = self.redactor.text(text, [0])
+                text = redacted_error(error, text, self.redactor)
             except Exception:  # a redactor that fails: the kind of error only
                 text = type(error).__name__
         line = (
@@ -555,6 +556,13 @@ class Sink:
         )
         loud = logging.raiseExceptions if self.logging_handler else True
         self.report(WriteError(errno.ENOENT, msg), loud=loud, count=count)
+
+
+def redacted_error(error: BaseException | None, text: str, redactor: Redactor) -> str:
+    """Return an error's ``text`` redacted; an invalid id's value is redacted whole, then cut."""
+    if isinstance(error, InvalidSessionId) and error.value is not None:
+        return invalid_id_message(error.value, lambda shown: redactor.text(shown, [0]))
+    return redactor.text(text, [0])
 
 
 def _cause(error: BaseException | None) -> tuple[str, str]:
