@@ -64,6 +64,7 @@ NUMBER_LINES = (
     '{"ts":6.0,"message":"five","x":5}\n'
     '{"ts":7.0,"message":"yes","x":true}\n'
     '{"ts":8.0,"message":"none"}\n'
+    '{"ts":9.0,"message":"zero","x":0}\n'
 )
 #: ``--where`` tests on those lines, and the messages each finds in order.
 NUMBER_WHERE = (
@@ -75,8 +76,14 @@ NUMBER_WHERE = (
     ("x=18446744073709551616", ["huge"]),
     ("x=5", ["five"]),
     ("x=5.0", ["five"]),
+    ("x=+5", ["five"]),
+    ("x=5.", ["five"]),
+    ("x=.5e1", ["five"]),
     ("x=true", ["yes"]),
     ("x=\u0665", []),  # ARABIC-INDIC DIGIT FIVE: a text, not the number 5
-    ("x!=0.3", ["sum", "tiny", "huge", "five", "yes", "none"]),
-    ("x!=5", ["sum", "tenths", "tiny", "huge", "text", "yes", "none"]),
+    ("x=1e-400", []),  # no float holds it: not 0
+    ("x=0.0", ["zero"]),
+    ("x=" + "9" * 5000, []),  # past int()'s digit limit: compared as text
+    ("x!=0.3", ["sum", "tiny", "huge", "five", "yes", "none", "zero"]),
+    ("x!=5", ["sum", "tenths", "tiny", "huge", "text", "yes", "none", "zero"]),
 )

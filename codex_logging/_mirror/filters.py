@@ -127,13 +127,20 @@ def where_number(text: str) -> int | float | None:
     """Return the number ``--where KEY=VALUE`` compares a number field with, if VALUE is one.
 
     An integer as an exact int (a float past 64 bits, where SQLite's JSON
-    holds such a number as one too), anything else as a finite float.
+    holds such a number as one too), anything else as a finite float; a
+    number no float holds (``1e400``, ``1e-400``) is compared as text.
     """
     if not _NUMBER.fullmatch(text):
         return None
-    if _INTEGER.fullmatch(text) and -_INT64 <= int(text) < _INT64:
-        return int(text)
-    return finite_number(text)
+    if _INTEGER.fullmatch(text) and len(text) <= 20:  # int() of 4,300 digits raises
+        number = int(text)
+        if -_INT64 <= number < _INT64:
+            return number
+    found = finite_number(text)
+    mantissa = text.partition("e")[0].partition("E")[0]
+    if found == 0 and mantissa.strip("+-.0"):
+        return None  # a tiny number that is no float's
+    return found
 
 
 def check_kind(kind: str) -> str:

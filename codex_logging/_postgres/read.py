@@ -220,10 +220,11 @@ def _field_term(test: FieldTest, record: str) -> tuple[str, list[Any]]:
     term, params = f"{text} {compare} %s", [test.key, test.key, test.key, test.value]
     if where_number(str(test.value)) is None:
         return term, params
-    # A number given, a field holding one: compared as numbers (1e-07 is 1e-7).
+    # A number given (ASCII, one a float holds), a field holding one: compared
+    # as numbers (1e-07 is 1e-7), exactly, as jsonb keeps them.
     op = "=" if test.op == "=" else "<>"
-    number = f"({record} -> %s)::numeric {op} %s::numeric"
-    term = f"(CASE WHEN jsonb_typeof({record} -> %s) = 'number' THEN {number} ELSE {term} END)"
+    compare = f"({record} -> %s)::numeric {op} %s::numeric"
+    term = f"(CASE WHEN jsonb_typeof({record} -> %s) = 'number' THEN {compare} ELSE {term} END)"
     return term, [test.key, test.key, str(test.value), *params]
 
 
