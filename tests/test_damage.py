@@ -193,6 +193,36 @@ class TestChecked:
         sync_to_sqlite(db, folder)
         assert len(checks) == 2
 
+    def test_a_reader_open_during_a_write_costs_no_check_later(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The WAL a reader kept from a checkpoint goes into the file at an idle round's close: not a change."""
+        checks: list[str] = []
+        check = sqlite_sync.quick_check
+        monkeypatch.setattr(
+            sqlite_sync, "quick_check", lambda conn, path: (checks.append(path), check(conn, path))
+        )
+        folder = tmp_path / "sessions"
+        write_sessions(folder, lines=3)
+        db = tmp_path / "mirror.db"
+        sync_to_sqlite(db, folder)
+
+        def settled() -> None:  # files a round has no reason to look at again
+            hour_ago = time.time() - 3600
+            for path in folder.iterdir():
+                os.utime(path, (hour_ago, hour_ago))
+
+        with (folder / "a.ndjson").open("a") as f:
+            f.write(json.dumps({"message": "more"}) + "\n")
+        settled()
+        reader = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        reader.execute("SELECT count(*) FROM session_events").fetchone()
+        sync_to_sqlite(db, folder)  # writes; the reader keeps the WAL from the close's checkpoint
+        reader.close()  # a reader does not checkpoint
+        sync_to_sqlite(db, folder)  # idle: its close checkpoints the WAL
+        sync_to_sqlite(db, folder)
+        assert checks == []
+
     def test_a_state_that_cannot_be_written_leaves_no_file(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -322,9 +322,12 @@ class SqliteTarget:
     def close(self) -> None:
         """Close the connection if one was opened."""
         if self._conn is not None:
+            # Judged before the close: the last connection's close checkpoints
+            # the WAL (its own work, or a reader's left behind) into the file.
+            own = self._wrote or _file_state(self.name) == self._seen
             self._conn.close()
             self._conn = None
-            if self._sound and (self._wrote or _file_state(self.name) == self._seen):
+            if self._sound and own:
                 remember_state(self.name)
 
 
