@@ -375,6 +375,10 @@ class TestKeysAndShapes:
             ]
         }
         assert counter == [2]
+        # A flag after a secret one is a flag: the secret after it is found.
+        assert Redactor().value(["--password", "--api-key", "CANARY3x", "--host", "db"], [0]) == [
+            "--password", "--api-key", "[REDACTED]", "--host", "db",
+        ]  # fmt: skip
         # Written through the handler, and a message that starts with the flag.
         handler = CodexHandler(tmp_path, session_id="argv")
         log = logging.getLogger("redact.argv")

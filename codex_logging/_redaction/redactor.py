@@ -452,38 +452,51 @@ class Redactor:
             seen = _seen | {id(value)}
             if isinstance(value, Mapping):
                 return self.mapping(value, counter, seen)
-            if _holds_pem_lines(value):
-                value = _pem_lines_redacted(value, counter)
-            out = []
-            flag_level = NOT_SECRET  # the item before was "--password" (an argv list)
-            for item in value:
-                if flag_level != NOT_SECRET and item.__class__ is str:
+            return self._sequence(value, counter, seen)
+        return value
+
+    def _sequence(
+        self, value: list[Any] | tuple[Any, ...], counter: list[int], seen: frozenset[int]
+    ) -> list[Any]:
+        # A list or tuple's items: [name, value] pairs by name, and an argv
+        # list's item after a secret flag ("--password") as that flag's value.
+        if _holds_pem_lines(value):
+            value = _pem_lines_redacted(value, counter)
+        out = []
+        text = self.text
+        flag_level = NOT_SECRET  # the item before was "--password" (an argv list)
+        for item in value:
+            if item.__class__ is str:  # most items: straight to text
+                if item[:2] == "--":
+                    # A flag after "--password" is a flag, not its value
+                    # ("--password --host db").
+                    flag_level = self._flag_level(item)
+                elif flag_level:
                     out.append(self.keyed(flag_level, item, counter, seen))
                     flag_level = NOT_SECRET
                     continue
-                flag_level = self._flag_level(item)
-                if (
-                    isinstance(item, list | tuple)
-                    and len(item) == 2  # a (name, value) pair
-                    and isinstance(item[0], str)
-                    and self.secret_keys[item[0]]
-                ):
-                    out.append(
-                        [
-                            self.text(item[0], counter),
-                            self.keyed(self.secret_keys[item[0]], item[1], counter, seen),
-                        ]
-                    )
-                else:
-                    out.append(self.value(item, counter, seen))
-            return out
-        return value
+                out.append(text(item, counter))
+                continue
+            flag_level = NOT_SECRET
+            if (
+                isinstance(item, list | tuple)
+                and len(item) == 2  # a (name, value) pair
+                and isinstance(item[0], str)
+                and self.secret_keys[item[0]]
+            ):
+                out.append(
+                    [
+                        self.text(item[0], counter),
+                        self.keyed(self.secret_keys[item[0]], item[1], counter, seen),
+                    ]
+                )
+            else:
+                out.append(self.value(item, counter, seen))
+        return out
 
-    def _flag_level(self, item: object) -> int:
+    def _flag_level(self, item: str) -> int:
         # The secrecy of the name in an argv item "--password" (NOT_SECRET for
-        # any other item): the item after it is its value.
-        if item.__class__ is not str or not item.startswith("--"):
-            return NOT_SECRET
+        # any other flag): the item after it is its value.
         flag = _ARGV_FLAG.fullmatch(item)
         return NOT_SECRET if flag is None else self.secret_keys[flag.group(1)]
 
