@@ -232,6 +232,7 @@ class ParseWorker:
                 data = data[os.write(fd, data) :]
             except BlockingIOError:
                 if not self._room.poll(ANSWER_SECONDS * 1000):
+                    self.waiting += 1  # a block half sent is owed: close() kills at once
                     msg = f"the parse worker took no block in {ANSWER_SECONDS:g} s"
                     raise WorkerLostError(msg) from None
             except OSError as exc:  # it ended (EPIPE)
