@@ -96,6 +96,7 @@ class TestQuery:
         [
             ({"kind": "bogus"}, "unknown kind 'bogus'"),
             ({"level": "loud"}, "unknown level 'loud'"),
+            ({"level": "\u00b2"}, "unknown level '\u00b2'"),  # a digit to str.isdigit, not to int()
             ({"since": "yesterdayish"}, "invalid time 'yesterdayish'"),
         ],
     )

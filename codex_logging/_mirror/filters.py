@@ -172,7 +172,7 @@ def check_level(level: str | int) -> int | str:
     if isinstance(level, int):
         return level
     text = level.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # ASCII digits: not "²" nor an Arabic-Indic 5
         if len(text) > 9:
             msg = f"level {level!r} is too large: a level number has at most 9 digits"
             raise InvalidFilterError(msg)
