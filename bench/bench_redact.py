@@ -40,6 +40,9 @@ HOSTILE = {
     "assignment": "a=key",
     "encoded_url": "https%3a%2f%2fu%3Ap%40",
     "flag": " --password ",
+    "openssl_pass": "-passin pass:",
+    "telegram": "123456789:AA",
+    "argv_list": "['mysql', ",
 }
 NORMAL = {
     "short clean message": "processing step 1",
@@ -72,6 +75,7 @@ def hostile_rows() -> list[str]:
         "assignment",
         "encoded_url",
         "flag",
+        "argv_list",
     }
     redactor = Redactor()
     rows = []

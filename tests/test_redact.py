@@ -508,13 +508,16 @@ ADVERSARIAL = {
     "netrc": ["login a password ", "login ", "login password "],
     "encoded_url": ["a%3A%2F%2F", "https%3a%2f%2fu%3Ap%40", "%3A%2F%2F"],
     "flag": [" --password ", " --a ", "--token x ", " --salt [ab ", " --sig [b", " --salt ('a"],
+    "openssl_pass": ["-passin pass:", "-pass pass:a ", "pass:"],
+    "telegram": ["123456789:AA", "1234567890:AAa-", ":AA"],
+    "argv_list": ["['mysql', '-pa', ", "['mysql', ", '["mysql", "', "['a', '", "['a', 'b']"],
 }  # fmt: skip
 ADVERSARIAL_CHILD = """
 import ast, re, sys
 from codex_logging._redaction.redactor import Redactor
 from codex_logging._redaction.secrets import RULES, redact_url_passwords
 name, prefixes = sys.argv[1], ast.literal_eval(sys.argv[2])
-literals = {n: lits for n, lits, _ in RULES} | {"url": ("://",), "assignment": ("=", ":", ", "), "encoded_url": ("%3A", "%3a"), "flag": (" --",)}
+literals = {n: lits for n, lits, _ in RULES} | {"url": ("://",), "assignment": ("=", ":", ", "), "encoded_url": ("%3A", "%3a"), "flag": (" --",), "argv_list": ("', ", '", ')}
 sources = {n: source for n, _, source in RULES}
 redactor = Redactor()
 if name == "url":
@@ -525,6 +528,8 @@ elif name == "flag":
     rule = redactor._flags
 elif name == "encoded_url":
     rule = redactor._encoded_urls
+elif name == "argv_list":
+    rule = redactor._argv_lists
 else:
     rule = lambda text, p=re.compile(sources[name], re.DOTALL): p.subn("[REDACTED]", text)
 for prefix in prefixes:
@@ -540,7 +545,7 @@ class TestHostileInput:
     def test_every_rule_has_adversarial_inputs(self) -> None:
         """The adversarial table covers every built-in rule, so a new rule needs its own."""
         assert set(ADVERSARIAL) == {name for name, _, _ in RULES} | {
-            "url", "assignment", "encoded_url", "flag",
+            "url", "assignment", "encoded_url", "flag", "argv_list",
         }  # fmt: skip
 
     @pytest.mark.parametrize("name", sorted(ADVERSARIAL))
@@ -910,6 +915,19 @@ ISSUE_SHAPES = {
     "pem as a list": (f"['-----BEGIN RSA PRIVATE KEY-----', '{_T}', '-----END RSA PRIVATE KEY-----']", _T),
     "jwt with a spaced header": ("eyAiYWxnIjogIkhTMjU2In0.eyJzdWIiOiIxIn0." + _T, _T),
     "traceback source line": (f'  File "app.py", line 3, in <module>\n    client = Client(api_key="{_T}")', _T),
+    "mysql -p'quoted'": (f"mysql -uroot -p'{_T}' appdb", _T),
+    "openssl -passin pass:": (f"openssl pkcs12 -in c.p12 -passin pass:{_T} -nodes", _T),
+    "telegram bot token": (f"GET https://api.telegram.org/bot7123456789:AAHk3vGz-Q1pW8yXr5tLmN0bC2dE4fG6hIj/getMe {_T}", "AAHk3vGz-Q1pW8yXr5tLmN0bC2dE4fG6hIj"),
+    "CalledProcessError: mysql": (f"Command '['mysql', '-uroot', '-p{_T}', 'appdb']' returned non-zero exit status 1.", _T),
+    "CalledProcessError: docker login": (f"Command '['docker', 'login', '-u', 'ci', '-p', '{_T}', 'ghcr.io']' returned", _T),
+    "CalledProcessError: curl -u": (f"Command '['curl', '-u', 'bob:{_T}', 'https://x']' returned", _T),
+    "argv as JSON: sshpass": (f'["sshpass", "-p", "{_T}", "ssh", "h"]', _T),
+    "API_KEYS plural": (f"API_KEYS={_T}", _T),
+    # Passwords that look like names: one word, digits, mixed case.
+    "password=secret": ("password=secret", "secret"),
+    "password=mypassword": ("password=mypassword", "mypassword"),
+    "password=Password123": ("password=Password123", "Password123"),
+    "password=superSecret": ("password=superSecret", "superSecret"),
     "github token glued to a word": ("token" + "ghp_" + "abcdefghijklmnopqrstuvwxyz0123" + "2LolCm", "abcdefghijklmnopqrstuvwxyz0123"),
 }  # fmt: skip
 STAY = [
@@ -931,6 +949,24 @@ STAY = [
     "user login failed, retrying: ls -a /var/log",
     "after login, run pg_dump -p 5432 -a mydb",
     "docker login -u ci --password-stdin && ssh -p 2222 host",
+    # Said by tools everybody runs: not secrets under a secret-looking name.
+    "--- PASS: TestLogin (0.01s)",
+    "PASS: tests/unit.test",
+    "docker login --username AWS --password-stdin 123456789012.dkr.ecr.us-east-1.amazonaws.com",
+    "PWD=/home/runner/work/app/app OLDPWD=/home/runner",
+    "GITHUB_TOKEN Permissions\n  Contents: read\n  IdToken: write\n  Metadata: read",
+    "permissions:\n  id-token: write\n  contents: read",
+    "GET http://[::1]:8080/api/users/@me 200",
+    "Command '['mysql', '-uroot', '-p', 'appdb']' returned non-zero exit status 1.",
+    "Command '['git', 'push', 'origin', 'main']' returned non-zero exit status 1.",
+    # Source code an agent read: names for a value, not a value.
+    "def login(user: str, password: str) -> bool:",
+    "    self.token = token",
+    'api_key = os.environ["OPENAI_API_KEY"]',
+    "  password: process.env.DB_PASSWORD,",
+    "conn = connect(host=h, password=password)",
+    "    api_key: Optional[str] = None",
+    "api_key=config.api_key DB_PASSWORD=DB_PASSWORD",
 ]
 
 
@@ -963,6 +999,74 @@ class TestScannerShapes:
     )  # fmt: skip
     def test_names_are_judged_whole(self, key: str, secret: bool) -> None:
         assert Redactor().is_secret_key(key) is secret
+
+    def test_values_under_names_that_tools_print(self) -> None:
+        """A workflow's token template, a permission and the shell's PWD stay; a password under PWD goes."""
+        fields = {
+            "token": "${{ secrets.GITHUB_TOKEN }}",
+            "id-token": "write",
+            "environ": {"PWD": "/home/runner/work/app/app", "HOME": "/home/runner"},
+        }
+        counter = [0]
+        assert Redactor().value(fields, counter) == fields
+        assert counter == [0]
+        secret = {"pwd": _T, "PWD": "hunter2", "pwd_path": "/x", "db_pwd": "/abc"}
+        assert Redactor().value(secret, [0]) == {
+            "pwd": "[REDACTED]", "PWD": "[REDACTED]", "pwd_path": "/x", "db_pwd": "[REDACTED]",
+        }  # fmt: skip
+
+    def test_a_mapping_that_names_its_value(self) -> None:
+        """{"name": "DB_PASSWORD", "value": x}: a container's environment, a parameter store's answer."""
+        env = [{"name": "DB_PASSWORD", "value": _T}, {"name": "LOG_LEVEL", "value": "debug"}]
+        ssm = {"Parameter": {"Name": "/prod/db/password", "Type": "SecureString", "Value": _T}}
+        tags = [{"Key": "api_token", "Value": _T}, {"Key": "team", "Value": "infra"}]
+        counter = [0]
+        out = Redactor().value({"env": env, "ssm": ssm, "tags": tags}, counter)
+        assert _T not in json.dumps(out)
+        assert counter == [3]
+        assert out["env"][1] == {"name": "LOG_LEVEL", "value": "debug"}
+        assert out["ssm"]["Parameter"]["Name"] == "/prod/db/password"
+        assert out["tags"][1] == {"Key": "team", "Value": "infra"}
+
+    def test_plural_names(self) -> None:
+        """A list of passwords or API keys is secret as one is; a count of tokens is not."""
+        counter = [0]
+        fields = {
+            "api_keys": [_T, _T],
+            "passwords": {"db": _T},
+            "generated_tokens": 512,
+            "keys": ["a"],
+        }
+        assert Redactor().value(fields, counter) == {
+            "api_keys": "[REDACTED]", "passwords": "[REDACTED]", "generated_tokens": 512, "keys": ["a"],
+        }  # fmt: skip
+        assert counter == [2]
+
+    def test_an_argv_list_read_as_its_command_line(self) -> None:
+        """["mysql", "-pX"], ["docker", "login", "-p", X]...: each item stays in its place."""
+        cases = [
+            (["mysql", "-uroot", f"-p{_T}", "appdb"], ["mysql", "-uroot", "-p[REDACTED]", "appdb"]),
+            (
+                ["curl", "-u", f"bob:{_T}", "https://x"],
+                ["curl", "-u", "bob:[REDACTED]", "https://x"],
+            ),
+            (
+                ["docker", "login", "-u", "ci", "-p", _T, "r"],
+                ["docker", "login", "-u", "ci", "-p", "[REDACTED]", "r"],
+            ),
+            (["sshpass", "-p", _T, "ssh", "h"], ["sshpass", "-p", "[REDACTED]", "ssh", "h"]),
+            (
+                ["redis-cli", "-a", _T, "-p", "6380"],
+                ["redis-cli", "-a", "[REDACTED]", "-p", "6380"],
+            ),
+            # An item with a space cannot be told from two: the list is left to the other rules.
+            (["mysql", "-e", "select 1", "db"], ["mysql", "-e", "select 1", "db"]),
+            (["ssh", "-p", "2222", "host"], ["ssh", "-p", "2222", "host"]),
+        ]
+        for argv, expected in cases:
+            counter = [0]
+            assert Redactor().value({"argv": argv}, counter) == {"argv": expected}, argv
+            assert counter == [int(argv != expected)], argv
 
     def test_weak_names_keep_plain_values(self) -> None:
         """Under a weak name (signing key of unknown kind, sig) only a random-looking value goes."""
@@ -1035,6 +1139,35 @@ class TestScannerShapes:
             "lines": ["x"] + ["[REDACTED]"] * 4 + ["y"]
         }
         assert counter == [1]
+
+    def test_a_failed_command_through_every_path(self, tmp_path: Path) -> None:
+        """subprocess's CalledProcessError, an argv field and a container's env: each path redacts them."""
+        argv = ["docker", "login", "-u", "ci", "-p", _T, "ghcr.io"]
+        fields = {"argv": argv, "env": [{"name": "DB_PASSWORD", "value": _T}]}
+        error = subprocess.CalledProcessError(1, ["mysql", "-uroot", f"-p{_T}", "appdb"])
+        handler = CodexHandler(tmp_path, "cmd")
+        logger = logging.getLogger("redact.cmd")
+        logger.addHandler(handler)
+        try:
+            raise error
+        except subprocess.CalledProcessError:
+            logger.exception("deploy failed", extra=fields)
+        CodexProcessor(tmp_path, "cmd")(None, "error", {"event": str(error), **fields})
+        # The mirror, of a line another tool wrote as it was.
+        folder = tmp_path / "foreign"
+        folder.mkdir()
+        line = {"ts": 1.0, "message": str(error), **fields}
+        (folder / "f.ndjson").write_text(json.dumps(line) + "\n")
+        sync_to_sqlite(tmp_path / "m.db", folder)
+        with db_connection(tmp_path / "m.db") as conn:
+            (data,) = conn.execute("SELECT data FROM session_events").fetchone()
+        first, second = read_lines(tmp_path / "cmd.ndjson")
+        for record in (first, second, json.loads(data)):
+            assert _T not in json.dumps(record)
+            assert record["argv"] == ["docker", "login", "-u", "ci", "-p", "[REDACTED]", "ghcr.io"]
+            assert record["env"] == [{"name": "DB_PASSWORD", "value": "[REDACTED]"}]
+        assert "'-p[REDACTED]', 'appdb'" in first["exc"]
+        assert "'-p[REDACTED]', 'appdb'" in second["message"]
 
     def test_foreign_line_header_field_in_the_mirror(self, tmp_path: Path) -> None:
         """The mirror runs the new rules on a foreign line's other fields too."""

@@ -17,6 +17,9 @@ from typing import Final
 NOT_SECRET: Final = 0
 WEAK: Final = 1
 STRONG: Final = 2
+#: Strong, but an absolute path is the working directory, not a secret: the
+#: shell's ``PWD`` in an environment dump (``PWD=/home/runner/work``).
+WORKING_DIR: Final = 3
 
 #: Whole normalised names that are secret.
 SECRET_NAMES: Final = frozenset(
@@ -126,9 +129,19 @@ REFERENCE_PARTS: Final = frozenset(
         "location", "dir", "directory", "strength", "reset", "changed", "set_at", "manager",
         "store", "vault", "backend", "issuer", "audience", "lifetime", "timeout",
         "fingerprint", "info", "error", "errors", "valid", "invalid", "missing", "service",
-        "file_path", "var", "variable", "option", "options", "flag", "style",
+        "file_path", "var", "variable", "option", "options", "flag", "style", "stdin",
     }
 )  # fmt: skip
+#: Plural last parts judged as their singular: a list or dict of passwords
+#: is secret as one is. Not "tokens", a count (``generated_tokens: 512``).
+PLURALS: Final = {
+    "passwords": "password",
+    "passwds": "passwd",
+    "passphrases": "passphrase",
+    "passcodes": "passcode",
+    "apikeys": "apikey",
+    "keys": "key",
+}
 #: Parts that make a name weak when nothing above decided it.
 WEAK_PARTS: Final = frozenset(
     {"key", "sig", "signature", "hmac", "salt", "private", "apikey", "secret", "secrets",
@@ -137,13 +150,16 @@ WEAK_PARTS: Final = frozenset(
 
 
 def name_strength(norm: str) -> int:  # noqa: C901, PLR0911, PLR0912 - one decision, read top down
-    """Return how secret a normalised key name is: NOT_SECRET, WEAK or STRONG."""
+    """Return how secret a normalised key name is: NOT_SECRET, WEAK, STRONG or WORKING_DIR."""
     if norm in SECRET_NAMES:
         return STRONG
+    if norm == "pwd":
+        return WORKING_DIR
     parts = norm.split("_")
     while len(parts) > 1 and parts[-1].isdigit():  # "api_key_2"
         parts.pop()
     last = parts[-1].rstrip("0123456789") or parts[-1]
+    last = PLURALS.get(last, last)  # "passwords", "api_keys" ("tokens" is a count)
     head = parts[-2] if len(parts) > 1 else ""
     if last in REFERENCE_PARTS:
         return NOT_SECRET
@@ -184,11 +200,29 @@ PLACEHOLDERS: Final = frozenset(
         "", "none", "null", "nil", "true", "false", "undefined", "n/a", "na", "-", "?",
         "redacted", "<redacted>", "(redacted)", "hidden", "masked", "unset", "empty",
         "not set", "notset", "%s", "%r", "%d", "required", "optional", "*",
+        # A permission, as GitHub Actions prints a token's ("IdToken: write").
+        "read", "write", "read-all", "write-all",
     }
 )  # fmt: skip
 _MASKED = re.compile(r"[*xX•#.]{3,}")
 _TEMPLATED = re.compile(
-    r"\$\{[^}]*\}?|\{\{.*\}\}|<[^<>]*>|%\([^)]*\)[sdr]|\$[A-Z_][A-Z0-9_]*|:[a-z_]+"
+    r"\$\{\{.*\}\}|\$\{[^}]*\}?|\{\{.*\}\}|<[^<>]*>|%\([^)]*\)[sdr]|\$[A-Z_][A-Z0-9_]*|:[a-z_]+"
+)
+#: Source code's names for a value, not a value (a listing an agent read):
+#: ``password=password``, ``self.token = token``, ``process.env.DB_PASSWORD``,
+#: ``os.environ["API_KEY"]``, ``password: str``.
+#: An attribute ("this.apiKey"), or a name of two words or more in one case
+#: without digits ("DB_PASSWORD"; not "secret" or "Password123", which
+#: may be passwords).
+_IDENTIFIER = re.compile(
+    r"(?:(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)|([a-z]+(?:_[a-z]+)+|[A-Z]+(?:_[A-Z]+)+))", re.ASCII
+)
+_CODE_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_ENVIRONMENT_READ = re.compile(
+    r"(?:os\.environ(?:\.get)?|os\.getenv|process\.env|System\.getenv|ENV)(?:[\[.(].*)?"
+)
+_TYPE_NAMES: Final = frozenset(
+    {"str", "bytes", "string", "secretstr", "secretbytes", "optional[str", "str | none"}
 )
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _ISO_TIME = re.compile(
@@ -199,6 +233,7 @@ _NUMBER = re.compile(r"[-+]?\d+(?:[.,]\d+)*%?")
 #: Words in any script, between blanks and punctuation ("Dr. Smith", "Jane
 #: Doe, CFO", "José Martínez").
 _WORDS = re.compile(r"[^\W\d_]+(?:[ _.:/,;'&()-]+[^\W\d_]+)*[.!?)]*")
+_ABSOLUTE_PATH = re.compile(r"(?:/[\w.@%+~-]+)+/?")
 _PATH = re.compile(r"(?:~|\.{1,2})?/[\w.@%+~-]*(?:/[\w.@%+~-]*)*|[\w.-]+/[\w./-]+\.\w{1,5}")
 #: Entropy a weak name's value needs (bits a character, as gitleaks' generic rule).
 WEAK_ENTROPY: Final = 3.0
@@ -217,7 +252,9 @@ def plainly_not_secret(value: str, strength: int) -> bool:
     """Return whether ``value`` under a name of ``strength`` is plainly not a secret.
 
     Under any name: a placeholder (``none``, ``null``, ``***``, ``${VAR}``,
-    ``%(x)s``, ``<password>``). Under a weak name also: anything short, one
+    ``${{ secrets.X }}``, ``%(x)s``, ``<password>``, ``write``), source code
+    naming a value (``self.token``, ``process.env.DB_PASSWORD``, ``str``);
+    under ``PWD`` an absolute path. Under a weak name also: anything short, one
     word or words, a number, a UUID, a path, an ISO time, a hex hash, or text
     of low entropy.
     """
@@ -227,8 +264,15 @@ def plainly_not_secret(value: str, strength: int) -> bool:
         return True  # replaced inside already ("Bearer [REDACTED]")
     if lower in PLACEHOLDERS or _MASKED.fullmatch(text) or _TEMPLATED.fullmatch(text):
         return True
+    if lower in _TYPE_NAMES or _ENVIRONMENT_READ.fullmatch(text):
+        return True
+    identifier = _IDENTIFIER.fullmatch(text)
+    if identifier is not None:  # a variable named as a secret is its name, not its value
+        name = _CODE_CAMEL.sub("_", identifier.group(1) or identifier.group(2)).lower()
+        if name_strength(name) != NOT_SECRET:
+            return True
     if strength >= STRONG:
-        return False
+        return strength == WORKING_DIR and _ABSOLUTE_PATH.fullmatch(text) is not None
     return bool(
         len(text) < WEAK_MIN_LENGTH
         or _WORDS.fullmatch(text)

@@ -21,6 +21,8 @@ from typing import Any, Final
 from codex_logging._record import key_text
 from codex_logging._redaction.names import NOT_SECRET, STRONG, name_strength, plainly_not_secret
 from codex_logging._redaction.secrets import (
+    ARGV_COMMANDS,
+    ARGV_RULES,
     CHECKS,
     GATE_BITS,
     GATES,
@@ -30,6 +32,8 @@ from codex_logging._redaction.secrets import (
     Rule,
     hinted_marks,
     norm,
+    redact_argv,
+    redact_argv_lists,
     redact_assignments,
     redact_encoded_urls,
     redact_flags,
@@ -140,6 +144,7 @@ class Redactor:
     """
 
     __slots__ = (
+        "_argv_rules",
         "_hinted",
         "_json_keys",
         "_keywords",
@@ -187,6 +192,7 @@ class Redactor:
             "encoded_url": (("%3A", "%3a"), self._encoded_urls),
             "assignment": (("=", ":", "', ", '", '), self._assignments),
             "flag": (("--",), self._flags),
+            "argv_list": (ARGV_COMMANDS, self._argv_lists),
         }
         for name, literals, source in RULES:
             pattern = re.compile(source, re.DOTALL)
@@ -197,6 +203,8 @@ class Redactor:
             if name == "providers":  # one expression, its keywords split by separator
                 for part, part_literals in PROVIDER_LITERALS.items():
                     rules[name + part] = (part_literals, bound)
+        #: The command-line rules an argv list is read with (redact_argv).
+        self._argv_rules = [rules[name][1] for name in ARGV_RULES]
         # A rule under several gates is grouped once with all of them, so it
         # runs at most once a scan; rules under the same gates share a group.
         gates_of: dict[str, list[str]] = {}
@@ -374,6 +382,9 @@ class Redactor:
     def _flags(self, value: str) -> tuple[str, int]:
         return redact_flags(value, self.secret_keys.__getitem__)
 
+    def _argv_lists(self, value: str) -> tuple[str, int]:
+        return redact_argv_lists(value, self._argv_rules)
+
     def _encoded_urls(self, value: str) -> tuple[str, int]:
         return redact_encoded_urls(value, self._decoded_url)
 
@@ -422,7 +433,7 @@ class Redactor:
         if value.__class__ is str:
             if plainly_not_secret(value, level):
                 return self.text(value, counter)
-        elif level != STRONG:
+        elif level < STRONG:
             return self.value(value, counter, _seen)
         counter[0] += 1
         return REDACTED
@@ -465,19 +476,26 @@ class Redactor:
         out = []
         text = self.text
         flag_level = NOT_SECRET  # the item before was "--password" (an argv list)
+        dashed = False  # an item is a flag ("-p", "--user"): maybe an argv list
+        mixed = False  # an item is not a string: not an argv list
         for item in value:
             if item.__class__ is str:  # most items: straight to text
-                if item[:2] == "--":
-                    # A flag after "--password" is a flag, not its value
-                    # ("--password --host db").
-                    flag_level = self._flag_level(item)
-                elif flag_level:
+                if item[:1] == "-":
+                    dashed = True
+                    if item[:2] == "--":
+                        # A flag after "--password" is a flag, not its value
+                        # ("--password --host db").
+                        flag_level = self._flag_level(item)
+                        out.append(text(item, counter))
+                        continue
+                if flag_level:
                     out.append(self.keyed(flag_level, item, counter, seen))
                     flag_level = NOT_SECRET
                     continue
                 out.append(text(item, counter))
                 continue
             flag_level = NOT_SECRET
+            mixed = True
             if (
                 isinstance(item, list | tuple)
                 and len(item) == 2  # a (name, value) pair
@@ -492,6 +510,9 @@ class Redactor:
                 )
             else:
                 out.append(self.value(item, counter, seen))
+        if dashed and not mixed:  # an argv list: ["mysql", "-pX"] is "mysql -pX"
+            out, found = redact_argv(out, self._argv_rules)
+            counter[0] += found
         return out
 
     def _flag_level(self, item: str) -> int:
@@ -499,6 +520,15 @@ class Redactor:
         # any other flag): the item after it is its value.
         flag = _ARGV_FLAG.fullmatch(item)
         return NOT_SECRET if flag is None else self.secret_keys[flag.group(1)]
+
+    def _named_level(self, value: Mapping[Any, Any]) -> int:
+        # How secret the name a mapping gives its "value" is: "DB_PASSWORD",
+        # or a parameter path's last part ("/prod/db/password").
+        for field in _NAME_FIELDS:
+            name = value.get(field)
+            if name.__class__ is str and len(name) <= 128:
+                return self.secret_keys[name.rpartition("/")[2]]
+        return NOT_SECRET
 
     def mapping(
         self, value: Mapping[Any, Any], counter: list[int], _seen: frozenset[int] = frozenset()
@@ -520,6 +550,14 @@ class Redactor:
         """
         out: dict[Any, Any] = {}
         clean = self.clean  # most keys were seen before: skip the call
+        # {"name": "DB_PASSWORD", "value": "x"} (a container's environment,
+        # a parameter store's answer, a tag): the value is the name's.
+        paired, paired_level = None, NOT_SECRET
+        for field in _VALUE_FIELDS:
+            if field in value:
+                paired_level = self._named_level(value)
+                paired = field if paired_level else None
+                break
         suffixes: dict[str, int] | None = None  # the next #n to try, per redacted text
         for key, item in value.items():
             name = key
@@ -530,11 +568,18 @@ class Redactor:
                         suffixes = {}
                     name = _unique(name, out, value, suffixes)
             level = self.secret_keys[key]
+            if key == paired:
+                level = max(level, paired_level)
             if level:
                 out[name] = self.keyed(level, item, counter, _seen)
             else:
                 out[name] = self.value(item, counter, _seen)
         return out
+
+
+#: The keys of a mapping that names its own value ({"name": ..., "value": ...}).
+_VALUE_FIELDS: Final = ("value", "Value")
+_NAME_FIELDS: Final = ("name", "Name", "key", "Key")
 
 
 def _bind(pattern: re.Pattern[str], template: str) -> Callable[[str], tuple[str, int]]:

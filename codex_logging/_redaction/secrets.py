@@ -227,10 +227,10 @@ RULES: Final[tuple[tuple[str, tuple[str, ...], str], ...]] = (
             r"|pscale_(?:tkn|oauth|pw)_[A-Za-z0-9_=.-]{32,64})(?![A-Za-z0-9])"
         ),
     ),
-    (  # a password on a MySQL or MariaDB command line: -pSECRET (no space)
+    (  # a password on a MySQL or MariaDB command line: -pSECRET, -p'SECRET' (no space)
         "mysql",
         ("mysql", "mariadb"),
-        r"(?P<keep>\s-p)(?=[^\s'\"-])[^\s'\"]+",
+        r"(?P<keep>\s-p)(?:'[^'\n]+'|\"[^\"\n]+\"|(?=[^\s'\"-])[^\s'\"]+)",
     ),
     (  # curl.go: curl -u user:password, --user user:password
         "curl_user",
@@ -244,6 +244,16 @@ RULES: Final[tuple[tuple[str, tuple[str, ...], str], ...]] = (
         "login_flag",
         ("login", "sshpass", "redis-cli"),
         _LOGIN_FLAG,
+    ),
+    (  # openssl's pass phrase arguments: -passin pass:x, -passout pass:x
+        "openssl_pass",
+        ("pass:",),
+        r"(?P<keep>(?<![\w-])-pass(?:in|out)?[ \t]+pass:)[^\s'\"]+",
+    ),
+    (  # telegram.go: a bot's token, <bot id>:AA<33>, also in a URL (/bot<token>/)
+        "telegram",
+        (":AA",),
+        r"(?<![0-9])[0-9]{8,10}:AA[A-Za-z0-9_-]{33}(?![A-Za-z0-9_-])",
     ),
     (  # .netrc: machine host login user password secret
         "netrc",
@@ -272,6 +282,8 @@ GATES: Final = (
     ("ya29.", ("google_oauth",)),
     ("GOCSPX-", ("google_oauth",)),
     (" -", ("mysql", "curl_user")),
+    ("', ", ("argv_list",)),  # a list's repr: "Command '['mysql', '-pX']' returned..."
+    ('", ', ("argv_list",)),  # a list as json.dumps writes it
     ("earer", ("bearer",)),
     ("EARER", ("bearer",)),
     ("asic", ("basic",)),
@@ -290,6 +302,8 @@ GATES: Final = (
     ("%3A", ("encoded_url",)),
     ("%3a", ("encoded_url",)),
     ("password", ("netrc",)),
+    ("pass:", ("openssl_pass",)),
+    (":AA", ("telegram",)),
     ("=", ("assignment",)),
     (":", ("assignment",)),
     ("', ", ("assignment",)),
@@ -367,10 +381,11 @@ def gate_key(gate: str) -> int:
 GATE_BITS: Final = {gate: gate_key(gate) for gate, _ in GATES}
 Rule = Callable[[str], tuple[str, int]]
 
-# ``scheme://user:`` (or ``scheme://:``); the password after it is found by
-# _url_password. The look-behind starts a scheme where a run of scheme
-# characters starts, so each "://" is tried from one place.
-_URL_START = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^\s/:@]*:")
+# ``scheme://user:`` (or ``scheme://:``), not an IPv6 host (``http://[::1]:80``);
+# the password after it is found by _url_password. The look-behind starts a
+# scheme where a run of scheme characters starts, so each "://" is tried from
+# one place.
+_URL_START = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{0,31}://[^\s/:@\[]*:")
 # A password with spaces: two to four words, none with "/" or "@", not a port.
 _SPACED_PASSWORD = re.compile(r"(?!\d+ )[^\s/@]+(?: [^\s/@]+){1,3}(?=@)")
 _NETLOC_END = re.compile(r"[/?#]")
@@ -736,7 +751,7 @@ def redact_assignments(  # noqa: C901, PLR0912 - one pass over the marks
         ):
             continue
         level = strength(name)
-        if not level:
+        if not level or (name == "PASS" and kind == "colon"):  # a test's "--- PASS: test_x"
             continue
         header = kind == "colon" and name.lower().replace("-", "_") in HEADER_NAMES
         start, end, value_end = _read_value(value, _spaces(value, mark_end, 1), header)
@@ -745,6 +760,8 @@ def redact_assignments(  # noqa: C901, PLR0912 - one pass over the marks
         read = value_end
         at = max(at, read - back) if read < len(value) else len(value)
         secret = value[start:end]
+        if secret in {name, name.rpartition(".")[2]}:  # code: password=password, self.token = token
+            continue
         if end > start and secret != REDACTED and not _plain(secret, level):
             parts += (value[done:start], REDACTED)
             done = end
@@ -768,6 +785,63 @@ def redact_flags(value: str, strength: Callable[[str], int]) -> tuple[str, int]:
             parts += (value[done:start], REDACTED)
             done = end
     return spliced(value, parts, done, len(parts) // 2)
+
+
+#: The commands whose password flags the command-line rules know ("mysql",
+#: "curl_user", "login_flag"): an argv list naming none is left to the others.
+ARGV_COMMANDS: Final = ("mysql", "mariadb", "curl", "login", "sshpass", "redis-cli")
+_ARGV_COMMAND = re.compile("|".join(re.escape(command) for command in ARGV_COMMANDS))
+#: The rules an argv list is read with, as the command line it stands for.
+ARGV_RULES: Final = ("mysql", "curl_user", "login_flag")
+#: A list of strings written in a text, as Python's repr or JSON writes one
+#: (items without quotes or backslashes in them): ``['mysql', '-pX']``.
+_ARGV_LIST = re.compile(
+    r"""\[(?:'[^'\\\n]*'|"[^"\\\n]*")(?:, ?(?:'[^'\\\n]*'|"[^"\\\n]*")){1,255}\]"""
+)
+_ARGV_ITEM = re.compile(r"'([^'\\\n]*)'|\"([^\"\\\n]*)\"")
+
+
+def redact_argv(items: list[str], rules: list[Rule]) -> tuple[list[str], int]:
+    """Read a list of strings as the command line it stands for; return its items redacted.
+
+    ``["mysql", "-pX"]`` is ``mysql -pX``: the command-line rules (``rules``)
+    find its password, and each item is given back in its place. A list
+    naming none of ARGV_COMMANDS, or with an item holding a space, is given
+    back as it is.
+    """
+    joined = " ".join(items)
+    if _ARGV_COMMAND.search(joined) is None:
+        return items, 0
+    out, count = joined, 0
+    for rule in rules:
+        out, found = rule(out)
+        count += found
+    parts = out.split(" ")
+    if not count or len(parts) != len(items):
+        return items, 0
+    return parts, count
+
+
+def redact_argv_lists(value: str, rules: list[Rule]) -> tuple[str, int]:
+    """Redact each list of strings in ``value`` (a repr, JSON) as :func:`redact_argv` does."""
+    parts: list[str] = []
+    done = 0
+    count = 0
+    for match in _ARGV_LIST.finditer(value):
+        items = [
+            m.group(1) if m.group(1) is not None else m.group(2)
+            for m in _ARGV_ITEM.finditer(match.group())
+        ]
+        redacted, found = redact_argv(items, rules)
+        if not found:
+            continue
+        at = match.start()
+        for item, new in zip(_ARGV_ITEM.finditer(match.group()), redacted, strict=True):
+            group = 1 if item.group(1) is not None else 2
+            parts += (value[done : at + item.start(group)], new)
+            done = at + item.end(group)
+        count += found
+    return spliced(value, parts, done, count)
 
 
 # A URL percent-encoded as a whole (a redirect parameter): decoded, redacted
