@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,48 @@ def test_serve_on_a_taken_port_is_one_line(db: Path, capsys: pytest.CaptureFixtu
         line
         == f"codex-logs serve: error: cannot listen on 127.0.0.1:{port}: Address already in use"
     )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["sync", "--sessions-dir"],
+        ["prune", "--older-than", "1d", "--sessions-dir"],
+        ["migrate"],
+        ["migrate", "--dry-run"],
+    ],
+    ids=lambda command: command[0] + ("" if command[-1] != "--dry-run" else " --dry-run"),
+)
+def test_another_programs_database_is_left_as_it_was(
+    tmp_path: Path, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--db naming another program's SQLite file: one line, exit 2, the file untouched."""
+    folder = tmp_path / "sessions"
+    old_session(folder, "run-1")
+    other = tmp_path / "app.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL)")
+        conn.execute("INSERT INTO orders VALUES (1, 9.5)")
+    conn.close()
+    before = other.read_bytes()
+    folders = [str(folder)] if command[-1] == "--sessions-dir" else []
+    status = main([*command, *folders, "--db", str(other)])
+    assert status == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (
+        f"codex-logs {command[0]}: error: {other} is not a codex_logging mirror: it holds other"
+        " tables (orders); give a new file or an existing mirror"
+    )
+    assert other.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db", "sessions"]
+
+
+def test_a_mirror_of_the_older_tools_is_still_taken(tmp_path: Path) -> None:
+    """A database with the older tools' logs table is a mirror: the sync adds its tables."""
+    folder = tmp_path / "sessions"
+    old_session(folder, "run-1")
+    legacy = tmp_path / "old.db"
+    with sqlite3.connect(legacy) as conn:
+        conn.execute("CREATE TABLE logs (ts REAL, session TEXT, kind TEXT, message TEXT)")
+    conn.close()
+    assert sync_to_sqlite(legacy, folder).rows_inserted == 4

@@ -369,8 +369,10 @@ class TestLocking:
         db = tmp_path / "x.db"
         write_lines(sessions / "s.ndjson", 3)
         blocker = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
-        blocker.execute("CREATE TABLE other (x)")  # still in rollback-journal mode
+        # Another sync's first transaction on the new file (still in
+        # rollback-journal mode), its tables not committed yet.
         blocker.execute("BEGIN IMMEDIATE")
+        blocker.execute("CREATE TABLE other (x)")
         blocker.execute("INSERT INTO other VALUES (1)")
         started = threading.Event()
 

@@ -604,6 +604,7 @@ def connect(
         raise DatabaseError(msg) from exc
     try:
         with translated(path, busy_timeout):
+            refuse_foreign(conn, path)
             _enable_wal(conn, busy_timeout)
             conn.execute("PRAGMA synchronous=NORMAL")
         migrate(conn, path, busy_timeout, progress)
@@ -611,6 +612,39 @@ def connect(
         conn.close()
         raise
     return conn
+
+
+#: Tables a database holds before its first migration when it is a mirror:
+#: the older tools' ``logs``, or the session tables (the schema version unset).
+_MIRROR_TABLES: Final = frozenset({"logs", "session_events", "session_ingest_watermark"})
+
+
+def refuse_foreign(conn: sqlite3.Connection, path: str) -> None:
+    """Refuse another program's database, given as ``--db`` by mistake.
+
+    It is left as it was, not filled with the mirror's tables (nor switched
+    to WAL): a database whose schema version is unset and that holds tables,
+    none of them a mirror's.
+
+    Raises:
+        DatabaseError: It is not a mirror.
+    """
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version:
+        return
+    tables = {
+        name
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    }
+    if tables and not tables & _MIRROR_TABLES:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        msg = (
+            f"{path} is not a codex_logging mirror: it holds other tables ({shown});"
+            " give a new file or an existing mirror"
+        )
+        raise DatabaseError(msg)
 
 
 def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:

@@ -25,6 +25,7 @@ from codex_logging._sqlite.db import (
     connect,
     connect_readonly,
     reading,
+    refuse_foreign,
     set_grep_index,
     table_names,
     translated,
@@ -95,6 +96,7 @@ def estimate(path: str) -> int:
         The bytes.
     """
     with contextlib.closing(connect_readonly(path)) as conn, reading(path):
+        refuse_foreign(conn, path)
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         tables = table_names(conn)
         old = LEGACY_TABLE if LEGACY_TABLE in tables else "session_events"
