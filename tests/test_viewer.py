@@ -232,6 +232,16 @@ def test_the_guard_refuses_other_hosts_and_writes_and_sends_a_strict_policy(
     assert get(server.port, "/api/s/run-1/events?after=zz").status == 400
 
 
+def test_on_every_address_any_ip_address_is_its_own(serve: Any, mirror: Path) -> None:
+    """--host 0.0.0.0: reached at the machine's IP address, not refused; a name still is."""
+    server = serve(mirror, "--host", "0.0.0.0")
+    port = server.port
+    for host in (f"192.0.2.7:{port}", f"10.1.2.3:{port}", f"[2001:db8::1]:{port}"):
+        assert get(port, "/", host).status == 200, host
+    for host in (f"evil.example:{port}", f"192.0.2.7:{port + 1}", "192.0.2.7", f"[x]:{port}"):
+        assert get(port, "/", host).status == 421, host
+
+
 def test_the_event_pages_follow_their_cursor(serve: Any, mirror: Path) -> None:
     server = serve(mirror)
 

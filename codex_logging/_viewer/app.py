@@ -11,6 +11,7 @@ Content-Security-Policy to every response (docs/viewer.md, "Safety").
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import math
 import os
@@ -81,6 +82,26 @@ class Guard:
     def __init__(self, app: ASGIApp, allowed_hosts: Iterable[str]) -> None:
         self.app = app
         self.allowed = frozenset(host.lower() for host in allowed_hosts)
+        #: ``*:PORT`` in the hosts (a server on every address, ``--host
+        #: 0.0.0.0``): any IP address with that port is its own. An address
+        #: is no name another site can point at this machine.
+        self.any_address = {host[2:] for host in self.allowed if host.startswith("*:")}
+
+    def _answers_to(self, host: str) -> bool:
+        if host in self.allowed:
+            return True
+        if not self.any_address:
+            return False
+        address, _, port = host.rpartition(":")
+        if port not in self.any_address:
+            return False
+        if address.startswith("[") and address.endswith("]"):
+            address = address[1:-1]
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -98,7 +119,7 @@ class Guard:
                 message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS, cache]
             await send(message)
 
-        if host not in self.allowed:
+        if not self._answers_to(host):
             text = "unknown Host header: this viewer answers only to its own address\n"
             await PlainResponse(text, 421)(scope, receive, secured)
             return
@@ -144,9 +165,15 @@ class PlainResponse(Response):
 
 
 def allowed_hosts(host: str, port: int) -> set[str]:
-    """Return the ``Host`` header values this server answers to: loopback names and ``host``."""
+    """Return the ``Host`` header values this server answers to: loopback names and ``host``.
+
+    On every address (``0.0.0.0``, ``::``), also ``*:PORT``: any IP address
+    of the machine (see :class:`Guard`).
+    """
     names = {"localhost", "127.0.0.1", "[::1]"}
     names.add(f"[{host}]" if ":" in host else host)
+    if host in {"0.0.0.0", "::"}:  # noqa: S104 - a comparison, not a bind
+        names.add("*")
     return {f"{name}:{port}" for name in names}
 
 
