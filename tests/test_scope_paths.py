@@ -125,6 +125,37 @@ class TestQueueListener:
         assert [r["kind"] for r in read_lines(tmp_path / "s" / "q.ndjson")] == ["start", "end"]
         assert not session_file("q").exists()
 
+    def test_basic_config_of_a_queue_handler_keeps_the_message(self, tmp_path: Path) -> None:
+        """basicConfig(handlers=[QueueHandler(q)]): the message is the message, not BASIC_FORMAT's."""
+        script = """
+import logging, logging.handlers, queue, sys
+from codex_logging import CodexHandler
+q = queue.Queue()
+logging.basicConfig(level=logging.INFO, handlers=[logging.handlers.QueueHandler(q)])
+listener = logging.handlers.QueueListener(q, CodexHandler(sys.argv[1], "basic"))
+listener.start()
+logging.getLogger("app.db").info("plain message")
+try:
+    1 / 0
+except ZeroDivisionError:
+    logging.getLogger("app").exception("failed %s", "hard")
+logging.info("INFO:app:not a prefix of the root's")
+listener.stop()
+"""
+        subprocess.run(
+            [sys.executable, "-W", "error", "-c", script, str(tmp_path / "s")],
+            check=True,
+            timeout=30,
+        )
+        records = read_lines(tmp_path / "s" / "basic.ndjson")
+        assert [r["message"] for r in records] == [
+            "plain message",
+            "failed hard",
+            "INFO:app:not a prefix of the root's",
+        ]
+        assert records[1]["exc"].startswith("Traceback (most recent call last):")
+        assert records[1]["exc"].endswith("ZeroDivisionError: division by zero")
+
     def test_sigterm_while_the_queue_is_held_still_ends_the_process(self, tmp_path: Path) -> None:
         """SIGTERM lands while this thread holds the queue's lock (inside QueueHandler's put): the
         scope's end is written and the process dies of the signal, instead of waiting on that lock."""

@@ -219,6 +219,10 @@ class CodexHandler(SinkOwner, logging.Handler):
                 exc = self._record_exception(record)
             elif args is None:
                 message, exc = _split_prepared(message)
+                # basicConfig(handlers=[QueueHandler(q)]) gives the queue's
+                # handler logging.BASIC_FORMAT, which prepare() bakes in.
+                basic = f"{fields['levelname']}:{fields['name']}:"
+                message = message.removeprefix(basic)
             else:
                 exc = None
             name = fields["name"]
