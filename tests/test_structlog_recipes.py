@@ -195,6 +195,23 @@ class TestConfigureStructlog:
         messages = [r["message"] for r in read_lines(session_file(sid))]
         assert messages == ["hello world", "ann here", "%d items ('not a number',)"]
 
+    @pytest.mark.parametrize("to_stdlib", [False, True])
+    def test_the_same_fields_in_both_modes(self, sid: str, to_stdlib: bool) -> None:
+        """Only the event's own keys become fields: not the timestamp the chain adds for other handlers."""
+        configure_in_mode(to_stdlib)
+        structlog.get_logger("svc").info("done", step=3)
+        (record,) = read_lines(session_file(sid))
+        assert set(record) == {
+            "ts",
+            "session_id",
+            "kind",
+            "level",
+            "logger",
+            "message",
+            "pid",
+            "step",
+        }
+
     @pytest.mark.parametrize("min_level", [logging.INFO, "info", "INFO"])
     @pytest.mark.parametrize("to_stdlib", [False, True])
     def test_min_level_in_both_modes(self, sid: str, to_stdlib: bool, min_level: int | str) -> None:

@@ -70,6 +70,12 @@ STRUCTLOG_MAPPED: Final = frozenset(
 )
 #: The same, when the event's ``stack`` is StackInfoRenderer's text (written in ``exc``).
 STRUCTLOG_MAPPED_STACK: Final = STRUCTLOG_MAPPED | {"stack"}
+#: Under configure_structlog(to_stdlib=True), whose TimeStamper sets
+#: ``timestamp`` for the other handlers' formatters: the record has ``ts``.
+_STAMPED: Final = {
+    STRUCTLOG_MAPPED: STRUCTLOG_MAPPED | {"timestamp"},
+    STRUCTLOG_MAPPED_STACK: STRUCTLOG_MAPPED_STACK | {"timestamp"},
+}
 
 
 _TRACEBACK: Final = "\nTraceback (most recent call last):\n"
@@ -178,7 +184,7 @@ class CodexHandler(SinkOwner, logging.Handler):
             if "_logger" in fields:  # from structlog (ProcessorFormatter.wrap_for_formatter)
                 event = record.msg if isinstance(record.msg, dict) else fields.get("_codex_event")
                 if isinstance(event, dict):
-                    self._emit_structlog(record, event)
+                    self._emit_structlog(record, event, stamped="_codex_event" in fields)
                     return
             # Sink.route inlined for its usual answers: the scope's session
             # (where the record was made, else here) or the sink's own id.
@@ -331,7 +337,9 @@ class CodexHandler(SinkOwner, logging.Handler):
         except Exception:
             self.handleError(record)
 
-    def _emit_structlog(self, record: logging.LogRecord, event: dict[str, Any]) -> None:
+    def _emit_structlog(
+        self, record: logging.LogRecord, event: dict[str, Any], *, stamped: bool = False
+    ) -> None:
         # structlog's stdlib recipe (ProcessorFormatter.wrap_for_formatter): the
         # event dict is the message; its keys become fields (docs/configuration.md, "structlog").
         get = event.get
@@ -359,6 +367,9 @@ class CodexHandler(SinkOwner, logging.Handler):
             get("exception"), get("exc_info"), stack, get("stack_info")
         )
         taken = isinstance(stack, str) and stack.startswith(STACK_HEADER)
+        skip = STRUCTLOG_MAPPED_STACK if taken else STRUCTLOG_MAPPED
+        if stamped:
+            skip = _STAMPED[skip]
         name = get("logger")
         self.sink.write(
             message,
@@ -371,7 +382,7 @@ class CodexHandler(SinkOwner, logging.Handler):
             role=get("role"),
             exc=exc if exc is not None else self._record_exception(record),
             extra=event.items(),
-            skip=STRUCTLOG_MAPPED_STACK if taken else STRUCTLOG_MAPPED,
+            skip=skip,
             levelno=record.levelno,
             exception=structured,
         )
