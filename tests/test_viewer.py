@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from codex_logging import sync_to_sqlite
+from codex_logging._cli.output import local_time
 from tests.browser import BIN, browser, serve
 from tests.conftest import synced_text
 from tests.test_read import NOW, scope, write
@@ -380,6 +381,24 @@ def test_values_utf8_or_json_cannot_hold_go_out_all_the_same(serve: Any, tmp_pat
     lone, nan = json.loads(body)["events"]
     assert lone["fields"] == {"x": "\udfff", "y": '["\ud800"]'}
     assert (nan["pid"], nan["fields"]) == (None, {"v": "Infinity"})
+
+
+def test_times_are_rounded_as_the_command_line_rounds_them(
+    browser: Any, serve: Any, tmp_path: Path
+) -> None:
+    """A time 0.4 ms before a second shows the same in the viewer as in query and show."""
+    ts = 1795442580.9996
+    db = synced_text(
+        tmp_path,
+        f'{{"ts":{ts},"kind":"start","session_id":"s","pid":7}}\n'
+        f'{{"ts":{ts},"message":"late","pid":7}}\n',
+    )
+    server = serve(db)
+    browser.get(server.url + "s/s")
+    rows = wait_for(browser, "#events .ev", 2)
+    shown = local_time(ts)  # "2026-11-24 11:23:01.000": rounded up
+    assert shown.endswith(":01.000")
+    assert rows[0].find_element("css selector", ".t").text == shown[11:]
 
 
 def test_times_no_date_can_hold_are_shown_as_numbers(

@@ -37,10 +37,13 @@
 
   function pad(n, width) { return String(n).padStart(width, "0"); }
 
+  // Rounded to the millisecond, as the command line shows times.
+  function at(ts) { return new Date(Math.round(ts * 1000)); }
+
   // A time past any date (another tool's 1e300) is shown as its number.
   function clock(ts) {
     if (ts === null || ts === undefined) return "--:--:--";
-    const d = new Date(ts * 1000);
+    const d = at(ts);
     if (isNaN(d.getTime())) return String(ts);
     return pad(d.getHours(), 2) + ":" + pad(d.getMinutes(), 2) + ":" + pad(d.getSeconds(), 2) +
       "." + pad(d.getMilliseconds(), 3);
@@ -48,7 +51,7 @@
 
   function stamp(ts) {
     if (ts === null || ts === undefined) return "no time";
-    const d = new Date(ts * 1000);
+    const d = at(ts);
     if (isNaN(d.getTime())) return String(ts);
     return d.getFullYear() + "-" + pad(d.getMonth() + 1, 2) + "-" + pad(d.getDate(), 2) + " " + clock(ts);
   }
