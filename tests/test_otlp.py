@@ -65,7 +65,7 @@ def _no_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The exporter's pauses between tries, recorded instead of slept."""
     found: list[float] = []
-    monkeypatch.setattr(transport, "sleep", found.append)
+    monkeypatch.setattr(transport, "sleep", lambda seconds, _stop: found.append(seconds))
     return found
 
 
@@ -627,7 +627,7 @@ def test_cli_unreachable_endpoint_hides_the_token(tmp_path: Path) -> None:
     env = {**os.environ, "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20topsecret"}
     code = (
         "import sys; from codex_logging._otlp import transport;"
-        " transport.sleep = lambda s: None;"
+        " transport.sleep = lambda s, stop: None;"
         " from codex_logging._cli.main import main; sys.exit(main())"
     )
     done = subprocess.run(
@@ -871,6 +871,36 @@ def test_cli_watch_outlives_an_endpoint_down_from_the_start(
     assert err.count("HTTP 401") == 1
     assert "export resumed" in err
     assert out == "exported 1 file: sent 5 records, 0 lines quarantined\n"
+
+
+def test_cli_watch_ends_at_ctrl_c_while_an_endpoint_is_retried(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Ctrl-C during a round's tries and waits (about 15 s of them) ends --watch at once, exit 0;
+    the batch's watermark is unmoved, so the next export sends it."""
+    folder = tmp_path / "sessions"
+    write_session(folder, "s1", LINES)
+    receiver.faults = [("status", 503, {}, b"")] * 10
+    argv = [*CLI, "export", "otlp", "--endpoint", receiver.url, "--sessions-dir", str(folder)]
+    with subprocess.Popen(
+        [*argv, "--watch", "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            deadline = time.monotonic() + 60
+            while len(receiver.faults) == 10 and time.monotonic() < deadline:
+                time.sleep(0.02)  # until the first try was answered 503
+        finally:
+            proc.send_signal(signal.SIGINT)
+            # Without the interruption the round goes on trying for 15 s.
+            out, err = proc.communicate(timeout=8)
+    assert (proc.returncode, out) == (0, ""), err
+    (line,) = err.splitlines()
+    assert "HTTP 503" in line
+    assert line.endswith("after 1 tries: HTTP 503 (interrupted: no further try)")
+    assert len(receiver.faults) >= 8  # one or two tries, not six
+    receiver.faults = []
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.startswith("exported 1 file: sent 5 records")
 
 
 def test_ts_not_first_and_long_integers_keep_their_digits() -> None:

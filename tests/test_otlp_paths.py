@@ -32,7 +32,7 @@ def _receiver() -> Iterator[Receiver]:
 def _waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The exporter's pauses between tries, recorded instead of slept."""
     found: list[float] = []
-    monkeypatch.setattr(transport, "sleep", found.append)
+    monkeypatch.setattr(transport, "sleep", lambda seconds, _stop: found.append(seconds))
     return found
 
 

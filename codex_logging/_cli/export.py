@@ -10,7 +10,7 @@ import argparse
 import os
 import signal
 import sys
-import time
+import threading
 from typing import TYPE_CHECKING
 
 from codex_logging._cli.output import Failing, one_line, to_json
@@ -38,8 +38,10 @@ class _OutputError(CodexLoggingError, OSError):
     """The output cannot be written (a full disk behind ``> file``)."""
 
 
-def export_round(args: argparse.Namespace, *, quiet_idle: bool = False) -> SyncReport:
-    """Run one export and print what it did."""
+def export_round(
+    args: argparse.Namespace, *, quiet_idle: bool = False, stop: threading.Event | None = None
+) -> SyncReport:
+    """Run one export and print what it did; ``stop`` ends an endpoint's retries."""
     from codex_logging._otlp.sync import sync_to_otlp  # noqa: PLC0415 - the otlp extra only here
 
     _database, folder, _found = project_paths(None, args.sessions_dir)
@@ -65,6 +67,7 @@ def export_round(args: argparse.Namespace, *, quiet_idle: bool = False) -> SyncR
         dry_run=args.dry_run,
         write=write,
         output=args.output,
+        stop=stop,
     )
     for warning in report.warnings:
         print(f"warning: {one_line(warning, *_sources(args))}", file=sys.stderr)
@@ -100,34 +103,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.watch is None:
         export_round(args)
         return 0
-    stopped = [False]
+    # Ctrl-C ends the loop, and the tries and waits of a round whose
+    # endpoint is down: its batch is sent again by the next export.
+    stopped = threading.Event()
 
     def stop(_signum: int, _frame: object) -> None:
-        stopped[0] = True
+        stopped.set()
 
     failing = Failing("the endpoint answers again: export resumed")
     previous = signal.signal(signal.SIGINT, stop)
     try:
         try:
-            export_round(args)  # a wrong setting or folder fails here: one line, exit 2
+            export_round(args, stop=stopped)  # a wrong setting or folder fails here: exit 2
         except OtlpExportError as exc:  # an endpoint not up yet: as in any later round
-            failing.failed(one_line(str(exc), *_sources(args)))
-        while not stopped[0]:
-            deadline = time.monotonic() + args.watch
-            while not stopped[0] and time.monotonic() < deadline:
-                time.sleep(min(0.1, args.watch))
-            _watch_round(args, failing)
+            failing.failed(one_line(str(exc), *_sources(args)), again=not stopped.is_set())
+        while not stopped.wait(args.watch):
+            _watch_round(args, failing, stopped)
     finally:
         signal.signal(signal.SIGINT, previous)
     return 0
 
 
-def _watch_round(args: argparse.Namespace, failing: Failing) -> None:
+def _watch_round(args: argparse.Namespace, failing: Failing, stop: threading.Event) -> None:
     # An endpoint that is down does not end --watch: said once, tried again
     # each round (the watermark did not move), until it answers.
     try:
-        export_round(args, quiet_idle=True)
+        export_round(args, quiet_idle=True, stop=stop)
     except (OtlpExportError, DatabaseError) as exc:
-        failing.failed(one_line(str(exc), *_sources(args)))
+        failing.failed(one_line(str(exc), *_sources(args)), again=not stop.is_set())
         return
     failing.succeeded()

@@ -269,11 +269,14 @@ class Failing:
         self.causes: list[str] = []
         self.resumed = resumed
 
-    def failed(self, text: str) -> None:
-        """Say ``text`` on stderr unless this failure said it already."""
+    def failed(self, text: str, *, again: bool = True) -> None:
+        """Say ``text`` on stderr unless this failure said it already.
+
+        ``again=False``: the last round (Ctrl-C), no other follows.
+        """
         if text not in self.causes:
             self.causes.append(text)
-            _say(f"warning: {text} (trying again each round)")
+            _say(f"warning: {text}" + (" (trying again each round)" if again else ""))
 
     def succeeded(self) -> None:
         """Say the failure is over, if there was one."""

@@ -108,6 +108,7 @@ class OtlpTarget:
         busy_timeout: float = BUSY_TIMEOUT,
         write: Callable[[str], object] | None = None,
         output: str | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         """Remember the settings; nothing is opened or sent yet.
 
@@ -120,6 +121,8 @@ class OtlpTarget:
             write: Called with each request as an OTLP/JSON line (``--json``).
             output: Append each request to this file as an OTLP/JSON line
                 instead of POSTing it (``--format otlp-json``).
+            stop: Set to end the retries of the batch in flight (see
+                :func:`sync_to_otlp`); :meth:`cancel` sets it.
         """
         self.config = config
         self.name = config.shown
@@ -136,7 +139,7 @@ class OtlpTarget:
         self._resource: Resource | None = None
         self._conn: sqlite3.Connection | None = None
         self._opened = False
-        self._stop = threading.Event()
+        self._stop = threading.Event() if stop is None else stop
 
     # -- the watermark file ----------------------------------------------
 
@@ -385,6 +388,7 @@ def sync_to_otlp(
     progress: Progress | None = None,
     write: Callable[[str], object] | None = None,
     output: str | os.PathLike[str] | None = None,
+    stop: threading.Event | None = None,
 ) -> SyncReport:
     """Send every session file's new lines (or one session's) to an OTLP/HTTP endpoint.
 
@@ -416,6 +420,10 @@ def sync_to_otlp(
         output: Instead of an endpoint, append each request to this file as
             one line of OTLP/JSON ``LogsData`` (JSON Lines, as the Collector's
             ``otlpjsonfile`` receiver reads), with a watermark of its own.
+        stop: Set it (from another thread, or a signal handler) to end the
+            tries and waits of a batch the endpoint does not take: the export
+            then raises :class:`OtlpExportError`, that batch's watermark
+            unmoved. A batch already sent is not affected.
 
     Returns:
         A :class:`SyncReport`: ``rows_inserted`` counts the records sent
@@ -440,6 +448,7 @@ def sync_to_otlp(
         busy_timeout=busy_timeout,
         write=write,
         output=out,
+        stop=stop,
     )
     with contextlib.closing(target):
         report = run_sync(

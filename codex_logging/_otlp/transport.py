@@ -223,8 +223,16 @@ class RefusedError(Exception):
         self.status = status
 
 
-#: Sleeps between tries; the tests replace it to count the waits.
-sleep: Callable[[float], None] = time.sleep
+def _wait(seconds: float, stop: threading.Event | None) -> None:
+    """Sleep ``seconds``, or until ``stop`` is set (an interrupted export waits no more)."""
+    if stop is None:
+        time.sleep(seconds)
+    else:
+        stop.wait(seconds)
+
+
+#: Waits between tries; the tests replace it to count the waits.
+sleep: Callable[[float, threading.Event | None], None] = _wait
 
 
 def post(config: Settings, body: bytes, stop: threading.Event | None = None) -> tuple[int, bytes]:
@@ -238,7 +246,8 @@ def post(config: Settings, body: bytes, stop: threading.Event | None = None) -> 
     Args:
         config: Where and how.
         body: The serialized request.
-        stop: Set when the export is interrupted: no further try is made.
+        stop: Set when the export is interrupted: the wait between tries ends
+            and no further try is made.
 
     Returns:
         The status and the body of the answer.
@@ -259,10 +268,11 @@ def post(config: Settings, body: bytes, stop: threading.Event | None = None) -> 
     tries = 0
     for attempt in range(ATTEMPTS):
         if attempt:
-            if stop is not None and stop.is_set():
+            if stop is None or not stop.is_set():
+                sleep(jitter(backoff) if pause is None else pause, stop)
+            if stop is not None and stop.is_set():  # before the wait, or during it
                 problem += " (interrupted: no further try)"
                 break
-            sleep(jitter(backoff) if pause is None else pause)
             backoff = min(MAX_WAIT, backoff * 2)
             pause = None
         tries += 1
