@@ -197,6 +197,17 @@ class TestPrune:
         assert (folder / "old.ndjson").exists()
         assert not other.exists()
 
+    def test_one_session_without_an_end_says_why_it_stays(self, setup: tuple[Path, Path]) -> None:
+        """A session named to prune that never ended (a hook chain, a killed scope) is said kept."""
+        db, folder = setup
+        chain = folder / "ci-17.ndjson"
+        chain.write_text(json.dumps({"ts": time.time() - 9 * DAY, "message": "hook ran"}) + "\n")
+        sync_to_sqlite(db, folder)
+        report = prune(db, folder, older_than=0, session_id="ci-17")
+        assert (report.retired, report.kept) == ([], [("ci-17", _prune.NO_END)])
+        assert chain.exists()
+        assert prune(db, folder, older_than=0).kept == []  # not named: not said
+
     def test_hostile_rows_and_bad_ages(self, tmp_path: Path) -> None:
         """A row whose session id is a path is never turned into one; an end without ts is skipped."""
         folder = tmp_path / "s"

@@ -111,6 +111,13 @@ class PruneReport:
     dry_run: bool = False
 
 
+#: Why a session named to prune, whose rows hold no ``end`` record, stays.
+NO_END: Final = (
+    "it has no end record (still running, or its processes were killed):"
+    " a session without one is never retired"
+)
+
+
 def prune(
     mirror: Mirror,
     folder: str,
@@ -160,6 +167,8 @@ def prune(
             msg = f"unknown session {session_id} in {mirror.name}"
             raise UnknownSessionError(msg)
         candidates = [row for row in candidates if row[0] == session_id]
+        if not candidates:  # named, and not retired: say why
+            report.kept.append((session_id, NO_END))
     # The database as a whole first (SQLite's quick_check): a damaged mirror
     # raises here, before any file is touched.
     mirror.check()
