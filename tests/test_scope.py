@@ -373,6 +373,42 @@ class TestPools:
         assert sorted(r["message"] for r in records[1:-1]) == sorted(f"item {n}" for n in range(20))
         assert {r["pid"] for r in records[1:-1]} - {os.getpid()}
 
+    def test_forked_children_get_the_signal_handling_the_scope_found(self, tmp_path: Path) -> None:
+        """A fork's SIGTERM is the default action again (a Python handler could leave a pool's
+        worker waiting for good on the task queue's lock, and Pool.terminate() with it); a child
+        that opens a scope of its own has it recorded."""
+        script = """
+import multiprocessing, os, signal, sys, time
+from codex_logging import session_scope
+
+def default(_):
+    return signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+with session_scope("forked"):
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        print(all(pool.map(default, range(8))))
+    pid = os.fork()
+    if pid == 0:
+        with session_scope("child"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    print(os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM)
+"""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_")}
+        env["CODEX_SESSIONS_DIR"] = str(tmp_path / "s")
+        done = subprocess.run(
+            [sys.executable, "-W", "error", "-c", script],
+            capture_output=True, text=True, timeout=60, env=env, check=False,
+        )  # fmt: skip
+        assert (done.returncode, done.stdout, done.stderr) == (0, "True\nTrue\n", "")
+        child = read_lines(tmp_path / "s" / "child.ndjson")
+        assert (child[-1]["kind"], child[-1]["status"]) == ("end", "terminated")
+        parent = read_lines(tmp_path / "s" / "forked.ndjson")
+        assert [(r["kind"], r.get("status")) for r in parent] == [("start", None), ("end", "ok")]
+
 
 QUEUED = """
 import logging, logging.handlers, os, queue, sys

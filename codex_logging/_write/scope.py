@@ -13,6 +13,7 @@ every scope has exited it is exactly as it was before the first
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import itertools
@@ -344,7 +345,8 @@ class _Signals:
         return True
 
     def release(self) -> None:
-        self.users -= 1
+        # Not below 0: a forked child exits its parent's scope without it.
+        self.users = max(self.users - 1, 0)
         if self.users > 0 or threading.current_thread() is not threading.main_thread():
             return
         for signum, previous in self.previous.items():
@@ -368,6 +370,20 @@ class _Signals:
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 
+    def after_fork_in_child(self) -> None:
+        # A forked child (a pool's worker) ends no scope of its parent's, so
+        # the handler has nothing to do there; and a Python handler cannot
+        # interrupt a blocking call when the signal lands just before it: a
+        # worker that Pool.terminate() sent SIGTERM as it went to wait for
+        # the task queue's lock waited for good, and the pool with it. The
+        # child gets back what the first scope found.
+        for signum, previous in self.previous.items():
+            if signal.getsignal(signum) == self.handle:
+                with contextlib.suppress(ValueError):  # not Python's main thread
+                    signal.signal(signum, previous)
+        self.previous.clear()
+        self.users = 0
+
     def terminate(self, signum: int) -> None:
         """End every open scope of this process with ``status: "terminated"``."""
         name = signal.Signals(signum).name
@@ -390,6 +406,7 @@ class _Signals:
 
 
 _SIGNALS: Final = _Signals()
+os.register_at_fork(after_in_child=_SIGNALS.after_fork_in_child)
 
 
 def _wants_signals(requested: bool) -> bool:
