@@ -473,7 +473,7 @@ class Redactor:
         # list's item after a secret flag ("--password") as that flag's value.
         if _holds_pem_lines(value):
             value = _pem_lines_redacted(value, counter)
-        out = []
+        out: list[Any] = []
         text = self.text
         flag_level = NOT_SECRET  # the item before was "--password" (an argv list)
         dashed = False  # an item is a flag ("-p", "--user"): maybe an argv list
@@ -552,12 +552,11 @@ class Redactor:
         clean = self.clean  # most keys were seen before: skip the call
         # {"name": "DB_PASSWORD", "value": "x"} (a container's environment,
         # a parameter store's answer, a tag): the value is the name's.
-        paired, paired_level = None, NOT_SECRET
-        for field in _VALUE_FIELDS:
-            if field in value:
-                paired_level = self._named_level(value)
-                paired = field if paired_level else None
-                break
+        paired = "value" if "value" in value else "Value" if "Value" in value else None
+        if paired is not None:
+            paired_level = self._named_level(value)
+            if not paired_level:
+                paired = None
         suffixes: dict[str, int] | None = None  # the next #n to try, per redacted text
         for key, item in value.items():
             name = key
@@ -568,7 +567,7 @@ class Redactor:
                         suffixes = {}
                     name = _unique(name, out, value, suffixes)
             level = self.secret_keys[key]
-            if key == paired:
+            if paired is not None and key == paired:
                 level = max(level, paired_level)
             if level:
                 out[name] = self.keyed(level, item, counter, _seen)
@@ -577,8 +576,8 @@ class Redactor:
         return out
 
 
-#: The keys of a mapping that names its own value ({"name": ..., "value": ...}).
-_VALUE_FIELDS: Final = ("value", "Value")
+#: The keys of a mapping that names its own value ({"name": ..., "value": ...}),
+#: beside "value" or "Value".
 _NAME_FIELDS: Final = ("name", "Name", "key", "Key")
 
 
