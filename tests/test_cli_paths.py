@@ -68,16 +68,23 @@ def test_serve_on_a_taken_port_is_one_line(db: Path, capsys: pytest.CaptureFixtu
     ],
     ids=lambda command: command[0] + ("" if command[-1] != "--dry-run" else " --dry-run"),
 )
+@pytest.mark.parametrize(
+    ("table", "version"),
+    [("orders", 0), ("orders", 3), ("logs", 0)],
+    ids=["plain", "versioned", "logs"],
+)
 def test_another_programs_database_is_left_as_it_was(
-    tmp_path: Path, command: list[str], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, command: list[str], table: str, version: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """--db naming another program's SQLite file: one line, exit 2, the file untouched."""
+    """--db naming another program's SQLite file (its schema version set, or a logs table of its
+    own): one line, exit 2, the file untouched."""
     folder = tmp_path / "sessions"
     old_session(folder, "run-1")
     other = tmp_path / "app.db"
     with sqlite3.connect(other) as conn:
-        conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL)")
-        conn.execute("INSERT INTO orders VALUES (1, 9.5)")
+        conn.execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, total REAL)")
+        conn.execute(f"INSERT INTO {table} VALUES (1, 9.5)")
+        conn.execute(f"PRAGMA user_version = {version}")
     conn.close()
     before = other.read_bytes()
     folders = [str(folder)] if command[-1] == "--sessions-dir" else []
@@ -86,7 +93,7 @@ def test_another_programs_database_is_left_as_it_was(
     (line,) = capsys.readouterr().err.splitlines()
     assert line == (
         f"codex-logs {command[0]}: error: {other} is not a codex_logging mirror: it holds other"
-        " tables (orders); give a new file or an existing mirror"
+        f" tables ({table}); give a new file or an existing mirror"
     )
     assert other.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db", "sessions"]

@@ -928,6 +928,18 @@ ISSUE_SHAPES = {
     "password=mypassword": ("password=mypassword", "mypassword"),
     "password=Password123": ("password=Password123", "Password123"),
     "password=superSecret": ("password=superSecret", "superSecret"),
+    # Names that are values in settings, not code.
+    "password=password in logfmt": ("user=admin password=password", "=password"),
+    "DB_PASSWORD: root_password": ("DB_PASSWORD: root_password", "root_password"),
+    "token=token": ("token=token", "=token"),
+    "attribute of no known object": ("password=Welcome.Pass1", "Welcome.Pass1"),
+    # PASS that is no test's result.
+    "PASS in JSON": ('{"PASS": "Zq8mmLp2x"}', "Zq8mmLp2x"),
+    "PASS in YAML": ("environment:\n  USER: admin\n  PASS: Zq8mmLp2x\n", "Zq8mmLp2x"),
+    "PASS: at a line's start": ("PASS: hunter2", "hunter2"),
+    # A command whose other items hold spaces.
+    "CalledProcessError: mysql -e": (f"Command '['mysql', '-uroot', '-p{_T}', '-e', 'SELECT 1']' returned", _T),
+    "CalledProcessError: curl -H": (f"Command '['curl', '-u', 'bob:{_T}', '-H', 'X-A: b', 'https://x']' returned", _T),
     "github token glued to a word": ("token" + "ghp_" + "abcdefghijklmnopqrstuvwxyz0123" + "2LolCm", "abcdefghijklmnopqrstuvwxyz0123"),
 }  # fmt: skip
 STAY = [
@@ -966,7 +978,8 @@ STAY = [
     "  password: process.env.DB_PASSWORD,",
     "conn = connect(host=h, password=password)",
     "    api_key: Optional[str] = None",
-    "api_key=config.api_key DB_PASSWORD=DB_PASSWORD",
+    "api_key=config.api_key",
+    "_IncompatibleKeys(missing_keys=['fc.weight', 'fc.bias'], unexpected_keys=[])",
 ]
 
 
@@ -1036,9 +1049,11 @@ class TestScannerShapes:
             "passwords": {"db": _T},
             "generated_tokens": 512,
             "keys": ["a"],
+            "missing_keys": ["fc.weight"],
         }
         assert Redactor().value(fields, counter) == {
             "api_keys": "[REDACTED]", "passwords": "[REDACTED]", "generated_tokens": 512, "keys": ["a"],
+            "missing_keys": ["fc.weight"],
         }  # fmt: skip
         assert counter == [2]
 
@@ -1059,8 +1074,21 @@ class TestScannerShapes:
                 ["redis-cli", "-a", _T, "-p", "6380"],
                 ["redis-cli", "-a", "[REDACTED]", "-p", "6380"],
             ),
-            # An item with a space cannot be told from two: the list is left to the other rules.
+            # Items with spaces stay items, whole.
             (["mysql", "-e", "select 1", "db"], ["mysql", "-e", "select 1", "db"]),
+            (
+                ["mysql", f"-p{_T}", "-e", "SELECT 1 FROM t"],
+                ["mysql", "-p[REDACTED]", "-e", "SELECT 1 FROM t"],
+            ),
+            (
+                ["curl", "-u", f"bob:{_T}", "-H", "Accept: */*"],
+                ["curl", "-u", "bob:[REDACTED]", "-H", "Accept: */*"],
+            ),
+            (
+                ["sshpass", "-p", _T, "ssh", "h", "ls -la"],
+                ["sshpass", "-p", "[REDACTED]", "ssh", "h", "ls -la"],
+            ),
+            (["mysql", "-pmy pass", "db"], ["mysql", "-p[REDACTED]", "db"]),
             (["ssh", "-p", "2222", "host"], ["ssh", "-p", "2222", "host"]),
         ]
         for argv, expected in cases:

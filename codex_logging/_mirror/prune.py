@@ -113,8 +113,8 @@ class PruneReport:
 
 #: Why a session named to prune, whose rows hold no ``end`` record, stays.
 NO_END: Final = (
-    "it has no end record (still running, or its processes were killed):"
-    " a session without one is never retired"
+    "no end record of it is here (still running, its processes were killed, or it"
+    " ended in another folder's file): a session without one is never retired"
 )
 
 

@@ -133,14 +133,15 @@ REFERENCE_PARTS: Final = frozenset(
     }
 )  # fmt: skip
 #: Plural last parts judged as their singular: a list or dict of passwords
-#: is secret as one is. Not "tokens", a count (``generated_tokens: 512``).
+#: is secret as one is. Not "tokens", a count (``generated_tokens: 512``);
+#: "keys" only after a word that makes a key secret (``api_keys``, not
+#: PyTorch's ``missing_keys``).
 PLURALS: Final = {
     "passwords": "password",
     "passwds": "passwd",
     "passphrases": "passphrase",
     "passcodes": "passcode",
     "apikeys": "apikey",
-    "keys": "key",
 }
 #: Parts that make a name weak when nothing above decided it.
 WEAK_PARTS: Final = frozenset(
@@ -159,8 +160,10 @@ def name_strength(norm: str) -> int:  # noqa: C901, PLR0911, PLR0912 - one decis
     while len(parts) > 1 and parts[-1].isdigit():  # "api_key_2"
         parts.pop()
     last = parts[-1].rstrip("0123456789") or parts[-1]
-    last = PLURALS.get(last, last)  # "passwords", "api_keys" ("tokens" is a count)
+    last = PLURALS.get(last, last)  # "passwords" ("tokens" is a count)
     head = parts[-2] if len(parts) > 1 else ""
+    if last == "keys" and head in KEY_QUALIFIERS:  # "api_keys"; not "missing_keys"
+        last = "key"
     if last in REFERENCE_PARTS:
         return NOT_SECRET
     if last == "token":
@@ -209,13 +212,14 @@ _TEMPLATED = re.compile(
     r"\$\{\{.*\}\}|\$\{[^}]*\}?|\{\{.*\}\}|<[^<>]*>|%\([^)]*\)[sdr]|\$[A-Z_][A-Z0-9_]*|:[a-z_]+"
 )
 #: Source code's names for a value, not a value (a listing an agent read):
-#: ``password=password``, ``self.token = token``, ``process.env.DB_PASSWORD``,
-#: ``os.environ["API_KEY"]``, ``password: str``.
-#: An attribute ("this.apiKey"), or a name of two words or more in one case
-#: without digits ("DB_PASSWORD"; not "secret" or "Password123", which
-#: may be passwords).
+#: an attribute of the object the code works on (``self.token``,
+#: ``config.api_key``; not ``Welcome.Pass1``, which may be a password), an
+#: environment read (``process.env.DB_PASSWORD``, ``os.environ["API_KEY"]``),
+#: a type (``password: str``).
 _IDENTIFIER = re.compile(
-    r"(?:(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)|([a-z]+(?:_[a-z]+)+|[A-Z]+(?:_[A-Z]+)+))", re.ASCII
+    r"(?:self|this|cls|config|cfg|conf|settings|options|opts|args|params|ctx|env)"
+    r"(?:\.[A-Za-z_]\w*)*\.([A-Za-z_]\w*)",
+    re.ASCII,
 )
 _CODE_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _ENVIRONMENT_READ = re.compile(
@@ -268,7 +272,7 @@ def plainly_not_secret(value: str, strength: int) -> bool:
         return True
     identifier = _IDENTIFIER.fullmatch(text)
     if identifier is not None:  # a variable named as a secret is its name, not its value
-        name = _CODE_CAMEL.sub("_", identifier.group(1) or identifier.group(2)).lower()
+        name = _CODE_CAMEL.sub("_", identifier.group(1)).lower()
         if name_strength(name) != NOT_SECRET:
             return True
     if strength >= STRONG:

@@ -100,13 +100,17 @@ class _SecretKeys(dict[object, int]):
         self._extra = extra
 
     def __missing__(self, key: object) -> int:
-        # A key that is not text (b"api_key") is judged by the text it is
-        # written under, as the record's field names are.
-        normal = norm(key if isinstance(key, str) else key_text(key))
-        found = STRONG if normal in self._extra else name_strength(normal)
+        found = self.judge(key)
         if len(self) < CACHE_SIZE:  # bounded: keys may be made up at run time
             self[key] = found
         return found
+
+    def judge(self, key: object) -> int:
+        """Decide ``key`` without remembering it (a name that is data, not a field)."""
+        # A key that is not text (b"api_key") is judged by the text it is
+        # written under, as the record's field names are.
+        normal = norm(key if isinstance(key, str) else key_text(key))
+        return STRONG if normal in self._extra else name_strength(normal)
 
 
 def _compile_user(source: object) -> re.Pattern[str]:
@@ -527,7 +531,10 @@ class Redactor:
         for field in _NAME_FIELDS:
             name = value.get(field)
             if name.__class__ is str and len(name) <= 128:
-                return self.secret_keys[name.rpartition("/")[2]]
+                # Names are data here: judged, not remembered among the keys.
+                name = name.rpartition("/")[2]
+                known = self.secret_keys.get(name)
+                return self.secret_keys.judge(name) if known is None else known
         return NOT_SECRET
 
     def mapping(

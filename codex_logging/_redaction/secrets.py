@@ -751,7 +751,7 @@ def redact_assignments(  # noqa: C901, PLR0912 - one pass over the marks
         ):
             continue
         level = strength(name)
-        if not level or (name == "PASS" and kind == "colon"):  # a test's "--- PASS: test_x"
+        if not level:
             continue
         header = kind == "colon" and name.lower().replace("-", "_") in HEADER_NAMES
         start, end, value_end = _read_value(value, _spaces(value, mark_end, 1), header)
@@ -760,12 +760,41 @@ def redact_assignments(  # noqa: C901, PLR0912 - one pass over the marks
         read = value_end
         at = max(at, read - back) if read < len(value) else len(value)
         secret = value[start:end]
-        if secret in {name, name.rpartition(".")[2]}:  # code: password=password, self.token = token
+        if _names_itself(value, name_end - len(name), name, secret, value_end):
+            continue
+        if name == "PASS" and kind == "colon" and _test_result(value, name_end - len(name)):
             continue
         if end > start and secret != REDACTED and not _plain(secret, level):
             parts += (value[done:start], REDACTED)
             done = end
     return spliced(value, parts, done, len(parts) // 2)
+
+
+def _names_itself(value: str, name_start: int, name: str, found: str, end: int) -> bool:
+    """Return whether an assignment is source code passing a name on.
+
+    ``self.token = token`` (an attribute set from the variable of its name),
+    or ``f(password=password)`` (a keyword argument, between ``(`` or ``,``
+    and ``)`` or ``,``); not ``password=password`` in a line of settings.
+    """
+    if "." in name:
+        return found == name.rpartition(".")[2]
+    if found != name:
+        return False
+    before = value[:name_start].rstrip(" ")[-1:]
+    return before in {"(", ","} and value[end : end + 1] in {")", ","}
+
+
+#: A test runner's result line: go test's ``--- PASS: TestLogin (0.01s)``,
+#: automake's ``PASS: tests/unit.test``.
+_TEST_RESULT: Final = re.compile(r"(?:--- |^)PASS: \S*(?:Test|test|/)", re.MULTILINE)
+
+
+def _test_result(value: str, name_start: int) -> bool:
+    """Return whether the ``PASS:`` at ``name_start`` starts a test runner's result."""
+    start = value.rfind("\n", 0, name_start) + 1
+    found = _TEST_RESULT.match(value, max(start, name_start - 4))
+    return found is not None and found.start() in {start, name_start - 4}
 
 
 def redact_flags(value: str, strength: Callable[[str], int]) -> tuple[str, int]:
@@ -805,13 +834,19 @@ def redact_argv(items: list[str], rules: list[Rule]) -> tuple[list[str], int]:
     """Read a list of strings as the command line it stands for; return its items redacted.
 
     ``["mysql", "-pX"]`` is ``mysql -pX``: the command-line rules (``rules``)
-    find its password, and each item is given back in its place. A list
-    naming none of ARGV_COMMANDS, or with an item holding a space, is given
-    back as it is.
+    find its password, and each item is given back in its place. An item's
+    own spaces (``"SELECT 1"``, ``"Accept: */*"``) stand as NUL meanwhile, so
+    it stays one word; a list naming none of ARGV_COMMANDS, or holding a NUL,
+    is given back as it is.
     """
     joined = " ".join(items)
     if _ARGV_COMMAND.search(joined) is None:
         return items, 0
+    spaced = joined.count(" ") != len(items) - 1
+    if spaced:
+        if "\0" in joined:
+            return items, 0
+        joined = " ".join(item.replace(" ", "\0") for item in items)
     out, count = joined, 0
     for rule in rules:
         out, found = rule(out)
@@ -819,6 +854,8 @@ def redact_argv(items: list[str], rules: list[Rule]) -> tuple[list[str], int]:
     parts = out.split(" ")
     if not count or len(parts) != len(items):
         return items, 0
+    if spaced:
+        parts = [part.replace("\0", " ") for part in parts]
     return parts, count
 
 

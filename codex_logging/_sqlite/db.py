@@ -614,37 +614,46 @@ def connect(
     return conn
 
 
-#: Tables a database holds before its first migration when it is a mirror:
-#: the older tools' ``logs``, or the session tables (the schema version unset).
-_MIRROR_TABLES: Final = frozenset({"logs", "session_events", "session_ingest_watermark"})
+#: Tables of which a mirror holds one, whatever its schema version: the
+#: session tables (before the compact layout, and since), or the older
+#: tools' ``logs`` table (see LOGS_COLUMNS).
+_MIRROR_TABLES: Final = frozenset(
+    {"session_events", "session_ingest_watermark", "session_rows", "session_keys"}
+)
+#: The columns of the older tools' ``logs (ts, session, kind, message)``: an
+#: application's own ``logs`` table is another program's.
+LOGS_COLUMNS: Final = frozenset({"ts", "session", "kind", "message"})
 
 
 def refuse_foreign(conn: sqlite3.Connection, path: str) -> None:
     """Refuse another program's database, given as ``--db`` by mistake.
 
     It is left as it was, not filled with the mirror's tables (nor switched
-    to WAL): a database whose schema version is unset and that holds tables,
-    none of them a mirror's.
+    to WAL): a database that holds tables, none of them a mirror's, whatever
+    its ``user_version`` (many programs set theirs). An empty file, a new one
+    and a mirror of any schema pass.
 
     Raises:
         DatabaseError: It is not a mirror.
     """
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
-    if version:
-        return
     tables = {
         name
         for (name,) in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
         )
     }
-    if tables and not tables & _MIRROR_TABLES:
-        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
-        msg = (
-            f"{path} is not a codex_logging mirror: it holds other tables ({shown});"
-            " give a new file or an existing mirror"
-        )
-        raise DatabaseError(msg)
+    if not tables or tables & _MIRROR_TABLES:
+        return
+    if "logs" in tables:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(logs)")}
+        if columns >= LOGS_COLUMNS:
+            return
+    shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+    msg = (
+        f"{path} is not a codex_logging mirror: it holds other tables ({shown});"
+        " give a new file or an existing mirror"
+    )
+    raise DatabaseError(msg)
 
 
 def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:

@@ -81,11 +81,12 @@ class Guard:
 
     def __init__(self, app: ASGIApp, allowed_hosts: Iterable[str]) -> None:
         self.app = app
-        self.allowed = frozenset(host.lower() for host in allowed_hosts)
+        hosts = {host.lower() for host in allowed_hosts}
         #: ``*:PORT`` in the hosts (a server on every address, ``--host
         #: 0.0.0.0``): any IP address with that port is its own. An address
         #: is no name another site can point at this machine.
-        self.any_address = {host[2:] for host in self.allowed if host.startswith("*:")}
+        self.any_address = {host[2:] for host in hosts if host.startswith("*:")}
+        self.allowed = frozenset(host for host in hosts if not host.startswith("*:"))
 
     def _answers_to(self, host: str) -> bool:
         if host in self.allowed:

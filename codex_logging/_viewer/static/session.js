@@ -37,8 +37,12 @@
 
   function pad(n, width) { return String(n).padStart(width, "0"); }
 
-  // Rounded to the millisecond, as the command line shows times.
-  function at(ts) { return new Date(Math.round(ts * 1000)); }
+  // Rounded to the millisecond from the time's exact value, as the command
+  // line rounds it (Python's round(ts, 3)); ts * 1000 would round twice.
+  function at(ts) {
+    const n = Number(ts);
+    return new Date(Math.round(Number(n.toFixed(3)) * 1000));
+  }
 
   // A time past any date (another tool's 1e300) is shown as its number.
   function clock(ts) {
