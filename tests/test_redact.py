@@ -932,6 +932,7 @@ ISSUE_SHAPES = {
     "password=password in logfmt": ("user=admin password=password", "=password"),
     "DB_PASSWORD: root_password": ("DB_PASSWORD: root_password", "root_password"),
     "token=token": ("token=token", "=token"),
+    "a property file's default": ("spring.datasource.password=password", "=password"),
     "attribute of no known object": ("password=Welcome.Pass1", "Welcome.Pass1"),
     # PASS that is no test's result.
     "PASS in JSON": ('{"PASS": "Zq8mmLp2x"}', "Zq8mmLp2x"),

@@ -773,12 +773,15 @@ def redact_assignments(  # noqa: C901, PLR0912 - one pass over the marks
 def _names_itself(value: str, name_start: int, name: str, found: str, end: int) -> bool:
     """Return whether an assignment is source code passing a name on.
 
-    ``self.token = token`` (an attribute set from the variable of its name),
-    or ``f(password=password)`` (a keyword argument, between ``(`` or ``,``
-    and ``)`` or ``,``); not ``password=password`` in a line of settings.
+    ``self.token = token`` (an attribute of the object code works on, set
+    from the variable of its name), or ``f(password=password)`` (a keyword
+    argument, between ``(`` or ``,`` and ``)`` or ``,``); not
+    ``password=password`` in a line of settings, nor a property file's
+    ``db.password=password``.
     """
     if "." in name:
-        return found == name.rpartition(".")[2]
+        receiver, _, attribute = name.rpartition(".")
+        return receiver in {"self", "this", "cls"} and found == attribute
     if found != name:
         return False
     before = value[:name_start].rstrip(" ")[-1:]
