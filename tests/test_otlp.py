@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -848,6 +848,23 @@ def test_cli_watch_sends_new_lines_and_outlives_a_down_endpoint(
     assert out.startswith("exported 1 file: sent 5 records")
 
 
+def watch_then_ctrl_c(
+    argv: list[str], until: Callable[[], bool], wait: float = 60
+) -> tuple[int, str, str]:
+    """Run ``argv --watch 0.1`` until ``until()`` holds, then Ctrl-C it; wait ``wait`` s for its end."""
+    with subprocess.Popen(
+        [*argv, "--watch", "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            deadline = time.monotonic() + 60
+            while not until() and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=wait)
+    return proc.returncode, out, err
+
+
 def test_cli_watch_outlives_an_endpoint_down_from_the_start(
     tmp_path: Path, receiver: Receiver
 ) -> None:
@@ -856,17 +873,8 @@ def test_cli_watch_outlives_an_endpoint_down_from_the_start(
     write_session(folder, "s1", LINES)
     receiver.faults = [("status", 401, {}, b"")] * 2
     argv = [*CLI, "export", "otlp", "--endpoint", receiver.url, "--sessions-dir", str(folder)]
-    with subprocess.Popen(
-        [*argv, "--watch", "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as proc:
-        try:
-            deadline = time.monotonic() + 60
-            while len(receiver.uids()) < 5 and time.monotonic() < deadline:
-                time.sleep(0.05)
-        finally:
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    returncode, out, err = watch_then_ctrl_c(argv, lambda: len(receiver.uids()) >= 5)
+    assert returncode == 0, err
     assert len(receiver.uids()) == 5
     assert err.count("HTTP 401") == 1
     assert "export resumed" in err
@@ -882,18 +890,10 @@ def test_cli_watch_ends_at_ctrl_c_while_an_endpoint_is_retried(
     write_session(folder, "s1", LINES)
     receiver.faults = [("status", 503, {}, b"")] * 10
     argv = [*CLI, "export", "otlp", "--endpoint", receiver.url, "--sessions-dir", str(folder)]
-    with subprocess.Popen(
-        [*argv, "--watch", "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as proc:
-        try:
-            deadline = time.monotonic() + 60
-            while len(receiver.faults) == 10 and time.monotonic() < deadline:
-                time.sleep(0.02)  # until the first try was answered 503
-        finally:
-            proc.send_signal(signal.SIGINT)
-            # Without the interruption the round goes on trying for 15 s.
-            out, err = proc.communicate(timeout=8)
-    assert (proc.returncode, out) == (0, ""), err
+    # Ctrl-C once the first try was answered 503; without the interruption the
+    # round goes on trying for 15 s.
+    returncode, out, err = watch_then_ctrl_c(argv, lambda: len(receiver.faults) < 10, wait=8)
+    assert (returncode, out) == (0, ""), err
     (line,) = err.splitlines()
     assert "HTTP 503" in line
     assert line.endswith("after 1 tries: HTTP 503 (interrupted: no further try)")
