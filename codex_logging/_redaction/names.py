@@ -21,6 +21,16 @@ STRONG: Final = 2
 #: shell's ``PWD`` in an environment dump (``PWD=/home/runner/work``).
 WORKING_DIR: Final = 3
 
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_SEPARATORS = re.compile(r"[\s\-.]+|_{2,}")
+
+
+def norm(key: str) -> str:
+    """Normalise a key name: camelCase to snake, lower case, separators to ``_``."""
+    key = _CAMEL.sub("_", key.strip())
+    return _SEPARATORS.sub("_", key.lower()).strip("_")
+
+
 #: Whole normalised names that are secret.
 SECRET_NAMES: Final = frozenset(
     {
@@ -221,7 +231,6 @@ _IDENTIFIER = re.compile(
     r"(?:\.[A-Za-z_]\w*)*\.([A-Za-z_]\w*)",
     re.ASCII,
 )
-_CODE_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _ENVIRONMENT_READ = re.compile(
     r"(?:os\.environ(?:\.get)?|os\.getenv|process\.env|System\.getenv|ENV)(?:[\[.(].*)?"
 )
@@ -271,10 +280,9 @@ def plainly_not_secret(value: str, strength: int) -> bool:
     if lower in _TYPE_NAMES or _ENVIRONMENT_READ.fullmatch(text):
         return True
     identifier = _IDENTIFIER.fullmatch(text)
-    if identifier is not None:  # a variable named as a secret is its name, not its value
-        name = _CODE_CAMEL.sub("_", identifier.group(1)).lower()
-        if name_strength(name) != NOT_SECRET:
-            return True
+    # A variable named as a secret is its name, not its value.
+    if identifier is not None and name_strength(norm(identifier.group(1))) != NOT_SECRET:
+        return True
     if strength >= STRONG:
         return strength == WORKING_DIR and _ABSOLUTE_PATH.fullmatch(text) is not None
     return bool(

@@ -19,7 +19,13 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from codex_logging._record import key_text
-from codex_logging._redaction.names import NOT_SECRET, STRONG, name_strength, plainly_not_secret
+from codex_logging._redaction.names import (
+    NOT_SECRET,
+    STRONG,
+    name_strength,
+    norm,
+    plainly_not_secret,
+)
 from codex_logging._redaction.secrets import (
     ARGV_COMMANDS,
     ARGV_RULES,
@@ -31,7 +37,6 @@ from codex_logging._redaction.secrets import (
     RULES,
     Rule,
     hinted_marks,
-    norm,
     redact_argv,
     redact_argv_lists,
     redact_assignments,

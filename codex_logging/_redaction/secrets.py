@@ -66,14 +66,6 @@ SPLIT_HINTS: Final = tuple(
     for i in range(1, len(word))
     if not any(hint in word[:i] or hint in word[i:] for hint in NAME_HINTS)
 )
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-_SEPARATORS = re.compile(r"[\s\-.]+|_{2,}")
-
-
-def norm(key: str) -> str:
-    """Normalise a key name: camelCase to snake, lower case, separators to ``_``."""
-    key = _CAMEL.sub("_", key.strip())
-    return _SEPARATORS.sub("_", key.lower()).strip("_")
 
 
 def key_is_secret(norm: str) -> bool:
@@ -868,16 +860,15 @@ def redact_argv_lists(value: str, rules: list[Rule]) -> tuple[str, int]:
     done = 0
     count = 0
     for match in _ARGV_LIST.finditer(value):
+        # Each item's quote group: 1 for '...', 2 for "...".
         items = [
-            m.group(1) if m.group(1) is not None else m.group(2)
-            for m in _ARGV_ITEM.finditer(match.group())
+            (m, 1 if m.group(1) is not None else 2) for m in _ARGV_ITEM.finditer(match.group())
         ]
-        redacted, found = redact_argv(items, rules)
+        redacted, found = redact_argv([m.group(group) for m, group in items], rules)
         if not found:
             continue
         at = match.start()
-        for item, new in zip(_ARGV_ITEM.finditer(match.group()), redacted, strict=True):
-            group = 1 if item.group(1) is not None else 2
+        for (item, group), new in zip(items, redacted, strict=True):
             parts += (value[done : at + item.start(group)], new)
             done = at + item.end(group)
         count += found
