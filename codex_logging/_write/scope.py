@@ -349,9 +349,14 @@ class _Signals:
         self.users = max(self.users - 1, 0)
         if self.users > 0 or threading.current_thread() is not threading.main_thread():
             return
+        self._put_back()
+
+    def _put_back(self) -> None:
+        # What the first scope found, where nobody replaced the handler since.
         for signum, previous in self.previous.items():
             if signal.getsignal(signum) == self.handle:
-                signal.signal(signum, previous)
+                with contextlib.suppress(ValueError):  # a fork's thread that is not Python's main
+                    signal.signal(signum, previous)
         self.previous.clear()
 
     def handle(self, signum: int, frame: Any) -> None:
@@ -377,11 +382,7 @@ class _Signals:
         # worker that Pool.terminate() sent SIGTERM as it went to wait for
         # the task queue's lock waited for good, and the pool with it. The
         # child gets back what the first scope found.
-        for signum, previous in self.previous.items():
-            if signal.getsignal(signum) == self.handle:
-                with contextlib.suppress(ValueError):  # not Python's main thread
-                    signal.signal(signum, previous)
-        self.previous.clear()
+        self._put_back()
         self.users = 0
 
     def terminate(self, signum: int) -> None:
