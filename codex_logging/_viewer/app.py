@@ -76,17 +76,24 @@ LEVEL_CHOICES: Final = ("debug", "info", "warning", "error", "critical")
 ROLE_CHOICES: Final = ("user", "assistant", "system", "tool")
 
 
+#: The bound host of a server on every address, as ``allowed_hosts`` writes it.
+_EVERY_ADDRESS: Final = frozenset({"0.0.0.0", "[::]"})  # noqa: S104 - compared, not bound
+
+
 class Guard:
     """Refuse unknown ``Host`` headers and methods other than GET/HEAD; add the security headers."""
 
     def __init__(self, app: ASGIApp, allowed_hosts: Iterable[str]) -> None:
         self.app = app
-        hosts = {host.lower() for host in allowed_hosts}
-        #: ``*:PORT`` in the hosts (a server on every address, ``--host
-        #: 0.0.0.0``): any IP address with that port is its own. An address
-        #: is no name another site can point at this machine.
-        self.any_address = {host[2:] for host in hosts if host.startswith("*:")}
-        self.allowed = frozenset(host for host in hosts if not host.startswith("*:"))
+        self.allowed = frozenset(host.lower() for host in allowed_hosts)
+        #: The ports of a server on every address (``--host 0.0.0.0`` or
+        #: ``::``, among its hosts): any IP address with that port is its
+        #: own. An address is no name another site can point at this machine.
+        self.any_address = {
+            port
+            for address, _, port in (host.rpartition(":") for host in self.allowed)
+            if address in _EVERY_ADDRESS
+        }
 
     def _answers_to(self, host: str) -> bool:
         if host in self.allowed:
@@ -168,13 +175,11 @@ class PlainResponse(Response):
 def allowed_hosts(host: str, port: int) -> set[str]:
     """Return the ``Host`` header values this server answers to: loopback names and ``host``.
 
-    On every address (``0.0.0.0``, ``::``), also ``*:PORT``: any IP address
-    of the machine (see :class:`Guard`).
+    On every address (``0.0.0.0``, ``::``), :class:`Guard` also answers to any
+    IP address of the machine.
     """
     names = {"localhost", "127.0.0.1", "[::1]"}
     names.add(f"[{host}]" if ":" in host else host)
-    if host in {"0.0.0.0", "::"}:  # noqa: S104 - a comparison, not a bind
-        names.add("*")
     return {f"{name}:{port}" for name in names}
 
 
