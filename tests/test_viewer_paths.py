@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from codex_logging import sync_to_sqlite
+from codex_logging._cli.output import local_time
 from codex_logging._viewer.app import create_app, duration, when
 from codex_logging._viewer.backend import PostgresBackend, SqliteBackend, event_view
 from tests.conftest import synced_text
@@ -164,6 +165,13 @@ class TestFormatting:
 
     def test_no_time_is_a_dash(self) -> None:
         assert when(None) == "-"
+
+    def test_a_time_is_rounded_to_the_millisecond_as_the_rows_show_it(self) -> None:
+        """The page's start time agrees with its first row's (rounded, then cut to the second)."""
+        ts = 1795442580.9996
+        assert when(ts) == local_time(ts)[:19]
+        assert when(ts).endswith(":01")
+        assert when(1795442580.4385) == local_time(1795442580.4385)[:19]
 
     @pytest.mark.parametrize("data", ["{not json", "[1, 2]", None])
     def test_a_row_whose_data_is_not_an_object_shows_its_columns(self, data: str | None) -> None:

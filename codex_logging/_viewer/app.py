@@ -187,11 +187,15 @@ def allowed_hosts(host: str, port: int) -> set[str]:
 
 
 def when(ts: float | None) -> str:
-    """Local date and time to the second, as the command line shows times."""
+    """Local date and time to the second, as the command line shows times.
+
+    The time is rounded to the millisecond first, as the transcript's rows
+    and the command line round it: a start at ``…:00.9996`` is ``…:01``.
+    """
     if ts is None:
         return "-"
     try:
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(round(ts, 3)))
     except (OverflowError, ValueError, OSError):  # another tool's time past any date
         return str(ts)
 
